@@ -1,0 +1,156 @@
+"""Emotion classification with a causal LM: label log-likelihoods (score) or greedy decoding (generate)."""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import prompts
+from .models import model_device
+
+
+@dataclass
+class Classifier:
+    """A model, its tokenizer and the prompt parts it classifies with."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    parts: prompts.PromptParts
+    batch_size: int = 16
+    calibrate: bool = True
+    prefix_cache: bool = True
+
+    @property
+    def labels(self) -> list[str]:
+        """The label names, in score-column order."""
+        return self.parts.label_names
+
+
+def make_classifier(model, tokenizer, emotions: list[str], chat: bool, few_shot: int = 0,
+                    template: str | None = None, batch_size: int = 16, calibrate: bool = True) -> Classifier:
+    """Build a Classifier with the prompt of the given style."""
+    parts = prompts.build(tokenizer, emotions, chat, few_shot, template)
+    return Classifier(model, tokenizer, parts, batch_size, calibrate)
+
+
+def _prefix_cache(model, prefix: list[int]):
+    """Key/value cache of the shared prompt prefix (batch of one)."""
+    ids = torch.tensor([prefix], device=model_device(model))
+    out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+    return out.cache
+
+
+def _score_batch(model, prefix: list[int], bodies: list[list[int]], labels: list[list[int]], pad_id: int,
+                 cache=None) -> torch.Tensor:
+    """Sum of label-token log-probs after prefix + body, for a batch; bodies are padded between prefix and body."""
+    dev = model_device(model)
+    B, P = len(bodies), len(prefix)
+    L = max(len(b) for b in bodies)
+    ids = torch.full((B, L), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, L), dtype=torch.long)
+    for i, b in enumerate(bodies):
+        ids[i, L - len(b):] = torch.tensor(b)
+        mask[i, L - len(b):] = 1
+    pos = (P + mask.cumsum(1) - 1).clamp(min=P)
+    full_mask = torch.cat([torch.ones((B, P), dtype=torch.long), mask], 1)
+    ids, pos, full_mask = ids.to(dev), pos.to(dev), full_mask.to(dev)
+    if cache is not None:
+        past = copy.deepcopy(cache)
+        past.batch_repeat_interleave(B)
+        out = model(input_ids=ids, attention_mask=full_mask, position_ids=pos, cache=past,
+                    use_cache=True, logits_to_keep=1)
+    else:
+        pre = torch.tensor([prefix], device=dev).expand(B, P)
+        pre_pos = torch.arange(P, device=dev).expand(B, P)
+        out = model(input_ids=torch.cat([pre, ids], 1), attention_mask=full_mask,
+                    position_ids=torch.cat([pre_pos, pos], 1), use_cache=True, logits_to_keep=1)
+    first = torch.log_softmax(out.logits[:, -1].float(), -1)  # [B, V]
+    n = len(labels)
+    scores = torch.stack([first[:, lab[0]] for lab in labels], 1)  # [B, n]
+    m = max(len(lab) for lab in labels)
+    if m > 1:  # remaining tokens of multi-token labels, continuing every row's cache once per label
+        past = out.cache
+        past.batch_repeat_interleave(n)
+        lab_ids = torch.full((n, m - 1), pad_id, dtype=torch.long)
+        for j, lab in enumerate(labels):
+            lab_ids[j, :len(lab) - 1] = torch.tensor(lab[:-1])
+        lab_ids = lab_ids.repeat(B, 1).to(dev)
+        last = pos[:, -1:].repeat_interleave(n, 0)
+        lab_pos = last + 1 + torch.arange(m - 1, device=dev)
+        lab_mask = torch.cat([full_mask.repeat_interleave(n, 0), torch.ones((B * n, m - 1), dtype=torch.long,
+                                                                              device=dev)], 1)
+        out2 = model(input_ids=lab_ids, attention_mask=lab_mask, position_ids=lab_pos, cache=past)
+        logp = torch.log_softmax(out2.logits.float(), -1).view(B, n, m - 1, -1)
+        for j, lab in enumerate(labels):
+            for t in range(1, len(lab)):
+                scores[:, j] += logp[:, j, t - 1, lab[t]]
+    return scores.cpu()
+
+
+@torch.inference_mode()
+def label_scores(clf: Classifier, dialogues: list[str], progress: str | None = None) -> np.ndarray:
+    """Log-likelihood of each label after each dialogue's prompt, [N, labels]; calibrated if asked."""
+    tok, parts = clf.tokenizer, clf.parts
+    bodies = [prompts.encode_dialogue(tok, d) + parts.suffix for d in dialogues]
+    order = sorted(range(len(bodies)), key=lambda i: -len(bodies[i]))  # similar lengths batch together
+    cache = _prefix_cache(clf.model, parts.prefix) if clf.prefix_cache else None
+    out = torch.zeros((len(bodies), len(parts.labels)))
+    steps = range(0, len(order), clf.batch_size)
+    for s in tqdm(steps, desc=progress, disable=progress is None, leave=False):
+        idx = order[s:s + clf.batch_size]
+        out[idx] = _score_batch(clf.model, parts.prefix, [bodies[i] for i in idx], parts.labels,
+                                tok.pad_token_id, cache)
+    if clf.calibrate:
+        free = prompts.encode_dialogue(tok, prompts.CONTENT_FREE) + parts.suffix
+        out -= _score_batch(clf.model, parts.prefix, [free], parts.labels, tok.pad_token_id, cache)[0]
+    return out.numpy()
+
+
+def parse_label(text: str, labels: list[str]) -> str | None:
+    """First emotion word in a generated text (aliases such as joy included), or None."""
+    from .emotions import ALIASES
+    words = {w: w for w in labels}
+    words.update({a: c for a, c in ALIASES.items() if c in labels})
+    for m in re.finditer(r"[a-zA-Z]+", text.lower()):
+        if m.group(0) in words:
+            return words[m.group(0)]
+    return None
+
+
+@torch.inference_mode()
+def generate_labels(clf: Classifier, dialogues: list[str], max_new_tokens: int = 4,
+                    progress: str | None = None) -> list[str | None]:
+    """Greedy-decode a few tokens after each prompt; the first emotion word found is the prediction."""
+    tok, parts, dev = clf.tokenizer, clf.parts, model_device(clf.model)
+    seqs = [parts.prefix + prompts.encode_dialogue(tok, d) + parts.suffix for d in dialogues]
+    preds: list[str | None] = [None] * len(seqs)
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    for s in tqdm(range(0, len(order), clf.batch_size), desc=progress, disable=progress is None, leave=False):
+        idx = order[s:s + clf.batch_size]
+        L = max(len(seqs[i]) for i in idx)
+        ids = torch.full((len(idx), L), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, i in enumerate(idx):
+            ids[r, L - len(seqs[i]):] = torch.tensor(seqs[i])
+            mask[r, L - len(seqs[i]):] = 1
+        gen = clf.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), do_sample=False,
+                                 max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
+        for r, i in enumerate(idx):
+            preds[i] = parse_label(tok.decode(gen[r, L:], skip_special_tokens=True), clf.labels)
+    return preds
+
+
+def predict(clf: Classifier, dialogues: list[str], protocol: str = "score", max_new_tokens: int = 4,
+            progress: str | None = None) -> tuple[list[str | None], np.ndarray | None]:
+    """Predicted labels (None = no emotion word, counted wrong) and, for score, the label scores."""
+    if protocol == "score":
+        s = label_scores(clf, dialogues, progress)
+        return [clf.labels[j] for j in s.argmax(1)], s
+    if protocol == "generate":
+        return generate_labels(clf, dialogues, max_new_tokens, progress), None
+    raise ValueError(f"protocol: must be score or generate, got {protocol!r}")

