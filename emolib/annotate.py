@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +74,8 @@ def lm_labels(spec: str, dialogues: list[str], emotions: list[str], p: dict) -> 
     model, tok = models.load_model(spec, p["dtype"], p["device"], p["device_map"], p["seed"])
     try:
         chat = prompts.use_chat(p["prompt_style"], models.is_instruct(spec, tok), tok)
-        clf = classify.make_classifier(model, tok, emotions, chat, p["few_shot"], p["prompt_template"],
+        few_shot = 0 if chat else p["annotator_few_shot"]
+        clf = classify.make_classifier(model, tok, emotions, chat, few_shot, p["prompt_template"],
                                        p["batch_size"], p["calibrate"])
         labels, scores = classify.predict(clf, dialogues, "score", progress=f"annotating with {spec}")
     finally:
@@ -82,9 +85,12 @@ def lm_labels(spec: str, dialogues: list[str], emotions: list[str], p: dict) -> 
 
 
 def annotate(name: str, dialogues: list[str], emotions: list[str], p: dict, cache_dir: Path) -> list[str]:
-    """One annotator's labels for the dialogues, cached on disk by dialogue so a rerun does no work twice."""
+    """One annotator's labels, cached by dialogue (shared by runs with the same annotator settings)."""
     from .data import dialogue_id
-    path = Path(cache_dir) / f"annotator-{name.replace('/', '_')}.json"
+    settings = [name, emotions, p["dtype"], p["prompt_style"], p["annotator_few_shot"], p["prompt_template"],
+                p["calibrate"]] if name != "minilm" else [name, emotions]
+    tag = hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:10]
+    path = Path(cache_dir) / f"annotator-{re.sub(r'[^A-Za-z0-9.-]+', '_', name)}-{tag}.json"
     cache = json.loads(path.read_text()) if path.exists() else {}
     todo = [d for d in dialogues if dialogue_id(d) not in cache]
     if todo:

@@ -54,8 +54,9 @@ def label(rows: list[dict], p: dict, cache_dir: Path) -> pd.DataFrame:
     if p["data_source"] == "emoprism":
         df["kept"] = True
         return df
+    shared = Path(p["run_dir"]).resolve().parent / "cache"  # annotations are shared by runs in one outputs folder
     for name in p["annotators"]:
-        df[name] = annotate.annotate(name, df["dialogue"].tolist(), p["emotions"], p, cache_dir)
+        df[name] = annotate.annotate(name, df["dialogue"].tolist(), p["emotions"], p, shared)
     df["label"] = [data.vote(t, [r[a] for a in p["annotators"]], p["min_agreement"])
                    for t, (_, r) in zip(df["theme"], df.iterrows())]
     df["kept"] = df["label"].notna()

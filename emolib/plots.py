@@ -1,0 +1,487 @@
+"""Figures for the emotion-neurons experiment book: every function returns a matplotlib Figure.
+
+Conventions: accuracy changes come in as fractions (-0.12) and are drawn in percentage points;
+every figure's suptitle contains the caller's `label` (model and run); emotions keep a fixed
+order and colour.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+EMOTION_ORDER: tuple[str, ...] = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
+EMOTION_COLORS: dict[str, str] = {
+    "anger": "#d62728",      # red
+    "disgust": "#6b8e23",    # olive green
+    "fear": "#7b3fa0",       # purple
+    "happiness": "#e6b800",  # gold
+    "sadness": "#1f5fbf",    # blue
+    "surprise": "#ff7f0e",   # orange
+}
+OTHER_COLOR = "#8c8c8c"
+MAX_ANNOTATED_CELLS = 80
+PP = "percentage points"
+
+
+# ---------------------------------------------------------------- helpers
+
+def _ordered(names) -> list:
+    """Known emotions in canonical order, then any other names in order of first appearance."""
+    names = list(dict.fromkeys(names))
+    return [e for e in EMOTION_ORDER if e in names] + [n for n in names if n not in EMOTION_ORDER]
+
+
+def _color(name) -> str:
+    """The fixed colour of an emotion (grey for anything else)."""
+    return EMOTION_COLORS.get(name, OTHER_COLOR)
+
+
+def _title(fig: Figure, what: str, label: str) -> Figure:
+    """Put a two-line suptitle (what is shown, then the caller's label) on the figure."""
+    fig.suptitle(f"{what}\n{label}", fontsize=11)
+    return fig
+
+
+def _as_int_if_whole(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Return the table and a format string: integers when every value is whole, else one decimal."""
+    vals = df.to_numpy(dtype=float)
+    finite = vals[np.isfinite(vals)]
+    if finite.size == 0 or np.allclose(finite, np.round(finite)):
+        return df.fillna(0).round().astype(int), "d"
+    return df, ".1f"
+
+
+def _symmetric_limit(values: np.ndarray) -> float:
+    """Largest absolute finite value (at least 1), for colour scales centred at 0."""
+    finite = np.abs(values[np.isfinite(values)])
+    return float(max(finite.max(), 1.0)) if finite.size else 1.0
+
+
+def _pp_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """Cell annotations as whole numbers with no "-0" (blank for missing cells)."""
+    def fmt(v: float) -> str:
+        return "" if not np.isfinite(v) else f"{v:.0f}".replace("-0", "0") if abs(v) < 0.5 else f"{v:.0f}"
+    return df.astype(float).map(fmt)
+
+
+def _grid(n: int, ncols: int = 3, w: float = 3.6, h: float = 3.0, **kw) -> tuple[Figure, list]:
+    """A constrained-layout figure with n panels on a grid of ncols columns; unused axes removed."""
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows + 0.8),
+                             layout="constrained", squeeze=False, **kw)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.remove()
+    return fig, flat[:n]
+
+
+def _no_data(ax, text: str = "no data") -> None:
+    """Write a centred note on an empty panel."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
+
+
+# ---------------------------------------------------------------- saving
+
+def save(fig: Figure, run_dir: str | Path, name: str) -> Path:
+    """Write the figure to run_dir/figures/{name}.png (dpi 120, tight) and return the path."""
+    out = Path(run_dir) / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.png"
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+# ---------------------------------------------------------------- data set figures
+
+def annotator_confusions(df: pd.DataFrame, annotators: list[str], emotions: list[str], label: str) -> Figure:
+    """Row-normalised confusion heatmap (theme vs annotator label) per annotator, with agreement."""
+    emotions = _ordered(emotions)
+    fig, axes = _grid(len(annotators), ncols=min(3, max(1, len(annotators))), w=4.4, h=3.9)
+    mappable = None
+    for ax, name in zip(axes, annotators):
+        pred = df[name].where(df[name].notna(), "none").astype(str)
+        theme = df["theme"].astype(str)
+        cols = emotions + sorted(set(pred) - set(emotions))
+        counts = pd.crosstab(theme, pred).reindex(index=emotions, columns=cols, fill_value=0)
+        share = counts.div(counts.sum(axis=1).replace(0, np.nan), axis=0) * 100
+        agreement = float((pred == theme).mean() * 100) if len(df) else float("nan")
+        annot = share.size < MAX_ANNOTATED_CELLS
+        sns.heatmap(share, ax=ax, vmin=0, vmax=100, cmap="Blues", annot=annot, fmt=".0f",
+                    cbar=False, linewidths=0.5, linecolor="white", square=False)
+        mappable = ax.collections[0]
+        ax.set_title(f"{name}\nagreement with theme: {agreement:.0f}%", fontsize=10)
+        ax.set_xlabel(f"label given by {name}")
+        ax.set_ylabel("intended emotion (theme)")
+        ax.tick_params(axis="x", rotation=45)
+        ax.tick_params(axis="y", rotation=0)
+    if mappable is not None:
+        fig.colorbar(mappable, ax=axes, shrink=0.8, label="share of the theme's dialogues (%)")
+    return _title(fig, "Annotator labels vs intended emotion (rows sum to 100%)", label)
+
+
+def kept_fraction(df: pd.DataFrame, emotions: list[str], label: str) -> Figure:
+    """Bar per emotion of the share of generated dialogues kept after filtering (with counts)."""
+    emotions = _ordered(emotions)
+    g = df.groupby("theme")["kept"].agg(["sum", "count"]).reindex(emotions).fillna(0)
+    pct = (g["sum"] / g["count"].replace(0, np.nan) * 100).fillna(0)
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    bars = ax.bar(emotions, pct.values, color=[_color(e) for e in emotions], edgecolor="black", linewidth=0.5)
+    ax.bar_label(bars, labels=[f"{int(k)}/{int(n)}" for k, n in zip(g["sum"], g["count"])],
+                 padding=2, fontsize=9)
+    ax.set_ylim(0, 110)
+    ax.set_ylabel("dialogues kept (% of generated)")
+    ax.set_xlabel("intended emotion (theme)")
+    ax.text(0.99, 0.98, "bar labels: kept / generated", transform=ax.transAxes, ha="right", va="top",
+            fontsize=8, color="grey")
+    return _title(fig, "Share of generated dialogues kept after filtering", label)
+
+
+def split_counts(counts: dict[str, dict[str, int]], label: str) -> Figure:
+    """Grouped bars of dialogues per emotion in each split (e.g. train / eval)."""
+    table = pd.DataFrame(counts).fillna(0)
+    table = table.reindex(_ordered(table.index))
+    long = table.rename_axis("emotion").reset_index().melt(id_vars="emotion", var_name="split", value_name="n")
+    fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
+    sns.barplot(long, x="emotion", y="n", hue="split", ax=ax, palette="Greys_r", edgecolor="black", linewidth=0.5)
+    for cont in ax.containers:
+        ax.bar_label(cont, fmt="%d", padding=2, fontsize=8)
+    ax.set_ylim(0, max(1.0, float(long["n"].max())) * 1.15)
+    ax.set_xlabel("emotion")
+    ax.set_ylabel("dialogues")
+    ax.legend(title="split", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _title(fig, "Dialogues per emotion and split", label)
+
+
+def length_distribution(df: pd.DataFrame, label: str) -> Figure:
+    """Two panels: dialogue turns (discrete histogram) and words per dialogue per emotion (box)."""
+    d = df[df["label"].notna()].copy()
+    d["label"] = d["label"].astype(str)
+    lines = d["dialogue"].fillna("").astype(str).str.split("\n")
+    d["turns"] = lines.map(lambda ls: sum(1 for s in ls if s.strip()))
+    d["words"] = d["dialogue"].fillna("").astype(str).map(
+        lambda t: sum(len(s.split(":", 1)[-1].split()) for s in t.split("\n") if s.strip()))
+    order = _ordered(d["label"].unique())
+    palette = {e: _color(e) for e in order}
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
+    if len(d):
+        sns.histplot(d, x="turns", hue="label", hue_order=order, palette=palette, multiple="stack",
+                     discrete=True, ax=a1, edgecolor="white", linewidth=0.5)
+        a1.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        sns.move_legend(a1, "upper left", bbox_to_anchor=(1.0, 1.0), title="emotion label", fontsize=8)
+        sns.boxplot(d, x="label", y="words", order=order, hue="label", hue_order=order, palette=palette,
+                    ax=a2, legend=False, fliersize=2)
+    else:
+        _no_data(a1)
+        _no_data(a2)
+    a1.set_xlabel("turns per dialogue")
+    a1.set_ylabel("dialogues")
+    a1.set_title("number of turns", fontsize=10)
+    a2.set_xlabel("emotion label")
+    a2.set_ylabel("words per dialogue")
+    a2.set_title("dialogue length in words (speaker tags excluded)", fontsize=10)
+    a2.tick_params(axis="x", rotation=30)
+    return _title(fig, f"Dialogue lengths (n = {len(d)} labelled dialogues)", label)
+
+
+# ---------------------------------------------------------------- neuron selection figures
+
+def entropy_hist(entropy: np.ndarray, cutoff: float, eligible: np.ndarray | None, label: str) -> Figure:
+    """Histogram of per-neuron entropy over emotions, eligible neurons overlaid, selection cut-off marked."""
+    ent = np.asarray(entropy, dtype=float).ravel()
+    finite = np.isfinite(ent)
+    n_inf = int((~finite).sum())
+    max_h = math.log(6)
+    hi = max(max_h, float(ent[finite].max())) if finite.any() else max_h
+    bins = np.linspace(0, hi * 1.001, 61)
+    fig, ax = plt.subplots(figsize=(11, 4.6), layout="constrained")
+    ax.hist(ent[finite], bins=bins, color="#b0b0b0", label=f"all neurons with finite entropy (n = {int(finite.sum()):,})")
+    if eligible is not None:
+        el = np.asarray(eligible, dtype=bool).ravel() & finite
+        ax.hist(ent[el], bins=bins, color="#3b75af", alpha=0.8, label=f"eligible neurons (n = {int(el.sum()):,})")
+    if cutoff is not None and np.isfinite(cutoff):
+        n_sel = int((ent[finite] <= cutoff).sum()) if eligible is None else int((ent[el] <= cutoff).sum())
+        ax.axvline(cutoff, color="#d62728", lw=1.6, ls="--",
+                   label=f"selection cut-off = {cutoff:.3f} nats ({n_sel:,} {'eligible ' if eligible is not None else ''}neurons at or below)")
+    ax.axvline(max_h, color="black", lw=1.0, ls=":", label="maximum possible = ln 6 ≈ 1.792 nats")
+    ax.set_yscale("log")
+    ax.set_xlim(0, hi * 1.02)
+    ax.set_xlabel("entropy over emotions (nats)")
+    ax.set_ylabel("neurons (log scale)")
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="none"))
+    labels.append(f"not shown: {n_inf:,} neurons never fired (entropy = inf)")
+    ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _title(fig, "Per-neuron entropy of firing over the six emotions (low = emotion-specific)", label)
+
+
+def neurons_per_emotion(counts: dict[str, int], label: str) -> Figure:
+    """Bars of the number of selected neurons per emotion, in emotion colours."""
+    order = _ordered(counts)
+    vals = [int(counts[e]) for e in order]
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    bars = ax.bar(order, vals, color=[_color(e) for e in order], edgecolor="black", linewidth=0.5)
+    ax.bar_label(bars, fmt="%d", padding=2, fontsize=9)
+    ax.set_ylim(0, max(vals + [1]) * 1.15)
+    ax.set_xlabel("emotion")
+    ax.set_ylabel("emotion neurons")
+    return _title(fig, f"Emotion neurons per emotion (total {sum(vals):,})", label)
+
+
+def layer_heatmap(table: pd.DataFrame, label: str) -> Figure:
+    """Heatmap of emotion-neuron counts per layer (layer 0 at the bottom) and emotion."""
+    t = table[_ordered(table.columns)].sort_index(ascending=False)
+    t, fmt = _as_int_if_whole(t)
+    annot = len(t) <= 40
+    height = max(4.0, 0.28 * len(t) + 1.8) if annot else min(10.0, 0.12 * len(t) + 2.5)
+    fig, ax = plt.subplots(figsize=(7.5, height), layout="constrained")
+    sns.heatmap(t, ax=ax, cmap="rocket_r", annot=annot, fmt=fmt, annot_kws={"fontsize": 8},
+                linewidths=0.3 if annot else 0, linecolor="white",
+                cbar_kws={"label": "emotion neurons"})
+    ax.set_xlabel("emotion")
+    ax.set_ylabel("layer (0 = first)")
+    ax.tick_params(axis="y", rotation=0)
+    return _title(fig, "Where the emotion neurons are: count per layer", label)
+
+
+def depth_heatmap(profile: pd.DataFrame, label: str) -> Figure:
+    """Heatmap of each emotion's share of neurons per relative-depth bin (depth 0 at the bottom)."""
+    p = profile[_ordered(profile.columns)].sort_index(ascending=False) * 100
+    p.index = [f"{float(v):.2f}" for v in p.index]
+    annot = p.size < MAX_ANNOTATED_CELLS
+    fig, ax = plt.subplots(figsize=(7.5, min(10.0, max(4.0, 0.32 * len(p) + 1.8))), layout="constrained")
+    sns.heatmap(p, ax=ax, cmap="rocket_r", vmin=0, annot=annot, fmt=".0f", annot_kws={"fontsize": 8},
+                linewidths=0.3 if annot else 0, linecolor="white",
+                cbar_kws={"label": "share of the emotion's neurons (%)"})
+    ax.set_xlabel("emotion")
+    ax.set_ylabel("relative depth (0 = first layer, 1 = last)")
+    ax.tick_params(axis="y", rotation=0)
+    return _title(fig, "Depth profile: share of each emotion's neurons per depth bin (columns sum to 100%)", label)
+
+
+def overlap_heatmap(overlap: pd.DataFrame, label: str) -> Figure:
+    """Emotion x emotion shared-neuron counts (diagonal = set sizes), coloured by share of the row's set."""
+    order = _ordered(overlap.index)
+    o = overlap.reindex(index=order, columns=_ordered(overlap.columns)).fillna(0)
+    counts, fmt = _as_int_if_whole(o)
+    diag = pd.Series({e: o.loc[e, e] if e in o.columns else np.nan for e in o.index})
+    share = o.div(diag.replace(0, np.nan), axis=0) * 100
+    fig, ax = plt.subplots(figsize=(7, 5.6), layout="constrained")
+    sns.heatmap(share, ax=ax, cmap="Purples", vmin=0, vmax=100, annot=counts, fmt=fmt,
+                linewidths=0.5, linecolor="white", square=True,
+                cbar_kws={"label": "shared neurons (% of the row emotion's neurons)"})
+    ax.set_xlabel("emotion (column set)")
+    ax.set_ylabel("emotion (row set)")
+    ax.tick_params(axis="y", rotation=0)
+    return _title(fig, "Overlap of emotion-neuron sets (numbers: neurons; diagonal: set size)", label)
+
+
+def activation_profiles(P: np.ndarray, picks: list[tuple[int, int]], emotions: list[str], label: str) -> Figure:
+    """Small bar panels of firing probability across emotions for up to 8 picked neurons."""
+    P = np.asarray(P, dtype=float)
+    picks = list(picks)[:8]
+    n = max(1, len(picks))
+    fig, axes = _grid(n, ncols=4, w=2.9, h=2.9, sharey=True)
+    colors = [_color(e) for e in emotions]
+    for ax, (layer, idx) in zip(axes, picks):
+        ax.bar(range(len(emotions)), P[:, layer, idx], color=colors, edgecolor="black", linewidth=0.4)
+        ax.set_title(f"L{layer} #{idx}", fontsize=10)
+        ax.set_xticks(range(len(emotions)), emotions, rotation=60, ha="right", fontsize=8)
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("firing probability" if ax.get_subplotspec().is_first_col() else "")
+        ax.set_xlabel("emotion of the dialogues", fontsize=8)
+    if not picks:
+        _no_data(axes[0], "no neurons picked")
+        axes[0].set_ylabel("firing probability")
+        axes[0].set_xlabel("emotion of the dialogues")
+    return _title(fig, "Firing probability of selected neurons per emotion (layer L, neuron #)", label)
+
+
+def stability_bars(df: pd.DataFrame, label: str) -> Figure:
+    """Grouped bars of split-half selection Jaccard vs random sets of the same size, per emotion."""
+    d = df.reindex(_ordered(df.index))[["jaccard", "random_jaccard"]].rename(
+        columns={"jaccard": "split-half selections", "random_jaccard": "random sets of the same size"})
+    long = d.rename_axis("emotion").reset_index().melt(id_vars="emotion", var_name="comparison", value_name="j")
+    fig, ax = plt.subplots(figsize=(8.5, 4.2), layout="constrained")
+    sns.barplot(long, x="emotion", y="j", hue="comparison", ax=ax,
+                palette=["#3b75af", "#c0c0c0"], edgecolor="black", linewidth=0.5)
+    for cont in ax.containers:
+        ax.bar_label(cont, fmt="%.2f", padding=2, fontsize=8)
+    ax.set_ylim(0, 1.08)
+    ax.set_xlabel("emotion")
+    ax.set_ylabel("Jaccard overlap (0 = disjoint, 1 = identical)")
+    ax.legend(title=None, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9)
+    return _title(fig, "Stability of the selection: overlap of neurons chosen on two halves of the data", label)
+
+
+# ---------------------------------------------------------------- classification / ablation figures
+
+def confusion_heatmap(conf: pd.DataFrame, label: str, title: str = "baseline") -> Figure:
+    """Confusion matrix with counts annotated and cells coloured by the true emotion's row share."""
+    c = conf.reindex(index=_ordered(conf.index), columns=_ordered(conf.columns)).fillna(0)
+    counts, fmt = _as_int_if_whole(c)
+    share = c.div(c.sum(axis=1).replace(0, np.nan), axis=0) * 100
+    correct = sum(float(c.loc[e, e]) for e in c.index if e in c.columns)
+    total = float(c.to_numpy().sum())
+    acc = f"accuracy {100 * correct / total:.1f}% of {int(total)}" if total else "no predictions"
+    fig, ax = plt.subplots(figsize=(7.5, 5.6), layout="constrained")
+    sns.heatmap(share, ax=ax, cmap="Blues", vmin=0, vmax=100, annot=counts, fmt=fmt,
+                linewidths=0.5, linecolor="white",
+                cbar_kws={"label": "share of the true emotion's dialogues (%)"})
+    ax.set_xlabel("predicted emotion")
+    ax.set_ylabel("true emotion")
+    ax.tick_params(axis="y", rotation=0)
+    return _title(fig, f"Confusion matrix, {title} ({acc}; numbers are dialogues)", label)
+
+
+def delta_heatmap(delta: pd.DataFrame, label: str, title: str) -> Figure:
+    """Diverging heatmap of accuracy change (pp) per masked emotion (rows) and true emotion (columns)."""
+    d = delta.reindex(index=_ordered(delta.index), columns=_ordered(delta.columns)) * 100
+    lim = _symmetric_limit(d.to_numpy(dtype=float))
+    annot = d.size < MAX_ANNOTATED_CELLS
+    fig, ax = plt.subplots(figsize=(7.5, 5.6), layout="constrained")
+    sns.heatmap(d, ax=ax, cmap="vlag", center=0, vmin=-lim, vmax=lim,
+                annot=_pp_labels(d) if annot else False, fmt="",
+                linewidths=0.5, linecolor="white",
+                cbar_kws={"label": f"accuracy change ({PP})"})
+    ax.set_xlabel("true emotion of the dialogues")
+    ax.set_ylabel("neurons masked")
+    ax.tick_params(axis="y", rotation=0)
+    return _title(fig, f"Accuracy change after masking, {title}", label)
+
+
+def own_vs_random(summary: pd.DataFrame, random_deltas: dict[str, list[float]], label: str) -> Figure:
+    """Per emotion: own-neuron masking effect (bar with CI) next to random-control effects (grey dots)."""
+    order = _ordered(list(summary.index) + list(random_deltas))
+    s = summary.reindex(order)
+    x = np.arange(len(order))
+    own = s["own_delta"].to_numpy(dtype=float) * 100
+    lo = s["own_ci_low"].to_numpy(dtype=float) * 100
+    hi = s["own_ci_high"].to_numpy(dtype=float) * 100
+    yerr = np.vstack([np.clip(own - lo, 0, None), np.clip(hi - own, 0, None)])
+    yerr = np.nan_to_num(yerr, nan=0.0)
+    fig, ax = plt.subplots(figsize=(9, 4.8), layout="constrained")
+    ax.bar(x - 0.17, own, width=0.34, color=[_color(e) for e in order], edgecolor="black", linewidth=0.5,
+           yerr=yerr, capsize=3, error_kw={"elinewidth": 1})
+    rng = np.random.default_rng(0)
+    for i, e in enumerate(order):
+        r = np.asarray(random_deltas.get(e, []), dtype=float) * 100
+        if r.size:
+            ax.scatter(x[i] + 0.2 + rng.uniform(-0.08, 0.08, r.size), r, s=12, color="#7f7f7f",
+                       alpha=0.8, zorder=3, linewidths=0)
+            ax.plot([x[i] + 0.08, x[i] + 0.32], [r.mean()] * 2, color="black", lw=1.2, zorder=4)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, order)
+    ax.set_xlabel("emotion whose neurons are masked")
+    ax.set_ylabel("accuracy change on the emotion's own dialogues (pp)")
+    ax.legend(handles=[Patch(facecolor="#bbbbbb", edgecolor="black", label="own emotion neurons (error bar: CI)"),
+                       Line2D([], [], marker="o", ls="", color="#7f7f7f", label="random-neuron controls"),
+                       Line2D([], [], color="black", lw=1.2, label="mean of random controls")],
+              fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _title(fig, "Masking an emotion's own neurons vs matched random neurons", label)
+
+
+def sweep_matrix(table: pd.DataFrame, emotion: str, target: str) -> pd.DataFrame:
+    """Range x proportion matrix of mean own delta minus mean random delta (fractions, not pp).
+
+    Rows and columns keep their order of first appearance in the whole table. If the (emotion,
+    target) slice has no random rows the plain own mean is returned; `attrs["vs_random"]` says which.
+    """
+    rows = list(dict.fromkeys(table["range"]))
+    cols = list(dict.fromkeys(table["proportion"]))
+    sub = table[(table["masked"] == emotion) & (table["target"] == target)]
+
+    def mean_of(condition: str) -> pd.DataFrame:
+        part = sub[sub["condition"] == condition]
+        return part.pivot_table(index="range", columns="proportion", values="delta", aggfunc="mean")
+
+    own = mean_of("own").reindex(index=rows, columns=cols)
+    vs_random = bool((sub["condition"] == "random").any())
+    out = own - mean_of("random").reindex(index=rows, columns=cols) if vs_random else own
+    out = out.astype(float)
+    out.index.name, out.columns.name = "range", "proportion"
+    out.attrs["vs_random"] = vs_random
+    return out
+
+
+def sweep_heatmaps(table: pd.DataFrame, emotions: list[str], label: str, target: str = "own emotion") -> Figure:
+    """One heatmap per masked emotion of the sweep effect (own minus matched random, pp), shared scale."""
+    emotions = _ordered(emotions)
+    mats = {e: sweep_matrix(table, e, target) * 100 for e in emotions}
+    vs_random = any(sweep_matrix(table, e, target).attrs["vs_random"] for e in emotions)
+    lim = _symmetric_limit(np.concatenate([m.to_numpy(dtype=float).ravel() for m in mats.values()] or [np.zeros(1)]))
+    n_cols = max([m.shape[1] for m in mats.values()] + [1])
+    fig, axes = _grid(len(emotions), ncols=3, w=max(3.6, 0.75 * n_cols + 1.6), h=3.0)
+    cbar_label = "accuracy change vs matched random (pp)" if vs_random else f"accuracy change ({PP})"
+    mappable = None
+    for ax, e in zip(axes, emotions):
+        m = mats[e]
+        sns.heatmap(m, ax=ax, cmap="vlag", center=0, vmin=-lim, vmax=lim, cbar=False,
+                    annot=_pp_labels(m) if m.size < MAX_ANNOTATED_CELLS else False, fmt="",
+                    annot_kws={"fontsize": 8},
+                    linewidths=0.5, linecolor="white")
+        mappable = ax.collections[0]
+        ax.set_title(e, fontsize=10, color=_color(e), fontweight="bold")
+        ax.set_xlabel("share of neurons masked")
+        ax.set_ylabel("layer range")
+        ax.tick_params(axis="x", rotation=35, labelsize=8)
+        ax.tick_params(axis="y", rotation=0, labelsize=8)
+        for t in ax.get_xticklabels():
+            t.set_ha("right")
+    if mappable is not None:
+        fig.colorbar(mappable, ax=axes, shrink=0.8, label=cbar_label)
+    what = "own minus matched random" if vs_random else "own neurons"
+    return _title(fig, f"Masking sweep ({what}): accuracy change on {target} dialogues", label)
+
+
+# ---------------------------------------------------------------- cross-model figures
+
+def depth_lines(profiles: dict[str, pd.DataFrame], label: str) -> Figure:
+    """One panel per emotion, a line per model/run of the share of neurons across relative depth."""
+    emotions = _ordered([c for p in profiles.values() for c in p.columns])
+    fig, axes = _grid(max(1, len(emotions)), ncols=3, w=3.8, h=3.0, sharex=True, sharey=True)
+    colors = dict(zip(profiles, sns.color_palette("tab10", max(1, len(profiles)))))
+    for ax, e in zip(axes, emotions):
+        for run, p in profiles.items():
+            if e in p.columns:
+                s = p[e].sort_index()
+                ax.plot(s.index.astype(float), s.to_numpy(dtype=float) * 100, marker="o", ms=3,
+                        lw=1.5, color=colors[run], label=run)
+        ax.set_title(e, fontsize=10, color=_color(e), fontweight="bold")
+        ax.set_xlim(0, 1)
+        spec = ax.get_subplotspec()
+        if spec.is_last_row() or e == emotions[-1]:
+            ax.set_xlabel("relative depth (0 = first layer, 1 = last)", fontsize=9)
+        if spec.is_first_col():
+            ax.set_ylabel("share of the emotion's neurons (%)", fontsize=9)
+        ax.grid(alpha=0.3)
+    if not emotions:
+        _no_data(axes[0])
+        axes[0].set_xlabel("relative depth (0 = first layer, 1 = last)")
+    handles = [Line2D([], [], color=colors[r], marker="o", ms=3, label=r) for r in profiles]
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=9)
+    return _title(fig, "Depth profiles of emotion neurons across models", label)
+
+
+def compare_bars(values: pd.DataFrame, ylabel: str, label: str) -> Figure:
+    """Grouped bars of one value per emotion (rows) for several runs (columns)."""
+    v = values.reindex(_ordered(values.index))
+    long = v.rename_axis("emotion").reset_index().melt(id_vars="emotion", var_name="run", value_name="value")
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.0 * len(v) * max(1, v.shape[1]) * 0.45 + 4), 4.4),
+                           layout="constrained")
+    sns.barplot(long, x="emotion", y="value", hue="run", ax=ax, palette="tab10", edgecolor="black", linewidth=0.5)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel("emotion")
+    ax.set_ylabel(ylabel)
+    ax.legend(title="run", loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    return _title(fig, f"Comparison across runs: {ylabel}", label)

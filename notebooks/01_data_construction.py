@@ -1,0 +1,158 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 1 · Building an emotion dialogue dataset (EmoPrism, reproduced)
+#
+# Lee et al. (2025) needed text in which one emotion is unambiguous, so they built **EmoPrism**:
+#
+# 1. **Topics.** 315 base topics (from the FITS topic set) were paraphrased in four rounds into 5,040 topics.
+# 2. **Synthesis.** For every topic and each of Ekman's six emotions (anger, disgust, fear, happiness, sadness,
+#    surprise), GPT-4o-mini wrote 10 two-speaker dialogues (`A: ...` / `B: ...`): 302,400 dialogues.
+# 3. **Labelling.** Three models (GPT-4o-mini, Gemini-1.5-Flash, Claude-3-Haiku) labelled every dialogue. With the
+#    intended emotion (the *theme*) that makes four votes; a dialogue was kept when at least 3 agreed (293,725 kept).
+#
+# This notebook runs the same pipeline offline, at the scale the parameters choose. The topics are EmoPrism's own
+# taxonomy. Dialogues come from a compositional **template** generator by default (or from any chat model,
+# `data_source: hf`, or from the released EmoPrism file, `data_source: emoprism`). The three annotators are small
+# models that install with the book: SmolLM2-135M-Instruct and Gemma-3-270M scoring each emotion word after a
+# prompt (calibrated against a content-free input, since small models are biased towards some labels), and
+# MiniLM as a nearest-prototype sentence classifier.
+
+# %%
+from collections import Counter
+
+import pandas as pd
+from IPython.display import Markdown, display
+
+from emolib import annotate, book, build_data, data, plots
+
+# %% tags=["parameters"]
+run_name = "smollm2-135m"
+model = "smollm2-135m-instruct"
+dtype = "auto"
+device = "auto"
+device_map = None
+seed = 0
+batch_size = 16
+emotions = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
+prompt_style = "auto"
+prompt_template = None
+few_shot = 0
+calibrate = True
+annotator_few_shot = 0
+data_source = "template"
+data_path = None
+topic_pool = "all"
+n_topics = 40
+dialogues_per_topic = 2
+explicit_share = 0.5
+synth_model = "smollm2-135m-instruct"
+synth_max_new_tokens = 160
+synth_retries = 2
+annotators = ["smollm2-135m-instruct", "gemma3-270m", "minilm"]
+min_agreement = 3
+eval_fraction = 0.4
+max_per_emotion = None
+run_dir = None
+
+# %%
+P = book.setup(globals(), "01")
+LABEL = book.label(P)
+
+# %% [markdown]
+# ## Topics
+# EmoPrism's taxonomy ships with `emolib` (MIT, © 2025 Woojin Lee and contributors). A seeded sample of it is the
+# run's topic list.
+
+# %%
+base, everything = data.load_topics("base"), data.load_topics("all")
+print(f"{len(base)} base topics, {len(everything)} topics in all ({len(set(everything))} distinct strings)")
+if P["data_source"] != "emoprism":
+    topics = data.sample_topics(P["topic_pool"], P["n_topics"], P["seed"])
+    print(f"{len(topics)} topics sampled from the '{P['topic_pool']}' pool, e.g.:", "; ".join(topics[:8]))
+
+# %% [markdown]
+# ## Synthesis, labelling and splitting
+# One call runs the whole stage and caches each step on disk (dialogues, then each annotator's labels), so a
+# re-run or an interrupted run does not redo finished work. The annotators' labels are cached per annotator and
+# setting, and shared by the runs in one `outputs/` folder.
+
+# %%
+dd, df, stats = build_data.build(P)
+print(stats)
+dd
+
+# %% [markdown]
+# ## What the dialogues look like
+# One kept dialogue per emotion, with its style: *explicit* dialogues name the feeling, *implicit* ones convey it
+# only through the situation and the reactions.
+
+# %%
+kept = df[df["kept"]]
+for e in P["emotions"]:
+    row = kept[kept["label"] == e].head(1)
+    if len(row):
+        r = row.iloc[0]
+        display(Markdown(f"**{e}** · topic *{r['topic']}* · style {r['style']}\n\n```\n{r['dialogue']}\n```"))
+
+# %% [markdown]
+# ## How well do the annotators agree with the intended emotion?
+# Each heatmap is one annotator's confusion matrix against the theme, row-normalised: a strong diagonal means
+# the annotator recovers the intended emotion. Fleiss' kappa measures agreement among the four votes beyond chance
+# (0 = chance, 1 = perfect).
+
+# %%
+if P["data_source"] != "emoprism":
+    agree = build_data.agreement(df, P["annotators"])
+    votes = df[["theme"] + P["annotators"]].values.tolist()
+    kappa = annotate.fleiss_kappa(votes, P["emotions"])
+    display(agree.style.format({"agreement_with_theme": "{:.1%}"}).hide(axis="index"))
+    print(f"Fleiss' kappa over the four votes (theme + 3 annotators): {kappa:.3f}")
+    best = agree.sort_values("agreement_with_theme").iloc[-1]
+    print(f"Most faithful annotator: {best.annotator} ({best.agreement_with_theme:.0%} agreement with the theme).")
+    book.show(plots.annotator_confusions(df, P["annotators"], P["emotions"], LABEL), P, "01_annotator_confusions")
+
+# %% [markdown]
+# ## Which dialogues survive the vote?
+# A dialogue is kept when at least `min_agreement` of the four votes agree. Emotions whose dialogues the
+# annotators find ambiguous lose more; the kept label can differ from the theme when three annotators outvote it.
+
+# %%
+if P["data_source"] != "emoprism":
+    by_emotion = df.groupby("theme")["kept"].mean()
+    print("kept fraction per theme:", ", ".join(f"{e} {by_emotion[e]:.0%}" for e in P["emotions"]))
+    print(f"kept {df['kept'].sum()} of {len(df)} dialogues ({df['kept'].mean():.0%}); "
+          f"{(kept['label'] != kept['theme']).sum()} kept with a label other than their theme")
+    by_style = df.groupby("style")["kept"].mean()
+    print("kept fraction by style:", ", ".join(f"{s} {v:.0%}" for s, v in by_style.items()))
+    book.show(plots.kept_fraction(df, P["emotions"], LABEL), P, "01_kept_fraction")
+
+# %% [markdown]
+# ## The final dataset
+# The `train` split is used to find emotion neurons (notebook 02), the `eval` split only to test them (notebook
+# 03). Both are stratified by label and seeded.
+
+# %%
+counts = {s: dict(Counter(dd[s]["label"])) for s in dd}
+display(pd.DataFrame(counts).reindex(P["emotions"]).fillna(0).astype(int))
+book.show(plots.split_counts(counts, LABEL), P, "01_split_counts")
+
+# %%
+book.show(plots.length_distribution(kept, LABEL), P, "01_lengths")
+
+# %% [markdown]
+# The dataset is saved with `DatasetDict.save_to_disk` under `<run>/data/`, with a dataset card beside it.
+
+# %%
+print(open(f"{P['run_dir']}/data/README.md").read())

@@ -1,0 +1,81 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 5 · Comparing models
+#
+# Lee et al. compared Llama-3.1-8B-Instruct with Llama-3.1-70B-Instruct and found that emotion neurons sit
+# differently in the two. This notebook reads finished runs (their `neurons.json`, `ablation.csv` and, when
+# present, `layer_sweep.csv`) and sets them side by side: how many neurons each emotion gets, where they sit in
+# relative depth (so models of different depth compare), how sensitive each emotion is to losing its neurons, and
+# whether the runs reach the same conclusions. Offline, the two runs are SmolLM2-135M-Instruct and Gemma-3-270M;
+# with GPUs, the same notebook compares the 8B and 70B runs:
+# `python -m emolib compare outputs/llama-3.1-8b-instruct outputs/llama-3.1-70b-instruct`.
+
+# %%
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import display
+
+from emolib import compare, plots
+
+# %% tags=["parameters"]
+runs = ["outputs/smollm2-135m", "outputs/gemma3-270m"]
+out_dir = "outputs/comparison"
+
+# %%
+R = compare.load_runs(runs)
+P = {"run_dir": out_dir}
+LABEL = "comparison of " + " vs ".join(R)
+Path(out_dir, "figures").mkdir(parents=True, exist_ok=True)
+display(compare.overview(R))
+
+# %% [markdown]
+# ## Neurons per emotion
+# Counts depend on the model's size (1% of all FFN neurons), so the second table gives each emotion's share.
+
+# %%
+counts = compare.neurons_per_emotion(R)
+display(counts)
+plots.save(plots.compare_bars(counts.div(counts.sum()), "share of the run's emotion neurons", LABEL), out_dir,
+           "05_neurons_per_emotion")
+
+# %% [markdown]
+# ## Where they sit, by relative depth
+# One panel per emotion, one line per model: the share of that emotion's neurons in each tenth of the depth.
+
+# %%
+profiles = compare.depth_profiles(R)
+plots.save(plots.depth_lines(profiles, LABEL), out_dir, "05_depth_profiles")
+display(compare.median_depth(R).round(2))
+
+# %% [markdown]
+# ## Ablation sensitivity
+# The accuracy change on each emotion's own dialogues when its neurons are zeroed, minus the mean change under
+# matched random neurons (percentage points; negative = the neurons matter).
+
+# %%
+sens = compare.sensitivity(R)
+display((100 * sens).round(1))
+plots.save(plots.compare_bars(100 * sens, "own minus random accuracy change (pp)", LABEL), out_dir,
+           "05_sensitivity")
+
+# %% [markdown]
+# ## Do the runs reach the same conclusions?
+
+# %%
+concl = compare.conclusions(R)
+display(concl)
+for line in compare.agreement_lines(concl):
+    print(line)

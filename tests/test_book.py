@@ -1,0 +1,68 @@
+"""The whole book runs end to end through papermill on the tiny random model, and resumes without redoing work."""
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from emolib import neurons, runner
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("book") / "test-tiny"
+    runner.run(str(ROOT / "params/test-tiny.yaml"), out=str(out))
+    return out
+
+
+def test_every_stage_writes_its_outputs(run_dir):
+    for name in ["01_data_construction", "02_neuron_identification", "03_ablation", "04_layer_analysis"]:
+        nb = nbformat.read(run_dir / f"{name}.ipynb", as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert not errors, name
+    from datasets import load_from_disk
+    dd = load_from_disk(str(run_dir / "data"))
+    assert set(dd) == {"train", "eval"}
+    for split in dd.values():
+        assert {"topic", "dialogue", "theme", "label", "style", "minilm"} <= set(split.column_names)
+        assert set(split["label"]) == {"anger", "disgust", "fear", "happiness", "sadness", "surprise"}
+    ns = neurons.load(run_dir / "neurons.json")
+    assert ns.meta["n_selected"] == round(0.02 * 4 * 128)
+    ab = pd.read_csv(run_dir / "ablation.csv")
+    assert {"condition", "masked", "mode", "seed", "true", "n", "accuracy"} <= set(ab.columns)
+    assert set(ab.condition) == {"baseline", "own", "random"}
+    sw = pd.read_csv(run_dir / "layer_sweep.csv")
+    assert set(sw["range"]) == {"bottom", "top", "all"} and set(sw.target) == {"own emotion", "other emotions"}
+    figures = {p.name for p in (run_dir / "figures").glob("*.png")}
+    assert {"02_layer_heatmap.png", "03_delta_zero.png", "04_sweep_own.png"} <= figures
+    assert set(json.loads((run_dir / "timings.json").read_text())) == {
+        "01_data_construction", "02_neuron_identification", "03_ablation", "04_layer_analysis"}
+
+
+def test_rerun_reuses_cached_work(run_dir):
+    preds = (run_dir / "cache" / "predictions.jsonl").read_text()
+    counts_mtime = (run_dir / "cache" / "counts.pt").stat().st_mtime
+    runner.run(str(ROOT / "params/test-tiny.yaml"), only=["02", "03"], out=str(run_dir))
+    assert (run_dir / "cache" / "predictions.jsonl").read_text() == preds  # no condition recomputed
+    assert (run_dir / "cache" / "counts.pt").stat().st_mtime == counts_mtime
+
+
+def test_comparison_notebook(run_dir, tmp_path):
+    other = tmp_path / "copy-run"
+    shutil.copytree(run_dir, other, ignore=shutil.ignore_patterns("cache", "data"))
+    out = runner.compare([str(run_dir), str(other)], out=str(tmp_path / "comparison"))
+    nb = nbformat.read(out / "05_model_comparison.ipynb", as_version=4)
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert (out / "figures" / "05_depth_profiles.png").exists()
+
+
+def test_failing_notebook_is_named(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text((ROOT / "params/test-tiny.yaml").read_text())
+    with pytest.raises(RuntimeError, match="notebook 02_neuron_identification.ipynb failed in cell"):
+        runner.run(str(bad), only=["02"], out=str(tmp_path / "empty-run"))  # no stage-1 data there

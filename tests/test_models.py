@@ -1,0 +1,50 @@
+"""The loader's specs and the FFN layout of the supported architectures."""
+
+import pytest
+import torch
+from transformers import (Gemma3TextConfig, Gemma3ForCausalLM, GPT2Config, GPT2LMHeadModel, MistralConfig,
+                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+
+from emolib import models
+
+SMALL = dict(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=8)
+
+
+@pytest.mark.parametrize("cls,cfg", [(MistralForCausalLM, MistralConfig), (Qwen2ForCausalLM, Qwen2Config),
+                                     (Qwen3ForCausalLM, Qwen3Config), (Gemma3ForCausalLM, Gemma3TextConfig)])
+def test_ffn_layout_of_supported_architectures(cls, cfg):
+    model = cls(cfg(**SMALL))
+    mlps = models.ffn_layers(model)
+    assert len(mlps) == 2 and models.ffn_shape(model) == (2, 48)
+    assert all(m.down_proj.in_features == 48 for m in mlps)
+
+
+def test_unsupported_architecture_fails_clearly():
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64))
+    with pytest.raises(ValueError, match="unsupported model type 'gpt2'.*llama, mistral, qwen2"):
+        models.ffn_layers(model)
+
+
+def test_model_specs(tmp_path):
+    assert models.check_model_spec("smollm2-135m-instruct") == "preset"
+    assert models.check_model_spec("meta-llama/Llama-3.1-8B-Instruct") == "hub"
+    assert models.check_model_spec(str(tmp_path)) == "dir"
+    with pytest.raises(ValueError, match="unknown model 'llama'"):
+        models.check_model_spec("llama")
+    with pytest.raises(ValueError, match="GGUF file not found"):
+        models.check_model_spec(str(tmp_path / "x.gguf"))
+
+
+def test_presets_resolve_to_installed_files():
+    for name in ("smollm2-135m-instruct", "gemma3-270m"):
+        path = models.gguf_path(models.PRESETS[name])
+        assert path.is_file() and path.stat().st_size > 50_000_000
+
+
+def test_tiny_random_llama(tiny):
+    model, tok = tiny
+    assert type(model).__name__ == "LlamaForCausalLM" and models.ffn_shape(model) == (4, 128)
+    assert tok.pad_token_id is not None and not model.training
+    assert models.resolve_dtype("auto", "cpu") == torch.float32
+    assert models.resolve_dtype("auto", "cuda") == torch.bfloat16
