@@ -8,9 +8,11 @@ import importlib.util
 import json
 import re
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from . import classify, models, prompts
 
@@ -57,7 +59,7 @@ def embed(texts: list[str], model, tokenizer, batch_size: int = 64) -> np.ndarra
     return np.concatenate(out)
 
 
-def minilm_labels(dialogues: list[str], emotions: list[str]) -> tuple[list[str], np.ndarray]:
+def minilm_labeller(emotions: list[str]) -> Callable[[list[str]], list[str]]:
     """Nearest-prototype labels: cosine similarity to the mean embedding of each emotion's prototype sentences."""
     from transformers import AutoModel, AutoTokenizer
     path = minilm_dir()
@@ -65,27 +67,22 @@ def minilm_labels(dialogues: list[str], emotions: list[str]) -> tuple[list[str],
     model = AutoModel.from_pretrained(path).eval()
     protos = np.stack([embed(PROTOTYPES[e], model, tok).mean(0) for e in emotions])
     protos /= np.linalg.norm(protos, axis=1, keepdims=True)
-    sims = embed(dialogues, model, tok) @ protos.T
-    return [emotions[j] for j in sims.argmax(1)], sims
+    return lambda dialogues: [emotions[j] for j in (embed(dialogues, model, tok) @ protos.T).argmax(1)]
 
 
-def lm_labels(spec: str, dialogues: list[str], emotions: list[str], p: dict) -> tuple[list[str], np.ndarray]:
+def lm_labeller(spec: str, emotions: list[str], p: dict) -> Callable[[list[str]], list[str]]:
     """Labels from a causal LM scoring each emotion word after the classification prompt (calibrated)."""
     model, tok = models.load_model(spec, p["dtype"], p["device"], p["device_map"], p["seed"])
-    try:
-        chat = prompts.use_chat(p["prompt_style"], models.is_instruct(spec, tok), tok)
-        few_shot = 0 if chat else p["annotator_few_shot"]
-        clf = classify.make_classifier(model, tok, emotions, chat, few_shot, p["prompt_template"],
-                                       p["batch_size"], p["calibrate"])
-        labels, scores = classify.predict(clf, dialogues, "score", progress=f"annotating with {spec}")
-    finally:
-        del model
-        gc.collect()
-    return labels, scores
+    chat = prompts.use_chat(p["prompt_style"], models.is_instruct(spec, tok), tok)
+    few_shot = 0 if chat else p["annotator_few_shot"]
+    clf = classify.make_classifier(model, tok, emotions, chat, few_shot, p["prompt_template"], p["batch_size"],
+                                   p["calibrate"])
+    return lambda dialogues: classify.predict(clf, dialogues, "score")[0]
 
 
-def annotate(name: str, dialogues: list[str], emotions: list[str], p: dict, cache_dir: Path) -> list[str]:
-    """One annotator's labels, cached by dialogue (shared by runs with the same annotator settings)."""
+def annotate(name: str, dialogues: list[str], emotions: list[str], p: dict, cache_dir: Path,
+             chunk: int = 64) -> list[str]:
+    """One annotator's labels, cached by dialogue after every chunk (shared by runs with the same settings)."""
     from .data import dialogue_id
     settings = [name, emotions, p["dtype"], p["prompt_style"], p["annotator_few_shot"], p["prompt_template"],
                 p["calibrate"]] if name != "minilm" else [name, emotions]
@@ -94,10 +91,16 @@ def annotate(name: str, dialogues: list[str], emotions: list[str], p: dict, cach
     cache = json.loads(path.read_text()) if path.exists() else {}
     todo = [d for d in dialogues if dialogue_id(d) not in cache]
     if todo:
-        labels, _ = minilm_labels(todo, emotions) if name == "minilm" else lm_labels(name, todo, emotions, p)
-        cache.update({dialogue_id(d): lab for d, lab in zip(todo, labels)})
+        label = minilm_labeller(emotions) if name == "minilm" else lm_labeller(name, emotions, p)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(cache))
+        for s in tqdm(range(0, len(todo), chunk), desc=f"annotating with {name}"):
+            part = todo[s:s + chunk]
+            cache.update({dialogue_id(d): lab for d, lab in zip(part, label(part))})
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(cache))
+            tmp.replace(path)
+        del label
+        gc.collect()
     return [cache[dialogue_id(d)] for d in dialogues]
 
 

@@ -75,3 +75,29 @@ def test_parse_generated_dialogue():
     assert data.parse_dialogue("A: hi\nB: hey") is None           # too short
     assert data.parse_dialogue("A: hi\nA: again\nB: hey") is None  # not alternating
     assert data.parse_dialogue("Sure! Here it is") is None
+
+
+def test_hf_synthesis_keeps_formatted_outputs_and_counts_the_rest(tiny):
+    import torch
+    model, tok = tiny
+    replies = iter([" I lost my keys again!\nB: Oh no, where?\nA: No idea, I'm so mad.",  # good
+                    "Sure, here is a dialogue about it."] * 10)                              # off-format
+
+    class Fake(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def get_input_embeddings(self):
+            return model.get_input_embeddings()
+
+        def generate(self, input_ids, attention_mask, **kw):
+            outs = [torch.cat([row, torch.tensor(tok(next(replies), add_special_tokens=False)["input_ids"])])
+                    for row in input_ids]
+            L = max(len(o) for o in outs)
+            return torch.stack([torch.nn.functional.pad(o, (0, L - len(o)), value=tok.pad_token_id) for o in outs])
+
+    rows, stats = data.synthesize_hf(Fake(), tok, ["keys"], ["anger", "fear"], 1, seed=0, retries=1, batch_size=2)
+    assert [r["theme"] for r in rows] == ["anger"] and rows[0]["dialogue"].startswith("A: I lost my keys")
+    # try 1: one good, one off-format; try 2 retries the missing one, gets the good text again: a duplicate, dropped
+    assert stats["generated"] == 3 and stats["off_format"] == 1 and stats["dropped"] == 1 and stats["duplicate"] == 1

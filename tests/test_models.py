@@ -48,3 +48,19 @@ def test_tiny_random_llama(tiny):
     assert tok.pad_token_id is not None and not model.training
     assert models.resolve_dtype("auto", "cpu") == torch.float32
     assert models.resolve_dtype("auto", "cuda") == torch.bfloat16
+
+
+def test_embedded_models_load_with_their_ffn():
+    """The two models that install with the book: a Llama (SiLU) and a Gemma3 (GELU) layout."""
+    smol, tok = models.load_model("smollm2-135m-instruct", device="cpu")
+    assert type(smol).__name__ == "LlamaForCausalLM" and models.ffn_shape(smol) == (30, 1536)
+    assert models.is_instruct("smollm2-135m-instruct", tok) and tok.chat_template
+    assert "SiLU" in type(models.ffn_layers(smol)[0].act_fn).__name__
+    gemma, gtok = models.load_model("gemma3-270m", device="cpu")
+    assert type(gemma).__name__ == "Gemma3ForCausalLM" and models.ffn_shape(gemma) == (18, 2048)
+    assert not models.is_instruct("gemma3-270m", gtok)
+    assert "GELU" in type(models.ffn_layers(gemma)[0].act_fn).__name__
+    with torch.inference_mode():  # a real model, not noise: it prefers a sensible continuation
+        ids = gtok("The capital of France is", return_tensors="pt")["input_ids"]
+        top = gemma(ids).logits[0, -1].argmax().item()
+    assert "Paris" in gtok.decode([top])

@@ -99,3 +99,17 @@ def test_halves_partition_the_dialogues(tiny, dialogues):
     model, tok = tiny
     st = record.record_counts(model, tok, _data(dialogues), batch_size=4)
     assert st["counts"].shape[0] == 2 and (st["tokens"] > 0).any(1).all()
+
+
+def test_counts_use_the_models_own_activation_on_gemma3(tiny, dialogues):
+    """Gemma3 uses GELU: counting goes through its act_fn hook, checked against a brute-force recount."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    _, tok = tiny
+    torch.manual_seed(0)
+    gemma = Gemma3ForCausalLM(Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=48,
+                                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                               head_dim=8, pad_token_id=tok.pad_token_id)).eval()
+    by = _data(dialogues)
+    st = record.record_counts(gemma, tok, by, batch_size=4)
+    c, t, _ = _brute(gemma, tok, by, "act", "raw", None)
+    assert torch.equal(st["counts"].sum(0), c) and torch.equal(st["tokens"].sum(0), t)
