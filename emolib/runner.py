@@ -41,9 +41,15 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path = ROOT) -> float:
 
 
 def record_timing(run_dir: Path, name: str, seconds: float) -> None:
-    """Append a notebook's wall time to run_dir/timings.json."""
-    path = run_dir / "timings.json"
+    """Record a notebook's wall time: latest per notebook in timings.json, every run in timings-history.jsonl."""
+    path, history = run_dir / "timings.json", run_dir / "timings-history.jsonl"
     timings = json.loads(path.read_text()) if path.exists() else {}
+    if not history.exists():  # keep what earlier runs recorded before the history existed
+        history.write_text("".join(json.dumps({"notebook": k, "seconds": v, "finished": None}) + "\n"
+                                   for k, v in timings.items()))
+    with open(history, "a") as f:
+        f.write(json.dumps({"notebook": name, "seconds": round(seconds, 1),
+                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
     timings[name] = round(seconds, 1)
     path.write_text(json.dumps(timings, indent=1))
 

@@ -76,7 +76,10 @@ print(f"{len(table)} rows written to {P['run_dir']}/ablation.csv")
 
 # %% [markdown]
 # ## Baseline
-# How well does the unmodified model classify the eval dialogues?
+# How well does the unmodified model classify the eval dialogues? One caveat when reading the level: with the
+# default annotators, the model under study (SmolLM2 or Gemma-3) was itself one of the three annotators whose vote
+# decided which dialogues were kept, so the kept dialogues lean towards ones it already gets right. The ablation
+# effects below are changes against this same baseline, so they are not affected by that lean.
 
 # %%
 base_pred = result["preds"][("baseline", "none", "none", -1)]

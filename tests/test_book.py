@@ -35,13 +35,17 @@ def test_every_stage_writes_its_outputs(run_dir):
     assert ns.meta["n_selected"] == round(0.02 * 4 * 128)
     ab = pd.read_csv(run_dir / "ablation.csv")
     assert {"condition", "masked", "mode", "seed", "true", "n", "accuracy"} <= set(ab.columns)
-    assert set(ab.condition) == {"baseline", "own", "random"}
+    assert set(ab.condition) == {"baseline", "own", "random"} and set(ab["mode"]) == {"none", "zero", "mean", "scale"}
+    assert (ab.groupby(["condition", "masked", "mode", "seed"])["n"].sum() == ab[ab.condition == "baseline"]["n"].sum()).all()
     sw = pd.read_csv(run_dir / "layer_sweep.csv")
     assert set(sw["range"]) == {"bottom", "top", "all"} and set(sw.target) == {"own emotion", "other emotions"}
     figures = {p.name for p in (run_dir / "figures").glob("*.png")}
     assert {"02_layer_heatmap.png", "03_delta_zero.png", "04_sweep_own.png"} <= figures
     assert set(json.loads((run_dir / "timings.json").read_text())) == {
         "01_data_construction", "02_neuron_identification", "03_ablation", "04_layer_analysis"}
+    history = [json.loads(x) for x in (run_dir / "timings-history.jsonl").read_text().splitlines()]
+    assert [h["notebook"] for h in history][:4] == ["01_data_construction", "02_neuron_identification",
+                                                    "03_ablation", "04_layer_analysis"]
 
 
 def test_rerun_reuses_cached_work(run_dir):
