@@ -1,4 +1,4 @@
-"""Command line: python -m emolib run | compare | classify | check."""
+"""Command line: python -m emolib run | compare | classify | report | check."""
 
 from __future__ import annotations
 
@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("compare", help="run notebook 05 over finished runs")
     c.add_argument("runs", nargs="+")
     c.add_argument("--out")
+    rp = sub.add_parser("report", help="print a markdown summary of finished runs (or write it into a README)")
+    rp.add_argument("runs", nargs="+")
+    rp.add_argument("--readme", help="replace the results block of this file")
     k = sub.add_parser("check", help="validate parameter files")
     k.add_argument("params", nargs="+")
     cl = sub.add_parser("classify", help="classify dialogues from a JSON-lines file")
@@ -108,6 +111,13 @@ def main(argv: list[str] | None = None) -> int:
             runner.run(a.params, [o.zfill(2) for o in a.only] if a.only else None, a.out)
         elif a.cmd == "compare":
             runner.compare(a.runs, a.out)
+        elif a.cmd == "report":
+            from . import report
+            if a.readme:
+                report.update_readme(a.readme, a.runs)
+                print(f"results block of {a.readme} updated from {', '.join(a.runs)}")
+            else:
+                print(report.markdown(a.runs))
         elif a.cmd == "check":
             for path in a.params:
                 params_mod.load(path)

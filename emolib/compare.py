@@ -71,9 +71,10 @@ def sensitivity(R: dict, mode: str = "zero") -> pd.DataFrame:
 
 
 def conclusions(R: dict) -> pd.DataFrame:
-    """Per emotion and run: does masking its neurons hurt more than random (by at least 5 pp)?"""
+    """Per emotion and run: does masking its neurons change accuracy more than random neurons do (by >= 5 pp)?"""
     s = sensitivity(R)
-    return s.apply(lambda col: col.map(lambda v: "hurts" if v <= -0.05 else ("helps" if v >= 0.05 else "no clear effect")))
+    return s.apply(lambda col: col.map(lambda v: "masking hurts" if v <= -0.05 else
+                                       ("masking helps" if v >= 0.05 else "no clear effect")))
 
 
 def agreement_lines(concl: pd.DataFrame) -> list[str]:

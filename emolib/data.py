@@ -93,7 +93,10 @@ def synthesize_hf(model, tokenizer, topics: list[str], emotions: list[str], per_
                 out = model.generate(**enc, do_sample=True, temperature=0.8, top_p=0.95,
                                      max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
             for j, row in zip(batch, out[:, enc["input_ids"].shape[1]:]):
-                d = parse_dialogue("A:" + tokenizer.decode(row, skip_special_tokens=True))
+                text = "A:" + tokenizer.decode(row, skip_special_tokens=True)
+                if tokenizer.eos_token_id not in row.tolist():  # cut off by max_new_tokens: drop the last turn
+                    text = text.rsplit("\n", 1)[0]
+                d = parse_dialogue(text)
                 stats["generated"] += 1
                 if d is None:
                     stats["off_format"] += 1

@@ -67,7 +67,8 @@ def save_neurons(p: dict, state: dict, result: dict) -> Path:
 
 
 def stability(state: dict, p: dict, n_draws: int = 200) -> pd.DataFrame:
-    """Select on each half of the train split; per emotion, Jaccard overlap of the two sets against random sets."""
+    """Select on each half of the train split; per emotion, Jaccard overlap of the two sets against random sets
+    (also written to run_dir/stability.csv)."""
     halves = [neurons.select(state["counts"][h], state["tokens"][h], state["emotions"], p["top_rate"],
                              p["filter_quantile"], p["assign"])["sets"] for h in (0, 1)]
     L, D = state["shape"]
@@ -77,7 +78,9 @@ def stability(state: dict, p: dict, n_draws: int = 200) -> pd.DataFrame:
         rows.append({"emotion": e, "n_half_a": len(a), "n_half_b": len(b), "jaccard": neurons.jaccard(a, b),
                      "random_jaccard": neurons.random_jaccard(len(a), len(b), L * D, n_draws, p["seed"])
                      if a and b else float("nan")})
-    return pd.DataFrame(rows).set_index("emotion")
+    table = pd.DataFrame(rows).set_index("emotion")
+    table.to_csv(Path(p["run_dir"]) / "stability.csv")
+    return table
 
 
 def counts_table(result: dict, emotions: list[str], n_layers: int) -> pd.DataFrame:

@@ -70,3 +70,14 @@ def test_failing_notebook_is_named(tmp_path):
     bad.write_text((ROOT / "params/test-tiny.yaml").read_text())
     with pytest.raises(RuntimeError, match="notebook 02_neuron_identification.ipynb failed in cell"):
         runner.run(str(bad), only=["02"], out=str(tmp_path / "empty-run"))  # no stage-1 data there
+
+
+def test_readme_results_block_matches_the_committed_runs():
+    """The README's numbers are generated from the committed outputs, never typed in."""
+    from emolib import report
+    runs = [ROOT / "outputs" / "smollm2-135m", ROOT / "outputs" / "gemma3-270m"]
+    if not all((r / "ablation.csv").exists() for r in runs):
+        pytest.skip("the showcase runs are not committed in this checkout")
+    text = (ROOT / "README.md").read_text()
+    block = text.split(report.START, 1)[1].split(report.END, 1)[0]
+    assert block.strip() == report.markdown(runs).strip()

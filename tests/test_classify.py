@@ -64,3 +64,19 @@ def test_prompt_parts_surround_the_dialogue(tiny):
     text = tok.decode(parts.prefix + prompts.encode_dialogue(tok, "A: hi\nB: hello") + parts.suffix)
     assert "A: hi\nB: hello" in text and text.rstrip().endswith(prompts.ANSWER)
     assert len(parts.labels) == 6 and all(parts.labels)
+
+
+@pytest.mark.parametrize("sliding_window", [512, 16])
+def test_exact_on_gemma3_layout_with_sliding_window(tiny, dialogues, sliding_window):
+    """Gemma3 mixes sliding-window and global attention layers; the prefix cache and padding stay exact."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    _, tok = tiny
+    torch.manual_seed(0)
+    g = Gemma3ForCausalLM(Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=48,
+                                           num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                                           head_dim=8, sliding_window=sliding_window,
+                                           pad_token_id=tok.pad_token_id)).eval()
+    clf = classify.make_classifier(g, tok, list(EMOTIONS), False, few_shot=1, batch_size=5)
+    batched = classify.label_scores(clf, dialogues[0])
+    clf.batch_size, clf.prefix_cache = 1, False
+    assert np.allclose(batched, classify.label_scores(clf, dialogues[0]), atol=1e-4)

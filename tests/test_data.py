@@ -92,12 +92,14 @@ def test_hf_synthesis_keeps_formatted_outputs_and_counts_the_rest(tiny):
             return model.get_input_embeddings()
 
         def generate(self, input_ids, attention_mask, **kw):
-            outs = [torch.cat([row, torch.tensor(tok(next(replies), add_special_tokens=False)["input_ids"])])
-                    for row in input_ids]
+            outs = [torch.cat([row, torch.tensor(tok(next(replies), add_special_tokens=False)["input_ids"]
+                                                 + [tok.eos_token_id])]) for row in input_ids]
             L = max(len(o) for o in outs)
             return torch.stack([torch.nn.functional.pad(o, (0, L - len(o)), value=tok.pad_token_id) for o in outs])
 
     rows, stats = data.synthesize_hf(Fake(), tok, ["keys"], ["anger", "fear"], 1, seed=0, retries=1, batch_size=2)
     assert [r["theme"] for r in rows] == ["anger"] and rows[0]["dialogue"].startswith("A: I lost my keys")
     # try 1: one good, one off-format; try 2 retries the missing one, gets the good text again: a duplicate, dropped
+    cut = data.parse_dialogue("A: one\nB: two\nA: three\nB: fou")
+    assert cut is not None  # parse alone keeps a cut-off turn; synthesize_hf drops it when no EOS was generated
     assert stats["generated"] == 3 and stats["off_format"] == 1 and stats["dropped"] == 1 and stats["duplicate"] == 1

@@ -70,4 +70,4 @@ def test_depth_profile_and_comparison(tmp_path):
     sens = compare.sensitivity(R)
     assert sens.loc["anger", "a"] == pytest.approx(-0.75) and sens.loc["fear", "b"] == pytest.approx(-0.25)
     concl = compare.conclusions(R)
-    assert concl.loc["anger", "a"] == "hurts" and "agree on 2 of 2" in compare.agreement_lines(concl)[0]
+    assert concl.loc["anger", "a"] == "masking hurts" and "agree on 2 of 2" in compare.agreement_lines(concl)[0]
