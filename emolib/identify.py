@@ -96,3 +96,23 @@ def overlap_table(sets: dict[str, list], emotions: list[str]) -> pd.DataFrame:
     """Neurons shared by each pair of emotions (diagonal: set sizes)."""
     S = {e: {tuple(x) for x in sets[e]} for e in emotions}
     return pd.DataFrame([[len(S[a] & S[b]) for b in emotions] for a in emotions], index=emotions, columns=emotions)
+
+
+def emotions_per_neuron(result: dict) -> pd.Series:
+    """How many selected neurons serve 1, 2, ... emotions under the assignment rule."""
+    owners: dict[tuple, int] = {}
+    for pairs in result["sets"].values():
+        for layer, idx in pairs:
+            owners[(layer, idx)] = owners.get((layer, idx), 0) + 1
+    return pd.Series(list(owners.values())).value_counts().sort_index().rename_axis("emotions served")
+
+
+def profile_picks(result: dict, emotions: list[str]) -> list[tuple[int, int]]:
+    """Per emotion, its lowest-entropy neuron not already picked for an earlier emotion."""
+    rank = {(l, i): h for l, i, h in result["selected"]}
+    picks: list[tuple[int, int]] = []
+    for e in emotions:
+        own = sorted((rank[(l, i)], l, i) for l, i in result["sets"][e] if (l, i) not in picks)
+        if own:
+            picks.append(own[0][1:])
+    return picks

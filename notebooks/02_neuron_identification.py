@@ -148,19 +148,17 @@ print("neurons by third of the depth:", thirds)
 # %%
 overlap = identify.overlap_table(result["sets"], state["emotions"])
 book.show(plots.overlap_heatmap(overlap, LABEL), P, "02_overlap")
-multi = sum(1 for l, i, _ in result["selected"] if sum([l, i] in v for v in result["sets"].values()) > 1)
-print(f"{multi} of {len(result['selected'])} selected neurons serve more than one emotion")
+served = identify.emotions_per_neuron(result)
+print("selected neurons by the number of emotions they serve:", served.to_dict())
+print(f"{served[served.index > 1].sum()} of {len(result['selected'])} serve more than one emotion; those serving "
+      f"{len(P['emotions']) - 1} fire often for every emotion but one, i.e. they are selective by staying quiet")
 
 # %% [markdown]
 # ## Activation profiles of the most selective neurons
-# Firing probability per emotion for the lowest-entropy neuron of each emotion.
+# Firing probability per emotion for the lowest-entropy neuron of each emotion (a different neuron for each).
 
 # %%
-picks = []
-for e in state["emotions"]:
-    own = [(h, l, i) for l, i, h in result["selected"] if [l, i] in result["sets"][e]]
-    if own:
-        picks.append(min(own)[1:])
+picks = identify.profile_picks(result, state["emotions"])
 book.show(plots.activation_profiles(result["P"].numpy(), picks, state["emotions"], LABEL), P, "02_profiles")
 
 # %% [markdown]
