@@ -39,7 +39,3 @@ def show(fig, p: dict, name: str):
     save(fig, p["run_dir"], name)
     return fig
 
-
-def pct(x: float) -> str:
-    """A fraction as a percentage string."""
-    return f"{100 * x:.0f}%"

@@ -148,3 +148,16 @@ def own_vs_random(table: pd.DataFrame, result: dict, emotions: list[str], mode: 
                      "own_minus_random": d_own - float(np.mean(rnd)) if rnd else np.nan,
                      "own_larger_drop_than_all_random": bool(rnd) and all(d_own < r for r in rnd)})
     return pd.DataFrame(rows).set_index("emotion")
+
+
+def random_deltas(result: dict, emotions: list[str], mode: str = "zero") -> dict[str, list[float]]:
+    """Per emotion: accuracy change on its own dialogues under each of its matched random sets."""
+    true = np.asarray(result["true"])
+    base = np.asarray(result["preds"][("baseline", "none", "none", -1)])
+    out: dict[str, list[float]] = {}
+    for e in emotions:
+        sel = true == e
+        b = float((base[sel] == e).mean())
+        out[e] = [float((np.asarray(pr)[sel] == e).mean()) - b for (c, m, mo, _), pr in result["preds"].items()
+                  if c == "random" and m == e and mo == mode]
+    return out

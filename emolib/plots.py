@@ -383,7 +383,7 @@ def own_vs_random(summary: pd.DataFrame, random_deltas: dict[str, list[float]], 
     ax.set_xticks(x, order)
     ax.set_xlabel("emotion whose neurons are masked")
     ax.set_ylabel("accuracy change on the emotion's own dialogues (pp)")
-    ax.legend(handles=[Patch(facecolor="#bbbbbb", edgecolor="black", label="own emotion neurons (error bar: CI)"),
+    ax.legend(handles=[Patch(facecolor="#bbbbbb", edgecolor="black", label="own emotion neurons (error bar: 95% bootstrap CI)"),
                        Line2D([], [], marker="o", ls="", color="#7f7f7f", label="random-neuron controls"),
                        Line2D([], [], color="black", lw=1.2, label="mean of random controls")],
               fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))

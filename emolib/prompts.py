@@ -5,8 +5,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .emotions import EMOTIONS
-
 SLOT = "\x00DIALOGUE\x00"
 INSTRUCTION = ("Read the dialogue and name the emotion it expresses. "
                "Choose one of: {labels}.")
@@ -82,5 +80,3 @@ def use_chat(prompt_style: str, instruct: bool, tokenizer) -> bool:
         return False
     return instruct and bool(getattr(tokenizer, "chat_template", None))
 
-
-DEFAULT_EMOTIONS = list(EMOTIONS)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
@@ -89,7 +88,3 @@ def compare(run_dirs: list[str], out: str | None = None) -> Path:
     print(f"comparison written to {out_dir} in {seconds:.0f} s")
     return out_dir
 
-
-def slug(text: str) -> str:
-    """A file-name-safe version of a label."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")

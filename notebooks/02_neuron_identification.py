@@ -32,7 +32,6 @@
 
 # %%
 import numpy as np
-import pandas as pd
 from IPython.display import display
 
 from emolib import book, identify, models, neurons, plots, sweep

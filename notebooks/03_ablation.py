@@ -28,8 +28,6 @@
 # **Controls.** For each emotion, random neuron sets with the same number of neurons in each layer (several seeds).
 
 # %%
-import numpy as np
-import pandas as pd
 from IPython.display import display
 
 from emolib import book, evaluate, metrics, neurons, plots
@@ -114,10 +112,7 @@ mode = P["ablation_modes"][0]
 ovr = evaluate.own_vs_random(table, result, P["emotions"], mode, P["n_bootstrap"], P["seed"])
 display(ovr.style.format({c: "{:+.1%}" for c in ovr.columns if c.endswith(("delta", "low", "high", "mean", "min", "random"))}
                          | {"baseline": "{:.1%}"}))
-random_deltas = {e: [float(np.mean(np.asarray(pr)[np.asarray(result['true']) == e] == e)) - ovr.loc[e, 'baseline']
-                     for (c, m, mo, s), pr in result["preds"].items() if c == "random" and m == e and mo == mode]
-                 for e in P["emotions"]}
-book.show(plots.own_vs_random(ovr, random_deltas, LABEL), P, "03_own_vs_random")
+book.show(plots.own_vs_random(ovr, evaluate.random_deltas(result, P["emotions"], mode), LABEL), P, "03_own_vs_random")
 
 # %% [markdown]
 # ## Reading the results against the paper

@@ -25,7 +25,6 @@
 # %%
 from pathlib import Path
 
-import pandas as pd
 from IPython.display import display
 
 from emolib import compare, plots

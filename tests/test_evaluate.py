@@ -58,6 +58,7 @@ def test_delta_matrix_and_own_vs_random():
     assert ovr.loc["anger", "own_delta"] == -1.0 and ovr.loc["anger", "random_delta_mean"] == -0.25
     assert ovr.loc["anger", "own_minus_random"] == -0.75 and ovr.loc["anger", "own_larger_drop_than_all_random"]
     assert ovr.loc["fear", "own_ci_low"] <= -0.25 <= ovr.loc["fear", "own_ci_high"]
+    assert evaluate.random_deltas(result, ["anger", "fear"]) == {"anger": [-0.25], "fear": [0.0]}
 
 
 def test_depth_profile_and_comparison(tmp_path):
