@@ -19,12 +19,18 @@ def half_of(dialogue: str, seed: int) -> int:
     return hashlib.sha1(f"{seed}|{dialogue}".encode()).digest()[0] % 2
 
 
-def encode(tokenizer, dialogue: str, framing: str, parts: prompts.PromptParts | None) -> tuple[list[int], int, int]:
+def bos_prefix(tokenizer) -> list[int]:
+    """[BOS] if the tokenizer adds one to plain text (Gemma, Llama-3), else []."""
+    return [tokenizer.bos_token_id] if tokenizer("x")["input_ids"][0] == tokenizer.bos_token_id else []
+
+
+def encode(tokenizer, dialogue: str, framing: str, parts: prompts.PromptParts | None,
+           bos: list[int] | None = None) -> tuple[list[int], int, int]:
     """Token ids of one input and the [start, end) span of the dialogue's own tokens in it."""
     dia = prompts.encode_dialogue(tokenizer, dialogue)
     if framing == "prompt":
         return parts.prefix + dia + parts.suffix, len(parts.prefix), len(parts.prefix) + len(dia)
-    bos = [tokenizer.bos_token_id] if tokenizer("x")["input_ids"][0] == tokenizer.bos_token_id else []
+    bos = bos_prefix(tokenizer) if bos is None else bos
     return bos + dia, len(bos), len(bos) + len(dia)
 
 
@@ -111,8 +117,9 @@ def record_counts(model, tokenizer, dialogues: dict[str, list[str]], tensor: str
         if saved.get("fingerprint") == fingerprint:
             state = saved
     jobs = []
+    bos = bos_prefix(tokenizer)  # once, not per dialogue
     for ei, e in enumerate(emotions):
-        items = [(encode(tokenizer, d, framing, parts), half_of(d, seed)) for d in dialogues[e]]
+        items = [(encode(tokenizer, d, framing, parts, bos), half_of(d, seed)) for d in dialogues[e]]
         items.sort(key=lambda t: -len(t[0][0]))
         jobs += [(ei, items[s:s + batch_size]) for s in range(0, len(items), batch_size)]
     for layer, total in enumerate(state["sums"]):  # restored sums continue to accumulate
