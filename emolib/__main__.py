@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from . import params as params_mod
@@ -35,20 +38,56 @@ def read_jsonl(path: str) -> list[dict]:
     return rows
 
 
+def check_scale(mode: str, scale: float | None) -> None:
+    """--scale is required, finite and in range with --mode scale, and refused otherwise."""
+    spec = params_mod.SCHEMA["ablation_scale"]
+    if mode != "scale":
+        if scale is not None:
+            raise ValueError(f"--scale is only used with --mode scale (mode is {mode})")
+        return
+    if scale is None:
+        raise ValueError("--mode scale needs --scale FACTOR (e.g. --scale 0.5)")
+    if not math.isfinite(scale) or not spec.low <= scale <= spec.high:
+        raise ValueError(f"--scale must be a finite number from {spec.low} to {spec.high}, got {scale}")
+
+
+def check_output(output: str, input_path: str) -> None:
+    """--output must not be the input, and its folder must exist and be writable (checked before any model loads)."""
+    out, src = Path(output), Path(input_path)
+    if out.is_dir():
+        raise ValueError(f"--output: {out} is a folder; give a file path such as {out / 'predictions.jsonl'}")
+    if out.resolve() == src.resolve() or (out.exists() and src.exists() and os.path.samefile(out, src)):
+        raise ValueError(f"--output: {out} is the input file; write the predictions to another file")
+    folder = out.parent
+    if not folder.is_dir():
+        raise ValueError(f"--output: folder {folder} does not exist" + (" (it is a file)" if folder.exists() else
+                                                                        "; create it first"))
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"--output: cannot write into {folder} ({e.strerror or e})") from None
+
+
 def cmd_classify(a: argparse.Namespace) -> None:
     """Classify a JSON-lines file, optionally with emotion neurons ablated."""
-    from . import ablate, evaluate, metrics, neurons
+    from . import ablate, evaluate, metrics, models, neurons, safeio
     from .classify import predict
     p = params_mod.load(a.params)
+    check_scale(a.mode, a.scale)
+    check_output(a.output, a.input)
     rows = read_jsonl(a.input)
     unknown = [r["label"] for r in rows if r.get("label") and r["label"] not in p["emotions"]]
     if unknown:
         raise ValueError(f"--input: label {unknown[0]!r} is not among the run's emotions ({', '.join(p['emotions'])})")
     mask: dict[int, list[int]] = {}
     means = None
+    nj = None
     if a.ablate:
         if not a.neurons:
             raise ValueError("--ablate needs --neurons PATH (a neurons.json written by stage 2)")
+        nj = safeio.load_neurons_json(a.neurons, model=p["model"])
         ns = neurons.load(a.neurons)
         target = a.ablate if a.ablate == "all" else normalize(a.ablate, "--ablate")
         if target != "all" and target not in ns.emotions:
@@ -60,16 +99,28 @@ def cmd_classify(a: argparse.Namespace) -> None:
                 raise ValueError("--mode mean needs the run's cache/counts.pt next to neurons.json")
     p["run_dir"] = str(Path(a.output).parent)
     _, _, clf = evaluate.load_classifier(p)
-    p["ablation_scale"] = a.scale
+    if nj is not None:  # the file's FFN shape, and so every [layer, index], must fit the loaded model
+        shape = models.ffn_shape(clf.model)
+        safeio.check_neurons(nj, a.neurons, shape=shape)
+        if means is not None and tuple(means.shape) != tuple(shape):
+            raise ValueError(f"{Path(a.neurons).parent / 'cache' / 'counts.pt'}: counts of an FFN of "
+                             f"{means.shape[0]} x {means.shape[1]}; the loaded model has {shape[0]} x {shape[1]}")
+    scale = a.scale if a.mode == "scale" else 0.5
+    p["ablation_scale"] = scale
     dialogues = [r.get("dialogue", r.get("text")) for r in rows]
-    with ablate.ablate(clf.model, mask, a.mode, means, a.scale):
+    with ablate.ablate(clf.model, mask, a.mode, means, scale):
         preds, scores = predict(clf, dialogues, p["protocol"], p["max_new_tokens"], progress="classifying")
-    with open(a.output, "w") as f:
-        for i, (r, pr) in enumerate(zip(rows, preds)):
-            out = {**r, "prediction": pr}
-            if scores is not None:
-                out["scores"] = {e: round(float(s), 4) for e, s in zip(clf.labels, scores[i])}
-            f.write(json.dumps(out) + "\n")
+    lines = []
+    for i, (r, pr) in enumerate(zip(rows, preds)):
+        out = {**r, "prediction": pr}
+        if scores is not None:
+            out["scores"] = {e: round(float(s), 4) for e, s in zip(clf.labels, scores[i])}
+        try:
+            lines.append(json.dumps(out, allow_nan=False) + "\n")
+        except ValueError:
+            raise RuntimeError(f"--output: the scores of input line {i + 1} are not finite (NaN or inf); "
+                               f"nothing written to {a.output}") from None
+    safeio.atomic_write_text(a.output, "".join(lines))
     labelled = [(r["label"], pr) for r, pr in zip(rows, preds) if r.get("label")]
     print(f"wrote {len(rows)} predictions to {a.output}")
     if labelled:
@@ -88,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("params")
     r.add_argument("--only", nargs="+", help="notebook numbers, e.g. 01 02")
     r.add_argument("--out", help="run folder (default outputs/<run_name>)")
+    r.add_argument("--force", action="store_true", help="run into a folder whose params.yaml differs")
     c = sub.add_parser("compare", help="run notebook 05 over finished runs")
     c.add_argument("runs", nargs="+")
     c.add_argument("--out")
@@ -103,12 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     cl.add_argument("--neurons")
     cl.add_argument("--ablate", help="an emotion, or all")
     cl.add_argument("--mode", default="zero", choices=("zero", "mean", "scale"))
-    cl.add_argument("--scale", type=float, default=0.5)
+    cl.add_argument("--scale", type=float, help="factor for --mode scale (required with it), 0 to 10")
     a = ap.parse_args(argv)
     from . import runner
     try:
         if a.cmd == "run":
-            runner.run(a.params, [o.zfill(2) for o in a.only] if a.only else None, a.out)
+            runner.run(a.params, [o.zfill(2) for o in a.only] if a.only else None, a.out, a.force)
         elif a.cmd == "compare":
             runner.compare(a.runs, a.out)
         elif a.cmd == "report":

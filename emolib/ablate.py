@@ -26,12 +26,13 @@ def ablate(model, neurons: dict[int, list[int]], mode: str = "zero", means: torc
     def make_hook(idx: torch.Tensor, value: torch.Tensor | None):
         def hook(module, args):
             x = args[0]
+            i = idx if idx.device == x.device else idx.to(x.device)  # offloaded layers compute elsewhere
             if mode == "zero":
-                x[..., idx] = 0
+                x[..., i] = 0
             elif mode == "mean":
-                x[..., idx] = value.to(x.dtype)
+                x[..., i] = value.to(x.device, x.dtype)
             else:
-                x[..., idx] *= scale
+                x[..., i] *= scale
             return (x,) + tuple(args[1:])
         return hook
 
@@ -40,6 +41,7 @@ def ablate(model, neurons: dict[int, list[int]], mode: str = "zero", means: torc
             if not idx:
                 continue
             dev = mlps[layer].down_proj.weight.device
+            dev = dev if dev.type != "meta" else torch.device("cpu")
             t = torch.as_tensor(sorted(idx), dtype=torch.long, device=dev)
             value = means[layer, t.cpu()].to(dev) if mode == "mean" else None
             handles.append(mlps[layer].down_proj.register_forward_pre_hook(make_hook(t, value)))
@@ -83,3 +85,137 @@ def layer_bins(n_layers: int, bins: int) -> dict[str, range]:
     out = {n: range(int(a), int(b)) for n, a, b in zip(names, edges[:-1], edges[1:])}
     out["all"] = range(n_layers)
     return out
+
+
+class Matched(dict):
+    """A layer -> neurons dict, as random_like returns, that also counts the draws taken from a neighbouring bin."""
+
+    fallbacks: int = 0
+
+
+def firing_bins(firing: torch.Tensor | np.ndarray, n_bins: int = 10) -> np.ndarray:
+    """[L, D] firing-probability bin of each neuron by its rank within its own layer (0 = lowest); ties by index."""
+    f = firing.detach().cpu().double().numpy() if torch.is_tensor(firing) else np.asarray(firing, dtype=float)
+    ranks = np.argsort(np.argsort(f, axis=1, kind="stable"), axis=1, kind="stable")
+    return ranks * n_bins // f.shape[1]
+
+
+def random_matched(neurons_by_layer: dict[int, list[int]], firing: torch.Tensor | np.ndarray, seed: int,
+                   exclude: dict[int, list[int]] | None = None, n_bins: int = 10) -> Matched:
+    """Per own neuron, a random neuron of the same layer and firing bin (deciles within the layer), without replacement.
+
+    Bins are rank-based within each layer (equal sizes even where many neurons never fire), because firing rates
+    shift with depth. The own neurons and `exclude` are never drawn. Where a bin runs out, the remaining draws come
+    from the nearest bin with free neurons (the lower one first at equal distance); `.fallbacks` counts them.
+    """
+    rng = np.random.default_rng(seed)
+    bins = firing_bins(firing, n_bins)
+    d_ff = bins.shape[1]
+    out = Matched()
+    for layer in sorted(neurons_by_layer):
+        own = np.asarray(sorted(set(neurons_by_layer[layer])), dtype=int)
+        banned = np.zeros(d_ff, dtype=bool)
+        banned[own] = True
+        banned[np.asarray((exclude or {}).get(layer, []), dtype=int)] = True
+        b = bins[layer]
+        need = np.bincount(b[own], minlength=n_bins)
+        free = [rng.permutation(np.flatnonzero((b == k) & ~banned)).tolist() for k in range(n_bins)]
+        if need.sum() > sum(map(len, free)):
+            raise ValueError(f"random_matched: layer {layer} has fewer free neurons than the {need.sum()} to match")
+        chosen: list[int] = []
+        short = np.zeros(n_bins, dtype=int)
+        for k in range(n_bins):  # same-bin draws first, so fallbacks never take a bin's own candidates
+            take = min(int(need[k]), len(free[k]))
+            chosen += free[k][:take]
+            free[k] = free[k][take:]
+            short[k] = need[k] - take
+        for k in np.flatnonzero(short):
+            for dist in range(1, n_bins):
+                for j in (k - dist, k + dist):
+                    if short[k] and 0 <= j < n_bins and free[j]:
+                        take = min(int(short[k]), len(free[j]))
+                        chosen += free[j][:take]
+                        free[j] = free[j][take:]
+                        short[k] -= take
+                        out.fallbacks += take
+        out[layer] = sorted(chosen)
+    return out
+
+
+class RowMasks:
+    """Handle of ablate_rows: which mask each row of the following forward passes uses."""
+
+    def __init__(self, n_masks: int, n_items: int | None = None):
+        self.n_masks = n_masks
+        self.rows: torch.Tensor | None = None
+        self._memo: dict = {}
+        if n_items is not None:
+            self.set_rows(torch.arange(n_masks).repeat_interleave(n_items))
+
+    def set_rows(self, rows) -> None:
+        """Mask index of each row of the next batches (a batch k times longer repeats each row k times in place)."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        if rows.numel() and (rows.min() < 0 or rows.max() >= self.n_masks):
+            raise ValueError(f"ablate_rows: mask indices must lie in 0..{self.n_masks - 1}")
+        self.rows, self._memo = rows, {}
+
+    def index(self, batch: int, device) -> torch.Tensor:
+        """Mask index of each of a batch's rows, by the repeat_interleave rule of set_rows."""
+        key = (batch, str(device))
+        if key not in self._memo:
+            if self.rows is None:
+                raise RuntimeError("ablate_rows: give n_items or call set_rows before the forward pass")
+            if batch % len(self.rows):
+                raise ValueError(f"ablate_rows: a batch of {batch} rows does not repeat the {len(self.rows)} "
+                                 f"rows set")
+            self._memo[key] = self.rows.repeat_interleave(batch // len(self.rows)).to(device)
+        return self._memo[key]
+
+
+@contextmanager
+def ablate_rows(model, masks: list[dict[int, list[int]]], n_items: int | None = None, mode: str = "zero",
+                means: torch.Tensor | None = None, scale: float = 0.5):
+    """Like ablate, with a mask per row: row r uses masks[r // n_items] (or what the yielded RowMasks sets)."""
+    if mode not in MODES:
+        raise ValueError(f"ablation mode: must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "mean" and means is None:
+        raise ValueError("ablation mode mean needs the neurons' mean activations (stage 2's counts file)")
+    mlps = ffn_layers(model)
+    d_ff = mlps[0].down_proj.in_features
+    ctl = RowMasks(len(masks), n_items)
+    handles = []
+
+    def make_hook(mult: torch.Tensor, add: torch.Tensor | None):
+        cast: dict = {}
+
+        def hook(module, args):
+            x = args[0]
+            key = (x.dtype, x.device)
+            if key not in cast:
+                cast[key] = (mult.to(x.device, x.dtype), None if add is None else add.to(x.device, x.dtype))
+            m, a = cast[key]
+            r = ctl.index(x.shape[0], x.device)
+            shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+            x.mul_(m[r].view(shape))  # in place, as ablate's index assignment
+            if a is not None:
+                x.add_(a[r].view(shape))
+            return (x,) + tuple(args[1:])
+        return hook
+
+    try:
+        for layer in sorted({l for m in masks for l, idx in m.items() if idx}):
+            keep = torch.ones((len(masks), d_ff), dtype=torch.float32)
+            for k, m in enumerate(masks):
+                if m.get(layer):
+                    keep[k, torch.as_tensor(sorted(m[layer]), dtype=torch.long)] = 0
+            if mode == "zero":
+                mult, add = keep, None
+            elif mode == "scale":
+                mult, add = keep + (1 - keep) * scale, None
+            else:
+                mult, add = keep, (1 - keep) * means[layer].detach().float().cpu()
+            handles.append(mlps[layer].down_proj.register_forward_pre_hook(make_hook(mult, add)))
+        yield ctl
+    finally:
+        for h in handles:
+            h.remove()

@@ -84,6 +84,9 @@ def annotate(name: str, dialogues: list[str], emotions: list[str], p: dict, cach
              chunk: int = 64) -> list[str]:
     """One annotator's labels, cached by dialogue after every chunk (shared by runs with the same settings)."""
     from .data import dialogue_id
+    if name.startswith("openai:"):  # an endpoint model: its own request cache is content-keyed and resumable
+        from . import endpoint
+        return endpoint.label(dialogues, emotions, endpoint.annotator_endpoint(name, p), cache_dir)[0]
     settings = [name, emotions, p["dtype"], p["prompt_style"], p["annotator_few_shot"], p["prompt_template"],
                 p["calibrate"]] if name != "minilm" else [name, emotions]
     tag = hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:10]
@@ -106,6 +109,7 @@ def annotate(name: str, dialogues: list[str], emotions: list[str], p: dict, cach
 
 def fleiss_kappa(labels: list[list[str]], categories: list[str]) -> float:
     """Fleiss' kappa for items rated by the same number of raters (rows: items, columns: raters)."""
+    labels = [row for row in labels if all(row)] or labels  # items an endpoint annotator left unlabelled: skipped
     n_items, n_raters = len(labels), len(labels[0])
     counts = np.array([[row.count(c) for c in categories] for row in labels], dtype=float)
     p_j = counts.sum(0) / (n_items * n_raters)

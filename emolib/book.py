@@ -24,8 +24,17 @@ def setup(namespace: dict, notebook: str) -> dict:
     torch.manual_seed(p["seed"])
     set_threads()
     Path(p["run_dir"], "figures").mkdir(parents=True, exist_ok=True)
-    print(f"run {p['run_name']} · model {p['model']} · outputs in {p['run_dir']}")
+    print(f"run {p['run_name']} · model {p['model']} · outputs in {shown_path(p['run_dir'])}")
     return p
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as a reader should see it: relative to the project when inside it (no local folders in outputs)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def label(p: dict) -> str:

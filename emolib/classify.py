@@ -85,7 +85,8 @@ def _score_batch(model, prefix: list[int], bodies: list[list[int]], labels: list
         lab_mask = torch.cat([full_mask.repeat_interleave(n, 0), torch.ones((B * n, m - 1), dtype=torch.long,
                                                                               device=dev)], 1)
         out2 = model(input_ids=lab_ids, attention_mask=lab_mask, position_ids=lab_pos, cache=past)
-        logp = torch.log_softmax(out2.logits.float(), -1).view(B, n, m - 1, -1)
+        # rows = out.logits' rows (B, or more where a hook tiles the batch, as emolib.batched does) x labels
+        logp = torch.log_softmax(out2.logits.float(), -1).view(-1, n, m - 1, out2.logits.shape[-1])
         for j, lab in enumerate(labels):
             for t in range(1, len(lab)):
                 scores[:, j] += logp[:, j, t - 1, lab[t]]
@@ -93,8 +94,19 @@ def _score_batch(model, prefix: list[int], bodies: list[list[int]], labels: list
 
 
 @torch.inference_mode()
-def label_scores(clf: Classifier, dialogues: list[str], progress: str | None = None) -> np.ndarray:
-    """Log-likelihood of each label after each dialogue's prompt, [N, labels]; calibrated if asked."""
+def calibration_vector(clf: Classifier) -> np.ndarray:
+    """Label scores of the content-free dialogue, [labels]: the calibration to hold fixed (compute it unablated)."""
+    tok, parts = clf.tokenizer, clf.parts
+    free = prompts.encode_dialogue(tok, prompts.CONTENT_FREE) + parts.suffix
+    cache = _prefix_cache(clf.model, parts.prefix) if clf.prefix_cache else None
+    return _score_batch(clf.model, parts.prefix, [free], parts.labels, tok.pad_token_id, cache)[0].numpy()
+
+
+@torch.inference_mode()
+def label_scores(clf: Classifier, dialogues: list[str], progress: str | None = None,
+                 calibration: np.ndarray | None = None) -> np.ndarray:
+    """Log-likelihood of each label after each dialogue's prompt, [N, labels]; minus a given calibration vector
+    (held fixed), else minus the content-free scores recomputed now if clf.calibrate, else raw."""
     tok, parts = clf.tokenizer, clf.parts
     bodies = [prompts.encode_dialogue(tok, d) + parts.suffix for d in dialogues]
     order = sorted(range(len(bodies)), key=lambda i: -len(bodies[i]))  # similar lengths batch together
@@ -105,7 +117,9 @@ def label_scores(clf: Classifier, dialogues: list[str], progress: str | None = N
         idx = order[s:s + clf.batch_size]
         out[idx] = _score_batch(clf.model, parts.prefix, [bodies[i] for i in idx], parts.labels,
                                 tok.pad_token_id, cache)
-    if clf.calibrate:
+    if calibration is not None:
+        out -= torch.as_tensor(np.asarray(calibration), dtype=out.dtype)
+    elif clf.calibrate:
         free = prompts.encode_dialogue(tok, prompts.CONTENT_FREE) + parts.suffix
         out -= _score_batch(clf.model, parts.prefix, [free], parts.labels, tok.pad_token_id, cache)[0]
     return out.numpy()
@@ -146,10 +160,12 @@ def generate_labels(clf: Classifier, dialogues: list[str], max_new_tokens: int =
 
 
 def predict(clf: Classifier, dialogues: list[str], protocol: str = "score", max_new_tokens: int = 4,
-            progress: str | None = None) -> tuple[list[str | None], np.ndarray | None]:
-    """Predicted labels (None = no emotion word, counted wrong) and, for score, the label scores."""
+            progress: str | None = None, calibration: np.ndarray | None = None
+            ) -> tuple[list[str | None], np.ndarray | None]:
+    """Predicted labels (None = no emotion word, counted wrong) and, for score, the label scores (calibration: as
+    label_scores; margins come from these scores, see emolib.stats.margin)."""
     if protocol == "score":
-        s = label_scores(clf, dialogues, progress)
+        s = label_scores(clf, dialogues, progress, calibration)
         return [clf.labels[j] for j in s.argmax(1)], s
     if protocol == "generate":
         return generate_labels(clf, dialogues, max_new_tokens, progress), None

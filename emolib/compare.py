@@ -7,20 +7,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import neurons, sweep
+from . import neurons, safeio, sweep
+
+
+def paper_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the 'paper' neuron set (tables written before named sets hold only those)."""
+    return table[table["set"] == "paper"].drop(columns="set") if "set" in table.columns else table
 
 
 def load_runs(run_dirs: list[str]) -> dict[str, dict]:
-    """{run name: {"neurons": NeuronSets, "ablation": DataFrame, "sweep": DataFrame|None}} for finished runs."""
+    """{run name: {"neurons": NeuronSets, "tests": own_vs_random table of the paper set, "sweep": DataFrame|None}}
+    for finished runs."""
     out = {}
     for d in run_dirs:
         d = Path(d)
-        for need in ("neurons.json", "ablation.csv"):
+        for need in ("neurons.json", "own_vs_random.csv"):
             if not (d / need).exists():
                 raise FileNotFoundError(f"runs: {d / need} not found; run stages 01-03 for {d} first")
+        safeio.load_neurons_json(d / "neurons.json")
         sw = d / "layer_sweep.csv"
-        out[d.name] = {"neurons": neurons.load(d / "neurons.json"), "ablation": pd.read_csv(d / "ablation.csv"),
-                       "sweep": pd.read_csv(sw) if sw.exists() else None}
+        out[d.name] = {"neurons": neurons.load(d / "neurons.json"),
+                       "tests": paper_rows(pd.read_csv(d / "own_vs_random.csv")).set_index("emotion"),
+                       "sweep": paper_rows(pd.read_csv(sw)) if sw.exists() else None}
     return out
 
 
@@ -29,10 +37,10 @@ def overview(R: dict) -> pd.DataFrame:
     rows = []
     for name, r in R.items():
         ns = r["neurons"]
-        base = r["ablation"][r["ablation"].condition == "baseline"]
         rows.append({"run": name, "model": ns.model, "layers": ns.n_layers, "d_ff": ns.d_ff,
                      "FFN neurons": ns.n_layers * ns.d_ff, "selected": ns.meta["n_selected"],
-                     "baseline accuracy (mean over emotions)": round(float(base["accuracy"].mean()), 3)})
+                     "baseline accuracy (mean over emotions)": round(float(r["tests"]["baseline_accuracy"].mean()), 3),
+                     "named sets": ", ".join(neurons.set_names_of(ns.meta))})
     return pd.DataFrame(rows).set_index("run")
 
 
@@ -57,32 +65,48 @@ def median_depth(R: dict) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def sensitivity(R: dict, mode: str = "zero") -> pd.DataFrame:
-    """Emotion x run: own-neuron accuracy change on the emotion's dialogues minus the mean random-set change."""
-    out = {}
-    for name, r in R.items():
-        t = r["ablation"]
-        t = t[(t["true"] == t["masked"]) | (t.condition == "baseline")]
-        base = t[t.condition == "baseline"].set_index("true")["accuracy"]
-        own = t[(t.condition == "own") & (t["mode"] == mode)].set_index("masked")["accuracy"]
-        rnd = t[(t.condition == "random") & (t["mode"] == mode)].groupby("masked")["accuracy"].mean()
-        out[name] = (own - base) - (rnd - base).reindex(own.index) if len(rnd) else own - base
-    return pd.DataFrame(out)
+def sensitivity(R: dict, column: str = "own_minus_random_accuracy") -> pd.DataFrame:
+    """Emotion x run (paper set): the own set's accuracy change on the emotion's items minus the mean change under
+    matched random sets (or another column of the test table)."""
+    return pd.DataFrame({name: r["tests"][column] if column in r["tests"] else pd.Series(dtype=float)
+                         for name, r in R.items()})
+
+
+def shared_emotions(R: dict) -> tuple[list[str], dict[str, list[str]]]:
+    """The emotions every run studied (canonical order), and per run the ones left out of the comparison."""
+    from .emotions import EMOTIONS
+    every = [e for e in EMOTIONS if all(e in r["neurons"].emotions for r in R.values())]
+    if not every:
+        raise ValueError("compare: the runs share no emotion (" + "; ".join(
+            f"{n}: {', '.join(r['neurons'].emotions)}" for n, r in R.items()) + ")")
+    return every, {n: [e for e in r["neurons"].emotions if e not in every] for n, r in R.items()}
 
 
 def conclusions(R: dict) -> pd.DataFrame:
-    """Per emotion and run: does masking its neurons change accuracy more than random neurons do (by >= 5 pp)?"""
-    s = sensitivity(R)
-    return s.apply(lambda col: col.map(lambda v: "masking hurts" if v <= -0.05 else
-                                       ("masking helps" if v >= 0.05 else "no clear effect")))
+    """Per emotion the runs share, and run: the Holm-corrected verdict of notebook 03's own-vs-random test for the
+    paper set. A missing measurement is "not measured", never "no detectable effect"."""
+    shared, left_out = shared_emotions(R)
+    out = pd.DataFrame({name: r["tests"]["verdict"] if "verdict" in r["tests"] else pd.Series(dtype=object)
+                        for name, r in R.items()}).reindex(shared)
+    out = out.apply(lambda col: col.map(lambda v: "not measured" if pd.isna(v) or v == "not tested" else v))
+    out.attrs["left_out"] = {n: v for n, v in left_out.items() if v}
+    return out
 
 
 def agreement_lines(concl: pd.DataFrame) -> list[str]:
     """Sentences saying where the runs agree and differ."""
-    same = [e for e, row in concl.iterrows() if row.nunique() == 1]
-    diff = [e for e in concl.index if e not in same]
-    lines = [f"The runs agree on {len(same)} of {len(concl)} emotions: "
+    left_out = concl.attrs.get("left_out") or {}
+    unmeasured = [e for e, row in concl.iterrows() if (row == "not measured").any()]
+    same = [e for e, row in concl.iterrows() if row.nunique() == 1 and e not in unmeasured]
+    diff = [e for e in concl.index if e not in same and e not in unmeasured]
+    scope = "shared emotions" if left_out else "emotions"
+    lines = [f"The runs agree on {len(same)} of {len(concl)} {scope}: "
              + ", ".join(f"{e} ({concl.loc[e].iloc[0]})" for e in same) if same else "The runs agree on no emotion."]
+    if left_out:
+        lines.insert(0, f"Compared on the {len(concl)} emotions every run studied ({', '.join(concl.index)}); left out: "
+                     + "; ".join(f"{n} also studied {', '.join(v)}" for n, v in left_out.items()) + ".")
+    if unmeasured:
+        lines.append("Not measured in every run (no ablation result): " + ", ".join(unmeasured) + ".")
     if diff:
         lines.append("They differ on: " + "; ".join(f"{e} (" + ", ".join(f"{c}: {concl.loc[e, c]}" for c in concl.columns)
                                                      + ")" for e in diff))

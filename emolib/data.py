@@ -7,6 +7,7 @@ import hashlib
 import json
 import random
 import re
+import zlib
 from collections import Counter
 from importlib.resources import files
 from pathlib import Path
@@ -37,11 +38,33 @@ def dialogue_id(dialogue: str) -> str:
     return hashlib.sha1(dialogue.encode()).hexdigest()[:16]
 
 
+def split_topics(topics: list[str], eval_fraction: float, seed: int) -> dict[str, str]:
+    """Each distinct topic's split: a seeded shuffle sends round(n * eval_fraction) topics (1 to n - 1) to 'eval'."""
+    distinct = sorted(set(topics))
+    if len(distinct) < 2:
+        raise ValueError(f"n_topics: train and eval need disjoint topics, so at least 2 distinct topics; "
+                         f"got {len(distinct)}")
+    random.Random(f"topic-split|{seed}").shuffle(distinct)
+    n_eval = min(len(distinct) - 1, max(1, round(len(distinct) * eval_fraction)))
+    return {t: "eval" if i < n_eval else "train" for i, t in enumerate(distinct)}
+
+
+def mark_splits(rows: list[dict], splits: dict[str, str]) -> list[dict]:
+    """The rows with a 'split' field taken from their topic."""
+    return [{**r, "split": splits[r["topic"]]} for r in rows]
+
+
 def synthesize_template(topics: list[str], emotions: list[str], per_pair: int, seed: int,
-                        explicit_share: float) -> list[dict]:
-    """Dialogues from the offline compositional generator (see synth_template)."""
+                        explicit_share: float, splits: dict[str, str] | None = None) -> list[dict]:
+    """Dialogues from the offline generator (see synth_template); with splits, each topic from its split's pool."""
     from .synth_template import generate_dialogues
-    return generate_dialogues(topics, emotions, per_pair, seed, explicit_share)
+    if splits is None:
+        return generate_dialogues(topics, emotions, per_pair, seed, explicit_share)
+    rows = []
+    for split in ("train", "eval"):
+        part = [t for t in topics if splits[t] == split]
+        rows += mark_splits(generate_dialogues(part, emotions, per_pair, seed, explicit_share, split), splits)
+    return rows
 
 
 SYNTH_PROMPT = ("Write a short dialogue between two people, A and B, about {topic}. The dialogue should clearly "
@@ -127,10 +150,18 @@ def load_emoprism(path: str | Path, emotions: list[str]) -> list[dict]:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"data_path: file not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"data_path: {path} is a folder, not an EmoPrism .json or .json.gz file")
     try:
         records = _read_json_any(path)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"data_path: {path} is not a JSON list or JSON-lines file ({e})") from None
+    except (EOFError, zlib.error) as e:
+        raise ValueError(f"data_path: {path} is truncated or damaged ({type(e).__name__}: {e}); copy the file "
+                         "again") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"data_path: {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at {e.start})") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"data_path: {path} is not a JSON list or JSON-lines file "
+                         f"({' '.join(str(e).split())})") from None
     if not isinstance(records, list) or not records:
         raise ValueError(f"data_path: {path} holds no records")
     rows = []
@@ -156,11 +187,45 @@ def load_emoprism(path: str | Path, emotions: list[str]) -> list[dict]:
     return rows
 
 
+def drop_duplicates(rows: list[dict]) -> tuple[list[dict], int]:
+    """Keep the first record of each dialogue text (so no dialogue lands in both splits); also the count removed."""
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        if r["dialogue"] not in seen:
+            seen.add(r["dialogue"])
+            out.append(r)
+    return out, len(rows) - len(out)
+
+
 def vote(theme: str, annotations: list[str | None], min_agreement: int) -> str | None:
     """EmoPrism's rule: the label that at least min_agreement of the 4 votes (theme + annotators) share, else None."""
     votes = Counter([theme] + [a for a in annotations if a])
     label, n = max(votes.items(), key=lambda kv: (kv[1], kv[0] == theme))
     return label if n >= min_agreement else None
+
+
+def _model_key(spec: str) -> str:
+    """A comparable name for a model spec: a hub preset's hub id, a local path resolved, lower-cased."""
+    from .models import PRESETS
+    spec = spec[len("openai:"):] if spec.startswith("openai:") else spec  # an endpoint serving the same model
+    preset = PRESETS.get(spec)
+    if preset is not None and preset.source == "hub":
+        spec = preset.target
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec.lower()
+
+
+def eval_voters(annotators: list[str], model: str, exclude_studied: bool) -> list[str]:
+    """The annotators whose votes count for eval items: all, or all but those that are the studied model."""
+    if not exclude_studied:
+        return list(annotators)
+    return [a for a in annotators if a == "minilm" or _model_key(a) != _model_key(model)]
+
+
+def scaled_agreement(min_agreement: int, n_votes: int) -> int:
+    """min_agreement (set for 4 votes) scaled to n_votes, rounded up: the same share of votes, never fewer."""
+    return max(1, -(-min_agreement * n_votes // 4))
 
 
 def stratified_split(rows: list[dict], eval_fraction: float, seed: int, max_per_emotion: int | None,
@@ -182,6 +247,26 @@ def stratified_split(rows: list[dict], eval_fraction: float, seed: int, max_per_
     return train, evl
 
 
+def split_by_topic(rows: list[dict], eval_fraction: float, seed: int, max_per_emotion: int | None,
+                   emotions: list[str]) -> tuple[list[dict], list[dict]]:
+    """(train, eval) by each row's topic split; an optional per-emotion cap is shared eval_fraction : rest."""
+    rng = random.Random(seed)
+    caps = {"train": None, "eval": None}
+    if max_per_emotion:
+        caps["eval"] = min(max_per_emotion - 1, max(1, round(max_per_emotion * eval_fraction)))
+        caps["train"] = max_per_emotion - caps["eval"]
+    out: dict[str, list[dict]] = {"train": [], "eval": []}
+    for e in emotions:
+        for split in ("train", "eval"):
+            group = [r for r in rows if r["label"] == e and r["split"] == split]
+            rng.shuffle(group)
+            if not group:
+                raise ValueError(f"no kept dialogue for {e} in the {split} split (splits are disjoint by topic): "
+                                 "raise n_topics or dialogues_per_topic, or lower min_agreement")
+            out[split] += group[:caps[split]]
+    return out["train"], out["eval"]
+
+
 def to_dataset_dict(train: list[dict], evl: list[dict]):
     """A datasets.DatasetDict with splits train and eval."""
     from datasets import Dataset, DatasetDict
@@ -197,13 +282,81 @@ def load_splits(run_dir: str | Path):
     return load_from_disk(str(path))
 
 
+EVAL_UNFILTERED = "eval_unfiltered.jsonl"  # under run_dir/data: every eval-topic dialogue, before the vote
+
+
+def save_eval_unfiltered(rows: list[dict], folder: str | Path) -> Path:
+    """Write the eval-topic dialogues before the vote (label = theme) as JSON lines into the data folder."""
+    path = Path(folder) / EVAL_UNFILTERED
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def load_eval_unfiltered(run_dir: str | Path) -> list[dict]:
+    """The eval split before the vote, as saved by stage 1: label is the theme (the intended emotion)."""
+    path = Path(run_dir) / "data" / EVAL_UNFILTERED
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run notebook 01 (stage 1) for this run first")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+EVAL_FILE_SUFFIXES = (".jsonl", ".json", ".csv")
+
+
+def _read_eval_records(path: Path) -> list[dict]:
+    """Records of an eval file: CSV rows, or JSON lines (a JSON list is accepted too)."""
+    import csv
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            if path.suffix == ".csv":
+                return list(csv.DictReader(f))
+            text = f.read().strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, csv.Error, json.JSONDecodeError) as e:
+        kind = "CSV" if path.suffix == ".csv" else "JSON-lines"
+        raise ValueError(f"eval_path: {path} is not a readable {kind} file ({str(e).replace(chr(10), ' ')})") from None
+
+
+def load_eval_file(path: str | Path, emotions: list[str]) -> list[dict]:
+    """An external eval set: records with dialogue (or text) and label (joy = happiness), those of the emotions."""
+    path = Path(path).expanduser()
+    if path.suffix not in EVAL_FILE_SUFFIXES:
+        raise ValueError(f"eval_path: must be a {', '.join(EVAL_FILE_SUFFIXES)} file, got {path}")
+    if not path.is_file():
+        raise ValueError(f"eval_path: file not found: {path}")
+    records = _read_eval_records(path)
+    if not isinstance(records, list) or not records:
+        raise ValueError(f"eval_path: {path} holds no records")
+    rows = []
+    for i, r in enumerate(records, 1):
+        text = (r.get("dialogue") or r.get("text")) if isinstance(r, dict) else None
+        if not isinstance(text, str) or not text.strip() or not isinstance(r.get("label"), str):
+            raise ValueError(f"eval_path: record {i} of {path} needs a non-empty 'dialogue' (or 'text') and a "
+                             "'label' (anger, disgust, fear, happiness or joy, sadness, surprise)")
+        try:
+            label = normalize(r["label"], f"record {i} label")
+        except ValueError as e:
+            raise ValueError(f"eval_path: {path}: {e}") from None
+        if label in emotions:
+            rows.append({"dialogue": text.strip(), "label": label})
+    if not rows:
+        raise ValueError(f"eval_path: {path} has no record labelled with one of {', '.join(emotions)}")
+    return rows
+
+
 def dataset_card(p: dict, counts: dict, stats: dict) -> str:
     """A short markdown card describing how the dataset was built."""
     lines = [f"# Emotion dialogues: run `{p['run_name']}`", "",
              f"Built by `notebooks/01_data_construction.ipynb` (emolib). Source: `{p['data_source']}`; "
              f"topics: EmoPrism taxonomy (`{p['topic_pool']}` pool, {p['n_topics']} sampled, seed {p['seed']}); "
              f"annotators: {', '.join(p['annotators'])}; kept when at least {p['min_agreement']} of 4 votes "
-             "(theme + 3 annotators) agree.", "",
+             "(theme + 3 annotators) agree. Train and eval have disjoint topics (and, for template dialogues, "
+             "disjoint situation, reaction and follow-up templates); eval items are voted on by theme + "
+             f"{', '.join(stats.get('eval_voters', p['annotators']))}, kept at the same share of votes "
+             "(rounded up).", "",
              "| split | " + " | ".join(EMOTIONS) + " | total |", "|---" * (len(EMOTIONS) + 2) + "|"]
     for split, c in counts.items():
         lines.append(f"| {split} | " + " | ".join(str(c.get(e, 0)) for e in EMOTIONS) + f" | {sum(c.values())} |")

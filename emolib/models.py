@@ -91,10 +91,33 @@ def dequantized_cache(path: Path) -> Path:
     return target
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has native bfloat16 matrix instructions (AMX tiles, or AVX512-BF16), as torch reports."""
+    cpu = torch.cpu
+    return any(getattr(cpu, name, lambda: False)() for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+
+
+def cpu_description() -> str:
+    """The CPU's model name and its bf16-relevant flags, for benchmark reports."""
+    name, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and name == "unknown CPU":
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
+    return f"{name} [{' '.join(f for f in wanted if f in flags) or 'no avx512/amx'}]"
+
+
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """auto = bfloat16 on an accelerator, float32 on CPU (measured faster there, see benchmarks/)."""
+    """auto = bfloat16 on an accelerator, and on a CPU with native bf16 (AMX or AVX512-BF16); float32 otherwise."""
     if dtype == "auto":
-        return torch.float32 if device == "cpu" else torch.bfloat16
+        if device == "cpu":
+            return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+        return torch.float32 if device == "mps" else torch.bfloat16
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
@@ -204,7 +227,11 @@ def ffn_shape(model: nn.Module) -> tuple[int, int]:
 
 def model_device(model: nn.Module) -> torch.device:
     """Device of the input embeddings (where inputs go, also under a device_map)."""
-    return model.get_input_embeddings().weight.device
+    emb = model.get_input_embeddings()
+    if emb.weight.device.type != "meta":
+        return emb.weight.device
+    hook = getattr(emb, "_hf_hook", None)  # offloaded by accelerate: its hook knows where it computes
+    return torch.device(getattr(hook, "execution_device", None) or "cpu")
 
 
 def set_threads() -> None:

@@ -33,19 +33,40 @@ def threshold(P: torch.Tensor, q: float) -> float:
 
 
 def select(counts: torch.Tensor, tokens: torch.Tensor, emotions: list[str], top_rate: float = 0.01,
-           filter_quantile: float | None = 0.95, assign: str = "threshold") -> dict:
-    """Select the top_rate lowest-entropy neurons (after the filter) and assign each to its emotion(s)."""
+           filter_quantile: float | None = 0.95, assign: str = "threshold", min_count: int = 0,
+           scope: str = "global") -> dict:
+    """Select the top_rate lowest-entropy eligible neurons and assign each to its emotion(s).
+
+    Eligible: fired at all, at least min_count times over all emotions, and (LAPE's filter) a largest firing
+    probability at or above the filter_quantile of all P values. scope global ranks all eligible neurons together;
+    per_emotion takes k / E from the neurons whose top emotion is each emotion. assign threshold gives a neuron to
+    every emotion whose P exceeds the filter threshold (its top emotion if none); argmax to its top emotion only."""
+    if scope not in SCOPES:
+        raise ValueError(f"selection_scope: must be one of {', '.join(SCOPES)}, got {scope!r}")
     P = probabilities(counts, tokens)
     E, L, D = P.shape
     H = entropy(P)
     thr = threshold(P, filter_quantile if filter_quantile is not None else 0.95)
-    eligible = torch.isfinite(H)
+    eligible = torch.isfinite(H) & (counts.sum(0) >= max(1, min_count))
     if filter_quantile is not None:
         eligible &= P.max(0).values >= thr
     k = max(1, round(top_rate * L * D))
     flat_H = torch.where(eligible, H, torch.full_like(H, math.inf)).flatten()
-    order = torch.sort(flat_H, stable=True).indices
-    chosen = order[: min(k, int(eligible.sum()))]
+    top = P.argmax(0).flatten()
+    if scope == "global":
+        order = torch.sort(flat_H, stable=True).indices
+        chosen = order[: min(k, int(eligible.sum()))]
+        cutoff = {"all": float(flat_H[chosen].max()) if len(chosen) else math.nan}
+    else:
+        chosen_parts, cutoff = [], {}
+        for j, e in enumerate(emotions):
+            k_e = max(1, round(k / E))
+            own = torch.where(top == j, flat_H, torch.full_like(flat_H, math.inf))
+            order = torch.sort(own, stable=True).indices[: min(k_e, int(torch.isfinite(own).sum()))]
+            chosen_parts.append(order)
+            cutoff[e] = float(own[order].max()) if len(order) else math.nan
+        chosen = torch.sort(torch.cat(chosen_parts)).values
+        chosen = chosen[torch.argsort(flat_H[chosen], stable=True)]
     sets: dict[str, list[list[int]]] = {e: [] for e in emotions}
     selected = []
     for u in chosen.tolist():
@@ -59,12 +80,60 @@ def select(counts: torch.Tensor, tokens: torch.Tensor, emotions: list[str], top_
             sets[emotions[j]].append([layer, idx])
         selected.append([layer, idx, float(H[layer, idx])])
     return {"sets": sets, "selected": selected, "threshold": thr, "k": k, "n_eligible": int(eligible.sum()),
-            "entropy": H, "P": P}
+            "entropy": H, "P": P, "eligible": eligible, "cutoff": cutoff, "scope": scope}
+
+
+SCOPES = ("global", "per_emotion")
+
+
+def selectivity(P: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Ratio of each neuron's highest to lowest firing probability across emotions, [L, D]; the lowest is floored
+    at one token's worth (1 / T_e), so a neuron silent for some emotion gets a finite ratio."""
+    floor = (1.0 / tokens.double().clamp(min=1)).view(-1, 1, 1)
+    return P.max(0).values / torch.maximum(P, floor).min(0).values
+
+
+def diagnostics(P: torch.Tensor, H: torch.Tensor, tokens: torch.Tensor, sets: dict[str, list],
+                emotions: list[str]) -> list[dict]:
+    """Per selected neuron: firing probability per emotion, highest/lowest ratio, gap between the top emotion and
+    the runner-up, entropy, and the emotions it was assigned to (in selection order of the union)."""
+    owners: dict[tuple[int, int], list[str]] = {}
+    for e in emotions:
+        for layer, idx in sets[e]:
+            owners.setdefault((layer, idx), []).append(e)
+    ratio = selectivity(P, tokens)
+    rows = []
+    for (layer, idx), es in owners.items():
+        p = P[:, layer, idx]
+        top2 = torch.topk(p, min(2, len(p))).values
+        rows.append({"layer": layer, "index": idx, "emotions": es, "n_emotions": len(es),
+                     "p": {e: round(float(v), 5) for e, v in zip(emotions, p)},
+                     "top_emotion": emotions[int(p.argmax())], "ratio": round(float(ratio[layer, idx]), 4),
+                     "gap": round(float(top2[0] - top2[-1]), 5), "entropy": round(float(H[layer, idx]), 5)})
+    return rows
+
+
+def false_selections(null_result: dict, cutoff: dict[str, float], emotions: list[str]) -> int:
+    """How many neurons of a null selection's eligible pool pass the real selection's entropy cut-off (global, or per
+    top emotion for per_emotion scope): the selections one would expect if labels carried no information."""
+    H, el, P = null_result["entropy"], null_result["eligible"], null_result["P"]
+    if "all" in cutoff:
+        return int((el & (H <= cutoff["all"])).sum())
+    top = P.argmax(0)
+    return int(sum(int((el & (top == j) & (H <= cutoff[e])).sum()) for j, e in enumerate(emotions)
+                   if math.isfinite(cutoff[e])))
+
+
+def summary_cutoff(result: dict) -> float:
+    """One number for a selection's entropy cut-off: the largest selected entropy (global) or the mean over
+    emotions (per_emotion)."""
+    vals = [v for v in result["cutoff"].values() if math.isfinite(v)]
+    return float(np.mean(vals)) if vals else math.nan
 
 
 @dataclass
 class NeuronSets:
-    """Emotion neurons as loaded from neurons.json."""
+    """One named set of emotion neurons, as loaded from neurons.json."""
 
     model: str
     n_layers: int
@@ -72,6 +141,7 @@ class NeuronSets:
     emotions: list[str]
     sets: dict[str, list[tuple[int, int]]]
     meta: dict
+    name: str = "paper"
 
     def by_layer(self, emotion: str) -> dict[int, list[int]]:
         """An emotion's neurons grouped by layer: {layer: [indices]}."""
@@ -90,25 +160,41 @@ class NeuronSets:
 
 
 def save(path: str | Path, model: str, params: dict, result: dict, tokens: torch.Tensor, emotions: list[str],
-         shape: tuple[int, int]) -> None:
-    """Write neurons.json: model, parameters, token counts, and per emotion its [layer, index] pairs."""
+         shape: tuple[int, int], extra: dict | None = None) -> None:
+    """Write neurons.json: model, parameters, token counts, per emotion its [layer, index] pairs (the first named
+    set, under 'neurons'), and any extra keys (named sets, diagnostics, null summaries)."""
     out = {"model": model, "n_layers": shape[0], "d_ff": shape[1], "emotions": emotions, "params": params,
            "tokens_per_emotion": {e: int(t) for e, t in zip(emotions, tokens.tolist())},
            "threshold": result["threshold"], "n_selected": len(result["selected"]), "k": result["k"],
            "n_eligible": result["n_eligible"],
            "neurons_per_emotion": {e: len(v) for e, v in result["sets"].items()},
-           "neurons": result["sets"], "selected": result["selected"]}
-    Path(path).write_text(json.dumps(out, indent=1))
+           "neurons": result["sets"], "selected": result["selected"], **(extra or {})}
+    from .safeio import atomic_write_text
+    atomic_write_text(path, json.dumps(out, indent=1, allow_nan=False))
 
 
-def load(path: str | Path) -> NeuronSets:
-    """Read neurons.json written by stage 2."""
+def set_names(path: str | Path) -> list[str]:
+    """The named neuron sets in a neurons.json (['paper'] for files written before named sets)."""
+    return set_names_of(json.loads(Path(path).read_text()))
+
+
+def set_names_of(meta: dict) -> list[str]:
+    """The named neuron sets of a loaded neurons.json mapping."""
+    return list(meta.get("named_sets", {"paper": None}))
+
+
+def load(path: str | Path, name: str = "paper") -> NeuronSets:
+    """Read one named set of a neurons.json written by stage 2 (files without named sets hold only 'paper')."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run notebook 02 (stage 2) for this run first")
-    d = json.loads(path.read_text())
-    sets = {e: [tuple(x) for x in d["neurons"][e]] for e in d["emotions"]}
-    return NeuronSets(d["model"], d["n_layers"], d["d_ff"], d["emotions"], sets, d)
+    from .safeio import load_neurons_json
+    d = load_neurons_json(path)
+    named = d.get("named_sets", {"paper": {"neurons": d["neurons"]}})
+    if name not in named:
+        raise ValueError(f"{path}: has no neuron set named {name!r}; it has {', '.join(named)}")
+    sets = {e: [tuple(x) for x in named[name]["neurons"][e]] for e in d["emotions"]}
+    return NeuronSets(d["model"], d["n_layers"], d["d_ff"], d["emotions"], sets, d, name)
 
 
 def jaccard(a: list, b: list) -> float:
@@ -126,6 +212,14 @@ def random_jaccard(n_a: int, n_b: int, total: int, n_draws: int = 200, seed: int
         b = set(rng.choice(total, n_b, replace=False).tolist())
         vals.append(len(a & b) / max(1, len(a | b)))
     return float(np.mean(vals))
+
+
+def pool_jaccard(n_a: int, n_b: int, pool: int, n_draws: int = 200, seed: int = 0) -> float:
+    """Chance Jaccard of two random sets of sizes n_a and n_b drawn from the pool they could be selected from
+    (the eligible neurons), not from all neurons."""
+    if pool <= 0 or not n_a or not n_b:
+        return float("nan")
+    return random_jaccard(min(n_a, pool), min(n_b, pool), pool, n_draws, seed)
 
 
 def relative_depth(layer: int, n_layers: int) -> float:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,12 +60,13 @@ SCHEMA: dict[str, Param] = {
     "annotator_few_shot": Param(0, ("01",), "int", "worked examples shown to base-model annotators (instruct "
                                 "annotators are prompted zero-shot through their chat template)", low=0, high=12),
     # --- 01 data construction
-    "data_source": Param("template", ("01",), "choice", "where dialogues come from",
-                         choices=("template", "hf", "emoprism")),
+    "data_source": Param("template", ("01",), "choice", "where dialogues come from (openai = an OpenAI-compatible "
+                         "endpoint, see the endpoint_* keys)", choices=("template", "hf", "emoprism", "openai")),
     "data_path": Param(None, ("01",), "path", "emoprism.json(.gz) for data_source: emoprism", nullable=True),
     "topic_pool": Param("all", ("01",), "choice", "sample from the 315 base topics or all 5,040",
                         choices=("base", "all")),
-    "n_topics": Param(40, ("01",), "int", "topics sampled", low=1, high=5040),
+    "n_topics": Param(40, ("01",), "int", "topics sampled (at least 2: train and eval have disjoint topics)",
+                      low=2, high=5040),
     "dialogues_per_topic": Param(2, ("01",), "int", "dialogues per topic and emotion", low=1, high=50),
     "explicit_share": Param(0.5, ("01",), "float", "share of template dialogues that name the emotion",
                             low=0.0, high=1.0),
@@ -71,18 +74,47 @@ SCHEMA: dict[str, Param] = {
     "synth_max_new_tokens": Param(160, ("01",), "int", "generation budget per dialogue (hf)", low=16),
     "synth_retries": Param(2, ("01",), "int", "retries for outputs not in A:/B: format (hf)", low=0),
     "annotators": Param(["smollm2-135m-instruct", "gemma3-270m", "minilm"], ("01",), "list[str]",
-                        "three labelling models: model specs or 'minilm'"),
-    "min_agreement": Param(3, ("01",), "int", "votes (of theme + annotators) that must agree to keep a dialogue",
-                           low=1, high=4),
-    "eval_fraction": Param(0.4, ("01",), "float", "share of kept dialogues in the eval split",
-                           low=0.0, high=1.0, low_open=True),
-    "max_per_emotion": Param(None, ("01",), "int", "cap on kept dialogues per emotion (stratified sample)",
+                        "three labelling models: model specs, 'minilm', or 'openai:<model>' (an endpoint model)"),
+    "endpoint_base_url": Param("http://127.0.0.1:8000/v1", ("01",), "str", "OpenAI-compatible server for "
+                               "data_source: openai and openai:<model> annotators (vLLM, llama.cpp, transformers "
+                               "serve, a hosted API)"),
+    "endpoint_model": Param(None, ("01",), "str", "model that writes dialogues (data_source: openai); auto = the "
+                            "first model the server lists", nullable=True),
+    "endpoint_api_key_env": Param(None, ("01",), "str", "NAME of the environment variable holding the API key "
+                                  "(never the key itself); null for a local server without keys", nullable=True),
+    "endpoint_max_concurrency": Param(8, ("01",), "int", "requests in flight at once", low=1, high=1024),
+    "endpoint_temperature": Param(0.7, ("01",), "float", "sampling temperature of the dialogue writer "
+                                  "(annotators: 0.1, as EmoPrism)", low=0.0, high=2.0),
+    "endpoint_max_tokens": Param(1024, ("01",), "int", "token budget per dialogue (annotators: 10)", low=1),
+    "endpoint_request_timeout": Param(120.0, ("01",), "float", "seconds before a request is abandoned and retried",
+                                      low=0.0, low_open=True),
+    "endpoint_max_retries": Param(6, ("01",), "int", "retries after 429, 5xx, a timeout or a lost connection, with "
+                                  "exponential back-off from 1 s", low=0, high=20),
+    "endpoint_malformed_retries": Param(2, ("01",), "int", "new requests for a malformed reply (dialogue not in "
+                                        "A:/B: format, no single emotion word) before the item is dropped",
+                                        low=0, high=10),
+    "annotator_endpoints": Param({}, ("01",), "mapping", "per openai:<model> annotator, endpoint settings that "
+                                 "differ from the endpoint_* keys: base_url, api_key_env, max_concurrency, "
+                                 "temperature, max_tokens, request_timeout"),
+    "min_agreement": Param(3, ("01",), "int", "votes of 4 (theme + annotators) that must agree to keep a dialogue; "
+                           "with fewer voters (eval), the same share rounded up", low=1, high=4),
+    "eval_fraction": Param(0.4, ("01",), "float", "share of topics in the eval split (train and eval share no "
+                           "topic, nor template situations, reactions or follow-ups)", low=0.0, high=1.0,
+                           low_open=True),
+    "max_per_emotion": Param(None, ("01",), "int", "cap on kept dialogues per emotion (split eval_fraction : rest)",
                              low=2, nullable=True),
+    "eval_exclude_studied": Param(True, ("01",), "bool", "drop the vote of an annotator that is the studied model "
+                                  "(model) on eval items, so eval labels do not depend on it"),
+    "eval_source": Param("split", ("01", "03", "04"), "choice", "split = the eval split of stage 1; file = eval_path "
+                         "(stage 3 runs the same tests on it)", choices=("split", "file")),
+    "eval_path": Param(None, ("01", "03", "04"), "path", "external eval set for eval_source: file: .jsonl, .json or .csv "
+                       "with dialogue (or text) and label", nullable=True),
     # --- 02 identification
     "record_tensor": Param("act", ("02",), "choice", "act = act_fn(gate_proj(x)); product = input of down_proj",
                            choices=("act", "product")),
-    "record_tokens": Param("dialogue", ("02",), "choice", "count every dialogue token, or the last one only",
-                           choices=("dialogue", "last")),
+    "record_tokens": Param("dialogue", ("02",), "choice", "the 'paper' set counts every dialogue token, or "
+                           "(answer) the classification prompt's last position, where the model names the emotion",
+                           choices=("dialogue", "answer")),
     "record_framing": Param("raw", ("02",), "choice", "feed the raw dialogue, or the dialogue inside the "
                             "classification prompt", choices=("raw", "prompt")),
     "top_rate": Param(0.01, ("02",), "float", "share of all neurons selected", low=0.0, high=1.0, low_open=True),
@@ -90,27 +122,42 @@ SCHEMA: dict[str, Param] = {
                              "(null = no filter)", low=0.0, high=1.0, nullable=True),
     "assign": Param("threshold", ("02",), "choice", "assign a neuron to every emotion over the threshold, or to "
                     "its argmax", choices=("threshold", "argmax")),
-    # --- 03 ablation
-    "protocol": Param("score", ("03", "04"), "choice", "score label likelihoods, or generate and parse",
+    "min_count": Param(20, ("02",), "int", "a neuron must fire on at least this many train tokens to be eligible "
+                       "(keeps rarely-firing neurons from ranking first when there is no filter)", low=0),
+    "selection_scope": Param("global", ("02",), "choice", "rank all neurons together (global top-k) or take k/E "
+                             "per emotion among the neurons whose top emotion it is", choices=("global", "per_emotion")),
+    "n_null": Param(20, ("02",), "int", "seeded permutations of the emotion labels over the train dialogues, "
+                    "counted in the same pass (the null)", low=0, high=200),
+    "answer_pass": Param(True, ("02",), "bool", "also record the prompt's answer position (a second, shorter pass) "
+                         "so the answer-token variants are compared"),
+    "selective_variant": Param("auto", ("02",), "str", "the second named set: auto (the book's rule: the most "
+                               "selective variant that beats the null and is stable) or a variant name from "
+                               "emolib.identify.VARIANTS"),
+    # --- 03 ablation test
+    "protocol": Param("score", (), "choice", "classify CLI: score label likelihoods, or generate and parse",
                       choices=("score", "generate")),
-    "max_new_tokens": Param(4, ("03", "04"), "int", "tokens generated (generate protocol)", low=1),
-    "ablation_modes": Param(["zero"], ("03",), "list[str]", "zero, mean and/or scale",
-                            extra={"choices": ("zero", "mean", "scale")}),
-    "ablation_scale": Param(0.5, ("03",), "float", "factor for mode scale", low=0.0, high=10.0),
-    "n_random_seeds": Param(3, ("03",), "int", "random neuron sets per emotion (matched per layer)", low=0),
-    "eval_limit": Param(None, ("03",), "int", "cap on eval dialogues per emotion", low=1, nullable=True),
-    "n_bootstrap": Param(1000, ("03",), "int", "bootstrap resamples for 95% intervals", low=0),
-    # --- 04 layer analysis
+    "max_new_tokens": Param(4, ("03",), "int", "tokens generated by the generate protocol (protocol table)", low=1),
+    "ablation_scale": Param(0.5, (), "float", "classify CLI: factor for --mode scale", low=0.0, high=10.0),
+    "eval_limit": Param(None, ("03", "04"), "int", "cap on eval dialogues per emotion", low=1, nullable=True),
+    "instrument_search": Param(True, ("03",), "bool", "choose the prompt (chat/plain, few-shot k, calibration) on a "
+                               "dev split of train dialogues; false = use prompt_style, few_shot and calibrate"),
+    "dev_per_emotion": Param(12, ("03",), "int", "dev dialogues per emotion for the instrument choice", low=2),
+    "n_random_sets": Param(20, ("03",), "int", "random sets per set and emotion in the main test (matched per "
+                           "layer and firing decile)", low=2),
+    "protocol_random_sets": Param(3, ("03",), "int", "random sets per emotion in the protocol table", low=1),
+    "n_bootstrap": Param(1000, ("03", "04"), "int", "bootstrap resamples for 95% intervals", low=100),
+    # --- 04 dose-response and depth
+    "dose_rates": Param([0.001, 0.0025, 0.005, 0.01, 0.02, 0.05], ("04",), "list[float]",
+                        "shares of all FFN neurons masked in the dose-response (each emotion's lowest-entropy ones)",
+                        extra={"low": 0.0, "high": 1.0}),
     "layer_bins": Param(3, ("04",), "int", "equal depth ranges (bottom/middle/top for 3)", low=1, high=12),
-    "sweep_top_rates": Param([0.01, 0.03, 0.05], ("04",), "list[float]", "re-selection rates (reading a)",
-                             extra={"low": 0.0, "high": 1.0}),
-    "sweep_fractions": Param([0.2, 0.6, 1.0], ("04",), "list[float]", "fractions of own neurons masked (reading b)",
-                             extra={"low": 0.0, "high": 1.0}),
-    "sweep_eval_per_emotion": Param(20, ("04",), "int", "eval dialogues per emotion in the sweep", low=1),
-    "sweep_random_seeds": Param(1, ("04",), "int", "matched random sets per sweep cell", low=0),
+    "grid_random_sets": Param(5, ("04",), "int", "matched random sets per dose and depth cell", low=2),
+    "grid_eval_limit": Param(None, ("04",), "int", "cap on eval dialogues per emotion in the grids (null = "
+                             "eval_limit)", low=1, nullable=True),
 }
 
-RUN_KEYS = ("run_dir",)  # injected by the runner, not written in parameter files
+RUN_KEYS = ("run_dir",)
+ENDPOINT_SETTINGS = ("base_url", "api_key_env", "max_concurrency", "temperature", "max_tokens", "request_timeout")  # injected by the runner, not written in parameter files
 
 
 def _fail(source: str, key: str, msg: str) -> None:
@@ -123,6 +170,8 @@ def _check_number(source: str, key: str, value: Any, p: Param, as_int: bool, low
     ok_type = isinstance(value, int) if as_int else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type:
         _fail(source, key, f"must be {'an integer' if as_int else 'a number'}, got {value!r}")
+    if not math.isfinite(value):
+        _fail(source, key, f"must be a finite number, got {value!r}")
     if low is not None and (value < low or (p.low_open and value <= low)):
         _fail(source, key, f"must be {'>' if p.low_open else '>='} {low}" + (f" and <= {high}" if high is not None
                                                                           else "") + f", got {value!r}")
@@ -151,8 +200,13 @@ def check_value(key: str, value: Any, source: str = "params") -> Any:
                 _fail(source, key, str(e))
         if p.kind == "path" and not Path(value).expanduser().exists():
             _fail(source, key, f"names a file that does not exist: {value}")
-        if key == "device" and not (value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:")):
+        if key == "device" and not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", value):
             _fail(source, key, f"must be auto, cpu, cuda, cuda:N or mps, got {value!r}")
+        if key == "endpoint_base_url" and not re.fullmatch(r"https?://\S+", value):
+            _fail(source, key, f"must be an http:// or https:// URL (e.g. http://127.0.0.1:8000/v1), got {value!r}")
+        if key == "endpoint_api_key_env" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            _fail(source, key, "must be the NAME of an environment variable (e.g. OPENAI_API_KEY), never the key "
+                  "itself")
         return value
     if p.kind == "choice":
         if value not in p.choices:
@@ -171,6 +225,9 @@ def check_value(key: str, value: Any, source: str = "params") -> Any:
             out = [normalize(v, key) for v in value]
         except ValueError as e:
             raise ParamError(f"{source}: '{key}' {str(e).split(': ', 1)[1]}") from None
+        twice = sorted({e for e in out if out.count(e) > 1})
+        if twice:
+            _fail(source, key, f"lists {', '.join(twice)} more than once (joy = happiness), got {value!r}")
         return [e for e in EMOTIONS if e in out]
     if p.kind.startswith("list["):
         if not isinstance(value, list) or not value:
@@ -183,16 +240,33 @@ def check_value(key: str, value: Any, source: str = "params") -> Any:
                     _fail(source, key, f"items must be among {', '.join(p.extra['choices'])}, got {v!r}")
             if key == "annotators":
                 if len(value) != 3:
-                    _fail(source, key, f"must name exactly three annotators (models or 'minilm'), got {len(value)}")
+                    _fail(source, key, f"must name exactly three annotators (models, 'minilm' or 'openai:<model>'), "
+                          f"got {len(value)}")
                 from .models import check_model_spec
                 for v in value:
-                    if v != "minilm":
+                    if v.startswith("openai:") and not v[len("openai:"):].strip():
+                        _fail(source, key, f"'openai:' must be followed by the endpoint's model name, got {v!r}")
+                    if v != "minilm" and not v.startswith("openai:"):
                         try:
                             check_model_spec(v)
                         except ValueError as e:
                             _fail(source, key, str(e))
             return list(value)
         return [_check_number(source, key, v, p, False, p.extra.get("low"), p.extra.get("high")) for v in value]
+    if p.kind == "mapping":  # annotator_endpoints: {openai:<model>: {setting: value}}
+        if not isinstance(value, dict):
+            _fail(source, key, f"must map openai:<model> annotators to endpoint settings, got {value!r}")
+        for name, settings in value.items():
+            if not str(name).startswith("openai:") or not isinstance(settings, dict):
+                _fail(source, key, f"must map openai:<model> annotators to settings, got {name!r}: {settings!r}")
+            for k, v in settings.items():
+                if k not in ENDPOINT_SETTINGS:
+                    _fail(source, key, f"{name}: unknown setting '{k}'; allowed: {', '.join(ENDPOINT_SETTINGS)}")
+                try:
+                    check_value(f"endpoint_{k}", v, source)
+                except ParamError as e:
+                    _fail(source, key, f"{name}: {str(e).split(': ', 1)[1]}")
+        return {n: dict(s) for n, s in value.items()}
     raise AssertionError(p.kind)
 
 
@@ -217,10 +291,30 @@ def validate(raw: dict[str, Any], source: str = "params") -> dict[str, Any]:
         _fail(source, "data_path", f"must end in .json or .json.gz, got {out['data_path']!r}")
     if out["data_source"] != "emoprism" and out["data_path"]:
         _fail(source, "data_path", "is only used with data_source: emoprism")
+    if out["eval_source"] == "file" and not out["eval_path"]:
+        _fail(source, "eval_path", "is required when eval_source is file (a .jsonl, .json or .csv file with "
+              "dialogue or text, and label)")
+    if out["eval_path"] and not str(out["eval_path"]).endswith((".jsonl", ".json", ".csv")):
+        _fail(source, "eval_path", f"must end in .jsonl, .json or .csv, got {out['eval_path']!r}")
+    if out["eval_source"] != "file" and out["eval_path"]:
+        _fail(source, "eval_path", "is only used with eval_source: file")
     if not out["run_name"].replace("-", "").replace("_", "").replace(".", "").isalnum():
         _fail(source, "run_name", f"must use letters, digits, '-', '_' or '.', got {out['run_name']!r}")
+    if out["data_source"] == "openai" and not out["endpoint_model"]:
+        _fail(source, "endpoint_model", "is required when data_source is openai (the model name the server lists, "
+              "or auto)")
+    stray = [n for n in out["annotator_endpoints"] if n not in out["annotators"]]
+    if stray:
+        _fail(source, "annotator_endpoints", f"names {', '.join(stray)}, not among annotators "
+              f"({', '.join(out['annotators'])})")
     if out["prompt_template"] is not None and "{dialogue}" not in out["prompt_template"]:
         _fail(source, "prompt_template", "must contain a {dialogue} slot")
+    from .identify import VARIANTS
+    if out["selective_variant"] not in ("auto", "paper", *VARIANTS):
+        _fail(source, "selective_variant", f"must be auto, paper or one of {', '.join(VARIANTS)}, "
+              f"got {out['selective_variant']!r}")
+    if not out["answer_pass"] and VARIANTS.get(out["selective_variant"], {}).get("tokens") == "answer":
+        _fail(source, "selective_variant", f"{out['selective_variant']} needs answer_pass: true")
     return out
 
 
@@ -229,8 +323,24 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ParamError(f"{path}: parameter file not found")
-    with open(path) as f:
-        raw = yaml.safe_load(f) or {}
+    if not path.is_file():
+        raise ParamError(f"{path}: is a folder, not a parameter file (give a .yaml file, e.g. params/quick.yaml)")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamError(f"{path}: is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
+    except OSError as e:
+        raise ParamError(f"{path}: cannot be read ({e.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ParamError(f"{path}: is not valid YAML ({where}{what})") from None
+    if raw is None:
+        raise ParamError(f"{path}: parameter file is empty; set at least run_name and model "
+                         "(see params/quick.yaml)")
     return validate(raw, str(path))
 
 

@@ -1,4 +1,5 @@
-"""Stage 2 recording: per emotion, how many tokens each FFN neuron fires on (value > 0), with plain hooks."""
+"""Stage 2 recording: how many tokens each FFN neuron fires on (value > 0), per emotion, per half of the data and
+under seeded permutations of the emotion labels (the null), in one pass with plain hooks."""
 
 from __future__ import annotations
 
@@ -7,16 +8,29 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from . import prompts
 from .models import ffn_layers, model_device
 
+TENSORS = ("act", "product")  # act_fn(gate_proj(x)), and the input of down_proj (act * up_proj(x))
+TOKENS = ("dialogue", "answer")  # every dialogue token, or the prompt's last position (where the label comes)
+STATE_VERSION = 2
+
 
 def half_of(dialogue: str, seed: int) -> int:
     """Which of two disjoint halves (0/1) a dialogue belongs to, for the split-half stability check."""
     return hashlib.sha1(f"{seed}|{dialogue}".encode()).digest()[0] % 2
+
+
+def null_labels(sizes: list[int], n_null: int, seed: int) -> np.ndarray:
+    """[n_null, N]: each dialogue's emotion index under seeded permutations of the labels (counts per emotion kept).
+    Dialogues are numbered emotion by emotion, in the order of `sizes`."""
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    return np.stack([np.random.default_rng([seed, 7919, k]).permutation(labels) for k in range(n_null)]) \
+        if n_null else np.zeros((0, len(labels)), dtype=int)
 
 
 def bos_prefix(tokenizer) -> list[int]:
@@ -34,8 +48,9 @@ def encode(tokenizer, dialogue: str, framing: str, parts: prompts.PromptParts | 
     return bos + dia, len(bos), len(bos) + len(dia)
 
 
-def make_batch(items: list[tuple[list[int], int, int]], pad_id: int, last_only: bool):
-    """Right-padded ids, attention mask, and the mask of counted tokens (dialogue tokens, or the last one)."""
+def make_batch(items: list[tuple[list[int], int, int]], pad_id: int, tokens: str = "dialogue"):
+    """Right-padded ids, attention mask, and the mask of counted positions: the dialogue's tokens, or (answer) the
+    last position of the input, where the model is about to name the emotion."""
     L = max(len(ids) for ids, _, _ in items)
     ids = torch.full((len(items), L), pad_id, dtype=torch.long)
     attn = torch.zeros_like(ids)
@@ -43,45 +58,65 @@ def make_batch(items: list[tuple[list[int], int, int]], pad_id: int, last_only: 
     for r, (x, a, b) in enumerate(items):
         ids[r, :len(x)] = torch.tensor(x)
         attn[r, :len(x)] = 1
-        if last_only:
-            count[r, b - 1] = True
+        if tokens == "answer":
+            count[r, len(x) - 1] = True
         else:
             count[r, a:b] = True
     return ids, attn, count
 
 
 class Recorder:
-    """Hooks on every layer's act_fn (output) and down_proj (input) that accumulate firing counts per half."""
+    """Hooks on every layer's act_fn (output) and down_proj (input). Each batch row belongs to several count
+    groups (its emotion and half; its emotion under each null permutation); per layer and tensor, the rows' firing
+    counts are added to their groups with one small matrix product, on the model's devices."""
 
-    def __init__(self, model, tensor: str = "act"):
-        self.model, self.tensor = model, tensor
+    def __init__(self, model, n_groups: int):
+        self.model = model
         self.mlps = ffn_layers(model)
         L, D = len(self.mlps), self.mlps[0].down_proj.in_features
-        devs = [m.down_proj.weight.device for m in self.mlps]
-        self.counts = [torch.zeros((2, D), dtype=torch.long, device=d) for d in devs]  # current emotion
+        # on each layer's weight device; a layer offloaded by accelerate (weights on "meta") gets its counts moved
+        # to wherever its activations turn up, on the first batch
+        devs = [m.down_proj.weight.device if m.down_proj.weight.device.type != "meta" else torch.device("cpu")
+                for m in self.mlps]
+        self.counts = {t: [torch.zeros((n_groups, D), dtype=torch.int32, device=d) for d in devs] for t in TENSORS}
         self.sums = [torch.zeros(D, dtype=torch.float64, device=d) for d in devs]  # of the down_proj input
         self.shape = (L, D)
-        self.mask = self.half = None
+        self.flat = self.rows = self.groups = None  # set per batch by set_batch
         self.handles = []
 
-    def _count(self, layer: int, h: torch.Tensor) -> None:
-        m = self.mask.to(h.device)
-        fired = ((h > 0) & m[..., None]).sum(1)  # [B, D] tokens fired per row
-        self.counts[layer].index_add_(0, self.half.to(h.device), fired)
+    def set_batch(self, count: torch.Tensor, groups: torch.Tensor) -> None:
+        """The counted positions [B, T] and the group membership matrix [G, B] of the next forward pass."""
+        self.flat = count.flatten().nonzero().squeeze(1)
+        self.rows = torch.div(self.flat, count.shape[1], rounding_mode="floor")
+        self.n_rows = count.shape[0]
+        self._dev = {}
+        self.groups = groups
+
+    def _put(self, dev) -> tuple:
+        """The batch's index tensors on one device (cached: layers split over devices share them)."""
+        if dev not in self._dev:
+            self._dev[dev] = (self.flat.to(dev), self.rows.to(dev), self.groups.to(dev))
+        return self._dev[dev]
+
+    def _count(self, tensor: str, layer: int, h: torch.Tensor) -> None:
+        flat, rows, groups = self._put(h.device)
+        sel = h.flatten(0, 1).index_select(0, flat)  # [N counted tokens, D]
+        fired = torch.zeros((self.n_rows, sel.shape[1]), dtype=torch.float32, device=h.device)
+        fired.index_add_(0, rows, (sel > 0).to(torch.float32))  # [B, D] tokens fired per row (exact in fp32)
+        if self.counts[tensor][layer].device != h.device:
+            self.counts[tensor][layer] = self.counts[tensor][layer].to(h.device)
+        self.counts[tensor][layer] += (groups @ fired).to(torch.int32)
+        if tensor == "product":
+            if self.sums[layer].device != h.device:
+                self.sums[layer] = self.sums[layer].to(h.device)
+            self.sums[layer] += sel.sum(0, dtype=torch.float32).double()
 
     def __enter__(self):
         for i, mlp in enumerate(self.mlps):
-            if self.tensor == "act":
-                self.handles.append(mlp.act_fn.register_forward_hook(
-                    lambda mod, args, out, i=i: self._count(i, out)))
-            self.handles.append(mlp.down_proj.register_forward_pre_hook(lambda mod, args, i=i: self._product(i, args[0])))
+            self.handles.append(mlp.act_fn.register_forward_hook(lambda mod, args, out, i=i: self._count("act", i, out)))
+            self.handles.append(mlp.down_proj.register_forward_pre_hook(
+                lambda mod, args, i=i: self._count("product", i, args[0])))
         return self
-
-    def _product(self, layer: int, x: torch.Tensor) -> None:
-        if self.tensor == "product":
-            self._count(layer, x)
-        m = self.mask.to(x.device)
-        self.sums[layer] += (x.double() * m[..., None]).sum((0, 1))
 
     def __exit__(self, *exc):
         for h in self.handles:
@@ -89,69 +124,146 @@ class Recorder:
         self.handles = []
         return False
 
-    def take_counts(self) -> torch.Tensor:
-        """The counts since the last call, as a [2, L, D] CPU tensor; resets them."""
-        out = torch.stack([c.cpu() for c in self.counts], 1)
-        for c in self.counts:
-            c.zero_()
-        return out
+    def load(self, counts: dict[str, torch.Tensor], sums: torch.Tensor) -> None:
+        """Continue from saved [G, L, D] counts and [L, D] sums."""
+        for t in TENSORS:
+            for layer, c in enumerate(self.counts[t]):
+                c.copy_(counts[t][:, layer])
+        for layer, s in enumerate(self.sums):
+            s.copy_(sums[layer])
+
+    def export(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The counts so far as {tensor: [G, L, D]} int32 and the sums as [L, D] float64, on the CPU."""
+        return ({t: torch.stack([c.cpu() for c in self.counts[t]], 1) for t in TENSORS},
+                torch.stack([s.cpu() for s in self.sums]))
+
+
+def group_matrix(emotion: list[int], half: list[int], null: np.ndarray, n_emotions: int) -> torch.Tensor:
+    """[G, B] 0/1 membership of each batch row in the count groups: rows 2e+h for (emotion, half), then
+    2E + kE + e' for emotion e' under null permutation k."""
+    E, B, K = n_emotions, len(emotion), null.shape[0]
+    g = torch.zeros((2 * E + K * E, B), dtype=torch.float32)
+    for r in range(B):
+        g[2 * emotion[r] + half[r], r] = 1
+        for k in range(K):
+            g[2 * E + k * E + int(null[k, r]), r] = 1
+    return g
 
 
 @torch.inference_mode()
 def record_counts(model, tokenizer, dialogues: dict[str, list[str]], tensor: str = "act", tokens: str = "dialogue",
                   framing: str = "raw", parts: prompts.PromptParts | None = None, batch_size: int = 16,
-                  seed: int = 0, state_path: str | Path | None = None, save_every: float = 60.0) -> dict:
-    """Count firing tokens per (emotion, layer, neuron) over the dialogues; resumable from state_path."""
+                  seed: int = 0, state_path: str | Path | None = None, save_every: float = 60.0,
+                  n_null: int = 0) -> dict:
+    """Count firing tokens per (emotion, layer, neuron) for both tensors, per half and under n_null label
+    permutations, over the dialogues; resumable from state_path. `tensor` names the counts returned as "counts"."""
+    if tensor not in TENSORS:
+        raise ValueError(f"record_tensor: must be one of {', '.join(TENSORS)}, got {tensor!r}")
+    if tokens not in TOKENS:
+        raise ValueError(f"record_tokens: must be one of {', '.join(TOKENS)}, got {tokens!r}")
+    if tokens == "answer" and framing != "prompt":
+        raise ValueError("record_tokens: answer counts the prompt's last position, so it needs record_framing: prompt")
     emotions = list(dialogues)
-    fingerprint = hashlib.sha1(json.dumps([tensor, tokens, framing, batch_size, seed, model.config.name_or_path,
+    E = len(emotions)
+    rank, world = dist_rank_world()
+    fingerprint = hashlib.sha1(json.dumps([STATE_VERSION, tokens, framing, batch_size, seed, n_null,
+                                           model.config.name_or_path, str(model.dtype), rank, world,
                                            {e: dialogues[e] for e in emotions}]).encode()).hexdigest()
     base = getattr(model, "model", model)
-    rec = Recorder(model, tensor)
+    G = 2 * E + n_null * E
+    rec = Recorder(model, G)
     L, D = rec.shape
-    state = {"fingerprint": fingerprint, "done": 0, "counts": torch.zeros((2, len(emotions), L, D), dtype=torch.long),
-             "tokens": torch.zeros((2, len(emotions)), dtype=torch.long), "sums": torch.zeros((L, D), dtype=torch.float64),
+    state = {"version": STATE_VERSION, "fingerprint": fingerprint, "done": 0, "group_tokens": torch.zeros(G, dtype=torch.long),
              "seconds": 0.0}
+    counts0, sums0 = rec.export()
     state_path = Path(state_path) if state_path else None
+    if state_path and world > 1:  # each rank keeps its own resumable state
+        state_path = state_path.with_name(f"{state_path.stem}.rank{rank}{state_path.suffix}")
     if state_path and state_path.exists():
-        saved = torch.load(state_path, weights_only=False)
+        from .safeio import load_tensors
+        saved = load_tensors(state_path)
         if saved.get("fingerprint") == fingerprint:
-            state = saved
-    jobs = []
+            state = {k: saved[k] for k in ("version", "fingerprint", "done", "group_tokens", "seconds")}
+            counts0, sums0 = {t: saved[f"group_counts_{t}"] for t in TENSORS}, saved["sums"]
+    rec.load(counts0, sums0)
     bos = bos_prefix(tokenizer)  # once, not per dialogue
+    null = null_labels([len(dialogues[e]) for e in emotions], n_null, seed)
+    items, j = [], 0
     for ei, e in enumerate(emotions):
-        items = [(encode(tokenizer, d, framing, parts, bos), half_of(d, seed)) for d in dialogues[e]]
-        items.sort(key=lambda t: -len(t[0][0]))
-        jobs += [(ei, items[s:s + batch_size]) for s in range(0, len(items), batch_size)]
-    for layer, total in enumerate(state["sums"]):  # restored sums continue to accumulate
-        rec.sums[layer] += total.to(rec.sums[layer].device)
+        for d in dialogues[e]:
+            items.append((encode(tokenizer, d, framing, parts, bos), ei, half_of(d, seed), j))
+            j += 1
+    order = sorted(range(len(items)), key=lambda i: (-len(items[i][0][0]), i))  # similar lengths batch together
+    jobs = [[items[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
+    jobs = jobs[rank::world]  # a deterministic shard of the batches per process (all of them in one process)
     last_save, t0 = time.time(), time.time() - state["seconds"]
     dev = model_device(model)
     with rec:
         for j in tqdm(range(state["done"], len(jobs)), desc="recording activations", initial=state["done"],
-                      total=len(jobs)):
-            ei, batch = jobs[j]
-            ids, attn, count = make_batch([it for it, _ in batch], tokenizer.pad_token_id, tokens == "last")
-            rec.mask = count.to(dev)
-            rec.half = torch.tensor([h for _, h in batch])
+                      total=len(jobs), disable=rank > 0):
+            batch = jobs[j]
+            ids, attn, count = make_batch([it for it, _, _, _ in batch], tokenizer.pad_token_id, tokens)
+            groups = group_matrix([b[1] for b in batch], [b[2] for b in batch], null[:, [b[3] for b in batch]], E)
+            rec.set_batch(count.to(dev), groups)
             base(input_ids=ids.to(dev), attention_mask=attn.to(dev), use_cache=False)
-            state["counts"][:, ei] += rec.take_counts()
-            for h in (0, 1):
-                state["tokens"][h, ei] += int(count[rec.half == h].sum())
+            state["group_tokens"] += (groups @ count.sum(1).float()).long()
             state["done"] = j + 1
             if state_path and (time.time() - last_save > save_every or j + 1 == len(jobs)):
                 _save(state, rec, t0, state_path)
                 last_save = time.time()
-    state["sums"] = torch.stack([s.cpu() for s in rec.sums])
     state["seconds"] = time.time() - t0
-    state["emotions"] = emotions
-    return state
+    if world > 1:
+        all_reduce(state, rec)
+    return _unpack(state, rec, emotions, n_null, tensor)
+
+
+def dist_rank_world() -> tuple[int, int]:
+    """(rank, world size) of a torch.distributed run (torchrun), or (0, 1) in a single process."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_reduce(state: dict, rec: Recorder) -> None:
+    """Sum every rank's counts, token totals and sums, in place, so each rank holds the whole recording."""
+    import torch.distributed as dist
+    for t in TENSORS:
+        for c in rec.counts[t]:
+            dist.all_reduce(c)
+    for s in rec.sums:
+        dist.all_reduce(s)
+    dev = rec.counts[TENSORS[0]][0].device
+    gt = state["group_tokens"].to(dev)
+    dist.all_reduce(gt)
+    state["group_tokens"] = gt.cpu()
+    sec = torch.tensor([state["seconds"]], dtype=torch.float64, device=dev)
+    dist.all_reduce(sec, op=dist.ReduceOp.MAX)
+    state["seconds"] = float(sec)
+
+
+def _unpack(state: dict, rec: Recorder, emotions: list[str], n_null: int, tensor: str) -> dict:
+    """The recording as named tensors: counts [2 halves, E, L, D] per tensor, tokens [2, E], null counts
+    [n_null, E, L, D] (int32) and null tokens [n_null, E]."""
+    E = len(emotions)
+    counts, sums = rec.export()
+    L, D = rec.shape
+    gt = state["group_tokens"]
+    out = {"version": STATE_VERSION, "fingerprint": state["fingerprint"], "done": state["done"],
+           "seconds": state["seconds"], "emotions": emotions, "n_null": n_null, "sums": sums,
+           "tokens": gt[:2 * E].view(E, 2).T.contiguous(), "null_tokens": gt[2 * E:].view(n_null, E)}
+    for t in TENSORS:
+        out[f"counts_{t}"] = counts[t][:2 * E].view(E, 2, L, D).transpose(0, 1).long().contiguous()
+        out[f"null_{t}"] = counts[t][2 * E:].view(n_null, E, L, D).contiguous()
+    out["counts"] = out[f"counts_{tensor}"]
+    return out
 
 
 def _save(state: dict, rec: Recorder, t0: float, path: Path) -> None:
     """Write the partial state atomically, so an interrupted run resumes after the last saved batch."""
-    state["sums"] = torch.stack([s.cpu() for s in rec.sums])
+    counts, sums = rec.export()
     state["seconds"] = time.time() - t0
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    torch.save({**state, "sums": sums, **{f"group_counts_{t}": counts[t] for t in TENSORS}}, tmp)
     tmp.replace(path)

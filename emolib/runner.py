@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 from . import params as params_mod
+from . import safeio
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -34,35 +39,138 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path = ROOT) -> float:
     """Execute one notebook with papermill (kernel python3); returns the wall time in seconds."""
     import papermill as pm
     t = time.time()
-    pm.execute_notebook(str(nb), str(out), parameters=parameters, kernel_name="python3", progress_bar=True,
-                        cwd=str(cwd), log_output=False)
+    try:
+        pm.execute_notebook(str(nb), str(out), parameters=parameters, kernel_name="python3", progress_bar=True,
+                            cwd=str(cwd), log_output=False)
+    finally:
+        if Path(out).exists():
+            clean_outputs(Path(out))
     return time.time() - t
+
+
+def clean_outputs(path: Path) -> None:
+    """Drop what a reader should not see in an executed notebook: progress-bar widgets and their stderr lines."""
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.outputs = [o for o in cell.outputs
+                        if not ("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+                                or (o.get("output_type") == "stream" and o.get("name") == "stderr"
+                                    and ("%|" in o.get("text", "") or "it/s]" in o.get("text", ""))))]
+    nb.metadata.pop("widgets", None)
+    nbformat.write(nb, path)
+
+
+def relative_to_root(path: Path) -> str:
+    """path relative to the project when inside it (so executed notebooks show no local folders), else as is."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(Path(path).resolve())
 
 
 def record_timing(run_dir: Path, name: str, seconds: float) -> None:
     """Record a notebook's wall time: latest per notebook in timings.json, every run in timings-history.jsonl."""
     path, history = run_dir / "timings.json", run_dir / "timings-history.jsonl"
-    timings = json.loads(path.read_text()) if path.exists() else {}
+    try:
+        timings = json.loads(path.read_text()) if path.exists() else {}
+    except (ValueError, OSError):  # a damaged timings file is rebuilt from this stage on
+        timings = {}
+    if not isinstance(timings, dict):
+        timings = {}
     if not history.exists():  # keep what earlier runs recorded before the history existed
-        history.write_text("".join(json.dumps({"notebook": k, "seconds": v, "finished": None}) + "\n"
-                                   for k, v in timings.items()))
-    with open(history, "a") as f:
-        f.write(json.dumps({"notebook": name, "seconds": round(seconds, 1),
-                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        safeio.atomic_write_text(history, "".join(json.dumps({"notebook": k, "seconds": v, "finished": None}) + "\n"
+                                                  for k, v in timings.items()))
+    safeio.append_line(history, json.dumps({"notebook": name, "seconds": round(seconds, 1),
+                                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
     timings[name] = round(seconds, 1)
-    path.write_text(json.dumps(timings, indent=1))
+    safeio.atomic_write_json(path, timings, indent=1)
 
 
-def run(params_path: str, only: list[str] | None = None, out: str | None = None) -> Path:
-    """Validate the parameters, then run the stage notebooks in order into the run folder."""
+def check_out_dir(run_dir: Path, flag: str = "--out") -> None:
+    """Create the output folder and prove it writable, before any work; one ParamError line otherwise."""
+    for parent in [run_dir, *run_dir.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise params_mod.ParamError(f"{flag}: {parent} is a file, not a folder; give a folder for the run")
+            break
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=run_dir, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise params_mod.ParamError(f"{flag}: cannot write into {run_dir} ({e.strerror or e}); choose a writable "
+                                    "folder") from None
+
+
+def _saved_params(path: Path) -> dict | None:
+    """The validated parameters of an earlier run's params.yaml (None when absent; raw keys if it no longer
+    validates)."""
+    if not path.exists():
+        return None
+    try:
+        return params_mod.load(path)
+    except params_mod.ParamError:
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+            raw = None
+        return raw if isinstance(raw, dict) else {"<unreadable params.yaml>": True}
+
+
+def differing_keys(old: dict, new: dict) -> list[str]:
+    """Keys whose values differ between two parameter sets (defaults filled)."""
+    return sorted(k for k in set(old) | set(new) if old.get(k, params_mod.SCHEMA[k].default if k in params_mod.SCHEMA
+                                                         else None) != new.get(k))
+
+
+def check_existing_run(run_dir: Path, p: dict, force: bool) -> None:
+    """Refuse to run into a folder whose params.yaml differs from these parameters, unless force."""
+    old = _saved_params(run_dir / "params.yaml")
+    if old is None or force:
+        return
+    diff = differing_keys(old, p)
+    if diff:
+        raise params_mod.ParamError(f"--out: {run_dir} holds a run with other parameters (differing: "
+                                    f"{', '.join(diff)}); choose another --out, or add --force to overwrite it")
+
+
+def check_neurons_match(run_dir: Path, p: dict, stages: list[str]) -> None:
+    """Before stages 03/04 run without 02: the folder's neurons.json must match the model and the emotions."""
+    path = run_dir / "neurons.json"
+    if "02" in stages or not {"03", "04"} & set(stages) or not path.exists():
+        return
+    try:
+        safeio.load_neurons_json(path, model=p["model"], emotions=p["emotions"])
+    except ValueError as e:
+        raise params_mod.ParamError(f"{e}; rerun stage 02 (--only 02 ...)") from None
+
+
+def run(params_path: str, only: list[str] | None = None, out: str | None = None, force: bool = False) -> Path:
+    """Validate the parameters and the run folder, lock it, then run the stage notebooks in order into it."""
     p = params_mod.load(params_path)
     run_dir = Path(out) if out else ROOT / "outputs" / p["run_name"]
     nbs = notebook_paths(only)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "params.yaml").write_text(Path(params_path).read_text())
+    check_out_dir(run_dir)
+    try:
+        with safeio.folder_lock(run_dir):
+            check_existing_run(run_dir, p, force)
+            check_neurons_match(run_dir, p, [nb.name[:2] for nb in nbs])
+            safeio.atomic_write_text(run_dir / "params.yaml", Path(params_path).read_text())
+            _run_stages(nbs, p, run_dir)
+    except safeio.FolderBusy as e:
+        raise params_mod.ParamError(str(e)) from None
+    return run_dir
+
+
+def _run_stages(nbs: list[Path], p: dict, run_dir: Path) -> None:
+    """Execute the stage notebooks in order, recording their wall times."""
     for i, nb in enumerate(nbs, 1):
         parameters = params_mod.for_notebook(p, nb.name[:2])
-        parameters["run_dir"] = str(run_dir.resolve())
+        parameters["run_dir"] = relative_to_root(run_dir)
         print(f"[{i}/{len(nbs)}] {nb.name} -> {run_dir / nb.name}", flush=True)
         try:
             seconds = execute(nb, run_dir / nb.name, parameters)
@@ -70,21 +178,31 @@ def run(params_path: str, only: list[str] | None = None, out: str | None = None)
             raise RuntimeError(_fail_message(nb, err)) from None
         record_timing(run_dir, nb.stem, seconds)
         print(f"      done in {seconds:.0f} s", flush=True)
-    return run_dir
 
 
 def compare(run_dirs: list[str], out: str | None = None) -> Path:
     """Run notebooks/05_model_comparison.ipynb over finished run folders."""
-    bad = [r for r in run_dirs if not (Path(r) / "neurons.json").exists() or not (Path(r) / "ablation.csv").exists()]
+    bad = [r for r in run_dirs if not (Path(r) / "neurons.json").exists() or not (Path(r) / "own_vs_random.csv").exists()]
     if len(run_dirs) < 2:
         raise params_mod.ParamError("compare: give at least two run folders (outputs/<run>)")
     if bad:
-        raise params_mod.ParamError(f"compare: {', '.join(bad)} lack neurons.json or ablation.csv; run stages 01-03 first")
+        raise params_mod.ParamError(f"compare: {', '.join(bad)} lack neurons.json or own_vs_random.csv; run stages 01-03 first")
+    from . import compare as compare_mod
+    try:
+        shared, left_out = compare_mod.shared_emotions(compare_mod.load_runs(run_dirs))
+    except ValueError as e:
+        raise params_mod.ParamError(str(e)) from None
+    if any(left_out.values()):
+        print(f"note: the runs are compared on the emotions they share ({', '.join(shared)}); left out: "
+              + "; ".join(f"{n}: {', '.join(v)}" for n, v in left_out.items() if v), flush=True)
     out_dir = Path(out) if out else ROOT / "outputs" / "comparison"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out_dir)
     nb = NOTEBOOKS / "05_model_comparison.ipynb"
-    seconds = execute(nb, out_dir / nb.name, {"runs": [str(Path(r).resolve()) for r in run_dirs],
-                                               "out_dir": str(out_dir.resolve())})
+    try:
+        seconds = execute(nb, out_dir / nb.name, {"runs": [relative_to_root(Path(r)) for r in run_dirs],
+                                                   "out_dir": relative_to_root(out_dir)})
+    except Exception as err:  # papermill's PapermillExecutionError and kernel failures
+        raise RuntimeError(_fail_message(nb, err)) from None
     print(f"comparison written to {out_dir} in {seconds:.0f} s")
     return out_dir
 

@@ -28,6 +28,9 @@ import re
 
 EMOTIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
 STYLES = ("explicit", "implicit")
+SPLITS = ("train", "eval")
+# The story-bearing tables, partitioned per emotion between the train and the eval pool (see pool()).
+PARTITIONED = ("situations", "reactions", "followups")
 
 _MAX_ATTEMPTS = 50
 _MAX_SENTENCES = 3
@@ -805,6 +808,28 @@ def _check_style(style: str) -> None:
         raise ValueError(f"unknown style {style!r}; expected one of {STYLES}")
 
 
+def _check_split(split: str | None) -> None:
+    """Raise ValueError naming split if it is not None or one of SPLITS."""
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected None or one of {SPLITS}")
+
+
+def in_eval_pool(index: int) -> bool:
+    """Whether the template at this index of a partitioned table belongs to the eval pool (i % 5 in {1, 3}: 40%)."""
+    return index % 5 in (1, 3)
+
+
+def pool(emotion: str, split: str | None) -> dict[str, tuple[str, ...]]:
+    """An emotion's phrase tables for a split: PARTITIONED tables keep only that split's part; None = everything."""
+    _check_emotion(emotion)
+    _check_split(split)
+    bank = EMOTION_TEMPLATES[emotion]
+    if split is None:
+        return dict(bank)
+    return {k: tuple(t for i, t in enumerate(v) if in_eval_pool(i) == (split == "eval")) if k in PARTITIONED else v
+            for k, v in bank.items()}
+
+
 class _Pool:
     """Draws templates from a tuple without replacement (refills when exhausted)."""
 
@@ -861,13 +886,14 @@ class _Turn:
         return f"{self.speaker}: {text}"
 
 
-def generate_dialogue(topic: str, emotion: str, rng: random.Random, style: str) -> str:
-    """One dialogue: 3-8 turns, lines 'A: ...' / 'B: ...' joined by '\n', alternating, starting with A."""
+def generate_dialogue(topic: str, emotion: str, rng: random.Random, style: str, split: str | None = None) -> str:
+    """One dialogue from the split's pool (None = all): 3-8 turns 'A: ...' / 'B: ...' joined by '\n', from A."""
     _check_emotion(emotion)
     _check_style(style)
+    _check_split(split)
     if not isinstance(topic, str) or not topic.strip():
         raise ValueError(f"topic must be a non-empty string, got {topic!r}")
-    bank = {k: _Pool(rng, v) for k, v in EMOTION_TEMPLATES[emotion].items()}
+    bank = {k: _Pool(rng, v) for k, v in pool(emotion, split).items()}
     neutral = {k: _Pool(rng, v) for k, v in NEUTRAL_TEMPLATES.items()}
 
     n = rng.randint(3, 8)
@@ -941,6 +967,13 @@ def generate_dialogue(topic: str, emotion: str, rng: random.Random, style: str) 
     return "\n".join(t.render(topic) for t in turns)
 
 
+def foreign_templates(dialogue: str, topic: str, emotion: str, split: str) -> list[str]:
+    """The PARTITIONED templates of the other split's pool that occur in a dialogue of this split (should be none)."""
+    _check_split(split)
+    bank = pool(emotion, "eval" if split == "train" else "train")
+    return [t for k in PARTITIONED for t in bank[k] if t.replace("{topic}", topic) in dialogue]
+
+
 def _derived_rng(seed: int, topic: str, emotion: str, k: int, attempt: int) -> random.Random:
     """Stable per-(seed, topic, emotion, k, attempt) RNG from SHA-256 (independent of hash())."""
     key = f"{seed}|{topic}|{emotion}|{k}" + (f"|{attempt}" if attempt else "")
@@ -949,10 +982,11 @@ def _derived_rng(seed: int, topic: str, emotion: str, k: int, attempt: int) -> r
 
 
 def generate_dialogues(topics: list[str], emotions: list[str], per_pair: int, seed: int,
-                       explicit_share: float = 0.5) -> list[dict]:
-    """per_pair dialogues for every (topic, emotion); dicts with keys topic, theme, dialogue, style. Deterministic for a seed; no duplicate dialogue strings."""
+                       explicit_share: float = 0.5, split: str | None = None) -> list[dict]:
+    """per_pair dialogues for every (topic, emotion) from the split's pool (None = all); dicts with keys topic, theme, dialogue, style. Deterministic for a seed; no duplicate dialogue strings."""
     for emotion in emotions:
         _check_emotion(emotion)
+    _check_split(split)
     if not isinstance(per_pair, int) or per_pair < 0:
         raise ValueError(f"per_pair must be a non-negative int, got {per_pair!r}")
     if not 0.0 <= explicit_share <= 1.0:
@@ -965,7 +999,7 @@ def generate_dialogues(topics: list[str], emotions: list[str], per_pair: int, se
                 for attempt in range(_MAX_ATTEMPTS):
                     rng = _derived_rng(seed, topic, emotion, k, attempt)
                     style = "explicit" if rng.random() < explicit_share else "implicit"
-                    dialogue = generate_dialogue(topic, emotion, rng, style)
+                    dialogue = generate_dialogue(topic, emotion, rng, style, split)
                     if dialogue not in seen:
                         break
                 else:

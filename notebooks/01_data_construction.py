@@ -28,6 +28,11 @@
 # models that install with the book: SmolLM2-135M-Instruct and Gemma-3-270M scoring each emotion word after a
 # prompt (calibrated against a content-free input, since small models are biased towards some labels), and
 # MiniLM as a nearest-prototype sentence classifier.
+#
+# To rebuild EmoPrism at full quality, dialogues and labels can come from large models behind any
+# OpenAI-compatible server (vLLM, SGLang, llama.cpp, `transformers serve`, a hosted API): `data_source: openai`
+# writes the dialogues through `endpoint_model`, and an annotator named `openai:<model>` labels through the same
+# server (or its own, `annotator_endpoints`). `params/emoprism-rebuild.yaml` is EmoPrism's full design that way.
 
 # %%
 from collections import Counter
@@ -35,7 +40,7 @@ from collections import Counter
 import pandas as pd
 from IPython.display import Markdown, display
 
-from emolib import annotate, book, build_data, data, plots
+from emolib import annotate, book, build_data, data, endpoint, plots
 
 # %% tags=["parameters"]
 run_name = "smollm2-135m"
@@ -61,9 +66,22 @@ synth_model = "smollm2-135m-instruct"
 synth_max_new_tokens = 160
 synth_retries = 2
 annotators = ["smollm2-135m-instruct", "gemma3-270m", "minilm"]
+endpoint_base_url = "http://127.0.0.1:8000/v1"
+endpoint_model = None
+endpoint_api_key_env = None
+endpoint_max_concurrency = 8
+endpoint_temperature = 0.7
+endpoint_max_tokens = 1024
+endpoint_request_timeout = 120.0
+endpoint_max_retries = 6
+endpoint_malformed_retries = 2
+annotator_endpoints = {}
 min_agreement = 3
 eval_fraction = 0.4
 max_per_emotion = None
+eval_exclude_studied = True
+eval_source = "split"
+eval_path = None
 run_dir = None
 
 # %%
@@ -83,6 +101,25 @@ if P["data_source"] != "emoprism":
     print(f"{len(topics)} topics sampled from the '{P['topic_pool']}' pool, e.g.:", "; ".join(topics[:8]))
 
 # %% [markdown]
+# ## The prompts sent to endpoints
+# With `data_source: openai` each (topic, emotion, sample) is one request with the synthesis prompt; each
+# `openai:<model>` annotator gets one request per dialogue with the labelling prompt. Both are text files in the
+# package (`emolib/data/endpoint-prompts/`), after EmoPrism's published pipeline. A reply that is not 3-8 alternating
+# `A:`/`B:` turns, or that names no single emotion, is asked again (`endpoint_malformed_retries`), then dropped
+# and counted by reason. Requests run concurrently (`endpoint_max_concurrency`), and 429s, 5xx errors and
+# timeouts are retried with exponential back-off. Every reply is appended to a content-keyed cache before it is
+# used, so an interrupted build resumes without paying for a request twice. API keys are read from the
+# environment variable that `endpoint_api_key_env` names, and never written anywhere.
+
+# %%
+for name in ("synthesis", "labelling"):
+    display(Markdown(f"**{name}** (`emolib/data/endpoint-prompts/{name}.txt`)\n\n```\n{endpoint.prompt(name)}```"))
+if endpoint.uses_endpoints(P):
+    for ep in endpoint.endpoints(P):
+        print(f"{ep.model} at {ep.base_url}: temperature {ep.temperature}, max_tokens {ep.max_tokens}, "
+              f"{ep.max_concurrency} concurrent, key from {ep.api_key_env or '(none)'}")
+
+# %% [markdown]
 # ## Synthesis, labelling and splitting
 # One call runs the whole stage and caches each step on disk (dialogues, then each annotator's labels), so a
 # re-run or an interrupted run does not redo finished work. The annotators' labels are cached per annotator and
@@ -92,6 +129,14 @@ if P["data_source"] != "emoprism":
 dd, df, stats = build_data.build(P)
 print(stats)
 dd
+
+# %% [markdown]
+# What the endpoints cost: requests and tokens per model, summed over every reply in the endpoint cache (the
+# cache of this `outputs/` folder, so builds that share it are counted once).
+
+# %%
+if endpoint.uses_endpoints(P):
+    display(endpoint.usage(endpoint.cache_dir(P)).style.format(thousands=",").hide(axis="index"))
 
 # %% [markdown]
 # ## What the dialogues look like
@@ -141,12 +186,26 @@ if P["data_source"] != "emoprism":
 # %% [markdown]
 # ## The final dataset
 # The `train` split is used to find emotion neurons (notebook 02), the `eval` split only to test them (notebook
-# 03). Both are stratified by label and seeded.
+# 03). The split is by topic (seeded): every topic carries every emotion, so both splits are balanced by theme
+# before the vote.
 
 # %%
 counts = {s: dict(Counter(dd[s]["label"])) for s in dd}
 display(pd.DataFrame(counts).reindex(P["emotions"]).fillna(0).astype(int))
 book.show(plots.split_counts(counts, LABEL), P, "01_split_counts")
+
+# %% [markdown]
+# ## Is the eval split independent?
+# Notebook 03 tests the studied model on `eval`, so eval labels must not come from that model, and an eval dialogue
+# must not be a paraphrase of a train dialogue. Topics are split first (`eval_fraction` of them go to eval), and
+# the template generator draws each split's situations, reactions and follow-ups from its own part of the phrase
+# tables. On eval items the vote leaves out any annotator that is the studied model (`eval_exclude_studied`) and
+# keeps an item when the same share of the remaining votes agrees, rounded up: 3 of 4 becomes 3 of 3. The eval
+# dialogues before the vote are saved too (`data/eval_unfiltered.jsonl`, labelled by their theme), so that notebook
+# 03 can report its baseline on them.
+
+# %%
+display(build_data.eval_construction(df, P).style.hide(axis="index"))
 
 # %%
 book.show(plots.length_distribution(kept, LABEL), P, "01_lengths")

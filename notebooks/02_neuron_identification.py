@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # 2 · Identifying emotion neurons
+# # 2 · Identifying emotion neurons, and testing whether they are emotion-selective
 #
 # A *neuron* here is one unit of a decoder layer's gated FFN: index $i$ of $\mathrm{act}(W_{gate}x)$, the
 # activation that, multiplied by $W_{up}x$, enters `down_proj`. Following the language-specific-neuron method
@@ -27,14 +27,25 @@
 # 5. The `top_rate` (1%) of all $L \times d_{ff}$ neurons with the lowest entropy are **emotion neurons**; each is
 #    assigned to every emotion whose $P$ exceeds that same threshold.
 #
-# Counting uses plain forward hooks on each layer's `mlp.act_fn` (the model's own activation: SiLU for Llama,
-# GELU for Gemma), masked to the dialogue's own tokens (no prompt template, special tokens or padding).
+# **Why this filter behaves differently for emotions than for languages.** A language-specific neuron fires on most
+# tokens of its language and almost never on others: languages have their own words and scripts, so "fires
+# often" and "fires for one language only" go together, and LAPE's filter keeps exactly those neurons. Emotions
+# share their words, grammar and topics; an emotion is a property of a whole dialogue, carried by a few tokens. A
+# neuron that fires on most tokens of one emotion fires on most tokens of every emotion, so after the filter the
+# lowest entropies sit just below the maximum $\ln 6$. The question this notebook answers is therefore not only
+# "which neurons have the lowest entropy?" but **"is their preference for an emotion larger than what the same
+# procedure finds when the labels carry no information?"**
+#
+# **The null.** In the same forward pass, every dialogue's firing counts are also added to the emotion it would
+# have under `n_null` seeded permutations of the labels (whole dialogues permuted, the number per emotion kept).
+# Running the selection on each permuted count table shows what the procedure selects from noise: its entropy
+# cut-off, how many neurons pass the real cut-off (the expected false selections, hence an empirical FDR), and how
+# selective those neurons look.
 
 # %%
-import numpy as np
-from IPython.display import display
+from IPython.display import Markdown, display
 
-from emolib import book, identify, models, neurons, plots, sweep
+from emolib import book, identify, models, neurons, plots
 
 # %% tags=["parameters"]
 run_name = "smollm2-135m"
@@ -55,6 +66,11 @@ record_framing = "raw"
 top_rate = 0.01
 filter_quantile = 0.95
 assign = "threshold"
+min_count = 20
+selection_scope = "global"
+n_null = 20
+answer_pass = True
+selective_variant = "auto"
 run_dir = None
 
 # %%
@@ -63,82 +79,140 @@ LABEL = book.label(P)
 
 # %% [markdown]
 # ## Recording
-# One pass over the `train` split, batched per emotion, counting on the model's device. Partial counts are saved
-# as it goes (`cache/counts.partial.pt`), so an interrupted run resumes where it stopped; a finished run is
-# reloaded from `cache/counts.pt`. Each dialogue also belongs to one of two seeded halves, so the selection's
-# stability can be checked below without a second pass.
+# One pass over the `train` split counts both candidate tensors (`act`, and `product`, the input of `down_proj`),
+# per emotion, per half of the data (for the stability check) and under each label permutation (the null), all on
+# the model's device. Partial counts are saved as it goes (`cache/counts.partial.pt`), so an interrupted run
+# resumes; a finished run is reloaded from `cache/counts.pt`. A second, short pass (`answer_pass`) reads each
+# dialogue inside the classification prompt and counts only the prompt's last position, where the model is about
+# to name the emotion.
 
 # %%
 lm, tok = models.load_model(P["model"], P["dtype"], P["device"], P["device_map"], P["seed"])
 L, D = models.ffn_shape(lm)
-state = identify.record_train(P, lm, tok)
+states = {"dialogue": identify.record_train(P, lm, tok)}
+if identify.needs_answer_pass(P):
+    states["answer"] = identify.record_train(P, lm, tok, tokens="answer")
+state = states["dialogue"]
 T = state["tokens"].sum(0)
-print(f"{L} layers x {D} neurons = {L * D:,} FFN neurons; tensor '{P['record_tensor']}', tokens '{P['record_tokens']}', "
-      f"framing '{P['record_framing']}'")
+print(f"{L} layers x {D} neurons = {L * D:,} FFN neurons, {state['dtype']}; both tensors counted, "
+      f"{P['n_null']} label permutations")
 print("tokens counted per emotion (T_e):", dict(zip(state["emotions"], T.tolist())))
-print(f"recording took {state['seconds']:.0f} s ({int(T.sum()) / max(state['seconds'], 1e-9):,.0f} counted tokens/s)")
+for name, st in states.items():
+    n = int(st["tokens"].sum())
+    print(f"{name} pass: {n:,} counted positions in {st['seconds']:.0f} s")
 
 # %% [markdown]
-# ## Selecting
-# The invariant first: no neuron fires on more tokens than were counted.
+# Invariants first: no neuron fires on more tokens than were counted, and every permutation redistributes exactly
+# the same firing events over the emotions.
 
 # %%
-assert (state["counts"].sum(0) <= T.view(-1, 1, 1)).all()
-result = identify.select_all(state, P)
-path = identify.save_neurons(P, state, result)
-print(f"selected {len(result['selected'])} of {L * D:,} neurons ({len(result['selected']) / (L * D):.2%}); "
-      f"{result['n_eligible']:,} passed the filter (threshold P >= {result['threshold']:.3f}); saved {path}")
+for st in states.values():
+    for t in ("act", "product"):
+        assert (st[f"counts_{t}"].sum(0) <= st["tokens"].sum(0).view(-1, 1, 1)).all()
+        for k in range(st["n_null"]):
+            assert (st[f"null_{t}"][k].sum(0) == st[f"counts_{t}"].sum((0, 1))).all()
+            assert int(st["null_tokens"][k].sum()) == int(st["tokens"].sum())
+print("invariants hold")
+
+# %% [markdown]
+# ## The paper's selection
+# The run's own setting (`record_tensor`, `filter_quantile`, `assign`, `selection_scope`, `record_tokens`; by
+# default LAPE's exact setting) makes the named set **`paper`**.
+
+# %%
+paper_state = states[P["record_tokens"]]
+result = identify.select_all(paper_state, P)
 per_emotion = {e: len(v) for e, v in result["sets"].items()}
+print(f"selected {len(result['selected'])} of {L * D:,} neurons ({len(result['selected']) / (L * D):.2%}); "
+      f"{result['n_eligible']:,} passed the filter (threshold P >= {result['threshold']:.3f})")
 print("neurons per emotion:", per_emotion)
-
-# %%
 H = result["entropy"].numpy().ravel()
-eligible = None
-if P["filter_quantile"] is not None:
-    eligible = (result["P"].max(0).values >= result["threshold"]).numpy().ravel()
-cutoff = max(h for _, _, h in result["selected"])
-book.show(plots.entropy_hist(H, cutoff, eligible, LABEL), P, "02_entropy")
-sel_H = np.array([h for _, _, h in result["selected"]])
-spread = result["P"][:, [l for l, _, _ in result["selected"]], [i for _, i, _ in result["selected"]]]
-print(f"selected entropies: {sel_H.min():.3f} to {sel_H.max():.3f} nats (uniform over {len(P['emotions'])} emotions: "
-      f"{np.log(len(P['emotions'])):.3f}); median gap between a selected neuron's highest and lowest firing "
-      f"probability across emotions: {float((spread.max(0).values - spread.min(0).values).median()):.3f}")
+book.show(plots.entropy_hist(H, identify.neurons.summary_cutoff(result), result["eligible"].numpy().ravel(), LABEL),
+          P, "02_entropy")
 
 # %% [markdown]
-# Most neurons fire for all emotions alike (entropy near $\log 6 \approx 1.79$). The filter keeps only neurons that
-# fire on a large share of tokens for at least one emotion, and among those the selection takes the lowest
-# entropies. How far below $\log 6$ they sit says how selective they are: when the selected entropies are close to
-# $\log 6$, the emotion preference of these neurons is a difference of a few points in firing rate, not an on/off
-# switch (the profiles further down show it). Without the filter, the tail would be dominated by neurons that fire a
-# handful of times in one emotion only:
+# ## Are the selected neurons selective?
+# For each neuron, **selectivity** is the ratio of its highest to its lowest firing probability across emotions
+# (the lowest floored at one token's worth, so a neuron silent for one emotion has a finite ratio): 1 means no
+# preference at all. Below, the selected neurons against the pool they were chosen from (the eligible neurons) and
+# against what the same procedure selects under the label permutations.
 
 # %%
-unfiltered = neurons.select(state["counts"].sum(0), T, state["emotions"], P["top_rate"], None, P["assign"])
-firing = result["P"].max(0).values
-sel_f = [firing[l, i].item() for l, i, _ in result["selected"]]
-sel_u = [firing[l, i].item() for l, i, _ in unfiltered["selected"]]
-print(f"median max-P of selected neurons: with filter {np.median(sel_f):.3f}, without {np.median(sel_u):.4f}; "
-      f"overlap of the two selections: {neurons.jaccard([s[:2] for s in result['selected']], [s[:2] for s in unfiltered['selected']]):.2f} (Jaccard)")
-
-# %%
-book.show(plots.neurons_per_emotion(per_emotion, LABEL), P, "02_neurons_per_emotion")
+ratio = neurons.selectivity(result["P"], paper_state["tokens"].sum(0))
+sel_idx = [(l, i) for l, i, _ in result["selected"]]
+null_ratios = []
+for k in range(paper_state["n_null"]):
+    r = identify.select_variant(paper_state, identify.paper_settings(P), P["top_rate"], P["min_count"], null=k)
+    rk = neurons.selectivity(r["P"], paper_state["null_tokens"][k])
+    null_ratios += [float(rk[l, i]) for l, i, _ in r["selected"]]
+groups = {"selected (paper)": [float(ratio[l, i]) for l, i in sel_idx],
+          "eligible pool": ratio[result["eligible"]].numpy(),
+          "selected under the null (all permutations)": null_ratios}
+book.show(plots.selectivity_distributions(groups, LABEL), P, "02_selectivity")
+served = identify.emotions_per_neuron(result)
+print("selected neurons by the number of emotions they are assigned to:", served.to_dict())
 
 # %% [markdown]
-# ## Where are they? (the study's key figure)
-# Emotion neurons per layer and emotion, then the same by relative depth (0 = first layer, 1 = last), which
-# lets models of different depth be compared.
+# ## Every faithful variant, from the same recordings
+# The method leaves choices open: which tensor (`act` or `product`), which tokens (every dialogue token, or the
+# prompt's answer position), LAPE's filter or none (then a `min_count` floor: a rebuild that ranks never- and
+# rarely-firing neurons first selects neurons that fired a handful of times in one emotion, whose zero entropy is
+# noise; the floor and the null keep the book from doing that), threshold or argmax assignment, and a global or
+# per-emotion top-k. Each row below is one variant: how many it selects, how selective they are against what the
+# null selects, whether it beats the null (p of its entropy cut-off against the permuted cut-offs, expected false
+# selections, empirical FDR), its split-half stability against the chance overlap within its eligible pool, and its
+# share of neurons in the bottom / middle / top third of the depth.
 
 # %%
-table = identify.counts_table(result, state["emotions"], L)
-book.show(plots.layer_heatmap(table, LABEL), P, "02_layer_heatmap")
+table, results, nulls = identify.evaluate_variants(states, P)
+cols = ["tensor", "tokens", "filter_quantile", "assign", "scope", "n_eligible", "n_selected", "median_selectivity",
+        "null_selectivity", "p_cutoff", "expected_false", "fdr", "jaccard", "jaccard_chance", "depth_b/m/t_%",
+        "beats_null", "stable"]
+display(table[cols].style.format({"median_selectivity": "{:.2f}x", "null_selectivity": "{:.2f}x", "p_cutoff": "{:.3f}",
+                                  "expected_false": "{:.1f}", "fdr": "{:.3f}", "jaccard": "{:.2f}",
+                                  "jaccard_chance": "{:.3f}"}))
+book.show(plots.null_cutoffs(table, nulls, LABEL), P, "02_null")
+
+# %% [markdown]
+# How to read it: **p_cutoff** is the share of permutations (plus one) whose cut-off is as low as the real one; with
+# 20 permutations the smallest possible value is 1/21 ≈ 0.048. **expected_false** is the mean number of neurons the
+# null puts below the real cut-off, so **fdr** = expected_false / n_selected. A variant **beats the null** when
+# p_cutoff < 0.05 and fdr ≤ 0.05, and is **stable** when its split-half Jaccard is at least 5× the chance level.
+# With thousands of tokens per emotion, tiny differences in firing rate are real, so beating the null is necessary
+# but weak: the effect size is the selectivity, and notebook 03 tests whether the neurons matter causally.
+#
+# A caution on the `answer` variants: they read the position where the model is about to name the emotion, so a
+# neuron selective there may encode the label the model is about to say rather than the emotion of the dialogue.
+# Masking such neurons in notebook 03's classification task is close to masking the answer itself; an effect of
+# them is weaker evidence of emotion processing than an effect of neurons selected on the dialogue's own tokens.
+
+# %% [markdown]
+# ## The named sets for stages 3 and 4
+# `paper` is the run's setting. The second set, `selective`, is the variant named by `selective_variant`; with
+# `auto` it is chosen by a rule fixed before looking: among the other variants that beat the null and are stable,
+# the one with the highest median selectivity.
 
 # %%
-ns = neurons.load(path)
-profile = sweep.depth_profile(ns)
-book.show(plots.depth_heatmap(profile, LABEL), P, "02_depth_heatmap")
-thirds = {name: int(table.iloc[r].values.sum()) for name, r in
-          zip(["bottom", "middle", "top"], np.array_split(np.arange(L), 3))}
-print("neurons by third of the depth:", thirds)
+chosen, why = identify.choose_selective(table, P["selective_variant"])
+path = identify.save_neurons(P, states, results, nulls, table, chosen, why)
+print(f"selective set: {chosen or 'none'} ({why})")
+print(f"saved {path}, variants.csv, neuron_diagnostics.csv and probabilities.safetensors")
+for name in neurons.set_names(path):
+    ns = neurons.load(path, name)
+    print(f"{name:<10} " + ", ".join(f"{e} {len(v)}" for e, v in ns.sets.items()))
+
+# %% [markdown]
+# ## Where are they? Depth against the right baseline
+# The share of each named set's neurons in every layer, at relative depth $(l + 0.5)/L$, beside the share of the
+# pool they were selected from and of all neurons (a flat line). A set that merely follows its eligible pool says
+# nothing about where emotion lives; what differs from the pool does.
+
+# %%
+names = ["paper"] + ([chosen] if chosen and chosen != "paper" else [])
+depth = identify.depth_table(results, names, L)
+book.show(plots.depth_vs_pool(depth, LABEL), P, "02_depth")
+table_layers = identify.counts_table(result, state["emotions"], L)
+book.show(plots.layer_heatmap(table_layers, LABEL), P, "02_layer_heatmap")
 
 # %% [markdown]
 # ## Do emotions share neurons?
@@ -147,26 +221,34 @@ print("neurons by third of the depth:", thirds)
 # %%
 overlap = identify.overlap_table(result["sets"], state["emotions"])
 book.show(plots.overlap_heatmap(overlap, LABEL), P, "02_overlap")
-served = identify.emotions_per_neuron(result)
-print("selected neurons by the number of emotions they serve:", served.to_dict())
-print(f"{served[served.index > 1].sum()} of {len(result['selected'])} serve more than one emotion; those serving "
-      f"{len(P['emotions']) - 1} fire often for every emotion but one, i.e. they are selective by staying quiet")
 
 # %% [markdown]
-# ## Activation profiles of the most selective neurons
-# Firing probability per emotion for the lowest-entropy neuron of each emotion (a different neuron for each).
+# ## Activation profiles
+# Firing probability per emotion of the lowest-entropy neuron picked for each emotion, in the `paper` set and (if
+# there is one) in the `selective` set.
 
 # %%
-picks = identify.profile_picks(result, state["emotions"])
-book.show(plots.activation_profiles(result["P"].numpy(), picks, state["emotions"], LABEL), P, "02_profiles")
+for name in names:
+    r = results[name]
+    Pm = r["P"].numpy()
+    book.show(plots.activation_profiles(Pm, identify.profile_picks(r, state["emotions"]), state["emotions"],
+                                        f"{LABEL} · set {name}", identify.picked_for(r, state["emotions"])),
+              P, f"02_profiles_{name}")
 
 # %% [markdown]
-# ## Is the selection stable?
-# Select again on each of two disjoint halves of the train split and compare the two sets per emotion (Jaccard
-# overlap), against two random sets of the same sizes. Overlap far above the random baseline means the neurons
-# reflect the emotions, not sampling noise.
+# ## Is the `paper` selection stable?
+# Select again on each of two disjoint halves of the train split and compare the two sets per emotion (Jaccard),
+# against two random sets of the same sizes drawn from the **eligible pool** (the neurons the selection could
+# have picked; drawing from all neurons would make chance look far smaller than it is).
 
 # %%
-stab = identify.stability(state, P)
-display(stab.style.format({"jaccard": "{:.2f}", "random_jaccard": "{:.4f}"}))
+stab = identify.stability(paper_state, P, result=result)
+display(stab.style.format({"jaccard": "{:.2f}", "random_jaccard": "{:.3f}", "random_jaccard_all_neurons": "{:.4f}"}))
 book.show(plots.stability_bars(stab, LABEL), P, "02_stability")
+
+# %% [markdown]
+# ## What this run shows
+# Generated from the tables above.
+
+# %%
+display(Markdown("\n".join(f"- {line}" for line in identify.findings(table, chosen, why, P["n_null"]))))

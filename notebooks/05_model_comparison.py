@@ -61,8 +61,9 @@ display(compare.median_depth(R).round(2))
 
 # %% [markdown]
 # ## Ablation sensitivity
-# The accuracy change on each emotion's own dialogues when its neurons are zeroed, minus the mean change under
-# matched random neurons (percentage points; negative = the neurons matter).
+# From notebook 03's test of the `paper` set: the accuracy change on each emotion's own eval items when its neurons
+# are zeroed, minus the mean change under matched random sets (percentage points; negative = the neurons matter
+# more than random ones).
 
 # %%
 sens = compare.sensitivity(R)
@@ -72,6 +73,8 @@ plots.save(plots.compare_bars(100 * sens, "own minus random accuracy change (pp)
 
 # %% [markdown]
 # ## Do the runs reach the same conclusions?
+# Each cell is notebook 03's Holm-corrected verdict for that run and emotion; a difference between runs is only a
+# difference of verdicts, not itself tested.
 
 # %%
 concl = compare.conclusions(R)

@@ -33,14 +33,25 @@ def test_every_stage_writes_its_outputs(run_dir):
         assert set(split["label"]) == {"anger", "disgust", "fear", "happiness", "sadness", "surprise"}
     ns = neurons.load(run_dir / "neurons.json")
     assert ns.meta["n_selected"] == round(0.02 * 4 * 128)
-    ab = pd.read_csv(run_dir / "ablation.csv")
-    assert {"condition", "masked", "mode", "seed", "true", "n", "accuracy"} <= set(ab.columns)
-    assert set(ab.condition) == {"baseline", "own", "random"} and set(ab["mode"]) == {"none", "zero", "mean", "scale"}
-    assert (ab.groupby(["condition", "masked", "mode", "seed"])["n"].sum() == ab[ab.condition == "baseline"]["n"].sum()).all()
+    assert "paper" in ns.meta["named_sets"] and ns.meta["named_sets"]["paper"]["null"]["n_null"] == 5
+    assert {"variant", "n_selected", "p_cutoff", "fdr", "jaccard", "beats_null"} <= set(
+        pd.read_csv(run_dir / "variants.csv").columns)
+    assert (run_dir / "probabilities.safetensors").exists() and (run_dir / "neuron_diagnostics.csv").exists()
+    ov = pd.read_csv(run_dir / "own_vs_random.csv")
+    assert {"set", "emotion", "n_neurons", "n_items", "own_d_margin", "own_minus_random_accuracy", "p", "p_holm",
+            "verdict", "power_at_10pp"} <= set(ov.columns)
+    assert set(ov.emotion) == {"anger", "disgust", "fear", "happiness", "sadness", "surprise"}
+    assert json.loads((run_dir / "instrument.json").read_text())["chosen"]["prompt_style"] in ("chat", "plain")
+    dose = pd.read_csv(run_dir / "dose_response.csv")
+    assert set(dose.rate) == {0.01, 0.02} and {"n_neurons", "p_holm", "verdict"} <= set(dose.columns)
     sw = pd.read_csv(run_dir / "layer_sweep.csv")
-    assert set(sw["range"]) == {"bottom", "top", "all"} and set(sw.target) == {"own emotion", "other emotions"}
+    assert set(sw["range"]) == {"bottom", "top", "all"}
     figures = {p.name for p in (run_dir / "figures").glob("*.png")}
-    assert {"02_layer_heatmap.png", "03_delta_zero.png", "04_sweep_own.png"} <= figures
+    assert {"02_layer_heatmap.png", "02_null.png", "03_own_vs_random_margin.png", "04_dose_response.png",
+            "04_ranges_paper.png"} <= figures
+    for name in ["02_neuron_identification", "03_ablation"]:  # what a reader sees: no widgets, no local paths
+        text = (run_dir / f"{name}.ipynb").read_text()
+        assert "widget-view+json" not in text and "/outputs/" not in text.replace(str(run_dir), "")
     assert set(json.loads((run_dir / "timings.json").read_text())) == {
         "01_data_construction", "02_neuron_identification", "03_ablation", "04_layer_analysis"}
     history = [json.loads(x) for x in (run_dir / "timings-history.jsonl").read_text().splitlines()]
@@ -49,10 +60,10 @@ def test_every_stage_writes_its_outputs(run_dir):
 
 
 def test_rerun_reuses_cached_work(run_dir):
-    preds = (run_dir / "cache" / "predictions.jsonl").read_text()
+    scores = (run_dir / "cache" / "scores.jsonl").read_text()
     counts_mtime = (run_dir / "cache" / "counts.pt").stat().st_mtime
-    runner.run(str(ROOT / "params/test-tiny.yaml"), only=["02", "03"], out=str(run_dir))
-    assert (run_dir / "cache" / "predictions.jsonl").read_text() == preds  # no condition recomputed
+    runner.run(str(ROOT / "params/test-tiny.yaml"), only=["02", "03", "04"], out=str(run_dir))
+    assert (run_dir / "cache" / "scores.jsonl").read_text() == scores  # no condition recomputed
     assert (run_dir / "cache" / "counts.pt").stat().st_mtime == counts_mtime
 
 
@@ -76,7 +87,7 @@ def test_readme_results_block_matches_the_committed_runs():
     """The README's numbers are generated from the committed outputs, never typed in."""
     from emolib import report
     runs = [ROOT / "outputs" / "smollm2-135m", ROOT / "outputs" / "gemma3-270m"]
-    if not all((r / "ablation.csv").exists() for r in runs):
+    if not all((r / "own_vs_random.csv").exists() for r in runs):
         pytest.skip("the showcase runs are not committed in this checkout")
     text = (ROOT / "README.md").read_text()
     block = text.split(report.START, 1)[1].split(report.END, 1)[0]

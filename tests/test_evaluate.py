@@ -36,39 +36,24 @@ def test_prediction_cache_resumes(tmp_path):
     assert again.get_or_run("k1", lambda: calls.append(2) or ["fear"]) == ["anger"] and calls == [1]
 
 
-def _result():
-    true = ["anger"] * 4 + ["fear"] * 4
-    base = ["anger"] * 4 + ["fear"] * 4
-    preds = {("baseline", "none", "none", -1): base,
-             ("own", "anger", "zero", -1): ["fear"] * 4 + ["fear"] * 4,          # anger 100% -> 0%
-             ("own", "fear", "zero", -1): ["anger"] * 4 + ["fear"] * 3 + ["anger"],  # fear 100% -> 75%
-             ("random", "anger", "zero", 0): ["anger"] * 3 + ["fear"] + ["fear"] * 4,
-             ("random", "fear", "zero", 0): base}
-    rows = []
-    for (c, m, mo, s), pr in preds.items():
-        rows += evaluate.rows_for(c, m, mo, s, 0, true, pr, ["anger", "fear"])
-    return pd.DataFrame(rows), {"true": true, "preds": preds}
-
-
-def test_delta_matrix_and_own_vs_random():
-    table, result = _result()
-    d = evaluate.delta_matrix(table)
-    assert d.loc["anger", "anger"] == -1.0 and d.loc["fear", "fear"] == -0.25 and d.loc["fear", "anger"] == 0.0
-    ovr = evaluate.own_vs_random(table, result, ["anger", "fear"], n_boot=200)
-    assert ovr.loc["anger", "own_delta"] == -1.0 and ovr.loc["anger", "random_delta_mean"] == -0.25
-    assert ovr.loc["anger", "own_minus_random"] == -0.75 and ovr.loc["anger", "own_larger_drop_than_all_random"]
-    assert ovr.loc["fear", "own_ci_low"] <= -0.25 <= ovr.loc["fear", "own_ci_high"]
-    assert evaluate.random_deltas(result, ["anger", "fear"]) == {"anger": [-0.25], "fear": [0.0]}
+def _tests(verdicts: dict[str, str], omr: dict[str, float]) -> pd.DataFrame:
+    """A minimal own_vs_random table of the paper set."""
+    return pd.DataFrame([{"emotion": e, "baseline_accuracy": 0.8, "own_minus_random_accuracy": omr[e], "verdict": v}
+                         for e, v in verdicts.items()]).set_index("emotion")
 
 
 def test_depth_profile_and_comparison(tmp_path):
-    table, _ = _result()
     sets = {"anger": [(0, 1), (3, 2)], "fear": [(1, 0)]}
     ns = neurons.NeuronSets("m", 4, 8, ["anger", "fear"], sets, {"n_selected": 3})
     prof = sweep.depth_profile(ns, bins=4)
     assert prof["anger"].tolist() == [0.5, 0, 0, 0.5] and prof["fear"].sum() == 1
-    R = {"a": {"neurons": ns, "ablation": table, "sweep": None}, "b": {"neurons": ns, "ablation": table, "sweep": None}}
+    a = _tests({"anger": "own drop beyond random", "fear": "no detectable effect"}, {"anger": -0.3, "fear": -0.02})
+    b = _tests({"anger": "own drop beyond random", "fear": "not tested"}, {"anger": -0.2, "fear": np.nan})
+    R = {"a": {"neurons": ns, "tests": a, "sweep": None}, "b": {"neurons": ns, "tests": b, "sweep": None}}
     sens = compare.sensitivity(R)
-    assert sens.loc["anger", "a"] == pytest.approx(-0.75) and sens.loc["fear", "b"] == pytest.approx(-0.25)
+    assert sens.loc["anger", "a"] == pytest.approx(-0.3) and np.isnan(sens.loc["fear", "b"])
     concl = compare.conclusions(R)
-    assert concl.loc["anger", "a"] == "masking hurts" and "agree on 2 of 2" in compare.agreement_lines(concl)[0]
+    assert concl.loc["anger", "a"] == "own drop beyond random" and concl.loc["fear", "b"] == "not measured"
+    lines = compare.agreement_lines(concl)
+    assert "agree on 1 of 2" in lines[0] and any("Not measured" in x for x in lines)
+    assert compare.overview(R).loc["a", "baseline accuracy (mean over emotions)"] == pytest.approx(0.8)

@@ -64,3 +64,16 @@ def test_embedded_models_load_with_their_ffn():
         ids = gtok("The capital of France is", return_tensors="pt")["input_ids"]
         top = gemma(ids).logits[0, -1].topk(5).indices.tolist()
     assert " Paris" in [gtok.decode([t]) for t in top]
+
+
+def test_auto_dtype_follows_the_cpus_bf16_capability(monkeypatch):
+    """auto = bfloat16 where the CPU has AMX or AVX512-BF16, float32 where it has neither; bfloat16 on CUDA."""
+    import torch.cpu as cpu
+    for amx, avx512bf16, want in ((True, False, torch.bfloat16), (False, True, torch.bfloat16),
+                                  (False, False, torch.float32)):
+        monkeypatch.setattr(cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        monkeypatch.setattr(cpu, "_is_avx512_bf16_supported", lambda v=avx512bf16: v, raising=False)
+        assert models.resolve_dtype("auto", "cpu") == want
+        assert models.resolve_dtype("auto", "cuda") == torch.bfloat16
+        assert models.resolve_dtype("float32", "cpu") == torch.float32
+    assert "[" in models.cpu_description()

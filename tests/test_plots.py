@@ -1,4 +1,4 @@
-"""Tests for emolib.plots: every figure builds from small synthetic inputs; sweep arithmetic is right."""
+"""Tests for emolib.plots: every figure builds from small synthetic inputs, labelled; grid values are right."""
 
 import matplotlib
 
@@ -34,17 +34,15 @@ def _dialogue(n: int) -> str:
     return "\n".join(f"{'AB'[i % 2]}: " + " ".join(["word"] * (3 + i)) for i in range(n))
 
 
-def _sweep_table() -> pd.DataFrame:
+def _grid_table(what: str, values: list) -> pd.DataFrame:
     rows = []
-    for e in EMO:
-        for rng_name in ["bottom", "middle", "top", "all"]:
-            for prop in ["50% of own", "100% of own", "top 3%"]:
-                for seed in range(2):
-                    for target in ["own emotion", "other emotions"]:
-                        rows.append(dict(masked=e, range=rng_name, proportion=prop, condition="own",
-                                         seed=seed, target=target, delta=-0.2 + 0.01 * seed))
-                        rows.append(dict(masked=e, range=rng_name, proportion=prop, condition="random",
-                                         seed=seed, target=target, delta=-0.05))
+    for s_ in ["paper", "selective"]:
+        for v in values:
+            for e in EMO:
+                d = -0.1 if e == "anger" else 0.02
+                rows.append({"set": s_, what: v, "emotion": e, "n_neurons": 10, "own_minus_random_accuracy": d,
+                             "omr_accuracy_lo": d - 0.05, "omr_accuracy_hi": d + 0.05,
+                             "verdict": "own drop beyond random" if e == "anger" else "no detectable effect"})
     return pd.DataFrame(rows)
 
 
@@ -112,44 +110,35 @@ def test_selection_figures():
 def test_classification_figures():
     conf = pd.DataFrame(RNG.integers(0, 10, (6, 7)), index=EMO, columns=EMO + ["none"])
     _check(plots.confusion_heatmap(conf, LABEL))
-    delta = pd.DataFrame(RNG.uniform(-0.3, 0.1, (6, 6)), index=EMO, columns=EMO)
-    _check(plots.delta_heatmap(delta, LABEL, "own neurons masked"))
-    summary = pd.DataFrame({"own_delta": -RNG.random(6) * 0.3}, index=EMO)
-    summary["own_ci_low"] = summary["own_delta"] - 0.05
-    summary["own_ci_high"] = summary["own_delta"] + 0.05
-    rand = {e: list(RNG.normal(0, 0.02, 5)) for e in EMO}
-    _check(plots.own_vs_random(summary, rand, LABEL))
+    shift = pd.DataFrame(RNG.uniform(-0.3, 0.1, (6, 6)), index=EMO, columns=EMO)
+    _check(plots.shift_heatmap(shift, LABEL, "margin change", "mean margin change"))
 
 
-def test_sweep_matrix_known_values():
-    t = pd.DataFrame([
-        dict(masked="fear", range="top", proportion="50%", condition="own", seed=0, target="own emotion", delta=-0.30),
-        dict(masked="fear", range="top", proportion="50%", condition="own", seed=1, target="own emotion", delta=-0.10),
-        dict(masked="fear", range="top", proportion="50%", condition="random", seed=0, target="own emotion", delta=-0.04),
-        dict(masked="fear", range="top", proportion="50%", condition="random", seed=1, target="own emotion", delta=0.00),
-        dict(masked="fear", range="bottom", proportion="50%", condition="own", seed=0, target="own emotion", delta=0.10),
-        dict(masked="fear", range="bottom", proportion="50%", condition="random", seed=0, target="own emotion", delta=0.05),
-        dict(masked="fear", range="top", proportion="50%", condition="own", seed=0, target="other emotions", delta=-0.9),
-        dict(masked="anger", range="top", proportion="50%", condition="own", seed=0, target="own emotion", delta=-0.5),
-    ])
-    m = plots.sweep_matrix(t, "fear", "own emotion")
-    assert list(m.index) == ["top", "bottom"] and list(m.columns) == ["50%"]
-    assert m.loc["top", "50%"] == pytest.approx(-0.20 - (-0.02))
-    assert m.loc["bottom", "50%"] == pytest.approx(0.05)
-    assert m.attrs["vs_random"]
-    a = plots.sweep_matrix(t, "anger", "own emotion")  # no random rows: plain own mean
-    assert a.loc["top", "50%"] == pytest.approx(-0.5) and not a.attrs["vs_random"]
+def test_stage2_null_figures():
+    _check(plots.selectivity_distributions({"selected": RNG.uniform(1, 3, 50), "pool": RNG.uniform(1, 2, 500),
+                                            "null": RNG.uniform(1, 2, 80)}, LABEL))
+    table = pd.DataFrame({"cutoff": [1.7, 1.75], "n_selected": [100, 100], "expected_false": [2.0, 60.0]},
+                         index=["paper", "nofilter-argmax"])
+    nulls = {"paper": {"n_null": 3, "cutoff_null": [1.78, 1.79, 1.77]},
+             "nofilter-argmax": {"n_null": 3, "cutoff_null": [1.74, 1.75, 1.76]}}
+    _check(plots.null_cutoffs(table, nulls, LABEL))
+    depth = pd.DataFrame({"relative depth": (np.arange(6) + 0.5) / 6, "selected (paper)": np.full(6, 1 / 6),
+                          "eligible pool (paper)": np.full(6, 1 / 6), "all neurons": np.full(6, 1 / 6)})
+    _check(plots.depth_vs_pool(depth, LABEL))
 
 
-def test_sweep_heatmaps():
-    table = _sweep_table()
-    fig = plots.sweep_heatmaps(table, EMO, LABEL)
-    # own mean -0.195, random -0.05 -> -14.5 pp in every cell
+def test_effect_figures():
+    t = pd.DataFrame([{"set": "paper", "emotion": e, "own_d_margin": -0.2 * i, "own_d_margin_lo": -0.2 * i - 0.1,
+                       "own_d_margin_hi": -0.2 * i + 0.1, "own_d_accuracy": -0.05 * i, "verdict": "no detectable effect"}
+                      for i, e in enumerate(EMO)])
+    rnd = {("paper", e): RNG.normal(0, 0.1, 5) for e in EMO}
+    _check(plots.effect_forest(t, rnd, LABEL, "margin"))
+    _check(plots.effect_forest(t, rnd, LABEL, "accuracy"))
+    _check(plots.dose_response(_grid_table("rate", [0.001, 0.01, 0.05]), EMO, LABEL, 46080))
+    fig = plots.range_heatmap(_grid_table("range", ["bottom", "top", "all"]), EMO, LABEL, "paper")
     data = np.asarray(fig.axes[0].collections[0].get_array(), dtype=float)
-    assert np.allclose(data, -14.5)
-    assert "accuracy change vs matched random (pp)" in [ax.get_ylabel() for ax in fig.axes]
+    assert np.allclose(np.unique(np.round(data, 3)), [-10.0, 2.0])  # own minus random, in pp
     _check(fig)
-    _check(plots.sweep_heatmaps(table, EMO, LABEL, target="other emotions"))
 
 
 def test_cross_model_figures():

@@ -21,7 +21,7 @@ def _capture(model, ids):
     return torch.stack(acts), torch.stack(prods)  # [L, T, D]
 
 
-def _brute(model, tok, by_emotion, tensor, framing, parts, last=False):
+def _brute(model, tok, by_emotion, tensor, framing, parts, answer=False):
     L, D = models.ffn_shape(model)
     counts = torch.zeros((len(by_emotion), L, D), dtype=torch.long)
     tokens = torch.zeros(len(by_emotion), dtype=torch.long)
@@ -30,10 +30,11 @@ def _brute(model, tok, by_emotion, tensor, framing, parts, last=False):
         for d in ds:
             ids, a, b = record.encode(tok, d, framing, parts)
             act, prod = _capture(model, ids)
-            h = (act if tensor == "act" else prod)[:, (b - 1 if last else a):b]
+            a, b = (len(ids) - 1, len(ids)) if answer else (a, b)  # answer: the prompt's last position
+            h = (act if tensor == "act" else prod)[:, a:b]
             counts[ei] += (h > 0).sum(1)
             tokens[ei] += h.shape[1]
-            sums += prod[:, (b - 1 if last else a):b].double().sum(1)
+            sums += prod[:, a:b].double().sum(1)
     return counts, tokens, sums
 
 
@@ -62,8 +63,8 @@ def test_padding_and_template_tokens_are_not_counted(tiny, dialogues):
     assert torch.equal(st["counts"].sum(0), c)
     n_dialogue_tokens = sum(len(prompts.encode_dialogue(tok, d)) for ds in by.values() for d in ds)
     assert int(st["tokens"].sum()) == n_dialogue_tokens  # no prefix, suffix, special or pad token
-    last = record.record_counts(model, tok, by, tokens="last", batch_size=4)
-    c, t, _ = _brute(model, tok, by, "act", "raw", None, last=True)
+    last = record.record_counts(model, tok, by, tokens="answer", framing="prompt", parts=parts, batch_size=4)
+    c, t, _ = _brute(model, tok, by, "act", "prompt", parts, answer=True)
     assert torch.equal(last["counts"].sum(0), c) and torch.equal(last["tokens"].sum(0), torch.tensor([2] * 6))
 
 
@@ -89,7 +90,7 @@ def test_deterministic_and_resumable(tiny, dialogues, tmp_path, monkeypatch):
     except KeyboardInterrupt:
         pass
     monkeypatch.undo()
-    assert torch.load(path, weights_only=False)["done"] == 5
+    assert torch.load(path, weights_only=True)["done"] == 5
     resumed = record.record_counts(model, tok, by, batch_size=1, state_path=path, save_every=0)
     assert torch.equal(resumed["counts"], full["counts"]) and torch.equal(resumed["tokens"], full["tokens"])
     assert torch.allclose(resumed["sums"], full["sums"])

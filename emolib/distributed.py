@@ -1,0 +1,52 @@
+"""Stage 2's recording on several processes or GPUs, launched with torchrun:
+
+    torchrun --nproc_per_node=N -m emolib.distributed params/<name>.yaml [--out outputs/<run>]
+
+Each rank records a deterministic shard of the train batches (keeping its own resumable state), the counts, null
+counts, token totals and sums are all-reduced, and rank 0 writes the run's cache/counts.pt: notebook 02 then finds
+the recording done and goes straight to the selection. Stage 01 must have run for the folder first."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from . import identify, models
+from . import params as params_mod
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Record stage 2's counts for a run folder, one shard per torchrun process."""
+    ap = argparse.ArgumentParser(prog="torchrun ... -m emolib.distributed", description=__doc__.split("\n")[0])
+    ap.add_argument("params")
+    ap.add_argument("--out", help="run folder (default outputs/<run_name>)")
+    a = ap.parse_args(argv)
+    p = params_mod.load(a.params)
+    run_dir = Path(a.out) if a.out else Path(__file__).resolve().parent.parent / "outputs" / p["run_name"]
+    if not (run_dir / "data").exists():
+        raise SystemExit(f"{run_dir / 'data'} not found: run stage 01 for this folder first "
+                         f"(python -m emolib run {a.params} --only 01)")
+    cuda = torch.cuda.is_available() and p["device"] in ("auto", "cuda") and not p["device_map"]
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        p = {**p, "run_dir": str(run_dir), "device": f"cuda:{local}" if cuda else p["device"]}
+        models.set_threads()
+        model, tok = models.load_model(p["model"], p["dtype"], p["device"], p["device_map"], p["seed"])
+        identify.record_train(p, model, tok)
+        if identify.needs_answer_pass(p):
+            identify.record_train(p, model, tok, tokens="answer")
+        if dist.get_rank() == 0:
+            print(f"counts written to {identify.counts_path(run_dir)} by {dist.get_world_size()} processes")
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Safe file handling for run folders: atomic writes, tensor loads that run no code, neurons.json checks, a lock."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from .emotions import EMOTIONS
+
+
+def clear_hint(path: str | os.PathLike) -> str:
+    """The shell command that deletes a cache file (so the next run recomputes it)."""
+    return f"rm '{Path(path)}'"
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text to a temporary file beside path, then rename it over path (readers never see half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> None:
+    """Write obj as strict JSON (NaN and inf refused) atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False))
+
+
+def atomic_save(path: str | os.PathLike, save) -> None:
+    """Call save(tmp_path) (e.g. DataFrame.to_csv, torch.save), then rename the temporary file over path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Move a fully written folder tmp into place at final, removing the old folder only afterwards."""
+    tmp, final = Path(tmp), Path(final)
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append one line with a single write to an O_APPEND file, flushed to disk (no interleaving, no half lines
+    unless the machine stops mid-write)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_tensors(path: str | os.PathLike, hint: str | None = None) -> Any:
+    """torch.load with weights_only=True (tensors, numbers, strings and containers only: no code runs);
+    any failure is one ValueError line naming the file and how to clear it."""
+    import torch
+    path = Path(path)
+    hint = hint or f"it is a cache file: delete it to recompute ({clear_hint(path)})"
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError (unsafe content), EOFError/RuntimeError (torn), OSError
+        full = " ".join(str(e).split())
+        reason = full.split(". ")[0][:160] or "empty or damaged file"
+        if "weights_only" in full or "Unsupported global" in full or "WeightsUnpickler" in full:
+            reason = "it holds Python objects other than tensors and numbers, which are not loaded"
+        raise ValueError(f"{path}: cannot be loaded safely ({type(e).__name__}: {reason}); {hint}") from None
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """Parse a JSON file; any failure (missing, not UTF-8, not JSON) is one ValueError line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: {what} not found" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: {what} is not UTF-8 text (byte {e.object[e.start]:#04x} at {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: {what} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except OSError as e:
+        raise ValueError(f"{path}: {what} cannot be read ({e.strerror})") from None
+
+
+def _is_int(v: Any) -> bool:
+    """A true integer (bool excluded)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_neurons(d: Any, source: str, model: str | None = None, shape: tuple[int, int] | None = None,
+                  emotions: list[str] | None = None) -> dict:
+    """Check a neurons.json mapping (keys model, n_layers, d_ff, emotions, neurons; extra keys ignored), and when
+    given, that it matches the model id, the FFN shape (n_layers, d_ff) and the emotions; one ValueError line."""
+    def bad(msg: str) -> None:
+        raise ValueError(f"{source}: {msg}")
+    if not isinstance(d, dict):
+        bad(f"must be a JSON object with model, n_layers, d_ff, emotions, neurons; got {type(d).__name__}")
+    missing = [k for k in ("model", "n_layers", "d_ff", "emotions", "neurons") if k not in d]
+    if missing:
+        bad(f"lacks key(s) {', '.join(missing)}; is it a neurons.json written by stage 2?")
+    if not isinstance(d["model"], str) or not d["model"]:
+        bad(f"'model' must be a model id string, got {d['model']!r}")
+    for k in ("n_layers", "d_ff"):
+        if not _is_int(d[k]) or d[k] < 1:
+            bad(f"'{k}' must be a positive integer, got {d[k]!r}")
+    L, D = d["n_layers"], d["d_ff"]
+    E = d["emotions"]
+    if not isinstance(E, list) or not E or any(e not in EMOTIONS for e in E):
+        bad(f"'emotions' must be a non-empty list among {', '.join(EMOTIONS)}, got {E!r}")
+    if len(set(E)) != len(E):
+        bad(f"'emotions' lists an emotion twice: {E!r}")
+    if not isinstance(d["neurons"], dict):
+        bad("'neurons' must map each emotion to a list of [layer, index] pairs")
+    for e in E:
+        pairs = d["neurons"].get(e)
+        if not isinstance(pairs, list):
+            bad(f"'neurons' has no list of [layer, index] pairs for {e}")
+        for x in pairs:
+            if not (isinstance(x, (list, tuple)) and len(x) == 2 and all(_is_int(v) for v in x)):
+                bad(f"'neurons.{e}' entries must be [layer, index] integer pairs, got {x!r}")
+            if not (0 <= x[0] < L and 0 <= x[1] < D):
+                bad(f"'neurons.{e}' has [{x[0]}, {x[1]}] outside layers 0..{L - 1} and indices 0..{D - 1}")
+    if model is not None and d["model"] != model:
+        bad(f"was made for model {d['model']!r}, not {model!r}")
+    if shape is not None and (L, D) != tuple(shape):
+        bad(f"was made for an FFN of {L} layers x {D} neurons; the loaded model has {shape[0]} x {shape[1]}")
+    if emotions is not None and list(E) != list(emotions):
+        bad(f"has emotions {', '.join(E)}; the parameters have {', '.join(emotions)} (rerun stage 02, or set "
+            "emotions to match)")
+    return d
+
+
+def load_neurons_json(path: str | os.PathLike, model: str | None = None, shape: tuple[int, int] | None = None,
+                      emotions: list[str] | None = None) -> dict:
+    """Read and check a neurons.json (see check_neurons); one ValueError line naming the file on any problem."""
+    return check_neurons(read_json(path, "neurons file"), str(path), model, shape, emotions)
+
+
+def finite(value: float) -> bool:
+    """True for a real, finite number."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class FolderBusy(RuntimeError):
+    """Another process holds the run folder's lock."""
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, name: str = ".emolib.lock") -> Iterator[Path]:
+    """Hold an exclusive lock on a folder (fcntl.flock on folder/name, released when the process ends);
+    a second holder gets FolderBusy naming the folder and the holder's pid."""
+    import fcntl
+    folder = Path(folder)
+    path = folder / name
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise FolderBusy(f"{folder} is in use by another run (pid {holder}); wait for it to finish, "
+                             "or run into another folder with --out") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino  # not unlinked by a holder releasing meanwhile
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
