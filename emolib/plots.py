@@ -523,8 +523,9 @@ def dose_response(table: pd.DataFrame, emotions: list[str], label: str, total: i
         ax.set_ylabel(f"own − random accuracy ({PP})" if ax.get_subplotspec().is_first_col() else "")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    return _title(fig, f"Dose-response: masking each emotion's k lowest-entropy neurons vs matched random sets "
-                       f"(band: 95% CI; filled: Holm-significant margin test; {total:,} FFN neurons)", label)
+    return _title(fig, f"Dose-response: each emotion's k lowest-entropy neurons vs matched random sets "
+                       f"({total:,} FFN neurons)\nband: 95% CI over items, not over random sets; filled: "
+                       "Holm-significant test against the random sets' spread", label)
 
 
 def range_heatmap(table: pd.DataFrame, emotions: list[str], label: str, set_name: str) -> Figure:

@@ -25,6 +25,12 @@
 #
 # Every cell shows how many neurons it masks. Each grid is one family for Holm's correction, and no cell is picked
 # after the fact: every cell's corrected verdict is reported.
+#
+# Reading the figures: a band or interval is the 95% bootstrap CI **over items** of the own-minus-random change,
+# so it shows how precisely this run measured the change on these items. The test asks a different question:
+# whether the own set stands out from the spread **between** random sets of the same size, layers and firing
+# rates. With `grid_random_sets` random sets per cell and Holm's correction over every cell, a change whose band
+# excludes zero can still be well inside what random sets do; such a cell is reported as no detectable effect.
 
 # %%
 from IPython.display import Markdown, display

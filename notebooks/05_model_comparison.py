@@ -47,7 +47,7 @@ display(compare.overview(R))
 # %%
 counts = compare.neurons_per_emotion(R)
 display(counts)
-plots.save(plots.compare_bars(counts.div(counts.sum()), "share of the run's emotion neurons", LABEL), out_dir,
+_ = plots.save(plots.compare_bars(counts.div(counts.sum()), "share of the run's emotion neurons", LABEL), out_dir,
            "05_neurons_per_emotion")
 
 # %% [markdown]
@@ -56,7 +56,7 @@ plots.save(plots.compare_bars(counts.div(counts.sum()), "share of the run's emot
 
 # %%
 profiles = compare.depth_profiles(R)
-plots.save(plots.depth_lines(profiles, LABEL), out_dir, "05_depth_profiles")
+_ = plots.save(plots.depth_lines(profiles, LABEL), out_dir, "05_depth_profiles")
 display(compare.median_depth(R).round(2))
 
 # %% [markdown]
@@ -68,7 +68,7 @@ display(compare.median_depth(R).round(2))
 # %%
 sens = compare.sensitivity(R)
 display((100 * sens).round(1))
-plots.save(plots.compare_bars(100 * sens, "own minus random accuracy change (pp)", LABEL), out_dir,
+_ = plots.save(plots.compare_bars(100 * sens, "own minus random accuracy change (pp)", LABEL), out_dir,
            "05_sensitivity")
 
 # %% [markdown]
