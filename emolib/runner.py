@@ -49,16 +49,30 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path = ROOT) -> float:
 
 
 def clean_outputs(path: Path) -> None:
-    """Drop what a reader should not see in an executed notebook: progress-bar widgets and their stderr lines."""
+    """Drop what a reader should not see in an executed notebook: progress-bar widgets and their stderr lines, and
+    a figure shown twice (returned by a cell and drawn by the inline backend)."""
+    import hashlib
+
     import nbformat
     nb = nbformat.read(path, as_version=4)
+    seen: set[str] = set()
+
+    def keep(o) -> bool:
+        data = o.get("data", {})
+        if "application/vnd.jupyter.widget-view+json" in data:
+            return False
+        if o.get("output_type") == "stream" and o.get("name") == "stderr" and (
+                "%|" in o.get("text", "") or "it/s]" in o.get("text", "")):
+            return False
+        if "image/png" in data:
+            h = hashlib.sha1("".join(data["image/png"]).encode()).hexdigest()
+            if h in seen:
+                return False
+            seen.add(h)
+        return True
     for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        cell.outputs = [o for o in cell.outputs
-                        if not ("application/vnd.jupyter.widget-view+json" in o.get("data", {})
-                                or (o.get("output_type") == "stream" and o.get("name") == "stderr"
-                                    and ("%|" in o.get("text", "") or "it/s]" in o.get("text", ""))))]
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if keep(o)]
     nb.metadata.pop("widgets", None)
     nbformat.write(nb, path)
 

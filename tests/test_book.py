@@ -52,6 +52,9 @@ def test_every_stage_writes_its_outputs(run_dir):
     for name in ["02_neuron_identification", "03_ablation"]:  # what a reader sees: no widgets, no local paths
         text = (run_dir / f"{name}.ipynb").read_text()
         assert "widget-view+json" not in text and "/outputs/" not in text.replace(str(run_dir), "")
+        pngs = [o["data"]["image/png"] for c in nbformat.read(run_dir / f"{name}.ipynb", as_version=4).cells
+                if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+        assert pngs and len(pngs) == len(set(pngs)), f"{name} shows a figure twice"
     assert set(json.loads((run_dir / "timings.json").read_text())) == {
         "01_data_construction", "02_neuron_identification", "03_ablation", "04_layer_analysis"}
     history = [json.loads(x) for x in (run_dir / "timings-history.jsonl").read_text().splitlines()]
