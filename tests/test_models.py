@@ -46,7 +46,7 @@ def test_tiny_random_llama(tiny):
     model, tok = tiny
     assert type(model).__name__ == "LlamaForCausalLM" and models.ffn_shape(model) == (4, 128)
     assert tok.pad_token_id is not None and not model.training
-    assert models.resolve_dtype("auto", "cpu") == torch.float32
+    assert models.resolve_dtype("auto", "cpu") == (torch.bfloat16 if models.cpu_has_fast_bf16() else torch.float32)
     assert models.resolve_dtype("auto", "cuda") == torch.bfloat16
 
 
