@@ -365,26 +365,23 @@ def findings(table: pd.DataFrame, chosen: str | None, why: str, n_null: int) -> 
     return lines
 
 
+def _picks(result: dict, emotions: list[str]) -> list[tuple[str, tuple[int, int]]]:
+    """(emotion, neuron) pairs: per emotion, its lowest-entropy neuron not already picked for an earlier emotion."""
+    rank = {(l, i): h for l, i, h in result["selected"]}
+    out: list[tuple[str, tuple[int, int]]] = []
+    for e in emotions:
+        taken = {n for _, n in out}
+        own = sorted((rank[(l, i)], l, i) for l, i in result["sets"][e] if (l, i) not in taken)
+        if own:
+            out.append((e, own[0][1:]))
+    return out
+
+
 def profile_picks(result: dict, emotions: list[str]) -> list[tuple[int, int]]:
     """Per emotion, its lowest-entropy neuron not already picked for an earlier emotion."""
-    rank = {(l, i): h for l, i, h in result["selected"]}
-    picks: list[tuple[int, int]] = []
-    for e in emotions:
-        own = sorted((rank[(l, i)], l, i) for l, i in result["sets"][e] if (l, i) not in picks)
-        if own:
-            picks.append(own[0][1:])
-    return picks
+    return [n for _, n in _picks(result, emotions)]
 
 
 def picked_for(result: dict, emotions: list[str]) -> list[str]:
     """The emotion each of profile_picks' neurons was picked for (same order)."""
-    picks = profile_picks(result, emotions)
-    out, seen = [], []
-    rank = {(l, i): h for l, i, h in result["selected"]}
-    for e in emotions:
-        own = sorted((rank[(l, i)], l, i) for l, i in result["sets"][e] if (l, i) not in seen)
-        if own:
-            seen.append(own[0][1:])
-            out.append(e)
-    assert seen == picks
-    return out
+    return [e for e, _ in _picks(result, emotions)]

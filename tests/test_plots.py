@@ -9,7 +9,6 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import pytest
 from matplotlib.figure import Figure
 
 from emolib import plots
