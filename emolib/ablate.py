@@ -100,16 +100,37 @@ def firing_bins(firing: torch.Tensor | np.ndarray, n_bins: int = 10) -> np.ndarr
     return ranks * n_bins // f.shape[1]
 
 
+def joint_bins(firing: torch.Tensor | np.ndarray, spread: torch.Tensor | np.ndarray | None,
+               n_bins: int = 10) -> tuple[np.ndarray, int]:
+    """([L, D] bin, number of bins): the firing decile within the layer, and with spread given, within each firing
+    decile the decile of the neuron's activation SD (bin = 10 * firing decile + SD decile)."""
+    fb = firing_bins(firing, n_bins)
+    if spread is None:
+        return fb, n_bins
+    sd = spread.detach().cpu().double().numpy() if torch.is_tensor(spread) else np.asarray(spread, dtype=float)
+    out = np.zeros_like(fb)
+    for layer in range(fb.shape[0]):
+        for k in range(n_bins):
+            idx = np.flatnonzero(fb[layer] == k)
+            if len(idx):
+                r = np.argsort(np.argsort(sd[layer, idx], kind="stable"), kind="stable")
+                out[layer, idx] = k * n_bins + r * n_bins // len(idx)
+    return out, n_bins * n_bins
+
+
 def random_matched(neurons_by_layer: dict[int, list[int]], firing: torch.Tensor | np.ndarray, seed: int,
-                   exclude: dict[int, list[int]] | None = None, n_bins: int = 10) -> Matched:
-    """Per own neuron, a random neuron of the same layer and firing bin (deciles within the layer), without replacement.
+                   exclude: dict[int, list[int]] | None = None, n_bins: int = 10,
+                   spread: torch.Tensor | np.ndarray | None = None) -> Matched:
+    """Per own neuron, a random neuron of the same layer and firing bin (deciles within the layer), without replacement;
+    with spread ([L, D] activation SDs) also of the same SD decile within that firing decile.
 
     Bins are rank-based within each layer (equal sizes even where many neurons never fire), because firing rates
     shift with depth. The own neurons and `exclude` are never drawn. Where a bin runs out, the remaining draws come
-    from the nearest bin with free neurons (the lower one first at equal distance); `.fallbacks` counts them.
+    from the nearest bin with free neurons (the lower one first at equal distance; with spread, the neighbouring SD
+    decile of the same firing decile first); `.fallbacks` counts them.
     """
     rng = np.random.default_rng(seed)
-    bins = firing_bins(firing, n_bins)
+    bins, n_bins = joint_bins(firing, spread, n_bins)
     d_ff = bins.shape[1]
     out = Matched()
     for layer in sorted(neurons_by_layer):

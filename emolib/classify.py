@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,9 +46,41 @@ def _prefix_cache(model, prefix: list[int]):
     return out.cache
 
 
+@contextmanager
+def float32_readout(model):
+    """Within the block, the output head computes its logits in float32 (a float32 copy of its weight, made once), so
+    label scores and margins are not rounded to bfloat16's 1/16-nat steps; a no-op for float32 models."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None or not isinstance(head, torch.nn.Linear) or head.weight.dtype == torch.float32:
+        yield
+        return
+    w32 = getattr(head, "_emolib_w32", None)
+    if w32 is None or w32.device != head.weight.device or w32.is_inference():
+        with torch.inference_mode(False):  # a normal tensor, usable where gradients are taken (attribution)
+            head._emolib_w32 = head.weight.detach().float().clone()
+            head._emolib_b32 = None if head.bias is None else head.bias.detach().float().clone()
+
+    def hook(module, args, output):
+        return torch.nn.functional.linear(args[0].float(), module._emolib_w32, module._emolib_b32)
+
+    h = head.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        h.remove()
+
+
 def _score_batch(model, prefix: list[int], bodies: list[list[int]], labels: list[list[int]], pad_id: int,
                  cache=None) -> torch.Tensor:
-    """Sum of label-token log-probs after prefix + body, for a batch; bodies are padded between prefix and body."""
+    """Sum of label-token log-probs after prefix + body, for a batch; bodies are padded between prefix and body;
+    the logits are computed in float32 (float32_readout)."""
+    with float32_readout(model):
+        return _score_batch_inner(model, prefix, bodies, labels, pad_id, cache).cpu()
+
+
+def _score_batch_inner(model, prefix: list[int], bodies: list[list[int]], labels: list[list[int]], pad_id: int,
+                       cache=None) -> torch.Tensor:
+    """_score_batch's work, in whatever precision the head computes."""
     dev = model_device(model)
     B, P = len(bodies), len(prefix)
     L = max(len(b) for b in bodies)
@@ -90,7 +123,7 @@ def _score_batch(model, prefix: list[int], bodies: list[list[int]], labels: list
         for j, lab in enumerate(labels):
             for t in range(1, len(lab)):
                 scores[:, j] += logp[:, j, t - 1, lab[t]]
-    return scores.cpu()
+    return scores
 
 
 @torch.inference_mode()

@@ -25,11 +25,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import ablate, batched, classify, data, identify, models, neurons, prompts, stats
+from . import ablate, attribution, batched, classify, data, identify, models, neurons, prompts, stats
 from .evaluate import PredictionCache
 
 ALPHA = 0.05
-TARGET_DROP = 0.10  # the accuracy drop beyond random that the default runs are sized to detect (80% power)
+POWER_DELTA = 0.25  # nat: the margin shift beyond random that power is reported for (fixed before looking)
 
 
 # ---------------------------------------------------------------- items
@@ -69,44 +69,88 @@ def _take(df: pd.DataFrame, emotions: list[str], per_emotion: int | None, seed: 
 
 # ---------------------------------------------------------------- scoring under masks
 
-class Scorer:
-    """Raw label scores of dialogues under masks, many masks per forward pass, each (mask, items) pair cached."""
+ARMS = ("zero/fixed", "zero/recomputed", "mean/fixed", "mean/recomputed")  # intervention / calibration
+PAPER_ARM = "zero/fixed"  # the paper's intervention (zeroing), read with the unablated model's calibration
+PILOT_RULE = ("before any own set is scored, the paper set's matched random sets are scored on every emotion's eval "
+              "items under each arm; the primary arm is the one with the smallest median (over emotions) SD of the "
+              "random sets' mean margin change; ties go to the paper's arm, then to the order zero/fixed, "
+              "zero/recomputed, mean/fixed, mean/recomputed")
 
-    def __init__(self, clf: classify.Classifier, p: dict, tag: dict, masks_per_pass: int = 8):
+
+def split_arm(arm: str) -> tuple[str, str]:
+    """'mean/recomputed' -> ('mean', 'recomputed')."""
+    mode, cal = arm.split("/")
+    return mode, cal
+
+
+class Scorer:
+    """Raw label scores of dialogues under masks, many masks per forward pass, each (mask, mode, items) cached; the
+    arms (zero or mean ablation x calibration fixed or recomputed under the mask) are applied on reading."""
+
+    def __init__(self, clf: classify.Classifier, p: dict, tag: dict, masks_per_pass: int = 8,
+                 means: torch.Tensor | None = None, arm: str = PAPER_ARM):
         from dataclasses import replace
-        self.use_calibration = clf.calibrate  # applied here, held fixed; the scores themselves are raw
+        self.use_calibration = clf.calibrate  # applied here; the cached scores themselves are raw
         self.clf, self.p, self.masks_per_pass = replace(clf, calibrate=False), p, masks_per_pass
         self.tag = {"prompt_style": tag["prompt_style"], "few_shot": tag["few_shot"],
                     "prompt_template": p.get("prompt_template")}
         self.cache = PredictionCache(Path(p["run_dir"]) / "cache" / "scores.jsonl")
-        self.base_cf = self.content_free([{}])[0]
+        self.means, self.arm = means, arm
+        self.means_hash = None if means is None else attribution.neuron_hash(means)
+        self.base_cf = self.content_free([{}], "zero")[0]
 
-    def key(self, dialogues: list[str], mask: dict[int, list[int]]) -> str:
-        """Everything one condition's scores depend on, hashed."""
+    def key(self, dialogues: list[str], mask: dict[int, list[int]], mode: str = "zero") -> str:
+        """Everything one condition's raw scores depend on, hashed: model, dtype, prompt, labels, items, mask, the
+        intervention and, for mean ablation, the means (calibration is applied after reading)."""
+        if mode not in ablate.MODES:
+            raise ValueError(f"ablation mode: must be one of {', '.join(ablate.MODES)}, got {mode!r}")
         blob = json.dumps([self.p["model"], str(self.clf.model.dtype), self.tag, self.clf.labels,
                            hashlib.sha1("\n\x00".join(dialogues).encode()).hexdigest(),
-                           {str(k): sorted(v) for k, v in sorted(mask.items()) if v}])
+                           {str(k): sorted(v) for k, v in sorted(mask.items()) if v},
+                           mode, self.means_hash if mode == "mean" else None])
         return hashlib.sha1(blob.encode()).hexdigest()
 
-    def scores(self, dialogues: list[str], masks: list[dict[int, list[int]]], desc: str | None = None) -> np.ndarray:
-        """[K, N, labels] raw scores; uncached masks are scored masks_per_pass at a time."""
-        keys = [self.key(dialogues, m) for m in masks]
+    def scores(self, dialogues: list[str], masks: list[dict[int, list[int]]], desc: str | None = None,
+               mode: str | None = None) -> np.ndarray:
+        """[K, N, labels] raw scores under mode (default: the primary arm's); uncached masks are scored
+        masks_per_pass at a time."""
+        mode = mode or split_arm(self.arm)[0]
+        if mode == "mean" and self.means is None:
+            raise ValueError("mean ablation needs the neurons' means on the scoring sequence (attribution.moments)")
+        keys = [self.key(dialogues, m, mode) for m in masks]
         todo = list(dict.fromkeys(k for k in keys if k not in self.cache.rows))
         first = {k: masks[keys.index(k)] for k in todo}
         for s in range(0, len(todo), self.masks_per_pass):
             chunk = todo[s:s + self.masks_per_pass]
-            arr = batched.score_masks(self.clf, dialogues, [first[k] for k in chunk], calibration=None, progress=desc)
+            arr = batched.score_masks(self.clf, dialogues, [first[k] for k in chunk], mode=mode, means=self.means,
+                                      calibration=None, progress=desc)
             for k, a in zip(chunk, arr):
-                self.cache.get_or_run(k, lambda a=a: np.round(a, 5).tolist())
+                self.cache.get_or_run(k, lambda a=a: np.round(a, 6).tolist())
         return np.asarray([self.cache.rows[k] for k in keys], dtype=float).reshape(len(masks), len(dialogues), -1)
 
-    def content_free(self, masks: list[dict[int, list[int]]]) -> np.ndarray:
+    def content_free(self, masks: list[dict[int, list[int]]], mode: str | None = None) -> np.ndarray:
         """[K, labels] raw scores of the content-free dialogue under each mask (for recomputed calibration)."""
-        return self.scores([prompts.CONTENT_FREE], masks)[:, 0]
+        return self.scores([prompts.CONTENT_FREE], masks, mode=mode)[:, 0]
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """Scores with the unablated model's content-free scores held fixed (or raw when calibrate is false)."""
         return raw - self.base_cf if self.use_calibration else raw
+
+    def arm_scores(self, dialogues: list[str], masks: list[dict[int, list[int]]], arm: str | None = None,
+                   desc: str | None = None) -> np.ndarray:
+        """[K, N, labels] scores under an arm (default the primary): the intervention, then the calibration held
+        fixed or recomputed under each mask (raw when the instrument does not calibrate)."""
+        mode, cal = split_arm(arm or self.arm)
+        raw = self.scores(dialogues, masks, desc, mode)
+        if not self.use_calibration:
+            return raw
+        if cal == "recomputed":
+            return raw - self.content_free(masks, mode)[:, None, :]
+        return raw - self.base_cf
+
+    def arms(self) -> list[str]:
+        """The arms this instrument can read: all four, or the two interventions when it does not calibrate."""
+        return list(ARMS) if self.use_calibration else ["zero/fixed", "mean/fixed"]
 
 
 def load_instrument(p: dict, model=None, tok=None) -> tuple[object, object, classify.Classifier, dict]:
@@ -170,6 +214,32 @@ def save_instrument(p: dict, table: pd.DataFrame, chosen: dict, n_dev: int) -> P
     return path
 
 
+def save_pilot(p: dict, table: pd.DataFrame, decision: dict) -> Path:
+    """Add the pilot (its rule, SDs, decision and table) to run_dir/instrument.json."""
+    from .safeio import atomic_write_json, read_json
+    path = Path(p["run_dir"]) / "instrument.json"
+    inst = read_json(path, "instrument file") if path.exists() else {
+        "chosen": {"prompt_style": p["prompt_style"], "few_shot": p["few_shot"], "calibrate": p["calibrate"]}}
+    inst["pilot"] = {**decision, "table": json.loads(table.to_json(orient="records"))}
+    atomic_write_json(path, inst, indent=1)
+    return path
+
+
+def load_scorer(p: dict, model=None, tok=None) -> tuple[object, object, classify.Classifier, dict, Scorer,
+                                                        torch.Tensor | None]:
+    """(model, tokenizer, classifier, instrument, scorer under the pilot's arm, activation SDs) as notebook 03 left
+    them, for notebook 04 and the CLI."""
+    model, tok, clf, inst = load_instrument(p, model, tok)
+    path = Path(p["run_dir"]) / "instrument.json"
+    arm = json.loads(path.read_text()).get("pilot", {}).get("chosen", PAPER_ARM) if path.exists() else PAPER_ARM
+    sums = attribution.load(p["run_dir"])
+    means, spread = attribution.moments(sums) if sums is not None else (None, None)
+    if split_arm(arm)[0] == "mean" and means is None:
+        raise ValueError(f"{p['run_dir']}: the pilot chose {arm} but {attribution.STATS_FILE} is missing; rerun "
+                         "notebook 03")
+    return model, tok, clf, inst, Scorer(clf, p, inst, means=means, arm=arm), spread
+
+
 # ---------------------------------------------------------------- own vs matched random
 
 def firing_rates(run_dir: str | Path, settings: dict) -> torch.Tensor:
@@ -179,36 +249,48 @@ def firing_rates(run_dir: str | Path, settings: dict) -> torch.Tensor:
     return P.float().max(0).values
 
 
-def matched_sets(own: dict[int, list[int]], firing: torch.Tensor, n: int, seed: int) -> list[dict[int, list[int]]]:
-    """n random sets matched to own per layer and firing decile, never drawing own neurons (seeded)."""
-    return [dict(ablate.random_matched(own, firing, seed * 1000 + j, exclude=own)) for j in range(n)]
+def matched_sets(own: dict[int, list[int]], firing: torch.Tensor, n: int, seed: int,
+                 spread: torch.Tensor | None = None) -> list[dict[int, list[int]]]:
+    """n random sets matched to own per layer, firing decile and (given spread) activation-SD decile, never drawing
+    own neurons (seeded: set j is the same draw wherever own is the same)."""
+    return [dict(ablate.random_matched(own, firing, seed * 1000 + j, exclude=own, spread=spread)) for j in range(n)]
+
+
+def set_firing(p: dict, ns: neurons.NeuronSets) -> torch.Tensor:
+    """[L, D] firing rates that a set's random sets are matched on (the paper's recording for sets without one)."""
+    return firing_rates(p["run_dir"], set_settings(ns))
+
+
+def set_settings(ns: neurons.NeuronSets) -> dict:
+    """The recording settings (tokens, tensor) a set was selected from; the paper set's for the attribution set."""
+    named = ns.meta.get("named_sets", {})
+    return (named.get(ns.name) or {}).get("settings") or named["paper"]["settings"]
 
 
 def effect_row(base: np.ndarray, own: np.ndarray, rand: np.ndarray, y: np.ndarray, n_boot: int,
                seed: int) -> dict:
-    """One own-vs-random test on the same items: scores [N, labels] unablated and own, [R, N, labels] random."""
+    """One own-vs-random test on the same items: scores [N, labels] unablated and own, [R, N, labels] random.
+
+    The tested contrast is the own set's mean margin change minus the random sets' mean; its p (two-sided t
+    prediction, R - 1 df) and its interval (omr_*_lo/hi, the same test inverted) both use the random sets' spread.
+    own_d_margin_lo/hi resample items only: how precisely the own set's change on these items is measured."""
     mb, ab = stats.margin(base, y), stats.correct(base, y)
     d_own_m, d_own_a = stats.margin(own, y) - mb, stats.correct(own, y) - ab
-    d_rnd_m = np.stack([stats.margin(r, y) - mb for r in rand]) if len(rand) else np.zeros((0, len(y)))
-    d_rnd_a = np.stack([stats.correct(r, y) - ab for r in rand]) if len(rand) else np.zeros((0, len(y)))
     row = {"n_items": len(y), "baseline_accuracy": ab.mean(), "baseline_margin": mb.mean(),
-           "own_d_margin": d_own_m.mean(), "own_d_accuracy": d_own_a.mean()}
+           "own_d_margin": d_own_m.mean(), "own_d_accuracy": d_own_a.mean(), "n_random": len(rand)}
     own_ci = stats.paired_delta(mb, mb + d_own_m, n_boot, seed=seed)
     row.update(own_d_margin_lo=own_ci.lo, own_d_margin_hi=own_ci.hi)
     if len(rand) >= 2:
-        rm, ra = d_rnd_m.mean(1), d_rnd_a.mean(1)
-        diff_m = stats.paired_delta(d_rnd_m.mean(0), d_own_m, n_boot, seed=seed)  # own - mean random, per item
-        diff_a = stats.paired_delta(d_rnd_a.mean(0), d_own_a, n_boot, seed=seed)
-        sd_item = float(np.std(d_own_a - d_rnd_a.mean(0), ddof=1)) if len(y) > 1 else 0.0
-        tau = stats.between_set_sd(ra, float(np.mean(np.std(d_rnd_a, axis=1, ddof=1))), len(y)) if len(y) > 1 else 0
+        rm = np.array([(stats.margin(r, y) - mb).mean() for r in rand])
+        ra = np.array([(stats.correct(r, y) - ab).mean() for r in rand])
+        dm, mlo, mhi = stats.prediction_ci(d_own_m.mean(), rm)
+        da, alo, ahi = stats.prediction_ci(d_own_a.mean(), ra)
         row.update(random_d_margin=rm.mean(), random_d_margin_sd=rm.std(ddof=1), random_d_accuracy=ra.mean(),
                    random_d_accuracy_sd=ra.std(ddof=1),
-                   own_minus_random_margin=diff_m.mean, omr_margin_lo=diff_m.lo, omr_margin_hi=diff_m.hi,
-                   own_minus_random_accuracy=diff_a.mean, omr_accuracy_lo=diff_a.lo, omr_accuracy_hi=diff_a.hi,
+                   own_minus_random_margin=dm, omr_margin_lo=mlo, omr_margin_hi=mhi,
+                   own_minus_random_accuracy=da, omr_accuracy_lo=alo, omr_accuracy_hi=ahi,
                    p=stats.normal_p(d_own_m.mean(), rm, "two-sided"),
-                   p_empirical=stats.empirical_p(d_own_m.mean(), rm, "two-sided"),
-                   p_accuracy=stats.normal_p(d_own_a.mean(), ra, "two-sided"),
-                   item_sd_accuracy=sd_item, between_set_sd_accuracy=tau)
+                   p_accuracy=stats.normal_p(d_own_a.mean(), ra, "two-sided"))
     return row
 
 
@@ -225,63 +307,177 @@ def correct_family(table: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     return t
 
 
-def add_power(table: pd.DataFrame, m: int, d: float = TARGET_DROP, alpha: float = ALPHA) -> pd.DataFrame:
-    """Power to detect an accuracy drop d beyond random at each row's n (two-sided Holm level alpha / m), and the
-    items per emotion that 80% power needs (inf when the set-to-set spread alone exceeds what d allows)."""
+def add_power(table: pd.DataFrame, m: int, delta: float = POWER_DELTA, alpha: float = ALPHA) -> pd.DataFrame:
+    """Each test's power to detect a margin shift delta (nat) beyond random (two-sided t prediction test, R - 1 df,
+    at Holm's strictest level alpha / m), and the shift delta_80 at which it reaches 80%."""
     t = table.copy()
-    if "item_sd_accuracy" not in t:
-        t["item_sd_accuracy"] = t["between_set_sd_accuracy"] = np.nan
-    a2 = alpha / 2  # two-sided
-    floor = math.sqrt(d * (1 - d))  # a true drop of d flips a share d of the items: their SD is at least this
-    sds = np.maximum(t["item_sd_accuracy"].to_numpy(float), floor)
-    t["power_at_10pp"] = [stats.power(d, sd, n, a2, m, tau) if np.isfinite(sd) and np.isfinite(tau) else np.nan
-                          for sd, n, tau in zip(sds, t["n_items"], t["between_set_sd_accuracy"])]
-    t["items_for_80pct"] = [stats.n_required(d, sd, a2, m, 0.8, tau) if np.isfinite(sd) and np.isfinite(tau)
-                            else np.nan for sd, tau in zip(sds, t["between_set_sd_accuracy"])]
+    for c in ("random_d_margin_sd", "n_random"):
+        if c not in t:
+            t[c] = np.nan
+    ok = [np.isfinite(sd) and np.isfinite(r) and r >= 2 for sd, r in zip(t["random_d_margin_sd"], t["n_random"])]
+    t["power_delta"] = delta
+    t["power"] = [stats.t_power(delta, sd, int(r), alpha, m) if k else np.nan
+                  for sd, r, k in zip(t["random_d_margin_sd"], t["n_random"], ok)]
+    t["delta_80"] = [stats.delta_for_power(sd, int(r), alpha, m) if k else np.nan
+                     for sd, r, k in zip(t["random_d_margin_sd"], t["n_random"], ok)]
     return t
 
 
+# ---------------------------------------------------------------- the pilot (random sets only)
+
+def pilot(scorer: Scorer, p: dict, ns: neurons.NeuronSets, items: pd.DataFrame, n_random: int,
+          spread: torch.Tensor | None) -> tuple[pd.DataFrame, dict]:
+    """Per arm and emotion, the SD (and mean) of the paper set's matched random sets' mean margin change on the
+    emotion's eval items; the primary arm by PILOT_RULE. No own set is scored."""
+    E = p["emotions"]
+    firing = set_firing(p, ns)
+    y_all = np.array([E.index(e) for e in items.label])
+    rows = []
+    for j, e in enumerate(tqdm(E, desc="pilot: random sets under each arm")):
+        own, sel = ns.by_layer(e), y_all == j
+        if not sum(map(len, own.values())) or not sel.any():
+            continue
+        d, y = items.dialogue[sel].tolist(), y_all[sel]
+        masks = matched_sets(own, firing, n_random, p["seed"], spread)
+        for arm in scorer.arms():
+            base = scorer.arm_scores(d, [{}], arm)[0]
+            s = scorer.arm_scores(d, masks, arm)
+            dm = np.array([(stats.margin(r, y) - stats.margin(base, y)).mean() for r in s])
+            rows.append({"arm": arm, "emotion": e, "n_items": len(d), "n_random": len(masks),
+                         "random_d_margin": dm.mean(), "random_d_margin_sd": dm.std(ddof=1)})
+    table = pd.DataFrame(rows)
+    return table, pilot_decision(table)
+
+
+def pilot_decision(table: pd.DataFrame) -> dict:
+    """The primary arm: the smallest median over emotions of the random sets' SD (PILOT_RULE), with the SDs."""
+    med = table.groupby("arm")["random_d_margin_sd"].median() if len(table) else pd.Series(dtype=float)
+    order = [PAPER_ARM] + [a for a in ARMS if a != PAPER_ARM]
+    ranked = sorted(med.index, key=lambda a: (med[a], order.index(a) if a in order else len(order)))
+    chosen = ranked[0] if ranked else PAPER_ARM
+    paper = med.get(PAPER_ARM, np.nan)
+    finite = lambda v: float(v) if np.isfinite(v) else None  # noqa: E731  (JSON has no NaN)
+    return {"rule": PILOT_RULE, "chosen": chosen, "median_sd": {a: finite(med[a]) for a in med.index},
+            "sd_ratio_to_paper_arm": {a: finite(med[a] / paper) if paper else None for a in med.index}}
+
+
+# ---------------------------------------------------------------- the main test
+
 def main_test(scorer: Scorer, p: dict, sets: dict[str, neurons.NeuronSets], items: pd.DataFrame,
-              n_random: int) -> tuple[pd.DataFrame, dict]:
-    """Every named set x emotion: own effect on the emotion's items against n_random matched random sets; plus the
-    masked x true scores of every own set on all items. Returns the test table and the score arrays."""
+              n_random: int, spread: torch.Tensor | None = None, secondary_random: int = 3,
+              pilot_set: str = "paper") -> tuple[pd.DataFrame, dict]:
+    """Every named set x emotion under the primary arm: own effect on the emotion's items against n_random matched
+    random sets; every other arm as descriptive columns (with secondary_random sets where the pilot did not score
+    n_random); plus the masked x true scores of every own set on all items. Returns the table and score arrays."""
     E = p["emotions"]
     dialogues = items.dialogue.tolist()
     y_all = np.array([E.index(e) for e in items.label])
-    base = scorer.calibrate(scorer.scores(dialogues, [{}], "baseline")[0])
-    rows, arrays = [], {"base": base, "y": y_all, "own_all": {}, "random": {}}
+    base = scorer.arm_scores(dialogues, [{}], desc="baseline")[0]
+    primary_mode = split_arm(scorer.arm)[0]
+    rows, arrays = [], {"base": base, "y": y_all, "own_all": {}, "random": {}, "masks": {}}
     for name, ns in sets.items():
-        firing = firing_rates(p["run_dir"], ns.meta["named_sets"][name]["settings"]) if "named_sets" in ns.meta \
-            else None
+        firing = set_firing(p, ns)
         own_masks = [ns.by_layer(e) for e in E]
-        own_all = scorer.calibrate(scorer.scores(dialogues, own_masks, f"{name}: own sets on all items"))
+        own_all = scorer.arm_scores(dialogues, own_masks, desc=f"{name}: own sets on all items")
         arrays["own_all"][name] = own_all
         for j, e in enumerate(tqdm(E, desc=f"{name}: own vs matched random")):
-            sel = y_all == j
-            own = own_masks[j]
+            sel, own = y_all == j, own_masks[j]
             n_own = sum(map(len, own.values()))
             if not n_own or not sel.any():
                 rows.append({"set": name, "emotion": e, "n_neurons": n_own, "n_items": int(sel.sum())})
                 continue
-            rnd_masks = matched_sets(own, firing if firing is not None else torch.rand(ns.n_layers, ns.d_ff),
-                                     n_random, p["seed"])
-            rnd = scorer.calibrate(scorer.scores(items.dialogue[sel].tolist(), rnd_masks)) if rnd_masks else \
-                np.zeros((0, int(sel.sum()), len(E)))
-            arrays["random"][(name, e)] = rnd
-            rows.append({"set": name, "emotion": e, "n_neurons": n_own,
-                         **effect_row(base[sel], own_all[j][sel], rnd, y_all[sel], p["n_bootstrap"], p["seed"])})
+            d, y = items.dialogue[sel].tolist(), y_all[sel]
+            rnd_masks = matched_sets(own, firing, n_random, p["seed"], spread)
+            rnd = scorer.arm_scores(d, rnd_masks)
+            arrays["random"][(name, e)], arrays["masks"][(name, e)] = rnd, rnd_masks
+            row = {"set": name, "emotion": e, "n_neurons": n_own, "arm": scorer.arm,
+                   **effect_row(base[sel], own_all[j][sel], rnd, y, p["n_bootstrap"], p["seed"])}
+            for arm in scorer.arms():
+                if arm == scorer.arm:
+                    continue
+                r2 = n_random if split_arm(arm)[0] == primary_mode or name == pilot_set else secondary_random
+                s = scorer.arm_scores(d, [{}, own] + rnd_masks[:r2], arm)
+                er = effect_row(s[0], s[1], s[2:], y, p["n_bootstrap"], p["seed"])
+                row.update({f"omr_margin[{arm}]": er.get("own_minus_random_margin", np.nan),
+                            f"p[{arm}]": er.get("p", np.nan), f"n_random[{arm}]": r2})
+            rows.append(row)
     table = correct_family(pd.DataFrame(rows))
-    return add_power(table, int(table["p"].notna().sum()) or 1), arrays
+    for arm in scorer.arms():
+        if f"p[{arm}]" in table:
+            table[f"p_holm[{arm}]"] = stats.holm(table[f"p[{arm}]"].to_numpy())
+    return add_power(table, int(table["p"].notna().sum()) or 1, p.get("power_delta", POWER_DELTA)), arrays
 
 
-def masked_by_true(arrays: dict, name: str, emotions: list[str], metric: str = "margin") -> pd.DataFrame:
-    """Masked emotion (rows) x true emotion (columns): mean change of margin (or accuracy) under each own set."""
+def arm_summary(table: pd.DataFrame, arms: list[str], primary: str) -> pd.DataFrame:
+    """Per set and arm: tests rejected after Holm within the arm, and the median own-minus-random margin."""
+    rows = []
+    for name, t in table.groupby("set", sort=False):
+        for arm in arms:
+            p_col, d_col = ("p_holm", "own_minus_random_margin") if arm == primary else \
+                (f"p_holm[{arm}]", f"omr_margin[{arm}]")
+            if p_col not in t:
+                continue
+            tested = t[p_col].notna()
+            rows.append({"set": name, "arm": arm + (" (primary)" if arm == primary else "") +
+                         (" · the paper's intervention" if arm == PAPER_ARM else ""),
+                         "tests": int(tested.sum()), "rejected": int((t.loc[tested, p_col] < ALPHA).sum()),
+                         "median own − random margin": float(t.loc[tested, d_col].median())})
+    return pd.DataFrame(rows)
+
+
+def specificity_random(scorer: Scorer, p: dict, sets: dict[str, neurons.NeuronSets], items: pd.DataFrame,
+                       arrays: dict, n_sets: int) -> None:
+    """Adds arrays['random_all'][set]: [E, n_sets, N, labels] scores of each emotion's first n_sets matched random
+    sets on all items (the random rows beside the masked x true table)."""
+    dialogues = items.dialogue.tolist()
+    arrays.setdefault("random_all", {})
+    for name in sets:
+        per = []
+        for e in p["emotions"]:
+            masks = arrays["masks"].get((name, e), [])[:n_sets]
+            per.append(scorer.arm_scores(dialogues, masks) if masks else
+                       np.full((n_sets, len(dialogues), len(p["emotions"])), np.nan))
+        arrays["random_all"][name] = np.stack(per)
+
+
+def masked_by_true(arrays: dict, name: str, emotions: list[str], metric: str = "margin",
+                   random: bool = False) -> pd.DataFrame:
+    """Masked emotion (rows) x true emotion (columns): mean change of margin (or accuracy) under each own set, or
+    (random) under that emotion's matched random sets, averaged over the sets."""
     y, base = arrays["y"], arrays["base"]
     f = stats.margin if metric == "margin" else stats.correct
     b = f(base, y)
-    out = [[float((f(arrays["own_all"][name][i], y) - b)[y == j].mean()) for j in range(len(emotions))]
-           for i in range(len(emotions))]
+
+    def cell(scores: np.ndarray, j: int) -> float:
+        return float((f(scores, y) - b)[y == j].mean())
+
+    if random:
+        ra = arrays["random_all"][name]
+        out = [[float(np.nanmean([cell(s, j) for s in ra[i]])) if len(ra[i]) else np.nan
+                for j in range(len(emotions))] for i in range(len(emotions))]
+    else:
+        out = [[cell(arrays["own_all"][name][i], j) for j in range(len(emotions))] for i in range(len(emotions))]
     return pd.DataFrame(out, index=pd.Index(emotions, name="masked"), columns=pd.Index(emotions, name="true"))
+
+
+def specificity(arrays: dict, ns: neurons.NeuronSets, emotions: list[str]) -> pd.DataFrame:
+    """Per emotion of a set: how much of its neurons and of its effect it shares with the other emotions' sets.
+
+    shared_neurons: the share of its neurons that are also in another emotion's set; own_d: its own set's margin
+    change on its items; others_d: the mean change the other emotions' sets cause on the same items;
+    shared_effect: others_d / own_d (1 = the other sets do as much); own_minus_others: what is specific."""
+    mbt = masked_by_true(arrays, ns.name, emotions)
+    rows = []
+    for j, e in enumerate(emotions):
+        mine = set(map(tuple, ns.sets[e]))
+        rest = {tuple(x) for f in emotions if f != e for x in ns.sets[f]}
+        own_d = mbt.iloc[j, j]
+        others = float(np.mean([mbt.iloc[i, j] for i in range(len(emotions)) if i != j]))
+        rows.append({"set": ns.name, "emotion": e, "n_neurons": len(mine),
+                     "shared_neurons": len(mine & rest) / len(mine) if mine else np.nan,
+                     "own_d": own_d, "others_d": others, "own_minus_others": own_d - others,
+                     "shared_effect": others / own_d if own_d else np.nan})
+    return pd.DataFrame(rows)
 
 
 def confusion_shift(arrays: dict, name: str, emotions: list[str]) -> pd.DataFrame:
@@ -300,10 +496,10 @@ def confusion_shift(arrays: dict, name: str, emotions: list[str]) -> pd.DataFram
 
 def protocol_table(scorer: Scorer, clf_gen: classify.Classifier, p: dict, ns: neurons.NeuronSets,
                    items: pd.DataFrame, n_random: int) -> pd.DataFrame:
-    """Own minus mean random accuracy change per emotion under four protocols: uncalibrated, calibration held fixed,
-    calibration recomputed under each mask, and greedy generation (the published re-implementation's)."""
+    """Own minus mean random accuracy change per emotion under greedy generation (the published
+    re-implementation's protocol) with zero ablation, beside the uncalibrated scores (descriptive, n_random sets)."""
     E = p["emotions"]
-    firing = firing_rates(p["run_dir"], ns.meta["named_sets"][ns.name]["settings"])
+    firing = set_firing(p, ns)
     rows = []
     for j, e in enumerate(tqdm(E, desc="protocols")):
         sel = items.label == e
@@ -312,14 +508,10 @@ def protocol_table(scorer: Scorer, clf_gen: classify.Classifier, p: dict, ns: ne
         if not d or not sum(map(len, own.values())):
             continue
         masks = [{}, own] + matched_sets(own, firing, n_random, p["seed"])
-        raw = scorer.scores(d, masks)
-        cf = scorer.content_free(masks)
+        raw = scorer.scores(d, masks, mode="zero")
         y = np.full(len(d), j)
-        row = {"emotion": e, "n_items": len(d)}
-        for name, s in (("uncalibrated", raw), ("fixed calibration", raw - cf[0]),
-                        ("recomputed calibration", raw - cf[:, None, :])):
-            acc = np.array([stats.correct(x, y).mean() for x in s])
-            row[name] = (acc[1] - acc[0]) - (acc[2:] - acc[0]).mean()
+        acc = np.array([stats.correct(x, y).mean() for x in raw])
+        row = {"emotion": e, "n_items": len(d), "uncalibrated": (acc[1] - acc[0]) - (acc[2:] - acc[0]).mean()}
         gen = []
         for m in masks:
             with ablate.ablate(clf_gen.model, m):
@@ -333,43 +525,23 @@ def protocol_table(scorer: Scorer, clf_gen: classify.Classifier, p: dict, ns: ne
 # ---------------------------------------------------------------- dose-response and depth (notebook 04)
 
 def dose_sets(p: dict, ns: neurons.NeuronSets, rate: float) -> dict[str, dict[int, list[int]]]:
-    """Each emotion's neurons when the set's variant selects top_rate = rate (its lowest-entropy neurons)."""
-    settings = ns.meta["named_sets"][ns.name]["settings"]
+    """Each emotion's neurons when the set's rule selects top_rate = rate: its lowest-entropy neurons, or for the
+    attribution set its strongest estimated drops, as many per emotion as the paper's rule selects at that rate."""
+    entry = ns.meta["named_sets"][ns.name]
+    settings = set_settings(ns)
     state = identify.load_counts(p["run_dir"], settings["tokens"])
     res = identify.select_variant(state, settings, rate, ns.meta.get("min_count", 0))
+    sets = res["sets"]
+    if entry.get("variant") == "attribution":
+        est = attribution.load_estimate(p["run_dir"])
+        sets = attribution.select(est, [len(res["sets"][e]) for e in p["emotions"]], p["emotions"])
     out = {}
     for e in p["emotions"]:
         d: dict[int, list[int]] = {}
-        for layer, idx in res["sets"][e]:
+        for layer, idx in sets[e]:
             d.setdefault(layer, []).append(idx)
         out[e] = d
     return out
-
-
-def grid_test(scorer: Scorer, p: dict, ns: neurons.NeuronSets, items: pd.DataFrame,
-              cells: dict[str, dict[str, dict[int, list[int]]]], n_random: int, what: str) -> pd.DataFrame:
-    """Own vs matched random for every cell (a label -> {emotion: mask}) and emotion, on the emotion's items;
-    Holm across all cells of the grid."""
-    E = p["emotions"]
-    firing = firing_rates(p["run_dir"], ns.meta["named_sets"][ns.name]["settings"])
-    dialogues = items.dialogue.tolist()
-    y_all = np.array([E.index(e) for e in items.label])
-    base = scorer.calibrate(scorer.scores(dialogues, [{}])[0])
-    rows = []
-    for label, per_emotion in tqdm(list(cells.items()), desc=f"{ns.name}: {what}"):
-        for j, e in enumerate(E):
-            own = per_emotion.get(e, {})
-            n_own = sum(map(len, own.values()))
-            sel = y_all == j
-            if not n_own or not sel.any():
-                rows.append({"set": ns.name, what: label, "emotion": e, "n_neurons": n_own})
-                continue
-            d = items.dialogue[sel].tolist()
-            masks = [own] + matched_sets(own, firing, n_random, p["seed"])
-            s = scorer.calibrate(scorer.scores(d, masks))
-            rows.append({"set": ns.name, what: label, "emotion": e, "n_neurons": n_own,
-                         **effect_row(base[sel], s[0], s[1:], y_all[sel], p["n_bootstrap"], p["seed"])})
-    return correct_family(pd.DataFrame(rows))
 
 
 def range_cells(ns: neurons.NeuronSets, bins: int) -> dict[str, dict[str, dict[int, list[int]]]]:
@@ -379,11 +551,107 @@ def range_cells(ns: neurons.NeuronSets, bins: int) -> dict[str, dict[str, dict[i
             for name, r in ranges.items()}
 
 
+def grid_scores(scorer: Scorer, p: dict, ns: neurons.NeuronSets, items: pd.DataFrame,
+                cells: dict, n_random: int, spread: torch.Tensor | None) -> dict:
+    """Per emotion and cell: the own set's and each matched random set's mean margin and accuracy change on the
+    emotion's items ({(emotion, cell): {'own': (m, a), 'random': [R, 2], 'n_neurons', 'n_items'}})."""
+    E = p["emotions"]
+    firing = set_firing(p, ns)
+    y_all = np.array([E.index(e) for e in items.label])
+    out = {}
+    for j, e in enumerate(tqdm(E, desc=f"{ns.name}: grid")):
+        sel = y_all == j
+        if not sel.any():
+            continue
+        d, y = items.dialogue[sel].tolist(), y_all[sel]
+        base = scorer.arm_scores(d, [{}])[0]
+        for label, per_emotion in cells.items():
+            own = per_emotion.get(e, {})
+            if not sum(map(len, own.values())):
+                continue
+            masks = [own] + matched_sets(own, firing, n_random, p["seed"], spread)
+            s = scorer.arm_scores(d, masks)
+            dm = np.array([(stats.margin(x, y) - stats.margin(base, y)).mean() for x in s])
+            da = np.array([(stats.correct(x, y) - stats.correct(base, y)).mean() for x in s])
+            out[(e, label)] = {"own": (dm[0], da[0]), "random": np.stack([dm[1:], da[1:]], 1),
+                               "n_neurons": sum(map(len, own.values())), "n_items": len(d)}
+    return out
+
+
+def grid_cells(g: dict, name: str, what: str) -> pd.DataFrame:
+    """The descriptive grid: every cell's own and random changes with its own-minus-random interval (not tested)."""
+    rows = []
+    for (e, label), c in g.items():
+        rm, ra = c["random"][:, 0], c["random"][:, 1]
+        dm, mlo, mhi = stats.prediction_ci(c["own"][0], rm)
+        da, alo, ahi = stats.prediction_ci(c["own"][1], ra)
+        rows.append({"set": name, what: label, "emotion": e, "n_neurons": c["n_neurons"], "n_items": c["n_items"],
+                     "n_random": len(rm), "own_d_margin": c["own"][0], "own_d_accuracy": c["own"][1],
+                     "random_d_margin": rm.mean(), "random_d_margin_sd": rm.std(ddof=1) if len(rm) > 1 else np.nan,
+                     "random_d_accuracy_sd": ra.std(ddof=1) if len(ra) > 1 else np.nan,
+                     "own_minus_random_margin": dm, "omr_margin_lo": mlo, "omr_margin_hi": mhi,
+                     "own_minus_random_accuracy": da, "omr_accuracy_lo": alo, "omr_accuracy_hi": ahi})
+    return pd.DataFrame(rows)
+
+
+def dose_slope(rates: list[float], values: np.ndarray) -> float:
+    """Least-squares slope of margin change against log10 of the share of neurons masked (per tenfold dose)."""
+    x = np.log10(np.asarray(rates, dtype=float))
+    v = np.asarray(values, dtype=float)
+    return float(np.polyfit(x, v, 1)[0]) if len(x) >= 2 else np.nan
+
+
+CONTRASTS = {"dose slope": "slope of the margin change per tenfold dose, own against each random series",
+             "top minus bottom": "margin change with the top third's neurons minus the bottom third's, own against "
+                                 "each random pair"}
+
+
+def contrast_rows(g: dict, name: str, emotions: list[str], contrast: str, labels: list) -> list[dict]:
+    """The pre-specified contrast of a grid per emotion: own value against the random series' values (t prediction
+    p, interval); random series j is random set j of every cell."""
+    rows = []
+    for e in emotions:
+        cells = [g.get((e, l)) for l in labels]
+        if any(c is None for c in cells) or min(len(c["random"]) for c in cells) < 2:
+            rows.append({"set": name, "emotion": e, "contrast": contrast})
+            continue
+        R = min(len(c["random"]) for c in cells)
+        own_v = np.array([c["own"][0] for c in cells])
+        rnd_v = np.stack([c["random"][:R, 0] for c in cells], 1)  # [R, cells]
+        if contrast == "dose slope":
+            f = lambda v: dose_slope(labels, v)  # noqa: E731
+        else:
+            f = lambda v: v[0] - v[1]  # noqa: E731  (labels = [top, bottom])
+        own, rnd = f(own_v), np.array([f(r) for r in rnd_v])
+        d, lo, hi = stats.prediction_ci(own, rnd)
+        rows.append({"set": name, "emotion": e, "contrast": contrast, "n_random": R,
+                     "n_neurons": int(sum(c["n_neurons"] for c in cells)), "n_items": cells[0]["n_items"],
+                     "own": own, "random_mean": rnd.mean(), "random_d_margin_sd": rnd.std(ddof=1),
+                     "own_minus_random_margin": d, "omr_margin_lo": lo, "omr_margin_hi": hi,
+                     "p": stats.normal_p(own, rnd, "two-sided")})
+    return rows
+
+
 # ---------------------------------------------------------------- reading the results
 
 def fmt_pp(v: float) -> str:
     """A fraction as signed percentage points."""
     return f"{100 * v:+.0f} pp" if np.isfinite(v) else "n/a"
+
+
+def control_check(table: pd.DataFrame, control: str = "attribution") -> str | None:
+    """The positive control's verdict on the instrument, read before any other: how many of its tests reject, and
+    whether that is most of them (None when the run has no control set)."""
+    t = table[(table["set"] == control) & table["p"].notna()] if "set" in table else table.iloc[:0]
+    if t.empty:
+        return None
+    k, n = int((t.p_holm < ALPHA).sum()), len(t)
+    head = (f"Positive control: the `{control}` set (neurons chosen on train items to move the readout) is "
+            f"detected in {k} of {n} emotions after Holm correction")
+    if k > n / 2:
+        return head + ", so this test can find an effect of that kind at this size."
+    return (head + ". The instrument is too weak to find even an effect built to exist: every 'no detectable "
+            "effect' below says nothing about absence.")
 
 
 def findings(table: pd.DataFrame, what: str = "main") -> list[str]:
@@ -392,18 +660,15 @@ def findings(table: pd.DataFrame, what: str = "main") -> list[str]:
     for _, r in table.iterrows():
         where = f"{r['set']} set, {r['emotion']}" + (f", {what} {r[what]}" if what != "main" else "")
         if not np.isfinite(r.get("p", np.nan)):
-            lines.append(f"{where}: not tested ({int(r.get('n_neurons', 0))} neurons, {int(r.get('n_items', 0) or 0)} "
-                         "items).")
+            lines.append(f"{where}: not tested ({int(r.get('n_neurons', 0) or 0)} neurons, "
+                         f"{int(r.get('n_items', 0) or 0)} items).")
             continue
-        size = (f"own minus random margin {r.own_minus_random_margin:+.2f} [{r.omr_margin_lo:+.2f}, "
-                f"{r.omr_margin_hi:+.2f}], accuracy {fmt_pp(r.own_minus_random_accuracy)} "
-                f"[{fmt_pp(r.omr_accuracy_lo)}, {fmt_pp(r.omr_accuracy_hi)}]")
+        size = (f"own minus random margin {r.own_minus_random_margin:+.2f} nat, 95% interval "
+                f"[{r.omr_margin_lo:+.2f}, {r.omr_margin_hi:+.2f}] against {int(r.n_random)} random sets")
         tail = ""
-        if r.verdict == "no detectable effect" and "items_for_80pct" in r and np.isfinite(r.get("power_at_10pp", np.nan)):
-            need = r["items_for_80pct"]
-            tail = (f"; power to see a 10 pp drop here was {r.power_at_10pp:.0%}, "
-                    + (f"{int(need)} items per emotion would give 80%" if np.isfinite(need) else
-                       "and no number of items reaches 80%: random sets alone move accuracy too much"))
+        if r.verdict == "no detectable effect" and np.isfinite(r.get("power", np.nan)):
+            tail = (f"; power to see a {r.power_delta:g}-nat shift was {r.power:.0%}, 80% power needs a shift of "
+                    f"{r.delta_80:.2f} nat")
         lines.append(f"{where} ({int(r.n_neurons)} neurons, {int(r.n_items)} items): {r.verdict} "
                      f"(Holm p = {r.p_holm:.3g}; {size}){tail}.")
     return lines
@@ -440,28 +705,21 @@ def random_means(arrays: dict, emotions: list[str]) -> dict[str, dict[tuple[str,
     return out
 
 
-def grid_findings(table: pd.DataFrame, what: str) -> list[str]:
-    """Sentences for a grid: every Holm-significant cell, then how many cells show nothing and their median power."""
-    name = {"rate": "dose-response", "range": "depth-range"}.get(what, what)
+def grid_findings(table: pd.DataFrame) -> list[str]:
+    """Sentences for the pre-specified grid contrasts: every Holm-significant one, then the count of the rest."""
     t = table[np.isfinite(table.get("p", pd.Series(np.nan, table.index)).astype(float))]
     if t.empty:
-        return [f"The {name} grid ran no test (no cell had neurons and items)."]
+        return ["The grid contrasts ran no test (no emotion had neurons in every cell)."]
     sig = t[t.verdict.str.contains("beyond random")]
-    fmt = (lambda v: f"{100 * v:g}% of neurons") if what == "rate" else (lambda v: f"{v} layers")
-    lines = [f"{name.capitalize()} grid: {len(sig)} of {len(t)} cells differ from matched random sets after Holm "
-             f"correction (alpha {ALPHA})."]
+    lines = [f"Grid contrasts: {len(sig)} of {len(t)} pre-specified contrasts ({', '.join(t.contrast.unique())}) "
+             f"differ from matched random series after Holm correction (alpha {ALPHA})."]
     for _, r in sig.iterrows():
-        lines.append(f"{r['set']} set, {r.emotion}, {fmt(r[what])} ({int(r.n_neurons)} neurons): {r.verdict}, "
-                     f"accuracy {fmt_pp(r.own_minus_random_accuracy)} [{fmt_pp(r.omr_accuracy_lo)}, "
-                     f"{fmt_pp(r.omr_accuracy_hi)}] beyond random, margin {r.own_minus_random_margin:+.2f} "
-                     f"(Holm p = {r.p_holm:.3g}).")
-    rest = t[~t.index.isin(sig.index)]
-    if len(rest):
-        lines.append(f"The other {len(rest)} cells show no detectable effect; their own-minus-random accuracy changes "
-                     f"range from {fmt_pp(rest.own_minus_random_accuracy.min())} to "
-                     f"{fmt_pp(rest.own_minus_random_accuracy.max())}, and the random sets' own spread (SD) has a "
-                     f"median of {100 * rest.random_d_accuracy_sd.median():.0f} pp, so smaller effects cannot be told "
-                     "from noise at this size.")
+        lines.append(f"{r['set']} set, {r.emotion}, {r.contrast}: own {r.own:+.2f} against random "
+                     f"{r.random_mean:+.2f} (difference {r.own_minus_random_margin:+.2f} nat, 95% interval "
+                     f"[{r.omr_margin_lo:+.2f}, {r.omr_margin_hi:+.2f}], Holm p = {r.p_holm:.3g}).")
+    for name, rest in t[~t.index.isin(sig.index)].groupby("set", sort=False):
+        lines.append(f"{name} set: {len(rest)} contrasts show no detectable difference; the random series spread "
+                     f"(median SD) {rest.random_d_margin_sd.median():.2f} nat.")
     return lines
 
 

@@ -143,15 +143,32 @@ SCHEMA: dict[str, Param] = {
                                "dev split of train dialogues; false = use prompt_style, few_shot and calibrate"),
     "dev_per_emotion": Param(12, ("03",), "int", "dev dialogues per emotion for the instrument choice", low=2),
     "n_random_sets": Param(20, ("03",), "int", "random sets per set and emotion in the main test (matched per "
-                           "layer and firing decile)", low=2),
+                           "layer, firing decile and activation-SD decile)", low=2),
     "protocol_random_sets": Param(3, ("03",), "int", "random sets per emotion in the protocol table", low=1),
+    "protocol_generate": Param(False, ("03",), "bool", "also run the greedy-generation protocol table (slow: "
+                               "generates for every random set)"),
+    "attribution_per_emotion": Param(24, ("03",), "int", "train dialogues per emotion for the scoring-sequence "
+                                     "pass (means and SDs for mean ablation and matching; the attribution set)",
+                                     low=2),
+    "intervention": Param("auto", ("03",), "choice", "the primary arm: auto = the pilot's rule on random sets; or "
+                          "an arm (zero or mean ablation / calibration fixed or recomputed)",
+                          choices=("auto", "zero/fixed", "zero/recomputed", "mean/fixed", "mean/recomputed")),
+    "secondary_random_sets": Param(3, ("03",), "int", "random sets per test under the non-primary arms where the "
+                                   "pilot did not score them (descriptive columns)", low=2),
+    "specificity_random_sets": Param(3, ("03",), "int", "matched random sets per emotion scored on all items, "
+                                     "beside the masked x true table", low=0),
+    "power_delta": Param(0.25, ("03", "04"), "float", "margin shift (nat) beyond random that power is reported "
+                         "for", low=0.0, low_open=True),
     "n_bootstrap": Param(1000, ("03", "04"), "int", "bootstrap resamples for 95% intervals", low=100),
     # --- 04 dose-response and depth
     "dose_rates": Param([0.001, 0.0025, 0.005, 0.01, 0.02, 0.05], ("04",), "list[float]",
                         "shares of all FFN neurons masked in the dose-response (each emotion's lowest-entropy ones)",
                         extra={"low": 0.0, "high": 1.0}),
     "layer_bins": Param(3, ("04",), "int", "equal depth ranges (bottom/middle/top for 3)", low=1, high=12),
-    "grid_random_sets": Param(5, ("04",), "int", "matched random sets per dose and depth cell", low=2),
+    "grid_random_sets": Param(20, ("04",), "int", "matched random series per pre-specified grid contrast (each "
+                              "series: one random set per cell)", low=2),
+    "grid_sets": Param(None, ("04",), "list[str]", "named sets the grids test (null = every named set)",
+                       nullable=True, extra={"choices": ("attribution", "paper", "selective")}),
     "grid_eval_limit": Param(None, ("04",), "int", "cap on eval dialogues per emotion in the grids (null = "
                              "eval_limit)", low=1, nullable=True),
 }

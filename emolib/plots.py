@@ -491,28 +491,25 @@ def effect_forest(table: pd.DataFrame, random_means: dict[tuple[str, str], np.nd
         ax.invert_yaxis()
         ax.set_title(f"set: {s}", fontsize=10)
         ax.set_xlabel(f"change in {unit} on the emotion's items")
-    axes[0].legend(handles=[Line2D([], [], marker="D", ls="", color="#555555", label="own set (95% CI)"),
+    axes[0].legend(handles=[Line2D([], [], marker="D", ls="", color="#555555", label="own set (95% CI over items)"),
                             Line2D([], [], marker="o", ls="", color="#9a9a9a", label="matched random sets")],
                    fontsize=8, loc="lower left")
     return _title(fig, f"Own neurons vs matched random neurons ({metric}); verdicts Holm-corrected", label)
 
 
 def dose_response(table: pd.DataFrame, emotions: list[str], label: str, total: int) -> Figure:
-    """Own minus mean random accuracy change against the share of all neurons masked, per emotion, with the 95% CI
-    as a band; markers filled where the Holm-corrected test finds an effect."""
-    t = table.dropna(subset=["own_minus_random_accuracy"])
+    """Descriptive: own minus mean random margin change against the share of all neurons masked, per emotion and set,
+    with the 95% interval against the random sets' spread as a band (cells are not tested one by one)."""
+    t = table.dropna(subset=["own_minus_random_margin"])
     fig, axes = _grid(len(emotions), ncols=3, w=3.8, h=3.0, sharey=True)
     for ax, e in zip(axes, _ordered(emotions)):
-        for s, ls in zip(dict.fromkeys(t["set"]), ["-", "--", ":"]):
+        for s, ls in zip(dict.fromkeys(t["set"]), ["-", "--", ":", "-."]):
             r = t[(t.emotion == e) & (t["set"] == s)].sort_values("rate")
             if r.empty:
                 continue
             x = r["rate"].to_numpy(float) * 100
-            ax.fill_between(x, r["omr_accuracy_lo"] * 100, r["omr_accuracy_hi"] * 100, color=_color(e), alpha=0.18)
-            ax.plot(x, r["own_minus_random_accuracy"] * 100, ls=ls, color=_color(e), label=f"set {s}")
-            sig = r["verdict"].str.contains("beyond random").to_numpy()
-            ax.scatter(x, r["own_minus_random_accuracy"] * 100, facecolors=np.where(sig, _color(e), "white"),
-                       edgecolors=_color(e), zorder=3, s=22)
+            ax.fill_between(x, r["omr_margin_lo"], r["omr_margin_hi"], color=_color(e), alpha=0.12)
+            ax.plot(x, r["own_minus_random_margin"], ls=ls, marker="o", ms=4, color=_color(e), label=f"set {s}")
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xscale("log")
         rates = sorted(set(t["rate"].astype(float) * 100))
@@ -520,36 +517,77 @@ def dose_response(table: pd.DataFrame, emotions: list[str], label: str, total: i
         ax.minorticks_off()
         ax.set_title(e, fontsize=10)
         ax.set_xlabel("neurons masked (% of all)")
-        ax.set_ylabel(f"own − random accuracy ({PP})" if ax.get_subplotspec().is_first_col() else "")
+        ax.set_ylabel("own − random margin (nat)" if ax.get_subplotspec().is_first_col() else "")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    return _title(fig, f"Dose-response: each emotion's k lowest-entropy neurons vs matched random sets "
-                       f"({total:,} FFN neurons)\nband: 95% CI over items, not over random sets; filled: "
-                       "Holm-significant test against the random sets' spread", label)
+    return _title(fig, f"Dose-response (descriptive; {total:,} FFN neurons): each emotion's k neurons vs matched "
+                       "random sets\nband: 95% interval against the random sets' spread; the tested contrast is "
+                       "the slope (see the contrast figure)", label)
+
+
+def contrast_forest(table: pd.DataFrame, label: str) -> Figure:
+    """The pre-specified grid contrasts: own minus random per set, emotion and contrast, with the 95% interval that
+    inverts the test, filled where Holm-significant."""
+    t = table.dropna(subset=["own_minus_random_margin"]).reset_index(drop=True)
+    contrasts = list(dict.fromkeys(t["contrast"]))
+    fig, axes = _grid(len(contrasts), ncols=len(contrasts), w=5.6, h=0.32 * max(6, len(t) / max(1, len(contrasts)))
+                      + 1.4)
+    for ax, c in zip(axes, contrasts):
+        rows = t[t.contrast == c].reset_index(drop=True)
+        for y, r in rows.iterrows():
+            sig = "beyond random" in str(r.get("verdict", ""))
+            ax.errorbar([r.own_minus_random_margin], [y], xerr=[[r.own_minus_random_margin - r.omr_margin_lo],
+                                                               [r.omr_margin_hi - r.own_minus_random_margin]],
+                        fmt="o", color=_color(r.emotion), mfc=_color(r.emotion) if sig else "white", capsize=3)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(range(len(rows)), [f"{r['set']} · {r.emotion}" for _, r in rows.iterrows()], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(c, fontsize=10)
+        ax.set_xlabel("own − random (nat" + (" per tenfold dose)" if c == "dose slope" else ")"))
+    return _title(fig, "Pre-specified grid contrasts against matched random series (95% intervals; filled = "
+                       "Holm-significant)", label)
 
 
 def range_heatmap(table: pd.DataFrame, emotions: list[str], label: str, set_name: str) -> Figure:
-    """Depth range (rows) x emotion (columns): own minus mean random accuracy change (pp), annotated with the
-    neuron count and a star where the Holm-corrected test finds an effect."""
+    """Descriptive: depth range (rows) x emotion (columns), own minus mean random margin change (nat), annotated with
+    the neuron count."""
     t = table[table["set"] == set_name]
     ranges = list(dict.fromkeys(t["range"]))
     order = _ordered(emotions)
-    val = t.pivot_table(index="range", columns="emotion", values="own_minus_random_accuracy", aggfunc="first")
-    val = val.reindex(index=ranges, columns=order) * 100
+    val = t.pivot_table(index="range", columns="emotion", values="own_minus_random_margin", aggfunc="first")
+    val = val.reindex(index=ranges, columns=order)
     ann = pd.DataFrame("", index=ranges, columns=order)
     for _, r in t.iterrows():
-        v = r.get("own_minus_random_accuracy", np.nan)
-        star = "*" if "beyond random" in str(r.get("verdict", "")) else ""
-        ann.loc[r["range"], r.emotion] = (f"{100 * v:+.0f}{star}\nn={int(r.n_neurons)}" if np.isfinite(v)
+        v = r.get("own_minus_random_margin", np.nan)
+        ann.loc[r["range"], r.emotion] = (f"{v:+.2f}\nn={int(r.n_neurons)}" if np.isfinite(v)
                                           else f"n={int(r.n_neurons)}")
-    lim = _symmetric_limit(val.to_numpy(dtype=float))
+    vals = val.to_numpy(dtype=float)
+    lim = float(np.nanmax(np.abs(vals))) if np.isfinite(vals).any() else 1.0
     fig, ax = plt.subplots(figsize=(8, 0.7 * len(ranges) + 2.2), layout="constrained")
     sns.heatmap(val, ax=ax, cmap="vlag", center=0, vmin=-lim, vmax=lim, annot=ann, fmt="", linewidths=0.5,
-                linecolor="white", annot_kws={"fontsize": 8}, cbar_kws={"label": f"own − random accuracy ({PP})"})
+                linecolor="white", annot_kws={"fontsize": 8}, cbar_kws={"label": "own − random margin (nat)"})
     ax.set_xlabel("emotion")
     ax.set_ylabel("layers masked")
     ax.tick_params(axis="y", rotation=0)
-    return _title(fig, f"Masking by depth range, set {set_name} (n = neurons masked; * = Holm-significant)", label)
+    return _title(fig, f"Masking by depth range, set {set_name} (descriptive; n = neurons masked)", label)
+
+
+def specificity_pair(own: pd.DataFrame, rnd: pd.DataFrame | None, label: str) -> Figure:
+    """Masked emotion x true emotion margin changes: each emotion's own set (left) beside its matched random sets'
+    mean (right), on one colour scale."""
+    tables = [own] + ([rnd] if rnd is not None else [])
+    vals = np.concatenate([t.to_numpy(dtype=float).ravel() for t in tables])
+    lim = float(np.nanmax(np.abs(vals))) if np.isfinite(vals).any() else 1.0
+    fig, axes = plt.subplots(1, len(tables), figsize=(6.4 * len(tables), 5.4), layout="constrained", squeeze=False)
+    for ax, t, what in zip(axes[0], tables, ["own set masked", "matched random sets masked (mean)"]):
+        d = t.reindex(index=_ordered(t.index), columns=_ordered(t.columns)).astype(float)
+        sns.heatmap(d, ax=ax, cmap="vlag", center=0, vmin=-lim, vmax=lim, annot=True, fmt=".2f", linewidths=0.5,
+                    linecolor="white", cbar_kws={"label": "mean margin change (nat)"}, annot_kws={"fontsize": 8})
+        ax.set_title(what, fontsize=10)
+        ax.set_ylabel("emotion whose neurons are masked")
+        ax.set_xlabel("true emotion of the items")
+        ax.tick_params(axis="y", rotation=0)
+    return _title(fig, "Specificity: margin change on each emotion's items", label)
 
 
 def shift_heatmap(table: pd.DataFrame, label: str, title: str, unit: str) -> Figure:

@@ -36,9 +36,10 @@ def run_summary(run_dir: str | Path) -> dict:
     params = ns.meta["params"]
     skip = ("topic", "theme", "dialogue", "style", "label", "kept", "split")
     annotators = [c for c in ann.columns if c not in skip]
-    from .compare import paper_rows
-    tests = paper_rows(pd.read_csv(d / "own_vs_random.csv")).set_index("emotion")
+    tests = pd.read_csv(d / "own_vs_random.csv")
     stab = pd.read_csv(d / "stability.csv").set_index("emotion") if (d / "stability.csv").exists() else None
+    inst = json.loads((d / "instrument.json").read_text()) if (d / "instrument.json").exists() else {}
+    grid = pd.read_csv(d / "grid_contrasts.csv") if (d / "grid_contrasts.csv").exists() else None
     return {"name": d.name, "model": ns.model, "layers": ns.n_layers, "d_ff": ns.d_ff,
             "selected": ns.meta["n_selected"], "top_rate": params["top_rate"],
             "generated": len(ann), "kept": int(ann["kept"].sum()),
@@ -46,11 +47,19 @@ def run_summary(run_dir: str | Path) -> dict:
             "kappa": annotate.fleiss_kappa(ann[["theme"] + annotators].values.tolist(), ns.emotions) if annotators else None,
             "emotions": ns.emotions, "neurons": {e: len(ns.sets[e]) for e in ns.emotions},
             "jaccard": stab["jaccard"].to_dict() if stab is not None else {},
-            "tests": tests.to_dict("index"), "timings": first_timings(d), "findings": run_findings(d, tests)}
+            "tests": tests, "pilot": inst.get("pilot", {}), "grid": grid,
+            "timings": first_timings(d), "findings": run_findings(d, tests, inst.get("pilot", {}), grid)}
 
 
-def run_findings(d: Path, tests: pd.DataFrame) -> list[str]:
-    """Two or three sentences per run: stage 2 against its null, and stage 3's corrected verdicts."""
+def _tested(tests: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The tested rows of one named set."""
+    t = tests[tests["set"] == name] if "set" in tests else tests.iloc[0:0]
+    return t[t["p"].notna()] if "p" in t else t.iloc[0:0]
+
+
+def run_findings(d: Path, tests: pd.DataFrame, pilot: dict, grid: pd.DataFrame | None) -> list[str]:
+    """A few sentences per run: stage 2 against its null, the positive control, stage 3's corrected verdicts, the
+    grid contrasts."""
     out = []
     if (d / "variants.csv").exists():
         v = pd.read_csv(d / "variants.csv").set_index("variant")
@@ -60,19 +69,47 @@ def run_findings(d: Path, tests: pd.DataFrame) -> list[str]:
                    f"label-permutation null (empirical FDR {r.fdr:.3f}) with median selectivity "
                    f"{r.median_selectivity:.2f}x (null {r.null_selectivity:.2f}x); {len(good)} of {len(v)} variants "
                    "beat the null and are stable.")
-    tested = tests[tests["verdict"] != "not tested"] if "verdict" in tests else tests.iloc[0:0]
-    eff = tested[tested["verdict"].str.contains("beyond random")] if len(tested) else tested
-    if len(tested):
-        out.append(f"Stage 3: {len(eff)} of {len(tested)} emotions show an effect of their own neurons beyond matched "
-                   "random sets after Holm correction" + (": " + ", ".join(
-                       f"{e} ({100 * r.own_minus_random_accuracy:+.0f} pp accuracy, {r.verdict})"
-                       for e, r in eff.iterrows()) if len(eff) else "") + "; median power to see a 10 pp drop was "
-                   f"{tested['power_at_10pp'].median():.0%}.")
+    if pilot:
+        out.append(f"Stage 3's pilot (random sets only) chose {pilot['chosen']}.")
+    from .effects import control_check
+    check = control_check(tests) if "set" in tests else None
+    if check:
+        out.append(check)
+    for name in dict.fromkeys(tests.get("set", [])):
+        if name == "attribution":
+            continue
+        t = _tested(tests, name)
+        if t.empty:
+            continue
+        eff = t[t["verdict"].str.contains("beyond random")]
+        out.append(f"`{name}` set: {len(eff)} of {len(t)} emotions show an effect of their own neurons beyond matched "
+                   "random sets after Holm correction" + (" (" + ", ".join(
+                       f"{r.emotion}: {r.own_minus_random_margin:+.2f} nat, {r.verdict}" for _, r in eff.iterrows())
+                       + ")" if len(eff) else "") +
+                   f"; 80% power needed a shift of {t['delta_80'].median():.2f} nat (median over emotions).")
+    if grid is not None and "p" in grid:
+        g = grid[grid["p"].notna()]
+        if len(g):
+            out.append(f"Grid contrasts: {int((g.p_holm < 0.05).sum())} of {len(g)} reject after Holm (" +
+                       ", ".join(f"{n} {int((x.p_holm < 0.05).sum())}/{len(x)}" for n, x in g.groupby("set", sort=False))
+                       + ").")
     return out
 
 
+def _cell(t: pd.DataFrame, name: str, e: str) -> str:
+    """'own − random [interval] · Holm p · verdict' of one set and emotion."""
+    r = t[(t["set"] == name) & (t["emotion"] == e)]
+    if r.empty or not np.isfinite(r.iloc[0].get("p", np.nan)):
+        return "not tested"
+    r = r.iloc[0]
+    short = {"own drop beyond random": "**drop**", "own gain beyond random": "**gain**",
+             "no detectable effect": "none"}.get(r.verdict, r.verdict)
+    return f"{r.own_minus_random_margin:+.2f} [{r.omr_margin_lo:+.2f}, {r.omr_margin_hi:+.2f}] · {r.p_holm:.2g} · {short}"
+
+
 def markdown(run_dirs: list[str | Path]) -> str:
-    """Tables of the runs side by side: data, timings, and per emotion neurons, stability and ablation effects."""
+    """Tables of the runs: data, the pilot and positive control, per emotion each set's test, the paper's claims,
+    findings and timings."""
     S = [run_summary(d) for d in run_dirs]
     lines = ["| run | model | FFN neurons | selected | dialogues kept | annotator agreement with theme | Fleiss' κ |",
              "|---|---|---|---|---|---|---|"]
@@ -82,29 +119,44 @@ def markdown(run_dirs: list[str | Path]) -> str:
         lines.append(f"| `{s['name']}` | {s['model']} | {s['layers']} × {s['d_ff']:,} | {s['selected']} "
                      f"({s['top_rate']:.0%}) | {s['kept']} of {s['generated']} ({s['kept'] / s['generated']:.0%}) | "
                      f"{agree} | {kappa} |")
-    lines += ["", "Per emotion, `paper` set: neurons selected, split-half stability (Jaccard), baseline accuracy on the "
-              "eval items, and the accuracy change on the emotion's own items when its neurons are zeroed minus the "
-              "mean change under matched random sets (percentage points, 95% CI), with notebook 03's Holm-corrected "
-              "verdict.", ""]
-    head = "| emotion | " + " | ".join(f"{s['name']}: neurons · J · baseline · own − random [CI] · verdict" for s in S) + " |"
-    lines += [head, "|---" * (len(S) + 1) + "|"]
-    for e in S[0]["emotions"]:
-        cells = []
-        for s in S:
-            j = s["jaccard"].get(e, np.nan)
-            t = s["tests"].get(e, {})
-            d, lo, hi = (100 * t.get(k, np.nan) for k in ("own_minus_random_accuracy", "omr_accuracy_lo",
-                                                           "omr_accuracy_hi"))
-            cells.append(f"{s['neurons'].get(e, 0)} · {j:.2f} · {t.get('baseline_accuracy', np.nan):.0%} · "
-                         f"{d:+.0f} [{lo:+.0f}, {hi:+.0f}] · {t.get('verdict', 'not tested')}")
-        lines.append(f"| {e} | " + " | ".join(cells) + " |")
+    lines += ["", "Stage 3, the instrument's check: the pilot's SD of random sets' mean margin change per arm (median "
+              "over emotions, relative to the paper's zero ablation with fixed calibration), the arm it chose, and "
+              "how many of each set's six tests reject after Holm (the `attribution` set is the positive control).",
+              "", "| run | SD ratio per arm | primary arm | random sets · items per emotion | attribution | paper | "
+              "selective |", "|---|---|---|---|---|---|---|"]
+    for s in S:
+        pil = s["pilot"]
+        ratios = ", ".join(f"{a} {v:.2f}" for a, v in pil.get("sd_ratio_to_paper_arm", {}).items() if v is not None)
+        t = s["tests"]
+        counts = []
+        for name in ("attribution", "paper", "selective"):
+            x = _tested(t, name)
+            counts.append(f"{int((x.p_holm < 0.05).sum())} of {len(x)}" if len(x) else "–")
+        size = f"{int(t['n_random'].max())} · {int(t['n_items'].median())}" if "n_random" in t else "–"
+        lines.append(f"| `{s['name']}` | {ratios or '–'} | {pil.get('chosen', '–')} | {size} | " + " | ".join(counts)
+                     + " |")
+    for s in S:
+        t = s["tests"]
+        names = [n for n in ("attribution", "paper", "selective") if n in set(t.get("set", []))]
+        lines += ["", f"`{s['name']}`, per emotion: `paper` neurons and split-half stability (J), baseline accuracy, "
+                  "then for each set the own-minus-random margin change (nat) [95% interval against the random sets] · "
+                  "Holm p · verdict.", "",
+                  "| emotion | neurons · J · baseline | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+        for e in s["emotions"]:
+            base = t[(t.get("set") == "paper") & (t.emotion == e)]["baseline_accuracy"]
+            b = f"{base.iloc[0]:.0%}" if len(base) and np.isfinite(base.iloc[0]) else "–"
+            lines.append(f"| {e} | {s['neurons'].get(e, 0)} · {s['jaccard'].get(e, np.nan):.2f} · {b} | " +
+                         " | ".join(_cell(t, n, e) for n in names) + " |")
     lines += ["", "The paper's claims (Llama-3.1-8B-Instruct) beside each run's Holm-corrected verdict for the `paper` set:",
               "", "| emotion | paper | " + " | ".join(f"`{s['name']}`" for s in S) + " |",
               "|---" * (len(S) + 2) + "|"]
     from .effects import PAPER_CLAIMS
     for e, claim in PAPER_CLAIMS.items():
-        lines.append(f"| {e} | {claim} | " + " | ".join(s["tests"].get(e, {}).get("verdict", "not tested")
-                                                         for s in S) + " |")
+        cells = []
+        for s in S:
+            r = s["tests"][(s["tests"].get("set") == "paper") & (s["tests"].emotion == e)]
+            cells.append(r.iloc[0]["verdict"] if len(r) else "not tested")
+        lines.append(f"| {e} | {claim} | " + " | ".join(cells) + " |")
     lines += ["", "Findings, generated from the same tables:", ""]
     for s in S:
         lines.append(f"- `{s['name']}`: " + " ".join(s["findings"]))

@@ -2,13 +2,19 @@
 
 Conventions:
 - A "delta" is ablated minus baseline, per item, so a drop is negative.
-- Tests of an own effect are one-sided ("less": the own set lowers the metric more than random sets do).
-- Power and detectable-effect formulas use the normal approximation, with Holm's first step, i.e. Bonferroni at
-  alpha / m. For one true effect among m tests this is the power Holm has at least (Holm never rejects less).
-- The SE of an own-minus-random contrast on n items is sqrt(tau^2 + sd^2 / n): sd is the per-item SD of the paired
-  contrast, tau the set-to-set spread of random sets' true effects (between_set_sd), which more items cannot remove.
+- The test of an own effect (emolib.effects) is the two-sided t prediction test: the own set's mean margin change
+  against R random sets' mean changes, t = (own - mean) / (sd sqrt(1 + 1/R)) with R - 1 degrees of freedom
+  (normal_p), Holm-corrected over the family. The sd is that of the random sets' means on the same items, so it
+  holds both the set-to-set spread and the item noise: nothing else is subtracted or added.
+- Its power (t_power) is exact for that test under its own model (own = random + delta, same spread): a noncentral
+  t with R - 1 df and noncentrality delta / (sd sqrt(1 + 1/R)), at the two-sided level alpha / m of Holm's first
+  step (Holm never rejects less). delta_for_power inverts it.
+- The interval that matches the test (prediction_ci) is own - mean +- t_{R-1} sd sqrt(1 + 1/R): it excludes 0
+  exactly when the unadjusted p is below 1 - level, and covers a planted contrast at its nominal rate.
 - empirical_p can never go below 1 / (R + 1) with R random sets, so under Holm over m tests it needs
-  R >= min_random_sets(alpha, m) (120 for m = 6 at 0.05) to call anything; normal_p has no such floor.
+  R >= min_random_sets(alpha, m) to call anything; it is not used for verdicts.
+- An item whose true label ties for the top score counts 1/k (k labels tied): a random tie-break, neither right
+  nor wrong.
 """
 
 from __future__ import annotations
@@ -57,8 +63,13 @@ def margin(scores: np.ndarray, true_idx: np.ndarray) -> np.ndarray:
 
 
 def correct(scores: np.ndarray, true_idx: np.ndarray) -> np.ndarray:
-    """Per item, 1.0 when the top-scoring label is the true one, else 0.0 (ties count as wrong)."""
-    return (margin(scores, true_idx) > 0).astype(float)
+    """Per item, 1.0 when the true label alone scores highest, 1/k when it ties with k - 1 others, else 0.0."""
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(true_idx, dtype=int)
+    true = s[np.arange(len(s)), y]
+    top = s.max(1)
+    tied = (s == top[:, None]).sum(1)
+    return np.where(true == top, 1.0 / np.maximum(tied, 1), 0.0)
 
 
 @dataclass
@@ -155,6 +166,48 @@ def verdict(p_adjusted, alpha: float = 0.05) -> list[str]:
     """'effect' where the adjusted p is below alpha, else 'no detectable effect' (NaN: 'not tested')."""
     return ["not tested" if np.isnan(p) else "effect" if p < alpha else "no detectable effect"
             for p in np.atleast_1d(np.asarray(p_adjusted, dtype=float))]
+
+
+def t_power(delta: float, sd: float, n_random: int, alpha: float = 0.05, m: int = 1) -> float:
+    """Power of the two-sided t prediction test (R = n_random sets, level alpha / m) to reject for a true shift delta
+    of the own set from the random sets' mean, whose means spread with SD sd: a noncentral t, R - 1 df."""
+    from scipy.stats import nct, t
+    if n_random < 2 or not np.isfinite(sd):
+        return float("nan")
+    if sd <= 0:
+        return 1.0 if delta else alpha / m
+    df = n_random - 1
+    crit = t.isf(alpha / m / 2, df)
+    nc = abs(delta) / (sd * math.sqrt(1 + 1 / n_random))
+    return float(nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc))
+
+
+def delta_for_power(sd: float, n_random: int, alpha: float = 0.05, m: int = 1, target: float = 0.8) -> float:
+    """The smallest shift |delta| (in sd's units) at which t_power reaches target (bisection)."""
+    if n_random < 2 or not np.isfinite(sd):
+        return float("nan")
+    if sd <= 0:
+        return 0.0
+    lo, hi = 0.0, sd
+    while t_power(hi, sd, n_random, alpha, m) < target:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_power(mid, sd, n_random, alpha, m) < target else (lo, mid)
+    return hi
+
+
+def prediction_ci(own: float, null: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """(own - mean, lo, hi): the interval for the own set's shift from the random sets that inverts the t prediction
+    test, own - mean +- t_{R-1} sd sqrt(1 + 1/R)."""
+    from scipy.stats import t
+    null = np.asarray(null, dtype=float)
+    null = null[~np.isnan(null)]
+    if len(null) < 2:
+        return float("nan"), float("nan"), float("nan")
+    d = float(own - null.mean())
+    half = t.isf((1 - level) / 2, len(null) - 1) * null.std(ddof=1) * math.sqrt(1 + 1 / len(null))
+    return d, d - half, d + half
 
 
 def z_crit(alpha: float = 0.05, m: int = 1) -> float:

@@ -12,33 +12,34 @@
 # ---
 
 # %% [markdown]
-# # 3 · Do the neurons matter? An ablation test that can tell
+# # 3 · Do the neurons matter? An ablation test that can say yes
 #
 # If the neurons of notebook 02 carry emotion information, masking them should hurt the model's recognition of
-# their emotion **more than masking the same number of comparable random neurons does**. This notebook tests that,
-# for every named neuron set (`paper`, and `selective` when stage 2 found one), with a design fixed before looking:
+# their emotion **more than masking the same number of comparable random neurons does**. A test that never says
+# yes is unverified, so this notebook first builds a set that *must* matter and checks that the test finds it.
+# The design is fixed before looking:
 #
 # * **The instrument.** The model reads each dialogue inside a classification prompt and we score every emotion
-#   word. The prompt (chat or plain, few-shot k, calibration) is chosen on a **dev split** of train dialogues, never
-#   on eval: the highest accuracy that holds on both halves of dev.
-# * **The data.** Eval dialogues share no topic and no template with train, and their labels were voted without
-#   the model under study (notebook 01); an external file can replace them (`eval_source: file`).
-# * **The measure.** Per item, the **margin**: the true label's score minus the best other label's. Accuracy
-#   (margin > 0) is reported beside it. Calibration is the unablated model's, held fixed under every mask.
-# * **The control.** For each set and emotion, `n_random_sets` random sets matched **per layer and per
-#   firing-probability decile**, never drawing the emotion's own neurons.
-# * **The test.** The own set's mean margin change against the random sets' mean changes: a two-sided t prediction
-#   p, Holm-corrected across all sets × emotions; the empirical p is shown beside it. An effect is claimed only
-#   where the corrected p is below 0.05. Power to see a 10-point accuracy drop beyond random is computed from the
-#   measured variances.
-#
-# Masks are applied by forward pre-hooks on `mlp.down_proj` (zeroing the chosen neurons of its input), many masks
-# per forward pass; every condition's scores are cached, so an interrupted run resumes.
+#   word. The prompt (chat or plain, few-shot k, calibration) is chosen on a **dev split** of train dialogues.
+# * **The measure.** Per item, the **margin**: the true label's score minus the best other label's, in nat
+#   (computed in float32). Accuracy is reported beside it; a tie for the top counts 1/k.
+# * **The intervention, chosen by a pilot on random sets only.** Four arms: zero or **mean** ablation (each neuron
+#   set to its mean on the scoring sequence) × calibration **held fixed** or **recomputed** under the mask. Before
+#   any own set is scored, the paper set's matched random sets are scored under every arm; the primary arm is the
+#   one whose random sets move the margin least (smallest median SD). Every arm stays as a secondary column.
+# * **The positive control.** The `attribution` set: per emotion, as many neurons as the `paper` set has, chosen
+#   on train items by attribution patching (Nanda 2023; Syed et al. 2023): (replacement − activation) × ∂margin/∂
+#   activation, summed over the positions the ablation touches. By construction these neurons move the readout.
+# * **The control.** `n_random_sets` random sets per set and emotion, matched **per layer, firing decile and
+#   activation-SD decile**, never drawing the emotion's own neurons.
+# * **The test.** The own set's mean margin change against the random sets': a two-sided t prediction p
+#   (R − 1 df), Holm-corrected across all sets × emotions. The interval shown inverts the same test. Power is that
+#   of this test at a shift of `power_delta` nat.
 
 # %%
 from IPython.display import Markdown, display
 
-from emolib import book, effects, evaluate, metrics, plots
+from emolib import attribution, book, effects, evaluate, metrics, plots
 
 # %% tags=["parameters"]
 run_name = "smollm2-135m"
@@ -61,6 +62,12 @@ instrument_search = True
 dev_per_emotion = 12
 n_random_sets = 20
 protocol_random_sets = 3
+protocol_generate = False
+attribution_per_emotion = 24
+intervention = "auto"
+secondary_random_sets = 3
+specificity_random_sets = 3
+power_delta = 0.25
 n_bootstrap = 1000
 run_dir = None
 
@@ -68,8 +75,8 @@ run_dir = None
 P = book.setup(globals(), "03")
 LABEL = book.label(P)
 sets = evaluate.named_sets(P)
-print("neuron sets tested:", ", ".join(f"{n} ({sum(map(len, s.sets.values()))} emotion-neuron assignments)"
-                                       for n, s in sets.items()))
+print("neuron sets from stage 2:", ", ".join(f"{n} ({sum(map(len, s.sets.values()))} emotion-neuron assignments)"
+                                           for n, s in sets.items() if n != "attribution"))
 
 # %% [markdown]
 # ## The instrument, chosen on dev
@@ -87,7 +94,18 @@ if P["instrument_search"]:
         | {"mean_margin": "{:+.2f}"}).hide(axis="index"))
     clf = effects.make_clf(lm, tok, P, inst)
 print(f"instrument: {inst} ({'chat template' if clf.parts.chat else 'plain text'}, {len(clf.parts.prefix)} prefix tokens)")
-scorer = effects.Scorer(clf, P, inst)
+
+# %% [markdown]
+# ## The scoring sequence: means, spreads and attribution estimates
+# One pass over `attribution_per_emotion` train dialogues per emotion, in the instrument's own prompt, gives each
+# neuron's mean and SD at every non-pad position (for mean ablation and for matching random sets), and, with one
+# backward pass per batch, the first-order estimate of what ablating it does to the true label's margin.
+
+# %%
+sums = attribution.prepare(P, clf, inst)
+means, spread = attribution.moments(sums)
+scorer = effects.Scorer(clf, P, inst, means=means)
+print(f"{int(sums['n'].sum())} train dialogues, {sums['count']:,} positions; stored in {attribution.STATS_FILE}")
 
 # %% [markdown]
 # ## Baseline on the eval data
@@ -97,7 +115,7 @@ scorer = effects.Scorer(clf, P, inst)
 # %%
 items = effects.eval_table(P, P["eval_limit"])
 print(f"eval items ({P['eval_source']}):", items.label.value_counts().reindex(P["emotions"]).to_dict())
-base = scorer.calibrate(scorer.scores(items.dialogue.tolist(), [{}], "baseline")[0])
+base = scorer.calibrate(scorer.scores(items.dialogue.tolist(), [{}], "baseline", mode="zero")[0])
 pred = [P["emotions"][j] for j in base.argmax(1)]
 summary = metrics.summary(items.label.tolist(), pred, P["emotions"], P["n_bootstrap"], P["seed"])
 print(f"macro-F1 {metrics.macro_f1(items.label.tolist(), pred, P['emotions']):.3f}; chance {1 / len(P['emotions']):.1%}")
@@ -106,74 +124,109 @@ book.show(plots.confusion_heatmap(metrics.confusion(items.label.tolist(), pred, 
           "03_baseline_confusion")
 unfiltered = effects.unfiltered_eval_table(P, P["eval_limit"]) if P["eval_source"] == "split" else None
 if unfiltered is not None:
-    u = scorer.calibrate(scorer.scores(unfiltered.dialogue.tolist(), [{}], "unfiltered baseline")[0])
+    u = scorer.calibrate(scorer.scores(unfiltered.dialogue.tolist(), [{}], "unfiltered baseline", mode="zero")[0])
     upred = [P["emotions"][j] for j in u.argmax(1)]
     print(f"unfiltered eval ({len(unfiltered)} dialogues, intended emotion as label): accuracy "
           f"{metrics.per_emotion_accuracy(unfiltered.label.tolist(), upred, P['emotions'])['overall']:.1%}")
 
 # %% [markdown]
-# ## Own set against matched random sets
-# For every set and emotion: the own set's change on the emotion's eval items beside each random set's change.
+# ## The pilot: which intervention, decided on random sets only
+# Zeroing neurons that fire on almost every token shifts the label prior whatever the set, so random sets swing
+# widely and nothing stands out from them. The pilot measures, per arm, how much the `paper` set's matched random
+# sets move each emotion's margin, and the rule written in `instrument.json` picks the quietest arm.
 
 # %%
-table, arrays = effects.main_test(scorer, P, sets, items, P["n_random_sets"])
+pilot, decision = effects.pilot(scorer, P, sets["paper"], items, P["n_random_sets"], spread)
+if P["intervention"] != "auto":
+    decision = {**decision, "chosen": P["intervention"], "overridden": "set by the intervention parameter"}
+effects.save_pilot(P, pilot, decision)
+scorer.arm = decision["chosen"]
+display(pilot.pivot_table(index="emotion", columns="arm", values="random_d_margin_sd").reindex(P["emotions"])
+        .style.format("{:.3f}").set_caption("SD of the random sets' mean margin change (nat)"))
+display(Markdown(f"**Rule:** {decision['rule']}.  \n**Median SD per arm:** " + ", ".join(
+    f"{a} {v:.3f} ({decision['sd_ratio_to_paper_arm'][a] or float('nan'):.2f}× the paper's arm)" for a, v in
+    decision["median_sd"].items() if v is not None) + f".  \n**Primary arm: {decision['chosen']}**"
+    + (f" ({decision['overridden']})" if "overridden" in decision else "") + "."))
+
+# %% [markdown]
+# ## The positive control: the `attribution` set
+# Built on train items under the primary arm, at the `paper` set's budget per emotion, and added to `neurons.json`
+# as the first named set. Below, the estimated margin change of each emotion's chosen neurons (first order, summed).
+
+# %%
+entry = attribution.add_named_set(P, sums, scorer.arm, scorer.use_calibration)
+sets = evaluate.named_sets(P)
+display(effects.pd.DataFrame({"neurons": {e: len(v) for e, v in entry["neurons"].items()},
+                              "estimated margin change (nat)": entry["estimated_d_margin"]}).T.style.format("{:.2f}"))
+
+# %% [markdown]
+# ## Own set against matched random sets
+# For every set and emotion under the primary arm: the own set's change on the emotion's items against the random
+# sets'. The positive control is read first: if it is not found, no other verdict means anything.
+
+# %%
+table, arrays = effects.main_test(scorer, P, sets, items, P["n_random_sets"], spread, P["secondary_random_sets"])
 evaluate.save_table(P, {"all": table}, "own_vs_random.csv")
-cols = ["set", "emotion", "n_neurons", "n_items", "baseline_accuracy", "own_d_margin", "random_d_margin",
-        "own_minus_random_margin", "omr_margin_lo", "omr_margin_hi", "own_minus_random_accuracy", "omr_accuracy_lo",
-        "omr_accuracy_hi", "p", "p_empirical", "p_holm", "verdict"]
+check = effects.control_check(table)
+display(Markdown(f"**{check}**" if check else "No positive control in this run."))
+cols = ["set", "emotion", "n_neurons", "n_items", "own_d_margin", "random_d_margin", "own_minus_random_margin",
+        "omr_margin_lo", "omr_margin_hi", "p_holm", "verdict"]
 display(table[[c for c in cols if c in table]].style.format(
     {c: "{:+.2f}" for c in ("own_d_margin", "random_d_margin", "own_minus_random_margin", "omr_margin_lo",
-                            "omr_margin_hi")}
-    | {c: "{:+.1%}" for c in ("own_minus_random_accuracy", "omr_accuracy_lo", "omr_accuracy_hi")}
-    | {"baseline_accuracy": "{:.0%}", "p": "{:.3g}", "p_empirical": "{:.3f}", "p_holm": "{:.3g}"}).hide(axis="index"))
-means = effects.random_means(arrays, P["emotions"])
-book.show(plots.effect_forest(table, means["margin"], LABEL, "margin"), P, "03_own_vs_random_margin")
-book.show(plots.effect_forest(table, means["accuracy"], LABEL, "accuracy"), P, "03_own_vs_random_accuracy")
+                            "omr_margin_hi")} | {"p_holm": "{:.3g}"}).hide(axis="index"))
+means_by_set = effects.random_means(arrays, P["emotions"])
+book.show(plots.effect_forest(table, means_by_set["margin"], LABEL, "margin"), P, "03_own_vs_random_margin")
+
+# %% [markdown]
+# ## Every arm
+# The same tests under each arm (Holm within the arm). The primary arm is the pilot's; the others are secondary,
+# some with fewer random sets (`secondary_random_sets`), and the paper's intervention is labelled.
+
+# %%
+display(effects.arm_summary(table, scorer.arms(), scorer.arm).style.format(
+    {"median own − random margin": "{:+.2f}"}).hide(axis="index"))
 
 # %% [markdown]
 # ## Power
-# Could this run have seen a real effect? For each test: the per-item spread of the own-minus-random accuracy
-# change, the spread between random sets that more items cannot remove, the power to detect a drop of 10 points
-# beyond random at this size (two-sided, at Holm's strictest level), and the items per emotion that 80% power
-# would need ("inf": random sets alone move accuracy too much for any number of items).
+# The power of the test actually run: the random sets' spread of mean margin change (which holds both the
+# set-to-set spread and the item noise), R random sets, two-sided at Holm's strictest level; and the shift that
+# 80% power needs.
 
 # %%
-pcols = ["set", "emotion", "n_items", "item_sd_accuracy", "between_set_sd_accuracy", "power_at_10pp", "items_for_80pct"]
+pcols = ["set", "emotion", "n_items", "n_random", "random_d_margin_sd", "power", "delta_80"]
 display(table[[c for c in pcols if c in table]].style.format(
-    {"item_sd_accuracy": "{:.2f}", "between_set_sd_accuracy": "{:.3f}", "power_at_10pp": "{:.0%}",
-     "items_for_80pct": "{:.0f}"}).hide(axis="index"))
+    {"random_d_margin_sd": "{:.3f}", "power": "{:.0%}", "delta_80": "{:.2f}"}).hide(axis="index"))
 
 # %% [markdown]
 # ## Specificity: whose items does each set move?
 # Rows: the emotion whose own set is masked; columns: the true emotion of the items; cells: mean margin change.
-# Then, on each emotion's own items, how the predicted labels shift when its set is masked.
+# Beside it, the same for that emotion's matched random sets. The table then says how much of each emotion's
+# neurons and effect its set shares with the other emotions' sets: the paper's claim is about *emotion-specific*
+# neurons, and an effect every set has is not specific.
 
 # %%
+effects.specificity_random(scorer, P, sets, items, arrays, P["specificity_random_sets"])
 for name in sets:
-    book.show(plots.shift_heatmap(effects.masked_by_true(arrays, name, P["emotions"]), f"{LABEL} · set {name}",
-                                  "Margin change when each emotion's own set is masked (rows) on each emotion's items",
-                                  "mean margin change"), P, f"03_masked_by_true_{name}")
-    book.show(plots.shift_heatmap(100 * effects.confusion_shift(arrays, name, P["emotions"]), f"{LABEL} · set {name}",
-                                  "Where predictions move: change in predicted-label shares on the masked emotion's items",
-                                  "change in share of predictions (pp)"), P, f"03_confusion_shift_{name}")
-
-# %% [markdown]
-# ## Protocols
-# The same own-minus-random accuracy change for the `paper` set under four ways of reading the model: raw scores,
-# calibration held fixed (the default), calibration recomputed under each mask (which cancels exactly the shift
-# in label prior a drop could consist of), and greedy generation as in the published re-implementation
-# (`protocol_random_sets` random sets each, so these are descriptive, not tests).
+    own_t = effects.masked_by_true(arrays, name, P["emotions"])
+    rnd_t = effects.masked_by_true(arrays, name, P["emotions"], random=True) if P["specificity_random_sets"] else None
+    book.show(plots.specificity_pair(own_t, rnd_t, f"{LABEL} · set {name} · arm {scorer.arm}"), P,
+              f"03_masked_by_true_{name}")
+spec = effects.pd.concat([effects.specificity(arrays, ns, P["emotions"]) for ns in sets.values()])
+evaluate.save_table(P, {"all": spec}, "specificity.csv")
+display(spec.style.format({"shared_neurons": "{:.0%}", "own_d": "{:+.2f}", "others_d": "{:+.2f}",
+                           "own_minus_others": "{:+.2f}", "shared_effect": "{:.2f}"}).hide(axis="index"))
 
 # %%
-proto = effects.protocol_table(scorer, clf, P, sets["paper"], items, P["protocol_random_sets"])
-display(proto.style.format({c: "{:+.1%}" for c in proto.columns if c != "n_items"} | {"generate_baseline": "{:.0%}"}))
+if P["protocol_generate"]:
+    proto = effects.protocol_table(scorer, clf, P, sets["paper"], items, P["protocol_random_sets"])
+    display(proto.style.format({c: "{:+.1%}" for c in proto.columns if c != "n_items"} | {"generate_baseline": "{:.0%}"}))
 
 # %% [markdown]
 # ## Against the paper, and what this run shows
 # Lee et al. found, in Llama-3.1-8B-Instruct, that masking anger and fear neurons dropped accuracy on those emotions
 # sharply while joy (happiness) and surprise barely moved or improved. The table puts this run's corrected
-# verdicts beside those claims; the lines below are generated from the tests.
+# verdicts beside those claims; the lines below are generated from the tests, the positive control first.
 
 # %%
-display(effects.paper_comparison(table).style.hide(axis="index"))
-display(Markdown("\n".join(f"- {line}" for line in effects.findings(table))))
+display(effects.paper_comparison(table[table["set"] != "attribution"]).style.hide(axis="index"))
+display(Markdown("\n".join(f"- {line}" for line in ([check] if check else []) + effects.findings(table))))

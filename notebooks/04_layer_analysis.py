@@ -15,22 +15,18 @@
 # # 4 · How much, and where? Dose-response and depth
 #
 # Lee et al. report that masking more emotion neurons hurts more, and that emotion information is spread over
-# several layers: masking one depth range hurts less than masking them all. Two grids test this with the same
-# design as notebook 03 (the instrument chosen there, margins, matched random sets, Holm):
+# several layers. This notebook asks both questions with the design of notebook 03 (its instrument, the pilot's
+# intervention, margins, matched random sets), as a **small family of contrasts fixed in advance**, per named set
+# and emotion:
 #
-# * **dose-response**: for each emotion, its k lowest-entropy neurons under the set's own selection rule, for k in
-#   `dose_rates` (shares of all FFN neurons), against `grid_random_sets` matched random sets at every k;
-# * **depth ranges**: the set's neurons inside the bottom, middle and top thirds of the depth (`layer_bins`) and in
-#   all layers, each against its matched random sets (matched per layer, so they sit in the same range).
+# * **dose slope**: the slope of the margin change against log10 of the share of neurons masked, for each
+#   emotion's k neurons under the set's own rule at k in `dose_rates`, against the same slope of
+#   `grid_random_sets` random series (series j = matched random set j at every dose);
+# * **top minus bottom**: the margin change with the set's top-third neurons minus that with its bottom-third
+#   neurons, against the same difference for each random series (matched per layer, so in the same range).
 #
-# Every cell shows how many neurons it masks. Each grid is one family for Holm's correction, and no cell is picked
-# after the fact: every cell's corrected verdict is reported.
-#
-# Reading the figures: a band or interval is the 95% bootstrap CI **over items** of the own-minus-random change,
-# so it shows how precisely this run measured the change on these items. The test asks a different question:
-# whether the own set stands out from the spread **between** random sets of the same size, layers and firing
-# rates. With `grid_random_sets` random sets per cell and Holm's correction over every cell, a change whose band
-# excludes zero can still be well inside what random sets do; such a cell is reported as no detectable effect.
+# The family is Holm-corrected as one. The full grids (every dose, every depth range) are shown too, as
+# descriptive figures with intervals: no cell of them is tested or picked afterwards.
 
 # %%
 from IPython.display import Markdown, display
@@ -55,8 +51,10 @@ eval_path = None
 eval_limit = None
 dose_rates = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05]
 layer_bins = 3
-grid_random_sets = 5
+grid_random_sets = 20
+grid_sets = None
 grid_eval_limit = None
+power_delta = 0.25
 n_bootstrap = 1000
 run_dir = None
 
@@ -64,11 +62,11 @@ run_dir = None
 P = book.setup(globals(), "04")
 LABEL = book.label(P)
 sets = evaluate.named_sets(P)
-lm, tok, clf, inst = effects.load_instrument(P)
-scorer = effects.Scorer(clf, P, inst)
+grid_sets = {n: s for n, s in sets.items() if P["grid_sets"] is None or n in P["grid_sets"]}
+lm, tok, clf, inst, scorer, spread = effects.load_scorer(P)
 items = effects.eval_table(P, P["grid_eval_limit"] or P["eval_limit"])
 L, D = models.ffn_shape(lm)
-print(f"instrument {inst}; sets {', '.join(sets)}; eval items per emotion:",
+print(f"instrument {inst}; arm {scorer.arm}; sets {', '.join(grid_sets)}; eval items per emotion:",
       items.label.value_counts().reindex(P["emotions"]).to_dict())
 
 # %% [markdown]
@@ -81,30 +79,51 @@ for name, ns in sets.items():
 
 # %% [markdown]
 # ## Dose-response
+# Every dose of every set against its matched random sets (descriptive), then the tested slope.
 
 # %%
-dose = effects.combine({name: effects.grid_test(scorer, P, ns, items, {r: effects.dose_sets(P, ns, r)
-                                                                      for r in P["dose_rates"]},
-                                                P["grid_random_sets"], "rate") for name, ns in sets.items()})
+rates = sorted(P["dose_rates"])
+dose_g = {name: effects.grid_scores(scorer, P, ns, items, {r: effects.dose_sets(P, ns, r) for r in rates},
+                                    P["grid_random_sets"], spread) for name, ns in grid_sets.items()}
+dose = effects.pd.concat([effects.grid_cells(g, name, "rate") for name, g in dose_g.items()], ignore_index=True)
 evaluate.save_table(P, {"all": dose}, "dose_response.csv")
 book.show(plots.dose_response(dose, P["emotions"], LABEL, L * D), P, "04_dose_response")
-display(dose.pivot_table(index=["set", "emotion"], columns="rate", values="n_neurons", aggfunc="first")
-        .rename_axis(columns="neurons masked at rate"))
 
 # %% [markdown]
 # ## Depth ranges
+# Each set's neurons inside the bottom, middle and top thirds of the depth, and in all layers (descriptive).
 
 # %%
-ranges = effects.combine({name: effects.grid_test(scorer, P, ns, items, effects.range_cells(ns, P["layer_bins"]),
-                                                  P["grid_random_sets"], "range") for name, ns in sets.items()})
+range_g = {name: effects.grid_scores(scorer, P, ns, items, effects.range_cells(ns, P["layer_bins"]),
+                                     P["grid_random_sets"], spread) for name, ns in grid_sets.items()}
+ranges = effects.pd.concat([effects.grid_cells(g, name, "range") for name, g in range_g.items()], ignore_index=True)
 evaluate.save_table(P, {"all": ranges}, "layer_sweep.csv")
-for name in sets:
+for name in grid_sets:
     book.show(plots.range_heatmap(ranges, P["emotions"], LABEL, name), P, f"04_ranges_{name}")
 
 # %% [markdown]
-# ## What this run shows
-# Generated from the corrected tests: the cells with an effect, then what the rest could have detected.
+# ## The tested contrasts
+# One family, Holm-corrected: per set and emotion, the dose slope and top minus bottom, each against its random
+# series.
 
 # %%
-display(Markdown("\n".join(f"- {line}" for line in effects.grid_findings(dose, "rate") +
-                           effects.grid_findings(ranges, "range"))))
+bins = effects.ablate.layer_bins(L, P["layer_bins"])
+rows = []
+for name in grid_sets:
+    rows += effects.contrast_rows(dose_g[name], name, P["emotions"], "dose slope", rates)
+    if "top" in bins and "bottom" in bins:
+        rows += effects.contrast_rows(range_g[name], name, P["emotions"], "top minus bottom", ["top", "bottom"])
+contrasts = effects.correct_family(effects.pd.DataFrame(rows))
+evaluate.save_table(P, {"all": contrasts}, "grid_contrasts.csv")
+book.show(plots.contrast_forest(contrasts, LABEL + f" · arm {scorer.arm}"), P, "04_contrasts")
+display(contrasts[["set", "emotion", "contrast", "n_random", "own", "random_mean", "own_minus_random_margin",
+                   "p_holm", "verdict"]].style.format(
+    {"own": "{:+.2f}", "random_mean": "{:+.2f}", "own_minus_random_margin": "{:+.2f}", "p_holm": "{:.3g}"},
+    na_rep="–").hide(axis="index"))
+
+# %% [markdown]
+# ## What this run shows
+# Generated from the corrected contrasts.
+
+# %%
+display(Markdown("\n".join(f"- {line}" for line in effects.grid_findings(contrasts))))

@@ -27,10 +27,12 @@ def test_effect_row_by_hand():
     r = effects.effect_row(base, own, rand, y, n_boot=200, seed=0)
     assert r["own_d_margin"] == pytest.approx(-0.625) and r["own_d_accuracy"] == pytest.approx(-0.25)
     assert r["random_d_margin"] == pytest.approx(0.0) and r["random_d_margin_sd"] == pytest.approx(0.1)
-    assert r["own_minus_random_margin"] == pytest.approx(-0.625)
-    assert r["omr_margin_lo"] <= -0.625 <= r["omr_margin_hi"]
+    assert r["own_minus_random_margin"] == pytest.approx(-0.625) and r["n_random"] == 3
+    half = 4.302653 * 0.1 * math.sqrt(1 + 1 / 3)  # t_{0.975, 2} sd sqrt(1 + 1/R): the test's own interval
+    assert r["omr_margin_lo"] == pytest.approx(-0.625 - half, abs=1e-5)
+    assert r["omr_margin_hi"] == pytest.approx(-0.625 + half, abs=1e-5)
     assert r["p"] == pytest.approx(stats.normal_p(-0.625, np.array([0.1, -0.1, 0.0]), "two-sided"))
-    assert r["p_empirical"] == pytest.approx(2 * 1 / 4)  # no random set is as low: (1 + 0) / 4, two-sided
+    assert "p_empirical" not in r
     assert r["baseline_accuracy"] == pytest.approx(0.75)
 
 
@@ -42,14 +44,13 @@ def test_family_correction_gives_direction_and_skips_untested():
                                        "not tested"]
 
 
-def test_power_has_a_floor_and_reports_infinite_needs():
-    t = pd.DataFrame({"item_sd_accuracy": [0.0, 0.3, 0.3], "between_set_sd_accuracy": [0.0, 0.0, 0.2],
-                      "n_items": [30, 30, 30]})
-    out = effects.add_power(t, m=6)
-    assert 0 < out["power_at_10pp"][0] < 1            # no observed variance still leaves the binomial floor
-    assert out["power_at_10pp"][0] == pytest.approx(out["power_at_10pp"][1])
-    assert math.isinf(out["items_for_80pct"][2])       # random sets alone spread 20 pp: no n reaches 80%
-    assert out["items_for_80pct"][1] > 30
+def test_power_is_that_of_the_test_run():
+    t = pd.DataFrame({"random_d_margin_sd": [0.1, 0.1, 0.1, np.nan], "n_random": [20, 20, 50, np.nan]})
+    out = effects.add_power(t, m=12, delta=0.25)
+    assert out["power"][0] == pytest.approx(stats.t_power(0.25, 0.1, 20, 0.05, 12))
+    assert out["power"][2] > out["power"][0]              # more random sets, fewer lost degrees of freedom
+    assert stats.t_power(out["delta_80"][0], 0.1, 20, 0.05, 12) == pytest.approx(0.8, abs=1e-3)
+    assert np.isnan(out["power"][3]) and np.isnan(out["delta_80"][3])
 
 
 def test_scorer_caches_and_matches_one_mask_at_a_time(tiny, tmp_path):
@@ -99,14 +100,23 @@ def test_external_eval_file_feeds_stage_3(tmp_path):
 
 def test_findings_say_what_the_numbers_say():
     t = effects.add_power(effects.correct_family(pd.DataFrame([
-        {"set": "paper", "emotion": "anger", "n_neurons": 10, "n_items": 30, "p": 0.001, "own_minus_random_margin": -1.2,
-         "omr_margin_lo": -1.5, "omr_margin_hi": -0.9, "own_minus_random_accuracy": -0.2, "omr_accuracy_lo": -0.3,
-         "omr_accuracy_hi": -0.1, "item_sd_accuracy": 0.4, "between_set_sd_accuracy": 0.02},
-        {"set": "paper", "emotion": "fear", "n_neurons": 12, "n_items": 30, "p": 0.5, "own_minus_random_margin": 0.1,
-         "omr_margin_lo": -0.2, "omr_margin_hi": 0.4, "own_minus_random_accuracy": 0.0, "omr_accuracy_lo": -0.1,
-         "omr_accuracy_hi": 0.1, "item_sd_accuracy": 0.4, "between_set_sd_accuracy": 0.3}])), m=2)
+        {"set": "paper", "emotion": "anger", "n_neurons": 10, "n_items": 30, "n_random": 20, "p": 0.001,
+         "own_minus_random_margin": -1.2, "omr_margin_lo": -1.5, "omr_margin_hi": -0.9, "random_d_margin_sd": 0.1},
+        {"set": "paper", "emotion": "fear", "n_neurons": 12, "n_items": 30, "n_random": 20, "p": 0.5,
+         "own_minus_random_margin": 0.1, "omr_margin_lo": -0.2, "omr_margin_hi": 0.4, "random_d_margin_sd": 0.3}])),
+        m=2)
     lines = effects.findings(t)
-    assert "own drop beyond random" in lines[0] and "-20 pp" in lines[0]
-    assert "no detectable effect" in lines[1] and "no number of items reaches 80%" in lines[1]
+    assert "own drop beyond random" in lines[0] and "-1.20 nat" in lines[0] and "20 random sets" in lines[0]
+    assert "no detectable effect" in lines[1] and "80% power needs a shift of" in lines[1]
     comp = effects.paper_comparison(t)
     assert comp.set_index("emotion").loc["anger", "agrees"] and not comp.set_index("emotion").loc["fear", "agrees"]
+
+
+def test_control_check_reads_the_positive_control_first():
+    rows = [{"set": "attribution", "emotion": e, "p": p, "own_minus_random_margin": -1.0}
+            for e, p in zip(EMOTIONS, [1e-4, 1e-4, 1e-4, 1e-4, 0.5, 0.5])]
+    t = effects.correct_family(pd.DataFrame(rows))
+    assert "4 of 6" in effects.control_check(t) and "can find" in effects.control_check(t)
+    weak = effects.correct_family(pd.DataFrame([{**r, "p": 0.5} for r in rows]))
+    assert "too weak" in effects.control_check(weak)
+    assert effects.control_check(weak.assign(set="paper")) is None

@@ -40,7 +40,8 @@ def _grid_table(what: str, values: list) -> pd.DataFrame:
             for e in EMO:
                 d = -0.1 if e == "anger" else 0.02
                 rows.append({"set": s_, what: v, "emotion": e, "n_neurons": 10, "own_minus_random_accuracy": d,
-                             "omr_accuracy_lo": d - 0.05, "omr_accuracy_hi": d + 0.05,
+                             "omr_accuracy_lo": d - 0.05, "omr_accuracy_hi": d + 0.05, "own_minus_random_margin": d,
+                             "omr_margin_lo": d - 0.05, "omr_margin_hi": d + 0.05,
                              "verdict": "own drop beyond random" if e == "anger" else "no detectable effect"})
     return pd.DataFrame(rows)
 
@@ -136,7 +137,17 @@ def test_effect_figures():
     _check(plots.dose_response(_grid_table("rate", [0.001, 0.01, 0.05]), EMO, LABEL, 46080))
     fig = plots.range_heatmap(_grid_table("range", ["bottom", "top", "all"]), EMO, LABEL, "paper")
     data = np.asarray(fig.axes[0].collections[0].get_array(), dtype=float)
-    assert np.allclose(np.unique(np.round(data, 3)), [-10.0, 2.0])  # own minus random, in pp
+    assert np.allclose(np.unique(np.round(data, 3)), [-0.1, 0.02])  # own minus random margin, in nat
+    _check(fig)
+    c = pd.DataFrame([{"set": s_, "emotion": e, "contrast": k, "own_minus_random_margin": -0.1 * i,
+                       "omr_margin_lo": -0.1 * i - 0.2, "omr_margin_hi": -0.1 * i + 0.2,
+                       "verdict": "own drop beyond random" if i > 3 else "no detectable effect"}
+                      for s_ in ("attribution", "paper") for k in ("dose slope", "top minus bottom")
+                      for i, e in enumerate(EMO)])
+    _check(plots.contrast_forest(c, LABEL))
+    own = pd.DataFrame(RNG.normal(0, 0.3, (6, 6)), index=EMO, columns=EMO)
+    fig = plots.specificity_pair(own, own * 0.1, LABEL)
+    assert len([a for a in fig.axes if a.get_title()]) == 2
     _check(fig)
 
 

@@ -13,7 +13,7 @@ def test_margin_and_correct_by_hand():
     scores = np.array([[1.0, 3.0, 2.0], [5.0, 0.0, -1.0], [2.0, 2.0, 0.0], [0.0, 1.0, 4.0]])
     true = np.array([1, 0, 0, 1])
     assert np.allclose(stats.margin(scores, true), [1.0, 5.0, 0.0, -3.0])
-    assert stats.correct(scores, true).tolist() == [1.0, 1.0, 0.0, 0.0]  # a tie is not a correct answer
+    assert stats.correct(scores, true).tolist() == [1.0, 1.0, 0.5, 0.0]  # a tie of two counts one half
 
 
 def test_paired_delta_by_hand_and_own_effect():
