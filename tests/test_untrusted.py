@@ -129,3 +129,158 @@ def test_every_writer_refuses_a_link_or_a_folder(tmp_path, writer, kind):
         WRITERS[writer](path)
     assert one_line(str(e.value)) and str(path) in str(e.value)
     assert target.read_text() == "root:x:0:0\n" and (path.is_symlink() if kind == "symlink" else path.is_dir())
+
+
+# --- endpoint replies -------------------------------------------------------------------------------------------
+
+BAD_BODIES = {
+    "html": ("text/html", b"<html><body>502 Bad Gateway</body></html>"),
+    "malformed JSON": ("application/json", b'{"choices": [{"message": '),
+    "a JSON list": ("application/json", b"[1, 2, 3]"),
+    "no choices": ("application/json", b'{"id": "x", "object": "error"}'),
+    "content an int": ("application/json", completion(12345)),
+    "content a list": ("application/json", completion(["anger"])),
+    "a choice without a message": ("application/json", b'{"choices": [{"index": 0}], "usage": {}}'),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_BODIES))
+def test_a_reply_that_is_not_a_completion_is_retried_as_malformed(hostile, tmp_path, kind):
+    s = hostile(lambda n, body, h: (200, *BAD_BODIES[kind]) if n == 0 else good(n, body, h))
+    labels, stats = endpoint.label(DIALOGUES[:1], list(EMOTIONS), ep_for(s), tmp_path)
+    assert labels == ["anger"] and stats["malformed_not_a_completion"] == 1 and len(s.calls) == 2
+    [path] = tmp_path.glob("endpoint-*.jsonl")
+    assert all(isinstance(json.loads(x)["text"], str) for x in path.read_text().splitlines())
+    again, stats2 = endpoint.label(DIALOGUES[:1], list(EMOTIONS), ep_for(s), tmp_path)  # a rerun: from the cache
+    assert again == labels and stats2["requests"] == 0 and len(s.calls) == 2
+
+
+@pytest.mark.parametrize("kind", ["html", "malformed JSON", "content an int"])
+def test_replies_that_stay_broken_end_in_one_line(hostile, tmp_path, kind):
+    s = hostile(lambda n, body, h: (200, *BAD_BODIES[kind]))
+    with pytest.raises(EndpointError) as e:
+        endpoint.label(DIALOGUES[:1], list(EMOTIONS), ep_for(s, malformed_retries=2), tmp_path)
+    msg = str(e.value)
+    assert one_line(msg) and "were not chat completions" in msg and "refused" not in msg and len(s.calls) == 3
+
+
+def test_a_reply_from_another_model_is_recorded_as_such_and_warned(hostile, tmp_path):
+    s = hostile(lambda n, body, h: (200, "application/json", completion(label_for(body), model="other-model")))
+    with pytest.warns(UserWarning, match="asked for model 'fake', answered by 'other-model'"):
+        labels, stats = endpoint.label(DIALOGUES[:3], list(EMOTIONS), ep_for(s), tmp_path)
+    assert labels == ["anger", "disgust", "fear"] and stats["answered_by_other_model"] == 3
+    assert endpoint.usage(tmp_path)["model"].tolist() == ["other-model"]
+    snapshot = hostile(lambda n, body, h: (200, "application/json", completion("Fear", model="fake-2024-07-18")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a dated snapshot of the model asked for is the same model
+        endpoint.label(DIALOGUES[3:4], list(EMOTIONS), ep_for(snapshot), tmp_path / "b")
+
+
+def test_huge_replies_are_capped_in_the_cache(hostile, tmp_path):
+    big = "A: " + "so much anger " * 200_000  # 2.8 MB
+    s = hostile(lambda n, body, h: (200, "application/json", completion(big)))
+    labels, _ = endpoint.label(DIALOGUES[:2], list(EMOTIONS), ep_for(s, malformed_retries=0), tmp_path)
+    assert labels == ["anger", "anger"]
+    [path] = tmp_path.glob("endpoint-*.jsonl")
+    assert path.stat().st_size < 2 * (endpoint.MAX_REPLY_CHARS + 1000)
+    assert {json.loads(x)["finish_reason"] for x in path.read_text().splitlines()} == {"length"}
+
+
+def echo_headers(status):
+    def script(n, body, headers):
+        return status, "application/json", json.dumps({"error": {"message": f"bad request; you sent {headers}",
+                                                                  "type": "x"}}).encode()
+    return script
+
+
+@pytest.mark.parametrize("status", [401, 400, 404])
+def test_the_key_never_appears_in_an_error_built_from_a_servers_text(hostile, tmp_path, monkeypatch, status):
+    monkeypatch.setenv("EMOLIB_TEST_KEY", SECRET)
+    s = hostile(echo_headers(status))
+    with pytest.raises(EndpointError) as e:
+        endpoint.label(DIALOGUES[:1], list(EMOTIONS), ep_for(s, api_key_env="EMOLIB_TEST_KEY"), tmp_path)
+    msg = str(e.value)
+    assert one_line(msg) and SECRET not in msg and "test-secret" not in msg and "***" in msg
+    assert len(msg) < 1000
+
+
+def test_the_key_is_kept_out_of_messages_about_model_auto_and_out_of_cached_text(hostile, tmp_path, monkeypatch):
+    monkeypatch.setenv("EMOLIB_TEST_KEY", SECRET)
+    s = hostile(lambda n, body, h: (200, "application/json", completion(f"Anger. {h.get('Authorization')}")))
+    endpoint.label(DIALOGUES[:1], list(EMOTIONS), ep_for(s, api_key_env="EMOLIB_TEST_KEY"), tmp_path)
+    for f in tmp_path.rglob("*"):
+        assert SECRET.encode() not in f.read_bytes()
+    with pytest.raises(EndpointError) as e:  # GET /v1/models: a 401 echoing the Authorization header
+        endpoint.resolve_model(ep_for(s, model="auto", api_key_env="EMOLIB_TEST_KEY"))
+    assert one_line(str(e.value)) and SECRET not in str(e.value)
+
+
+@pytest.mark.parametrize("text,want", [
+    ('Error code: 401 - {"message": "you sent Authorization: Bearer abc.def-123"}', "Bearer ***"),
+    ('{"headers": {"x-api-key": "k-999", "authorization": "Bearer zzz"}}', '"x-api-key": "***"'),
+    ("Incorrect API key provided: sk-proj-abcdefgh.", "provided: ***."),
+    ("maximum context length is 8192 tokens, max_tokens: 10", "8192 tokens, max_tokens: 10"),
+])
+def test_redact(text, want):
+    out = endpoint.redact(text, ("zzz",))
+    assert want in out and "zzz" not in out and "abc.def" not in out and "k-999" not in out
+
+
+# --- the reply cache --------------------------------------------------------------------------------------------
+
+KEY = "k" * 64
+BAD_LINES = {
+    "text an int": {"key": KEY, "text": 12345, "usage": {}},
+    "text null": {"key": KEY, "text": None, "usage": {}},
+    "text a list": {"key": KEY, "text": ["anger"], "usage": {}},
+    "text missing": {"key": KEY, "usage": {}},
+    "junk line": {"key": 5},
+    "no usage": {"key": KEY, "text": "Anger"},
+    "usage not numbers": {"key": KEY, "text": "Anger", "usage": {"prompt_tokens": "ten", "completion_tokens": None}},
+    "usage a list": {"key": KEY, "text": "Anger", "usage": [1, 2]},
+    "a JSON string": "anger",
+    "nested too deep": "[" * 5000,
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_LINES))
+def test_an_invalid_cache_line_is_torn_never_fatal(kind, tmp_path):
+    path = tmp_path / "endpoint-x.jsonl"
+    line = BAD_LINES[kind] if kind == "nested too deep" else json.dumps(BAD_LINES[kind])
+    path.write_text(json.dumps({"key": "a", "text": "Fear", "usage": {"prompt_tokens": 1}}) + "\n" + line + "\n")
+    cache = endpoint.RequestCache(path)
+    assert set(cache.records) == {"a"} and cache.torn == 1
+    cache.close()
+    u = endpoint.usage(tmp_path)
+    assert u.to_dict("records") == [{"model": "?", "requests": 1, "prompt_tokens": 1, "completion_tokens": 0}]
+
+
+def test_invalid_cached_replies_are_asked_again_and_counted(hostile, tmp_path, capsys):
+    s = hostile(good)
+    ep = ep_for(s)
+    endpoint.label(DIALOGUES[:2], list(EMOTIONS), ep, tmp_path)
+    [path] = tmp_path.glob("endpoint-*.jsonl")
+    recs = [json.loads(x) for x in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({**r, "text": 12345 if i == 0 else None}) + "\n" for i, r in enumerate(recs)))
+    capsys.readouterr()
+    labels, stats = endpoint.label(DIALOGUES[:2], list(EMOTIONS), ep, tmp_path)
+    assert labels == ["anger", "disgust"] and stats["requests"] == 2 and len(s.calls) == 4
+    assert stats["torn_cache_lines_skipped"] == 2 and "torn_cache_lines_skipped 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dangling symlink", "directory"])
+def test_a_cache_path_that_is_a_link_or_a_folder_is_refused(hostile, tmp_path, kind):
+    s = hostile(good)
+    ep = ep_for(s)
+    path = endpoint.cache_path(tmp_path, ep.model)
+    target = tmp_path / "passwd"
+    target.write_text("root:x:0:0\n")
+    if kind == "directory":
+        path.mkdir()
+    else:
+        os.symlink(target if kind == "symlink" else tmp_path / "nowhere", path)
+    with pytest.raises(ValueError) as e:
+        endpoint.label(DIALOGUES[:1], list(EMOTIONS), ep, tmp_path)
+    assert one_line(str(e.value)) and str(e.value).startswith(str(path))
+    assert ("symbolic link" if "symlink" in kind else "is a folder") in str(e.value)
+    assert target.read_text() == "root:x:0:0\n" and not (tmp_path / "nowhere").exists() and not s.calls
