@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from . import params as params_mod
@@ -172,7 +173,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(report.markdown(a.runs))
         elif a.cmd == "check":
             for path in a.params:
-                params_mod.load(path)
+                with warnings.catch_warnings(record=True) as caught:  # e.g. an eval file's repeated dialogues
+                    warnings.simplefilter("always", UserWarning)
+                    params_mod.load(path)
+                for w in caught:
+                    if issubclass(w.category, UserWarning):
+                        print(f"{path}: warning: {w.message}")
                 print(f"{path}: ok")
         else:
             cmd_classify(a)

@@ -284,3 +284,81 @@ def test_a_cache_path_that_is_a_link_or_a_folder_is_refused(hostile, tmp_path, k
     assert one_line(str(e.value)) and str(e.value).startswith(str(path))
     assert ("symbolic link" if "symlink" in kind else "is a folder") in str(e.value)
     assert target.read_text() == "root:x:0:0\n" and not (tmp_path / "nowhere").exists() and not s.calls
+
+
+# --- external eval files ----------------------------------------------------------------------------------------
+
+def check(tmp_path, eval_path, capsys) -> tuple[int, str, str]:
+    f = tmp_path / "p.yaml"
+    f.write_text(f"eval_source: file\neval_path: {eval_path}\n")
+    code = main(["check", str(f)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def items(n_per: int, emotions=EMOTIONS) -> str:
+    return "".join(json.dumps({"dialogue": f"A: item {i} of {e}\nB: ok", "label": e}) + "\n"
+                   for e in emotions for i in range(n_per))
+
+
+@pytest.mark.parametrize("name,content,needle", [
+    ("evals.jsonl", None, "is a directory"),
+    ("e.jsonl", b"", "holds no records"),
+    ("e.jsonl", b'{"dialogue": "A: caf\xe9", "label": "anger"}\n', "is not a readable JSON-lines file"),
+    ("e.csv", b"text,emotion\nA: hi,anger\n", "needs a non-empty 'dialogue' (or 'text') and a 'label'"),
+    ("e.jsonl", b"[" * 5000, "is not a readable JSON-lines file"),
+    ("e.jsonl", "big", "an eval set above 50 MB is refused"),
+])
+def test_check_validates_the_eval_file(tmp_path, capsys, name, content, needle):
+    f = tmp_path / name
+    if content is None:
+        f.mkdir()
+    elif content == "big":
+        with open(f, "wb") as h:
+            h.truncate(200 * 2 ** 20)  # 200 MB (sparse): refused by its size, before it is read
+    else:
+        f.write_bytes(content)
+    code, out, err = check(tmp_path, f, capsys)
+    assert code == 2 and one_line(err) and needle in err and str(f) in err and "ok" not in out
+    assert "file not found" not in err
+
+
+def test_check_passes_a_good_eval_file(tmp_path, capsys):
+    f = tmp_path / "e.jsonl"
+    f.write_text(items(2))
+    assert check(tmp_path, f, capsys)[:2] == (0, f"{tmp_path / 'p.yaml'}: ok\n")
+
+
+def test_repeated_dialogues_are_removed_and_reported(tmp_path, capsys):
+    f = tmp_path / "e.jsonl"
+    f.write_text(items(3) + items(3, ["anger"]) * 10)
+    with pytest.warns(UserWarning, match="30 repeated dialogue\\(s\\) removed, 18 distinct kept"):
+        rows = data.load_eval_file(f, list(EMOTIONS))
+    assert len(rows) == 18 and len({r["dialogue"] for r in rows}) == 18
+    code, out, _ = check(tmp_path, f, capsys)
+    assert code == 0 and "warning: eval_path:" in out and "30 repeated" in out
+
+
+@pytest.mark.parametrize("content", [
+    items(1, ["anger", "fear"]) * 30,  # 60 items, 2 distinct
+    items(1, ["anger"]) * 200_000,  # 200,000 identical items
+    items(5, ["anger"]) + items(1, ["fear"]),  # one emotion with a single item
+])
+def test_tiny_eval_sets_are_refused_with_one_line(tmp_path, content):
+    f = tmp_path / "e.jsonl"
+    f.write_text(content)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError) as e:
+            data.load_eval_file(f, list(EMOTIONS))
+        with pytest.raises(ParamError) as e2:
+            params.validate({"eval_source": "file", "eval_path": str(f)}, "x.yaml")
+    assert one_line(str(e.value)) and f"fewer than {data.MIN_EVAL_PER_EMOTION} distinct items for" in str(e.value)
+    assert str(e2.value).startswith("x.yaml: 'eval_path'") and "fewer than" in str(e2.value)
+
+
+def test_the_fixtures_still_load():
+    for name in ("external-eval.jsonl", "external-eval.csv"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert len(data.load_eval_file(ROOT / "tests/fixtures" / name, list(EMOTIONS))) == 12
