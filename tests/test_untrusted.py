@@ -362,3 +362,59 @@ def test_the_fixtures_still_load():
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             assert len(data.load_eval_file(ROOT / "tests/fixtures" / name, list(EMOTIONS))) == 12
+
+
+# --- classify -----------------------------------------------------------------------------------------------------
+
+def test_encode_dialogue_cuts_from_the_left(tiny):
+    _, tok = tiny
+    d = "A: " + "word " * 3000 + "\nB: the very end"
+    full = prompts.encode_dialogue(tok, d)
+    ids, cut = prompts.fit_dialogue(tok, d, 50)
+    assert cut and ids == full[-50:] and prompts.encode_dialogue(tok, d, 50) == ids
+    assert tok.decode(ids).endswith("the very end")
+    assert prompts.fit_dialogue(tok, "A: hi\nB: yo", 50) == (prompts.encode_dialogue(tok, "A: hi\nB: yo"), False)
+    ids, cut = prompts.fit_dialogue(tok, "x" * 2_000_000, 10)  # only the end is tokenised
+    assert cut and len(ids) <= 10
+
+
+@pytest.mark.parametrize("protocol", ["score", "generate"])
+def test_dialogues_longer_than_the_context_are_cut_and_counted(tiny, monkeypatch, protocol):
+    model, tok = tiny
+    clf = classify.make_classifier(model, tok, list(EMOTIONS), chat=False, batch_size=4, calibrate=False)
+    n_ctx = classify.context_length(model)
+    lengths = []
+    if protocol == "score":
+        real = classify._score_batch
+
+        def score(m, prefix, bodies, *a, **k):  # records the lengths, scores a short tail (fast)
+            lengths.extend(len(prefix) + len(b) for b in bodies)
+            return real(m, prefix, [b[-8:] for b in bodies], *a, **k)
+        monkeypatch.setattr(classify, "_score_batch", score)
+    else:
+        monkeypatch.setattr(model, "generate", lambda input_ids, **k: (lengths.append(input_ids.shape[1]),
+                                                                       input_ids)[1])
+    long = "A: " + "so angry " * 5000 + "\nB: why?"
+    with pytest.warns(UserWarning, match="1 dialogue\\(s\\) longer than the model's context"):
+        preds, _ = classify.predict(clf, [long, "A: hi\nB: hello"], protocol)
+    assert len(preds) == 2 and clf.truncated == 1
+    reserve = max(map(len, clf.parts.labels)) if protocol == "score" else 4
+    assert max(lengths) + reserve <= n_ctx
+
+
+def test_classify_reports_cut_dialogues_and_names_a_binary_input(tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"dialogue": "A: " + "so angry " * 3000 + "\nB: why?"}) + "\n"
+                   + json.dumps({"dialogue": "A: hi\nB: hello"}) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["classify", "--params", TINY, "--input", str(src), "--output", str(tmp_path / "o.jsonl")]) == 0
+    assert "1 dialogue(s) longer than the model's context were cut" in capsys.readouterr().out
+    binary = tmp_path / "in.bin.jsonl"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" + os.urandom(64))
+    assert main(["classify", "--params", TINY, "--input", str(binary), "--output", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and str(binary) in err and "is not UTF-8 text" in err
+    assert main(["classify", "--params", TINY, "--input", str(tmp_path), "--output", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "is a folder" in err
