@@ -418,3 +418,59 @@ def test_classify_reports_cut_dialogues_and_names_a_binary_input(tmp_path, capsy
     assert main(["classify", "--params", TINY, "--input", str(tmp_path), "--output", str(tmp_path / "o.jsonl")]) == 2
     err = capsys.readouterr().err
     assert one_line(err) and "is a folder" in err
+
+
+# --- the annotator label cache ----------------------------------------------------------------------------------
+
+def annotate_with_fake(tmp_path, monkeypatch, content=None):
+    """annotate('minilm', ...) with a labeller that says each dialogue's emotion, the cache file written first."""
+    from emolib.data import dialogue_id
+    calls = []
+
+    def labeller(emotions):
+        return lambda ds: calls.append(len(ds)) or [next(e for e in emotions if e in d) for d in ds]
+    monkeypatch.setattr(annotate, "minilm_labeller", labeller)
+    annotate.annotate("minilm", DIALOGUES, list(EMOTIONS), {}, tmp_path)  # makes the cache file
+    [path] = tmp_path.glob("annotator-minilm-*.json")
+    if callable(content):
+        cache = json.loads(path.read_text())
+        ids = [dialogue_id(d) for d in DIALOGUES]
+        path.write_bytes(content(cache, ids))
+    calls.clear()
+    return annotate.annotate("minilm", DIALOGUES, list(EMOTIONS), {}, tmp_path), calls, path
+
+
+@pytest.mark.parametrize("bad", ["banana", 7, None, ["anger"]])
+def test_labels_outside_the_emotions_are_recomputed(tmp_path, monkeypatch, bad):
+    def content(cache, ids):
+        cache[ids[0]] = bad
+        return json.dumps(cache).encode()
+    with pytest.warns(UserWarning, match="1 label\\(s\\) are not among anger.*rm '"):
+        labels, calls, path = annotate_with_fake(tmp_path, monkeypatch, content)
+    assert labels == list(EMOTIONS) and calls == [1]
+    assert set(json.loads(path.read_text()).values()) == set(EMOTIONS)
+
+
+@pytest.mark.parametrize("raw,needle", [
+    (b'{"abc": "anger"', "is not valid JSON"),
+    (b'["anger", "fear"]', "is not a JSON object of labels"),
+    (b'{"x": "caf\xe9"}', "is not UTF-8 text"),
+    (b"", "is not valid JSON"),
+])
+def test_a_label_cache_that_is_not_the_expected_json_is_recomputed(tmp_path, monkeypatch, raw, needle):
+    with pytest.warns(UserWarning, match=needle) as w:
+        labels, calls, path = annotate_with_fake(tmp_path, monkeypatch, lambda c, ids: raw)
+    msg = next(str(x.message) for x in w if "rm '" in str(x.message))
+    assert msg.startswith(str(path)) and f"rm '{path}'" in msg
+    assert labels == list(EMOTIONS) and calls == [6] and json.loads(path.read_text())
+
+
+def test_a_label_cache_that_is_a_link_is_refused(tmp_path, monkeypatch):
+    target = tmp_path / "passwd"
+    target.write_text("root:x:0:0\n")
+    _, _, path = annotate_with_fake(tmp_path, monkeypatch)
+    path.unlink()
+    os.symlink(target, path)
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        annotate.annotate("minilm", DIALOGUES, list(EMOTIONS), {}, tmp_path)
+    assert target.read_text() == "root:x:0:0\n"
