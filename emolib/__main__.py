@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from . import params as params_mod
@@ -19,14 +20,25 @@ def read_jsonl(path: str) -> list[dict]:
     p = Path(path)
     if not p.exists():
         raise ValueError(f"--input: file not found: {path}")
+    if p.is_dir():
+        raise ValueError(f"--input: {path} is a folder; give a JSON-lines file")
+    try:
+        content = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--input: {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                         "give a JSON-lines file") from None
+    except OSError as e:
+        raise ValueError(f"--input: {path} cannot be read ({e.strerror})") from None
     rows = []
-    for n, line in enumerate(p.read_text().splitlines(), 1):
+    for n, line in enumerate(content.splitlines(), 1):
         if not line.strip():
             continue
         try:
             r = json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"--input: line {n} of {path} is not JSON ({e.msg})") from None
+        except RecursionError:
+            raise ValueError(f"--input: line {n} of {path} is nested too deeply to be a record") from None
         text = r.get("dialogue", r.get("text")) if isinstance(r, dict) else None
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"--input: line {n} of {path} needs a non-empty 'dialogue' or 'text' string field")
@@ -123,6 +135,8 @@ def cmd_classify(a: argparse.Namespace) -> None:
     safeio.atomic_write_text(a.output, "".join(lines))
     labelled = [(r["label"], pr) for r, pr in zip(rows, preds) if r.get("label")]
     print(f"wrote {len(rows)} predictions to {a.output}")
+    if clf.truncated:
+        print(f"  {clf.truncated} dialogue(s) longer than the model's context were cut from the left (their end kept)")
     if labelled:
         acc = metrics.per_emotion_accuracy([t for t, _ in labelled], [pr for _, pr in labelled], p["emotions"])
         for e, v in acc.items():
@@ -172,7 +186,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(report.markdown(a.runs))
         elif a.cmd == "check":
             for path in a.params:
-                params_mod.load(path)
+                with warnings.catch_warnings(record=True) as caught:  # e.g. an eval file's repeated dialogues
+                    warnings.simplefilter("always", UserWarning)
+                    params_mod.load(path)
+                for w in caught:
+                    if issubclass(w.category, UserWarning):
+                        print(f"{path}: warning: {w.message}")
                 print(f"{path}: ok")
         else:
             cmd_classify(a)

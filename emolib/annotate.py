@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -80,6 +81,31 @@ def lm_labeller(spec: str, emotions: list[str], p: dict) -> Callable[[list[str]]
     return lambda dialogues: classify.predict(clf, dialogues, "score")[0]
 
 
+def read_label_cache(path: Path, emotions: list[str]) -> dict[str, str]:
+    """An annotator's cached labels by dialogue id; entries that are not one of the emotions, or a whole file that
+    is not a JSON object of them, are dropped with a warning naming the file (they are recomputed)."""
+    if not path.exists() and not path.is_symlink():
+        return {}
+    from .safeio import check_target, clear_hint, read_json
+    check_target(path)  # a link or a folder in its place is refused, not read
+    try:
+        cache = read_json(path, "annotator label cache")
+    except ValueError as e:
+        warnings.warn(f"{e}; its labels are recomputed (or clear it: {clear_hint(path)})", stacklevel=3)
+        return {}
+    if not isinstance(cache, dict):
+        warnings.warn(f"{path}: is not a JSON object of labels by dialogue id ({type(cache).__name__}); its labels "
+                      f"are recomputed (or clear it: {clear_hint(path)})", stacklevel=3)
+        return {}
+    good = {k: v for k, v in cache.items() if isinstance(v, str) and v in emotions}
+    if len(good) < len(cache):
+        bad = next(v for v in cache.values() if not (isinstance(v, str) and v in emotions))
+        warnings.warn(f"{path}: {len(cache) - len(good)} label(s) are not among {', '.join(emotions)} (e.g. "
+                      f"{str(bad)[:40]!r}); those dialogues are labelled again (or clear it: {clear_hint(path)})",
+                      stacklevel=3)
+    return good
+
+
 def annotate(name: str, dialogues: list[str], emotions: list[str], p: dict, cache_dir: Path,
              chunk: int = 64) -> list[str]:
     """One annotator's labels, cached by dialogue after every chunk (shared by runs with the same settings)."""
@@ -91,17 +117,15 @@ def annotate(name: str, dialogues: list[str], emotions: list[str], p: dict, cach
                 p["calibrate"]] if name != "minilm" else [name, emotions]
     tag = hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:10]
     path = Path(cache_dir) / f"annotator-{re.sub(r'[^A-Za-z0-9.-]+', '_', name)}-{tag}.json"
-    cache = json.loads(path.read_text()) if path.exists() else {}
+    cache = read_label_cache(path, emotions)
     todo = [d for d in dialogues if dialogue_id(d) not in cache]
     if todo:
+        from .safeio import atomic_write_json
         label = minilm_labeller(emotions) if name == "minilm" else lm_labeller(name, emotions, p)
-        path.parent.mkdir(parents=True, exist_ok=True)
         for s in tqdm(range(0, len(todo), chunk), desc=f"annotating with {name}"):
             part = todo[s:s + chunk]
             cache.update({dialogue_id(d): lab for d, lab in zip(part, label(part))})
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(cache))
-            tmp.replace(path)
+            atomic_write_json(path, cache)
         del label
         gc.collect()
     return [cache[dialogue_id(d)] for d in dialogues]

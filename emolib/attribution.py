@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import prompts
-from .classify import Classifier, _score_batch
+from .classify import Classifier, _score_batch, encode_dialogues
 from .models import ffn_layers
 
 STATS_FILE = "activation_stats.safetensors"
@@ -77,7 +77,7 @@ def scoring_pass(clf: Classifier, dialogues: list[str], y: np.ndarray, calibrati
            "count": 0, "g": torch.zeros(n_emotions, L, D), "xg": torch.zeros(n_emotions, L, D),
            "n": torch.zeros(n_emotions), "runner_up": torch.zeros(n_emotions, n_emotions)}
     cal = torch.zeros(len(parts.labels)) if calibration is None else torch.as_tensor(np.asarray(calibration)).float()
-    bodies = [prompts.encode_dialogue(tok, d) + parts.suffix for d in dialogues]
+    bodies = [ids + parts.suffix for ids in encode_dialogues(clf, dialogues)]
     P = len(parts.prefix)
     was_training = model.training
     frozen = [q for q in model.parameters() if q.requires_grad]

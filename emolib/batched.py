@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import ablate, prompts
-from .classify import Classifier, _prefix_cache, _score_batch
+from .classify import Classifier, _prefix_cache, _score_batch, encode_dialogues
 from .models import decoder_layers
 
 
@@ -78,7 +78,7 @@ def score_masks(clf: Classifier, dialogues: list[str], masks: list[dict[int, lis
         return out.numpy()
     start = first_masked_layer(masks) if reuse_lower else 0
     start = len(decoder_layers(model)) - 1 if start is None else start
-    bodies = [prompts.encode_dialogue(tok, d) + parts.suffix for d in dialogues]
+    bodies = [ids + parts.suffix for ids in encode_dialogues(clf, dialogues)]
     order = sorted(range(N), key=lambda i: -len(bodies[i]))
     b = items_per_batch or max(1, clf.batch_size // K)
     every = torch.arange(K)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ class Classifier:
     batch_size: int = 16
     calibrate: bool = True
     prefix_cache: bool = True
+    truncated: int = 0  # dialogues cut from the left to fit the model's context, over every call
 
     @property
     def labels(self) -> list[str]:
@@ -37,6 +39,43 @@ def make_classifier(model, tokenizer, emotions: list[str], chat: bool, few_shot:
     """Build a Classifier with the prompt of the given style."""
     parts = prompts.build(tokenizer, emotions, chat, few_shot, template)
     return Classifier(model, tokenizer, parts, batch_size, calibrate)
+
+
+def context_length(model) -> int | None:
+    """The model's context in tokens (max_position_embeddings), or None when its config states none."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    n = getattr(cfg, "max_position_embeddings", None)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
+def dialogue_budget(clf: Classifier, reserve: int | None = None) -> int | None:
+    """Tokens left for a dialogue in the model's context after the prompt's prefix and suffix and reserve tokens
+    (default: the longest label); None when the model states no context."""
+    n = context_length(clf.model)
+    if n is None:
+        return None
+    parts = clf.parts
+    reserve = max(len(lab) for lab in parts.labels) if reserve is None else reserve
+    budget = n - len(parts.prefix) - len(parts.suffix) - reserve
+    if budget < 1:
+        raise ValueError(f"prompt_template / few_shot: the prompt without its dialogue takes "
+                         f"{n - budget} tokens, the model's whole context of {n}; shorten it")
+    return budget
+
+
+def encode_dialogues(clf: Classifier, dialogues: list[str], reserve: int | None = None) -> list[list[int]]:
+    """Each dialogue's token ids, cut from the left to fit the model's context (see dialogue_budget); cut dialogues
+    are counted in clf.truncated, with a warning."""
+    budget = dialogue_budget(clf, reserve)
+    if budget is None:
+        return [prompts.encode_dialogue(clf.tokenizer, d) for d in dialogues]
+    fitted = [prompts.fit_dialogue(clf.tokenizer, d, budget) for d in dialogues]
+    cut = sum(c for _, c in fitted)
+    if cut:
+        clf.truncated += cut
+        warnings.warn(f"{cut} dialogue(s) longer than the model's context ({budget} tokens left for a dialogue) "
+                      "were cut from the left, keeping their end", stacklevel=3)
+    return [ids for ids, _ in fitted]
 
 
 def _prefix_cache(model, prefix: list[int]):
@@ -141,7 +180,7 @@ def label_scores(clf: Classifier, dialogues: list[str], progress: str | None = N
     """Log-likelihood of each label after each dialogue's prompt, [N, labels]; minus a given calibration vector
     (held fixed), else minus the content-free scores recomputed now if clf.calibrate, else raw."""
     tok, parts = clf.tokenizer, clf.parts
-    bodies = [prompts.encode_dialogue(tok, d) + parts.suffix for d in dialogues]
+    bodies = [ids + parts.suffix for ids in encode_dialogues(clf, dialogues)]
     order = sorted(range(len(bodies)), key=lambda i: -len(bodies[i]))  # similar lengths batch together
     cache = _prefix_cache(clf.model, parts.prefix) if clf.prefix_cache else None
     out = torch.zeros((len(bodies), len(parts.labels)))
@@ -174,7 +213,7 @@ def generate_labels(clf: Classifier, dialogues: list[str], max_new_tokens: int =
                     progress: str | None = None) -> list[str | None]:
     """Greedy-decode a few tokens after each prompt; the first emotion word found is the prediction."""
     tok, parts, dev = clf.tokenizer, clf.parts, model_device(clf.model)
-    seqs = [parts.prefix + prompts.encode_dialogue(tok, d) + parts.suffix for d in dialogues]
+    seqs = [parts.prefix + ids + parts.suffix for ids in encode_dialogues(clf, dialogues, max_new_tokens)]
     preds: list[str | None] = [None] * len(seqs)
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     for s in tqdm(range(0, len(order), clf.batch_size), desc=progress, disable=progress is None, leave=False):

@@ -7,6 +7,7 @@ import hashlib
 import json
 import random
 import re
+import warnings
 import zlib
 from collections import Counter
 from importlib.resources import files
@@ -302,6 +303,8 @@ def load_eval_unfiltered(run_dir: str | Path) -> list[dict]:
 
 
 EVAL_FILE_SUFFIXES = (".jsonl", ".json", ".csv")
+MAX_EVAL_FILE_MB = 50  # an external eval set is read whole; larger files are refused before reading
+MIN_EVAL_PER_EMOTION = 2  # fewer distinct items of an emotion present in an external eval set: refused
 
 
 def _read_eval_records(path: Path) -> list[dict]:
@@ -315,18 +318,27 @@ def _read_eval_records(path: Path) -> list[dict]:
         if text.startswith("["):
             return json.loads(text)
         return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError, csv.Error, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, csv.Error, json.JSONDecodeError, RecursionError) as e:
         kind = "CSV" if path.suffix == ".csv" else "JSON-lines"
         raise ValueError(f"eval_path: {path} is not a readable {kind} file ({str(e).replace(chr(10), ' ')})") from None
 
 
-def load_eval_file(path: str | Path, emotions: list[str]) -> list[dict]:
-    """An external eval set: records with dialogue (or text) and label (joy = happiness), those of the emotions."""
+def load_eval_file(path: str | Path, emotions: list[str], min_per_emotion: int = MIN_EVAL_PER_EMOTION) -> list[dict]:
+    """An external eval set: records with dialogue (or text) and label (joy = happiness), those of the emotions;
+    repeated dialogues kept once (with a warning), and refused with fewer than min_per_emotion items of an emotion
+    it has, or above MAX_EVAL_FILE_MB."""
     path = Path(path).expanduser()
     if path.suffix not in EVAL_FILE_SUFFIXES:
         raise ValueError(f"eval_path: must be a {', '.join(EVAL_FILE_SUFFIXES)} file, got {path}")
+    if path.is_dir():
+        raise ValueError(f"eval_path: {path} is a directory, not a {', '.join(EVAL_FILE_SUFFIXES)} file")
     if not path.is_file():
-        raise ValueError(f"eval_path: file not found: {path}")
+        raise ValueError(f"eval_path: file not found: {path}" if not path.exists() else
+                         f"eval_path: {path} is not a regular file")
+    size = path.stat().st_size
+    if size > MAX_EVAL_FILE_MB * 2 ** 20:
+        raise ValueError(f"eval_path: {path} is {size / 2 ** 20:.0f} MB; an eval set above {MAX_EVAL_FILE_MB} MB is "
+                         "refused (it is read whole): take a sample of it")
     records = _read_eval_records(path)
     if not isinstance(records, list) or not records:
         raise ValueError(f"eval_path: {path} holds no records")
@@ -344,7 +356,27 @@ def load_eval_file(path: str | Path, emotions: list[str]) -> list[dict]:
             rows.append({"dialogue": text.strip(), "label": label})
     if not rows:
         raise ValueError(f"eval_path: {path} has no record labelled with one of {', '.join(emotions)}")
-    return rows
+    return _distinct_eval_rows(rows, path, emotions, min_per_emotion)
+
+
+def _distinct_eval_rows(rows: list[dict], path: Path, emotions: list[str], min_per_emotion: int) -> list[dict]:
+    """The first record of each dialogue (a warning counts the rest), refused with fewer than min_per_emotion of
+    an emotion present."""
+    first: dict[str, str] = {}
+    for r in rows:
+        first.setdefault(r["dialogue"], r["label"])
+    if len(first) < len(rows):
+        clash = sum(first[r["dialogue"]] != r["label"] for r in rows)
+        warnings.warn(f"eval_path: {path}: {len(rows) - len(first)} repeated dialogue(s) removed, "
+                      f"{len(first)} distinct kept" + (f" ({clash} repeat(s) had another label; the first kept)"
+                                                       if clash else ""), stacklevel=3)
+    counts = Counter(first.values())
+    few = [f"{e} {counts[e]}" for e in emotions if 0 < counts[e] < min_per_emotion]
+    if few:
+        raise ValueError(f"eval_path: {path} has fewer than {min_per_emotion} distinct items for {', '.join(few)}; "
+                         f"an eval set needs at least {min_per_emotion} per emotion it has (add items, or remove "
+                         "that emotion's)")
+    return [{"dialogue": d, "label": lab} for d, lab in first.items()]
 
 
 def dataset_card(p: dict, counts: dict, stats: dict) -> str:

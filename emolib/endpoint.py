@@ -17,6 +17,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, replace
 from importlib.resources import files
@@ -30,6 +31,10 @@ SETTINGS = ("base_url", "api_key_env", "max_concurrency", "temperature", "max_to
 LABEL_DEFAULTS = {"temperature": 0.1, "max_tokens": 10}  # EmoPrism's labelling settings
 RETRY_STATUS = (408, 409, 429)
 NO_KEY = "no-key"  # what local servers get as the API key when api_key_env is null
+MAX_REPLY_CHARS = 65_536  # a reply's text is cached up to this length (a dialogue is a few hundred characters)
+MAX_MESSAGE_CHARS = 300  # server text quoted in an error or a warning
+SECRET = re.compile(r"(?i)(\bbearer\s+|\b(?:authorization|x-api-key|api[-_]?key|token)[\"']?\s*[:=]\s*[\"']?"
+                    r"(?:bearer\s+)?)[^\s\"',;}]+|\bsk-[A-Za-z0-9_-]{6,}")
 
 
 class EndpointError(RuntimeError):
@@ -107,6 +112,23 @@ def api_key(ep: Endpoint) -> str:
     return key
 
 
+def redact(text: object, secrets: tuple[str, ...] = ()) -> str:
+    """Server text made safe to print: the given secrets, bearer tokens and key-like strings replaced by ***,
+    on one line, at most MAX_MESSAGE_CHARS characters."""
+    text = " ".join(str(text).split())
+    for secret in secrets:
+        if secret and secret != NO_KEY:
+            text = text.replace(secret, "***")
+    text = SECRET.sub(lambda m: (m.group(1) or "") + "***", text)
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + " ..."
+
+
+def _secrets(ep: Endpoint) -> tuple[str, ...]:
+    """The endpoint's API key (when set), to be kept out of every message."""
+    key = os.environ.get(ep.api_key_env, "") if ep.api_key_env else ""
+    return (key,) if key else ()
+
+
 def check_keys(p: dict) -> None:
     """Fail before any work when an endpoint's API-key variable is missing."""
     for ep in endpoints(p):
@@ -121,15 +143,33 @@ def cache_dir(p: dict) -> Path:
 # --- the append-only, content-keyed cache
 
 
+def _count(v: object) -> bool:
+    """A token count: a non-negative integer (bool excluded)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def valid_record(rec: object) -> bool:
+    """Whether a cache line holds a usable reply: key and text strings, finish_reason and model strings or null,
+    usage a mapping whose prompt_tokens and completion_tokens (when present) are counts."""
+    return (isinstance(rec, dict) and isinstance(rec.get("key"), str) and isinstance(rec.get("text"), str)
+            and isinstance(rec.get("finish_reason"), (str, type(None)))
+            and isinstance(rec.get("model"), (str, type(None))) and isinstance(rec.get("usage"), dict)
+            and all(_count(rec["usage"][k]) for k in ("prompt_tokens", "completion_tokens") if k in rec["usage"]))
+
+
 def read_records(text: str) -> tuple[dict[str, dict], int]:
-    """Cached replies by key from a cache file's text, and how many lines were torn (cut short by a kill)."""
+    """Cached replies by key from a cache file's text, and how many lines were torn (cut short by a kill) or
+    otherwise invalid (see valid_record): those requests are simply asked again."""
     records, torn = {}, 0
     for line in text.splitlines():
         try:
             rec = json.loads(line)
+        except (ValueError, RecursionError):
+            rec = None
+        if valid_record(rec):
             records[rec["key"]] = rec
-        except (json.JSONDecodeError, KeyError, TypeError):
-            torn += 1  # the request is simply asked again
+        elif line.strip():
+            torn += 1
     return records, torn
 
 
@@ -137,11 +177,14 @@ class RequestCache:
     """Replies by request key, in a JSON-lines file that is only ever appended to (one write per reply)."""
 
     def __init__(self, path: Path):
+        from .safeio import open_append
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = self.path.read_bytes().decode("utf-8", "replace") if self.path.exists() else ""
+        self.fd = open_append(self.path, readable=True)  # a link, a folder or a device is refused
+        chunks = []
+        while chunk := os.read(self.fd, 1 << 20):
+            chunks.append(chunk)
+        text = b"".join(chunks).decode("utf-8", "replace")
         self.records, self.torn = read_records(text)
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if text and not text.endswith("\n"):
             os.write(self.fd, b"\n")
 
@@ -178,6 +221,8 @@ def usage(root: Path):
     import pandas as pd
     rows = []
     for f in sorted(Path(root).glob("endpoint-*.jsonl")):
+        if f.is_symlink() or not f.is_file():
+            continue
         recs = list(read_records(f.read_text(errors="replace"))[0].values())
         rows.append({"model": ", ".join(sorted({r.get("model") or "?" for r in recs})), "requests": len(recs),
                      "prompt_tokens": sum(r["usage"].get("prompt_tokens", 0) for r in recs),
@@ -236,6 +281,47 @@ def _retry_after(err: Exception) -> float | None:
         return None
 
 
+class BadReply(Exception):
+    """A reply that is not a chat completion (not JSON, an HTML page, wrong types); asked again as malformed."""
+
+
+def _reply(r: object, ep: Endpoint) -> dict:
+    """The cache record of a chat completion (text capped at MAX_REPLY_CHARS, the key redacted, the model that
+    answered), or BadReply naming what is wrong."""
+    choices = getattr(r, "choices", None)
+    if not isinstance(choices, list):
+        raise BadReply(f"a body that is not JSON: {redact(r, _secrets(ep))[:80]}" if isinstance(r, str) else
+                       "JSON without a 'choices' list")
+    choice = choices[0] if choices else None
+    message = getattr(choice, "message", None)
+    if choice is not None and message is None:
+        raise BadReply("a choice without a message")
+    text, finish = getattr(message, "content", None), getattr(choice, "finish_reason", None)
+    if not isinstance(text, (str, type(None))) or not isinstance(finish, (str, type(None))):
+        raise BadReply(f"'content' is {type(text).__name__} and 'finish_reason' {type(finish).__name__}, not text")
+    text = (text or "").encode("utf-8", "replace").decode("utf-8")  # lone surrogates cannot be written
+    if len(text) > MAX_REPLY_CHARS:  # kept up to the cap, as if cut off by max_tokens
+        text, finish = text[:MAX_REPLY_CHARS], "length"
+    for secret in _secrets(ep):
+        text = text.replace(secret, "***")
+    model, u = getattr(r, "model", None), getattr(r, "usage", None)
+    model = redact(model, _secrets(ep)).encode("utf-8", "replace").decode("utf-8")[:200] \
+        if isinstance(model, str) and model.strip() else ep.model
+    return {"model": model, "text": text, "finish_reason": finish,
+            "usage": {k: v if _count(v := getattr(u, k, 0)) else 0 for k in ("prompt_tokens", "completion_tokens")}}
+
+
+def _check_model(ep: Endpoint, answered: str, stats: Counter) -> None:
+    """Count replies from a model other than the one asked for (a dated snapshot of it counts as the same), and
+    warn at the first."""
+    if answered == ep.model or answered.startswith(ep.model + "-"):
+        return
+    stats["answered_by_other_model"] += 1
+    if stats["answered_by_other_model"] == 1:
+        warnings.warn(f"{ep.base_url}: asked for model {ep.model!r}, answered by {answered!r}; the cache records "
+                      "the model that answered", stacklevel=2)
+
+
 def _fatal(ep: Endpoint, err: Exception) -> EndpointError:
     """A clear error for a reply that retrying cannot fix."""
     import openai
@@ -249,15 +335,29 @@ def _fatal(ep: Endpoint, err: Exception) -> EndpointError:
     elif code in (400, 422):
         hint = "; check the model name and endpoint_max_tokens / endpoint_temperature"
     return EndpointError(f"{ep.base_url} refused a request for model {ep.model!r} ({code or type(err).__name__}): "
-                         f"{getattr(err, 'message', err)}{hint}. Replies so far are cached; a rerun resumes.")
+                         f"{redact(getattr(err, 'message', err), _secrets(ep))}{hint}. Replies so far are cached; "
+                         "a rerun resumes.")
 
 
 async def _ask(client, ep: Endpoint, messages: list[dict], stats: Counter) -> dict:
-    """One chat completion, retried with exponential back-off on 429, 5xx, timeouts and lost connections."""
-    for retry in range(ep.max_retries + 1):
+    """One chat completion, retried with exponential back-off on 429, 5xx, timeouts and lost connections; a reply
+    that is not a chat completion (not JSON, wrong types) is asked again up to malformed_retries times."""
+    retry = bad = 0
+    while True:
         try:
             r = await client.chat.completions.create(model=ep.model, messages=messages, temperature=ep.temperature,
                                                      max_tokens=ep.max_tokens)
+            return _reply(r, ep)
+        except (BadReply, ValueError, RecursionError) as err:  # ValueError: the JSONDecodeError of a 200 reply
+            stats["malformed_not_a_completion"] += 1
+            if bad == ep.malformed_retries:
+                what = str(err) if isinstance(err, BadReply) else f"invalid JSON: {redact(err, _secrets(ep))}"
+                raise EndpointError(f"{ep.base_url}, model {ep.model!r}: {bad + 1} replies in a row were not chat "
+                                    f"completions ({what}); check that endpoint_base_url is an OpenAI-compatible "
+                                    "API (usually ending in /v1). Replies so far are cached; a rerun resumes."
+                                    ) from None
+            delay = min(ep.backoff_max, ep.backoff * 2 ** bad)
+            bad += 1
         except Exception as err:  # noqa: BLE001 - sorted into retryable and fatal below
             reason = _retry_reason(err)
             if reason is None:
@@ -266,16 +366,10 @@ async def _ask(client, ep: Endpoint, messages: list[dict], stats: Counter) -> di
                 raise EndpointError(f"{ep.base_url}, model {ep.model!r}: still failing ({reason}) after "
                                     f"{ep.max_retries} retries; replies so far are cached, a rerun resumes") from None
             stats[f"retried_{reason}"] += 1
-            delay = min(ep.backoff_max, ep.backoff * 2 ** retry) * (1 + 0.1 * random.random())
-            await asyncio.sleep(max(delay, min(_retry_after(err) or 0.0, ep.backoff_max)))
-            continue
-        choice = r.choices[0] if r.choices else None
-        u = r.usage
-        return {"text": (choice.message.content or "") if choice else "",
-                "finish_reason": choice.finish_reason if choice else None,
-                "usage": {"prompt_tokens": getattr(u, "prompt_tokens", 0) or 0,
-                          "completion_tokens": getattr(u, "completion_tokens", 0) or 0}}
-    raise AssertionError("unreachable")
+            delay = max(min(ep.backoff_max, ep.backoff * 2 ** retry) * (1 + 0.1 * random.random()),
+                        min(_retry_after(err) or 0.0, ep.backoff_max))
+            retry += 1
+        await asyncio.sleep(delay)
 
 
 @dataclass(frozen=True)
@@ -325,8 +419,8 @@ async def _run(ep: Endpoint, jobs: list[Job], parse: Callable, cache: RequestCac
                     bar.update(1)
                     break
                 reply = await _ask(client, ep, jobs[i].messages, stats)
-                cache.put({"key": request_key(ep, jobs[i].messages, jobs[i].sample, attempt), "model": ep.model,
-                           **reply})
+                cache.put({"key": request_key(ep, jobs[i].messages, jobs[i].sample, attempt), **reply})
+                _check_model(ep, reply["model"], stats)
                 stats["requests"] += 1
                 for k, v in reply["usage"].items():
                     stats[k] += v
@@ -381,6 +475,8 @@ def run_jobs(ep: Endpoint, jobs: list[Job], parse: Callable, root: Path, desc: s
         else:
             pending.append(i)
     stats["from_cache"] = len(jobs) - len(pending)
+    if cache.torn:
+        stats["torn_cache_lines_skipped"] = cache.torn
     from tqdm.auto import tqdm
     t0 = time.time()
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=desc, unit="item", dynamic_ncols=True)
@@ -397,7 +493,8 @@ def run_jobs(ep: Endpoint, jobs: list[Job], parse: Callable, root: Path, desc: s
 
 def summary(ep: Endpoint, stats: Counter) -> str:
     """One line: items, new and cached, retries, malformed and dropped replies, tokens."""
-    bad = {k: v for k, v in sorted(stats.items()) if k.startswith(("retried_", "malformed_", "dropped_"))}
+    bad = {k: v for k, v in sorted(stats.items())
+           if k.startswith(("retried_", "malformed_", "dropped_", "torn_", "answered_by_"))}
     return (f"{ep.model} @ {ep.base_url}: {stats['jobs']} items ({stats['from_cache']} from cache), "
             f"{stats['requests']} new requests in {stats['seconds']:.1f} s, tokens {stats['prompt_tokens']:,} prompt "
             f"+ {stats['completion_tokens']:,} completion" + ("; " + ", ".join(f"{k} {v}" for k, v in bad.items())
@@ -413,9 +510,13 @@ def resolve_model(ep: Endpoint) -> Endpoint:
         models = [m.id for m in OpenAI(base_url=ep.base_url, api_key=api_key(ep), max_retries=2,
                                        timeout=ep.request_timeout).models.list()]
     except Exception as err:  # noqa: BLE001 - any failure here means the server is not usable
-        raise EndpointError(f"endpoint_model: auto asks {ep.base_url} for its models, which failed: {err}") from None
+        raise EndpointError(f"endpoint_model: auto asks {ep.base_url} for its models, which failed: "
+                            f"{redact(err, _secrets(ep))}") from None
     if not models:
         raise EndpointError(f"endpoint_model: auto, but {ep.base_url} lists no models; name one")
+    if not isinstance(models[0], str) or not models[0].strip() or len(models[0]) > 200:
+        raise EndpointError(f"endpoint_model: auto, but {ep.base_url} lists a model whose name is not a short "
+                            f"string ({redact(repr(models[0]), _secrets(ep))[:80]}); name the model")
     return replace(ep, model=models[0])
 
 

@@ -315,6 +315,12 @@ def validate(raw: dict[str, Any], source: str = "params") -> dict[str, Any]:
         _fail(source, "eval_path", f"must end in .jsonl, .json or .csv, got {out['eval_path']!r}")
     if out["eval_source"] != "file" and out["eval_path"]:
         _fail(source, "eval_path", "is only used with eval_source: file")
+    if out["eval_source"] == "file":  # the file itself, before any model loads (and at `emolib check`)
+        from .data import load_eval_file
+        try:
+            load_eval_file(out["eval_path"], out["emotions"])
+        except ValueError as e:
+            _fail(source, "eval_path", str(e).removeprefix("eval_path: "))
     if not out["run_name"].replace("-", "").replace("_", "").replace(".", "").isalnum():
         _fail(source, "run_name", f"must use letters, digits, '-', '_' or '.', got {out['run_name']!r}")
     if out["data_source"] == "openai" and not out["endpoint_model"]:

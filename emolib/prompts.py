@@ -66,9 +66,22 @@ def build(tokenizer, emotions: list[str], chat: bool, few_shot: int = 0, templat
     return PromptParts(prefix_ids, suffix_ids, labels, list(emotions), chat)
 
 
-def encode_dialogue(tokenizer, dialogue: str) -> list[int]:
-    """Token ids of a dialogue alone (no special tokens), as placed in the prompt's slot."""
-    return tokenizer(dialogue, add_special_tokens=False)["input_ids"]
+CHARS_PER_TOKEN_MAX = 64  # with max_tokens, only a dialogue's last max_tokens * 64 characters are tokenised
+
+
+def fit_dialogue(tokenizer, dialogue: str, max_tokens: int) -> tuple[list[int], bool]:
+    """A dialogue's token ids cut from the left to at most max_tokens (its end kept), and whether it was cut."""
+    chars = max_tokens * CHARS_PER_TOKEN_MAX
+    ids = tokenizer(dialogue[-chars:], add_special_tokens=False)["input_ids"]
+    return ids[-max_tokens:], len(dialogue) > chars or len(ids) > max_tokens
+
+
+def encode_dialogue(tokenizer, dialogue: str, max_tokens: int | None = None) -> list[int]:
+    """Token ids of a dialogue alone (no special tokens), as placed in the prompt's slot; with max_tokens, at most
+    that many, cut from the left so that the dialogue's end is kept."""
+    if max_tokens is None:
+        return tokenizer(dialogue, add_special_tokens=False)["input_ids"]
+    return fit_dialogue(tokenizer, dialogue, max_tokens)[0]
 
 
 def use_chat(prompt_style: str, instruct: bool, tokenizer) -> bool:

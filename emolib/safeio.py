@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,9 +21,42 @@ def clear_hint(path: str | os.PathLike) -> str:
     return f"rm '{Path(path)}'"
 
 
+def check_target(path: str | os.PathLike) -> Path:
+    """Refuse to write a path that exists as anything but a regular file (a symbolic link, a folder, a device):
+    one ValueError line naming it (the book writes only regular files, never through a link)."""
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return path
+    if stat.S_ISLNK(mode):
+        raise ValueError(f"{path}: is a symbolic link; emolib writes only regular files, never through a link "
+                         f"(remove the link: rm '{path}')")
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{path}: is a folder where emolib writes a file; move it away")
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path}: is not a regular file (a device, pipe or socket); emolib writes only regular "
+                         "files there; move it away")
+    return path
+
+
+def open_append(path: str | os.PathLike, readable: bool = False) -> int:
+    """A file descriptor for appending to a regular file (created if missing; O_NOFOLLOW: a symbolic link is
+    refused, not followed), readable from the start when asked."""
+    path = check_target(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = (os.O_RDWR if readable else os.O_WRONLY) | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+    try:
+        return os.open(path, flags, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # made a link between the check and the open
+            check_target(path)
+        raise ValueError(f"{path}: cannot be opened for appending ({e.strerror})") from None
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write text to a temporary file beside path, then rename it over path (readers never see half a file)."""
-    path = Path(path)
+    path = check_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read and shared
@@ -43,7 +78,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = No
 
 def atomic_save(path: str | os.PathLike, save) -> None:
     """Call save(tmp_path) (e.g. DataFrame.to_csv, torch.save), then rename the temporary file over path."""
-    path = Path(path)
+    path = check_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -68,11 +103,9 @@ def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
 
 def append_line(path: str | os.PathLike, line: str) -> None:
     """Append one line with a single write to an O_APPEND file, flushed to disk (no interleaving, no half lines
-    unless the machine stops mid-write)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    unless the machine stops mid-write); a path that is a link or a folder is refused (see check_target)."""
     data = (line.rstrip("\n") + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = open_append(path)
     try:
         os.write(fd, data)
         os.fsync(fd)
