@@ -25,7 +25,7 @@ quick: setup
 	$(PY) -m emolib run params/quick.yaml
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15   # the slowest tests, so the next regression is visible
 
 compare: setup
 	$(PY) -m emolib compare outputs/smollm2-135m outputs/gemma3-270m

@@ -282,3 +282,10 @@ def add_named_set(p: dict, sums: dict, arm: str, calibrates: bool) -> dict:
     meta["named_sets"] = {"attribution": entry, **named}
     atomic_write_text(path, json.dumps(meta, indent=1, allow_nan=False))
     return entry
+
+
+def summary(entry: dict) -> pd.DataFrame:
+    """Per emotion: the attribution set's size, train items and summed first-order estimate (nat)."""
+    return pd.DataFrame({"neurons": {e: len(v) for e, v in entry["neurons"].items()},
+                         "train items": entry["train_items"],
+                         "estimated margin change (nat)": entry["estimated_d_margin"]})

@@ -480,6 +480,11 @@ def specificity(arrays: dict, ns: neurons.NeuronSets, emotions: list[str]) -> pd
     return pd.DataFrame(rows)
 
 
+def specificity_all(arrays: dict, sets: dict[str, neurons.NeuronSets], emotions: list[str]) -> pd.DataFrame:
+    """specificity for every named set, one table."""
+    return pd.concat([specificity(arrays, ns, emotions) for ns in sets.values()], ignore_index=True)
+
+
 def confusion_shift(arrays: dict, name: str, emotions: list[str]) -> pd.DataFrame:
     """Masked emotion (rows) x predicted label (columns): change in the share of the emotion's own items predicted
     as each label when its own set is masked (fractions; a row sums to 0)."""
@@ -544,9 +549,10 @@ def dose_sets(p: dict, ns: neurons.NeuronSets, rate: float) -> dict[str, dict[in
     return out
 
 
-def range_cells(ns: neurons.NeuronSets, bins: int) -> dict[str, dict[str, dict[int, list[int]]]]:
-    """The set's neurons inside each depth range (bottom / middle / top thirds for 3 bins, and all)."""
-    ranges = ablate.layer_bins(ns.n_layers, bins)
+def range_cells(ns: neurons.NeuronSets, bins: int, only: list[str] | None = None
+                ) -> dict[str, dict[str, dict[int, list[int]]]]:
+    """The set's neurons inside each depth range (bottom / middle / top thirds for 3 bins, and all; or only those)."""
+    ranges = {k: v for k, v in ablate.layer_bins(ns.n_layers, bins).items() if only is None or k in only}
     return {name: {e: {l: v for l, v in ns.by_layer(e).items() if l in r} for e in ns.emotions}
             for name, r in ranges.items()}
 
@@ -594,6 +600,11 @@ def grid_cells(g: dict, name: str, what: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def grid_table(grids: dict[str, dict], what: str) -> pd.DataFrame:
+    """grid_cells of every set, one table."""
+    return pd.concat([grid_cells(g, name, what) for name, g in grids.items()], ignore_index=True)
+
+
 def dose_slope(rates: list[float], values: np.ndarray) -> float:
     """Least-squares slope of margin change against log10 of the share of neurons masked (per tenfold dose)."""
     x = np.log10(np.asarray(rates, dtype=float))
@@ -604,6 +615,19 @@ def dose_slope(rates: list[float], values: np.ndarray) -> float:
 CONTRASTS = {"dose slope": "slope of the margin change per tenfold dose, own against each random series",
              "top minus bottom": "margin change with the top third's neurons minus the bottom third's, own against "
                                  "each random pair"}
+
+
+def grid_contrasts(dose_g: dict[str, dict], range_g: dict[str, dict], emotions: list[str], rates: list[float]
+                   ) -> pd.DataFrame:
+    """The pre-specified family of notebook 04, Holm-corrected as one: per set and emotion the dose slope (when
+    there are two doses or more) and top minus bottom (when both ranges were scored)."""
+    rows = []
+    for name in dose_g:
+        if len(rates) >= 2:
+            rows += contrast_rows(dose_g[name], name, emotions, "dose slope", rates)
+        if any(k[1] == "top" for k in range_g.get(name, {})) and any(k[1] == "bottom" for k in range_g.get(name, {})):
+            rows += contrast_rows(range_g[name], name, emotions, "top minus bottom", ["top", "bottom"])
+    return correct_family(pd.DataFrame(rows))
 
 
 def contrast_rows(g: dict, name: str, emotions: list[str], contrast: str, labels: list) -> list[dict]:
@@ -713,6 +737,12 @@ def grid_findings(table: pd.DataFrame) -> list[str]:
     sig = t[t.verdict.str.contains("beyond random")]
     lines = [f"Grid contrasts: {len(sig)} of {len(t)} pre-specified contrasts ({', '.join(t.contrast.unique())}) "
              f"differ from matched random series after Holm correction (alpha {ALPHA})."]
+    ctl = t[t["set"] == "attribution"]
+    for c, x in ctl.groupby("contrast", sort=False):
+        k = int(x.verdict.str.contains("beyond random").sum())
+        lines.append(f"Positive control, {c}: the `attribution` set differs from random in {k} of {len(x)} emotions"
+                     + ("." if k > len(x) / 2 else "; at this size this contrast cannot find even the control, so "
+                        f"its 'no detectable difference' for the other sets says nothing about absence."))
     for _, r in sig.iterrows():
         lines.append(f"{r['set']} set, {r.emotion}, {r.contrast}: own {r.own:+.2f} against random "
                      f"{r.random_mean:+.2f} (difference {r.own_minus_random_margin:+.2f} nat, 95% interval "

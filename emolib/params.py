@@ -167,6 +167,9 @@ SCHEMA: dict[str, Param] = {
     "layer_bins": Param(3, ("04",), "int", "equal depth ranges (bottom/middle/top for 3)", low=1, high=12),
     "grid_random_sets": Param(20, ("04",), "int", "matched random series per pre-specified grid contrast (each "
                               "series: one random set per cell)", low=2),
+    "grid_ranges": Param(None, ("04",), "list[str]", "depth ranges scored (null = every range of layer_bins and "
+                         "all; the tested contrast needs bottom and top)", nullable=True,
+                         extra={"choices": ("bottom", "middle", "top", "all")}),
     "grid_sets": Param(None, ("04",), "list[str]", "named sets the grids test (null = every named set)",
                        nullable=True, extra={"choices": ("attribution", "paper", "selective")}),
     "grid_eval_limit": Param(None, ("04",), "int", "cap on eval dialogues per emotion in the grids (null = "

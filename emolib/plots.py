@@ -491,9 +491,9 @@ def effect_forest(table: pd.DataFrame, random_means: dict[tuple[str, str], np.nd
         ax.invert_yaxis()
         ax.set_title(f"set: {s}", fontsize=10)
         ax.set_xlabel(f"change in {unit} on the emotion's items")
-    axes[0].legend(handles=[Line2D([], [], marker="D", ls="", color="#555555", label="own set (95% CI over items)"),
-                            Line2D([], [], marker="o", ls="", color="#9a9a9a", label="matched random sets")],
-                   fontsize=8, loc="lower left")
+    fig.legend(handles=[Line2D([], [], marker="D", ls="", color="#555555", label="own set (95% CI over items)"),
+                        Line2D([], [], marker="o", ls="", color="#9a9a9a", label="matched random sets")],
+               fontsize=8, loc="outside lower center", ncol=2)
     return _title(fig, f"Own neurons vs matched random neurons ({metric}); verdicts Holm-corrected", label)
 
 
@@ -579,7 +579,7 @@ def specificity_pair(own: pd.DataFrame, rnd: pd.DataFrame | None, label: str) ->
     vals = np.concatenate([t.to_numpy(dtype=float).ravel() for t in tables])
     lim = float(np.nanmax(np.abs(vals))) if np.isfinite(vals).any() else 1.0
     fig, axes = plt.subplots(1, len(tables), figsize=(6.4 * len(tables), 5.4), layout="constrained", squeeze=False)
-    for ax, t, what in zip(axes[0], tables, ["own set masked", "matched random sets masked (mean)"]):
+    for ax, t, what in zip(axes[0], tables, ["own set masked", "that emotion's matched random sets masked (mean)"]):
         d = t.reindex(index=_ordered(t.index), columns=_ordered(t.columns)).astype(float)
         sns.heatmap(d, ax=ax, cmap="vlag", center=0, vmin=-lim, vmax=lim, annot=True, fmt=".2f", linewidths=0.5,
                     linecolor="white", cbar_kws={"label": "mean margin change (nat)"}, annot_kws={"fontsize": 8})

@@ -264,6 +264,6 @@ def _save(state: dict, rec: Recorder, t0: float, path: Path) -> None:
     counts, sums = rec.export()
     state["seconds"] = time.time() - t0
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({**state, "sums": sums, **{f"group_counts_{t}": counts[t] for t in TENSORS}}, tmp)
-    tmp.replace(path)
+    from .safeio import atomic_save  # a fresh temporary name, and never through a planted link
+    atomic_save(path, lambda tmp: torch.save({**state, "sums": sums,
+                                              **{f"group_counts_{t}": counts[t] for t in TENSORS}}, tmp))

@@ -82,10 +82,18 @@ def run_findings(d: Path, tests: pd.DataFrame, pilot: dict, grid: pd.DataFrame |
         if t.empty:
             continue
         eff = t[t["verdict"].str.contains("beyond random")]
+        spec = pd.read_csv(d / "specificity.csv") if (d / "specificity.csv").exists() else None
+
+        def shared(e: str) -> str:
+            if spec is None:
+                return ""
+            r = spec[(spec["set"] == name) & (spec.emotion == e)]
+            return (f"; the other emotions' sets move the same items by {r.iloc[0].others_d:+.2f} nat"
+                    if len(r) else "")
         out.append(f"`{name}` set: {len(eff)} of {len(t)} emotions show an effect of their own neurons beyond matched "
                    "random sets after Holm correction" + (" (" + ", ".join(
-                       f"{r.emotion}: {r.own_minus_random_margin:+.2f} nat, {r.verdict}" for _, r in eff.iterrows())
-                       + ")" if len(eff) else "") +
+                       f"{r.emotion}: {r.own_minus_random_margin:+.2f} nat, {r.verdict}{shared(r.emotion)}"
+                       for _, r in eff.iterrows()) + ")" if len(eff) else "") +
                    f"; 80% power needed a shift of {t['delta_80'].median():.2f} nat (median over emotions).")
     if grid is not None and "p" in grid:
         g = grid[grid["p"].notna()]
@@ -160,7 +168,7 @@ def markdown(run_dirs: list[str | Path]) -> str:
     lines += ["", "Findings, generated from the same tables:", ""]
     for s in S:
         lines.append(f"- `{s['name']}`: " + " ".join(s["findings"]))
-    lines += ["", "Wall time per stage on a 2-core CPU (first complete run, seconds):", "",
+    lines += ["", "Wall time per stage, first complete run (seconds):", "",
               "| run | " + " | ".join(STAGES) + " | total |", "|---" * (len(STAGES) + 2) + "|"]
     for s in S:
         t = [s["timings"].get(k) for k in STAGES]
@@ -177,4 +185,5 @@ def update_readme(readme: str | Path, run_dirs: list[str | Path]) -> None:
     if START not in text or END not in text:
         raise ValueError(f"{readme} lacks the markers {START} ... {END}")
     block = f"{START}\n{markdown(run_dirs)}{END}"
-    readme.write_text(re.sub(re.escape(START) + ".*?" + re.escape(END), lambda m: block, text, flags=re.S))
+    from .safeio import atomic_write_text
+    atomic_write_text(readme, re.sub(re.escape(START) + ".*?" + re.escape(END), lambda m: block, text, flags=re.S))

@@ -151,13 +151,13 @@ display(Markdown(f"**Rule:** {decision['rule']}.  \n**Median SD per arm:** " + "
 # %% [markdown]
 # ## The positive control: the `attribution` set
 # Built on train items under the primary arm, at the `paper` set's budget per emotion, and added to `neurons.json`
-# as the first named set. Below, the estimated margin change of each emotion's chosen neurons (first order, summed).
+# as the first named set. Below, per emotion: its neurons, the train items used, and the estimated margin change of
+# its chosen neurons (first order, summed over the neurons; the real joint effect is measured next).
 
 # %%
 entry = attribution.add_named_set(P, sums, scorer.arm, scorer.use_calibration)
 sets = evaluate.named_sets(P)
-display(effects.pd.DataFrame({"neurons": {e: len(v) for e, v in entry["neurons"].items()},
-                              "estimated margin change (nat)": entry["estimated_d_margin"]}).T.style.format("{:.2f}"))
+display(attribution.summary(entry).T.style.format("{:.2f}"))
 
 # %% [markdown]
 # ## Own set against matched random sets
@@ -211,7 +211,7 @@ for name in sets:
     rnd_t = effects.masked_by_true(arrays, name, P["emotions"], random=True) if P["specificity_random_sets"] else None
     book.show(plots.specificity_pair(own_t, rnd_t, f"{LABEL} · set {name} · arm {scorer.arm}"), P,
               f"03_masked_by_true_{name}")
-spec = effects.pd.concat([effects.specificity(arrays, ns, P["emotions"]) for ns in sets.values()])
+spec = effects.specificity_all(arrays, sets, P["emotions"])
 evaluate.save_table(P, {"all": spec}, "specificity.csv")
 display(spec.style.format({"shared_neurons": "{:.0%}", "own_d": "{:+.2f}", "others_d": "{:+.2f}",
                            "own_minus_others": "{:+.2f}", "shared_effect": "{:.2f}"}).hide(axis="index"))

@@ -53,6 +53,7 @@ dose_rates = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05]
 layer_bins = 3
 grid_random_sets = 20
 grid_sets = None
+grid_ranges = None
 grid_eval_limit = None
 power_delta = 0.25
 n_bootstrap = 1000
@@ -85,18 +86,19 @@ for name, ns in sets.items():
 rates = sorted(P["dose_rates"])
 dose_g = {name: effects.grid_scores(scorer, P, ns, items, {r: effects.dose_sets(P, ns, r) for r in rates},
                                     P["grid_random_sets"], spread) for name, ns in grid_sets.items()}
-dose = effects.pd.concat([effects.grid_cells(g, name, "rate") for name, g in dose_g.items()], ignore_index=True)
+dose = effects.grid_table(dose_g, "rate")
 evaluate.save_table(P, {"all": dose}, "dose_response.csv")
 book.show(plots.dose_response(dose, P["emotions"], LABEL, L * D), P, "04_dose_response")
 
 # %% [markdown]
 # ## Depth ranges
-# Each set's neurons inside the bottom, middle and top thirds of the depth, and in all layers (descriptive).
+# Each set's neurons inside the bottom, middle and top thirds of the depth, and in all layers (descriptive;
+# `grid_ranges` can limit the ranges scored to those the tested contrast needs).
 
 # %%
-range_g = {name: effects.grid_scores(scorer, P, ns, items, effects.range_cells(ns, P["layer_bins"]),
+range_g = {name: effects.grid_scores(scorer, P, ns, items, effects.range_cells(ns, P["layer_bins"], P["grid_ranges"]),
                                      P["grid_random_sets"], spread) for name, ns in grid_sets.items()}
-ranges = effects.pd.concat([effects.grid_cells(g, name, "range") for name, g in range_g.items()], ignore_index=True)
+ranges = effects.grid_table(range_g, "range")
 evaluate.save_table(P, {"all": ranges}, "layer_sweep.csv")
 for name in grid_sets:
     book.show(plots.range_heatmap(ranges, P["emotions"], LABEL, name), P, f"04_ranges_{name}")
@@ -107,13 +109,7 @@ for name in grid_sets:
 # series.
 
 # %%
-bins = effects.ablate.layer_bins(L, P["layer_bins"])
-rows = []
-for name in grid_sets:
-    rows += effects.contrast_rows(dose_g[name], name, P["emotions"], "dose slope", rates)
-    if "top" in bins and "bottom" in bins:
-        rows += effects.contrast_rows(range_g[name], name, P["emotions"], "top minus bottom", ["top", "bottom"])
-contrasts = effects.correct_family(effects.pd.DataFrame(rows))
+contrasts = effects.grid_contrasts(dose_g, range_g, P["emotions"], rates)
 evaluate.save_table(P, {"all": contrasts}, "grid_contrasts.csv")
 book.show(plots.contrast_forest(contrasts, LABEL + f" · arm {scorer.arm}"), P, "04_contrasts")
 display(contrasts[["set", "emotion", "contrast", "n_random", "own", "random_mean", "own_minus_random_margin",

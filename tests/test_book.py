@@ -8,7 +8,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from emolib import neurons, runner
+from emolib import effects, neurons, runner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,17 +38,26 @@ def test_every_stage_writes_its_outputs(run_dir):
         pd.read_csv(run_dir / "variants.csv").columns)
     assert (run_dir / "probabilities.safetensors").exists() and (run_dir / "neuron_diagnostics.csv").exists()
     ov = pd.read_csv(run_dir / "own_vs_random.csv")
-    assert {"set", "emotion", "n_neurons", "n_items", "own_d_margin", "own_minus_random_accuracy", "p", "p_holm",
-            "verdict", "power_at_10pp"} <= set(ov.columns)
+    assert {"set", "emotion", "n_neurons", "n_items", "n_random", "arm", "own_d_margin", "own_minus_random_margin",
+            "omr_margin_lo", "omr_margin_hi", "p", "p_holm", "verdict", "power", "delta_80"} <= set(ov.columns)
     assert set(ov.emotion) == {"anger", "disgust", "fear", "happiness", "sadness", "surprise"}
-    assert json.loads((run_dir / "instrument.json").read_text())["chosen"]["prompt_style"] in ("chat", "plain")
+    assert list(dict.fromkeys(ov["set"]))[:2] == ["attribution", "paper"]  # the positive control comes first
+    inst = json.loads((run_dir / "instrument.json").read_text())
+    assert inst["chosen"]["prompt_style"] in ("chat", "plain")
+    assert inst["pilot"]["chosen"] in effects.ARMS and "smallest median" in inst["pilot"]["rule"]
+    assert set(ov["arm"].dropna()) == {inst["pilot"]["chosen"]}
+    assert neurons.load(run_dir / "neurons.json", "attribution").meta["named_sets"]["attribution"]["arm"] == \
+        inst["pilot"]["chosen"]
+    assert (run_dir / "activation_stats.safetensors").exists() and (run_dir / "specificity.csv").exists()
     dose = pd.read_csv(run_dir / "dose_response.csv")
-    assert set(dose.rate) == {0.01, 0.02} and {"n_neurons", "p_holm", "verdict"} <= set(dose.columns)
+    assert set(dose.rate) == {0.01, 0.02} and {"n_neurons", "own_minus_random_margin"} <= set(dose.columns)
+    gc = pd.read_csv(run_dir / "grid_contrasts.csv")
+    assert set(gc.contrast) == {"dose slope", "top minus bottom"} and {"p", "p_holm", "verdict"} <= set(gc.columns)
     sw = pd.read_csv(run_dir / "layer_sweep.csv")
     assert set(sw["range"]) == {"bottom", "top", "all"}
     figures = {p.name for p in (run_dir / "figures").glob("*.png")}
     assert {"02_layer_heatmap.png", "02_null.png", "03_own_vs_random_margin.png", "04_dose_response.png",
-            "04_ranges_paper.png"} <= figures
+            "04_ranges_paper.png", "04_contrasts.png", "03_masked_by_true_attribution.png"} <= figures
     for name in ["02_neuron_identification", "03_ablation"]:  # what a reader sees: no widgets, no local paths
         text = (run_dir / f"{name}.ipynb").read_text()
         assert "widget-view+json" not in text and "/outputs/" not in text.replace(str(run_dir), "")

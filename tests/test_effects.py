@@ -120,3 +120,18 @@ def test_control_check_reads_the_positive_control_first():
     weak = effects.correct_family(pd.DataFrame([{**r, "p": 0.5} for r in rows]))
     assert "too weak" in effects.control_check(weak)
     assert effects.control_check(weak.assign(set="paper")) is None
+
+
+def test_grid_contrasts_are_one_family_and_read_the_control():
+    rng = np.random.default_rng(0)
+    g = {}
+    for e in EMOTIONS:
+        for r, own in zip([0.01, 0.1], [-0.2, -2.2] if e == "anger" else [0.0, 0.0]):
+            g[(e, r)] = {"own": (own, 0.0), "random": np.stack([rng.normal(0, 0.05, 20), np.zeros(20)], 1),
+                         "n_neurons": 5, "n_items": 4}
+    rows = effects.contrast_rows(g, "attribution", list(EMOTIONS), "dose slope", [0.01, 0.1])
+    assert rows[0]["own"] == pytest.approx(-2.0) and rows[0]["n_random"] == 20  # per tenfold dose
+    t = effects.correct_family(pd.DataFrame(rows))
+    assert t.verdict[0] == "own drop beyond random" and (t.verdict[1:] == "no detectable effect").all()
+    lines = effects.grid_findings(t)
+    assert "1 of 6" in lines[0] and any("cannot find even the control" in x for x in lines)

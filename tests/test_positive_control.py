@@ -234,3 +234,19 @@ def test_float32_readout_leaves_float32_models_alone_and_lifts_bf16(tiny):
             out = half(input_ids=ids).logits
         assert out.dtype == torch.float32 and half(input_ids=ids).logits.dtype == torch.bfloat16
     assert not math.isnan(float(out.sum()))
+
+
+def test_recomputed_calibration_estimate_subtracts_the_content_free_change(tiny, dialogues):
+    """With the calibration recomputed under the mask, the estimate for a planted set's neuron is its item effect
+    minus the content-free dialogue's, and matches the measured change under that arm."""
+    texts = dialogues[0][:6]
+    model, tok, own = _planted(tiny, texts)
+    y = np.full(len(texts), EMOTIONS.index("anger"))
+    clf, cal, sums = _pass(model, tok, texts, y)
+    fixed = attribution.estimate(sums, "zero", "fixed")[0]
+    recomputed = attribution.estimate(sums, "zero", "recomputed")[0]
+    i = own[3][0]
+    assert recomputed[3, i] != pytest.approx(float(fixed[3, i]), abs=1e-6)
+    sc = batched.score_masks(clf, texts, [{}, {3: [i]}])  # clf calibrates: recomputed under each mask
+    measured = (stats.margin(sc[1], y) - stats.margin(sc[0], y)).mean()
+    assert float(recomputed[3, i]) == pytest.approx(measured, rel=0.35, abs=2e-3)

@@ -474,3 +474,21 @@ def test_a_label_cache_that_is_a_link_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="is a symbolic link"):
         annotate.annotate("minilm", DIALOGUES, list(EMOTIONS), {}, tmp_path)
     assert target.read_text() == "root:x:0:0\n"
+
+
+def test_stage2_partial_state_is_never_written_through_a_link(tmp_path):
+    """record._save writes a fresh temporary file and refuses a planted link at the counts path."""
+    import torch
+    from emolib import record
+    target = tmp_path / "victim.txt"
+    target.write_text("keep me\n")
+    link = tmp_path / "counts.pt"
+    link.symlink_to(target)
+
+    class Rec:
+        def export(self):
+            return {t: torch.zeros(1) for t in record.TENSORS}, torch.zeros(1)
+
+    with pytest.raises(ValueError):
+        record._save({}, Rec(), 0.0, link)
+    assert target.read_text() == "keep me\n" and not list(tmp_path.glob("*.tmp"))
