@@ -687,7 +687,7 @@ def findings(table: pd.DataFrame, what: str = "main") -> list[str]:
             lines.append(f"{where}: not tested ({int(r.get('n_neurons', 0) or 0)} neurons, "
                          f"{int(r.get('n_items', 0) or 0)} items).")
             continue
-        size = (f"own minus random margin {r.own_minus_random_margin:+.2f} nat, 95% interval "
+        size = (f"own minus random margin {r.own_minus_random_margin:+.2f} nat, unadjusted 95% interval "
                 f"[{r.omr_margin_lo:+.2f}, {r.omr_margin_hi:+.2f}] against {int(r.n_random)} random sets")
         tail = ""
         if r.verdict == "no detectable effect" and np.isfinite(r.get("power", np.nan)):
@@ -745,7 +745,7 @@ def grid_findings(table: pd.DataFrame) -> list[str]:
                         f"its 'no detectable difference' for the other sets says nothing about absence."))
     for _, r in sig.iterrows():
         lines.append(f"{r['set']} set, {r.emotion}, {r.contrast}: own {r.own:+.2f} against random "
-                     f"{r.random_mean:+.2f} (difference {r.own_minus_random_margin:+.2f} nat, 95% interval "
+                     f"{r.random_mean:+.2f} (difference {r.own_minus_random_margin:+.2f} nat, unadjusted 95% interval "
                      f"[{r.omr_margin_lo:+.2f}, {r.omr_margin_hi:+.2f}], Holm p = {r.p_holm:.3g}).")
     for name, rest in t[~t.index.isin(sig.index)].groupby("set", sort=False):
         lines.append(f"{name} set: {len(rest)} contrasts show no detectable difference; the random series spread "

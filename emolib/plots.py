@@ -544,8 +544,8 @@ def contrast_forest(table: pd.DataFrame, label: str) -> Figure:
         ax.invert_yaxis()
         ax.set_title(c, fontsize=10)
         ax.set_xlabel("own − random (nat" + (" per tenfold dose)" if c == "dose slope" else ")"))
-    return _title(fig, "Pre-specified grid contrasts against matched random series (95% intervals; filled = "
-                       "Holm-significant)", label)
+    return _title(fig, "Pre-specified grid contrasts against matched random series (unadjusted 95% intervals; "
+                       "filled = Holm-significant)", label)
 
 
 def range_heatmap(table: pd.DataFrame, emotions: list[str], label: str, set_name: str) -> Figure:

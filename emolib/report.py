@@ -147,8 +147,8 @@ def markdown(run_dirs: list[str | Path]) -> str:
         t = s["tests"]
         names = [n for n in ("attribution", "paper", "selective") if n in set(t.get("set", []))]
         lines += ["", f"`{s['name']}`, per emotion: `paper` neurons and split-half stability (J), baseline accuracy, "
-                  "then for each set the own-minus-random margin change (nat) [95% interval against the random sets] · "
-                  "Holm p · verdict.", "",
+                  "then for each set the own-minus-random margin change (nat) [unadjusted 95% interval against the "
+                  "random sets] · Holm p · verdict (Holm-corrected).", "",
                   "| emotion | neurons · J · baseline | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
         for e in s["emotions"]:
             base = t[(t.get("set") == "paper") & (t.emotion == e)]["baseline_accuracy"]
