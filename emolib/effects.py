@@ -1,16 +1,20 @@
-"""Stages 3-4 as tests that can tell: label scores under many masks (batched, cached), each neuron set's own effect
-against matched random sets (margin and accuracy, bootstrap CIs, p-values, Holm), power, dose-response and depth.
+"""Stages 3-4 as tests that can say yes: label scores under many masks (batched, cached), a pilot that picks the
+intervention on random sets only, each neuron set's own effect against matched random sets, power, specificity,
+and the pre-specified dose and depth contrasts.
 
 Conventions (fixed before looking at any result):
 - A delta is ablated minus unablated on the same items, so a drop is negative. The margin of an item is its true
-  label's score minus the best other label's score; accuracy is margin > 0.
+  label's score minus the best other label's score (nat, float32); accuracy is stats.correct (ties count 1/k).
+- The intervention and calibration (ARMS: zero or mean ablation x calibration fixed or recomputed under the mask)
+  are chosen by PILOT_RULE on the paper set's matched random sets, before any own set is scored; every other arm
+  is reported as secondary columns.
 - The main test of a set and emotion compares the own set's mean margin delta on that emotion's eval items with
-  the mean deltas of `n_random_sets` random sets matched per layer and firing-probability decile: a two-sided
-  t prediction p (t = (own - mean) / (sd sqrt(1 + 1/R)), df = R - 1), Holm-corrected across every test of the
-  family (all sets x emotions; all cells of a grid). The empirical p, (1 + #random at least as extreme) / (1 + R),
-  is reported beside it.
-- Scores are calibrated with the unablated model's content-free scores held fixed (or not at all when
-  `calibrate` is false); recomputing the calibration under each mask is shown in the protocol table only.
+  the mean deltas of `n_random_sets` random sets matched per layer, firing decile and activation-SD decile: a
+  two-sided t prediction p (t = (own - mean) / (sd sqrt(1 + 1/R)), df = R - 1), Holm-corrected across every set x
+  emotion. Its interval inverts the same test; its power is that test's (stats.t_power).
+- The `attribution` set (emolib.attribution) is the positive control and is read first.
+- Notebook 04 tests a small family fixed in advance (dose slope, top minus bottom, against random series); the full
+  grids are descriptive.
 """
 
 from __future__ import annotations
