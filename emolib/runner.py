@@ -49,8 +49,8 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path = ROOT) -> float:
 
 
 def clean_outputs(path: Path) -> None:
-    """Drop what a reader should not see in an executed notebook: progress-bar widgets and their stderr lines, and
-    a figure shown twice (returned by a cell and drawn by the inline backend)."""
+    """Drop what a reader should not see in an executed notebook: progress-bar widgets and their stderr lines, a
+    figure shown twice (returned by a cell and drawn by the inline backend), and local folders in its metadata."""
     import hashlib
 
     import nbformat
@@ -74,6 +74,10 @@ def clean_outputs(path: Path) -> None:
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.outputs if keep(o)]
     nb.metadata.pop("widgets", None)
+    pm = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):  # papermill records absolute local paths
+        if pm.get(key):
+            pm[key] = relative_to_root(Path(pm[key]))
     nbformat.write(nb, path)
 
 

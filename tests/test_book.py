@@ -104,3 +104,14 @@ def test_readme_results_block_matches_the_committed_runs():
     text = (ROOT / "README.md").read_text()
     block = text.split(report.START, 1)[1].split(report.END, 1)[0]
     assert block.strip() == report.markdown(runs).strip()
+
+
+def test_clean_outputs_keeps_no_local_folder_in_the_metadata(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"input_path": str(ROOT / "notebooks" / "03_ablation.ipynb"),
+                                "output_path": str(ROOT / "outputs" / "x" / "03_ablation.ipynb")}
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    runner.clean_outputs(path)
+    pm = nbformat.read(path, as_version=4).metadata["papermill"]
+    assert pm["input_path"] == "notebooks/03_ablation.ipynb" and pm["output_path"] == "outputs/x/03_ablation.ipynb"
