@@ -58,6 +58,16 @@ def _per_item(x: torch.Tensor, b: int) -> torch.Tensor:
     return x.reshape(b, -1, x.shape[-1])
 
 
+def _grad_sums(xs: list[torch.Tensor], b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """([b, D] sum_pos grad, [b, D] sum_pos x * grad) per item over every captured call of one layer."""
+    g_tot = xg_tot = torch.zeros(b, xs[0].shape[-1])
+    for x in xs:
+        xv = _per_item(x.detach().float().cpu(), b)
+        gv = _per_item(x.grad.float().cpu(), b) if x.grad is not None else torch.zeros_like(xv)
+        g_tot, xg_tot = g_tot + gv.sum(1), xg_tot + (xv * gv).sum(1)
+    return g_tot, xg_tot
+
+
 def _embed_requires_grad(model):
     """A hook that makes the input embeddings require grad, so a frozen model still builds a graph."""
     emb = model.get_input_embeddings()
@@ -104,15 +114,12 @@ def scoring_pass(clf: Classifier, dialogues: list[str], y: np.ndarray, calibrati
                 for r, i in enumerate(idx):
                     keep[r, P + T - len(bodies[i]):] = True
                 for layer, xs in cap.calls.items():
-                    main = xs[0].detach().float().cpu()  # [b, P + T, D]
-                    sel = main[keep]
-                    out["sum"][layer] += sel.sum(0).double()
-                    out["sumsq"][layer] += (sel.double() ** 2).sum(0)
-                    for x in xs:
-                        g = x.grad.float().cpu() if x.grad is not None else torch.zeros(x.shape)
-                        xv, gv = _per_item(x.detach().float().cpu(), len(idx)), _per_item(g, len(idx))
-                        out["g"][:, layer].index_add_(0, yy, gv.sum(1))
-                        out["xg"][:, layer].index_add_(0, yy, (xv * gv).sum(1))
+                    sel = xs[0].detach()[keep.to(xs[0].device)].double().cpu()  # main call's non-pad positions
+                    out["sum"][layer] += sel.sum(0)
+                    out["sumsq"][layer] += (sel ** 2).sum(0)
+                    g, xg = _grad_sums(xs, len(idx))
+                    out["g"][:, layer].index_add_(0, yy, g)
+                    out["xg"][:, layer].index_add_(0, yy, xg)
                 out["count"] += int(keep.sum())
                 out["n"].index_add_(0, yy, torch.ones(len(idx)))
                 out["runner_up"].index_put_((yy, ru), torch.ones(len(idx)), accumulate=True)
@@ -136,10 +143,7 @@ def _content_free_sums(clf: Classifier, cal: torch.Tensor, cap: _Capture, L: int
     sc.diagonal().sum().backward()
     g, xg = torch.zeros(n, L, D), torch.zeros(n, L, D)
     for layer, xs in cap.calls.items():
-        for x in xs:
-            gg = _per_item(x.grad.float().cpu() if x.grad is not None else torch.zeros(x.shape), n)
-            g[:, layer] += gg.sum(1)
-            xg[:, layer] += (_per_item(x.detach().float().cpu(), n) * gg).sum(1)
+        g[:, layer], xg[:, layer] = _grad_sums(xs, n)
     return {"cf_g": g, "cf_xg": xg}
 
 

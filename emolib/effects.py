@@ -271,6 +271,12 @@ def set_settings(ns: neurons.NeuronSets) -> dict:
     return (named.get(ns.name) or {}).get("settings") or named["paper"]["settings"]
 
 
+def mean_deltas(base: np.ndarray, scored: np.ndarray, y: np.ndarray, metric=stats.margin) -> np.ndarray:
+    """[K] each scored set's mean change of a per-item metric (margin or correct) from the baseline scores."""
+    b = metric(base, y)
+    return np.array([(metric(s, y) - b).mean() for s in scored])
+
+
 def effect_row(base: np.ndarray, own: np.ndarray, rand: np.ndarray, y: np.ndarray, n_boot: int,
                seed: int) -> dict:
     """One own-vs-random test on the same items: scores [N, labels] unablated and own, [R, N, labels] random.
@@ -285,8 +291,7 @@ def effect_row(base: np.ndarray, own: np.ndarray, rand: np.ndarray, y: np.ndarra
     own_ci = stats.paired_delta(mb, mb + d_own_m, n_boot, seed=seed)
     row.update(own_d_margin_lo=own_ci.lo, own_d_margin_hi=own_ci.hi)
     if len(rand) >= 2:
-        rm = np.array([(stats.margin(r, y) - mb).mean() for r in rand])
-        ra = np.array([(stats.correct(r, y) - ab).mean() for r in rand])
+        rm, ra = mean_deltas(base, rand, y), mean_deltas(base, rand, y, stats.correct)
         dm, mlo, mhi = stats.prediction_ci(d_own_m.mean(), rm)
         da, alo, ahi = stats.prediction_ci(d_own_a.mean(), ra)
         row.update(random_d_margin=rm.mean(), random_d_margin_sd=rm.std(ddof=1), random_d_accuracy=ra.mean(),
@@ -346,7 +351,7 @@ def pilot(scorer: Scorer, p: dict, ns: neurons.NeuronSets, items: pd.DataFrame, 
         for arm in scorer.arms():
             base = scorer.arm_scores(d, [{}], arm)[0]
             s = scorer.arm_scores(d, masks, arm)
-            dm = np.array([(stats.margin(r, y) - stats.margin(base, y)).mean() for r in s])
+            dm = mean_deltas(base, s, y)
             rows.append({"arm": arm, "emotion": e, "n_items": len(d), "n_random": len(masks),
                          "random_d_margin": dm.mean(), "random_d_margin_sd": dm.std(ddof=1)})
     table = pd.DataFrame(rows)
@@ -581,8 +586,7 @@ def grid_scores(scorer: Scorer, p: dict, ns: neurons.NeuronSets, items: pd.DataF
                 continue
             masks = [own] + matched_sets(own, firing, n_random, p["seed"], spread)
             s = scorer.arm_scores(d, masks)
-            dm = np.array([(stats.margin(x, y) - stats.margin(base, y)).mean() for x in s])
-            da = np.array([(stats.correct(x, y) - stats.correct(base, y)).mean() for x in s])
+            dm, da = mean_deltas(base, s, y), mean_deltas(base, s, y, stats.correct)
             out[(e, label)] = {"own": (dm[0], da[0]), "random": np.stack([dm[1:], da[1:]], 1),
                                "n_neurons": sum(map(len, own.values())), "n_items": len(d)}
     return out
@@ -728,8 +732,7 @@ def random_means(arrays: dict, emotions: list[str]) -> dict[str, dict[tuple[str,
         sel = y == j
         yy = y[sel]
         for metric, f in (("margin", stats.margin), ("accuracy", stats.correct)):
-            b = f(base[sel], yy)
-            out[metric][(name, e)] = np.array([(f(r, yy) - b).mean() for r in rnd])
+            out[metric][(name, e)] = mean_deltas(base[sel], rnd, yy, f)
     return out
 
 
