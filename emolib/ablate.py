@@ -1,4 +1,5 @@
-"""Stage 3 interventions: set chosen FFN neurons to zero, their mean, or a scaled value, through down_proj hooks."""
+"""Stage 3 and 5 interventions through down_proj pre-hooks: set chosen FFN neurons to zero, their mean or a scaled
+value (ablation), or add a per-neuron amount to them (steering, mode add)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,26 @@ import torch
 
 from .models import ffn_layers
 
-MODES = ("zero", "mean", "scale")
+MODES = ("zero", "mean", "scale")  # ablation
+HOOK_MODES = MODES + ("add",)  # add: the neuron gets scale x means[layer, i] added (stage 5: alpha x its SD)
+
+
+def _check_mode(mode: str, means: torch.Tensor | None) -> None:
+    """One clear error for an unknown mode, or a mode without the per-neuron values it needs."""
+    if mode not in HOOK_MODES:
+        raise ValueError(f"ablation mode: must be one of {', '.join(HOOK_MODES)}, got {mode!r}")
+    if mode == "mean" and means is None:
+        raise ValueError("ablation mode mean needs the neurons' mean activations (stage 2's counts file)")
+    if mode == "add" and means is None:
+        raise ValueError("mode add needs the per-neuron amounts (e.g. activation SDs) as means")
 
 
 @contextmanager
 def ablate(model, neurons: dict[int, list[int]], mode: str = "zero", means: torch.Tensor | None = None,
            scale: float = 0.5):
-    """Within the block, neuron i of layer l (the input of mlp.down_proj) is zeroed, set to its mean, or scaled."""
-    if mode not in MODES:
-        raise ValueError(f"ablation mode: must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode == "mean" and means is None:
-        raise ValueError("ablation mode mean needs the neurons' mean activations (stage 2's counts file)")
+    """Within the block, neuron i of layer l (the input of mlp.down_proj) is zeroed, set to its mean, scaled, or
+    (mode add) gets scale x means[l, i] added."""
+    _check_mode(mode, means)
     mlps = ffn_layers(model)
     handles = []
 
@@ -31,6 +41,8 @@ def ablate(model, neurons: dict[int, list[int]], mode: str = "zero", means: torc
                 x[..., i] = 0
             elif mode == "mean":
                 x[..., i] = value.to(x.device, x.dtype)
+            elif mode == "add":
+                x[..., i] += scale * value.to(x.device, x.dtype)
             else:
                 x[..., i] *= scale
             return (x,) + tuple(args[1:])
@@ -43,7 +55,7 @@ def ablate(model, neurons: dict[int, list[int]], mode: str = "zero", means: torc
             dev = mlps[layer].down_proj.weight.device
             dev = dev if dev.type != "meta" else torch.device("cpu")
             t = torch.as_tensor(sorted(idx), dtype=torch.long, device=dev)
-            value = means[layer, t.cpu()].to(dev) if mode == "mean" else None
+            value = means[layer, t.cpu()].to(dev) if mode in ("mean", "add") else None
             handles.append(mlps[layer].down_proj.register_forward_pre_hook(make_hook(t, value)))
         yield
     finally:
@@ -195,29 +207,31 @@ class RowMasks:
 
 @contextmanager
 def ablate_rows(model, masks: list[dict[int, list[int]]], n_items: int | None = None, mode: str = "zero",
-                means: torch.Tensor | None = None, scale: float = 0.5):
-    """Like ablate, with a mask per row: row r uses masks[r // n_items] (or what the yielded RowMasks sets)."""
-    if mode not in MODES:
-        raise ValueError(f"ablation mode: must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode == "mean" and means is None:
-        raise ValueError("ablation mode mean needs the neurons' mean activations (stage 2's counts file)")
+                means: torch.Tensor | None = None, scale: float = 0.5, scales: list[float] | None = None):
+    """Like ablate, with a mask per row: row r uses masks[r // n_items] (or what the yielded RowMasks sets); with
+    mode add, scales gives each mask its own factor (a dose per row: stage 5 batches doses and sets together)."""
+    _check_mode(mode, means)
+    if scales is not None and len(scales) != len(masks):
+        raise ValueError(f"ablate_rows: {len(scales)} scales for {len(masks)} masks")
     mlps = ffn_layers(model)
     d_ff = mlps[0].down_proj.in_features
     ctl = RowMasks(len(masks), n_items)
     handles = []
 
-    def make_hook(mult: torch.Tensor, add: torch.Tensor | None):
+    def make_hook(mult: torch.Tensor | None, add: torch.Tensor | None):
         cast: dict = {}
 
         def hook(module, args):
             x = args[0]
             key = (x.dtype, x.device)
             if key not in cast:
-                cast[key] = (mult.to(x.device, x.dtype), None if add is None else add.to(x.device, x.dtype))
+                cast[key] = (None if mult is None else mult.to(x.device, x.dtype),
+                             None if add is None else add.to(x.device, x.dtype))
             m, a = cast[key]
             r = ctl.index(x.shape[0], x.device)
             shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
-            x.mul_(m[r].view(shape))  # in place, as ablate's index assignment
+            if m is not None:
+                x.mul_(m[r].view(shape))  # in place, as ablate's index assignment
             if a is not None:
                 x.add_(a[r].view(shape))
             return (x,) + tuple(args[1:])
@@ -233,6 +247,9 @@ def ablate_rows(model, masks: list[dict[int, list[int]]], n_items: int | None = 
                 mult, add = keep, None
             elif mode == "scale":
                 mult, add = keep + (1 - keep) * scale, None
+            elif mode == "add":
+                factor = torch.tensor(scales if scales is not None else [scale] * len(masks), dtype=torch.float32)
+                mult, add = None, (1 - keep) * factor[:, None] * means[layer].detach().float().cpu()
             else:
                 mult, add = keep, (1 - keep) * means[layer].detach().float().cpu()
             handles.append(mlps[layer].down_proj.register_forward_pre_hook(make_hook(mult, add)))

@@ -60,15 +60,21 @@ def embed(texts: list[str], model, tokenizer, batch_size: int = 64) -> np.ndarra
     return np.concatenate(out)
 
 
-def minilm_labeller(emotions: list[str]) -> Callable[[list[str]], list[str]]:
-    """Nearest-prototype labels: cosine similarity to the mean embedding of each emotion's prototype sentences."""
+def minilm_similarities(emotions: list[str]) -> Callable[[list[str]], np.ndarray]:
+    """[N, emotions] cosine similarity of each text to the mean embedding of each emotion's prototype sentences."""
     from transformers import AutoModel, AutoTokenizer
     path = minilm_dir()
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path).eval()
     protos = np.stack([embed(PROTOTYPES[e], model, tok).mean(0) for e in emotions])
     protos /= np.linalg.norm(protos, axis=1, keepdims=True)
-    return lambda dialogues: [emotions[j] for j in (embed(dialogues, model, tok) @ protos.T).argmax(1)]
+    return lambda texts: embed(texts, model, tok) @ protos.T
+
+
+def minilm_labeller(emotions: list[str]) -> Callable[[list[str]], list[str]]:
+    """Nearest-prototype labels: cosine similarity to the mean embedding of each emotion's prototype sentences."""
+    sims = minilm_similarities(emotions)
+    return lambda dialogues: [emotions[j] for j in sims(dialogues).argmax(1)]
 
 
 def lm_labeller(spec: str, emotions: list[str], p: dict) -> Callable[[list[str]], list[str]]:

@@ -13,7 +13,7 @@ import yaml
 
 from .emotions import EMOTIONS, normalize
 
-ALL = ("01", "02", "03", "04")
+ALL = ("01", "02", "03", "04", "05")
 CLASSIFY = ("01", "02", "03", "04")  # the classification prompt is used to annotate, frame, classify
 
 
@@ -159,7 +159,7 @@ SCHEMA: dict[str, Param] = {
                                      "beside the masked x true table", low=0),
     "power_delta": Param(0.25, ("03", "04"), "float", "margin shift (nat) beyond random that power is reported "
                          "for", low=0.0, low_open=True),
-    "n_bootstrap": Param(1000, ("03", "04"), "int", "bootstrap resamples for 95% intervals", low=100),
+    "n_bootstrap": Param(1000, ("03", "04", "05"), "int", "bootstrap resamples for 95% intervals", low=100),
     # --- 04 dose-response and depth
     "dose_rates": Param([0.001, 0.0025, 0.005, 0.01, 0.02, 0.05], ("04",), "list[float]",
                         "shares of all FFN neurons masked in the dose-response (each emotion's lowest-entropy ones)",
@@ -174,6 +174,28 @@ SCHEMA: dict[str, Param] = {
                        nullable=True, extra={"choices": ("attribution", "paper", "selective")}),
     "grid_eval_limit": Param(None, ("04",), "int", "cap on eval dialogues per emotion in the grids (null = "
                              "eval_limit)", low=1, nullable=True),
+    # --- 05 steering (sufficiency)
+    "steer_doses": Param([0.0, 1.0, 2.0, 4.0], ("05",), "list[float]", "doses alpha: each emotion's neurons get "
+                         "alpha x their activation SD added during generation; must include 0 (the unsteered model)",
+                         extra={"low": 0.0, "high": 100.0}),
+    "steer_random_dose": Param(2.0, ("05",), "float", "the one dose (among steer_doses, > 0) at which matched random "
+                               "sets are generated and the sufficiency test is made", low=0.0, high=100.0,
+                               low_open=True),
+    "steer_random_sets": Param(20, ("05",), "int", "matched random sets per named set and emotion at "
+                               "steer_random_dose (fewer when steer_budget_min runs out; never below 2)", low=2),
+    "steer_prompts": Param(20, ("05",), "int", "neutral dialogue openings, about topics the run's data never used",
+                           low=2, high=500),
+    "steer_max_new_tokens": Param(24, ("05",), "int", "tokens sampled per reply (it ends at the first newline)",
+                                  low=4, high=256),
+    "steer_sets": Param(None, ("05",), "list[str]", "named sets of neurons.json to steer (null = every named set)",
+                        nullable=True),
+    "steer_scorer": Param("auto", ("05",), "str", "label scorer of the replies besides MiniLM: auto = the other "
+                          "embedded model (SmolLM2 <-> Gemma-3), none = MiniLM only, or a model spec other than "
+                          "model"),
+    "steer_budget_min": Param(5.0, ("05",), "float", "minutes the stage may take; random sets per test are cut "
+                              "(to no fewer than 2) to fit, at the measured speed", low=0.0, low_open=True),
+    "steer_power_delta": Param(0.25, ("05",), "float", "shift of the target share (fraction of prompts) beyond random "
+                               "that power is reported for", low=0.0, high=1.0, low_open=True),
 }
 
 RUN_KEYS = ("run_dir",)
@@ -341,7 +363,31 @@ def validate(raw: dict[str, Any], source: str = "params") -> dict[str, Any]:
               f"got {out['selective_variant']!r}")
     if not out["answer_pass"] and VARIANTS.get(out["selective_variant"], {}).get("tokens") == "answer":
         _fail(source, "selective_variant", f"{out['selective_variant']} needs answer_pass: true")
+    check_steering(out, source)
     return out
+
+
+def check_steering(out: dict[str, Any], source: str) -> None:
+    """Stage 5's cross-checks: doses include 0 and the random dose; the scorer is not the steered model."""
+    doses = out["steer_doses"]
+    if 0.0 not in doses:
+        _fail(source, "steer_doses", f"must include 0 (the unsteered baseline), got {doses!r}")
+    if len(set(doses)) != len(doses):
+        _fail(source, "steer_doses", f"must not repeat a dose, got {doses!r}")
+    if out["steer_random_dose"] not in doses:
+        _fail(source, "steer_random_dose", f"must be one of steer_doses above 0 "
+              f"({', '.join(f'{a:g}' for a in doses if a > 0) or 'none'}), got {out['steer_random_dose']!r}")
+    sc = out["steer_scorer"]
+    if sc not in ("auto", "none"):
+        from .models import check_model_spec
+        try:
+            check_model_spec(sc)
+        except ValueError as e:
+            _fail(source, "steer_scorer", f"must be auto, none or a model spec: {e}")
+        from .steer import same_model
+        if same_model(sc, out["model"]):
+            _fail(source, "steer_scorer", f"must not be the steered model ({out['model']}); use auto, none or "
+                  "another model")
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:

@@ -15,11 +15,12 @@ from . import safeio
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-STAGES = ("01", "02", "03", "04")
+STAGES = ("01", "02", "03", "04", "05")
+HEADLESS = "EMOLIB_HEADLESS"  # set while papermill runs a notebook
 
 
 def notebook_paths(only: list[str] | None = None) -> list[Path]:
-    """The stage notebooks 01-04 in order (or those named by --only)."""
+    """The stage notebooks 01-05 in order (or those named by --only)."""
     found = {p.name[:2]: p for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")) if p.name[:2] in STAGES}
     wanted = only or sorted(found)
     missing = [n for n in wanted if n not in found]
@@ -39,10 +40,16 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path = ROOT) -> float:
     """Execute one notebook with papermill (kernel python3); returns the wall time in seconds."""
     import papermill as pm
     t = time.time()
+    before = os.environ.get(HEADLESS)
+    os.environ[HEADLESS] = "1"  # the kernel inherits it: interactive widgets are not built (see steer.interactive)
     try:
         pm.execute_notebook(str(nb), str(out), parameters=parameters, kernel_name="python3", progress_bar=True,
                             cwd=str(cwd), log_output=False)
     finally:
+        if before is None:
+            os.environ.pop(HEADLESS, None)
+        else:
+            os.environ[HEADLESS] = before
         if Path(out).exists():
             clean_outputs(Path(out))
     return time.time() - t
@@ -157,9 +164,9 @@ def check_existing_run(run_dir: Path, p: dict, force: bool) -> None:
 
 
 def check_neurons_match(run_dir: Path, p: dict, stages: list[str]) -> None:
-    """Before stages 03/04 run without 02: the folder's neurons.json must match the model and the emotions."""
+    """Before stages 03-05 run without 02: the folder's neurons.json must match the model and the emotions."""
     path = run_dir / "neurons.json"
-    if "02" in stages or not {"03", "04"} & set(stages) or not path.exists():
+    if "02" in stages or not {"03", "04", "05"} & set(stages) or not path.exists():
         return
     try:
         safeio.load_neurons_json(path, model=p["model"], emotions=p["emotions"])
@@ -199,7 +206,7 @@ def _run_stages(nbs: list[Path], p: dict, run_dir: Path) -> None:
 
 
 def compare(run_dirs: list[str], out: str | None = None) -> Path:
-    """Run notebooks/05_model_comparison.ipynb over finished run folders."""
+    """Run notebooks/06_model_comparison.ipynb over finished run folders."""
     bad = [r for r in run_dirs if not (Path(r) / "neurons.json").exists() or not (Path(r) / "own_vs_random.csv").exists()]
     if len(run_dirs) < 2:
         raise params_mod.ParamError("compare: give at least two run folders (outputs/<run>)")
@@ -215,7 +222,7 @@ def compare(run_dirs: list[str], out: str | None = None) -> Path:
               + "; ".join(f"{n}: {', '.join(v)}" for n, v in left_out.items() if v), flush=True)
     out_dir = Path(out) if out else ROOT / "outputs" / "comparison"
     check_out_dir(out_dir)
-    nb = NOTEBOOKS / "05_model_comparison.ipynb"
+    nb = NOTEBOOKS / "06_model_comparison.ipynb"
     try:
         seconds = execute(nb, out_dir / nb.name, {"runs": [relative_to_root(Path(r)) for r in run_dirs],
                                                    "out_dir": relative_to_root(out_dir)})

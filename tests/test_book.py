@@ -83,9 +83,9 @@ def test_comparison_notebook(run_dir, tmp_path):
     other = tmp_path / "copy-run"
     shutil.copytree(run_dir, other, ignore=shutil.ignore_patterns("cache", "data"))
     out = runner.compare([str(run_dir), str(other)], out=str(tmp_path / "comparison"))
-    nb = nbformat.read(out / "05_model_comparison.ipynb", as_version=4)
+    nb = nbformat.read(out / "06_model_comparison.ipynb", as_version=4)
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert (out / "figures" / "05_depth_profiles.png").exists()
+    assert (out / "figures" / "06_depth_profiles.png").exists()
 
 
 def test_failing_notebook_is_named(tmp_path):

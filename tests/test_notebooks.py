@@ -9,8 +9,8 @@ import pytest
 NB = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 
 
-def test_all_five_notebooks_exist():
-    assert [p.name[:2] for p in NB] == ["01", "02", "03", "04", "05"]
+def test_all_six_notebooks_exist():
+    assert [p.name[:2] for p in NB] == ["01", "02", "03", "04", "05", "06"]
 
 
 @pytest.mark.parametrize("path", NB, ids=lambda p: p.name)

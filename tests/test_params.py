@@ -32,8 +32,6 @@ def test_every_params_key_is_a_parameter_of_a_notebook_that_takes_it():
 
 def test_notebook_parameter_cells_match_the_schema_defaults():
     for nb in NOTEBOOKS:
-        if nb.name.startswith("05"):
-            continue
         cell = notebook_parameters(nb)
         cell.pop("run_dir")
         assert cell == params.defaults(nb.name[:2]), nb.name

@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # 5 · Comparing models
+# # 6 · Comparing models
 #
 # Lee et al. compared Llama-3.1-8B-Instruct with Llama-3.1-70B-Instruct and found that emotion neurons sit
 # differently in the two. This notebook reads finished runs (their `neurons.json`, `ablation.csv` and, when
@@ -48,7 +48,7 @@ display(compare.overview(R))
 counts = compare.neurons_per_emotion(R)
 display(counts)
 _ = plots.save(plots.compare_bars(counts.div(counts.sum()), "share of the run's emotion neurons", LABEL), out_dir,
-           "05_neurons_per_emotion")
+           "06_neurons_per_emotion")
 
 # %% [markdown]
 # ## Where they sit, by relative depth
@@ -56,7 +56,7 @@ _ = plots.save(plots.compare_bars(counts.div(counts.sum()), "share of the run's 
 
 # %%
 profiles = compare.depth_profiles(R)
-_ = plots.save(plots.depth_lines(profiles, LABEL), out_dir, "05_depth_profiles")
+_ = plots.save(plots.depth_lines(profiles, LABEL), out_dir, "06_depth_profiles")
 display(compare.median_depth(R).round(2))
 
 # %% [markdown]
@@ -69,7 +69,7 @@ display(compare.median_depth(R).round(2))
 sens = compare.sensitivity(R)
 display((100 * sens).round(1))
 _ = plots.save(plots.compare_bars(100 * sens, "own minus random accuracy change (pp)", LABEL), out_dir,
-           "05_sensitivity")
+           "06_sensitivity")
 
 # %% [markdown]
 # ## Do the runs reach the same conclusions?
