@@ -1,4 +1,4 @@
-"""Command line: python -m emolib run | compare | classify | report | check."""
+"""Command line: python -m emolib run | compare | classify | steer | report | check."""
 
 from __future__ import annotations
 
@@ -145,6 +145,63 @@ def cmd_classify(a: argparse.Namespace) -> None:
                 print(f"  {e:<10} accuracy {v:6.1%}  (n={n})")
 
 
+def check_steer_args(a: argparse.Namespace, p: dict) -> tuple[str, str]:
+    """Validate steer's arguments before any model loads: (emotion, prompt), or one ValueError line."""
+    spec = params_mod.SCHEMA["steer_random_dose"]
+    if not math.isfinite(a.alpha) or not 0 <= a.alpha <= spec.high:
+        raise ValueError(f"--alpha must be a finite number of SDs from 0 to {spec.high:g}, got {a.alpha}")
+    if not 1 <= a.n <= 64:
+        raise ValueError(f"--n must be from 1 to 64 replies, got {a.n}")
+    tokens = params_mod.SCHEMA["steer_max_new_tokens"]
+    if a.max_new_tokens is not None and not tokens.low <= a.max_new_tokens <= tokens.high:
+        raise ValueError(f"--max-new-tokens must be from {tokens.low:g} to {tokens.high:g}, got {a.max_new_tokens}")
+    prompt = a.prompt.replace("\\n", "\n")
+    if not prompt.strip():
+        raise ValueError("--prompt must not be empty (e.g. --prompt 'A: How was the trip?\\nB:')")
+    emotion = normalize(a.emotion, "--emotion")
+    if emotion not in p["emotions"]:
+        raise ValueError(f"--emotion: {emotion!r} is not among the run's emotions ({', '.join(p['emotions'])})")
+    return emotion, prompt
+
+
+def cmd_steer(a: argparse.Namespace) -> None:
+    """Print sampled replies to one prompt with one emotion's neurons pushed up by alpha SDs, and their scores."""
+    from . import models, neurons, safeio, steer
+    from .attribution import STATS_FILE
+    p = params_mod.load(a.params)
+    emotion, prompt = check_steer_args(a, p)
+    nj = safeio.load_neurons_json(a.neurons, model=p["model"])
+    names = neurons.set_names_of(nj)
+    if a.set not in names:
+        raise ValueError(f"--set: {a.set!r} is not in {a.neurons} (has {', '.join(names)})")
+    ns = neurons.load(a.neurons, a.set)
+    if emotion not in ns.emotions:
+        raise ValueError(f"--emotion: {emotion!r} has no neurons in set {a.set} of {a.neurons} "
+                         f"(has {', '.join(ns.emotions)})")
+    run_dir = Path(a.neurons).parent
+    if not (run_dir / STATS_FILE).exists():
+        raise ValueError(f"--neurons: {run_dir / STATS_FILE} is missing next to it (stage 3 writes each neuron's SD "
+                         "there); run notebook 03 for this run first")
+    steer.resolve_scorer(p["model"], p["steer_scorer"])  # the scorer is never the steered model
+    p["run_dir"] = str(run_dir)
+    p["steer_max_new_tokens"] = a.max_new_tokens or p["steer_max_new_tokens"]
+    _, sd = steer.activation_sd(run_dir)
+    model, tok = models.load_model(p["model"], p["dtype"], p["device"], p["device_map"], p["seed"])
+    shape = models.ffn_shape(model)
+    safeio.check_neurons(nj, a.neurons, shape=shape)
+    if tuple(sd.shape) != tuple(shape):
+        raise ValueError(f"{run_dir / STATS_FILE}: statistics of an FFN of {sd.shape[0]} x {sd.shape[1]}; the loaded "
+                         f"model has {shape[0]} x {shape[1]}")
+    scorers = steer.load_scorers(p, steered=model)
+    table = steer.steer_text(model, tok, p, ns.by_layer(emotion), a.alpha, sd, prompt, a.n, scorers)
+    print(f"{p['model']} · set {a.set} · {emotion} neurons +{a.alpha:g} SD · prompt {prompt!r}")
+    for i, r in table.iterrows():
+        flag = f" [{r['degenerate']}]" if r["degenerate"] else ""
+        print(f"\n[{i + 1}] {r['reply']!r}{flag}  (perplexity under the unsteered model {r['ppl']:.1f})")
+        for name in scorers:
+            print(f"    {name}: top {r[f'{name} top']}, P({emotion}) = {r[f'{name} P({emotion})']:.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; bad input exits 2 with one line naming what is wrong."""
     ap = argparse.ArgumentParser(prog="python -m emolib", description=__doc__)
@@ -170,6 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     cl.add_argument("--ablate", help="an emotion, or all")
     cl.add_argument("--mode", default="zero", choices=("zero", "mean", "scale"))
     cl.add_argument("--scale", type=float, help="factor for --mode scale (required with it), 0 to 10")
+    st = sub.add_parser("steer", help="sample replies with one emotion's neurons pushed up by alpha SDs, scored")
+    st.add_argument("--params", required=True)
+    st.add_argument("--neurons", required=True, help="a run's neurons.json (its activation_stats beside it)")
+    st.add_argument("--emotion", required=True)
+    st.add_argument("--alpha", type=float, required=True, help="SDs added to each neuron, 0 to 100")
+    st.add_argument("--prompt", required=True, help="an opening, e.g. 'A: How was the trip?\\nB:' (\\n = newline)")
+    st.add_argument("--set", default="paper", help="named set of neurons.json (default paper)")
+    st.add_argument("--n", type=int, default=3, help="replies to sample, 1 to 64")
+    st.add_argument("--max-new-tokens", type=int, help="tokens per reply (default: the params' steer_max_new_tokens)")
     a = ap.parse_args(argv)
     from . import runner
     try:
@@ -193,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                     if issubclass(w.category, UserWarning):
                         print(f"{path}: warning: {w.message}")
                 print(f"{path}: ok")
+        elif a.cmd == "steer":
+            cmd_steer(a)
         else:
             cmd_classify(a)
     except (params_mod.ParamError, ValueError, FileNotFoundError) as e:

@@ -65,10 +65,23 @@ def test_every_stage_writes_its_outputs(run_dir):
                 if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
         assert pngs and len(pngs) == len(set(pngs)), f"{name} shows a figure twice"
     assert set(json.loads((run_dir / "timings.json").read_text())) == {
-        "01_data_construction", "02_neuron_identification", "03_ablation", "04_layer_analysis"}
+        "01_data_construction", "02_neuron_identification", "03_ablation", "04_layer_analysis", "05_steering"}
     history = [json.loads(x) for x in (run_dir / "timings-history.jsonl").read_text().splitlines()]
-    assert [h["notebook"] for h in history][:4] == ["01_data_construction", "02_neuron_identification",
-                                                    "03_ablation", "04_layer_analysis"]
+    assert [h["notebook"] for h in history][:5] == ["01_data_construction", "02_neuron_identification",
+                                                    "03_ablation", "04_layer_analysis", "05_steering"]
+
+
+def test_steering_stage_writes_its_tables(run_dir):
+    nb = nbformat.read(run_dir / "05_steering.ipynb", as_version=4)
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    tests = pd.read_csv(run_dir / "steering_tests.csv")
+    assert set(tests.emotion) <= {"anger", "disgust", "fear", "happiness", "sadness", "surprise"} and len(tests)
+    assert {"own_d_share", "own_minus_random_share", "p", "p_holm", "verdict", "power", "n_random"} <= set(tests)
+    assert set(tests.scorer) == {"minilm"} and (tests["set"] == "paper").all()
+    assert (run_dir / "steering_doses.csv").exists() and (run_dir / "steering_samples.csv").exists()
+    assert (run_dir / "figures" / "05_steering_fluency.png").exists()
+    text = (run_dir / "05_steering.ipynb").read_text()
+    assert "headless run" in text and "widget-view+json" not in text
 
 
 def test_rerun_reuses_cached_work(run_dir):
