@@ -34,6 +34,7 @@ BASELINE, OWN = -2, -1  # Condition.random for the unsteered model and for a nam
 OTHER_SCORER = {"smollm2-135m-instruct": "gemma3-270m", "gemma3-270m": "smollm2-135m-instruct"}
 FALLBACK_SCORER = "smollm2-135m-instruct"
 GEN_CACHE, SCORE_CACHE = "steer_generations.jsonl", "steer_scores.jsonl"  # under run_dir/cache
+SPEED_FILE = "steer_speed.json"  # seconds per condition last measured, for the budget of a resumed run
 OPENINGS = (  # neutral openings in the book's dialogue format; {topic} from topics the run never used
     "A: So, how did the meeting about {topic} go?\nB:",
     "A: What did you end up deciding about {topic}?\nB:",
@@ -302,6 +303,7 @@ class Runner:
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.gens = PredictionCache(cache_dir / GEN_CACHE)
         self.scores = PredictionCache(cache_dir / SCORE_CACHE)
+        self.speed_file = cache_dir / SPEED_FILE
         self.seconds, self.done_new = 0.0, 0
 
     def rows(self) -> list[tuple[int, int]]:
@@ -314,8 +316,15 @@ class Runner:
         return key in self.gens.rows and all(f"{s}|{key}" in self.scores.rows for s in self.scorers)
 
     def per_condition(self) -> float | None:
-        """Measured seconds per condition this session (None before any was computed)."""
-        return self.seconds / self.done_new if self.done_new else None
+        """Measured seconds per condition: this session's, else the last session's (None when never measured)."""
+        if self.done_new:
+            return self.seconds / self.done_new
+        from .safeio import read_json
+        try:
+            got = read_json(self.speed_file, "steering speed").get(self.ctx) if self.speed_file.exists() else None
+        except (ValueError, AttributeError):
+            return None
+        return float(got) if isinstance(got, (int, float)) and math.isfinite(got) and got > 0 else None
 
     def run(self, conds: list[Condition], desc: str = "steering") -> None:
         """Compute every uncached condition, several per batch (batch rows = 2 x batch_size)."""
@@ -326,6 +335,9 @@ class Runner:
             self._run_group(todo[s:s + per_batch])
             self.seconds += time.time() - t
             self.done_new += len(todo[s:s + per_batch])
+        if todo:
+            from .safeio import atomic_write_json
+            atomic_write_json(self.speed_file, {self.ctx: round(self.per_condition(), 3)})
 
     def _run_group(self, group: list[Condition]) -> None:
         """Generate one batch of conditions with per-row masks and doses, then fluency and scores per condition."""
@@ -522,6 +534,23 @@ def samples_table(rec: pd.DataFrame, emotions: list[str], doses: list[float], se
     return pd.DataFrame(out).T
 
 
+def _span(values, fmt: str) -> str:
+    """'a' when every value formats alike, else 'a to b' (lowest to highest)."""
+    lo, hi = fmt.format(min(values)), fmt.format(max(values))
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
+def set_sd_table(sets: dict, sd: torch.Tensor, emotions: list[str]) -> pd.DataFrame:
+    """Per set and emotion: neurons, and the median and largest activation SD among them (the size of one dose)."""
+    rows = []
+    for name, ns in sets.items():
+        for e in emotions:
+            v = [float(sd[layer, i]) for layer, idx in ns.by_layer(e).items() for i in idx]
+            rows.append({"set": name, "emotion": e, "n_neurons": len(v),
+                         "median_sd": float(np.median(v)) if v else np.nan, "max_sd": max(v) if v else np.nan})
+    return pd.DataFrame(rows)
+
+
 def findings(tests: pd.DataFrame, doses_t: pd.DataFrame, fluency: pd.DataFrame, n_prompts: int) -> list[str]:
     """'What this run shows', one line per scorer and set plus one on fluency, from the tables (nothing typed)."""
     lines = []
@@ -532,13 +561,13 @@ def findings(tests: pd.DataFrame, doses_t: pd.DataFrame, fluency: pd.DataFrame, 
         best = g.loc[g["own_d_share"].idxmax()]
         pw = g["power"].dropna()
         lines.append(
-            f"Scorer {scorer}, set {name}, at α = {dose:g} SD against {int(g['n_random'].min())}-"
-            f"{int(g['n_random'].max())} matched random sets per emotion over {n_prompts} prompts: "
+            f"Scorer {scorer}, set {name}, at α = {dose:g} SD against {_span(g['n_random'], '{:.0f}')} matched "
+            f"random sets per emotion over {n_prompts} prompts: "
             + (f"the target share rose beyond random (Holm) for {', '.join(gain)}" if gain else
                "no emotion's target share rose beyond the random sets (Holm)")
             + (f"; it fell beyond random for {', '.join(drop)}" if drop else "")
             + f". Largest own change from α = 0: {best.emotion} {best.own_d_share:+.0%} of prompts"
-            + (f"; power to see a {g['power_delta'].iloc[0]:.0%}-point shift: {pw.min():.0%} to {pw.max():.0%}."
+            + (f"; power to see a {g['power_delta'].iloc[0]:.0%}-point shift: {_span(pw, '{:.0%}')}."
                if len(pw) else "."))
     own = fluency[fluency.kind == "own"]
     base = fluency[fluency.kind == "unsteered"]
@@ -613,13 +642,18 @@ def direction_baseline_available() -> bool:
     return importlib.util.find_spec("emolib.directions") is not None
 
 
-def direction_note() -> str:
-    """What the stage does about the residual-stream direction baseline in this branch."""
-    if direction_baseline_available():
-        return ("emolib.directions is present: the direction baseline is not wired into this stage yet "
-                "(see steer.direction_conditions).")
-    return ("Direction-steering baseline skipped: emolib.directions (residual-stream directions, issue 17) is not in "
-            "this branch.")
+def direction_baseline(p: dict, runner: Runner) -> tuple[pd.DataFrame | None, str]:
+    """The residual-stream direction-steering baseline (issue 17's emolib.directions): (records, note).
+
+    Extension point. With emolib.directions present, the baseline is: for each emotion, load_directions(run_dir)'s
+    unit direction, added as alpha x direction to a decoder layer's output by that module's hook, at the same doses
+    and prompts, generated with the same per-prompt noise (row_generator) and scored by the same scorers, so its rows
+    join `records` with set = 'direction'. Until it is wired (after both branches merge), the stage skips it."""
+    if not direction_baseline_available():
+        return None, ("Direction-steering baseline skipped: emolib.directions (residual-stream directions, issue 17) "
+                      "is not in this branch.")
+    return None, ("Direction-steering baseline skipped: emolib.directions is present but not yet wired into this "
+                  "stage (see emolib.steer.direction_baseline).")
 
 
 # ---------------------------------------------------------------- saving, the CLI and the widget

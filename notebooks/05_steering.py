@@ -88,6 +88,16 @@ print(f"sets {', '.join(sets)}; scorers {', '.join(scorers)} (the steered model 
       f"{len(prompts)} prompts, e.g. {prompts[0]!r}")
 
 # %% [markdown]
+# ## How large one dose is
+# One SD is a different amount for every neuron. The SDs are heavy-tailed: a few neurons (often picked by the
+# attribution set, whose rule favours neurons with a large spread) have SDs tens of times the median, and pushing
+# them breaks the model's writing at any dose. The matched random sets are drawn from the same SD deciles, so the
+# test stays fair; the fluency figure below shows the cost.
+
+# %%
+display(steer.set_sd_table(sets, sd, P["emotions"]).round(3))
+
+# %% [markdown]
 # ## Generating
 # The unsteered model and every own set at every dose first, then the matched random sets at the test dose,
 # several conditions per batch (one mask and dose per row). Every condition is cached as it finishes, so an
@@ -151,7 +161,8 @@ for name, table in samples.items():
 # here when `emolib.directions` is present.
 
 # %%
-print(steer.direction_note())
+direction_records, note = steer.direction_baseline(P, runner)
+print(note)
 
 # %% [markdown]
 # ## What this run shows

@@ -151,7 +151,8 @@ def test_runner_caches_each_condition_and_the_tables(tiny, tmp_path):
     assert r.per_condition() and sum(calls) == 3 * len(conds)
     again = steer.Runner(model, tok, P, prompts, sd, {"fake": fake}, tmp_path)
     again.run(conds)
-    assert sum(calls) == 3 * len(conds) and again.per_condition() is None  # all from the cache
+    assert sum(calls) == 3 * len(conds)  # all from the cache
+    assert again.per_condition() == pytest.approx(r.per_condition(), abs=1e-3)  # the last session's speed
     rec = again.records(conds)
     tests = steer.test_table(rec, E, 2.0, 0.25)
     assert set(tests.emotion) == {"anger", "fear"} and (tests.n_random == 2).all()
@@ -161,7 +162,7 @@ def test_runner_caches_each_condition_and_the_tables(tiny, tmp_path):
     fl = steer.fluency_table(steer.condition_summary(rec, E))
     assert set(fl.kind) == {"unsteered", "own", "random"}
     assert steer.findings(tests, doses, fl, 3)
-    assert steer.choose_random_sets(again, conds, 2, budget_s=0.0, elapsed_s=1.0) == 2  # all cached: nothing to cut
+    assert steer.choose_random_sets(again, conds, 2, budget_s=0.0, elapsed_s=1.0) == 2  # all cached
     more = conds + [steer.Condition("paper", "anger", 2.0, j, {1: [20 + j]}) for j in range(2, 6)]
     assert steer.choose_random_sets(r, more, 6, budget_s=1.0, elapsed_s=1.0) == 2  # no time left: the least
 
