@@ -89,13 +89,16 @@ print(f"sets {', '.join(sets)}; scorers {', '.join(scorers)} (the steered model 
 
 # %% [markdown]
 # ## How large one dose is
-# One SD is a different amount for every neuron. The SDs are heavy-tailed: a few neurons (often picked by the
-# attribution set, whose rule favours neurons with a large spread) have SDs tens of times the median, and pushing
-# them breaks the model's writing at any dose. The matched random sets are drawn from the same SD deciles, so the
-# test stays fair; the fluency figure below shows the cost.
+# One SD is a different amount for every neuron, and the SDs are heavy-tailed (the line below the table): a set
+# holding a few neurons of very large spread (the attribution set's rule can favour them) gets a large push at
+# any dose, which can break the model's writing. The matched random sets are drawn from the same SD deciles, so
+# the test stays fair; the fluency figure below shows the cost.
 
 # %%
 display(steer.set_sd_table(sets, sd, P["emotions"]).round(3))
+q = sd.flatten().float().quantile(sd.new_tensor([0.5, 0.99, 0.999])).tolist()
+print(f"all {sd.numel():,} FFN neurons: median SD {q[0]:.3g}, 99th percentile {q[1]:.3g}, 99.9th {q[2]:.3g}, "
+      f"largest {sd.max().item():.3g}")
 
 # %% [markdown]
 # ## Generating
