@@ -200,25 +200,26 @@ def reply(tok, new_ids: list[int], stops: set[int]) -> tuple[str, list[int]]:
 
 @torch.inference_mode()
 def perplexity(model, prompt_ids: list[list[int]], cont_ids: list[list[int]], pad: int) -> np.ndarray:
-    """[N] perplexity of each continuation given its prompt under the model as it is (NaN for an empty one)."""
+    """[N] perplexity of each continuation given its prompt under the model as it is (NaN for an empty one); rows
+    are left-padded so every continuation ends the row, and logits are computed for the last positions only."""
+    k = max(map(len, cont_ids), default=0)
+    if k == 0:
+        return np.full(len(cont_ids), np.nan)
     seqs = [a + b for a, b in zip(prompt_ids, cont_ids)]
     T = max(map(len, seqs))
     ids = torch.full((len(seqs), T), pad, dtype=torch.long)
     attn = torch.zeros_like(ids)
-    score = torch.zeros((len(seqs), T), dtype=torch.bool)
-    for r, (a, s) in enumerate(zip(prompt_ids, seqs)):
-        ids[r, :len(s)], attn[r, :len(s)] = torch.tensor(s), 1
-        score[r, len(a):len(s)] = True
+    for r, x in enumerate(seqs):
+        ids[r, T - len(x):], attn[r, T - len(x):] = torch.tensor(x), 1
     dev = model_device(model)
-    m = score[:, 1:]
-    n = m.sum(1)
-    if not n.any():
-        return np.full(len(seqs), np.nan)
-    logits = model(input_ids=ids.to(dev), attention_mask=attn.to(dev)).logits[:, :-1]
-    where = m.to(dev)
-    lp = torch.log_softmax(logits[where].float(), -1)  # only the continuation positions, in float32
+    pos = (attn.cumsum(1) - 1).clamp(min=0)
+    logits = model(input_ids=ids.to(dev), attention_mask=attn.to(dev), position_ids=pos.to(dev),
+                   logits_to_keep=k + 1).logits[:, :k]  # position T-k-1+j predicts token T-k+j
+    n = torch.tensor([len(b) for b in cont_ids])
+    m = torch.arange(k)[None, :] >= (k - n)[:, None]  # each row's continuation: its last n tokens
+    lp = torch.log_softmax(logits[m.to(dev)].float(), -1)
     tok_lp = torch.zeros(m.shape)
-    tok_lp[m] = lp.gather(1, ids[:, 1:].to(dev)[where][:, None]).squeeze(1).cpu()
+    tok_lp[m] = lp.gather(1, ids[:, T - k:][m].to(dev)[:, None]).squeeze(1).cpu()
     nll = -tok_lp.sum(1) / n.clamp(min=1)
     return np.where(n.numpy() > 0, np.exp(nll.numpy()), np.nan)
 
