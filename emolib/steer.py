@@ -481,7 +481,9 @@ def test_table(rec: pd.DataFrame, emotions: list[str], dose: float, delta: float
             d_own, dp_own = o["hit"].mean() - b["hit"].mean(), o["p"].mean() - b["p"].mean()
             row = {"scorer": scorer, "set": name, "emotion": e, "dose": dose, "n": len(o), "n_random": len(ks),
                    "baseline_share": b["hit"].mean(), "own_d_share": d_own, "own_d_p": dp_own}
-            if len(ks) >= 2:
+            if len(ks) >= 2 and r_share.std(ddof=1) == 0:  # the random sets all changed the share alike: a
+                row.update(random_d_share=r_share.mean(), random_d_share_sd=0.0)  # t test has no spread to use
+            elif len(ks) >= 2:
                 omr, lo, hi = stats.prediction_ci(d_own, r_share)
                 row.update(random_d_share=r_share.mean(), random_d_share_sd=r_share.std(ddof=1),
                            own_minus_random_share=omr, omr_lo=lo, omr_hi=hi,
@@ -497,12 +499,14 @@ def test_table(rec: pd.DataFrame, emotions: list[str], dose: float, delta: float
         g = g.copy()
         g["p_holm"] = stats.holm(g["p"].to_numpy())
         m = int(g["p"].notna().sum()) or 1
-        g["verdict"] = ["not tested" if not np.isfinite(ph) else
+        g["verdict"] = ["not tested (random sets without spread)" if not np.isfinite(ph) and sd == 0 else
+                        "not tested" if not np.isfinite(ph) else
                         "own gain beyond random" if ph < alpha and d > 0 else
                         "own drop beyond random" if ph < alpha else "no detectable effect"
-                        for ph, d in zip(g["p_holm"], g.get("own_minus_random_share", pd.Series(np.nan, g.index)))]
+                        for ph, d, sd in zip(g["p_holm"], g.get("own_minus_random_share", pd.Series(np.nan, g.index)),
+                                             g.get("random_d_share_sd", pd.Series(np.nan, g.index)))]
         g["power_delta"] = delta
-        g["power"] = [stats.t_power(delta, sd, int(r), alpha, m) if np.isfinite(sd) and r >= 2 else np.nan
+        g["power"] = [stats.t_power(delta, sd, int(r), alpha, m) if np.isfinite(sd) and sd > 0 and r >= 2 else np.nan
                       for sd, r in zip(g.get("random_d_share_sd", pd.Series(np.nan, g.index)), g["n_random"])]
         parts.append(g)
     return pd.concat(parts, ignore_index=True)
@@ -556,6 +560,7 @@ def findings(tests: pd.DataFrame, doses_t: pd.DataFrame, fluency: pd.DataFrame, 
     """'What this run shows', one line per scorer and set plus one on fluency, from the tables (nothing typed)."""
     lines = []
     for (scorer, name), g in tests.groupby(["scorer", "set"], sort=False):
+        untested = g[g.verdict.str.startswith("not tested")].emotion.tolist()
         gain = g[g.verdict == "own gain beyond random"].emotion.tolist()
         drop = g[g.verdict == "own drop beyond random"].emotion.tolist()
         dose = g["dose"].iloc[0]
@@ -567,6 +572,7 @@ def findings(tests: pd.DataFrame, doses_t: pd.DataFrame, fluency: pd.DataFrame, 
             + (f"the target share rose beyond random (Holm) for {', '.join(gain)}" if gain else
                "no emotion's target share rose beyond the random sets (Holm)")
             + (f"; it fell beyond random for {', '.join(drop)}" if drop else "")
+            + (f"; not tested for {', '.join(untested)} (the random sets showed no spread)" if untested else "")
             + f". Largest own change from α = 0: {best.emotion} {best.own_d_share:+.0%} of prompts"
             + (f"; power to see a {g['power_delta'].iloc[0]:.0%}-point shift: {_span(pw, '{:.0%}')}."
                if len(pw) else "."))
@@ -638,18 +644,22 @@ def budget_note(info: dict) -> str:
 # ---------------------------------------------------------------- the direction baseline (issue 17)
 
 def direction_baseline_available() -> bool:
-    """Whether emolib.directions (the residual-stream direction-steering helper) is installed in this branch."""
-    import importlib.util
-    return importlib.util.find_spec("emolib.directions") is not None
+    """Whether emolib/directions.py (the residual-stream direction-steering helper) is in this checkout (looked up
+    beside this file, so another checkout's editable install does not count)."""
+    return (Path(__file__).resolve().parent / "directions.py").exists()
 
 
 def direction_baseline(p: dict, runner: Runner) -> tuple[pd.DataFrame | None, str]:
     """The residual-stream direction-steering baseline (issue 17's emolib.directions): (records, note).
 
-    Extension point. With emolib.directions present, the baseline is: for each emotion, load_directions(run_dir)'s
-    unit direction, added as alpha x direction to a decoder layer's output by that module's hook, at the same doses
-    and prompts, generated with the same per-prompt noise (row_generator) and scored by the same scorers, so its rows
-    join `records` with set = 'direction'. Until it is wired (after both branches merge), the stage skips it."""
+    Extension point. With emolib.directions present, the baseline is: for each emotion e, the unit direction
+    directions.load_directions(run_dir)[e, layer] ([E, L, H]), added as alpha x direction to one decoder layer's
+    output by `with directions.add_direction(model, layer, vec, alpha):` (one direction per forward pass, so one
+    condition per batch, unlike the per-row neuron masks of Runner._run_group), at the same doses and prompts, with
+    the same per-prompt noise (row_generator), fluency and scorers; its rows join `records` with set = 'direction'
+    and random = OWN, so dose_table and the figures take them as another set (test_table needs random directions
+    at the same dose to test it). To decide when wiring: the layer, and the dose unit (alpha x the residual
+    stream's SD at that layer makes it comparable with the neuron doses). Until then the stage skips it."""
     if not direction_baseline_available():
         return None, ("Direction-steering baseline skipped: emolib.directions (residual-stream directions, issue 17) "
                       "is not in this branch.")

@@ -206,3 +206,27 @@ def test_steer_command_prints_scored_replies(tmp_path, capsys):
                  "anger", "--alpha", "1", "--prompt", "A: hi\\nB:", "--n", "2"]) == 0
     out = capsys.readouterr().out
     assert "anger neurons +1 SD" in out and "[2]" in out and "minilm: top" in out
+
+
+def test_the_widget_is_inert_headless_and_builds_live(tiny, monkeypatch):
+    monkeypatch.setenv("EMOLIB_HEADLESS", "1")
+    assert not steer.interactive()  # the runner sets it for papermill: the notebook builds no widget
+    model, tok = tiny
+    form = steer.widget(model, tok, P, {"paper": _Sets({"anger": {0: [1]}})}, torch.ones(4, 128), {},
+                        ["A: hi\nB:"])
+    assert len(form.children) == 6
+
+
+def test_random_sets_without_spread_leave_the_test_undecided():
+    import pandas as pd
+    E = ["anger", "fear"]
+    rows = []
+    for rnd, name, emo, dose, top in [(steer.BASELINE, "none", "none", 0.0, "fear"), (steer.OWN, "paper", "anger", 2.0,
+                                      "anger"), (0, "paper", "anger", 2.0, "fear"), (1, "paper", "anger", 2.0, "fear")]:
+        for i in range(4):
+            rows.append({"scorer": "s", "set": name, "emotion": emo, "dose": dose, "random": rnd, "prompt": i,
+                         "top": top, "p_anger": float(top == "anger"), "p_fear": float(top == "fear"),
+                         "target_p": float(top == emo)})
+    t = steer.test_table(pd.DataFrame(rows), E, 2.0, 0.25)
+    r = t[t.emotion == "anger"].iloc[0]
+    assert r.own_d_share == 1.0 and not np.isfinite(r.p) and r.verdict == "not tested (random sets without spread)"
