@@ -492,8 +492,10 @@ def test_table(rec: pd.DataFrame, emotions: list[str], dose: float, delta: float
     t = pd.DataFrame(rows)
     if t.empty:
         return t
-    if "p" not in t:
-        t["p"] = np.nan
+    for c in ("random_d_share", "random_d_share_sd", "own_minus_random_share", "omr_lo", "omr_hi",
+              "own_minus_random_p", "p"):  # every column, also where no test had random sets with spread
+        if c not in t:
+            t[c] = np.nan
     parts = []
     for _, g in t.groupby("scorer", sort=False):
         g = g.copy()
