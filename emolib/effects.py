@@ -81,6 +81,17 @@ PILOT_RULE = ("before any own set is scored, the paper set's matched random sets
               "zero/recomputed, mean/fixed, mean/recomputed")
 
 
+def item_hash(dialogue: str) -> str:
+    """A short hash of one dialogue's text (its part of a score's cache key)."""
+    return hashlib.sha1(dialogue.encode()).hexdigest()[:16]
+
+
+def distinct(keys: list[str]) -> list[int]:
+    """The index of each key's first occurrence, in order."""
+    seen: set[str] = set()
+    return [i for i, k in enumerate(keys) if not (k in seen or seen.add(k))]
+
+
 def split_arm(arm: str) -> tuple[str, str]:
     """'mean/recomputed' -> ('mean', 'recomputed')."""
     mode, cal = arm.split("/")
@@ -88,7 +99,7 @@ def split_arm(arm: str) -> tuple[str, str]:
 
 
 class Scorer:
-    """Raw label scores of dialogues under masks, many masks per forward pass, each (mask, mode, items) cached; the
+    """Raw label scores of dialogues under masks, many masks per forward pass, cached per (item, mask, mode); the
     arms (zero or mean ablation x calibration fixed or recomputed under the mask) are applied on reading."""
 
     def __init__(self, clf: classify.Classifier, p: dict, tag: dict, masks_per_pass: int = 8,
@@ -101,36 +112,55 @@ class Scorer:
         self.cache = PredictionCache(Path(p["run_dir"]) / "cache" / "scores.jsonl")
         self.means, self.arm = means, arm
         self.means_hash = None if means is None else attribution.neuron_hash(means)
+        self.computed = 0  # item-masks scored (not read from the cache) by this scorer
+        self.seconds = 0.0  # the time they took
+        self.on_progress = None  # called with (item-masks just scored) after each pass (the budget's progress line)
         self.base_cf = self.content_free([{}], "zero")[0]
 
-    def key(self, dialogues: list[str], mask: dict[int, list[int]], mode: str = "zero") -> str:
-        """Everything one condition's raw scores depend on, hashed: model, dtype, prompt, labels, items, mask, the
+    def mask_key(self, mask: dict[int, list[int]], mode: str = "zero") -> str:
+        """Everything a mask's raw scores depend on but the item, hashed: model, dtype, prompt, labels, mask, the
         intervention and, for mean ablation, the means (calibration is applied after reading)."""
         if mode not in ablate.MODES:
             raise ValueError(f"ablation mode: must be one of {', '.join(ablate.MODES)}, got {mode!r}")
         blob = json.dumps([self.p["model"], str(self.clf.model.dtype), self.tag, self.clf.labels,
-                           hashlib.sha1("\n\x00".join(dialogues).encode()).hexdigest(),
                            {str(k): sorted(v) for k, v in sorted(mask.items()) if v},
                            mode, self.means_hash if mode == "mean" else None])
-        return hashlib.sha1(blob.encode()).hexdigest()
+        return hashlib.sha1(blob.encode()).hexdigest()[:24]
+
+    def key(self, dialogue: str, mask: dict[int, list[int]], mode: str = "zero") -> str:
+        """The cache key of one item under one mask and mode."""
+        return self.mask_key(mask, mode) + item_hash(dialogue)
 
     def scores(self, dialogues: list[str], masks: list[dict[int, list[int]]], desc: str | None = None,
                mode: str | None = None) -> np.ndarray:
-        """[K, N, labels] raw scores under mode (default: the primary arm's); uncached masks are scored
-        masks_per_pass at a time."""
+        """[K, N, labels] raw scores under mode (default: the primary arm's); only the (item, mask) pairs not in the
+        cache are scored, masks_per_pass masks per forward pass, masks missing the same items together."""
+        import time
         mode = mode or split_arm(self.arm)[0]
         if mode == "mean" and self.means is None:
             raise ValueError("mean ablation needs the neurons' means on the scoring sequence (attribution.moments)")
-        keys = [self.key(dialogues, m, mode) for m in masks]
-        todo = list(dict.fromkeys(k for k in keys if k not in self.cache.rows))
-        first = {k: masks[keys.index(k)] for k in todo}
-        for s in range(0, len(todo), self.masks_per_pass):
-            chunk = todo[s:s + self.masks_per_pass]
-            arr = batched.score_masks(self.clf, dialogues, [first[k] for k in chunk], mode=mode, means=self.means,
-                                      calibration=None, progress=desc)
-            for k, a in zip(chunk, arr):
-                self.cache.get_or_run(k, lambda a=a: np.round(a, 6).tolist())
-        return np.asarray([self.cache.rows[k] for k in keys], dtype=float).reshape(len(masks), len(dialogues), -1)
+        ih = [item_hash(d) for d in dialogues]
+        mk = [self.mask_key(m, mode) for m in masks]
+        items = distinct(ih)
+        groups: dict[tuple[int, ...], list[int]] = {}  # the items a mask lacks -> the masks lacking exactly those
+        for k in distinct(mk):
+            miss = tuple(i for i in items if mk[k] + ih[i] not in self.cache.rows)
+            if miss:
+                groups.setdefault(miss, []).append(k)
+        for miss, ks in groups.items():
+            for s in range(0, len(ks), self.masks_per_pass):
+                chunk = ks[s:s + self.masks_per_pass]
+                t = time.perf_counter()
+                arr = batched.score_masks(self.clf, [dialogues[i] for i in miss], [masks[k] for k in chunk],
+                                          mode=mode, means=self.means, calibration=None, progress=desc)
+                self.seconds += time.perf_counter() - t
+                self.computed += arr.shape[0] * arr.shape[1]
+                self.cache.put_many({mk[k] + ih[i]: np.round(a[n], 6).tolist()
+                                     for k, a in zip(chunk, arr) for n, i in enumerate(miss)})
+                if self.on_progress:
+                    self.on_progress(arr.shape[0] * arr.shape[1])
+        return np.asarray([[self.cache.rows[k + h] for h in ih] for k in mk], dtype=float).reshape(
+            len(masks), len(dialogues), -1)
 
     def content_free(self, masks: list[dict[int, list[int]]], mode: str | None = None) -> np.ndarray:
         """[K, labels] raw scores of the content-free dialogue under each mask (for recomputed calibration)."""
