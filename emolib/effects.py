@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import ablate, attribution, batched, classify, data, identify, models, neurons, prompts, stats
+from . import ablate, attribution, batched, budget, classify, data, identify, models, neurons, prompts, stats
 from .evaluate import PredictionCache
 
 ALPHA = 0.05
@@ -98,6 +98,9 @@ def split_arm(arm: str) -> tuple[str, str]:
     return mode, cal
 
 
+REUSE_MASKS_PER_PASS = 32  # masks per pass when none touches the first layer (their lower layers run once per item)
+
+
 class Scorer:
     """Raw label scores of dialogues under masks, many masks per forward pass, cached per (item, mask, mode); the
     arms (zero or mean ablation x calibration fixed or recomputed under the mask) are applied on reading."""
@@ -122,6 +125,8 @@ class Scorer:
         intervention and, for mean ablation, the means (calibration is applied after reading)."""
         if mode not in ablate.MODES:
             raise ValueError(f"ablation mode: must be one of {', '.join(ablate.MODES)}, got {mode!r}")
+        if not any(mask.values()):
+            mode = "zero"  # nothing masked: every mode scores the unablated model
         blob = json.dumps([self.p["model"], str(self.clf.model.dtype), self.tag, self.clf.labels,
                            {str(k): sorted(v) for k, v in sorted(mask.items()) if v},
                            mode, self.means_hash if mode == "mean" else None])
@@ -148,8 +153,11 @@ class Scorer:
             if miss:
                 groups.setdefault(miss, []).append(k)
         for miss, ks in groups.items():
-            for s in range(0, len(ks), self.masks_per_pass):
-                chunk = ks[s:s + self.masks_per_pass]
+            per = self.masks_per_pass
+            if batched.first_masked_layer([masks[k] for k in ks]) not in (0, None):
+                per = max(per, REUSE_MASKS_PER_PASS)  # the unmasked lower layers then run once for all these masks
+            for s in range(0, len(ks), per):
+                chunk = ks[s:s + per]
                 t = time.perf_counter()
                 arr = batched.score_masks(self.clf, [dialogues[i] for i in miss], [masks[k] for k in chunk],
                                           mode=mode, means=self.means, calibration=None, progress=desc)
@@ -381,9 +389,12 @@ def pilot(scorer: Scorer, p: dict, ns: neurons.NeuronSets, items: pd.DataFrame, 
         for arm in scorer.arms():
             base = scorer.arm_scores(d, [{}], arm)[0]
             s = scorer.arm_scores(d, masks, arm)
-            dm = mean_deltas(base, s, y)
+            per_item = np.stack([stats.margin(x, y) for x in s]) - stats.margin(base, y)  # [R, n]
+            dm = per_item.mean(1)
+            between, within = budget.components(per_item)
             rows.append({"arm": arm, "emotion": e, "n_items": len(d), "n_random": len(masks),
-                         "random_d_margin": dm.mean(), "random_d_margin_sd": dm.std(ddof=1)})
+                         "random_d_margin": dm.mean(), "random_d_margin_sd": dm.std(ddof=1),
+                         "var_between_sets": between, "var_set_x_item": within})
     table = pd.DataFrame(rows)
     return table, pilot_decision(table)
 
