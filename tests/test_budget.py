@@ -74,3 +74,17 @@ def test_progress_line(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     assert budget.progress_line(tmp_path / "bad.json") is None
     assert json.loads((tmp_path / budget.PROGRESS_FILE).read_text())["done"] == 250
+
+
+def test_runner_prints_the_progress_line_while_a_stage_runs(tmp_path, capsys):
+    import time
+
+    from emolib import runner
+    with runner.watch_progress(tmp_path, every=0.05):
+        prog = budget.Progress({"run_dir": str(tmp_path)}, "04_layer_analysis", 0, 5.0)
+        prog.step("dose-response")
+        prog.add(7)
+        time.sleep(0.3)
+    out = capsys.readouterr().out
+    assert "04_layer_analysis · dose-response · 7 item-masks" in out and out.count("dose-response") == 1  # once
+    assert not (tmp_path / budget.PROGRESS_FILE).exists()  # a later stage never shows this one's line
