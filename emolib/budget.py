@@ -1,7 +1,8 @@
 """Stages 3-4 sized by power within a time budget (`effects_budget_min`).
 
 The rule, fixed before any own set is scored:
-1. Throughput: item-masks per second, timed on this machine with random masks of the paper set's size.
+1. Throughput: item-masks per second, timed on this machine with random masks of the paper set's size; after the
+   pilot, the pilot's own rate (when it scored at least MIN_MEASURED item-masks).
 2. The pilot gets at most PILOT_SHARE of the budget: n_random_sets (the minimum R) random sets on the first
    n_pilot items per emotion, under every intervention.
 3. From the pilot's per-item margin changes, per emotion: the between-set variance and the set x item variance, so
@@ -31,10 +32,12 @@ PILOT_SHARE = 0.25    # the pilot's share of the budget, at most
 POWER_SLACK = 0.02    # designs whose detectable shift is within 2% of the smallest count as equal; the cheapest wins
 R_STEPS = (20, 25, 30, 40, 50, 60, 80, 100, 130, 160, 200)  # the random-set counts the search considers (>= min)
 MIN_PILOT_ITEMS = 4
+MIN_MEASURED = 50     # item-masks the pilot must have scored for its rate to replace the first timing
 DESIGN_FILE = "design.json"
 PROGRESS_FILE = "progress.json"
 RULE = " ".join(__doc__.split("The rule, fixed before any own set is scored:\n")[1].split("\nThe pilot sees")[0].split()
-                ).replace("PILOT_SHARE", f"{PILOT_SHARE:.0%}").replace("POWER_SLACK", f"{POWER_SLACK:.0%}")
+                ).replace("PILOT_SHARE", f"{PILOT_SHARE:.0%}").replace("POWER_SLACK", f"{POWER_SLACK:.0%}").replace(
+                "MIN_MEASURED", str(MIN_MEASURED))
 
 
 @dataclass
@@ -297,8 +300,11 @@ def size_pilot(p: dict, clf, model, shape: dict[int, list[int]], items: pd.DataF
 
 
 def after_pilot(p: dict, pilot: pd.DataFrame, arm: str, rate: float, n_pilot: int, set_names: list[str],
-                items: pd.DataFrame, calibrates: bool) -> Design:
-    """The design from the pilot's variance components under the primary arm (the attribution set counted)."""
+                items: pd.DataFrame, calibrates: bool, measured: tuple[int, float] = (0, 0.0)) -> Design:
+    """The design from the pilot's variance components under the primary arm (the attribution set counted);
+    measured = (item-masks, seconds) the pilot scored, whose rate replaces the first timing when large enough."""
+    if measured[0] >= MIN_MEASURED and measured[1] > 0:
+        rate = measured[0] / measured[1]
     rows = pilot[pilot.arm == arm]
     comps = {r.emotion: (r.var_between_sets, r.var_set_x_item) for r in rows.itertuples()}
     names = list(dict.fromkeys(["attribution", *set_names]))

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import ablate, attribution, batched, budget, classify, data, identify, models, neurons, prompts, stats
 from .evaluate import PredictionCache

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import data, models, neurons, prompts, record
 

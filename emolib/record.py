@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import prompts
 from .models import ffn_layers, model_device

@@ -160,6 +160,7 @@ print(f"scorer throughput here: {rate:.1f} item-masks/s; pilot: {P['n_random_set
 
 # %%
 progress.step("pilot")
+before = (scorer.computed, scorer.seconds)
 pilot, decision = effects.pilot(scorer, P, sets["paper"], pilot_items, P["n_random_sets"], spread)
 if P["intervention"] != "auto":
     decision = {**decision, "chosen": P["intervention"], "overridden": "set by the intervention parameter"}
@@ -175,19 +176,22 @@ display(Markdown(f"**Rule:** {decision['rule']}.  \n**Median SD per arm:** " + "
 # %% [markdown]
 # ## The design: random sets and items per emotion, for power
 # From the pilot under the primary arm, each emotion's spread of a random set's mean change splits into a part
-# between sets and a part that averages out over items. The design below is the cheapest whose median power is
-# within a point of the best the budget allows; notebook 04's grids are reserved first.
+# between sets and a part that averages out over items. The design below is the cheapest whose detectable shift
+# (80% power) is within 2% of the smallest the budget allows, at the pilot's measured scoring rate; notebook 04's
+# grids are reserved first.
 
 # %%
-design = budget.after_pilot(P, pilot, scorer.arm, rate, n_pilot, list(sets), items, clf.calibrate)
+design = budget.after_pilot(P, pilot, scorer.arm, rate, n_pilot, list(sets), items, clf.calibrate,
+                            (scorer.computed - before[0], scorer.seconds - before[1]))
 budget.save(P, design, pilot_seconds=scorer.seconds)
 items = budget.take(items, design.n_items, P["emotions"])
 progress.total = progress.done + sum(v for k, v in design.item_masks.items() if k not in ("pilot", "grids (04)"))
 display(budget.table(design).style.format({"item-masks": "{:,.0f}", "minutes (estimate)": "{:.1f}"})
         .hide(axis="index"))
 display(Markdown(f"**Design:** {design.n_random} random sets per test, {design.n_items} items per emotion "
-                 f"({design.note}); predicted median power {design.power:.0%} for a {P['power_delta']:g}-nat "
-                 f"shift at Holm's strictest level."))
+                 f"({design.note}), at {design.throughput:.1f} item-masks/s; predicted median power "
+                 f"{design.power:.0%} for a {P['power_delta']:g}-nat shift at Holm's strictest level, 80% power at "
+                 f"{design.delta_80:.2f} nat."))
 
 # %% [markdown]
 # ## The positive control: the `attribution` set

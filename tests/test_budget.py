@@ -88,3 +88,18 @@ def test_runner_prints_the_progress_line_while_a_stage_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "04_layer_analysis · dose-response · 7 item-masks" in out and out.count("dose-response") == 1  # once
     assert not (tmp_path / budget.PROGRESS_FILE).exists()  # a later stage never shows this one's line
+
+
+def test_progress_bars_report_to_the_runner(tmp_path, monkeypatch):
+    from emolib import progress
+    path = tmp_path / "bar.json"
+    monkeypatch.setattr(progress, "EVERY", 0.0)
+    monkeypatch.setenv(progress.ENV, str(path))
+    for _ in progress.tqdm(range(4), desc="recording activations"):
+        pass
+    line = progress.bar_line(str(path), "02_neuron_identification")
+    assert line.startswith("  02_neuron_identification · recording activations · 4 of 4 ·")
+    for _ in progress.tqdm(range(3), desc="quiet", disable=True):  # a disabled bar reports nothing
+        pass
+    assert "recording activations" in path.read_text()
+    assert progress.bar_line(str(tmp_path / "none.json"), "x") is None
