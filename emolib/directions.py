@@ -154,7 +154,7 @@ def null_summary(state: dict, k_per_emotion: list[int], emotions: list[str]) -> 
     above = {e: int((state["contrib"][j][tuple(torch.as_tensor(real[e]).T)] > null_max[j]).sum()) if real[e] else 0
              for j, e in enumerate(emotions)}
     per_p = {e: (1 + sum(nm[j] >= real_mean[j] for nm in null_means if math.isfinite(nm[j]))) / (1 + K)
-             for j, e in enumerate(emotions)}
+             if math.isfinite(real_mean[j]) else math.nan for j, e in enumerate(emotions)}
     overall, overall_null = float(np.nanmean(real_mean)), [float(np.nanmean(nm)) for nm in null_means]
     return {"n_null": K, "mean_contribution": dict(zip(emotions, real_mean)),
             "null_mean_contribution": {e: [nm[j] for nm in null_means] for j, e in enumerate(emotions)},
@@ -247,7 +247,7 @@ def _load(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     from safetensors import safe_open
     path = Path(run_dir) / FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run notebook 02 (stage 2) with directions: true first")
+        raise FileNotFoundError(f"{path} not found: run notebook 02 (stage 2) with find_directions: true first")
     with safe_open(str(path), "pt") as f:
         return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
 
@@ -298,3 +298,30 @@ def add_direction(model, layer: int, vec: torch.Tensor, alpha: float):
         yield model
     finally:
         handle.remove()
+
+
+def findings(entry: dict) -> list[str]:
+    """'What this run shows' for the directions set, from its neurons.json entry (nothing typed by hand)."""
+    n, nul = entry["n_selected"], entry["null"]
+    m = entry["method"]
+    lines = [f"The contribution method (directions at the {m['site']} stream, {m['tokens']} tokens, centred "
+             f"{m['centring']}) selects {n} neurons, as many per emotion as the paper set."]
+    if nul.get("n_null"):
+        p_e = nul["p_per_emotion"]
+        below = [e for e, v in p_e.items() if v is not None and v < 0.05]
+        lines.append(f"Against {nul['n_null']} label permutations: the selected neurons' mean contribution "
+                     f"{nul['mean_real']:.4g} against a null median of {float(np.median(nul['mean_null'])):.4g} "
+                     f"(p = {nul['p_mean']:.3f}); {len(below)} of {len(p_e)} emotions have p < 0.05"
+                     + (f" ({', '.join(below)})" if below else "") + f"; {nul['n_above_null_max']} of {n} "
+                     f"selected neurons exceed the largest contribution any permutation gives their emotion; "
+                     f"{nul['expected_false']:.1f} null neurons per permutation pass the real cut-offs"
+                     + (f" (empirical FDR {nul['fdr']:.3f})." if nul.get("fdr") is not None else "."))
+    else:
+        lines.append("n_null is 0: no permuted-label null, so nothing about the directions is beyond chance.")
+    half = pd.DataFrame(entry["split_half"])
+    if not half.empty:
+        lines.append(f"Split-half stability: the two halves' directions have a mean cosine (over layers) of "
+                     f"{half.cosine_mean.min():.2f} to {half.cosine_mean.max():.2f} across emotions; their selections "
+                     f"overlap with Jaccard {half.jaccard.min():.2f} to {half.jaccard.max():.2f}, against "
+                     f"{half.random_jaccard.median():.4f} for random sets of those sizes.")
+    return lines

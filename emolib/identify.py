@@ -15,7 +15,7 @@ from . import data, directions, models, neurons, prompts, record
 
 PARAMS_SAVED = ("record_tensor", "record_tokens", "record_framing", "top_rate", "filter_quantile", "min_count",
                 "assign", "selection_scope", "seed", "n_null", "selective_variant", "prompt_style", "few_shot",
-                "prompt_template", "directions", "direction_site", "direction_tokens")
+                "prompt_template", "find_directions", "direction_site", "direction_tokens")
 
 # Faithful readings of the method, all computed from the same recordings (answer-token variants from the second
 # pass). "paper" is not listed: it is the run's own setting (record_tensor, filter_quantile, ...; LAPE's defaults).
@@ -106,7 +106,7 @@ def record_train(p: dict, model=None, tokenizer=None, tokens: str = "dialogue") 
 
 def wants_directions(p: dict, tokens: str) -> bool:
     """Whether the pass over `tokens` also records emotion directions (only the direction_tokens pass does)."""
-    return bool(p.get("directions")) and p.get("direction_tokens", "dialogue") == tokens
+    return bool(p.get("find_directions")) and p.get("direction_tokens", "dialogue") == tokens
 
 
 def _key(p: dict, by_emotion: dict, tokens: str, framing: str, extra: list | None = None) -> str:
@@ -260,9 +260,12 @@ def save_neurons(p: dict, states: dict[str, dict], results: dict, nulls: dict, t
         st = {"paper": paper_settings(p), **VARIANTS}[chosen]
         named["selective"] = named_set_entry(chosen, st, results[chosen], states[st["tokens"]], nulls[chosen], why)
     dstate = states.get(p.get("direction_tokens", "dialogue"))
-    if p.get("directions") and dstate is not None and "contrib" in dstate:
+    if p.get("find_directions") and dstate is not None and "contrib" in dstate:
         sizes = [len(results["paper"]["sets"][e]) for e in state["emotions"]]
         named["directions"] = directions.named_set_entry(dstate, p, named["paper"], sizes)
+        named["directions"]["diagnostics"] = neurons.diagnostics(  # its neurons' firing, in the paper's recording
+            results["paper"]["P"], results["paper"]["entropy"], paper_state["tokens"].sum(0),
+            named["directions"]["neurons"], state["emotions"])
         directions.save(run, dstate, p["direction_tokens"])
     extra = {"named_sets": named, "selective_choice": {"variant": chosen, "why": why},
              "min_count": p["min_count"], "dtype": state.get("dtype"),

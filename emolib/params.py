@@ -130,7 +130,7 @@ SCHEMA: dict[str, Param] = {
                     "counted in the same pass (the null)", low=0, high=200),
     "answer_pass": Param(True, ("02",), "bool", "also record the prompt's answer position (a second, shorter pass) "
                          "so the answer-token variants are compared"),
-    "directions": Param(True, ("02",), "bool", "also find the second method's set (emolib.directions: topic-"
+    "find_directions": Param(True, ("02",), "bool", "also find the second method's set (emolib.directions: topic-"
                         "centred emotion directions and per-neuron contributions, Wang et al. 2025), named "
                         "'directions', from the same recording pass"),
     "direction_site": Param("residual", ("02",), "choice", "where emotion directions are read: the residual "
@@ -347,7 +347,7 @@ def validate(raw: dict[str, Any], source: str = "params") -> dict[str, Any]:
     if out["selective_variant"] not in ("auto", "paper", *VARIANTS):
         _fail(source, "selective_variant", f"must be auto, paper or one of {', '.join(VARIANTS)}, "
               f"got {out['selective_variant']!r}")
-    if out["directions"] and out["direction_tokens"] == "answer" and not out["answer_pass"] \
+    if out["find_directions"] and out["direction_tokens"] == "answer" and not out["answer_pass"] \
             and out["record_tokens"] != "answer":
         _fail(source, "direction_tokens", "answer reads the answer pass, so it needs answer_pass: true")
     if not out["answer_pass"] and VARIANTS.get(out["selective_variant"], {}).get("tokens") == "answer":
