@@ -192,8 +192,11 @@ def cosines(dirs: torch.Tensor) -> torch.Tensor:
 
 
 def null_cosines(state: dict) -> torch.Tensor:
-    """[K, E, L] cosine between each permutation's direction and the real one, per emotion and layer."""
-    return (state["dir_unit_null"] * state["dir_unit"][None]).sum(-1)
+    """[K (K - 1) / 2, E, L] cosine between the directions of two different label permutations, per emotion and
+    layer: how alike two directions are when the labels carry no information (the split-half cosine's chance)."""
+    d = state["dir_unit_null"]
+    pairs = [(a, b) for a in range(d.shape[0]) for b in range(a + 1, d.shape[0])]
+    return torch.stack([(d[a] * d[b]).sum(-1) for a, b in pairs]) if pairs else torch.zeros((0, *d.shape[1:3]))
 
 
 # ---------------------------------------------------------------- the named set and the stored directions

@@ -620,7 +620,7 @@ def direction_cosines(cos: np.ndarray, emotions: list[str], label: str, max_pane
 
 def direction_stability(half_cos: np.ndarray, null_cos: np.ndarray, emotions: list[str], label: str) -> Figure:
     """Per emotion and layer (relative depth): the cosine between the directions found on the two halves of the
-    train split, beside the cosine between the real direction and each label permutation's (grey band: range)."""
+    train split, beside the cosine between two label permutations' directions (grey band: range; chance)."""
     E, L = half_cos.shape
     x = (np.arange(L) + 0.5) / L
     fig, axes = _grid(E, ncols=3, w=3.6, h=2.8, sharey=True)
@@ -628,14 +628,14 @@ def direction_stability(half_cos: np.ndarray, null_cos: np.ndarray, emotions: li
         ax.plot(x, half_cos[j], color=_color(e), marker="o", ms=3, lw=1.8, label="half A vs half B")
         if null_cos.size:
             ax.fill_between(x, null_cos[:, j].min(0), null_cos[:, j].max(0), color=OTHER_COLOR, alpha=0.35,
-                            label="real vs permuted labels (range)")
+                            label="two permutations (range): chance")
         ax.axhline(0, color="black", lw=0.6, ls=":")
         ax.set_ylim(-1.05, 1.05)
         ax.set_title(e, fontsize=9)
         ax.set_xlabel("relative depth (layer + 0.5) / L", fontsize=8)
         ax.set_ylabel("cosine", fontsize=8)
     axes[0].legend(fontsize=7, loc="lower left")
-    return _title(fig, "Split-half stability of the emotion directions, against directions from permuted labels",
+    return _title(fig, "Split-half stability of the emotion directions, against two permutations' directions",
                   label)
 
 
