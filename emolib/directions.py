@@ -88,9 +88,13 @@ def projections(model, dirs: torch.Tensor) -> torch.Tensor:
     """[..., L, D] W_down[:, i] . direction for every neuron, for directions [..., L, H]."""
     out = []
     for layer, mlp in enumerate(ffn_layers(model)):
-        W = mlp.down_proj.weight.detach().double().cpu()  # [H, D]
-        out.append(dirs[..., layer, :].double() @ W)
-    return torch.stack(out, -2).float()
+        W = mlp.down_proj.weight.detach()  # [H, D], on its own device (float32 there; double on the CPU)
+        if W.device.type == "meta":
+            raise ValueError(f"layer {layer}'s down_proj weights are offloaded (meta); load the model with its "
+                             "weights on a device (device_map) to compute contributions")
+        dt = torch.float64 if W.device.type == "cpu" else torch.float32
+        out.append((dirs[..., layer, :].to(W.device, dt) @ W.to(dt)).float().cpu())
+    return torch.stack(out, -2)
 
 
 def contributions(proj: torch.Tensor, act_sums: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
