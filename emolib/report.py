@@ -95,6 +95,7 @@ def run_findings(d: Path, tests: pd.DataFrame, pilot: dict, grid: pd.DataFrame |
                        f"{r.emotion}: {r.own_minus_random_margin:+.2f} nat, {r.verdict}{shared(r.emotion)}"
                        for _, r in eff.iterrows()) + ")" if len(eff) else "") +
                    f"; 80% power needed a shift of {t['delta_80'].median():.2f} nat (median over emotions).")
+    out += head_to_head(d)
     if grid is not None and "p" in grid:
         g = grid[grid["p"].notna()]
         if len(g):
@@ -102,6 +103,18 @@ def run_findings(d: Path, tests: pd.DataFrame, pilot: dict, grid: pd.DataFrame |
                        ", ".join(f"{n} {int((x.p_holm < 0.05).sum())}/{len(x)}" for n, x in g.groupby("set", sort=False))
                        + ").")
     return out
+
+
+def head_to_head(d: Path) -> list[str]:
+    """With a `directions` set: its overlap with `paper` against chance, and which method's neurons matter in more
+    emotions (emolib.headtohead); nothing for runs without it."""
+    from . import headtohead, neurons
+    path = d / "neurons.json"
+    if not path.exists() or "directions" not in neurons.set_names(path):
+        return []
+    ov = headtohead.overlap(neurons.load(path, "paper"), neurons.load(path, "directions"))
+    lead = [x for x in headtohead.causal_lines(d) if ", `" not in x.split(":")[0]]  # the per-test comparisons
+    return ["Two methods: " + " ".join(headtohead.overlap_lines(ov, "paper", "directions") + lead)]
 
 
 def _cell(t: pd.DataFrame, name: str, e: str) -> str:
@@ -119,6 +132,8 @@ def markdown(run_dirs: list[str | Path]) -> str:
     """Tables of the runs: data, the pilot and positive control, per emotion each set's test, the paper's claims,
     findings and timings."""
     S = [run_summary(d) for d in run_dirs]
+    sets = ["attribution", "paper", "selective"] + (["directions"] if any(
+        "directions" in set(s["tests"].get("set", [])) for s in S) else [])
     lines = ["| run | model | FFN neurons | selected | dialogues kept | annotator agreement with theme | Fleiss' κ |",
              "|---|---|---|---|---|---|---|"]
     for s in S:
@@ -130,14 +145,14 @@ def markdown(run_dirs: list[str | Path]) -> str:
     lines += ["", "Stage 3, the instrument's check: the pilot's SD of random sets' mean margin change per arm (median "
               "over emotions, relative to the paper's zero ablation with fixed calibration), the arm it chose, and "
               "how many of each set's six tests reject after Holm (the `attribution` set is the positive control).",
-              "", "| run | SD ratio per arm | primary arm | random sets · items per emotion | attribution | paper | "
-              "selective |", "|---|---|---|---|---|---|---|"]
+              "", "| run | SD ratio per arm | primary arm | random sets · items per emotion | " + " | ".join(sets) + " |",
+              "|---" * (4 + len(sets)) + "|"]
     for s in S:
         pil = s["pilot"]
         ratios = ", ".join(f"{a} {v:.2f}" for a, v in pil.get("sd_ratio_to_paper_arm", {}).items() if v is not None)
         t = s["tests"]
         counts = []
-        for name in ("attribution", "paper", "selective"):
+        for name in sets:
             x = _tested(t, name)
             counts.append(f"{int((x.p_holm < 0.05).sum())} of {len(x)}" if len(x) else "–")
         size = f"{int(t['n_random'].max())} · {int(t['n_items'].median())}" if "n_random" in t else "–"
@@ -145,7 +160,7 @@ def markdown(run_dirs: list[str | Path]) -> str:
                      + " |")
     for s in S:
         t = s["tests"]
-        names = [n for n in ("attribution", "paper", "selective") if n in set(t.get("set", []))]
+        names = [n for n in sets if n in set(t.get("set", []))]
         lines += ["", f"`{s['name']}`, per emotion: `paper` neurons and split-half stability (J), baseline accuracy, "
                   "then for each set the own-minus-random margin change (nat) [unadjusted 95% interval against the "
                   "random sets] · Holm p · verdict (Holm-corrected).", "",
