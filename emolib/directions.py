@@ -316,6 +316,7 @@ def findings(entry: dict) -> list[str]:
     if nul.get("n_null"):
         p_e = nul["p_per_emotion"]
         below = [e for e, v in p_e.items() if v is not None and v < 0.05]
+        p_e = {e: v for e, v in p_e.items() if v is not None}  # emotions with selected neurons
         lines.append(f"Against {nul['n_null']} label permutations: the selected neurons' mean contribution "
                      f"{nul['mean_real']:.4g} against a null median of {float(np.median(nul['mean_null'])):.4g} "
                      f"(p = {nul['p_mean']:.3f}); {len(below)} of {len(p_e)} emotions have p < 0.05"
