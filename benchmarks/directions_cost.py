@@ -1,5 +1,6 @@
 """What recording emotion directions (emolib.directions) adds to stage 2's pass: the same recording (both tensors,
-halves, a 20-permutation null) with and without direction_site, interleaved, best of several repeats:
+halves, a 20-permutation null) with and without direction_site, interleaved, best of several repeats. On the CPU
+it times the process's CPU seconds on one thread (robust to other load on a shared machine); on a GPU, wall time:
 
     .venv/bin/python benchmarks/directions_cost.py [--model smollm2-135m-instruct] [--n 96] [--device cpu]
 
@@ -34,7 +35,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results-directions.json"))
     a = ap.parse_args()
-    models.set_threads()
+    on_cpu = a.device == "cpu"
+    torch.set_num_threads(1) if on_cpu else models.set_threads()
+    clock = time.process_time if on_cpu else time.perf_counter
     rows = generate_dialogues([f"topic {i}" for i in range(8)], list(EMOTIONS), 2, 0)[: a.n]
     by = {e: [r["dialogue"] for r in rows if r["theme"] == e] for e in EMOTIONS}
     tp = {e: [r["topic"] for r in rows if r["theme"] == e] for e in EMOTIONS}
@@ -43,10 +46,10 @@ def main() -> None:
 
     def once(site):
         sync()
-        t = time.perf_counter()
+        t = clock()
         record.record_counts(model, tok, by, batch_size=16, n_null=20, direction_site=site, topics=tp)
         sync()
-        return time.perf_counter() - t
+        return clock() - t
 
     conds = [None, "residual", "mlp"]
     for c in conds:  # warm-up
@@ -55,7 +58,8 @@ def main() -> None:
     for _ in range(a.repeats):  # interleaved, so drifting load hits every condition alike
         for c in conds:
             best[str(c)] = min(best[str(c)], once(c))
-    out = {"model": a.model, "device": a.device, "dtype": a.dtype, "dialogues": len(rows), "n_null": 20,
+    out = {"model": a.model, "device": a.device, "dtype": a.dtype,
+           "clock": "CPU seconds, one thread" if on_cpu else "wall seconds", "dialogues": len(rows), "n_null": 20,
            "batch_size": 16, "seconds_best": best,
            "ratio_with_directions": {s: best[s] / best["None"] for s in ("residual", "mlp")}}
     Path(a.out).write_text(json.dumps(out, indent=1))

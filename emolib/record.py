@@ -234,7 +234,7 @@ def record_counts(model, tokenizer, dialogues: dict[str, list[str]], tensor: str
         topic_list = [t for e in emotions for t in topics[e]] if topics else ["all"] * len(items)
         n_tok = np.array([1 if tokens == "answer" else b - a for (_, a, b), _, _, _ in items])
         weights = torch.from_numpy(weight_rows(np.array([it[1] for it in items]), np.array([it[2] for it in items]),
-                                               null, topic_list, n_tok, E)).float()
+                                               null, topic_list, n_tok, E))  # float64
     rec = Recorder(model, G, direction_site, 0 if weights is None else weights.shape[0])
     L, D = rec.shape
     state = {"version": STATE_VERSION, "fingerprint": fingerprint, "done": 0, "group_tokens": torch.zeros(G, dtype=torch.long),
