@@ -590,6 +590,9 @@ def dose_sets(p: dict, ns: neurons.NeuronSets, rate: float) -> dict[str, dict[in
     if entry.get("variant") == "attribution":
         est = attribution.load_estimate(p["run_dir"])
         sets = attribution.select(est, [len(res["sets"][e]) for e in p["emotions"]], p["emotions"])
+    elif entry.get("variant") == "directions":  # its top contributions, sized like the paper's rule (emolib.directions)
+        from .directions import dose_select
+        sets = dose_select(p["run_dir"], [len(res["sets"][e]) for e in p["emotions"]], p["emotions"])
     out = {}
     for e in p["emotions"]:
         d: dict[int, list[int]] = {}

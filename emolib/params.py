@@ -130,6 +130,14 @@ SCHEMA: dict[str, Param] = {
                     "counted in the same pass (the null)", low=0, high=200),
     "answer_pass": Param(True, ("02",), "bool", "also record the prompt's answer position (a second, shorter pass) "
                          "so the answer-token variants are compared"),
+    "find_directions": Param(True, ("02",), "bool", "also find the second method's set (emolib.directions: topic-"
+                        "centred emotion directions and per-neuron contributions, Wang et al. 2025), named "
+                        "'directions', from the same recording pass"),
+    "direction_site": Param("residual", ("02",), "choice", "where emotion directions are read: the residual "
+                            "stream (a decoder layer's output) or the MLP's output", choices=("residual", "mlp")),
+    "direction_tokens": Param("dialogue", ("02",), "choice", "directions from every dialogue token, or the "
+                              "classification prompt's answer position (needs the answer pass)",
+                              choices=("dialogue", "answer")),
     "selective_variant": Param("auto", ("02",), "str", "the second named set: auto (the book's rule: the most "
                                "selective variant that beats the null and is stable) or a variant name from "
                                "emolib.identify.VARIANTS"),
@@ -176,7 +184,7 @@ SCHEMA: dict[str, Param] = {
                          "all; the tested contrast needs bottom and top)", nullable=True,
                          extra={"choices": ("bottom", "middle", "top", "all")}),
     "grid_sets": Param(None, ("03", "04"), "list[str]", "named sets the grids test (null = every named set)",
-                       nullable=True, extra={"choices": ("attribution", "paper", "selective")}),
+                       nullable=True, extra={"choices": ("attribution", "paper", "selective", "directions")}),
     "grid_eval_limit": Param(None, ("03", "04"), "int", "cap on eval dialogues per emotion in the grids (null = "
                              "eval_limit)", low=1, nullable=True),
 }
@@ -344,6 +352,9 @@ def validate(raw: dict[str, Any], source: str = "params") -> dict[str, Any]:
     if out["selective_variant"] not in ("auto", "paper", *VARIANTS):
         _fail(source, "selective_variant", f"must be auto, paper or one of {', '.join(VARIANTS)}, "
               f"got {out['selective_variant']!r}")
+    if out["find_directions"] and out["direction_tokens"] == "answer" and not out["answer_pass"] \
+            and out["record_tokens"] != "answer":
+        _fail(source, "direction_tokens", "answer reads the answer pass, so it needs answer_pass: true")
     if not out["answer_pass"] and VARIANTS.get(out["selective_variant"], {}).get("tokens") == "answer":
         _fail(source, "selective_variant", f"{out['selective_variant']} needs answer_pass: true")
     return out

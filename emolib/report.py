@@ -101,6 +101,7 @@ def run_findings(d: Path, tests: pd.DataFrame, pilot: dict, grid: pd.DataFrame |
                        f"{r.emotion}: {r.own_minus_random_margin:+.2f} nat, {r.verdict}{shared(r.emotion)}"
                        for _, r in eff.iterrows()) + ")" if len(eff) else "") +
                    f"; 80% power needed a shift of {t['delta_80'].median():.2f} nat (median over emotions).")
+    out += head_to_head(d)
     if grid is not None and "p" in grid:
         g = grid[grid["p"].notna()]
         if len(g):
@@ -108,6 +109,18 @@ def run_findings(d: Path, tests: pd.DataFrame, pilot: dict, grid: pd.DataFrame |
                        ", ".join(f"{n} {int((x.p_holm < 0.05).sum())}/{len(x)}" for n, x in g.groupby("set", sort=False))
                        + ").")
     return out
+
+
+def head_to_head(d: Path) -> list[str]:
+    """With a `directions` set: its overlap with `paper` against chance, and which method's neurons matter in more
+    emotions (emolib.headtohead); nothing for runs without it."""
+    from . import headtohead, neurons
+    path = d / "neurons.json"
+    if not path.exists() or "directions" not in neurons.set_names(path):
+        return []
+    ov = headtohead.overlap(neurons.load(path, "paper"), neurons.load(path, "directions"))
+    lead = [x for x in headtohead.causal_lines(d) if ", `" not in x.split(":")[0]]  # the per-test comparisons
+    return ["Two methods: " + " ".join(headtohead.overlap_lines(ov, "paper", "directions") + lead)]
 
 
 def _cell(t: pd.DataFrame, name: str, e: str) -> str:
