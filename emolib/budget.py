@@ -206,8 +206,19 @@ def save(p: dict, d: Design, **extra) -> Path:
     from .safeio import atomic_write_json, read_json
     path = Path(p["run_dir"]) / DESIGN_FILE
     old = read_json(path, "design file") if path.exists() else {}
-    atomic_write_json(path, {**old, **asdict(d), **extra}, indent=1)
+    atomic_write_json(path, _finite({**old, **asdict(d), **extra}), indent=1)
     return path
+
+
+def _finite(v):
+    """v with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
 
 
 def load(p: dict) -> dict | None:

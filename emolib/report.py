@@ -52,6 +52,11 @@ def run_summary(run_dir: str | Path) -> dict:
             "timings": first_timings(d), "findings": run_findings(d, tests, inst.get("pilot", {}), grid)}
 
 
+def _num(v, fmt: str) -> str:
+    """A number formatted, or – when missing."""
+    return fmt.format(v) if isinstance(v, (int, float)) and np.isfinite(v) else "–"
+
+
 def set_names(summaries: list[dict]) -> list[str]:
     """The named sets the runs tested, in their tables' order (the positive control first)."""
     return list(dict.fromkeys(n for s in summaries for n in s["tests"].get("set", pd.Series(dtype=str))))
@@ -160,9 +165,9 @@ def markdown(run_dirs: list[str | Path]) -> str:
         est = sum(v for k, v in g["seconds"].items() if k != "grids (04)") / 60
         budget = f"{g['budget_s'] / 60:g} min" if g.get("budget_s") else "none"
         lines.append(f"| `{s['name']}` | {budget} | {g['throughput']:.1f} item-masks/s | {g['n_random']} · "
-                     f"{g['n_items']} | {g['power']:.0%} · {g.get('delta_80', float('nan')):.2f} nat | "
-                     f"{g.get('achieved_power', float('nan')):.0%} | "
-                     f"{g.get('stage3_scoring_seconds', float('nan')) / 60:.1f} min ({est:.1f} min) |")
+                     f"{g['n_items']} | {_num(g.get('power'), '{:.0%}')} · {_num(g.get('delta_80'), '{:.2f} nat')} | "
+                     f"{_num(g.get('achieved_power'), '{:.0%}')} | "
+                     f"{_num((g.get('stage3_scoring_seconds') or float('nan')) / 60, '{:.1f} min')} ({est:.1f} min) |")
     lines += ["", "Stage 3, the instrument's check: the pilot's SD of random sets' mean margin change per arm (median "
               "over emotions, relative to the paper's zero ablation with fixed calibration), the arm it chose, and "
               "how many of each set's six tests reject after Holm (the `attribution` set is the positive control).",
