@@ -13,11 +13,10 @@ from emolib import effects, neurons, runner
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("book") / "test-tiny"
-    runner.run(str(ROOT / "params/test-tiny.yaml"), out=str(out))
-    return out
+@pytest.fixture
+def run_dir(tiny_book):
+    """The tiny book's run, executed once per session (see conftest.py)."""
+    return tiny_book
 
 
 def test_every_stage_writes_its_outputs(run_dir):

@@ -404,7 +404,8 @@ def test_transformers_serve_writes_and_labels_dialogues(tmp_path):
                 assert time.monotonic() < deadline, "transformers serve did not come up in 180 s"
                 time.sleep(0.5)
         url = f"http://127.0.0.1:{port}/v1"
-        writer = Endpoint(base_url=url, model="auto", max_concurrency=4, temperature=0.7, max_tokens=96,
+        # 64 tokens hold a 3-8 turn dialogue of this model's; longer replies run on into off-format text and retries
+        writer = Endpoint(base_url=url, model="auto", max_concurrency=4, temperature=0.7, max_tokens=64,
                           malformed_retries=1)
         rows, stats = endpoint.synthesize(["cooking dinner", "a lost wallet"], ["anger", "happiness"], 1, writer,
                                           tmp_path)
