@@ -13,11 +13,10 @@ from emolib import effects, neurons, runner
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("book") / "test-tiny"
-    runner.run(str(ROOT / "params/test-tiny.yaml"), out=str(out))
-    return out
+@pytest.fixture
+def run_dir(tiny_book):
+    """The tiny book's run, executed once per session (see conftest.py)."""
+    return tiny_book
 
 
 def test_every_stage_writes_its_outputs(run_dir):
@@ -81,12 +80,13 @@ def test_every_stage_writes_its_outputs(run_dir):
                                                     "03_ablation", "04_layer_analysis"]
 
 
-def test_rerun_reuses_cached_work(run_dir):
-    scores = (run_dir / "cache" / "scores.jsonl").read_text()
-    counts_mtime = (run_dir / "cache" / "counts.pt").stat().st_mtime
-    runner.run(str(ROOT / "params/test-tiny.yaml"), only=["02", "03", "04"], out=str(run_dir))
-    assert (run_dir / "cache" / "scores.jsonl").read_text() == scores  # no condition recomputed
-    assert (run_dir / "cache" / "counts.pt").stat().st_mtime == counts_mtime
+def test_rerun_reuses_cached_work(run_dir, tiny_book_rerun):
+    """tiny_book_rerun is a copy of run_dir (modification times kept), rerun with only=["02", "03", "04"]."""
+    rerun = tiny_book_rerun
+    assert (rerun / "cache" / "scores.jsonl").read_text() == (run_dir / "cache" / "scores.jsonl").read_text()
+    assert (rerun / "cache" / "counts.pt").stat().st_mtime == (run_dir / "cache" / "counts.pt").stat().st_mtime
+    history = [json.loads(x)["notebook"] for x in (rerun / "timings-history.jsonl").read_text().splitlines()]
+    assert history[4:] == ["02_neuron_identification", "03_ablation", "04_layer_analysis"]  # it did rerun them
 
 
 def test_comparison_notebook(run_dir, tmp_path):
