@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import ablate, prompts
 from .classify import Classifier, _prefix_cache, _score_batch, encode_dialogues

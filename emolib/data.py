@@ -95,7 +95,7 @@ def synthesize_hf(model, tokenizer, topics: list[str], emotions: list[str], per_
                   max_new_tokens: int = 160, retries: int = 2, batch_size: int = 8) -> tuple[list[dict], Counter]:
     """Dialogues written by a chat model from a (topic, emotion) prompt; off-format outputs retried, then dropped."""
     import torch
-    from tqdm.auto import tqdm
+    from .progress import tqdm
     from .models import model_device
     jobs = [(t, e, k) for t in topics for e in emotions for k in range(per_pair)]
     stats: Counter = Counter()

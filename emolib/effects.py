@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
-from . import ablate, attribution, batched, classify, data, identify, models, neurons, prompts, stats
+from . import ablate, attribution, batched, budget, classify, data, identify, models, neurons, prompts, stats
 from .evaluate import PredictionCache
 
 ALPHA = 0.05
@@ -81,14 +81,28 @@ PILOT_RULE = ("before any own set is scored, the paper set's matched random sets
               "zero/recomputed, mean/fixed, mean/recomputed")
 
 
+def item_hash(dialogue: str) -> str:
+    """A short hash of one dialogue's text (its part of a score's cache key)."""
+    return hashlib.sha1(dialogue.encode()).hexdigest()[:16]
+
+
+def distinct(keys: list[str]) -> list[int]:
+    """The index of each key's first occurrence, in order."""
+    seen: set[str] = set()
+    return [i for i, k in enumerate(keys) if not (k in seen or seen.add(k))]
+
+
 def split_arm(arm: str) -> tuple[str, str]:
     """'mean/recomputed' -> ('mean', 'recomputed')."""
     mode, cal = arm.split("/")
     return mode, cal
 
 
+REUSE_MASKS_PER_PASS = 32  # masks per pass when none touches the first layer (their lower layers run once per item)
+
+
 class Scorer:
-    """Raw label scores of dialogues under masks, many masks per forward pass, each (mask, mode, items) cached; the
+    """Raw label scores of dialogues under masks, many masks per forward pass, cached per (item, mask, mode); the
     arms (zero or mean ablation x calibration fixed or recomputed under the mask) are applied on reading."""
 
     def __init__(self, clf: classify.Classifier, p: dict, tag: dict, masks_per_pass: int = 8,
@@ -101,36 +115,60 @@ class Scorer:
         self.cache = PredictionCache(Path(p["run_dir"]) / "cache" / "scores.jsonl")
         self.means, self.arm = means, arm
         self.means_hash = None if means is None else attribution.neuron_hash(means)
+        self.computed = 0  # item-masks scored (not read from the cache) by this scorer
+        self.seconds = 0.0  # the time they took
+        self.on_progress = None  # called with (item-masks just scored) after each pass (the budget's progress line)
         self.base_cf = self.content_free([{}], "zero")[0]
 
-    def key(self, dialogues: list[str], mask: dict[int, list[int]], mode: str = "zero") -> str:
-        """Everything one condition's raw scores depend on, hashed: model, dtype, prompt, labels, items, mask, the
+    def mask_key(self, mask: dict[int, list[int]], mode: str = "zero") -> str:
+        """Everything a mask's raw scores depend on but the item, hashed: model, dtype, prompt, labels, mask, the
         intervention and, for mean ablation, the means (calibration is applied after reading)."""
         if mode not in ablate.MODES:
             raise ValueError(f"ablation mode: must be one of {', '.join(ablate.MODES)}, got {mode!r}")
+        if not any(mask.values()):
+            mode = "zero"  # nothing masked: every mode scores the unablated model
         blob = json.dumps([self.p["model"], str(self.clf.model.dtype), self.tag, self.clf.labels,
-                           hashlib.sha1("\n\x00".join(dialogues).encode()).hexdigest(),
                            {str(k): sorted(v) for k, v in sorted(mask.items()) if v},
                            mode, self.means_hash if mode == "mean" else None])
-        return hashlib.sha1(blob.encode()).hexdigest()
+        return hashlib.sha1(blob.encode()).hexdigest()[:24]
+
+    def key(self, dialogue: str, mask: dict[int, list[int]], mode: str = "zero") -> str:
+        """The cache key of one item under one mask and mode."""
+        return self.mask_key(mask, mode) + item_hash(dialogue)
 
     def scores(self, dialogues: list[str], masks: list[dict[int, list[int]]], desc: str | None = None,
                mode: str | None = None) -> np.ndarray:
-        """[K, N, labels] raw scores under mode (default: the primary arm's); uncached masks are scored
-        masks_per_pass at a time."""
+        """[K, N, labels] raw scores under mode (default: the primary arm's); only the (item, mask) pairs not in the
+        cache are scored, masks_per_pass masks per forward pass, masks missing the same items together."""
+        import time
         mode = mode or split_arm(self.arm)[0]
         if mode == "mean" and self.means is None:
             raise ValueError("mean ablation needs the neurons' means on the scoring sequence (attribution.moments)")
-        keys = [self.key(dialogues, m, mode) for m in masks]
-        todo = list(dict.fromkeys(k for k in keys if k not in self.cache.rows))
-        first = {k: masks[keys.index(k)] for k in todo}
-        for s in range(0, len(todo), self.masks_per_pass):
-            chunk = todo[s:s + self.masks_per_pass]
-            arr = batched.score_masks(self.clf, dialogues, [first[k] for k in chunk], mode=mode, means=self.means,
-                                      calibration=None, progress=desc)
-            for k, a in zip(chunk, arr):
-                self.cache.get_or_run(k, lambda a=a: np.round(a, 6).tolist())
-        return np.asarray([self.cache.rows[k] for k in keys], dtype=float).reshape(len(masks), len(dialogues), -1)
+        ih = [item_hash(d) for d in dialogues]
+        mk = [self.mask_key(m, mode) for m in masks]
+        items = distinct(ih)
+        groups: dict[tuple[int, ...], list[int]] = {}  # the items a mask lacks -> the masks lacking exactly those
+        for k in distinct(mk):
+            miss = tuple(i for i in items if mk[k] + ih[i] not in self.cache.rows)
+            if miss:
+                groups.setdefault(miss, []).append(k)
+        for miss, ks in groups.items():
+            per = self.masks_per_pass
+            if batched.first_masked_layer([masks[k] for k in ks]) not in (0, None):
+                per = max(per, REUSE_MASKS_PER_PASS)  # the unmasked lower layers then run once for all these masks
+            for s in range(0, len(ks), per):
+                chunk = ks[s:s + per]
+                t = time.perf_counter()
+                arr = batched.score_masks(self.clf, [dialogues[i] for i in miss], [masks[k] for k in chunk],
+                                          mode=mode, means=self.means, calibration=None, progress=desc)
+                self.seconds += time.perf_counter() - t
+                self.computed += arr.shape[0] * arr.shape[1]
+                self.cache.put_many({mk[k] + ih[i]: np.round(a[n], 6).tolist()
+                                     for k, a in zip(chunk, arr) for n, i in enumerate(miss)})
+                if self.on_progress:
+                    self.on_progress(arr.shape[0] * arr.shape[1])
+        return np.asarray([[self.cache.rows[k + h] for h in ih] for k in mk], dtype=float).reshape(
+            len(masks), len(dialogues), -1)
 
     def content_free(self, masks: list[dict[int, list[int]]], mode: str | None = None) -> np.ndarray:
         """[K, labels] raw scores of the content-free dialogue under each mask (for recomputed calibration)."""
@@ -351,9 +389,12 @@ def pilot(scorer: Scorer, p: dict, ns: neurons.NeuronSets, items: pd.DataFrame, 
         for arm in scorer.arms():
             base = scorer.arm_scores(d, [{}], arm)[0]
             s = scorer.arm_scores(d, masks, arm)
-            dm = mean_deltas(base, s, y)
+            per_item = np.stack([stats.margin(x, y) for x in s]) - stats.margin(base, y)  # [R, n]
+            dm = per_item.mean(1)
+            between, within = budget.components(per_item)
             rows.append({"arm": arm, "emotion": e, "n_items": len(d), "n_random": len(masks),
-                         "random_d_margin": dm.mean(), "random_d_margin_sd": dm.std(ddof=1)})
+                         "random_d_margin": dm.mean(), "random_d_margin_sd": dm.std(ddof=1),
+                         "var_between_sets": between, "var_set_x_item": within})
     table = pd.DataFrame(rows)
     return table, pilot_decision(table)
 
@@ -549,6 +590,9 @@ def dose_sets(p: dict, ns: neurons.NeuronSets, rate: float) -> dict[str, dict[in
     if entry.get("variant") == "attribution":
         est = attribution.load_estimate(p["run_dir"])
         sets = attribution.select(est, [len(res["sets"][e]) for e in p["emotions"]], p["emotions"])
+    elif entry.get("variant") == "directions":  # its top contributions, sized like the paper's rule (emolib.directions)
+        from .directions import dose_select
+        sets = dose_select(p["run_dir"], [len(res["sets"][e]) for e in p["emotions"]], p["emotions"])
     out = {}
     for e in p["emotions"]:
         d: dict[int, list[int]] = {}

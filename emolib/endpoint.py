@@ -477,7 +477,7 @@ def run_jobs(ep: Endpoint, jobs: list[Job], parse: Callable, root: Path, desc: s
     stats["from_cache"] = len(jobs) - len(pending)
     if cache.torn:
         stats["torn_cache_lines_skipped"] = cache.torn
-    from tqdm.auto import tqdm
+    from .progress import tqdm
     t0 = time.time()
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=desc, unit="item", dynamic_ncols=True)
     try:

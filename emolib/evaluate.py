@@ -91,6 +91,14 @@ class PredictionCache:
             append_line(self.path, json.dumps({"key": key, "preds": self.rows[key]}))
         return self.rows[key]
 
+    def put_many(self, rows: dict[str, list]) -> None:
+        """Store many keys' predictions, appended as lines in one write."""
+        from .safeio import append_line
+        new = {k: v for k, v in rows.items() if k not in self.rows}
+        if new:
+            self.rows.update(new)
+            append_line(self.path, "\n".join(json.dumps({"key": k, "preds": v}) for k, v in new.items()))
+
 
 def named_sets(p: dict) -> dict[str, neurons.NeuronSets]:
     """Every named neuron set of the run's neurons.json ('paper' first, then 'selective' when stage 2 found one)."""

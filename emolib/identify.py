@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
-from . import data, models, neurons, prompts, record
+from . import data, directions, models, neurons, prompts, record
 
 PARAMS_SAVED = ("record_tensor", "record_tokens", "record_framing", "top_rate", "filter_quantile", "min_count",
                 "assign", "selection_scope", "seed", "n_null", "selective_variant", "prompt_style", "few_shot",
-                "prompt_template")
+                "prompt_template", "find_directions", "direction_site", "direction_tokens")
 
 # Faithful readings of the method, all computed from the same recordings (answer-token variants from the second
 # pass). "paper" is not listed: it is the run's own setting (record_tensor, filter_quantile, ...; LAPE's defaults).
@@ -69,7 +69,11 @@ def record_train(p: dict, model=None, tokenizer=None, tokens: str = "dialogue") 
     train = dd["train"]
     by_emotion = {e: [d for d, lab in zip(train["dialogue"], train["label"]) if lab == e] for e in p["emotions"]}
     framing = "prompt" if tokens == "answer" else p["record_framing"]
-    key = _key(p, by_emotion, tokens, framing)
+    site = p["direction_site"] if wants_directions(p, tokens) else None
+    topics = None
+    if site and "topic" in train.column_names:  # (without topics the directions are centred globally)
+        topics = {e: [t for t, lab in zip(train["topic"], train["label"]) if lab == e] for e in p["emotions"]}
+    key = _key(p, by_emotion, tokens, framing, [site, topics] if site else None)
     if final.exists():
         state = load_counts(p["run_dir"], tokens)
         if state.get("key") == key:
@@ -83,7 +87,9 @@ def record_train(p: dict, model=None, tokenizer=None, tokens: str = "dialogue") 
         parts = prompts.build(tokenizer, p["emotions"], chat, p["few_shot"], p["prompt_template"])
     state = record.record_counts(model, tokenizer, by_emotion, p["record_tensor"], tokens, framing, parts,
                                  p["batch_size"], p["seed"], state_path=final.with_suffix(".partial.pt"),
-                                 n_null=p["n_null"])
+                                 n_null=p["n_null"], direction_site=site, topics=topics)
+    if site:
+        directions.finish(state, model)
     state["key"] = key
     state["shape"] = list(models.ffn_shape(model))
     state["dtype"] = str(model.dtype).replace("torch.", "")
@@ -98,14 +104,19 @@ def record_train(p: dict, model=None, tokenizer=None, tokens: str = "dialogue") 
     return state
 
 
-def _key(p: dict, by_emotion: dict, tokens: str, framing: str) -> str:
-    """What the counts depend on."""
+def wants_directions(p: dict, tokens: str) -> bool:
+    """Whether the pass over `tokens` also records emotion directions (only the direction_tokens pass does)."""
+    return bool(p.get("find_directions")) and p.get("direction_tokens", "dialogue") == tokens
+
+
+def _key(p: dict, by_emotion: dict, tokens: str, framing: str, extra: list | None = None) -> str:
+    """What the counts depend on (extra: the direction settings and topics, when the pass records directions)."""
     import hashlib
     import json
     dtype = str(models.resolve_dtype(p["dtype"], models.resolve_device(p["device"])))
     return hashlib.sha1(json.dumps([record.STATE_VERSION, p["model"], dtype, tokens, framing, p["seed"],
                                     p["n_null"], p["prompt_style"], p["few_shot"], p["prompt_template"],
-                                    by_emotion]).encode()).hexdigest()
+                                    by_emotion] + ([extra] if extra else [])).encode()).hexdigest()
 
 
 def select_variant(state: dict, settings: dict, top_rate: float, min_count: int, half: int | None = None,
@@ -248,6 +259,14 @@ def save_neurons(p: dict, states: dict[str, dict], results: dict, nulls: dict, t
     if chosen:
         st = {"paper": paper_settings(p), **VARIANTS}[chosen]
         named["selective"] = named_set_entry(chosen, st, results[chosen], states[st["tokens"]], nulls[chosen], why)
+    dstate = states.get(p.get("direction_tokens", "dialogue"))
+    if p.get("find_directions") and dstate is not None and "contrib" in dstate:
+        sizes = [len(results["paper"]["sets"][e]) for e in state["emotions"]]
+        named["directions"] = directions.named_set_entry(dstate, p, named["paper"], sizes)
+        named["directions"]["diagnostics"] = neurons.diagnostics(  # its neurons' firing, in the paper's recording
+            results["paper"]["P"], results["paper"]["entropy"], paper_state["tokens"].sum(0),
+            named["directions"]["neurons"], state["emotions"])
+        directions.save(run, dstate, p["direction_tokens"])
     extra = {"named_sets": named, "selective_choice": {"variant": chosen, "why": why},
              "min_count": p["min_count"], "dtype": state.get("dtype"),
              "variants": json.loads(table.reset_index().to_json(orient="records"))}

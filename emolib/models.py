@@ -235,6 +235,11 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def set_threads() -> None:
-    """Use every core this process may run on (torch defaults can undercount in containers)."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """Use every core this process may run on (torch defaults can undercount in containers), or OMP_NUM_THREADS
+    threads where that is set (the test suite runs the book beside other work with one)."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        n = int(env)
+    else:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     torch.set_num_threads(max(1, n))

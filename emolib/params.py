@@ -130,6 +130,14 @@ SCHEMA: dict[str, Param] = {
                     "counted in the same pass (the null)", low=0, high=200),
     "answer_pass": Param(True, ("02",), "bool", "also record the prompt's answer position (a second, shorter pass) "
                          "so the answer-token variants are compared"),
+    "find_directions": Param(True, ("02",), "bool", "also find the second method's set (emolib.directions: topic-"
+                        "centred emotion directions and per-neuron contributions, Wang et al. 2025), named "
+                        "'directions', from the same recording pass"),
+    "direction_site": Param("residual", ("02",), "choice", "where emotion directions are read: the residual "
+                            "stream (a decoder layer's output) or the MLP's output", choices=("residual", "mlp")),
+    "direction_tokens": Param("dialogue", ("02",), "choice", "directions from every dialogue token, or the "
+                              "classification prompt's answer position (needs the answer pass)",
+                              choices=("dialogue", "answer")),
     "selective_variant": Param("auto", ("02",), "str", "the second named set: auto (the book's rule: the most "
                                "selective variant that beats the null and is stable) or a variant name from "
                                "emolib.identify.VARIANTS"),
@@ -143,7 +151,12 @@ SCHEMA: dict[str, Param] = {
                                "dev split of train dialogues; false = use prompt_style, few_shot and calibrate"),
     "dev_per_emotion": Param(12, ("03",), "int", "dev dialogues per emotion for the instrument choice", low=2),
     "n_random_sets": Param(20, ("03",), "int", "random sets per set and emotion in the main test (matched per "
-                           "layer, firing decile and activation-SD decile)", low=2),
+                           "layer, firing decile and activation-SD decile); with effects_budget_min, the minimum "
+                           "(and the pilot's number)", low=2),
+    "effects_budget_min": Param(None, ("03", "04"), "float", "minutes of scoring for notebooks 03-04: the pilot, "
+                                "the main test's random sets and items per emotion chosen for power within it "
+                                "(emolib.budget); null = the fixed design of n_random_sets and eval_limit",
+                                low=0.0, low_open=True, nullable=True),
     "protocol_random_sets": Param(3, ("03",), "int", "random sets per emotion in the protocol table", low=1),
     "protocol_generate": Param(False, ("03",), "bool", "also run the greedy-generation protocol table (slow: "
                                "generates for every random set)"),
@@ -161,18 +174,18 @@ SCHEMA: dict[str, Param] = {
                          "for", low=0.0, low_open=True),
     "n_bootstrap": Param(1000, ("03", "04", "05"), "int", "bootstrap resamples for 95% intervals", low=100),
     # --- 04 dose-response and depth
-    "dose_rates": Param([0.001, 0.0025, 0.005, 0.01, 0.02, 0.05], ("04",), "list[float]",
+    "dose_rates": Param([0.001, 0.0025, 0.005, 0.01, 0.02, 0.05], ("03", "04"), "list[float]",
                         "shares of all FFN neurons masked in the dose-response (each emotion's lowest-entropy ones)",
                         extra={"low": 0.0, "high": 1.0}),
-    "layer_bins": Param(3, ("04",), "int", "equal depth ranges (bottom/middle/top for 3)", low=1, high=12),
-    "grid_random_sets": Param(20, ("04",), "int", "matched random series per pre-specified grid contrast (each "
+    "layer_bins": Param(3, ("03", "04"), "int", "equal depth ranges (bottom/middle/top for 3)", low=1, high=12),
+    "grid_random_sets": Param(20, ("03", "04"), "int", "matched random series per pre-specified grid contrast (each "
                               "series: one random set per cell)", low=2),
-    "grid_ranges": Param(None, ("04",), "list[str]", "depth ranges scored (null = every range of layer_bins and "
+    "grid_ranges": Param(None, ("03", "04"), "list[str]", "depth ranges scored (null = every range of layer_bins and "
                          "all; the tested contrast needs bottom and top)", nullable=True,
                          extra={"choices": ("bottom", "middle", "top", "all")}),
-    "grid_sets": Param(None, ("04",), "list[str]", "named sets the grids test (null = every named set)",
-                       nullable=True, extra={"choices": ("attribution", "paper", "selective")}),
-    "grid_eval_limit": Param(None, ("04",), "int", "cap on eval dialogues per emotion in the grids (null = "
+    "grid_sets": Param(None, ("03", "04"), "list[str]", "named sets the grids test (null = every named set)",
+                       nullable=True, extra={"choices": ("attribution", "paper", "selective", "directions")}),
+    "grid_eval_limit": Param(None, ("03", "04"), "int", "cap on eval dialogues per emotion in the grids (null = "
                              "eval_limit)", low=1, nullable=True),
     # --- 05 steering (sufficiency)
     "steer_doses": Param([0.0, 1.0, 2.0, 4.0], ("05",), "list[float]", "doses alpha: each emotion's neurons get "
@@ -361,6 +374,9 @@ def validate(raw: dict[str, Any], source: str = "params") -> dict[str, Any]:
     if out["selective_variant"] not in ("auto", "paper", *VARIANTS):
         _fail(source, "selective_variant", f"must be auto, paper or one of {', '.join(VARIANTS)}, "
               f"got {out['selective_variant']!r}")
+    if out["find_directions"] and out["direction_tokens"] == "answer" and not out["answer_pass"] \
+            and out["record_tokens"] != "answer":
+        _fail(source, "direction_tokens", "answer reads the answer pass, so it needs answer_pass: true")
     if not out["answer_pass"] and VARIANTS.get(out["selective_variant"], {}).get("tokens") == "answer":
         _fail(source, "selective_variant", f"{out['selective_variant']} needs answer_pass: true")
     check_steering(out, source)

@@ -658,3 +658,61 @@ def steering_fluency(doses: pd.DataFrame, fluency: pd.DataFrame, scorer: str, la
     ax.set_xlabel("perplexity of the reply under the unsteered model (geometric mean, log scale)")
     ax.set_ylabel(f"target share change from α = 0 ({PP})")
     return _title(fig, f"Fluency trade-off, read by {scorer} (larger marker = larger dose)", label)
+
+
+# ---------------------------------------------------------------- emotion directions (emolib.directions)
+
+def direction_cosines(cos: np.ndarray, emotions: list[str], label: str, max_panels: int = 6) -> Figure:
+    """Cosine similarity between the emotions' unit directions, one heatmap per layer (at most max_panels layers,
+    evenly spaced in depth)."""
+    L = cos.shape[0]
+    layers = sorted(set(np.linspace(0, L - 1, min(L, max_panels)).round().astype(int).tolist()))
+    fig, axes = _grid(len(layers), ncols=3, w=3.9, h=3.4)
+    for ax, l in zip(axes, layers):
+        sns.heatmap(pd.DataFrame(cos[l], index=emotions, columns=emotions), ax=ax, vmin=-1, vmax=1, cmap="RdBu_r",
+                    annot=len(emotions) <= 8, fmt=".2f", annot_kws={"fontsize": 7}, cbar=ax is axes[-1],
+                    cbar_kws={"label": "cosine"} if ax is axes[-1] else None)
+        ax.set_title(f"layer {l} (relative depth {(l + 0.5) / L:.2f})", fontsize=9)
+        ax.tick_params(labelsize=7)
+    return _title(fig, "Cosine similarity between topic-centred emotion directions, per layer", label)
+
+
+def direction_stability(half_cos: np.ndarray, null_cos: np.ndarray, emotions: list[str], label: str) -> Figure:
+    """Per emotion and layer (relative depth): the cosine between the directions found on the two halves of the
+    train split, beside the cosine between two label permutations' directions (grey band: range; chance)."""
+    E, L = half_cos.shape
+    x = (np.arange(L) + 0.5) / L
+    fig, axes = _grid(E, ncols=3, w=3.6, h=2.8, sharey=True)
+    for j, (ax, e) in enumerate(zip(axes, emotions)):
+        ax.plot(x, half_cos[j], color=_color(e), marker="o", ms=3, lw=1.8, label="half A vs half B")
+        if null_cos.size:
+            ax.fill_between(x, null_cos[:, j].min(0), null_cos[:, j].max(0), color=OTHER_COLOR, alpha=0.35,
+                            label="two permutations (range): chance")
+        ax.axhline(0, color="black", lw=0.6, ls=":")
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_title(e, fontsize=9)
+        ax.set_xlabel("relative depth (layer + 0.5) / L", fontsize=8)
+        ax.set_ylabel("cosine", fontsize=8)
+    axes[0].legend(fontsize=7, loc="lower left")
+    return _title(fig, "Split-half stability of the emotion directions, against two permutations' directions",
+                  label)
+
+
+def contribution_null(summary: dict, emotions: list[str], label: str) -> Figure:
+    """Per emotion: the selected neurons' mean contribution (red) against what each label permutation's own
+    selection reaches (grey), with the permutation p."""
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(emotions) + 1.8), layout="constrained")
+    for y, e in enumerate(emotions):
+        null = [v for v in summary["null_mean_contribution"][e] if v is not None and np.isfinite(v)]
+        ax.scatter(null, [y] * len(null), color=OTHER_COLOR, s=16, alpha=0.8,
+                   label="permuted labels (each permutation's selection)" if y == 0 else None)
+        real = summary["mean_contribution"][e]
+        if real is not None and np.isfinite(real):
+            ax.scatter([real], [y], color="#d62728", marker="D", s=40, label="real labels" if y == 0 else None)
+            ax.annotate(f"p = {summary['p_per_emotion'][e]:.3f}", (real, y), xytext=(6, 4),
+                        textcoords="offset points", fontsize=8)
+    ax.set_yticks(range(len(emotions)), emotions)
+    ax.invert_yaxis()
+    ax.set_xlabel("mean contribution of the selected neurons: act x (W_down column . direction), hidden-state units")
+    ax.legend(fontsize=8, loc="lower right")
+    return _title(fig, "Do the contribution-selected neurons beat the permuted-label null?", label)

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import prompts
-from .models import ffn_layers, model_device
+from .models import decoder_layers, ffn_layers, model_device
 
 TENSORS = ("act", "product")  # act_fn(gate_proj(x)), and the input of down_proj (act * up_proj(x))
 TOKENS = ("dialogue", "answer")  # every dialogue token, or the prompt's last position (where the label comes)
+SITES = ("residual", "mlp")  # where emotion directions are read: a decoder layer's output, or its MLP's output
 STATE_VERSION = 2
 
 
@@ -70,7 +71,7 @@ class Recorder:
     groups (its emotion and half; its emotion under each null permutation); per layer and tensor, the rows' firing
     counts are added to their groups with one small matrix product, on the model's devices."""
 
-    def __init__(self, model, n_groups: int):
+    def __init__(self, model, n_groups: int, site: str | None = None, n_dir_rows: int = 0):
         self.model = model
         self.mlps = ffn_layers(model)
         L, D = len(self.mlps), self.mlps[0].down_proj.in_features
@@ -81,16 +82,25 @@ class Recorder:
         self.counts = {t: [torch.zeros((n_groups, D), dtype=torch.int32, device=d) for d in devs] for t in TENSORS}
         self.sums = [torch.zeros(D, dtype=torch.float64, device=d) for d in devs]  # of the down_proj input
         self.shape = (L, D)
-        self.flat = self.rows = self.groups = None  # set per batch by set_batch
+        self.flat = self.rows = self.groups = self.dir_weights = None  # set per batch by set_batch
         self.handles = []
+        # emotion directions (emolib.directions): weighted sums of the site's vectors [R, H] per layer, and the
+        # down_proj input summed per count group [G, D] per layer (for the contributions' mean activation)
+        self.site = site
+        if site is not None:
+            H = self.mlps[0].down_proj.out_features
+            self.dir_sums = [torch.zeros((n_dir_rows, H), dtype=torch.float64, device=d) for d in devs]
+            self.act_sums = [torch.zeros((n_groups, D), dtype=torch.float32, device=d) for d in devs]
 
-    def set_batch(self, count: torch.Tensor, groups: torch.Tensor) -> None:
-        """The counted positions [B, T] and the group membership matrix [G, B] of the next forward pass."""
+    def set_batch(self, count: torch.Tensor, groups: torch.Tensor, dir_weights: torch.Tensor | None = None) -> None:
+        """The counted positions [B, T], the group membership matrix [G, B] and (with a site) the direction
+        weights [R, B] of the next forward pass."""
         self.flat = count.flatten().nonzero().squeeze(1)
         self.rows = torch.div(self.flat, count.shape[1], rounding_mode="floor")
         self.n_rows = count.shape[0]
         self._dev = {}
         self.groups = groups
+        self.dir_weights = dir_weights
 
     def _put(self, dev) -> tuple:
         """The batch's index tensors on one device (cached: layers split over devices share them)."""
@@ -110,12 +120,34 @@ class Recorder:
             if self.sums[layer].device != h.device:
                 self.sums[layer] = self.sums[layer].to(h.device)
             self.sums[layer] += sel.sum(0, dtype=torch.float32).double()
+            if self.site is not None:
+                if self.act_sums[layer].device != h.device:
+                    self.act_sums[layer] = self.act_sums[layer].to(h.device)
+                self.act_sums[layer] += groups @ self._row_sums(sel, rows, h.device)
+
+    def _row_sums(self, sel: torch.Tensor, rows: torch.Tensor, dev) -> torch.Tensor:
+        """[B, width] each batch row's sum of the selected positions' vectors, in float32."""
+        out = torch.zeros((self.n_rows, sel.shape[1]), dtype=torch.float32, device=dev)
+        return out.index_add_(0, rows, sel.float())
+
+    def _direct(self, layer: int, out) -> None:
+        """Add the batch's direction-weighted sums of the site's vectors (MLP output or residual stream)."""
+        h = out[0] if isinstance(out, tuple) else out
+        flat, rows, _ = self._put(h.device)
+        s = self._row_sums(h.flatten(0, 1).index_select(0, flat), rows, h.device)
+        if self.dir_sums[layer].device != h.device:
+            self.dir_sums[layer] = self.dir_sums[layer].to(h.device)
+        self.dir_sums[layer] += self.dir_weights.to(h.device, torch.float64) @ s.double()
 
     def __enter__(self):
         for i, mlp in enumerate(self.mlps):
             self.handles.append(mlp.act_fn.register_forward_hook(lambda mod, args, out, i=i: self._count("act", i, out)))
             self.handles.append(mlp.down_proj.register_forward_pre_hook(
                 lambda mod, args, i=i: self._count("product", i, args[0])))
+        if self.site is not None:
+            mods = self.mlps if self.site == "mlp" else list(decoder_layers(self.model))
+            for i, m in enumerate(mods):
+                self.handles.append(m.register_forward_hook(lambda mod, args, out, i=i: self._direct(i, out)))
         return self
 
     def __exit__(self, *exc):
@@ -124,18 +156,29 @@ class Recorder:
         self.handles = []
         return False
 
-    def load(self, counts: dict[str, torch.Tensor], sums: torch.Tensor) -> None:
-        """Continue from saved [G, L, D] counts and [L, D] sums."""
+    def load(self, counts: dict[str, torch.Tensor], sums: torch.Tensor, extra: dict | None = None) -> None:
+        """Continue from saved [G, L, D] counts and [L, D] sums (and the direction sums, with a site)."""
         for t in TENSORS:
             for layer, c in enumerate(self.counts[t]):
                 c.copy_(counts[t][:, layer])
         for layer, s in enumerate(self.sums):
             s.copy_(sums[layer])
+        if self.site is not None and extra:
+            for layer in range(self.shape[0]):
+                self.dir_sums[layer].copy_(extra["dir_sums"][:, layer])
+                self.act_sums[layer].copy_(extra["act_sums"][:, layer])
 
     def export(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The counts so far as {tensor: [G, L, D]} int32 and the sums as [L, D] float64, on the CPU."""
         return ({t: torch.stack([c.cpu() for c in self.counts[t]], 1) for t in TENSORS},
                 torch.stack([s.cpu() for s in self.sums]))
+
+    def export_directions(self) -> dict[str, torch.Tensor]:
+        """With a site: the direction sums [R, L, H] float64 and the per-group down_proj input sums [G, L, D]."""
+        if self.site is None:
+            return {}
+        return {"dir_sums": torch.stack([s.cpu() for s in self.dir_sums], 1),
+                "act_sums": torch.stack([s.cpu() for s in self.act_sums], 1)}
 
 
 def group_matrix(emotion: list[int], half: list[int], null: np.ndarray, n_emotions: int) -> torch.Tensor:
@@ -154,28 +197,50 @@ def group_matrix(emotion: list[int], half: list[int], null: np.ndarray, n_emotio
 def record_counts(model, tokenizer, dialogues: dict[str, list[str]], tensor: str = "act", tokens: str = "dialogue",
                   framing: str = "raw", parts: prompts.PromptParts | None = None, batch_size: int = 16,
                   seed: int = 0, state_path: str | Path | None = None, save_every: float = 60.0,
-                  n_null: int = 0) -> dict:
+                  n_null: int = 0, direction_site: str | None = None,
+                  topics: dict[str, list[str]] | None = None) -> dict:
     """Count firing tokens per (emotion, layer, neuron) for both tensors, per half and under n_null label
-    permutations, over the dialogues; resumable from state_path. `tensor` names the counts returned as "counts"."""
+    permutations, over the dialogues; resumable from state_path. `tensor` names the counts returned as "counts".
+    With direction_site (mlp or residual), the same pass also sums what emotion directions need (topic-centred,
+    emolib.directions; topics: each dialogue's topic, aligned with `dialogues`; none = centred globally)."""
     if tensor not in TENSORS:
         raise ValueError(f"record_tensor: must be one of {', '.join(TENSORS)}, got {tensor!r}")
     if tokens not in TOKENS:
         raise ValueError(f"record_tokens: must be one of {', '.join(TOKENS)}, got {tokens!r}")
     if tokens == "answer" and framing != "prompt":
         raise ValueError("record_tokens: answer counts the prompt's last position, so it needs record_framing: prompt")
+    if direction_site is not None and direction_site not in SITES:
+        raise ValueError(f"direction_site: must be one of {', '.join(SITES)}, got {direction_site!r}")
     emotions = list(dialogues)
     E = len(emotions)
     rank, world = dist_rank_world()
-    fingerprint = hashlib.sha1(json.dumps([STATE_VERSION, tokens, framing, batch_size, seed, n_null,
-                                           model.config.name_or_path, str(model.dtype), rank, world,
-                                           {e: dialogues[e] for e in emotions}]).encode()).hexdigest()
+    fp = [STATE_VERSION, tokens, framing, batch_size, seed, n_null, model.config.name_or_path, str(model.dtype),
+          rank, world, {e: dialogues[e] for e in emotions}]
+    if direction_site is not None:  # (kept out of the list otherwise: earlier states stay valid)
+        fp += [direction_site, topics]
+    fingerprint = hashlib.sha1(json.dumps(fp).encode()).hexdigest()
     base = getattr(model, "model", model)
     G = 2 * E + n_null * E
-    rec = Recorder(model, G)
+    bos = bos_prefix(tokenizer)  # once, not per dialogue
+    null = null_labels([len(dialogues[e]) for e in emotions], n_null, seed)
+    items, j = [], 0
+    for ei, e in enumerate(emotions):
+        for d in dialogues[e]:
+            items.append((encode(tokenizer, d, framing, parts, bos), ei, half_of(d, seed), j))
+            j += 1
+    weights = None
+    if direction_site is not None:
+        from .directions import weight_rows
+        topic_list = [t for e in emotions for t in topics[e]] if topics else ["all"] * len(items)
+        n_tok = np.array([1 if tokens == "answer" else b - a for (_, a, b), _, _, _ in items])
+        weights = torch.from_numpy(weight_rows(np.array([it[1] for it in items]), np.array([it[2] for it in items]),
+                                               null, topic_list, n_tok, E))  # float64
+    rec = Recorder(model, G, direction_site, 0 if weights is None else weights.shape[0])
     L, D = rec.shape
     state = {"version": STATE_VERSION, "fingerprint": fingerprint, "done": 0, "group_tokens": torch.zeros(G, dtype=torch.long),
              "seconds": 0.0}
     counts0, sums0 = rec.export()
+    extra0 = rec.export_directions()
     state_path = Path(state_path) if state_path else None
     if state_path and world > 1:  # each rank keeps its own resumable state
         state_path = state_path.with_name(f"{state_path.stem}.rank{rank}{state_path.suffix}")
@@ -185,14 +250,8 @@ def record_counts(model, tokenizer, dialogues: dict[str, list[str]], tensor: str
         if saved.get("fingerprint") == fingerprint:
             state = {k: saved[k] for k in ("version", "fingerprint", "done", "group_tokens", "seconds")}
             counts0, sums0 = {t: saved[f"group_counts_{t}"] for t in TENSORS}, saved["sums"]
-    rec.load(counts0, sums0)
-    bos = bos_prefix(tokenizer)  # once, not per dialogue
-    null = null_labels([len(dialogues[e]) for e in emotions], n_null, seed)
-    items, j = [], 0
-    for ei, e in enumerate(emotions):
-        for d in dialogues[e]:
-            items.append((encode(tokenizer, d, framing, parts, bos), ei, half_of(d, seed), j))
-            j += 1
+            extra0 = {k: saved[k] for k in extra0}
+    rec.load(counts0, sums0, extra0)
     order = sorted(range(len(items)), key=lambda i: (-len(items[i][0][0]), i))  # similar lengths batch together
     jobs = [[items[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
     jobs = jobs[rank::world]  # a deterministic shard of the batches per process (all of them in one process)
@@ -204,7 +263,7 @@ def record_counts(model, tokenizer, dialogues: dict[str, list[str]], tensor: str
             batch = jobs[j]
             ids, attn, count = make_batch([it for it, _, _, _ in batch], tokenizer.pad_token_id, tokens)
             groups = group_matrix([b[1] for b in batch], [b[2] for b in batch], null[:, [b[3] for b in batch]], E)
-            rec.set_batch(count.to(dev), groups)
+            rec.set_batch(count.to(dev), groups, None if weights is None else weights[:, [b[3] for b in batch]])
             base(input_ids=ids.to(dev), attention_mask=attn.to(dev), use_cache=False)
             state["group_tokens"] += (groups @ count.sum(1).float()).long()
             state["done"] = j + 1
@@ -214,7 +273,10 @@ def record_counts(model, tokenizer, dialogues: dict[str, list[str]], tensor: str
     state["seconds"] = time.time() - t0
     if world > 1:
         all_reduce(state, rec)
-    return _unpack(state, rec, emotions, n_null, tensor)
+    out = _unpack(state, rec, emotions, n_null, tensor)
+    if direction_site is not None:
+        out["direction_site"] = direction_site
+    return out
 
 
 def dist_rank_world() -> tuple[int, int]:
@@ -233,6 +295,9 @@ def all_reduce(state: dict, rec: Recorder) -> None:
             dist.all_reduce(c)
     for s in rec.sums:
         dist.all_reduce(s)
+    if rec.site is not None:
+        for s in rec.dir_sums + rec.act_sums:
+            dist.all_reduce(s)
     dev = rec.counts[TENSORS[0]][0].device
     gt = state["group_tokens"].to(dev)
     dist.all_reduce(gt)
@@ -256,6 +321,14 @@ def _unpack(state: dict, rec: Recorder, emotions: list[str], n_null: int, tensor
         out[f"counts_{t}"] = counts[t][:2 * E].view(E, 2, L, D).transpose(0, 1).long().contiguous()
         out[f"null_{t}"] = counts[t][2 * E:].view(n_null, E, L, D).contiguous()
     out["counts"] = out[f"counts_{tensor}"]
+    extra = rec.export_directions()
+    if extra:  # direction rows: all items, half 0, half 1, then each null permutation (E rows each)
+        ds, acts = extra["dir_sums"], extra["act_sums"]
+        H = ds.shape[-1]
+        out["dir_raw"], out["dir_raw_half"] = ds[:E], ds[E:3 * E].view(2, E, L, H)
+        out["dir_raw_null"] = ds[3 * E:].view(n_null, E, L, H)
+        out["act_sums"] = acts[:2 * E].view(E, 2, L, D).transpose(0, 1).contiguous()
+        out["null_act_sums"] = acts[2 * E:].view(n_null, E, L, D).contiguous()
     return out
 
 
@@ -265,5 +338,5 @@ def _save(state: dict, rec: Recorder, t0: float, path: Path) -> None:
     state["seconds"] = time.time() - t0
     path.parent.mkdir(parents=True, exist_ok=True)
     from .safeio import atomic_save  # a fresh temporary name, and never through a planted link
-    atomic_save(path, lambda tmp: torch.save({**state, "sums": sums,
+    atomic_save(path, lambda tmp: torch.save({**state, "sums": sums, **rec.export_directions(),
                                               **{f"group_counts_{t}": counts[t] for t in TENSORS}}, tmp))

@@ -40,6 +40,7 @@ def run_summary(run_dir: str | Path) -> dict:
     stab = pd.read_csv(d / "stability.csv").set_index("emotion") if (d / "stability.csv").exists() else None
     inst = json.loads((d / "instrument.json").read_text()) if (d / "instrument.json").exists() else {}
     grid = pd.read_csv(d / "grid_contrasts.csv") if (d / "grid_contrasts.csv").exists() else None
+    design = json.loads((d / "design.json").read_text()) if (d / "design.json").exists() else {}
     return {"name": d.name, "model": ns.model, "layers": ns.n_layers, "d_ff": ns.d_ff,
             "selected": ns.meta["n_selected"], "top_rate": params["top_rate"],
             "generated": len(ann), "kept": int(ann["kept"].sum()),
@@ -47,8 +48,18 @@ def run_summary(run_dir: str | Path) -> dict:
             "kappa": annotate.fleiss_kappa(ann[["theme"] + annotators].values.tolist(), ns.emotions) if annotators else None,
             "emotions": ns.emotions, "neurons": {e: len(ns.sets[e]) for e in ns.emotions},
             "jaccard": stab["jaccard"].to_dict() if stab is not None else {},
-            "tests": tests, "pilot": inst.get("pilot", {}), "grid": grid,
+            "tests": tests, "pilot": inst.get("pilot", {}), "grid": grid, "design": design,
             "timings": first_timings(d), "findings": run_findings(d, tests, inst.get("pilot", {}), grid)}
+
+
+def _num(v, fmt: str) -> str:
+    """A number formatted, or – when missing."""
+    return fmt.format(v) if isinstance(v, (int, float)) and np.isfinite(v) else "–"
+
+
+def set_names(summaries: list[dict]) -> list[str]:
+    """The named sets the runs tested, in their tables' order (the positive control first)."""
+    return list(dict.fromkeys(n for s in summaries for n in s["tests"].get("set", pd.Series(dtype=str))))
 
 
 def _tested(tests: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -95,6 +106,7 @@ def run_findings(d: Path, tests: pd.DataFrame, pilot: dict, grid: pd.DataFrame |
                        f"{r.emotion}: {r.own_minus_random_margin:+.2f} nat, {r.verdict}{shared(r.emotion)}"
                        for _, r in eff.iterrows()) + ")" if len(eff) else "") +
                    f"; 80% power needed a shift of {t['delta_80'].median():.2f} nat (median over emotions).")
+    out += head_to_head(d)
     if grid is not None and "p" in grid:
         g = grid[grid["p"].notna()]
         if len(g):
@@ -102,6 +114,18 @@ def run_findings(d: Path, tests: pd.DataFrame, pilot: dict, grid: pd.DataFrame |
                        ", ".join(f"{n} {int((x.p_holm < 0.05).sum())}/{len(x)}" for n, x in g.groupby("set", sort=False))
                        + ").")
     return out
+
+
+def head_to_head(d: Path) -> list[str]:
+    """With a `directions` set: its overlap with `paper` against chance, and which method's neurons matter in more
+    emotions (emolib.headtohead); nothing for runs without it."""
+    from . import headtohead, neurons
+    path = d / "neurons.json"
+    if not path.exists() or "directions" not in neurons.set_names(path):
+        return []
+    ov = headtohead.overlap(neurons.load(path, "paper"), neurons.load(path, "directions"))
+    lead = [x for x in headtohead.causal_lines(d) if ", `" not in x.split(":")[0]]  # the per-test comparisons
+    return ["Two methods: " + " ".join(headtohead.overlap_lines(ov, "paper", "directions") + lead)]
 
 
 def _cell(t: pd.DataFrame, name: str, e: str) -> str:
@@ -127,17 +151,34 @@ def markdown(run_dirs: list[str | Path]) -> str:
         lines.append(f"| `{s['name']}` | {s['model']} | {s['layers']} × {s['d_ff']:,} | {s['selected']} "
                      f"({s['top_rate']:.0%}) | {s['kept']} of {s['generated']} ({s['kept'] / s['generated']:.0%}) | "
                      f"{agree} | {kappa} |")
+    lines += ["", "Stages 3-4 sized within the time budget (`effects_budget_min`, emolib.budget): the scorer's measured "
+              "throughput, the design chosen from the pilot's random sets, the power it predicted for a "
+              "`power_delta` shift (median over emotions) and the power reached (median over all tests), and the "
+              "scoring time against the estimate.", "",
+              "| run | budget | throughput | random sets · items per emotion | predicted power · 80%-power shift | "
+              "reached power | notebook 03 scoring (estimate) |", "|---|---|---|---|---|---|---|"]
+    for s in S:
+        g = s["design"]
+        if not g:
+            lines.append(f"| `{s['name']}` | – | – | – | – | – | – |")
+            continue
+        est = sum(v for k, v in g["seconds"].items() if k != "grids (04)") / 60
+        budget = f"{g['budget_s'] / 60:g} min" if g.get("budget_s") else "none"
+        lines.append(f"| `{s['name']}` | {budget} | {g['throughput']:.1f} item-masks/s | {g['n_random']} · "
+                     f"{g['n_items']} | {_num(g.get('power'), '{:.0%}')} · {_num(g.get('delta_80'), '{:.2f} nat')} | "
+                     f"{_num(g.get('achieved_power'), '{:.0%}')} | "
+                     f"{_num((g.get('stage3_scoring_seconds') or float('nan')) / 60, '{:.1f} min')} ({est:.1f} min) |")
     lines += ["", "Stage 3, the instrument's check: the pilot's SD of random sets' mean margin change per arm (median "
               "over emotions, relative to the paper's zero ablation with fixed calibration), the arm it chose, and "
               "how many of each set's six tests reject after Holm (the `attribution` set is the positive control).",
-              "", "| run | SD ratio per arm | primary arm | random sets · items per emotion | attribution | paper | "
-              "selective |", "|---|---|---|---|---|---|---|"]
+              "", "| run | SD ratio per arm | primary arm | random sets · items per emotion | " +
+              " | ".join(set_names(S)) + " |", "|---" * (4 + len(set_names(S))) + "|"]
     for s in S:
         pil = s["pilot"]
         ratios = ", ".join(f"{a} {v:.2f}" for a, v in pil.get("sd_ratio_to_paper_arm", {}).items() if v is not None)
         t = s["tests"]
         counts = []
-        for name in ("attribution", "paper", "selective"):
+        for name in set_names(S):
             x = _tested(t, name)
             counts.append(f"{int((x.p_holm < 0.05).sum())} of {len(x)}" if len(x) else "–")
         size = f"{int(t['n_random'].max())} · {int(t['n_items'].median())}" if "n_random" in t else "–"
@@ -145,7 +186,7 @@ def markdown(run_dirs: list[str | Path]) -> str:
                      + " |")
     for s in S:
         t = s["tests"]
-        names = [n for n in ("attribution", "paper", "selective") if n in set(t.get("set", []))]
+        names = [n for n in set_names([s])]
         lines += ["", f"`{s['name']}`, per emotion: `paper` neurons and split-half stability (J), baseline accuracy, "
                   "then for each set the own-minus-random margin change (nat) [unadjusted 95% interval against the "
                   "random sets] · Holm p · verdict (Holm-corrected).", "",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -198,11 +200,49 @@ def _run_stages(nbs: list[Path], p: dict, run_dir: Path) -> None:
         parameters["run_dir"] = relative_to_root(run_dir)
         print(f"[{i}/{len(nbs)}] {nb.name} -> {run_dir / nb.name}", flush=True)
         try:
-            seconds = execute(nb, run_dir / nb.name, parameters)
+            with watch_progress(run_dir, nb.stem):
+                seconds = execute(nb, run_dir / nb.name, parameters)
         except Exception as err:  # papermill's PapermillExecutionError and kernel failures
             raise RuntimeError(_fail_message(nb, err)) from None
         record_timing(run_dir, nb.stem, seconds)
         print(f"      done in {seconds:.0f} s", flush=True)
+
+
+@contextmanager
+def watch_progress(run_dir: Path, stage: str = "", every: float = 20.0):
+    """While the block runs, print the notebook's progress line whenever it changed, at most every `every` seconds:
+    the stage's estimate where it has one (emolib.budget.Progress, notebooks 03-04), else its current progress bar
+    (emolib.progress, which the kernel finds through EMOLIB_PROGRESS)."""
+    from . import progress
+    from .budget import PROGRESS_FILE, progress_line
+    path, bar = run_dir / PROGRESS_FILE, run_dir / "progress-bar.json"
+    for f in (path, bar):
+        f.unlink(missing_ok=True)
+    old_env = os.environ.get(progress.ENV)
+    os.environ[progress.ENV] = str(bar.resolve())
+    stop = threading.Event()
+
+    def loop() -> None:
+        last = None
+        while not stop.wait(every):
+            line = progress_line(path) or progress.bar_line(str(bar), stage)
+            if line and line != last:
+                print(line, flush=True)
+                last = line
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(timeout=1)
+        for f in (path, bar):
+            f.unlink(missing_ok=True)
+        if old_env is None:
+            os.environ.pop(progress.ENV, None)
+        else:
+            os.environ[progress.ENV] = old_env
 
 
 def compare(run_dirs: list[str], out: str | None = None) -> Path:

@@ -45,7 +45,9 @@
 # %%
 from IPython.display import Markdown, display
 
-from emolib import book, identify, models, neurons, plots
+import pandas as pd
+
+from emolib import book, directions, headtohead, identify, models, neurons, plots
 
 # %% tags=["parameters"]
 run_name = "smollm2-135m"
@@ -71,6 +73,9 @@ selection_scope = "global"
 n_null = 20
 answer_pass = True
 selective_variant = "auto"
+find_directions = True
+direction_site = "residual"
+direction_tokens = "dialogue"
 run_dir = None
 
 # %%
@@ -202,6 +207,56 @@ for name in neurons.set_names(path):
     print(f"{name:<10} " + ", ".join(f"{e} {len(v)}" for e, v in ns.sets.items()))
 
 # %% [markdown]
+# ## A second method: emotion directions and per-neuron contributions
+# Wang et al. (2025, "Do LLMs 'Feel'? Emotion Circuits Discovery and Control") look for neurons that **push the
+# hidden state towards an emotion**, not neurons that fire differently. In the same recording pass:
+#
+# 1. Per layer, each emotion's **direction**: its mean vector (`direction_site`: the residual stream after the
+#    layer, or the MLP output; at `direction_tokens`) minus the mean over the emotions of the same topic, averaged
+#    over topics, so that shared content cancels. The template generator writes every topic in all six emotions
+#    (the paper's matched scenarios); a topic with a single emotion (EmoPrism data) is centred globally instead.
+#    Normalised to unit length.
+# 2. Per FFN neuron $i$ of layer $l$ and emotion $e$, its **contribution**: the mean over $e$'s tokens of
+#    $\mathrm{act}_i \times (W_{down}[:, i] \cdot d_e^l)$, with act the input of `down_proj` (post-gate).
+# 3. The named set **`directions`**: per emotion, its top contributions, **as many as the `paper` set has for that
+#    emotion**, so stages 3 and 4 compare the two methods at equal size. Its random sets are matched like the
+#    `paper` set's.
+#
+# The null: the same directions and contributions from the `n_null` label permutations, counted in the same pass.
+
+# %%
+if "directions" in neurons.set_names(path):
+    dstate = states[P["direction_tokens"]]
+    dentry = neurons.load(path, "directions").meta["named_sets"]["directions"]
+    E = state["emotions"]
+    print(f"directions at the {dentry['method']['site']} stream, {dentry['method']['tokens']} tokens; "
+          f"{dentry['n_selected']} neurons: " + ", ".join(f"{e} {len(v)}" for e, v in dentry["neurons"].items()))
+    book.show(plots.direction_cosines(directions.cosines(dstate["dir_unit"]).numpy(), E, LABEL), P,
+              "02_direction_cosines")
+    book.show(plots.direction_stability(directions.half_cosines(dstate).numpy(),
+                                        directions.null_cosines(dstate).numpy(), E, LABEL), P, "02_direction_stability")
+    display(pd.DataFrame(dentry["split_half"]).set_index("emotion").style.format(
+        {"cosine_mean": "{:.2f}", "cosine_min": "{:.2f}", "jaccard": "{:.2f}", "random_jaccard": "{:.4f}"}))
+    if dentry["null"].get("n_null"):
+        book.show(plots.contribution_null(dentry["null"], E, LABEL), P, "02_direction_null")
+else:
+    dentry = None
+    print("find_directions: false, so this run has no directions set")
+
+# %% [markdown]
+# ## The two methods head to head
+# Per emotion, the neurons the entropy method (`paper`) and the contribution method (`directions`) share, against
+# random sets of the same sizes among all neurons; and where each set sits in depth. Their overlap with the
+# `attribution` positive control and their causal results side by side come after stages 3 and 4 (notebook 05).
+
+# %%
+if dentry is not None:
+    two = {n: neurons.load(path, n) for n in ("paper", "directions")}
+    methods = headtohead.overlap(two["paper"], two["directions"], seed=P["seed"])
+    display(methods.style.format({"jaccard": "{:.3f}", "chance jaccard": "{:.4f}", "x chance": "{:.1f}"}))
+    book.show(plots.depth_vs_pool(headtohead.depth_shares(two), LABEL), P, "02_methods_depth")
+
+# %% [markdown]
 # ## Where are they? Depth against the right baseline
 # The share of each named set's neurons in every layer, at relative depth $(l + 0.5)/L$, beside the share of the
 # pool they were selected from and of all neurons (a flat line). A set that merely follows its eligible pool says
@@ -251,4 +306,9 @@ book.show(plots.stability_bars(stab, LABEL), P, "02_stability")
 # Generated from the tables above.
 
 # %%
-display(Markdown("\n".join(f"- {line}" for line in identify.findings(table, chosen, why, P["n_null"]))))
+lines = identify.findings(table, chosen, why, P["n_null"])
+if dentry is not None:
+    lines += directions.findings(dentry) + headtohead.overlap_lines(methods, "paper", "directions")
+    med = headtohead.median_depth(two)
+    lines.append("Median relative depth: " + ", ".join(f"`{n}` {v:.2f}" for n, v in med.items()) + ".")
+display(Markdown("\n".join(f"- {line}" for line in lines)))

@@ -39,7 +39,7 @@
 # %%
 from IPython.display import Markdown, display
 
-from emolib import attribution, book, effects, evaluate, metrics, plots
+from emolib import attribution, book, budget, effects, evaluate, metrics, plots
 
 # %% tags=["parameters"]
 run_name = "smollm2-135m"
@@ -61,6 +61,7 @@ eval_limit = None
 instrument_search = True
 dev_per_emotion = 12
 n_random_sets = 20
+effects_budget_min = None
 protocol_random_sets = 3
 protocol_generate = False
 attribution_per_emotion = 24
@@ -69,6 +70,12 @@ secondary_random_sets = 3
 specificity_random_sets = 3
 power_delta = 0.25
 n_bootstrap = 1000
+dose_rates = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05]
+layer_bins = 3
+grid_random_sets = 20
+grid_ranges = None
+grid_sets = None
+grid_eval_limit = None
 run_dir = None
 
 # %%
@@ -130,13 +137,31 @@ if unfiltered is not None:
           f"{metrics.per_emotion_accuracy(unfiltered.label.tolist(), upred, P['emotions'])['overall']:.1%}")
 
 # %% [markdown]
+# ## Sizing within the time budget
+# `effects_budget_min` buys a number of scored conditions (items × masks) on this machine. The rule is fixed
+# before any own set is scored (`emolib.budget`): time the scorer here, give the pilot at most a quarter of the
+# budget, then choose the main test's random sets R and items per emotion for power, from the pilot's random sets
+# only.
+
+# %%
+rate, n_pilot = budget.size_pilot(P, clf, lm, sets["paper"].by_layer(P["emotions"][0]), items)
+pilot_items = budget.take(items, n_pilot, P["emotions"])
+progress = budget.Progress(P, "03_ablation", budget.pilot_cost(len(P["emotions"]), P["n_random_sets"], n_pilot, 2,
+                                                                  clf.calibrate), rate)
+scorer.on_progress = progress.add
+print(f"scorer throughput here: {rate:.1f} item-masks/s; pilot: {P['n_random_sets']} random sets on {n_pilot} "
+      f"items per emotion under each intervention")
+
+# %% [markdown]
 # ## The pilot: which intervention, decided on random sets only
 # Zeroing neurons that fire on almost every token shifts the label prior whatever the set, so random sets swing
 # widely and nothing stands out from them. The pilot measures, per arm, how much the `paper` set's matched random
 # sets move each emotion's margin, and the rule written in `instrument.json` picks the quietest arm.
 
 # %%
-pilot, decision = effects.pilot(scorer, P, sets["paper"], items, P["n_random_sets"], spread)
+progress.step("pilot")
+before = (scorer.computed, scorer.seconds)
+pilot, decision = effects.pilot(scorer, P, sets["paper"], pilot_items, P["n_random_sets"], spread)
 if P["intervention"] != "auto":
     decision = {**decision, "chosen": P["intervention"], "overridden": "set by the intervention parameter"}
 effects.save_pilot(P, pilot, decision)
@@ -147,6 +172,26 @@ display(Markdown(f"**Rule:** {decision['rule']}.  \n**Median SD per arm:** " + "
     f"{a} {v:.3f} ({decision['sd_ratio_to_paper_arm'][a] or float('nan'):.2f}× the paper's arm)" for a, v in
     decision["median_sd"].items() if v is not None) + f".  \n**Primary arm: {decision['chosen']}**"
     + (f" ({decision['overridden']})" if "overridden" in decision else "") + "."))
+
+# %% [markdown]
+# ## The design: random sets and items per emotion, for power
+# From the pilot under the primary arm, each emotion's spread of a random set's mean change splits into a part
+# between sets and a part that averages out over items. The design below is the cheapest whose detectable shift
+# (80% power) is within 2% of the smallest the budget allows, at the pilot's measured scoring rate; notebook 04's
+# grids are reserved first.
+
+# %%
+design = budget.after_pilot(P, pilot, scorer.arm, rate, n_pilot, list(sets), items, clf.calibrate,
+                            (scorer.computed - before[0], scorer.seconds - before[1]))
+budget.save(P, design, pilot_seconds=scorer.seconds)
+items = budget.take(items, design.n_items, P["emotions"])
+progress.total = progress.done + sum(v for k, v in design.item_masks.items() if k not in ("pilot", "grids (04)"))
+display(budget.table(design).style.format({"item-masks": "{:,.0f}", "minutes (estimate)": "{:.1f}"})
+        .hide(axis="index"))
+display(Markdown(f"**Design:** {design.n_random} random sets per test, {design.n_items} items per emotion "
+                 f"({design.note}), at {design.throughput:.1f} item-masks/s; predicted median power "
+                 f"{design.power:.0%} for a {P['power_delta']:g}-nat shift at Holm's strictest level, 80% power at "
+                 f"{design.delta_80:.2f} nat."))
 
 # %% [markdown]
 # ## The positive control: the `attribution` set
@@ -165,7 +210,8 @@ display(attribution.summary(entry).T.style.format("{:.2f}"))
 # sets'. The positive control is read first: if it is not found, no other verdict means anything.
 
 # %%
-table, arrays = effects.main_test(scorer, P, sets, items, P["n_random_sets"], spread, P["secondary_random_sets"])
+progress.step("main test")
+table, arrays = effects.main_test(scorer, P, sets, items, design.n_random, spread, P["secondary_random_sets"])
 evaluate.save_table(P, {"all": table}, "own_vs_random.csv")
 check = effects.control_check(table)
 display(Markdown(f"**{check}**" if check else "No positive control in this run."))
@@ -190,12 +236,13 @@ display(effects.arm_summary(table, scorer.arms(), scorer.arm).style.format(
 # ## Power
 # The power of the test actually run: the random sets' spread of mean margin change (which holds both the
 # set-to-set spread and the item noise), R random sets, two-sided at Holm's strictest level; and the shift that
-# 80% power needs.
+# 80% power needs. Below the table: the power the design predicted against the power reached, and the time.
 
 # %%
 pcols = ["set", "emotion", "n_items", "n_random", "random_d_margin_sd", "power", "delta_80"]
 display(table[[c for c in pcols if c in table]].style.format(
     {"random_d_margin_sd": "{:.3f}", "power": "{:.0%}", "delta_80": "{:.2f}"}).hide(axis="index"))
+display(Markdown(budget.achieved(P, design, table, scorer.seconds, progress.by_step)))
 
 # %% [markdown]
 # ## Specificity: whose items does each set move?
@@ -205,6 +252,7 @@ display(table[[c for c in pcols if c in table]].style.format(
 # neurons, and an effect every set has is not specific.
 
 # %%
+progress.step("specificity")
 effects.specificity_random(scorer, P, sets, items, arrays, P["specificity_random_sets"])
 for name in sets:
     own_t = effects.masked_by_true(arrays, name, P["emotions"])

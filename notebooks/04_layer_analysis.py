@@ -31,7 +31,7 @@
 # %%
 from IPython.display import Markdown, display
 
-from emolib import book, effects, evaluate, models, plots, sweep
+from emolib import book, budget, effects, evaluate, models, plots, sweep
 
 # %% tags=["parameters"]
 run_name = "smollm2-135m"
@@ -55,6 +55,7 @@ grid_random_sets = 20
 grid_sets = None
 grid_ranges = None
 grid_eval_limit = None
+effects_budget_min = None
 power_delta = 0.25
 n_bootstrap = 1000
 run_dir = None
@@ -65,8 +66,10 @@ LABEL = book.label(P)
 sets = evaluate.named_sets(P)
 grid_sets = {n: s for n, s in sets.items() if P["grid_sets"] is None or n in P["grid_sets"]}
 lm, tok, clf, inst, scorer, spread = effects.load_scorer(P)
-items = effects.eval_table(P, P["grid_eval_limit"] or P["eval_limit"])
+items = effects.eval_table(P, budget.grid_items(P))
 L, D = models.ffn_shape(lm)
+progress = budget.progress_for_grids(P)
+scorer.on_progress = progress.add
 print(f"instrument {inst}; arm {scorer.arm}; sets {', '.join(grid_sets)}; eval items per emotion:",
       items.label.value_counts().reindex(P["emotions"]).to_dict())
 
@@ -83,6 +86,7 @@ for name, ns in sets.items():
 # Every dose of every set against its matched random sets (descriptive), then the tested slope.
 
 # %%
+progress.step("dose-response")
 rates = sorted(P["dose_rates"])
 dose_g = {name: effects.grid_scores(scorer, P, ns, items, {r: effects.dose_sets(P, ns, r) for r in rates},
                                     P["grid_random_sets"], spread) for name, ns in grid_sets.items()}
@@ -96,6 +100,7 @@ book.show(plots.dose_response(dose, P["emotions"], LABEL, L * D), P, "04_dose_re
 # `grid_ranges` can limit the ranges scored to those the tested contrast needs).
 
 # %%
+progress.step("depth ranges")
 range_g = {name: effects.grid_scores(scorer, P, ns, items, effects.range_cells(ns, P["layer_bins"], P["grid_ranges"]),
                                      P["grid_random_sets"], spread) for name, ns in grid_sets.items()}
 ranges = effects.grid_table(range_g, "range")

@@ -25,9 +25,9 @@
 # %%
 from pathlib import Path
 
-from IPython.display import display
+from IPython.display import Markdown, display
 
-from emolib import compare, plots
+from emolib import compare, headtohead, neurons, plots
 
 # %% tags=["parameters"]
 runs = ["outputs/smollm2-135m", "outputs/gemma3-270m"]
@@ -81,3 +81,34 @@ concl = compare.conclusions(R)
 display(concl)
 for line in compare.agreement_lines(concl):
     print(line)
+
+# %% [markdown]
+# ## Two identification methods head to head
+# Per run: the entropy method's `paper` set against the contribution method's `directions` set (emotion
+# directions, Wang et al. 2025; same size per emotion), each against the `attribution` positive control (the
+# neurons that move the readout by construction), with the overlap expected for random sets of the same sizes; their
+# depth; and every causal result of stages 3 and 4 side by side, read out in plain language from the numbers.
+
+# %%
+for d in runs:
+    name, path = Path(d).name, Path(d) / "neurons.json"
+    have = neurons.set_names(path)
+    if "directions" not in have:
+        print(f"{name}: no directions set (stage 2 ran with find_directions: false, or before the method existed)")
+        continue
+    sets = {n: neurons.load(path, n) for n in ("paper", "directions", "attribution") if n in have}
+    display(Markdown(f"### {name}"))
+    pairs = [("paper", "directions")] + [(n, "attribution") for n in ("paper", "directions") if "attribution" in sets]
+    lines = []
+    for a, b in pairs:
+        ov = headtohead.overlap(sets[a], sets[b])
+        display(ov.style.format({"jaccard": "{:.3f}", "chance jaccard": "{:.4f}", "x chance": "{:.1f}"})
+                .set_caption(f"{a} vs {b}"))
+        lines += headtohead.overlap_lines(ov, a, b)
+    _ = plots.save(plots.depth_vs_pool(headtohead.depth_shares(sets), f"{LABEL} · run {name}"), out_dir,
+                   f"06_methods_depth_{name}")
+    lines.append("Median relative depth: " + ", ".join(f"`{n}` {v:.2f}" for n, v in
+                                                       headtohead.median_depth(sets).items()) + ".")
+    display(headtohead.causal_table(d).style.format(precision=2, na_rep="-"))
+    lines += headtohead.causal_lines(d)
+    display(Markdown("\n".join(f"- {line}" for line in lines)))

@@ -1,6 +1,7 @@
 """Run by tests/test_distributed.py under torchrun: record the tiny model's counts, sharded over the processes."""
 
 import sys
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -11,7 +12,7 @@ from emolib.synth_template import generate_dialogues
 
 if __name__ == "__main__":
     out, partial = sys.argv[1], sys.argv[2]
-    dist.init_process_group("gloo")
+    dist.init_process_group("gloo", timeout=timedelta(minutes=10))  # a busy CPU is slow, not broken
     torch.set_num_threads(1)
     model, tok = models.load_model("tiny-random-llama", "float32", "cpu")
     rows = generate_dialogues(["cats", "knitting", "rain"], list(EMOTIONS), 1, 3)

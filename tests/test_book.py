@@ -13,11 +13,10 @@ from emolib import effects, neurons, runner
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("book") / "test-tiny"
-    runner.run(str(ROOT / "params/test-tiny.yaml"), out=str(out))
-    return out
+@pytest.fixture
+def run_dir(tiny_book):
+    """The tiny book's run, executed once per session (see conftest.py)."""
+    return tiny_book
 
 
 def test_every_stage_writes_its_outputs(run_dir):
@@ -37,11 +36,19 @@ def test_every_stage_writes_its_outputs(run_dir):
     assert {"variant", "n_selected", "p_cutoff", "fdr", "jaccard", "beats_null"} <= set(
         pd.read_csv(run_dir / "variants.csv").columns)
     assert (run_dir / "probabilities.safetensors").exists() and (run_dir / "neuron_diagnostics.csv").exists()
+    # the second method's set: as many neurons per emotion as the paper set, with its null and matched settings
+    named = ns.meta["named_sets"]
+    assert {e: len(v) for e, v in named["directions"]["neurons"].items()} == \
+        {e: len(v) for e, v in named["paper"]["neurons"].items()}
+    assert named["directions"]["null"]["n_null"] == 5 and named["directions"]["settings"] == named["paper"]["settings"]
+    from emolib import directions
+    assert tuple(directions.load_directions(run_dir).shape) == (6, 4, 64)
     ov = pd.read_csv(run_dir / "own_vs_random.csv")
     assert {"set", "emotion", "n_neurons", "n_items", "n_random", "arm", "own_d_margin", "own_minus_random_margin",
             "omr_margin_lo", "omr_margin_hi", "p", "p_holm", "verdict", "power", "delta_80"} <= set(ov.columns)
     assert set(ov.emotion) == {"anger", "disgust", "fear", "happiness", "sadness", "surprise"}
     assert list(dict.fromkeys(ov["set"]))[:2] == ["attribution", "paper"]  # the positive control comes first
+    assert "directions" in set(ov["set"])  # stages 3-4 test the directions set like every other named set
     inst = json.loads((run_dir / "instrument.json").read_text())
     assert inst["chosen"]["prompt_style"] in ("chat", "plain")
     assert inst["pilot"]["chosen"] in effects.ARMS and "smallest median" in inst["pilot"]["rule"]
@@ -53,11 +60,13 @@ def test_every_stage_writes_its_outputs(run_dir):
     assert set(dose.rate) == {0.01, 0.02} and {"n_neurons", "own_minus_random_margin"} <= set(dose.columns)
     gc = pd.read_csv(run_dir / "grid_contrasts.csv")
     assert set(gc.contrast) == {"dose slope", "top minus bottom"} and {"p", "p_holm", "verdict"} <= set(gc.columns)
+    assert "directions" in set(dose["set"]) and "directions" in set(gc["set"])
     sw = pd.read_csv(run_dir / "layer_sweep.csv")
     assert set(sw["range"]) == {"bottom", "top", "all"}
     figures = {p.name for p in (run_dir / "figures").glob("*.png")}
     assert {"02_layer_heatmap.png", "02_null.png", "03_own_vs_random_margin.png", "04_dose_response.png",
-            "04_ranges_paper.png", "04_contrasts.png", "03_masked_by_true_attribution.png"} <= figures
+            "04_ranges_paper.png", "04_contrasts.png", "03_masked_by_true_attribution.png", "02_direction_cosines.png",
+            "02_direction_stability.png", "02_direction_null.png", "02_methods_depth.png"} <= figures
     for name in ["02_neuron_identification", "03_ablation"]:  # what a reader sees: no widgets, no local paths
         text = (run_dir / f"{name}.ipynb").read_text()
         assert "widget-view+json" not in text and "/outputs/" not in text.replace(str(run_dir), "")
@@ -84,12 +93,13 @@ def test_steering_stage_writes_its_tables(run_dir):
     assert "headless run" in text and "widget-view+json" not in text
 
 
-def test_rerun_reuses_cached_work(run_dir):
-    scores = (run_dir / "cache" / "scores.jsonl").read_text()
-    counts_mtime = (run_dir / "cache" / "counts.pt").stat().st_mtime
-    runner.run(str(ROOT / "params/test-tiny.yaml"), only=["02", "03", "04"], out=str(run_dir))
-    assert (run_dir / "cache" / "scores.jsonl").read_text() == scores  # no condition recomputed
-    assert (run_dir / "cache" / "counts.pt").stat().st_mtime == counts_mtime
+def test_rerun_reuses_cached_work(run_dir, tiny_book_rerun):
+    """tiny_book_rerun is a copy of run_dir (modification times kept), rerun with only=["02", "03", "04"]."""
+    rerun = tiny_book_rerun
+    assert (rerun / "cache" / "scores.jsonl").read_text() == (run_dir / "cache" / "scores.jsonl").read_text()
+    assert (rerun / "cache" / "counts.pt").stat().st_mtime == (run_dir / "cache" / "counts.pt").stat().st_mtime
+    history = [json.loads(x)["notebook"] for x in (rerun / "timings-history.jsonl").read_text().splitlines()]
+    assert history[4:] == ["02_neuron_identification", "03_ablation", "04_layer_analysis"]  # it did rerun them
 
 
 def test_comparison_notebook(run_dir, tmp_path):
@@ -99,6 +109,10 @@ def test_comparison_notebook(run_dir, tmp_path):
     nb = nbformat.read(out / "06_model_comparison.ipynb", as_version=4)
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert (out / "figures" / "06_depth_profiles.png").exists()
+    assert (out / "figures" / f"06_methods_depth_{run_dir.name}.png").exists()
+    text = "".join("".join(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", ""))
+                   for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "own vs random, `directions` set" in text  # the generated side-by-side reading
 
 
 def test_failing_notebook_is_named(tmp_path):

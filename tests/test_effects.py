@@ -73,6 +73,24 @@ def test_scorer_caches_and_matches_one_mask_at_a_time(tiny, tmp_path):
     assert np.allclose(sc.calibrate(raw[0]), raw[0] - sc.base_cf)  # calibration held fixed
 
 
+def test_scorer_scores_only_the_pairs_it_lacks(tiny, tmp_path):
+    model, tok = tiny
+    p = {"run_dir": str(tmp_path), "model": "tiny", "prompt_template": None, "emotions": list(EMOTIONS)}
+    clf = classify.make_classifier(model, tok, list(EMOTIONS), chat=True, batch_size=4, calibrate=True)
+    sc = effects.Scorer(clf, p, {"prompt_style": "chat", "few_shot": 0}, masks_per_pass=2)
+    d = ["A: I am so angry.\nB: Why?", "A: What a lovely day!\nB: Indeed.", "A: A spider!\nB: Where?"]
+    masks = [{1: [3, 5]}, {0: [1], 2: [7]}, {3: [2]}]
+    n0 = sc.computed  # the content-free item, scored unmasked at construction
+    first = sc.scores(d[:2], masks[:2])
+    n = sc.computed
+    assert n - n0 == 4
+    both = sc.scores(d + d[:1], masks + masks[:1])  # a repeated item or mask is scored once
+    assert sc.computed - n == 2 * 1 + 1 * 3  # the new item under the two old masks, every item under the new mask
+    assert both.shape == (4, 4, 6) and np.allclose(both[:2, :2], first) and np.allclose(both[3], both[0])
+    fresh = effects.Scorer(clf, {**p, "run_dir": str(tmp_path / "fresh")}, {"prompt_style": "chat", "few_shot": 0})
+    assert np.allclose(fresh.scores(d, masks), both[:3, :3], atol=1e-5)  # the same scores, however they were batched
+
+
 def test_instrument_rule_prefers_what_holds_on_both_halves(monkeypatch, tiny, tmp_path):
     model, tok = tiny
     p = {"run_dir": str(tmp_path), "model": "tiny-random-llama", "prompt_template": None, "emotions": list(EMOTIONS),

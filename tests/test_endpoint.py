@@ -3,12 +3,10 @@ in-process fake OpenAI-compatible server; and (slow) against `transformers serve
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -381,52 +379,28 @@ def test_notebook_01_builds_its_dataset_through_an_endpoint(server, tmp_path):
 # --- a real server: transformers serve on the embedded SmolLM2
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_transformers_serve_writes_and_labels_dialogues(tmp_path):
+def test_transformers_serve_writes_and_labels_dialogues(smollm2_server, tmp_path):
+    """smollm2_server (conftest.py) starts with the session, so its start-up overlaps other tests."""
     from emolib import data
-    port = free_port()
-    proc = subprocess.Popen(endpoint.serve_command(port), env=endpoint.serve_env(threads=1),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
-                break
-            except OSError:
-                assert proc.poll() is None, f"transformers serve exited: {proc.stderr.read()[-2000:]}"
-                assert time.monotonic() < deadline, "transformers serve did not come up in 180 s"
-                time.sleep(0.5)
-        url = f"http://127.0.0.1:{port}/v1"
-        writer = Endpoint(base_url=url, model="auto", max_concurrency=4, temperature=0.7, max_tokens=96,
-                          malformed_retries=1)
-        rows, stats = endpoint.synthesize(["cooking dinner", "a lost wallet"], ["anger", "happiness"], 1, writer,
-                                          tmp_path)
-        assert stats["jobs"] == 4 and stats["requests"] >= 4 and stats["completion_tokens"] > 0
-        assert len(rows) + sum(v for k, v in stats.items() if k.startswith("dropped_")) == 4
-        assert all(data.parse_dialogue(r["dialogue"]) == r["dialogue"] for r in rows)
-        dialogues = [r["dialogue"] for r in rows] + DIALOGUES[:4]
-        labeller = Endpoint(base_url=url, model="auto", max_concurrency=4, temperature=0.1, max_tokens=10)
-        labels, lstats = endpoint.label(dialogues, list(EMOTIONS), labeller, tmp_path)
-        assert len(labels) == len(dialogues) and lstats["requests"] >= len(dialogues)
-        assert all(lab is None or lab in EMOTIONS for lab in labels)
-        assert sum(lab is not None for lab in labels) + sum(v for k, v in lstats.items()
-                                                            if k.startswith("dropped_")) == len(dialogues)
-        again, astats = endpoint.label(dialogues, list(EMOTIONS), labeller, tmp_path)
-        assert again == labels and astats["requests"] == 0
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    url = smollm2_server
+    # 64 tokens hold a 3-8 turn dialogue of this model's; longer replies run on into off-format text and retries
+    writer = Endpoint(base_url=url, model="auto", max_concurrency=4, temperature=0.7, max_tokens=64,
+                      malformed_retries=1)
+    rows, stats = endpoint.synthesize(["cooking dinner", "a lost wallet"], ["anger", "happiness"], 1, writer,
+                                      tmp_path)
+    assert stats["jobs"] == 4 and stats["requests"] >= 4 and stats["completion_tokens"] > 0
+    assert len(rows) + sum(v for k, v in stats.items() if k.startswith("dropped_")) == 4
+    assert all(data.parse_dialogue(r["dialogue"]) == r["dialogue"] for r in rows)
+    dialogues = [r["dialogue"] for r in rows] + DIALOGUES[:4]
+    labeller = Endpoint(base_url=url, model="auto", max_concurrency=4, temperature=0.1, max_tokens=10)
+    labels, lstats = endpoint.label(dialogues, list(EMOTIONS), labeller, tmp_path)
+    assert len(labels) == len(dialogues) and lstats["requests"] >= len(dialogues)
+    assert all(lab is None or lab in EMOTIONS for lab in labels)
+    assert sum(lab is not None for lab in labels) + sum(v for k, v in lstats.items()
+                                                        if k.startswith("dropped_")) == len(dialogues)
+    again, astats = endpoint.label(dialogues, list(EMOTIONS), labeller, tmp_path)
+    assert again == labels and astats["requests"] == 0
 
 
 def test_fleiss_kappa_skips_items_an_endpoint_left_unlabelled():

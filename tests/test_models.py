@@ -1,5 +1,7 @@
 """The loader's specs and the FFN layout of the supported architectures."""
 
+import os
+
 import pytest
 import torch
 from transformers import (Gemma3TextConfig, Gemma3ForCausalLM, GPT2Config, GPT2LMHeadModel, MistralConfig,
@@ -77,3 +79,17 @@ def test_auto_dtype_follows_the_cpus_bf16_capability(monkeypatch):
         assert models.resolve_dtype("auto", "cuda") == torch.bfloat16
         assert models.resolve_dtype("float32", "cpu") == torch.float32
     assert "[" in models.cpu_description()
+
+
+def test_set_threads_uses_every_core_unless_omp_num_threads_says(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        models.set_threads()
+        assert torch.get_num_threads() == 1
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        models.set_threads()
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        assert torch.get_num_threads() == cores
+    finally:
+        torch.set_num_threads(before)

@@ -47,7 +47,8 @@ def test_null_labels_keep_counts_per_emotion_and_differ_by_seed():
 def test_resume_with_null_is_identical(tiny, tmp_path, monkeypatch):
     model, tok = tiny
     by = _by_emotion(2)
-    full = record.record_counts(model, tok, by, batch_size=2, n_null=3)
+    kw = dict(direction_site="residual")  # the direction sums resume too (no topics: centred globally)
+    full = record.record_counts(model, tok, by, batch_size=2, n_null=3, **kw)
     path = tmp_path / "p.pt"
     calls = {"n": 0}
     fwd = model.model.forward
@@ -59,10 +60,12 @@ def test_resume_with_null_is_identical(tiny, tmp_path, monkeypatch):
         return fwd(*a, **k)
     monkeypatch.setattr(model.model, "forward", flaky)
     with pytest.raises(KeyboardInterrupt):
-        record.record_counts(model, tok, by, batch_size=2, n_null=3, state_path=path, save_every=0)
+        record.record_counts(model, tok, by, batch_size=2, n_null=3, state_path=path, save_every=0, **kw)
     monkeypatch.undo()
-    again = record.record_counts(model, tok, by, batch_size=2, n_null=3, state_path=path, save_every=0)
-    for key in ("counts_act", "counts_product", "null_act", "null_product", "tokens", "null_tokens"):
+    again = record.record_counts(model, tok, by, batch_size=2, n_null=3, state_path=path, save_every=0, **kw)
+    assert calls["n"] == 4 and full["dir_raw"].abs().sum() > 0
+    for key in ("counts_act", "counts_product", "null_act", "null_product", "tokens", "null_tokens", "dir_raw",
+                "dir_raw_half", "dir_raw_null", "act_sums", "null_act_sums"):
         assert torch.equal(full[key], again[key]), key
 
 

@@ -62,6 +62,7 @@ def test_every_params_file_validates(path):
     ("calibrate", "yes", "'calibrate' must be true or false"),
     ("annotators", ["minilm"], "'annotators' must name exactly three annotators"),
     ("device", "gpu", "'device' must be auto, cpu, cuda, cuda:N or mps"),
+    ("direction_site", "attention", "'direction_site' must be one of residual, mlp"),
 ])
 def test_bad_values_give_one_line_naming_the_key(key, value, needle):
     with pytest.raises(ParamError) as e:
@@ -84,6 +85,8 @@ def test_cross_checks(tmp_path):
         params.validate({"data_source": "emoprism", "data_path": str(f)})
     with pytest.raises(ParamError, match="prompt_template' must contain a {dialogue} slot"):
         params.validate({"prompt_template": "no slot"})
+    with pytest.raises(ParamError, match="'direction_tokens' answer reads the answer pass"):
+        params.validate({"direction_tokens": "answer", "answer_pass": False})
 
 
 def test_missing_params_file_and_cli_exit_code(tmp_path, capsys):

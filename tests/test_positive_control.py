@@ -85,10 +85,10 @@ def test_cache_key_changes_with_the_intervention_and_the_means(tiny, tmp_path):
     a = effects.Scorer(clf, p, tag, means=mu)
     b = effects.Scorer(clf, p, tag, means=mu + 1)
     d, m = ["A: hi.\nB: hello."], {1: [3, 5]}
-    keys = {a.key(d, m, "zero"), a.key(d, m, "mean"), b.key(d, m, "mean"), a.key(d, m, "scale")}
-    assert len(keys) == 4 and a.key(d, m, "zero") == b.key(d, m, "zero")
+    keys = {a.key(d[0], m, "zero"), a.key(d[0], m, "mean"), b.key(d[0], m, "mean"), a.key(d[0], m, "scale")}
+    assert len(keys) == 4 and a.key(d[0], m, "zero") == b.key(d[0], m, "zero")
     with pytest.raises(ValueError, match="ablation mode"):
-        a.key(d, m, "halve")
+        a.key(d[0], m, "halve")
     zero, mean = a.scores(d, [m], mode="zero"), a.scores(d, [m], mode="mean")
     assert not np.allclose(zero, mean)  # a switch of mode is never served the other mode's scores
     with ablate.ablate(model, m, "mean", means=mu):
