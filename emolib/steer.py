@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import ablate, stats
 from .models import model_device
@@ -245,10 +245,12 @@ class Condition:
     dose: float
     random: int
     neurons: dict[int, list[int]] = field(default_factory=dict)
+    extra: str = ""  # what else the continuations depend on (the direction baseline: its layer and vector's hash)
 
     def key(self, context: str) -> str:
         """Cache key: what the continuations depend on (the neurons themselves, the dose and the context hash)."""
-        blob = json.dumps([sorted((int(k), sorted(v)) for k, v in self.neurons.items()), float(self.dose), context])
+        blob = json.dumps([sorted((int(k), sorted(v)) for k, v in self.neurons.items()), float(self.dose), context]
+                          + ([self.extra] if self.extra else []))
         return f"{self.set}|{self.emotion}|a={self.dose:g}|r={self.random}|{hashlib.sha1(blob.encode()).hexdigest()[:16]}"
 
 
@@ -306,6 +308,7 @@ class Runner:
         self.scores = PredictionCache(cache_dir / SCORE_CACHE)
         self.speed_file = cache_dir / SPEED_FILE
         self.seconds, self.done_new = 0.0, 0
+        self.direction: tuple[int, dict[str, torch.Tensor]] | None = None  # (layer, push per emotion at dose 1)
 
     def rows(self) -> list[tuple[int, int]]:
         """(prompt, sample) of each row of a condition."""
@@ -327,10 +330,10 @@ class Runner:
             return None
         return float(got) if isinstance(got, (int, float)) and math.isfinite(got) and got > 0 else None
 
-    def run(self, conds: list[Condition], desc: str = "steering") -> None:
+    def run(self, conds: list[Condition], desc: str = "steering", per_batch: int | None = None) -> None:
         """Compute every uncached condition, several per batch (batch rows = 2 x batch_size)."""
         todo = [c for c in conds if not self.cached(c)]
-        per_batch = max(1, (2 * self.p["batch_size"]) // len(self.rows()))
+        per_batch = per_batch or max(1, (2 * self.p["batch_size"]) // len(self.rows()))
         for s in tqdm(range(0, len(todo), per_batch), desc=desc, disable=not todo):
             t = time.time()
             self._run_group(todo[s:s + per_batch])
@@ -348,9 +351,17 @@ class Runner:
         if need:
             ids = [self.prompt_ids[i] for _ in need for i, _ in rows]
             gens = [row_generator(self.p["seed"], i, k) for _ in need for i, k in rows]
-            with ablate.ablate_rows(self.model, [group[i].neurons for i in need], len(rows), mode="add",
-                                    means=self.sd, scales=[group[i].dose for i in need]):
-                new = sample_batch(self.model, self.tok, ids, gens, self.p["steer_max_new_tokens"], self.stops)
+            if group[need[0]].set == DIRECTION_SET:  # one direction per pass: run_directions sends one at a time
+                from .directions import add_direction
+                c = group[need[0]]
+                layer, push = self.direction
+                with add_direction(self.model, layer, push[c.emotion], c.dose):
+                    new = sample_batch(self.model, self.tok, ids, gens, self.p["steer_max_new_tokens"], self.stops)
+            else:
+                with ablate.ablate_rows(self.model, [group[i].neurons for i in need], len(rows), mode="add",
+                                        means=self.sd, scales=[group[i].dose for i in need]):
+                    new = sample_batch(self.model, self.tok, ids, gens, self.p["steer_max_new_tokens"],
+                                       self.stops)
             out = [reply(self.tok, x, self.stops) for x in new]
             pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
             ppl = perplexity(self.model, ids, [k for _, k in out], pad)  # no hooks: the unsteered model
@@ -645,28 +656,77 @@ def budget_note(info: dict) -> str:
 
 # ---------------------------------------------------------------- the direction baseline (issue 17)
 
-def direction_baseline_available() -> bool:
-    """Whether emolib/directions.py (the residual-stream direction-steering helper) is in this checkout (looked up
-    beside this file, so another checkout's editable install does not count)."""
-    return (Path(__file__).resolve().parent / "directions.py").exists()
+DIRECTION_SET = "direction"
+
+
+def direction_layer(n_layers: int) -> int:
+    """The decoder layer the direction baseline steers after: the middle one (fixed in advance)."""
+    return n_layers // 2
+
+
+@torch.inference_mode()
+def direction_pushes(p: dict, runner: Runner) -> tuple[int, dict[str, torch.Tensor], pd.DataFrame]:
+    """(layer, per emotion the push at dose 1, a table): the emotion's unit direction at the middle layer times the SD
+    of the residual stream's projection on it over the steering prompts' tokens (the unsteered model), so that a
+    dose of alpha moves the stream alpha SDs along the direction, as the neuron doses move each neuron."""
+    from .directions import load_directions, load_meta
+    from .models import decoder_layers
+    U, names = load_directions(p["run_dir"]).float(), load_meta(p["run_dir"])["emotions"]
+    layer = direction_layer(len(decoder_layers(runner.model)))
+    dev = model_device(runner.model)
+    states = []
+    for ids in runner.prompt_ids:
+        out = runner.model(input_ids=torch.tensor([ids], device=dev), output_hidden_states=True)
+        states.append(out.hidden_states[layer + 1][0].float().cpu())  # the output of decoder layer `layer`
+    X = torch.cat(states)
+    pushes, rows = {}, []
+    for e in p["emotions"]:
+        u = U[names.index(e), layer]
+        sd = float((X @ u).std())
+        pushes[e] = u * sd
+        rows.append({"emotion": e, "layer": layer, "projection_sd": sd, "push_norm_at_dose_1": sd})
+    return layer, pushes, pd.DataFrame(rows)
 
 
 def direction_baseline(p: dict, runner: Runner) -> tuple[pd.DataFrame | None, str]:
-    """The residual-stream direction-steering baseline (issue 17's emolib.directions): (records, note).
+    """The residual-stream direction-steering baseline (emolib.directions): per emotion, alpha SDs of the residual
+    stream's projection on the emotion's unit direction added after the middle decoder layer, at the test dose,
+    on the same prompts with the same per-prompt noise; (records with set 'direction', a note). Descriptive: there
+    are no random directions to test it against."""
+    if not (Path(p["run_dir"]) / "directions.safetensors").exists():
+        return None, ("Direction-steering baseline skipped: this run has no emotion directions "
+                      "(find_directions: false in stage 2).")
+    from .directions import load_meta
+    from .attribution import neuron_hash
+    layer, pushes, table = direction_pushes(p, runner)
+    runner.direction = (layer, pushes)
+    dose = p["steer_random_dose"]
+    conds = [Condition(DIRECTION_SET, e, float(dose), OWN, {}, f"direction layer {layer} {neuron_hash(pushes[e])}")
+             for e in p["emotions"]]
+    runner.run(conds, "direction baseline", per_batch=1)
+    meta = load_meta(p["run_dir"])
+    return runner.records(conds), (f"Direction baseline: the {meta['site']} directions ({meta['tokens']} tokens) "
+                                   f"added after decoder layer {layer} (the middle one) at dose {dose:g}, in SDs of "
+                                   "the stream's projection on each direction over these prompts.")
 
-    Extension point. With emolib.directions present, the baseline is: for each emotion e, the unit direction
-    directions.load_directions(run_dir)[e, layer] ([E, L, H]), added as alpha x direction to one decoder layer's
-    output by `with directions.add_direction(model, layer, vec, alpha):` (one direction per forward pass, so one
-    condition per batch, unlike the per-row neuron masks of Runner._run_group), at the same doses and prompts, with
-    the same per-prompt noise (row_generator), fluency and scorers; its rows join `records` with set = 'direction'
-    and random = OWN, so dose_table and the figures take them as another set (test_table needs random directions
-    at the same dose to test it). To decide when wiring: the layer, and the dose unit (alpha x the residual
-    stream's SD at that layer makes it comparable with the neuron doses). Until then the stage skips it."""
-    if not direction_baseline_available():
-        return None, ("Direction-steering baseline skipped: emolib.directions (residual-stream directions, issue 17) "
-                      "is not in this branch.")
-    return None, ("Direction-steering baseline skipped: emolib.directions is present but not yet wired into this "
-                  "stage (see emolib.steer.direction_baseline).")
+
+def direction_table(rec: pd.DataFrame, direction: pd.DataFrame, neurons: pd.DataFrame, emotions: list[str]
+                    ) -> pd.DataFrame:
+    """Per scorer and emotion at the test dose: the target share and P(target) change from alpha = 0 under the
+    direction and under each steered neuron set, with the perplexity (the three interventions side by side)."""
+    base = baseline_view(rec, emotions)
+    both = pd.concat([neurons, direction], ignore_index=True)
+    rows = []
+    for (scorer, e, name), g in both.groupby(["scorer", "emotion", "set"], sort=False):
+        b = base[(base.scorer == scorer) & (base.emotion == e)]
+        if b.empty:
+            continue
+        rows.append({"scorer": scorer, "emotion": e, "intervention": name if name == DIRECTION_SET else f"set {name}",
+                     "dose": float(g["dose"].iloc[0]),
+                     "d_target_share": float((g["top"] == e).mean() - (b["top"] == e).mean()),
+                     "d_target_p": float(g["target_p"].mean() - b["target_p"].mean()),
+                     "ppl": float(np.exp(np.log(g["ppl"].dropna()).mean())) if g["ppl"].notna().any() else np.nan})
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------- saving, the CLI and the widget

@@ -159,13 +159,21 @@ for name, table in samples.items():
     display(table)
 
 # %% [markdown]
-# ## Baselines beyond random neurons
-# A residual-stream direction-steering baseline (α × a unit direction added to a decoder layer's output) plugs in
-# here when `emolib.directions` is present.
+# ## A third intervention: the emotion direction
+# Issue 17's directions steer without naming neurons: at the middle decoder layer, the emotion's unit direction
+# (topic-centred, from notebook 02) is added to the residual stream, α SDs of the stream's projection on it over
+# these prompts, at the test dose. Beside it, each neuron set at the same dose: the three interventions side by side
+# (entropy neurons, contribution neurons where steered, and the direction). Descriptive: no random directions test it.
 
 # %%
 direction_records, note = steer.direction_baseline(P, runner)
 print(note)
+if direction_records is not None:
+    at_dose = records[(records.random == steer.OWN) & (records.dose == P["steer_random_dose"])]
+    side = steer.direction_table(records, direction_records, at_dose, P["emotions"])
+    steer.save_csv(side, P["run_dir"], "steering_direction.csv")
+    display(side.style.format({"dose": "{:g}", "d_target_share": "{:+.0%}", "d_target_p": "{:+.3f}",
+                               "ppl": "{:.1f}"}).hide(axis="index"))
 
 # %% [markdown]
 # ## What this run shows
