@@ -12,7 +12,7 @@ import pandas as pd
 from . import annotate, neurons
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-STAGES = ("01_data_construction", "02_neuron_identification", "03_ablation", "04_layer_analysis")
+STAGES = ("01_data_construction", "02_neuron_identification", "03_ablation", "04_layer_analysis", "05_steering")
 
 
 def first_timings(run_dir: Path) -> dict[str, float]:
@@ -107,6 +107,7 @@ def run_findings(d: Path, tests: pd.DataFrame, pilot: dict, grid: pd.DataFrame |
                        for _, r in eff.iterrows()) + ")" if len(eff) else "") +
                    f"; 80% power needed a shift of {t['delta_80'].median():.2f} nat (median over emotions).")
     out += head_to_head(d)
+    out += steering_lines(d)
     if grid is not None and "p" in grid:
         g = grid[grid["p"].notna()]
         if len(g):
@@ -114,6 +115,22 @@ def run_findings(d: Path, tests: pd.DataFrame, pilot: dict, grid: pd.DataFrame |
                        ", ".join(f"{n} {int((x.p_holm < 0.05).sum())}/{len(x)}" for n, x in g.groupby("set", sort=False))
                        + ").")
     return out
+
+
+def steering_lines(d: Path) -> list[str]:
+    """Stage 5 (sufficiency), per scorer and set: how many emotions' target share rose beyond matched random sets
+    after Holm, at the test dose, with the random sets per test (nothing for runs without the stage)."""
+    path = d / "steering_tests.csv"
+    if not path.exists():
+        return []
+    t = pd.read_csv(path)
+    parts = []
+    for (scorer, name), g in t.groupby(["scorer", "set"], sort=False):
+        tested = g[~g.verdict.astype(str).str.startswith("not tested")]
+        k = int((tested.verdict == "own gain beyond random").sum())
+        parts.append(f"set {name} read by {scorer}: {k} of {len(tested)} emotions rose beyond random "
+                     f"(α = {g['dose'].iloc[0]:g} SD, {int(g['n_random'].min())} random sets per test)")
+    return ["Stage 5, steering (sufficiency): " + "; ".join(parts) + "."] if parts else []
 
 
 def head_to_head(d: Path) -> list[str]:
