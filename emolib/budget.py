@@ -203,22 +203,11 @@ def available_items(items: pd.DataFrame, emotions: list[str]) -> int:
 
 def save(p: dict, d: Design, **extra) -> Path:
     """Write (or update) run_dir/design.json: the design, its estimate and what was measured."""
-    from .safeio import atomic_write_json, read_json
+    from .safeio import atomic_write_json, json_safe, read_json
     path = Path(p["run_dir"]) / DESIGN_FILE
     old = read_json(path, "design file") if path.exists() else {}
-    atomic_write_json(path, _finite({**old, **asdict(d), **extra}), indent=1)
+    atomic_write_json(path, json_safe({**old, **asdict(d), **extra}), indent=1)
     return path
-
-
-def _finite(v):
-    """v with every non-finite float replaced by None (JSON has no NaN)."""
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x) for x in v]
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 def load(p: dict) -> dict | None:

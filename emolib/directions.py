@@ -212,7 +212,7 @@ def named_set_entry(state: dict, p: dict, paper_entry: dict, k_per_emotion: list
     sets = select(state["contrib"], k_per_emotion, E)
     nul = null_summary(state, k_per_emotion, E)
     half = split_half(state, k_per_emotion, E, p["seed"])
-    clean = _json_safe
+    from .safeio import json_safe as clean
     return {"variant": "directions", "settings": paper_entry["settings"],
             "method": {"site": state["direction_site"], "tokens": p["direction_tokens"],
                        "centring": "within topic where a topic holds several emotions, else global",
@@ -221,19 +221,6 @@ def named_set_entry(state: dict, p: dict, paper_entry: dict, k_per_emotion: list
                    "topic-centred emotion direction) is largest; as many as the paper set's",
             "neurons": sets, "n_selected": sum(map(len, sets.values())),
             "null": clean(nul), "split_half": clean(half.reset_index().to_dict(orient="records"))}
-
-
-def _json_safe(x):
-    """NaN and inf as None, recursively (neurons.json is strict JSON)."""
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
 
 
 def save(run_dir: str | Path, state: dict, tokens: str) -> Path:

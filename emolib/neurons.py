@@ -169,8 +169,8 @@ def save(path: str | Path, model: str, params: dict, result: dict, tokens: torch
            "n_eligible": result["n_eligible"],
            "neurons_per_emotion": {e: len(v) for e, v in result["sets"].items()},
            "neurons": result["sets"], "selected": result["selected"], **(extra or {})}
-    from .safeio import atomic_write_text
-    atomic_write_text(path, json.dumps(out, indent=1, allow_nan=False))
+    from .safeio import atomic_write_text, json_safe
+    atomic_write_text(path, json.dumps(json_safe(out), indent=1, allow_nan=False))  # an empty cut-off is inf
 
 
 def set_names(path: str | Path) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import math
+import numbers
 import os
 import shutil
 import stat
@@ -237,3 +238,16 @@ def folder_lock(folder: str | os.PathLike, name: str = ".emolib.lock") -> Iterat
     finally:
         path.unlink(missing_ok=True)
         os.close(fd)
+
+
+def json_safe(x: Any) -> Any:
+    """x for strict JSON: NaN and infinities as None, numpy numbers as Python's, recursively."""
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        return x
+    if isinstance(x, numbers.Integral):
+        return int(x)
+    return float(x) if math.isfinite(x) else None
