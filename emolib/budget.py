@@ -117,9 +117,10 @@ def pilot_cost(E: int, R: int, n: int, modes: int, calibrates: bool) -> int:
     return E * R * modes * (n + (1 if calibrates else 0))
 
 
-def grid_cost(n_grid_sets: int, n_cells: int, E: int, R: int, n: int) -> int:
-    """Item-masks of notebook 04: per set, cell and emotion the own set and R random sets on n items."""
-    return n_grid_sets * n_cells * E * (1 + R) * n
+def grid_cost(n_grid_sets: int, n_cells: int, E: int, R: int, n: int, calibrates: bool = False) -> int:
+    """Item-masks of notebook 04: per set, cell and emotion the own set and R random sets on n items (and the
+    content-free item under each mask when calibration is recomputed)."""
+    return n_grid_sets * n_cells * E * (1 + R) * (n + (1 if calibrates else 0))
 
 
 # ---------------------------------------------------------------- the design
@@ -148,7 +149,7 @@ def choose(budget_s: float | None, rate: float, comps: dict[str, tuple[float, fl
     def cost(R: int, n: int) -> dict[str, int]:
         c = {"pilot": pilot_cost(E, R_min, n_pilot, modes, calibrates)}
         c.update(stage3_cost(n_sets, E, R, n, sec, spec, calibrates, n_pilot, R_min))
-        c["grids (04)"] = grid_cost(grid_sets, grid_cells, E, g_R, grid_n(n))
+        c["grids (04)"] = grid_cost(grid_sets, grid_cells, E, g_R, grid_n(n), calibrates)
         return c
 
     def grid_n(n: int) -> int:

@@ -667,7 +667,8 @@ def direction_layer(n_layers: int) -> int:
 @torch.inference_mode()
 def direction_pushes(p: dict, runner: Runner) -> tuple[int, dict[str, torch.Tensor], pd.DataFrame]:
     """(layer, per emotion the push at dose 1, a table): the emotion's unit direction at the middle layer times the SD
-    of the residual stream's projection on it over the steering prompts' tokens (the unsteered model), so that a
+    of the residual stream's projection on it over the steering prompts' tokens after the first (the unsteered
+    model; the first position's state is an outlier in these models), so that a
     dose of alpha moves the stream alpha SDs along the direction, as the neuron doses move each neuron."""
     from .directions import load_directions, load_meta
     from .models import decoder_layers
@@ -677,7 +678,8 @@ def direction_pushes(p: dict, runner: Runner) -> tuple[int, dict[str, torch.Tens
     states = []
     for ids in runner.prompt_ids:
         out = runner.model(input_ids=torch.tensor([ids], device=dev), output_hidden_states=True)
-        states.append(out.hidden_states[layer + 1][0].float().cpu())  # the output of decoder layer `layer`
+        h = out.hidden_states[layer + 1][0].float().cpu()  # the output of decoder layer `layer`
+        states.append(h[1:] if len(h) > 1 else h)  # without the first position (its norm is an outlier: a sink)
     X = torch.cat(states)
     pushes, rows = {}, []
     for e in p["emotions"]:

@@ -99,7 +99,7 @@ def test_rerun_reuses_cached_work(run_dir, tiny_book_rerun):
     assert (rerun / "cache" / "scores.jsonl").read_text() == (run_dir / "cache" / "scores.jsonl").read_text()
     assert (rerun / "cache" / "counts.pt").stat().st_mtime == (run_dir / "cache" / "counts.pt").stat().st_mtime
     history = [json.loads(x)["notebook"] for x in (rerun / "timings-history.jsonl").read_text().splitlines()]
-    assert history[4:] == ["02_neuron_identification", "03_ablation", "04_layer_analysis"]  # it did rerun them
+    assert history[len(runner.STAGES):] == ["02_neuron_identification", "03_ablation", "04_layer_analysis"]  # rerun
 
 
 def test_comparison_notebook(run_dir, tmp_path):

@@ -103,3 +103,8 @@ def test_progress_bars_report_to_the_runner(tmp_path, monkeypatch):
         pass
     assert "recording activations" in path.read_text()
     assert progress.bar_line(str(tmp_path / "none.json"), "x") is None
+
+
+def test_grid_cost_counts_the_content_free_item_under_recomputed_calibration():
+    assert budget.grid_cost(2, 4, 6, 20, 2) == 2 * 4 * 6 * 21 * 2
+    assert budget.grid_cost(2, 4, 6, 20, 2, calibrates=True) == 2 * 4 * 6 * 21 * 3
