@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from .progress import tqdm
 
-from . import classify, models, prompts
 
 PROTOTYPES: dict[str, list[str]] = {
     "anger": ["I am furious and outraged about how unfairly they treated me.",
@@ -77,16 +76,6 @@ def minilm_labeller(emotions: list[str]) -> Callable[[list[str]], list[str]]:
     return lambda dialogues: [emotions[j] for j in sims(dialogues).argmax(1)]
 
 
-def lm_labeller(spec: str, emotions: list[str], p: dict) -> Callable[[list[str]], list[str]]:
-    """Labels from a causal LM scoring each emotion word after the classification prompt (calibrated)."""
-    model, tok = models.load_model(spec, p["dtype"], p["device"], p["device_map"], p["seed"])
-    chat = prompts.use_chat(p["prompt_style"], models.is_instruct(spec, tok), tok)
-    few_shot = 0 if chat else p["annotator_few_shot"]
-    clf = classify.make_classifier(model, tok, emotions, chat, few_shot, p["prompt_template"], p["batch_size"],
-                                   p["calibrate"])
-    return lambda dialogues: classify.predict(clf, dialogues, "score")[0]
-
-
 def read_label_cache(path: Path, emotions: list[str]) -> dict[str, str]:
     """An annotator's cached labels by dialogue id; entries that are not one of the emotions, or a whole file that
     is not a JSON object of them, are dropped with a warning naming the file (they are recomputed)."""
@@ -113,8 +102,9 @@ def read_label_cache(path: Path, emotions: list[str]) -> dict[str, str]:
 
 
 def annotate(name: str, dialogues: list[str], emotions: list[str], p: dict, cache_dir: Path,
-             chunk: int = 64) -> list[str]:
-    """One annotator's labels, cached by dialogue after every chunk (shared by runs with the same settings)."""
+             chunk: int = 64, lm_voter: Callable | None = None) -> list[str]:
+    """One annotator's votes, cached by dialogue after every chunk (shared by runs with the same settings); an LM
+    annotator's votes come from lm_voter(name, emotions, p) (classify.lm_voter, passed in by build_data)."""
     from .data import dialogue_id
     if name.startswith("openai:"):  # an endpoint model: its own request cache is content-keyed and resumable
         from . import endpoint
@@ -127,7 +117,9 @@ def annotate(name: str, dialogues: list[str], emotions: list[str], p: dict, cach
     todo = [d for d in dialogues if dialogue_id(d) not in cache]
     if todo:
         from .safeio import atomic_write_json
-        label = minilm_labeller(emotions) if name == "minilm" else lm_labeller(name, emotions, p)
+        if name != "minilm" and lm_voter is None:
+            raise ValueError(f"annotator {name!r} is a language model: annotate needs lm_voter (classify.lm_voter)")
+        label = minilm_labeller(emotions) if name == "minilm" else lm_voter(name, emotions, p)
         for s in tqdm(range(0, len(todo), chunk), desc=f"annotating with {name}"):
             part = todo[s:s + chunk]
             cache.update({dialogue_id(d): lab for d, lab in zip(part, label(part))})

@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import params as params_mod
@@ -48,3 +49,10 @@ def show(fig, p: dict, name: str):
     save(fig, p["run_dir"], name)
     return fig
 
+
+def save_table(p: dict, tables: dict[str, pd.DataFrame], name: str) -> pd.DataFrame:
+    """Concatenate the per-set tables (column 'set') and write run_dir/<name>."""
+    table = pd.concat(list(tables.values()), ignore_index=True)
+    from .safeio import atomic_save
+    atomic_save(Path(p["run_dir"]) / name, lambda tmp: table.to_csv(tmp, index=False))
+    return table

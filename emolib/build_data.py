@@ -93,9 +93,10 @@ def label(rows: list[dict], p: dict, cache_dir: Path) -> pd.DataFrame:
     if p["data_source"] == "emoprism":
         df["kept"] = True
         return df
+    from .classify import lm_voter
     shared = Path(p["run_dir"]).resolve().parent / "cache"  # annotations are shared by runs in one outputs folder
     for name in p["annotators"]:
-        df[name] = annotate.annotate(name, df["dialogue"].tolist(), p["emotions"], p, shared)
+        df[name] = annotate.annotate(name, df["dialogue"].tolist(), p["emotions"], p, shared, lm_voter=lm_voter)
     voters = {"train": p["annotators"], "eval": voters_on_eval(p)}
     need = {s: data.scaled_agreement(p["min_agreement"], 1 + len(v)) for s, v in voters.items()}
     df["label"] = [data.vote(r["theme"], [r[a] for a in voters[r["split"]]], need[r["split"]])

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 import warnings
 from contextlib import contextmanager
+from typing import Callable
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +16,7 @@ import torch
 from .progress import tqdm
 
 from . import prompts
+from . import models
 from .models import model_device
 
 
@@ -242,3 +246,80 @@ def predict(clf: Classifier, dialogues: list[str], protocol: str = "score", max_
     if protocol == "generate":
         return generate_labels(clf, dialogues, max_new_tokens, progress), None
     raise ValueError(f"protocol: must be score or generate, got {protocol!r}")
+
+
+def load_classifier(p: dict):
+    """(model, tokenizer, Classifier) for the run's model and prompt parameters."""
+    model, tok = models.load_model(p["model"], p["dtype"], p["device"], p["device_map"], p["seed"])
+    chat = prompts.use_chat(p["prompt_style"], models.is_instruct(p["model"], tok), tok)
+    clf = make_classifier(model, tok, p["emotions"], chat, p["few_shot"], p["prompt_template"],
+                          p["batch_size"], p["calibrate"])
+    return model, tok, clf
+
+
+class PredictionCache:
+    """Predictions per condition, appended to a JSON-lines file as each condition finishes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.rows: dict[str, list] = {}
+        if self.path.exists():
+            self._read()
+
+    def _read(self) -> None:
+        """Load the cached lines; a torn last line is dropped with a warning, any other bad line is an error."""
+        import warnings
+        from .safeio import atomic_write_text, clear_hint
+        try:
+            lines = self.path.read_bytes().decode("utf-8").split("\n")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"{self.path}: corrupt prediction cache ({type(e).__name__}); delete it to recompute "
+                             f"({clear_hint(self.path)})") from None
+        good = []
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                ok = isinstance(r, dict) and isinstance(r.get("key"), str) and isinstance(r.get("preds"), list)
+            except json.JSONDecodeError:
+                ok = False
+            if not ok and not any(x.strip() for x in lines[n:]):  # the last line, cut short by an interruption
+                warnings.warn(f"{self.path}: line {n} is incomplete (an interrupted write); dropped, that condition "
+                              "will be recomputed", stacklevel=3)
+                atomic_write_text(self.path, "".join(x + "\n" for x in good))
+                break
+            if not ok:
+                raise ValueError(f"{self.path}: line {n} is corrupt; delete the file to recompute its predictions "
+                                 f"({clear_hint(self.path)})")
+            good.append(line)
+            self.rows[r["key"]] = r["preds"]
+        else:
+            if good and lines[-1].strip():  # complete last line without its newline: end it before appending
+                atomic_write_text(self.path, "".join(x + "\n" for x in good))
+
+    def get_or_run(self, key: str, fn) -> list:
+        """Cached predictions for key, or run fn() and append its result as one line in one write."""
+        from .safeio import append_line
+        if key not in self.rows:
+            self.rows[key] = fn()
+            append_line(self.path, json.dumps({"key": key, "preds": self.rows[key]}))
+        return self.rows[key]
+
+    def put_many(self, rows: dict[str, list]) -> None:
+        """Store many keys' predictions, appended as lines in one write."""
+        from .safeio import append_line
+        new = {k: v for k, v in rows.items() if k not in self.rows}
+        if new:
+            self.rows.update(new)
+            append_line(self.path, "\n".join(json.dumps({"key": k, "preds": v}) for k, v in new.items()))
+
+
+def lm_voter(spec: str, emotions: list[str], p: dict) -> Callable[[list[str]], list[str]]:
+    """An annotator's votes from a causal LM scoring each emotion word after the classification prompt (calibrated)."""
+    model, tok = models.load_model(spec, p["dtype"], p["device"], p["device_map"], p["seed"])
+    chat = prompts.use_chat(p["prompt_style"], models.is_instruct(spec, tok), tok)
+    few_shot = 0 if chat else p["annotator_few_shot"]
+    clf = make_classifier(model, tok, emotions, chat, few_shot, p["prompt_template"], p["batch_size"],
+                                   p["calibrate"])
+    return lambda dialogues: predict(clf, dialogues, "score")[0]

@@ -12,26 +12,12 @@ import torch
 from .progress import tqdm
 
 from . import data, directions, models, neurons, prompts, record
+from .params import VARIANTS  # noqa: F401 (the selection variants, defined with the parameters they validate)
 
 PARAMS_SAVED = ("record_tensor", "record_tokens", "record_framing", "top_rate", "filter_quantile", "min_count",
                 "assign", "selection_scope", "seed", "n_null", "selective_variant", "prompt_style", "few_shot",
                 "prompt_template", "find_directions", "direction_site", "direction_tokens")
 
-# Faithful readings of the method, all computed from the same recordings (answer-token variants from the second
-# pass). "paper" is not listed: it is the run's own setting (record_tensor, filter_quantile, ...; LAPE's defaults).
-VARIANTS: dict[str, dict] = {
-    "paper-argmax": dict(tensor="act", tokens="dialogue", filter_quantile=0.95, assign="argmax", scope="global"),
-    "product": dict(tensor="product", tokens="dialogue", filter_quantile=0.95, assign="threshold", scope="global"),
-    "q0.5-argmax": dict(tensor="act", tokens="dialogue", filter_quantile=0.5, assign="argmax", scope="global"),
-    "nofilter-argmax": dict(tensor="act", tokens="dialogue", filter_quantile=None, assign="argmax", scope="global"),
-    "nofilter-per-emotion": dict(tensor="act", tokens="dialogue", filter_quantile=None, assign="argmax",
-                                 scope="per_emotion"),
-    "product-nofilter-per-emotion": dict(tensor="product", tokens="dialogue", filter_quantile=None, assign="argmax",
-                                         scope="per_emotion"),
-    "answer": dict(tensor="act", tokens="answer", filter_quantile=0.95, assign="threshold", scope="global"),
-    "answer-nofilter-per-emotion": dict(tensor="act", tokens="answer", filter_quantile=None, assign="argmax",
-                                        scope="per_emotion"),
-}
 ALPHA = 0.05           # a variant beats the null when p(cut-off) < ALPHA and its empirical FDR <= ALPHA
 STABLE_FACTOR = 5.0    # ... and is stable when its split-half Jaccard is >= this many times the eligible-pool chance
 

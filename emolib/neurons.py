@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 
@@ -225,3 +226,20 @@ def pool_jaccard(n_a: int, n_b: int, pool: int, n_draws: int = 200, seed: int = 
 def relative_depth(layer: int, n_layers: int) -> float:
     """Layer position in [0, 1] (centre of the layer), so models of different depth compare."""
     return (layer + 0.5) / n_layers
+
+
+def named_sets(p: dict) -> dict[str, NeuronSets]:
+    """Every named neuron set of the run's neurons.json ('paper' first, then 'selective' when stage 2 found one)."""
+    path = Path(p["run_dir"]) / "neurons.json"
+    return {name: load(path, name) for name in set_names(path)}
+
+
+def depth_profile(ns: NeuronSets, bins: int = 10) -> pd.DataFrame:
+    """Share of each emotion's neurons per relative-depth bin (rows: bin centres in [0, 1])."""
+    edges = np.linspace(0, 1, bins + 1)
+    out = {}
+    for e in ns.emotions:
+        depths = [relative_depth(layer, ns.n_layers) for layer, _ in ns.sets[e]]
+        h, _ = np.histogram(depths, edges)
+        out[e] = h / max(1, h.sum())
+    return pd.DataFrame(out, index=pd.Index(np.round((edges[:-1] + edges[1:]) / 2, 3), name="relative depth"))

@@ -140,7 +140,7 @@ SCHEMA: dict[str, Param] = {
                               choices=("dialogue", "answer")),
     "selective_variant": Param("auto", ("02",), "str", "the second named set: auto (the book's rule: the most "
                                "selective variant that beats the null and is stable) or a variant name from "
-                               "emolib.identify.VARIANTS"),
+                               "emolib.params.VARIANTS"),
     # --- 03 ablation test
     "protocol": Param("score", (), "choice", "classify CLI: score label likelihoods, or generate and parse",
                       choices=("score", "generate")),
@@ -213,6 +213,23 @@ SCHEMA: dict[str, Param] = {
 
 RUN_KEYS = ("run_dir",)
 ENDPOINT_SETTINGS = ("base_url", "api_key_env", "max_concurrency", "temperature", "max_tokens", "request_timeout")  # injected by the runner, not written in parameter files
+
+# Faithful readings of the method, all computed from the same recordings (answer-token variants from the second
+# pass). "paper" is not listed: it is the run's own setting (record_tensor, filter_quantile, ...; LAPE's defaults).
+VARIANTS: dict[str, dict] = {
+    "paper-argmax": dict(tensor="act", tokens="dialogue", filter_quantile=0.95, assign="argmax", scope="global"),
+    "product": dict(tensor="product", tokens="dialogue", filter_quantile=0.95, assign="threshold", scope="global"),
+    "q0.5-argmax": dict(tensor="act", tokens="dialogue", filter_quantile=0.5, assign="argmax", scope="global"),
+    "nofilter-argmax": dict(tensor="act", tokens="dialogue", filter_quantile=None, assign="argmax", scope="global"),
+    "nofilter-per-emotion": dict(tensor="act", tokens="dialogue", filter_quantile=None, assign="argmax",
+                                 scope="per_emotion"),
+    "product-nofilter-per-emotion": dict(tensor="product", tokens="dialogue", filter_quantile=None, assign="argmax",
+                                         scope="per_emotion"),
+    "answer": dict(tensor="act", tokens="answer", filter_quantile=0.95, assign="threshold", scope="global"),
+    "answer-nofilter-per-emotion": dict(tensor="act", tokens="answer", filter_quantile=None, assign="argmax",
+                                        scope="per_emotion"),
+}
+
 
 
 def _fail(source: str, key: str, msg: str) -> None:
@@ -370,7 +387,6 @@ def validate(raw: dict[str, Any], source: str = "params") -> dict[str, Any]:
               f"({', '.join(out['annotators'])})")
     if out["prompt_template"] is not None and "{dialogue}" not in out["prompt_template"]:
         _fail(source, "prompt_template", "must contain a {dialogue} slot")
-    from .identify import VARIANTS
     if out["selective_variant"] not in ("auto", "paper", *VARIANTS):
         _fail(source, "selective_variant", f"must be auto, paper or one of {', '.join(VARIANTS)}, "
               f"got {out['selective_variant']!r}")

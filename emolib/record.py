@@ -340,3 +340,24 @@ def _save(state: dict, rec: Recorder, t0: float, path: Path) -> None:
     from .safeio import atomic_save  # a fresh temporary name, and never through a planted link
     atomic_save(path, lambda tmp: torch.save({**state, "sums": sums, **rec.export_directions(),
                                               **{f"group_counts_{t}": counts[t] for t in TENSORS}}, tmp))
+
+
+def means_from_counts(run_dir: str | Path, shape: tuple[int, int] | None = None) -> torch.Tensor | None:
+    """Mean input of down_proj per neuron over the train tokens (for mean ablation), from stage 2's counts;
+    loaded without running code, and checked against the model's FFN shape when given."""
+    from .safeio import clear_hint, load_tensors
+    path = Path(run_dir) / "cache" / "counts.pt"
+    if not path.exists():
+        return None
+    state = load_tensors(path)
+    sums, tokens = (state.get("sums"), state.get("tokens")) if isinstance(state, dict) else (None, None)
+    if not isinstance(sums, torch.Tensor) or not isinstance(tokens, torch.Tensor) or sums.dim() != 2:
+        raise ValueError(f"{path}: not stage 2's counts (needs tensors sums [layers, d_ff] and tokens); "
+                         f"delete it to recompute ({clear_hint(path)})")
+    if shape is not None and tuple(sums.shape) != tuple(shape):
+        raise ValueError(f"{path}: counts of an FFN of {sums.shape[0]} layers x {sums.shape[1]} neurons; the loaded "
+                         f"model has {shape[0]} x {shape[1]}")
+    means = (sums / tokens.sum().clamp(min=1)).float()
+    if not torch.isfinite(means).all():
+        raise ValueError(f"{path}: mean activations contain NaN or inf; delete it to recompute ({clear_hint(path)})")
+    return means

@@ -25,7 +25,7 @@ def _p(tmp_path, **kw) -> dict:
 
 def _fake_annotate(studied_vote):
     """annotate.annotate stand-in: the studied model votes studied_vote(theme, i), the others follow fixed rules."""
-    def annotate(name, dialogues, emotions, p, cache_dir):
+    def annotate(name, dialogues, emotions, p, cache_dir, lm_voter=None):
         themes = [FAKE_THEMES[d] for d in dialogues]
         if name == STUDIED:
             return [studied_vote(t, i) for i, t in enumerate(themes)]
