@@ -2,7 +2,7 @@
 
 Paths, each on the same items, masks and fixed calibration, in float32 and bfloat16, in one run:
   one_at_a_time    `with ablate(model, mask): label_scores(...)` per mask (today's stage 3-4 loop)
-  batched          emolib.batched.score_masks, the item batch repeated per mask, no lower-layer reuse
+  batched          emolib.lm.batched.score_masks, the item batch repeated per mask, no lower-layer reuse
   batched_reuse    the same, running the layers below the first masked layer once (only helps upper-layer masks)
 Two mask families: random sets over all layers (as a stage-3 neuron set), and the same restricted to the top third
 (as a stage-4 "top" cell), where reuse can skip two thirds of the layers for all but one copy.
@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emolib import ablate, batched, classify, models, prompts
+from emolib.causal import ablate
+from emolib.lm import batched, classify, models, prompts
 from emolib.emotions import EMOTIONS
-from emolib.synth_template import generate_dialogues
+from emolib.dataset.synth_template import generate_dialogues
 
 
 def timed(fn):

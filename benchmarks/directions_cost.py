@@ -1,4 +1,4 @@
-"""What recording emotion directions (emolib.directions) adds to stage 2's pass: the same recording (both tensors,
+"""What recording emotion directions (emolib.identify.directions) adds to stage 2's pass: the same recording (both tensors,
 halves, a 20-permutation null) with and without direction_site, interleaved, best of several repeats. On the CPU
 it times the process's CPU seconds on one thread (robust to other load on a shared machine); on a GPU, wall time:
 
@@ -20,9 +20,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emolib import models, record  # noqa: E402
+from emolib.lm import models
+from emolib.identify import record# noqa: E402
 from emolib.emotions import EMOTIONS  # noqa: E402
-from emolib.synth_template import generate_dialogues  # noqa: E402
+from emolib.dataset.synth_template import generate_dialogues# noqa: E402
 
 
 def main() -> None:

@@ -24,9 +24,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emolib import models, record  # noqa: E402
+from emolib.lm import models
+from emolib.identify import record# noqa: E402
 from emolib.emotions import EMOTIONS  # noqa: E402
-from emolib.synth_template import generate_dialogues  # noqa: E402
+from emolib.dataset.synth_template import generate_dialogues# noqa: E402
 
 
 def best_of(fn, repeats: int = 2) -> float:
@@ -65,7 +66,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--n", type=int, default=96)
-    ap.add_argument("--before", help="an earlier emolib/record.py to compare with")
+    ap.add_argument("--before", help="an earlier emolib/identify/record.py to compare with")
     ap.add_argument("--profile", action="store_true")
     a = ap.parse_args()
     models.set_threads()

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from emolib import classify, models, prompts, record
+from emolib.lm import classify, models, prompts
+from emolib.identify import record
 from emolib.emotions import EMOTIONS
-from emolib.synth_template import generate_dialogues
+from emolib.dataset.synth_template import generate_dialogues
 
 
 def timed(fn, repeats: int = 2) -> float:

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emolib import ablate, classify, effects, models, prompts
+from emolib.causal import ablate, effects
+from emolib.lm import classify, models, prompts
 from emolib.emotions import EMOTIONS
-from emolib.synth_template import generate_dialogues
+from emolib.dataset.synth_template import generate_dialogues
 
 
 def plain_forward(clf, texts: list[str], k: int) -> float:

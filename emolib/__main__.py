@@ -84,8 +84,11 @@ def check_output(output: str, input_path: str) -> None:
 
 def cmd_classify(a: argparse.Namespace) -> None:
     """Classify a JSON-lines file, optionally with emotion neurons ablated."""
-    from . import ablate, evaluate, metrics, models, neurons, safeio
-    from .classify import predict
+    from .causal import ablate, metrics
+    from .identify import record, neurons
+    from .lm import classify, models
+    from . import safeio
+    from .lm.classify import predict
     p = params_mod.load(a.params)
     check_scale(a.mode, a.scale)
     check_output(a.output, a.input)
@@ -106,11 +109,11 @@ def cmd_classify(a: argparse.Namespace) -> None:
             raise ValueError(f"--ablate: {target!r} is not in {a.neurons} (has {', '.join(ns.emotions)}, or all)")
         mask = ns.union() if target == "all" else ns.by_layer(target)
         if a.mode == "mean":
-            means = evaluate.means_from_counts(Path(a.neurons).parent)
+            means = record.means_from_counts(Path(a.neurons).parent)
             if means is None:
                 raise ValueError("--mode mean needs the run's cache/counts.pt next to neurons.json")
     p["run_dir"] = str(Path(a.output).parent)
-    _, _, clf = evaluate.load_classifier(p)
+    _, _, clf = classify.load_classifier(p)
     if nj is not None:  # the file's FFN shape, and so every [layer, index], must fit the loaded model
         shape = models.ffn_shape(clf.model)
         safeio.check_neurons(nj, a.neurons, shape=shape)
@@ -166,8 +169,11 @@ def check_steer_args(a: argparse.Namespace, p: dict) -> tuple[str, str]:
 
 def cmd_steer(a: argparse.Namespace) -> None:
     """Print sampled replies to one prompt with one emotion's neurons pushed up by alpha SDs, and their scores."""
-    from . import models, neurons, safeio, steer
-    from .attribution import STATS_FILE
+    from .lm import models
+    from .identify import neurons
+    from . import safeio
+    from .causal import steer
+    from .causal.attribution import STATS_FILE
     p = params_mod.load(a.params)
     emotion, prompt = check_steer_args(a, p)
     nj = safeio.load_neurons_json(a.neurons, model=p["model"])
@@ -244,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         elif a.cmd == "compare":
             runner.compare(a.runs, a.out)
         elif a.cmd == "report":
-            from . import report
+            from .report import summary as report
             if a.readme:
                 report.update_readme(a.readme, a.runs)
                 print(f"results block of {a.readme} updated from {', '.join(a.runs)}")

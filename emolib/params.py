@@ -130,7 +130,7 @@ SCHEMA: dict[str, Param] = {
                     "counted in the same pass (the null)", low=0, high=200),
     "answer_pass": Param(True, ("02",), "bool", "also record the prompt's answer position (a second, shorter pass) "
                          "so the answer-token variants are compared"),
-    "find_directions": Param(True, ("02",), "bool", "also find the second method's set (emolib.directions: topic-"
+    "find_directions": Param(True, ("02",), "bool", "also find the second method's set (emolib.identify.directions: topic-"
                         "centred emotion directions and per-neuron contributions, Wang et al. 2025), named "
                         "'directions', from the same recording pass"),
     "direction_site": Param("residual", ("02",), "choice", "where emotion directions are read: the residual "
@@ -155,7 +155,7 @@ SCHEMA: dict[str, Param] = {
                            "(and the pilot's number)", low=2),
     "effects_budget_min": Param(None, ("03", "04"), "float", "minutes of scoring for notebooks 03-04: the pilot, "
                                 "the main test's random sets and items per emotion chosen for power within it "
-                                "(emolib.budget); null = the fixed design of n_random_sets and eval_limit",
+                                "(emolib.causal.budget); null = the fixed design of n_random_sets and eval_limit",
                                 low=0.0, low_open=True, nullable=True),
     "protocol_random_sets": Param(3, ("03",), "int", "random sets per emotion in the protocol table", low=1),
     "protocol_generate": Param(False, ("03",), "bool", "also run the greedy-generation protocol table (slow: "
@@ -265,7 +265,7 @@ def check_value(key: str, value: Any, source: str = "params") -> Any:
         if not isinstance(value, str) or not value.strip():
             _fail(source, key, f"must be a non-empty string, got {value!r}")
         if p.kind == "model":
-            from .models import check_model_spec
+            from .lm.models import check_model_spec
             try:
                 check_model_spec(value)
             except ValueError as e:
@@ -314,7 +314,7 @@ def check_value(key: str, value: Any, source: str = "params") -> Any:
                 if len(value) != 3:
                     _fail(source, key, f"must name exactly three annotators (models, 'minilm' or 'openai:<model>'), "
                           f"got {len(value)}")
-                from .models import check_model_spec
+                from .lm.models import check_model_spec
                 for v in value:
                     if v.startswith("openai:") and not v[len("openai:"):].strip():
                         _fail(source, key, f"'openai:' must be followed by the endpoint's model name, got {v!r}")
@@ -371,7 +371,7 @@ def validate(raw: dict[str, Any], source: str = "params") -> dict[str, Any]:
     if out["eval_source"] != "file" and out["eval_path"]:
         _fail(source, "eval_path", "is only used with eval_source: file")
     if out["eval_source"] == "file":  # the file itself, before any model loads (and at `emolib check`)
-        from .data import load_eval_file
+        from .dataset.data import load_eval_file
         try:
             load_eval_file(out["eval_path"], out["emotions"])
         except ValueError as e:
@@ -411,12 +411,12 @@ def check_steering(out: dict[str, Any], source: str) -> None:
               f"({', '.join(f'{a:g}' for a in doses if a > 0) or 'none'}), got {out['steer_random_dose']!r}")
     sc = out["steer_scorer"]
     if sc not in ("auto", "none"):
-        from .models import check_model_spec
+        from .lm.models import check_model_spec
         try:
             check_model_spec(sc)
         except ValueError as e:
             _fail(source, "steer_scorer", f"must be auto, none or a model spec: {e}")
-        from .steer import same_model
+        from .causal.steer import same_model
         if same_model(sc, out["model"]):
             _fail(source, "steer_scorer", f"must not be the steered model ({out['model']}); use auto, none or "
                   "another model")

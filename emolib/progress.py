@@ -52,7 +52,7 @@ def write_bar(path: str, desc: str, done: float, total: float | None, elapsed: f
 
 def bar_line(path: str, stage: str) -> str | None:
     """One terminal line from a bar file (None if absent or unreadable)."""
-    from .budget import _mmss
+    from .causal.budget import _mmss
     try:
         s = json.loads(open(path).read())
         count = f"{int(s['done'])} of {int(s['total'])}" if s.get("total") else f"{int(s['done'])}"

@@ -211,10 +211,10 @@ def _run_stages(nbs: list[Path], p: dict, run_dir: Path) -> None:
 @contextmanager
 def watch_progress(run_dir: Path, stage: str = "", every: float = 20.0):
     """While the block runs, print the notebook's progress line whenever it changed, at most every `every` seconds:
-    the stage's estimate where it has one (emolib.budget.Progress, notebooks 03-04), else its current progress bar
+    the stage's estimate where it has one (emolib.causal.budget.Progress, notebooks 03-04), else its current progress bar
     (emolib.progress, which the kernel finds through EMOLIB_PROGRESS)."""
     from . import progress
-    from .budget import PROGRESS_FILE, progress_line
+    from .causal.budget import PROGRESS_FILE, progress_line
     path, bar = run_dir / PROGRESS_FILE, run_dir / "progress-bar.json"
     for f in (path, bar):
         f.unlink(missing_ok=True)
@@ -252,7 +252,7 @@ def compare(run_dirs: list[str], out: str | None = None) -> Path:
         raise params_mod.ParamError("compare: give at least two run folders (outputs/<run>)")
     if bad:
         raise params_mod.ParamError(f"compare: {', '.join(bad)} lack neurons.json or own_vs_random.csv; run stages 01-03 first")
-    from . import compare as compare_mod
+    from .report import compare as compare_mod
     try:
         shared, left_out = compare_mod.shared_emotions(compare_mod.load_runs(run_dirs))
     except ValueError as e:

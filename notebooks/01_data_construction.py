@@ -40,7 +40,8 @@ from collections import Counter
 import pandas as pd
 from IPython.display import Markdown, display
 
-from emolib import annotate, book, build_data, data, endpoint, plots
+from emolib.dataset import annotate, build_data, data, endpoint
+from emolib.report import book, plots
 
 # %% tags=["parameters"]
 run_name = "smollm2-135m"
@@ -86,7 +87,7 @@ run_dir = None
 
 # %%
 P = book.setup(globals(), "01")
-LABEL = book.label(P)
+LABEL = book.run_title(P)
 
 # %% [markdown]
 # ## Topics

@@ -47,7 +47,9 @@ from IPython.display import Markdown, display
 
 import pandas as pd
 
-from emolib import book, directions, headtohead, identify, models, neurons, plots
+from emolib.report import book, plots
+from emolib.identify import directions, headtohead, selection as identify, neurons
+from emolib.lm import models
 
 # %% tags=["parameters"]
 run_name = "smollm2-135m"
@@ -80,7 +82,7 @@ run_dir = None
 
 # %%
 P = book.setup(globals(), "02")
-LABEL = book.label(P)
+LABEL = book.run_title(P)
 
 # %% [markdown]
 # ## Recording

@@ -39,7 +39,9 @@
 # %%
 from IPython.display import Markdown, display
 
-from emolib import attribution, book, budget, effects, evaluate, metrics, plots
+from emolib.causal import attribution, budget, effects, metrics
+from emolib.report import book, book, plots
+from emolib.identify import neurons
 
 # %% tags=["parameters"]
 run_name = "smollm2-135m"
@@ -80,8 +82,8 @@ run_dir = None
 
 # %%
 P = book.setup(globals(), "03")
-LABEL = book.label(P)
-sets = evaluate.named_sets(P)
+LABEL = book.run_title(P)
+sets = neurons.named_sets(P)
 print("neuron sets from stage 2:", ", ".join(f"{n} ({sum(map(len, s.sets.values()))} emotion-neuron assignments)"
                                            for n, s in sets.items() if n != "attribution"))
 
@@ -139,7 +141,7 @@ if unfiltered is not None:
 # %% [markdown]
 # ## Sizing within the time budget
 # `effects_budget_min` buys a number of scored conditions (items × masks) on this machine. The rule is fixed
-# before any own set is scored (`emolib.budget`): time the scorer here, give the pilot at most a quarter of the
+# before any own set is scored (`emolib.causal.budget`): time the scorer here, give the pilot at most a quarter of the
 # budget, then choose the main test's random sets R and items per emotion for power, from the pilot's random sets
 # only.
 
@@ -201,7 +203,7 @@ display(Markdown(f"**Design:** {design.n_random} random sets per test, {design.n
 
 # %%
 entry = attribution.add_named_set(P, sums, scorer.arm, scorer.use_calibration)
-sets = evaluate.named_sets(P)
+sets = neurons.named_sets(P)
 display(attribution.summary(entry).T.style.format("{:.2f}"))
 
 # %% [markdown]
@@ -212,7 +214,7 @@ display(attribution.summary(entry).T.style.format("{:.2f}"))
 # %%
 progress.step("main test")
 table, arrays = effects.main_test(scorer, P, sets, items, design.n_random, spread, P["secondary_random_sets"])
-evaluate.save_table(P, {"all": table}, "own_vs_random.csv")
+book.save_table(P, {"all": table}, "own_vs_random.csv")
 check = effects.control_check(table)
 display(Markdown(f"**{check}**" if check else "No positive control in this run."))
 cols = ["set", "emotion", "n_neurons", "n_items", "own_d_margin", "random_d_margin", "own_minus_random_margin",
@@ -260,7 +262,7 @@ for name in sets:
     book.show(plots.specificity_pair(own_t, rnd_t, f"{LABEL} · set {name} · arm {scorer.arm}"), P,
               f"03_masked_by_true_{name}")
 spec = effects.specificity_all(arrays, sets, P["emotions"])
-evaluate.save_table(P, {"all": spec}, "specificity.csv")
+book.save_table(P, {"all": spec}, "specificity.csv")
 display(spec.style.format({"shared_neurons": "{:.0%}", "own_d": "{:+.2f}", "others_d": "{:+.2f}",
                            "own_minus_others": "{:+.2f}", "shared_effect": "{:.2f}"}).hide(axis="index"))
 

@@ -31,7 +31,10 @@
 # %%
 from IPython.display import Markdown, display
 
-from emolib import book, budget, effects, evaluate, models, plots, sweep
+from emolib.report import book, book, plots
+from emolib.causal import budget, effects
+from emolib.identify import neurons, neurons
+from emolib.lm import models
 
 # %% tags=["parameters"]
 run_name = "smollm2-135m"
@@ -62,8 +65,8 @@ run_dir = None
 
 # %%
 P = book.setup(globals(), "04")
-LABEL = book.label(P)
-sets = evaluate.named_sets(P)
+LABEL = book.run_title(P)
+sets = neurons.named_sets(P)
 grid_sets = {n: s for n, s in sets.items() if P["grid_sets"] is None or n in P["grid_sets"]}
 lm, tok, clf, inst, scorer, spread = effects.load_scorer(P)
 items = effects.eval_table(P, budget.grid_items(P))
@@ -79,7 +82,7 @@ print(f"instrument {inst}; arm {scorer.arm}; sets {', '.join(grid_sets)}; eval i
 
 # %%
 for name, ns in sets.items():
-    book.show(plots.depth_heatmap(sweep.depth_profile(ns), f"{LABEL} · set {name}"), P, f"04_depth_profile_{name}")
+    book.show(plots.depth_heatmap(neurons.depth_profile(ns), f"{LABEL} · set {name}"), P, f"04_depth_profile_{name}")
 
 # %% [markdown]
 # ## Dose-response
@@ -91,7 +94,7 @@ rates = sorted(P["dose_rates"])
 dose_g = {name: effects.grid_scores(scorer, P, ns, items, {r: effects.dose_sets(P, ns, r) for r in rates},
                                     P["grid_random_sets"], spread) for name, ns in grid_sets.items()}
 dose = effects.grid_table(dose_g, "rate")
-evaluate.save_table(P, {"all": dose}, "dose_response.csv")
+book.save_table(P, {"all": dose}, "dose_response.csv")
 book.show(plots.dose_response(dose, P["emotions"], LABEL, L * D), P, "04_dose_response")
 
 # %% [markdown]
@@ -104,7 +107,7 @@ progress.step("depth ranges")
 range_g = {name: effects.grid_scores(scorer, P, ns, items, effects.range_cells(ns, P["layer_bins"], P["grid_ranges"]),
                                      P["grid_random_sets"], spread) for name, ns in grid_sets.items()}
 ranges = effects.grid_table(range_g, "range")
-evaluate.save_table(P, {"all": ranges}, "layer_sweep.csv")
+book.save_table(P, {"all": ranges}, "layer_sweep.csv")
 for name in grid_sets:
     book.show(plots.range_heatmap(ranges, P["emotions"], LABEL, name), P, f"04_ranges_{name}")
 
@@ -115,7 +118,7 @@ for name in grid_sets:
 
 # %%
 contrasts = effects.grid_contrasts(dose_g, range_g, P["emotions"], rates)
-evaluate.save_table(P, {"all": contrasts}, "grid_contrasts.csv")
+book.save_table(P, {"all": contrasts}, "grid_contrasts.csv")
 book.show(plots.contrast_forest(contrasts, LABEL + f" · arm {scorer.arm}"), P, "04_contrasts")
 display(contrasts[["set", "emotion", "contrast", "n_random", "own", "random_mean", "own_minus_random_margin",
                    "p_holm", "verdict"]].style.format(

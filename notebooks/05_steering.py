@@ -50,7 +50,9 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from emolib import book, models, plots, steer
+from emolib.report import book, plots
+from emolib.lm import models
+from emolib.causal import steer
 
 # %% tags=["parameters"]
 run_name = "smollm2-135m"
@@ -75,7 +77,7 @@ run_dir = None
 
 # %%
 P = book.setup(globals(), "05")
-LABEL = book.label(P)
+LABEL = book.run_title(P)
 sets = steer.select_sets(P)
 _, sd = steer.activation_sd(P["run_dir"])
 lm, tok = models.load_model(P["model"], P["dtype"], P["device"], P["device_map"], P["seed"])

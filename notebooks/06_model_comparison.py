@@ -27,7 +27,8 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
-from emolib import compare, headtohead, neurons, plots
+from emolib.report import compare, plots
+from emolib.identify import headtohead, neurons
 
 # %% tags=["parameters"]
 runs = ["outputs/smollm2-135m", "outputs/gemma3-270m"]

@@ -26,9 +26,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from emolib import models  # noqa: E402
+from emolib.lm import models# noqa: E402
 from emolib.emotions import EMOTIONS  # noqa: E402
-from emolib.synth_template import generate_dialogues  # noqa: E402
+from emolib.dataset.synth_template import generate_dialogues# noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_PARAMS = ROOT / "params/test-tiny.yaml"
@@ -131,7 +131,7 @@ def _smollm2_server_in_background(request, tmp_path_factory):
     if not _uses(request, "smollm2_server"):
         yield None
         return
-    from emolib import endpoint
+    from emolib.dataset import endpoint
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -6,9 +6,10 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from emolib import models, record
+from emolib.lm import models
+from emolib.identify import record
 from emolib.emotions import EMOTIONS
-from emolib.synth_template import generate_dialogues
+from emolib.dataset.synth_template import generate_dialogues
 
 if __name__ == "__main__":
     out, partial = sys.argv[1], sys.argv[2]

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from emolib import ablate, models
+from emolib.causal import ablate
+from emolib.lm import models
 
 
 def _ids(tok):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from emolib import ablate, batched, classify, models
+from emolib.causal import ablate
+from emolib.lm import batched, classify, models
 from emolib.emotions import EMOTIONS
 
 MASKS = [{}, {0: [1, 2, 3], 2: [5]}, {1: list(range(0, 128, 3))}, {3: [7, 8]}, {0: []}]

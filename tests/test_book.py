@@ -8,7 +8,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from emolib import effects, neurons, runner
+from emolib.causal import effects
+from emolib.identify import neurons
+from emolib import runner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +43,7 @@ def test_every_stage_writes_its_outputs(run_dir):
     assert {e: len(v) for e, v in named["directions"]["neurons"].items()} == \
         {e: len(v) for e, v in named["paper"]["neurons"].items()}
     assert named["directions"]["null"]["n_null"] == 5 and named["directions"]["settings"] == named["paper"]["settings"]
-    from emolib import directions
+    from emolib.identify import directions
     assert tuple(directions.load_directions(run_dir).shape) == (6, 4, 64)
     ov = pd.read_csv(run_dir / "own_vs_random.csv")
     assert {"set", "emotion", "n_neurons", "n_items", "n_random", "arm", "own_d_margin", "own_minus_random_margin",
@@ -124,7 +126,7 @@ def test_failing_notebook_is_named(tmp_path):
 
 def test_readme_results_block_matches_the_committed_runs():
     """The README's numbers are generated from the committed outputs, never typed in."""
-    from emolib import report
+    from emolib.report import summary as report
     runs = [ROOT / "outputs" / "smollm2-135m", ROOT / "outputs" / "gemma3-270m"]
     if not all((r / "own_vs_random.csv").exists() for r in runs):
         pytest.skip("the showcase runs are not committed in this checkout")

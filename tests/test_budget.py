@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emolib import budget, stats
+from emolib.causal import budget, stats
 from emolib.emotions import EMOTIONS
 
 P = {"emotions": list(EMOTIONS), "n_random_sets": 20, "power_delta": 0.25, "secondary_random_sets": 3,

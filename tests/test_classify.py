@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from emolib import classify, prompts
+from emolib.lm import classify, prompts
 from emolib.emotions import EMOTIONS
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from emolib import annotate, data
+from emolib.dataset import annotate, data
 from emolib.emotions import EMOTIONS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "emoprism-mini.json.gz"

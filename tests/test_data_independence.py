@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from emolib import build_data, data, params
-from emolib import synth_template as st
+from emolib.dataset import build_data, data
+from emolib import params
+from emolib.dataset import synth_template as st
 from emolib.emotions import EMOTIONS
 from emolib.params import ParamError
 

@@ -1,4 +1,4 @@
-"""The second identification method (emolib.directions): topic-centred emotion directions recover a planted
+"""The second identification method (emolib.identify.directions): topic-centred emotion directions recover a planted
 direction, contributions match a brute-force recomputation on the tiny model, the permuted-label null carries no
 signal and is seeded, and the steering hook adds exactly alpha x the direction and always comes off."""
 
@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from emolib import directions, models, record
+from emolib.identify import directions, record
+from emolib.lm import models
 from emolib.emotions import EMOTIONS
-from emolib.synth_template import generate_dialogues
+from emolib.dataset.synth_template import generate_dialogues
 
 E = len(EMOTIONS)
 

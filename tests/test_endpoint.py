@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from emolib import endpoint, params
+from emolib.dataset import endpoint
+from emolib import params
 from emolib.emotions import EMOTIONS
-from emolib.endpoint import Endpoint, EndpointError
+from emolib.dataset.endpoint import Endpoint, EndpointError
 from emolib.params import ParamError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -327,7 +328,7 @@ def test_resume_after_a_kill_never_asks_twice(server, tmp_path):
 
 
 def test_stage1_through_an_endpoint_keeps_the_key_out_of_every_output(server, tmp_path, monkeypatch):
-    from emolib import build_data
+    from emolib.dataset import build_data
     secret = "sk-test-secret-0123456789"
     s = server()
     p = params.validate({"run_name": "ep", "data_source": "openai", "endpoint_base_url": s.base_url,
@@ -382,7 +383,7 @@ def test_notebook_01_builds_its_dataset_through_an_endpoint(server, tmp_path):
 @pytest.mark.slow
 def test_transformers_serve_writes_and_labels_dialogues(smollm2_server, tmp_path):
     """smollm2_server (conftest.py) starts with the session, so its start-up overlaps other tests."""
-    from emolib import data
+    from emolib.dataset import data
     url = smollm2_server
     # 64 tokens hold a 3-8 turn dialogue of this model's; longer replies run on into off-format text and retries
     writer = Endpoint(base_url=url, model="auto", max_concurrency=4, temperature=0.7, max_tokens=64,
@@ -404,6 +405,6 @@ def test_transformers_serve_writes_and_labels_dialogues(smollm2_server, tmp_path
 
 
 def test_fleiss_kappa_skips_items_an_endpoint_left_unlabelled():
-    from emolib import annotate
+    from emolib.dataset import annotate
     rows = [["a", "a", "b"], ["a", "b", "b"], ["a", "a", "a"], ["b", "b", "b"]]
     assert annotate.fleiss_kappa(rows + [["a", None, "b"]], ["a", "b"]) == annotate.fleiss_kappa(rows, ["a", "b"])

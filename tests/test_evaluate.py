@@ -4,7 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emolib import compare, evaluate, metrics, neurons, sweep
+from emolib.report import compare
+from emolib.lm import classify
+from emolib.causal import metrics
+from emolib.identify import neurons, neurons
 
 E = ["anger", "fear", "happiness"]
 
@@ -29,10 +32,10 @@ def test_bootstrap_intervals():
 
 
 def test_prediction_cache_resumes(tmp_path):
-    c = evaluate.PredictionCache(tmp_path / "p.jsonl")
+    c = classify.PredictionCache(tmp_path / "p.jsonl")
     calls = []
     assert c.get_or_run("k1", lambda: calls.append(1) or ["anger"]) == ["anger"]
-    again = evaluate.PredictionCache(tmp_path / "p.jsonl")
+    again = classify.PredictionCache(tmp_path / "p.jsonl")
     assert again.get_or_run("k1", lambda: calls.append(2) or ["fear"]) == ["anger"] and calls == [1]
 
 
@@ -45,7 +48,7 @@ def _tests(verdicts: dict[str, str], omr: dict[str, float]) -> pd.DataFrame:
 def test_depth_profile_and_comparison(tmp_path):
     sets = {"anger": [(0, 1), (3, 2)], "fear": [(1, 0)]}
     ns = neurons.NeuronSets("m", 4, 8, ["anger", "fear"], sets, {"n_selected": 3})
-    prof = sweep.depth_profile(ns, bins=4)
+    prof = neurons.depth_profile(ns, bins=4)
     assert prof["anger"].tolist() == [0.5, 0, 0, 0.5] and prof["fear"].sum() == 1
     a = _tests({"anger": "own drop beyond random", "fear": "no detectable effect"}, {"anger": -0.3, "fear": -0.02})
     b = _tests({"anger": "own drop beyond random", "fear": "not tested"}, {"anger": -0.2, "fear": np.nan})

@@ -7,7 +7,7 @@ import torch
 from transformers import (Gemma3TextConfig, Gemma3ForCausalLM, GPT2Config, GPT2LMHeadModel, MistralConfig,
                           MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
-from emolib import models
+from emolib.lm import models
 
 SMALL = dict(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, head_dim=8)

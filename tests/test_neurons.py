@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from emolib import neurons
+from emolib.identify import neurons
 
 
 def test_entropy_matches_hand_computation():

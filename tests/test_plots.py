@@ -1,4 +1,4 @@
-"""Tests for emolib.plots: every figure builds from small synthetic inputs, labelled; grid values are right."""
+"""Tests for emolib.report.plots: every figure builds from small synthetic inputs, labelled; grid values are right."""
 
 import matplotlib
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from emolib import plots
+from emolib.report import plots
 
 EMO = list(plots.EMOTION_ORDER)
 LABEL = "TestModel-1M · run test"

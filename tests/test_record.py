@@ -2,7 +2,8 @@
 
 import torch
 
-from emolib import models, prompts, record
+from emolib.lm import models, prompts
+from emolib.identify import record
 from emolib.emotions import EMOTIONS
 
 

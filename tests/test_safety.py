@@ -12,7 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from emolib import build_data, compare, data, evaluate, params, runner, safeio
+from emolib.dataset import build_data, data
+from emolib.report import compare
+from emolib.identify import record
+from emolib.lm import classify
+from emolib import params, runner, safeio
 from emolib.__main__ import main
 from emolib.emotions import EMOTIONS
 from emolib.params import ParamError
@@ -77,7 +81,7 @@ def test_counts_pt_is_loaded_without_running_code(tmp_path, fmt):
         safeio.load_tensors(path)
     assert str(e.value).startswith(str(path)) and "rm '" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ValueError, match="cannot be loaded safely"):
-        evaluate.means_from_counts(tmp_path / "run")
+        record.means_from_counts(tmp_path / "run")
     assert not marker.exists()
 
 
@@ -87,7 +91,7 @@ def test_classify_mode_mean_on_a_crafted_run_folder(tmp_path, capsys, monkeypatc
     tiny_neurons(tmp_path / "run")
     src = tmp_path / "in.jsonl"
     src.write_text('{"dialogue": "A: hi\\nB: hello"}\n')
-    monkeypatch.setattr(evaluate, "load_classifier", lambda p: pytest.fail("model loaded"))
+    monkeypatch.setattr(classify, "load_classifier", lambda p: pytest.fail("model loaded"))
     code = main(["classify", "--params", TINY, "--input", str(src), "--output", str(tmp_path / "o.jsonl"),
                  "--neurons", str(tmp_path / "run" / "neurons.json"), "--ablate", "anger", "--mode", "mean"])
     err = capsys.readouterr().err
@@ -100,10 +104,10 @@ def test_safe_loader_reads_a_genuine_counts_file(tmp_path):
              "emotions": ["anger", "fear"], "shape": (4, 128), "key": "abc", "done": 3, "seconds": 1.5}
     torch.save(state, tmp_path / "cache" / "counts.pt")
     assert safeio.load_tensors(tmp_path / "cache" / "counts.pt")["emotions"] == ["anger", "fear"]
-    means = evaluate.means_from_counts(tmp_path, shape=(4, 128))
+    means = record.means_from_counts(tmp_path, shape=(4, 128))
     assert means.shape == (4, 128) and float(means[0, 0]) == pytest.approx(1 / 8)
     with pytest.raises(ValueError, match="loaded model has 30 x 1536"):
-        evaluate.means_from_counts(tmp_path, shape=(30, 1536))
+        record.means_from_counts(tmp_path, shape=(30, 1536))
 
 
 # --- 2. the EmoPrism cache follows the file's content; duplicates removed before the split ------------------------
@@ -228,7 +232,7 @@ def classify(tmp_path, *extra, src=None, out=None):
 ])
 def test_bad_neurons_json_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, change, needle):
     path = tiny_neurons(tmp_path / "run", **change)
-    monkeypatch.setattr(evaluate, "load_classifier", lambda p: pytest.fail("model loaded"))
+    monkeypatch.setattr(classify, "load_classifier", lambda p: pytest.fail("model loaded"))
     assert classify(tmp_path, "--neurons", str(path), "--ablate", "anger") == 2
     err = capsys.readouterr().err
     assert one_line(err) and needle in err and str(path) in err
@@ -260,14 +264,14 @@ def test_neurons_json_of_another_shape_is_refused_once_the_model_is_known(tmp_pa
 ])
 def test_scale_has_no_silent_default_and_must_be_finite(tmp_path, capsys, monkeypatch, extra, needle):
     path = tiny_neurons(tmp_path / "run")
-    monkeypatch.setattr(evaluate, "load_classifier", lambda p: pytest.fail("model loaded"))
+    monkeypatch.setattr(classify, "load_classifier", lambda p: pytest.fail("model loaded"))
     assert classify(tmp_path, "--neurons", str(path), "--ablate", "anger", *extra) == 2
     err = capsys.readouterr().err
     assert one_line(err) and needle in err
 
 
 def test_output_path_checked_before_any_model_loads(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(evaluate, "load_classifier", lambda p: pytest.fail("model loaded"))
+    monkeypatch.setattr(classify, "load_classifier", lambda p: pytest.fail("model loaded"))
     assert classify(tmp_path, out=tmp_path / "missing" / "o.jsonl") == 2
     err = capsys.readouterr().err
     assert one_line(err) and "folder" in err and "does not exist" in err
@@ -279,7 +283,7 @@ def test_output_equal_to_input_is_refused_and_the_input_kept(tmp_path, capsys, m
     src = tmp_path / "in.jsonl"
     src.write_text('{"dialogue": "A: hi\\nB: hello"}\n')
     before = src.read_text()
-    monkeypatch.setattr(evaluate, "load_classifier", lambda p: pytest.fail("model loaded"))
+    monkeypatch.setattr(classify, "load_classifier", lambda p: pytest.fail("model loaded"))
     assert classify(tmp_path, src=src, out=src) == 2
     assert classify(tmp_path, src=src, out=tmp_path / "." / "in.jsonl") == 2
     os.symlink(src, tmp_path / "link.jsonl")
@@ -393,12 +397,12 @@ def test_out_that_is_a_file_or_not_writable(tmp_path, capsys, monkeypatch):
 
 def test_torn_last_prediction_line_is_skipped_recomputed_and_repaired(tmp_path):
     path = tmp_path / "predictions.jsonl"
-    c = evaluate.PredictionCache(path)
+    c = classify.PredictionCache(path)
     c.get_or_run("k1", lambda: ["anger"])
     c.get_or_run("k2", lambda: ["fear"])
     path.write_text(path.read_text()[:-12])  # the second line cut short
     with pytest.warns(UserWarning, match="line 2 is incomplete"):
-        again = evaluate.PredictionCache(path)
+        again = classify.PredictionCache(path)
     calls = []
     assert again.get_or_run("k1", lambda: calls.append(1) or ["x"]) == ["anger"] and not calls
     assert again.get_or_run("k2", lambda: calls.append(2) or ["fear"]) == ["fear"] and calls == [2]
@@ -408,7 +412,7 @@ def test_torn_last_prediction_line_is_skipped_recomputed_and_repaired(tmp_path):
 def test_complete_last_line_without_newline_is_kept_and_ended(tmp_path):
     path = tmp_path / "predictions.jsonl"
     path.write_text('{"key": "k1", "preds": ["anger"]}')
-    c = evaluate.PredictionCache(path)
+    c = classify.PredictionCache(path)
     c.get_or_run("k2", lambda: ["fear"])
     assert [json.loads(x)["key"] for x in path.read_text().splitlines()] == ["k1", "k2"]
 
@@ -417,7 +421,7 @@ def test_corrupt_prediction_line_names_the_file_and_how_to_clear_it(tmp_path):
     path = tmp_path / "predictions.jsonl"
     path.write_text('{"key": "k1", "preds": ["anger"]}\ngarbage\n{"key": "k2", "preds": ["fear"]}\n')
     with pytest.raises(ValueError) as e:
-        evaluate.PredictionCache(path)
+        classify.PredictionCache(path)
     assert str(e.value).startswith(f"{path}: line 2 is corrupt") and f"rm '{path}'" in str(e.value)
 
 
@@ -427,7 +431,7 @@ def test_torn_counts_pt_names_the_file_and_how_to_clear_it(tmp_path):
     torch.save({"sums": torch.ones(4, 128), "tokens": torch.ones(2)}, path)
     path.write_bytes(path.read_bytes()[:300])
     with pytest.raises(ValueError) as e:
-        evaluate.means_from_counts(tmp_path)
+        record.means_from_counts(tmp_path)
     msg = str(e.value)
     assert msg.startswith(str(path)) and f"rm '{path}'" in msg and "\n" not in msg
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from emolib import ablate, stats
+from emolib.causal import ablate, stats
 
 
 def test_margin_and_correct_by_hand():
@@ -113,7 +113,7 @@ def test_spread_of_random_sets_gives_item_sd_and_tau():
     assert stats.item_sd_from_null(rng.normal(0, sd / math.sqrt(n), 4000), n) == pytest.approx(sd, rel=0.05)
 
 
-# the firing-matched random neuron sampler (emolib.ablate.random_matched)
+# the firing-matched random neuron sampler (emolib.causal.ablate.random_matched)
 
 @pytest.fixture
 def firing():

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from emolib import ablate, params, steer
+from emolib.causal import ablate, steer
+from emolib import params
 from emolib.__main__ import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,7 +169,7 @@ def test_runner_caches_each_condition_and_the_tables(tiny, tmp_path):
 
 
 def _stats(run_dir: Path) -> None:
-    from emolib import attribution
+    from emolib.causal import attribution
     sums = {"sum": torch.zeros(4, 128, dtype=torch.float64), "sumsq": torch.ones(4, 128, dtype=torch.float64),
             "count": 1}
     attribution.save(run_dir, sums, "t")

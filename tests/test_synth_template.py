@@ -1,4 +1,4 @@
-"""Tests for emolib.synth_template: format, determinism, uniqueness, style purity, variety."""
+"""Tests for emolib.dataset.synth_template: format, determinism, uniqueness, style purity, variety."""
 
 import collections
 import json
@@ -10,14 +10,8 @@ import sys
 
 import pytest
 
-from emolib import synth_template as st
-from emolib.synth_template import (
-    EMOTION_LEXICON,
-    EMOTIONS,
-    STYLES,
-    generate_dialogue,
-    generate_dialogues,
-)
+from emolib.dataset import synth_template as st
+from emolib.dataset.synth_template import EMOTION_LEXICON, EMOTIONS, STYLES, generate_dialogue, generate_dialogues
 
 # Topics free of lexicon words and of sentence punctuation (so sentence counts are exact).
 TOPICS = [

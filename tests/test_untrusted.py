@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from emolib import annotate, classify, data, endpoint, evaluate, params, prompts, safeio
+from emolib.dataset import annotate, data, endpoint
+from emolib.lm import classify, classify, prompts
+from emolib import params, safeio
 from emolib.__main__ import main
 from emolib.emotions import EMOTIONS
-from emolib.endpoint import Endpoint, EndpointError
+from emolib.dataset.endpoint import Endpoint, EndpointError
 from emolib.params import ParamError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,7 +116,7 @@ WRITERS = {
     "atomic_write_text": lambda p: safeio.atomic_write_text(p, "x"),
     "atomic_write_json": lambda p: safeio.atomic_write_json(p, {"x": 1}),
     "atomic_save": lambda p: safeio.atomic_save(p, lambda tmp: Path(tmp).write_text("x")),
-    "PredictionCache": lambda p: evaluate.PredictionCache(p).get_or_run("k", lambda: ["anger"]),
+    "PredictionCache": lambda p: classify.PredictionCache(p).get_or_run("k", lambda: ["anger"]),
 }
 
 
@@ -424,7 +426,7 @@ def test_classify_reports_cut_dialogues_and_names_a_binary_input(tmp_path, capsy
 
 def annotate_with_fake(tmp_path, monkeypatch, content=None):
     """annotate('minilm', ...) with a labeller that says each dialogue's emotion, the cache file written first."""
-    from emolib.data import dialogue_id
+    from emolib.dataset.data import dialogue_id
     calls = []
 
     def labeller(emotions):
@@ -479,7 +481,7 @@ def test_a_label_cache_that_is_a_link_is_refused(tmp_path, monkeypatch):
 def test_stage2_partial_state_is_never_written_through_a_link(tmp_path):
     """record._save writes a fresh temporary file and refuses a planted link at the counts path."""
     import torch
-    from emolib import record
+    from emolib.identify import record
     target = tmp_path / "victim.txt"
     target.write_text("keep me\n")
     link = tmp_path / "counts.pt"

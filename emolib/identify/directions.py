@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from . import neurons
-from .models import decoder_layers, ffn_layers
+from ..lm.models import decoder_layers, ffn_layers
 
 FILE = "directions.safetensors"
 
@@ -212,7 +212,7 @@ def named_set_entry(state: dict, p: dict, paper_entry: dict, k_per_emotion: list
     sets = select(state["contrib"], k_per_emotion, E)
     nul = null_summary(state, k_per_emotion, E)
     half = split_half(state, k_per_emotion, E, p["seed"])
-    from .safeio import json_safe as clean
+    from ..safeio import json_safe as clean
     return {"variant": "directions", "settings": paper_entry["settings"],
             "method": {"site": state["direction_site"], "tokens": p["direction_tokens"],
                        "centring": "within topic where a topic holds several emotions, else global",
@@ -226,7 +226,7 @@ def named_set_entry(state: dict, p: dict, paper_entry: dict, k_per_emotion: list
 def save(run_dir: str | Path, state: dict, tokens: str) -> Path:
     """Write run_dir/directions.safetensors: unit directions [E, L, H] (and per half), contributions [E, L, D]."""
     from safetensors.torch import save_file
-    from .safeio import atomic_save
+    from ..safeio import atomic_save
     path = Path(run_dir) / FILE
     out = {"directions": state["dir_unit"].float().contiguous(),
            "directions_half": state["dir_unit_half"].float().contiguous(),

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import params as params_mod
-from .models import set_threads
+from .. import params as params_mod
+from ..lm.models import set_threads
 
 PRETTY = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct", "gemma3-270m": "Gemma-3-270M",
           "llama-3.1-8b-instruct": "Llama-3.1-8B-Instruct", "llama-3.1-70b-instruct": "Llama-3.1-70B-Instruct",
@@ -53,6 +53,6 @@ def show(fig, p: dict, name: str):
 def save_table(p: dict, tables: dict[str, pd.DataFrame], name: str) -> pd.DataFrame:
     """Concatenate the per-set tables (column 'set') and write run_dir/<name>."""
     table = pd.concat(list(tables.values()), ignore_index=True)
-    from .safeio import atomic_save
+    from ..safeio import atomic_save
     atomic_save(Path(p["run_dir"]) / name, lambda tmp: table.to_csv(tmp, index=False))
     return table

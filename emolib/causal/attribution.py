@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from .progress import tqdm
+from ..progress import tqdm
 
-from . import prompts
-from .classify import Classifier, _score_batch, encode_dialogues
-from .models import ffn_layers
+from ..lm import prompts
+from ..lm.classify import Classifier, _score_batch, encode_dialogues
+from ..lm.models import ffn_layers
 
 STATS_FILE = "activation_stats.safetensors"
 
@@ -191,7 +191,7 @@ def stats_tag(tag: dict, dialogues: list[str]) -> str:
 def save(run_dir: str | Path, sums: dict, tag: str) -> Path:
     """Write the pass's sums (and the tag they belong to) to run_dir/activation_stats.safetensors."""
     from safetensors.torch import save_file
-    from .safeio import atomic_save
+    from ..safeio import atomic_save
     path = Path(run_dir) / STATS_FILE
     tensors = {k: (v.contiguous() if torch.is_tensor(v) else torch.tensor(v)) for k, v in sums.items()}
     atomic_save(path, lambda tmp: save_file(tensors, str(tmp), metadata={"tag": tag}))
@@ -215,7 +215,7 @@ def load(run_dir: str | Path, tag: str | None = None) -> dict | None:
 def train_sample(p: dict, per_emotion: int) -> pd.DataFrame:
     """Train dialogues for the pass: per_emotion of each emotion, in a seeded order (never eval topics)."""
     from .effects import _take
-    from .data import load_splits
+    from ..dataset.data import load_splits
     tr = load_splits(p["run_dir"])["train"].to_pandas()[["dialogue", "label"]]
     return _take(tr, p["emotions"], per_emotion, p["seed"] + 2)
 
@@ -231,7 +231,7 @@ ESTIMATE_FILE = "attribution.safetensors"
 def prepare(p: dict, clf: Classifier, inst: dict) -> dict:
     """The scoring-sequence pass of the run (train dialogues, attribution_per_emotion each): loaded when stored for
     this instrument and these dialogues, else computed and stored."""
-    from .classify import calibration_vector
+    from ..lm.classify import calibration_vector
     E = p["emotions"]
     tr = train_sample(p, p["attribution_per_emotion"])
     tag = stats_tag({**inst, "model": p["model"], "dtype": str(clf.model.dtype),
@@ -248,7 +248,7 @@ def prepare(p: dict, clf: Classifier, inst: dict) -> dict:
 def save_estimate(run_dir: str | Path, est: torch.Tensor, arm: str) -> None:
     """Store the chosen arm's [E, L, D] estimate (notebook 04 selects the attribution set's doses from it)."""
     from safetensors.torch import save_file
-    from .safeio import atomic_save
+    from ..safeio import atomic_save
     atomic_save(Path(run_dir) / ESTIMATE_FILE,
                 lambda tmp: save_file({"estimate": est.float().contiguous()}, str(tmp), metadata={"arm": arm}))
 
@@ -265,8 +265,8 @@ def load_estimate(run_dir: str | Path) -> torch.Tensor:
 def add_named_set(p: dict, sums: dict, arm: str, calibrates: bool) -> dict:
     """Select the attribution set under the primary arm, as many neurons per emotion as the paper set has, and
     write it into neurons.json as the first named set; returns its entry."""
-    from . import neurons as nmod
-    from .safeio import atomic_write_text, load_neurons_json
+    from ..identify import neurons as nmod
+    from ..safeio import atomic_write_text, load_neurons_json
     mode, cal = arm.split("/")
     est = estimate(sums, mode, cal if calibrates else "fixed")
     save_estimate(p["run_dir"], est, arm)

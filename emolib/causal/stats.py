@@ -2,7 +2,7 @@
 
 Conventions:
 - A "delta" is ablated minus baseline, per item, so a drop is negative.
-- The test of an own effect (emolib.effects) is the two-sided t prediction test: the own set's mean margin change
+- The test of an own effect (emolib.causal.effects) is the two-sided t prediction test: the own set's mean margin change
   against R random sets' mean changes, t = (own - mean) / (sd sqrt(1 + 1/R)) with R - 1 degrees of freedom
   (normal_p), Holm-corrected over the family. The sd is that of the random sets' means on the same items, so it
   holds both the set-to-set spread and the item noise: nothing else is subtracted or added.

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from .progress import tqdm
+from ..progress import tqdm
 
-from . import data, directions, models, neurons, prompts, record
-from .params import VARIANTS  # noqa: F401 (the selection variants, defined with the parameters they validate)
+from ..dataset import data
+from . import directions, neurons, record
+from ..lm import models, prompts
+from ..params import VARIANTS# noqa: F401 (the selection variants, defined with the parameters they validate)
 
 PARAMS_SAVED = ("record_tensor", "record_tokens", "record_framing", "top_rate", "filter_quantile", "min_count",
                 "assign", "selection_scope", "seed", "n_null", "selective_variant", "prompt_style", "few_shot",
@@ -29,7 +31,7 @@ def counts_path(run_dir: str | Path, tokens: str = "dialogue") -> Path:
 
 def load_counts(run_dir: str | Path, tokens: str = "dialogue") -> dict:
     """Stage 2's recording, loaded safely (tensors and numbers only)."""
-    from .safeio import load_tensors
+    from ..safeio import load_tensors
     path = counts_path(run_dir, tokens)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run notebook 02 (stage 2) for this run first")
@@ -81,7 +83,7 @@ def record_train(p: dict, model=None, tokenizer=None, tokens: str = "dialogue") 
     state["dtype"] = str(model.dtype).replace("torch.", "")
     rank, world = record.dist_rank_world()
     if rank == 0:  # every rank holds the reduced counts; one writes them
-        from .safeio import atomic_save
+        from ..safeio import atomic_save
         atomic_save(final, lambda tmp: torch.save(state, tmp))
     if world > 1:
         torch.distributed.barrier()
@@ -259,7 +261,7 @@ def save_neurons(p: dict, states: dict[str, dict], results: dict, nulls: dict, t
     path = run / "neurons.json"
     neurons.save(path, p["model"], {k: p[k] for k in PARAMS_SAVED}, results["paper"],
                  paper_state["tokens"].sum(0), state["emotions"], tuple(state["shape"]), extra)
-    from .safeio import atomic_save
+    from ..safeio import atomic_save
     atomic_save(run / "variants.csv", lambda tmp: table.to_csv(tmp))
     diag = pd.DataFrame([{"set": n, **{k: v for k, v in r.items() if k != "p"}, **{f"P_{e}": v for e, v in r["p"].items()}}
                          for n, entry in named.items() for r in entry["diagnostics"]])
@@ -278,7 +280,7 @@ def save_probabilities(path: Path, states: dict[str, dict], p: dict) -> None:
         out[f"{tokens}_tokens"] = T.contiguous()
         for t in record.TENSORS:
             out[f"{tokens}_P_{t}"] = neurons.probabilities(st[f"counts_{t}"].sum(0), T).half().contiguous()
-    from .safeio import atomic_save
+    from ..safeio import atomic_save
     atomic_save(path, lambda tmp: save_file(out, tmp, metadata={"model": p["model"], "emotions": ",".join(p["emotions"])}))
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from .progress import tqdm
+from ..progress import tqdm
 
-from . import prompts
-from .models import decoder_layers, ffn_layers, model_device
+from ..lm import prompts
+from ..lm.models import decoder_layers, ffn_layers, model_device
 
 TENSORS = ("act", "product")  # act_fn(gate_proj(x)), and the input of down_proj (act * up_proj(x))
 TOKENS = ("dialogue", "answer")  # every dialogue token, or the prompt's last position (where the label comes)
@@ -84,7 +84,7 @@ class Recorder:
         self.shape = (L, D)
         self.flat = self.rows = self.groups = self.dir_weights = None  # set per batch by set_batch
         self.handles = []
-        # emotion directions (emolib.directions): weighted sums of the site's vectors [R, H] per layer, and the
+        # emotion directions (emolib.identify.directions): weighted sums of the site's vectors [R, H] per layer, and the
         # down_proj input summed per count group [G, D] per layer (for the contributions' mean activation)
         self.site = site
         if site is not None:
@@ -202,7 +202,7 @@ def record_counts(model, tokenizer, dialogues: dict[str, list[str]], tensor: str
     """Count firing tokens per (emotion, layer, neuron) for both tensors, per half and under n_null label
     permutations, over the dialogues; resumable from state_path. `tensor` names the counts returned as "counts".
     With direction_site (mlp or residual), the same pass also sums what emotion directions need (topic-centred,
-    emolib.directions; topics: each dialogue's topic, aligned with `dialogues`; none = centred globally)."""
+    emolib.identify.directions; topics: each dialogue's topic, aligned with `dialogues`; none = centred globally)."""
     if tensor not in TENSORS:
         raise ValueError(f"record_tensor: must be one of {', '.join(TENSORS)}, got {tensor!r}")
     if tokens not in TOKENS:
@@ -245,7 +245,7 @@ def record_counts(model, tokenizer, dialogues: dict[str, list[str]], tensor: str
     if state_path and world > 1:  # each rank keeps its own resumable state
         state_path = state_path.with_name(f"{state_path.stem}.rank{rank}{state_path.suffix}")
     if state_path and state_path.exists():
-        from .safeio import load_tensors
+        from ..safeio import load_tensors
         saved = load_tensors(state_path)
         if saved.get("fingerprint") == fingerprint:
             state = {k: saved[k] for k in ("version", "fingerprint", "done", "group_tokens", "seconds")}
@@ -337,7 +337,7 @@ def _save(state: dict, rec: Recorder, t0: float, path: Path) -> None:
     counts, sums = rec.export()
     state["seconds"] = time.time() - t0
     path.parent.mkdir(parents=True, exist_ok=True)
-    from .safeio import atomic_save  # a fresh temporary name, and never through a planted link
+    from ..safeio import atomic_save# a fresh temporary name, and never through a planted link
     atomic_save(path, lambda tmp: torch.save({**state, "sums": sums, **rec.export_directions(),
                                               **{f"group_counts_{t}": counts[t] for t in TENSORS}}, tmp))
 
@@ -345,7 +345,7 @@ def _save(state: dict, rec: Recorder, t0: float, path: Path) -> None:
 def means_from_counts(run_dir: str | Path, shape: tuple[int, int] | None = None) -> torch.Tensor | None:
     """Mean input of down_proj per neuron over the train tokens (for mean ablation), from stage 2's counts;
     loaded without running code, and checked against the model's FFN shape when given."""
-    from .safeio import clear_hint, load_tensors
+    from ..safeio import clear_hint, load_tensors
     path = Path(run_dir) / "cache" / "counts.pt"
     if not path.exists():
         return None

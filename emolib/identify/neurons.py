@@ -170,7 +170,7 @@ def save(path: str | Path, model: str, params: dict, result: dict, tokens: torch
            "n_eligible": result["n_eligible"],
            "neurons_per_emotion": {e: len(v) for e, v in result["sets"].items()},
            "neurons": result["sets"], "selected": result["selected"], **(extra or {})}
-    from .safeio import atomic_write_text, json_safe
+    from ..safeio import atomic_write_text, json_safe
     atomic_write_text(path, json.dumps(json_safe(out), indent=1, allow_nan=False))  # an empty cut-off is inf
 
 
@@ -189,7 +189,7 @@ def load(path: str | Path, name: str = "paper") -> NeuronSets:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run notebook 02 (stage 2) for this run first")
-    from .safeio import load_neurons_json
+    from ..safeio import load_neurons_json
     d = load_neurons_json(path)
     named = d.get("named_sets", {"paper": {"neurons": d["neurons"]}})
     if name not in named:

@@ -24,7 +24,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Callable
 
-from .emotions import ALIASES
+from ..emotions import ALIASES
 
 PREFIX = "openai:"
 SETTINGS = ("base_url", "api_key_env", "max_concurrency", "temperature", "max_tokens", "request_timeout")
@@ -177,7 +177,7 @@ class RequestCache:
     """Replies by request key, in a JSON-lines file that is only ever appended to (one write per reply)."""
 
     def __init__(self, path: Path):
-        from .safeio import open_append
+        from ..safeio import open_append
         self.path = Path(path)
         self.fd = open_append(self.path, readable=True)  # a link, a folder or a device is refused
         chunks = []
@@ -477,7 +477,7 @@ def run_jobs(ep: Endpoint, jobs: list[Job], parse: Callable, root: Path, desc: s
     stats["from_cache"] = len(jobs) - len(pending)
     if cache.torn:
         stats["torn_cache_lines_skipped"] = cache.torn
-    from .progress import tqdm
+    from ..progress import tqdm
     t0 = time.time()
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=desc, unit="item", dynamic_ncols=True)
     try:
@@ -561,7 +561,7 @@ def label_settings(ep: Endpoint, emotions: list[str]) -> list:
 
 def local_model_dir() -> Path:
     """The dequantised SmolLM2-135M-Instruct folder (made once from the package's GGUF file)."""
-    from .models import PRESETS, dequantized_cache, gguf_path
+    from ..lm.models import PRESETS, dequantized_cache, gguf_path
     return dequantized_cache(gguf_path(PRESETS["smollm2-135m-instruct"]))
 
 
@@ -582,9 +582,9 @@ def serve_env(threads: int | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """python -m emolib.endpoint serve: SmolLM2-135M-Instruct, offline, behind an OpenAI-compatible API."""
+    """python -m emolib.dataset.endpoint serve: SmolLM2-135M-Instruct, offline, behind an OpenAI-compatible API."""
     import argparse
-    ap = argparse.ArgumentParser(prog="python -m emolib.endpoint", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m emolib.dataset.endpoint", description=main.__doc__)
     ap.add_argument("command", choices=["serve"])
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the server (default: torch's)")

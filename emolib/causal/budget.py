@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import ablate, batched, stats
+from . import ablate, stats
+from ..lm import batched
 
 PILOT_SHARE = 0.25    # the pilot's share of the budget, at most
 POWER_SLACK = 0.02    # designs whose detectable shift is within 2% of the smallest count as equal; the cheapest wins
@@ -204,7 +205,7 @@ def available_items(items: pd.DataFrame, emotions: list[str]) -> int:
 
 def save(p: dict, d: Design, **extra) -> Path:
     """Write (or update) run_dir/design.json: the design, its estimate and what was measured."""
-    from .safeio import atomic_write_json, json_safe, read_json
+    from ..safeio import atomic_write_json, json_safe, read_json
     path = Path(p["run_dir"]) / DESIGN_FILE
     old = read_json(path, "design file") if path.exists() else {}
     atomic_write_json(path, json_safe({**old, **asdict(d), **extra}), indent=1)
@@ -213,7 +214,7 @@ def save(p: dict, d: Design, **extra) -> Path:
 
 def load(p: dict) -> dict | None:
     """run_dir/design.json as notebook 03 wrote it (None if absent)."""
-    from .safeio import read_json
+    from ..safeio import read_json
     path = Path(p["run_dir"]) / DESIGN_FILE
     return read_json(path, "design file") if path.exists() else None
 
@@ -251,7 +252,7 @@ class Progress:
 
     def write(self) -> None:
         """The current state, for the runner."""
-        from .safeio import atomic_write_json
+        from ..safeio import atomic_write_json
         elapsed = time.time() - self.t0
         rate = self.done / elapsed if self.done and elapsed > 30 else self.rate  # measured, once there is enough
         atomic_write_json(self.path, {"stage": self.stage, "step": self.step_name, "done": self.done,
@@ -293,7 +294,7 @@ def grid_cells(p: dict) -> int:
 
 def size_pilot(p: dict, clf, model, shape: dict[int, list[int]], items: pd.DataFrame) -> tuple[float, int]:
     """(measured item-masks per second, pilot items per emotion) before the pilot runs."""
-    from .models import ffn_shape
+    from ..lm.models import ffn_shape
     rate = throughput(clf, items.dialogue.tolist(), shape, ffn_shape(model)[1])
     n = pilot_items(budget_seconds(p), rate, len(p["emotions"]), p["n_random_sets"], 2, clf.calibrate,
                     available_items(items, p["emotions"]))

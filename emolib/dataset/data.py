@@ -13,7 +13,7 @@ from collections import Counter
 from importlib.resources import files
 from pathlib import Path
 
-from .emotions import EMOTIONS, normalize
+from ..emotions import EMOTIONS, normalize
 
 EMOPRISM_FIELDS = ("topic", "dialogue", "theme", "label")
 EMOPRISM_ANNOTATORS = ("gpt-4o-mini", "gemini-1.5-flash", "claude-3-haiku-20240307")
@@ -95,8 +95,8 @@ def synthesize_hf(model, tokenizer, topics: list[str], emotions: list[str], per_
                   max_new_tokens: int = 160, retries: int = 2, batch_size: int = 8) -> tuple[list[dict], Counter]:
     """Dialogues written by a chat model from a (topic, emotion) prompt; off-format outputs retried, then dropped."""
     import torch
-    from .progress import tqdm
-    from .models import model_device
+    from ..progress import tqdm
+    from ..lm.models import model_device
     jobs = [(t, e, k) for t in topics for e in emotions for k in range(per_pair)]
     stats: Counter = Counter()
     done: dict[tuple, str] = {}
@@ -208,7 +208,7 @@ def vote(theme: str, annotations: list[str | None], min_agreement: int) -> str |
 
 def _model_key(spec: str) -> str:
     """A comparable name for a model spec: a hub preset's hub id, a local path resolved, lower-cased."""
-    from .models import PRESETS
+    from ..lm.models import PRESETS
     spec = spec[len("openai:"):] if spec.startswith("openai:") else spec  # an endpoint serving the same model
     preset = PRESETS.get(spec)
     if preset is not None and preset.source == "hub":

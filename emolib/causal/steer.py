@@ -20,10 +20,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from .progress import tqdm
+from ..progress import tqdm
 
 from . import ablate, stats
-from .models import model_device
+from ..lm.models import model_device
 
 TEMPERATURE = 0.8  # sampling temperature of the continuations
 TOP_K = 50  # sampling among the k most likely tokens
@@ -51,14 +51,14 @@ OPENINGS = (  # neutral openings in the book's dialogue format; {topic} from top
 
 def run_topics(run_dir: str | Path) -> set[str]:
     """Every topic of the run's stage-1 data (train and eval), lower-cased."""
-    from .data import load_splits
+    from ..dataset.data import load_splits
     dd = load_splits(run_dir)
     return {str(t).lower() for split in dd.values() for t in split["topic"]}
 
 
 def neutral_prompts(n: int, seed: int, exclude: set[str]) -> list[str]:
     """n seeded neutral openings, each about a different topic that the run's data never used."""
-    from .data import load_topics
+    from ..dataset.data import load_topics
     pool = [t for t in dict.fromkeys(load_topics("all")) if t.lower() not in exclude]
     if n > len(pool):
         raise ValueError(f"steer_prompts: only {len(pool)} unused topics are left, asked for {n}")
@@ -103,7 +103,7 @@ def softmax(x: np.ndarray, tau: float = 1.0) -> np.ndarray:
 
 def minilm_scorer(emotions: list[str]) -> Callable[[list[str]], np.ndarray]:
     """[N, emotions] probabilities from MiniLM's prototype similarities (softmax at MINILM_TAU)."""
-    from .annotate import minilm_similarities
+    from ..dataset.annotate import minilm_similarities
     sims = minilm_similarities(emotions)
     return lambda texts: softmax(sims(texts), MINILM_TAU)
 
@@ -111,7 +111,7 @@ def minilm_scorer(emotions: list[str]) -> Callable[[list[str]], np.ndarray]:
 def lm_scorer(spec: str, emotions: list[str], p: dict, steered=None) -> Callable[[list[str]], np.ndarray]:
     """[N, emotions] probabilities from another LM's calibrated label scores (softmax over the labels); refuses the
     steered model (by spec, and by object when given)."""
-    from . import classify, models, prompts
+    from ..lm import classify, models, prompts
     check_scorer(p["model"], spec)
     model, tok = models.load_model(spec, p["dtype"], p["device"], None, p["seed"])
     if steered is not None and model is steered:
@@ -296,7 +296,7 @@ class Runner:
 
     def __init__(self, model, tok, p: dict, prompts: list[str], sd: torch.Tensor, scorers: dict, cache_dir: Path,
                  samples: int = 1):
-        from .evaluate import PredictionCache
+        from ..lm.classify import PredictionCache
         self.model, self.tok, self.p, self.prompts, self.sd, self.scorers = model, tok, p, prompts, sd, scorers
         self.samples = samples
         self.stops = stop_ids(tok)
@@ -323,7 +323,7 @@ class Runner:
         """Measured seconds per condition: this session's, else the last session's (None when never measured)."""
         if self.done_new:
             return self.seconds / self.done_new
-        from .safeio import read_json
+        from ..safeio import read_json
         try:
             got = read_json(self.speed_file, "steering speed").get(self.ctx) if self.speed_file.exists() else None
         except (ValueError, AttributeError):
@@ -340,7 +340,7 @@ class Runner:
             self.seconds += time.time() - t
             self.done_new += len(todo[s:s + per_batch])
         if todo:
-            from .safeio import atomic_write_json
+            from ..safeio import atomic_write_json
             atomic_write_json(self.speed_file, {self.ctx: round(self.per_condition(), 3)})
 
     def _run_group(self, group: list[Condition]) -> None:
@@ -352,7 +352,7 @@ class Runner:
             ids = [self.prompt_ids[i] for _ in need for i, _ in rows]
             gens = [row_generator(self.p["seed"], i, k) for _ in need for i, k in rows]
             if group[need[0]].set == DIRECTION_SET:  # one direction per pass: run_directions sends one at a time
-                from .directions import add_direction
+                from ..identify.directions import add_direction
                 c = group[need[0]]
                 layer, push = self.direction
                 with add_direction(self.model, layer, push[c.emotion], c.dose):
@@ -614,7 +614,7 @@ def activation_sd(run_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 def select_sets(p: dict) -> dict:
     """The named sets to steer: steer_sets, or every named set of neurons.json (iterated generically)."""
-    from .evaluate import named_sets
+    from ..identify.neurons import named_sets
     sets = named_sets(p)
     wanted = p["steer_sets"] or list(sets)
     missing = [n for n in wanted if n not in sets]
@@ -670,8 +670,8 @@ def direction_pushes(p: dict, runner: Runner) -> tuple[int, dict[str, torch.Tens
     of the residual stream's projection on it over the steering prompts' tokens after the first (the unsteered
     model; the first position's state is an outlier in these models), so that a
     dose of alpha moves the stream alpha SDs along the direction, as the neuron doses move each neuron."""
-    from .directions import load_directions, load_meta
-    from .models import decoder_layers
+    from ..identify.directions import load_directions, load_meta
+    from ..lm.models import decoder_layers
     U, names = load_directions(p["run_dir"]).float(), load_meta(p["run_dir"])["emotions"]
     layer = direction_layer(len(decoder_layers(runner.model)))
     dev = model_device(runner.model)
@@ -691,14 +691,14 @@ def direction_pushes(p: dict, runner: Runner) -> tuple[int, dict[str, torch.Tens
 
 
 def direction_baseline(p: dict, runner: Runner) -> tuple[pd.DataFrame | None, str]:
-    """The residual-stream direction-steering baseline (emolib.directions): per emotion, alpha SDs of the residual
+    """The residual-stream direction-steering baseline (emolib.identify.directions): per emotion, alpha SDs of the residual
     stream's projection on the emotion's unit direction added after the middle decoder layer, at the test dose,
     on the same prompts with the same per-prompt noise; (records with set 'direction', a note). Descriptive: there
     are no random directions to test it against."""
     if not (Path(p["run_dir"]) / "directions.safetensors").exists():
         return None, ("Direction-steering baseline skipped: this run has no emotion directions "
                       "(find_directions: false in stage 2).")
-    from .directions import load_meta
+    from ..identify.directions import load_meta
     from .attribution import neuron_hash
     layer, pushes, table = direction_pushes(p, runner)
     runner.direction = (layer, pushes)
@@ -735,7 +735,7 @@ def direction_table(rec: pd.DataFrame, direction: pd.DataFrame, neurons: pd.Data
 
 def save_csv(table: pd.DataFrame, run_dir: str | Path, name: str) -> Path:
     """Write a table to run_dir/name atomically."""
-    from .safeio import atomic_save
+    from ..safeio import atomic_save
     path = Path(run_dir) / name
     atomic_save(path, lambda tmp: table.to_csv(tmp, index=False))
     return path

@@ -660,7 +660,7 @@ def steering_fluency(doses: pd.DataFrame, fluency: pd.DataFrame, scorer: str, la
     return _title(fig, f"Fluency trade-off, read by {scorer} (larger marker = larger dose)", label)
 
 
-# ---------------------------------------------------------------- emotion directions (emolib.directions)
+# ---------------------------------------------------------------- emotion directions (emolib.identify.directions)
 
 def direction_cosines(cos: np.ndarray, emotions: list[str], label: str, max_panels: int = 6) -> Figure:
     """Cosine similarity between the emotions' unit directions, one heatmap per layer (at most max_panels layers,

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import neurons, safeio, sweep
+from ..identify import neurons, neurons
+from .. import safeio
 
 
 def paper_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -52,7 +53,7 @@ def neurons_per_emotion(R: dict) -> pd.DataFrame:
 
 def depth_profiles(R: dict) -> dict[str, pd.DataFrame]:
     """Each run's share of neurons per relative-depth bin."""
-    return {name: sweep.depth_profile(r["neurons"]) for name, r in R.items()}
+    return {name: neurons.depth_profile(r["neurons"]) for name, r in R.items()}
 
 
 def median_depth(R: dict) -> pd.DataFrame:
@@ -74,7 +75,7 @@ def sensitivity(R: dict, column: str = "own_minus_random_accuracy") -> pd.DataFr
 
 def shared_emotions(R: dict) -> tuple[list[str], dict[str, list[str]]]:
     """The emotions every run studied (canonical order), and per run the ones left out of the comparison."""
-    from .emotions import EMOTIONS
+    from ..emotions import EMOTIONS
     every = [e for e in EMOTIONS if all(e in r["neurons"].emotions for r in R.values())]
     if not every:
         raise ValueError("compare: the runs share no emotion (" + "; ".join(

@@ -12,7 +12,7 @@ Conventions (fixed before looking at any result):
   the mean deltas of `n_random_sets` random sets matched per layer, firing decile and activation-SD decile: a
   two-sided t prediction p (t = (own - mean) / (sd sqrt(1 + 1/R)), df = R - 1), Holm-corrected across every set x
   emotion. Its interval inverts the same test; its power is that test's (stats.t_power).
-- The `attribution` set (emolib.attribution) is the positive control and is read first.
+- The `attribution` set (emolib.causal.attribution) is the positive control and is read first.
 - Notebook 04 tests a small family fixed in advance (dose slope, top minus bottom, against random series); the full
   grids are descriptive.
 """
@@ -27,10 +27,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from .progress import tqdm
+from ..progress import tqdm
 
-from . import ablate, attribution, batched, budget, classify, data, identify, models, neurons, prompts, stats
-from .evaluate import PredictionCache
+from . import ablate, attribution, budget, stats
+from ..lm import batched, classify, models, prompts
+from ..dataset import data
+from ..identify import selection as identify, neurons
+from ..lm.classify import PredictionCache
 
 ALPHA = 0.05
 POWER_DELTA = 0.25  # nat: the margin shift beyond random that power is reported for (fixed before looking)
@@ -248,7 +251,7 @@ def choose_instrument(model, tok, p: dict, dev: pd.DataFrame) -> tuple[pd.DataFr
 
 def save_instrument(p: dict, table: pd.DataFrame, chosen: dict, n_dev: int) -> Path:
     """Write run_dir/instrument.json (the chosen instrument and the dev table) for notebooks 03 and 04."""
-    from .safeio import atomic_write_json
+    from ..safeio import atomic_write_json
     path = Path(p["run_dir"]) / "instrument.json"
     atomic_write_json(path, {"chosen": chosen, "dev_items": n_dev,
                              "rule": "highest accuracy holding on both halves of dev, ties to fewer shots",
@@ -258,7 +261,7 @@ def save_instrument(p: dict, table: pd.DataFrame, chosen: dict, n_dev: int) -> P
 
 def save_pilot(p: dict, table: pd.DataFrame, decision: dict) -> Path:
     """Add the pilot (its rule, SDs, decision and table) to run_dir/instrument.json."""
-    from .safeio import atomic_write_json, read_json
+    from ..safeio import atomic_write_json, read_json
     path = Path(p["run_dir"]) / "instrument.json"
     inst = read_json(path, "instrument file") if path.exists() else {
         "chosen": {"prompt_style": p["prompt_style"], "few_shot": p["few_shot"], "calibrate": p["calibrate"]}}
@@ -590,8 +593,8 @@ def dose_sets(p: dict, ns: neurons.NeuronSets, rate: float) -> dict[str, dict[in
     if entry.get("variant") == "attribution":
         est = attribution.load_estimate(p["run_dir"])
         sets = attribution.select(est, [len(res["sets"][e]) for e in p["emotions"]], p["emotions"])
-    elif entry.get("variant") == "directions":  # its top contributions, sized like the paper's rule (emolib.directions)
-        from .directions import dose_select
+    elif entry.get("variant") == "directions":  # its top contributions, sized like the paper's rule (emolib.identify.directions)
+        from ..identify.directions import dose_select
         sets = dose_select(p["run_dir"], [len(res["sets"][e]) for e in p["emotions"]], p["emotions"])
     out = {}
     for e in p["emotions"]:

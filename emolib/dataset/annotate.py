@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from .progress import tqdm
+from ..progress import tqdm
 
 
 PROTOTYPES: dict[str, list[str]] = {
@@ -81,7 +81,7 @@ def read_label_cache(path: Path, emotions: list[str]) -> dict[str, str]:
     is not a JSON object of them, are dropped with a warning naming the file (they are recomputed)."""
     if not path.exists() and not path.is_symlink():
         return {}
-    from .safeio import check_target, clear_hint, read_json
+    from ..safeio import check_target, clear_hint, read_json
     check_target(path)  # a link or a folder in its place is refused, not read
     try:
         cache = read_json(path, "annotator label cache")
@@ -116,7 +116,7 @@ def annotate(name: str, dialogues: list[str], emotions: list[str], p: dict, cach
     cache = read_label_cache(path, emotions)
     todo = [d for d in dialogues if dialogue_id(d) not in cache]
     if todo:
-        from .safeio import atomic_write_json
+        from ..safeio import atomic_write_json
         if name != "minilm" and lm_voter is None:
             raise ValueError(f"annotator {name!r} is a language model: annotate needs lm_voter (classify.lm_voter)")
         label = minilm_labeller(emotions) if name == "minilm" else lm_voter(name, emotions, p)

@@ -12,9 +12,10 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from .progress import tqdm
+from ..progress import tqdm
 
-from . import ablate, prompts
+from ..causal import ablate
+from . import prompts
 from .classify import Classifier, _prefix_cache, _score_batch, encode_dialogues
 from .models import decoder_layers
 

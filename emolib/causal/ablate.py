@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from .models import ffn_layers
+from ..lm.models import ffn_layers
 
 MODES = ("zero", "mean", "scale")  # ablation
 HOOK_MODES = MODES + ("add",)  # add: the neuron gets scale x means[layer, i] added (stage 5: alpha x its SD)

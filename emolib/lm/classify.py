@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from .progress import tqdm
+from ..progress import tqdm
 
 from . import prompts
 from . import models
@@ -161,7 +161,7 @@ def _score_batch_inner(model, prefix: list[int], bodies: list[list[int]], labels
         lab_mask = torch.cat([full_mask.repeat_interleave(n, 0), torch.ones((B * n, m - 1), dtype=torch.long,
                                                                               device=dev)], 1)
         out2 = model(input_ids=lab_ids, attention_mask=lab_mask, position_ids=lab_pos, cache=past)
-        # rows = out.logits' rows (B, or more where a hook tiles the batch, as emolib.batched does) x labels
+        # rows = out.logits' rows (B, or more where a hook tiles the batch, as emolib.lm.batched does) x labels
         logp = torch.log_softmax(out2.logits.float(), -1).view(-1, n, m - 1, out2.logits.shape[-1])
         for j, lab in enumerate(labels):
             for t in range(1, len(lab)):
@@ -203,7 +203,7 @@ def label_scores(clf: Classifier, dialogues: list[str], progress: str | None = N
 
 def parse_label(text: str, labels: list[str]) -> str | None:
     """First emotion word in a generated text (aliases such as joy included), or None."""
-    from .emotions import ALIASES
+    from ..emotions import ALIASES
     words = {w: w for w in labels}
     words.update({a: c for a, c in ALIASES.items() if c in labels})
     for m in re.finditer(r"[a-zA-Z]+", text.lower()):
@@ -239,7 +239,7 @@ def predict(clf: Classifier, dialogues: list[str], protocol: str = "score", max_
             progress: str | None = None, calibration: np.ndarray | None = None
             ) -> tuple[list[str | None], np.ndarray | None]:
     """Predicted labels (None = no emotion word, counted wrong) and, for score, the label scores (calibration: as
-    label_scores; margins come from these scores, see emolib.stats.margin)."""
+    label_scores; margins come from these scores, see emolib.causal.stats.margin)."""
     if protocol == "score":
         s = label_scores(clf, dialogues, progress, calibration)
         return [clf.labels[j] for j in s.argmax(1)], s
@@ -269,7 +269,7 @@ class PredictionCache:
     def _read(self) -> None:
         """Load the cached lines; a torn last line is dropped with a warning, any other bad line is an error."""
         import warnings
-        from .safeio import atomic_write_text, clear_hint
+        from ..safeio import atomic_write_text, clear_hint
         try:
             lines = self.path.read_bytes().decode("utf-8").split("\n")
         except (OSError, UnicodeDecodeError) as e:
@@ -300,7 +300,7 @@ class PredictionCache:
 
     def get_or_run(self, key: str, fn) -> list:
         """Cached predictions for key, or run fn() and append its result as one line in one write."""
-        from .safeio import append_line
+        from ..safeio import append_line
         if key not in self.rows:
             self.rows[key] = fn()
             append_line(self.path, json.dumps({"key": key, "preds": self.rows[key]}))
@@ -308,7 +308,7 @@ class PredictionCache:
 
     def put_many(self, rows: dict[str, list]) -> None:
         """Store many keys' predictions, appended as lines in one write."""
-        from .safeio import append_line
+        from ..safeio import append_line
         new = {k: v for k, v in rows.items() if k not in self.rows}
         if new:
             self.rows.update(new)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import annotate, data, endpoint, safeio
+from . import annotate, data, endpoint
+from .. import safeio
 
 
 def file_sha256(path: str | Path) -> str:
@@ -71,7 +72,7 @@ def synthesize(p: dict, cache_dir: Path) -> tuple[list[dict], dict]:
                                                 endpoint.synth_endpoint(p), endpoint.cache_dir(p))
             stats = dict(counter)
         else:
-            from .models import load_model
+            from ..lm.models import load_model
             model, tok = load_model(p["synth_model"], p["dtype"], p["device"], p["device_map"], p["seed"])
             rows, counter = data.synthesize_hf(model, tok, topics, p["emotions"], p["dialogues_per_topic"], p["seed"],
                                                p["synth_max_new_tokens"], p["synth_retries"], p["batch_size"])
@@ -93,7 +94,7 @@ def label(rows: list[dict], p: dict, cache_dir: Path) -> pd.DataFrame:
     if p["data_source"] == "emoprism":
         df["kept"] = True
         return df
-    from .classify import lm_voter
+    from ..lm.classify import lm_voter
     shared = Path(p["run_dir"]).resolve().parent / "cache"  # annotations are shared by runs in one outputs folder
     for name in p["annotators"]:
         df[name] = annotate.annotate(name, df["dialogue"].tolist(), p["emotions"], p, shared, lm_voter=lm_voter)

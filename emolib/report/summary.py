@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import annotate, neurons
+from ..dataset import annotate
+from ..identify import neurons
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 STAGES = ("01_data_construction", "02_neuron_identification", "03_ablation", "04_layer_analysis", "05_steering")
@@ -82,7 +83,7 @@ def run_findings(d: Path, tests: pd.DataFrame, pilot: dict, grid: pd.DataFrame |
                    "beat the null and are stable.")
     if pilot:
         out.append(f"Stage 3's pilot (random sets only) chose {pilot['chosen']}.")
-    from .effects import control_check
+    from ..causal.effects import control_check
     check = control_check(tests) if "set" in tests else None
     if check:
         out.append(check)
@@ -135,8 +136,8 @@ def steering_lines(d: Path) -> list[str]:
 
 def head_to_head(d: Path) -> list[str]:
     """With a `directions` set: its overlap with `paper` against chance, and which method's neurons matter in more
-    emotions (emolib.headtohead); nothing for runs without it."""
-    from . import headtohead, neurons
+    emotions (emolib.identify.headtohead); nothing for runs without it."""
+    from ..identify import headtohead, neurons
     path = d / "neurons.json"
     if not path.exists() or "directions" not in neurons.set_names(path):
         return []
@@ -168,7 +169,7 @@ def markdown(run_dirs: list[str | Path]) -> str:
         lines.append(f"| `{s['name']}` | {s['model']} | {s['layers']} × {s['d_ff']:,} | {s['selected']} "
                      f"({s['top_rate']:.0%}) | {s['kept']} of {s['generated']} ({s['kept'] / s['generated']:.0%}) | "
                      f"{agree} | {kappa} |")
-    lines += ["", "Stages 3-4 sized within the time budget (`effects_budget_min`, emolib.budget): the scorer's measured "
+    lines += ["", "Stages 3-4 sized within the time budget (`effects_budget_min`, emolib.causal.budget): the scorer's measured "
               "throughput, the design chosen from the pilot's random sets, the power it predicted for a "
               "`power_delta` shift (median over emotions) and the power reached (median over all tests), and the "
               "scoring time against the estimate.", "",
@@ -216,7 +217,7 @@ def markdown(run_dirs: list[str | Path]) -> str:
     lines += ["", "The paper's claims (Llama-3.1-8B-Instruct) beside each run's Holm-corrected verdict for the `paper` set:",
               "", "| emotion | paper | " + " | ".join(f"`{s['name']}`" for s in S) + " |",
               "|---" * (len(S) + 2) + "|"]
-    from .effects import PAPER_CLAIMS
+    from ..causal.effects import PAPER_CLAIMS
     for e, claim in PAPER_CLAIMS.items():
         cells = []
         for s in S:
@@ -243,5 +244,5 @@ def update_readme(readme: str | Path, run_dirs: list[str | Path]) -> None:
     if START not in text or END not in text:
         raise ValueError(f"{readme} lacks the markers {START} ... {END}")
     block = f"{START}\n{markdown(run_dirs)}{END}"
-    from .safeio import atomic_write_text
+    from ..safeio import atomic_write_text
     atomic_write_text(readme, re.sub(re.escape(START) + ".*?" + re.escape(END), lambda m: block, text, flags=re.S))
