@@ -40,7 +40,7 @@
 from IPython.display import Markdown, display
 
 from emolib.causal import attribution, budget, effects, metrics
-from emolib.report import book, book, plots
+from emolib.report import book, plots
 from emolib.identify import neurons
 
 # %% tags=["parameters"]

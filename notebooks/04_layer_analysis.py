@@ -31,9 +31,9 @@
 # %%
 from IPython.display import Markdown, display
 
-from emolib.report import book, book, plots
+from emolib.report import book, plots
 from emolib.causal import budget, effects
-from emolib.identify import neurons, neurons
+from emolib.identify import neurons
 from emolib.lm import models
 
 # %% tags=["parameters"]

@@ -7,7 +7,7 @@ import pytest
 from emolib.report import compare
 from emolib.lm import classify
 from emolib.causal import metrics
-from emolib.identify import neurons, neurons
+from emolib.identify import neurons
 
 E = ["anger", "fear", "happiness"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from emolib.dataset import annotate, data, endpoint
-from emolib.lm import classify, classify, prompts
+from emolib.lm import classify, prompts
 from emolib import params, safeio
 from emolib.__main__ import main
 from emolib.emotions import EMOTIONS

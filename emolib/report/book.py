@@ -38,7 +38,7 @@ def shown_path(path: str | Path) -> str:
         return str(path)
 
 
-def label(p: dict) -> str:
+def run_title(p: dict) -> str:
     """The model and run, for every figure title."""
     return f"{PRETTY.get(p['model'], p['model'])} · run {p['run_name']}"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..identify import neurons, neurons
+from ..identify import neurons
 from .. import safeio
 
 
