@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from ..identify.neurons import depth_bins
 from ..lm.models import ffn_layers
 
 MODES = ("zero", "mean", "scale")  # ablation
@@ -22,45 +23,6 @@ def _check_mode(mode: str, means: torch.Tensor | None) -> None:
         raise ValueError("ablation mode mean needs the neurons' mean activations (stage 2's counts file)")
     if mode == "add" and means is None:
         raise ValueError("mode add needs the per-neuron amounts (e.g. activation SDs) as means")
-
-
-@contextmanager
-def ablate(model, neurons: dict[int, list[int]], mode: str = "zero", means: torch.Tensor | None = None,
-           scale: float = 0.5):
-    """Within the block, neuron i of layer l (the input of mlp.down_proj) is zeroed, set to its mean, scaled, or
-    (mode add) gets scale x means[l, i] added."""
-    _check_mode(mode, means)
-    mlps = ffn_layers(model)
-    handles = []
-
-    def make_hook(idx: torch.Tensor, value: torch.Tensor | None):
-        def hook(module, args):
-            x = args[0]
-            i = idx if idx.device == x.device else idx.to(x.device)  # offloaded layers compute elsewhere
-            if mode == "zero":
-                x[..., i] = 0
-            elif mode == "mean":
-                x[..., i] = value.to(x.device, x.dtype)
-            elif mode == "add":
-                x[..., i] += scale * value.to(x.device, x.dtype)
-            else:
-                x[..., i] *= scale
-            return (x,) + tuple(args[1:])
-        return hook
-
-    try:
-        for layer, idx in neurons.items():
-            if not idx:
-                continue
-            dev = mlps[layer].down_proj.weight.device
-            dev = dev if dev.type != "meta" else torch.device("cpu")
-            t = torch.as_tensor(sorted(idx), dtype=torch.long, device=dev)
-            value = means[layer, t.cpu()].to(dev) if mode in ("mean", "add") else None
-            handles.append(mlps[layer].down_proj.register_forward_pre_hook(make_hook(t, value)))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def random_like(neurons: dict[int, list[int]], d_ff: int, seed: int,
@@ -91,10 +53,9 @@ def restrict(neurons: dict[int, list[int]], layers: range | list[int], fraction:
 
 def layer_bins(n_layers: int, bins: int) -> dict[str, range]:
     """Equal depth ranges (bottom/middle/top for 3 bins), plus all layers."""
-    edges = np.linspace(0, n_layers, bins + 1).round().astype(int)
     names = {1: ["all"], 2: ["bottom", "top"], 3: ["bottom", "middle", "top"]}.get(bins) or \
         [f"bin{i + 1}" for i in range(bins)]
-    out = {n: range(int(a), int(b)) for n, a, b in zip(names, edges[:-1], edges[1:])}
+    out = dict(zip(names, depth_bins(n_layers, bins)))
     out["all"] = range(n_layers)
     return out
 
@@ -205,11 +166,50 @@ class RowMasks:
         return self._memo[key]
 
 
+def down_proj_hook(rows: RowMasks, mult: torch.Tensor | None, add: torch.Tensor | None):
+    """A forward pre-hook for mlp.down_proj: each row of its input (the FFN neurons) is multiplied by its mask's
+    factors (0 ablates, scale scales, 1 leaves alone), then gets its mask's amounts added (a mean, a steering dose)."""
+    cast: dict = {}
+
+    def hook(module, args):
+        x = args[0]
+        if (x.dtype, x.device) not in cast:  # the factors in the activations' dtype, rounded once
+            cast[x.dtype, x.device] = [None if t is None else t.to(x.device, x.dtype) for t in (mult, add)]
+        m, a = cast[x.dtype, x.device]
+        r = rows.index(x.shape[0], x.device)
+        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+        if m is not None:
+            x.mul_(m[r].view(shape))
+        if a is not None:
+            x.add_(a[r].view(shape))
+        return (x,) + tuple(args[1:])
+    return hook
+
+
+def _factors(masks: list[dict[int, list[int]]], layer: int, d_ff: int, mode: str, means: torch.Tensor | None,
+             scale: float, scales: list[float] | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """([K, d_ff] multipliers or None, [K, d_ff] added amounts or None) of one layer, in float32."""
+    keep = torch.ones((len(masks), d_ff), dtype=torch.float32)
+    for k, m in enumerate(masks):
+        if m.get(layer):
+            keep[k, torch.as_tensor(sorted(m[layer]), dtype=torch.long)] = 0
+    if mode == "zero":
+        return keep, None
+    if mode == "scale":
+        return keep + (1 - keep) * scale, None
+    value = means[layer].detach().float().cpu()
+    if mode == "add":
+        factor = torch.tensor(scales if scales is not None else [scale] * len(masks), dtype=torch.float32)
+        return None, (1 - keep) * factor[:, None] * value
+    return keep, (1 - keep) * value  # mean
+
+
 @contextmanager
 def ablate_rows(model, masks: list[dict[int, list[int]]], n_items: int | None = None, mode: str = "zero",
                 means: torch.Tensor | None = None, scale: float = 0.5, scales: list[float] | None = None):
-    """Like ablate, with a mask per row: row r uses masks[r // n_items] (or what the yielded RowMasks sets); with
-    mode add, scales gives each mask its own factor (a dose per row: stage 5 batches doses and sets together)."""
+    """Within the block, the chosen neurons of mlp.down_proj's input are zeroed, set to their mean, scaled, or
+    (mode add) get scale x means[l, i] added, with a mask per row: row r uses masks[r // n_items] (or what the
+    yielded RowMasks sets); with mode add, scales gives each mask its own factor (stage 5 batches doses and sets)."""
     _check_mode(mode, means)
     if scales is not None and len(scales) != len(masks):
         raise ValueError(f"ablate_rows: {len(scales)} scales for {len(masks)} masks")
@@ -217,43 +217,20 @@ def ablate_rows(model, masks: list[dict[int, list[int]]], n_items: int | None = 
     d_ff = mlps[0].down_proj.in_features
     ctl = RowMasks(len(masks), n_items)
     handles = []
-
-    def make_hook(mult: torch.Tensor | None, add: torch.Tensor | None):
-        cast: dict = {}
-
-        def hook(module, args):
-            x = args[0]
-            key = (x.dtype, x.device)
-            if key not in cast:
-                cast[key] = (None if mult is None else mult.to(x.device, x.dtype),
-                             None if add is None else add.to(x.device, x.dtype))
-            m, a = cast[key]
-            r = ctl.index(x.shape[0], x.device)
-            shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
-            if m is not None:
-                x.mul_(m[r].view(shape))  # in place, as ablate's index assignment
-            if a is not None:
-                x.add_(a[r].view(shape))
-            return (x,) + tuple(args[1:])
-        return hook
-
     try:
         for layer in sorted({l for m in masks for l, idx in m.items() if idx}):
-            keep = torch.ones((len(masks), d_ff), dtype=torch.float32)
-            for k, m in enumerate(masks):
-                if m.get(layer):
-                    keep[k, torch.as_tensor(sorted(m[layer]), dtype=torch.long)] = 0
-            if mode == "zero":
-                mult, add = keep, None
-            elif mode == "scale":
-                mult, add = keep + (1 - keep) * scale, None
-            elif mode == "add":
-                factor = torch.tensor(scales if scales is not None else [scale] * len(masks), dtype=torch.float32)
-                mult, add = None, (1 - keep) * factor[:, None] * means[layer].detach().float().cpu()
-            else:
-                mult, add = keep, (1 - keep) * means[layer].detach().float().cpu()
-            handles.append(mlps[layer].down_proj.register_forward_pre_hook(make_hook(mult, add)))
+            mult, add = _factors(masks, layer, d_ff, mode, means, scale, scales)
+            handles.append(mlps[layer].down_proj.register_forward_pre_hook(down_proj_hook(ctl, mult, add)))
         yield ctl
     finally:
         for h in handles:
             h.remove()
+
+
+@contextmanager
+def ablate(model, neurons: dict[int, list[int]], mode: str = "zero", means: torch.Tensor | None = None,
+           scale: float = 0.5):
+    """Within the block, neuron i of layer l (the input of mlp.down_proj) is zeroed, set to its mean, scaled, or
+    (mode add) gets scale x means[l, i] added: ablate_rows with one mask for every row."""
+    with ablate_rows(model, [neurons], 1, mode, means, scale):
+        yield
