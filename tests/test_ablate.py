@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from emolib.causal import ablate
+from emolib.identify import neurons, selection
 from emolib.lm import models
 
 
@@ -94,3 +95,14 @@ def test_restrict_and_layer_bins():
     half = ablate.restrict(own, bins["all"], 0.5, seed=0)
     assert sum(map(len, half.values())) == 4 and all(set(v) <= set(own[k]) for k, v in half.items())
     assert ablate.restrict(own, range(26, 30)) == {}
+
+
+def test_one_depth_binning_for_ranges_thirds_and_profiles():
+    # stage 3-4 ranges, the b/m/t thirds and the depth profiles all read neurons.depth_bins
+    assert neurons.depth_bins(5, 3) == [range(0, 2), range(2, 3), range(3, 5)]
+    assert list(ablate.layer_bins(5, 3).values())[:3] == neurons.depth_bins(5, 3)
+    assert selection.thirds({"selected": [(0, 1, 0.1), (1, 2, 0.1), (2, 3, 0.1), (4, 4, 0.1)]}, 5) == "50/25/25"
+    assert neurons.bin_shares([0, 4, 4, 4], 5, 3).tolist() == [0.25, 0, 0.75]
+    assert neurons.bin_shares([], 5, 3).tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="bins: must be"):
+        neurons.depth_bins(5, 0)

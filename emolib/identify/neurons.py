@@ -228,6 +228,22 @@ def relative_depth(layer: int, n_layers: int) -> float:
     return (layer + 0.5) / n_layers
 
 
+def depth_bins(n_layers: int, bins: int) -> list[range]:
+    """The layers of `bins` equal depth ranges, first layers first: range k ends at round(k x n_layers / bins),
+    half to even (every depth binning of the book: stage 3-4 ranges, depth profiles, the b/m/t thirds)."""
+    if bins < 1:
+        raise ValueError(f"bins: must be a whole number of at least 1, got {bins!r}")
+    edges = np.linspace(0, n_layers, bins + 1).round().astype(int)
+    return [range(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def bin_shares(layers: list[int], n_layers: int, bins: int) -> np.ndarray:
+    """Share of the given layers (one entry per neuron) in each range of depth_bins (all zeros for none)."""
+    counts = np.bincount(np.asarray(layers, dtype=int), minlength=n_layers)
+    h = np.array([counts[r.start:r.stop].sum() for r in depth_bins(n_layers, bins)], dtype=float)
+    return h / max(1.0, h.sum())
+
+
 def named_sets(p: dict) -> dict[str, NeuronSets]:
     """Every named neuron set of the run's neurons.json ('paper' first, then 'selective' when stage 2 found one)."""
     path = Path(p["run_dir"]) / "neurons.json"
@@ -235,11 +251,7 @@ def named_sets(p: dict) -> dict[str, NeuronSets]:
 
 
 def depth_profile(ns: NeuronSets, bins: int = 10) -> pd.DataFrame:
-    """Share of each emotion's neurons per relative-depth bin (rows: bin centres in [0, 1])."""
+    """Share of each emotion's neurons per depth range of depth_bins (rows: the ranges' centres in [0, 1])."""
     edges = np.linspace(0, 1, bins + 1)
-    out = {}
-    for e in ns.emotions:
-        depths = [relative_depth(layer, ns.n_layers) for layer, _ in ns.sets[e]]
-        h, _ = np.histogram(depths, edges)
-        out[e] = h / max(1, h.sum())
+    out = {e: bin_shares([layer for layer, _ in ns.sets[e]], ns.n_layers, bins) for e in ns.emotions}
     return pd.DataFrame(out, index=pd.Index(np.round((edges[:-1] + edges[1:]) / 2, 3), name="relative depth"))

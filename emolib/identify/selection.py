@@ -14,7 +14,7 @@ from ..progress import tqdm
 from ..dataset import data
 from . import directions, neurons, record
 from ..lm import models, prompts
-from ..params import VARIANTS# noqa: F401 (the selection variants, defined with the parameters they validate)
+from ..params import VARIANTS  # noqa: F401 (the selection variants, defined with the parameters they validate)
 
 PARAMS_SAVED = ("record_tensor", "record_tokens", "record_framing", "top_rate", "filter_quantile", "min_count",
                 "assign", "selection_scope", "seed", "n_null", "selective_variant", "prompt_style", "few_shot",
@@ -170,8 +170,7 @@ def thirds(result: dict, n_layers: int) -> str:
     """Share of a selection in the bottom / middle / top third of the depth, as 'b/m/t' percentages."""
     if not result["selected"]:
         return "-"
-    d = np.array([neurons.relative_depth(l, n_layers) for l, _, _ in result["selected"]])
-    parts = [(d < 1 / 3).mean(), ((d >= 1 / 3) & (d < 2 / 3)).mean(), (d >= 2 / 3).mean()]
+    parts = neurons.bin_shares([l for l, _, _ in result["selected"]], n_layers, 3)
     return "/".join(f"{100 * v:.0f}" for v in parts)
 
 
