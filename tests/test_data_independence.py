@@ -43,7 +43,7 @@ def _labelled(p, studied_vote, monkeypatch):
     rows = build_data.with_splits(build_data.synthesize(p, Path(p["run_dir"]) / "cache")[0], p)
     FAKE_THEMES.update({r["dialogue"]: r["theme"] for r in rows})
     monkeypatch.setattr(build_data.annotate, "annotate", _fake_annotate(studied_vote))
-    return build_data.label(rows, p, Path(p["run_dir"]) / "cache")
+    return build_data.vote(rows, p, Path(p["run_dir"]) / "cache")
 
 
 def _wrong(theme, i):

@@ -145,7 +145,7 @@ def test_prompts_are_packaged_text_files_with_their_slots():
     ("anger or fear", (None, "ambiguous")), ("neutral", (None, "not_an_emotion")), ("  ", (None, "empty")),
 ])
 def test_label_replies_are_parsed_or_given_a_reason(reply, want):
-    assert endpoint.parse_label_reply(reply, list(EMOTIONS)) == want
+    assert endpoint.parse_vote_reply(reply, list(EMOTIONS)) == want
 
 
 def test_dialogue_replies_are_parsed_or_given_a_reason():
@@ -190,11 +190,11 @@ def test_annotator_endpoints_override_the_shared_settings():
 
 def test_labels_tokens_and_the_cache(server, tmp_path):
     s = server()
-    labels, stats = endpoint.label(DIALOGUES, list(EMOTIONS), ep_for(s), tmp_path)
+    labels, stats = endpoint.vote(DIALOGUES, list(EMOTIONS), ep_for(s), tmp_path)
     assert labels == list(EMOTIONS * 2)
     assert stats["requests"] == len(DIALOGUES) == len(s.calls)
     assert (stats["prompt_tokens"], stats["completion_tokens"]) == (10 * len(DIALOGUES), 2 * len(DIALOGUES))
-    again, stats2 = endpoint.label(DIALOGUES, list(EMOTIONS), ep_for(s), tmp_path)
+    again, stats2 = endpoint.vote(DIALOGUES, list(EMOTIONS), ep_for(s), tmp_path)
     assert again == labels and stats2["requests"] == 0 and stats2["from_cache"] == len(DIALOGUES)
     assert len(s.calls) == len(DIALOGUES)  # nothing asked twice
     u = endpoint.usage(tmp_path)
@@ -205,7 +205,7 @@ def test_429_and_5xx_are_retried_with_exponential_backoff(server, tmp_path):
     def script(n, body):
         return (429, "", {}, 0) if n == 0 else (500, "", {}, 0) if n == 1 else (503, "", {}, 0) if n == 2 else None
     s = server(script)
-    labels, stats = endpoint.label(DIALOGUES[:1], list(EMOTIONS), ep_for(s, backoff=0.2), tmp_path)
+    labels, stats = endpoint.vote(DIALOGUES[:1], list(EMOTIONS), ep_for(s, backoff=0.2), tmp_path)
     assert labels == ["anger"] and len(s.calls) == 4
     assert (stats["retried_http_429"], stats["retried_http_500"], stats["retried_http_503"]) == (1, 1, 1)
     gaps = [b["t"] - a["t"] for a, b in zip(s.calls, s.calls[1:])]
@@ -215,14 +215,14 @@ def test_429_and_5xx_are_retried_with_exponential_backoff(server, tmp_path):
 
 def test_timeouts_are_retried(server, tmp_path):
     s = server(lambda n, body: (200, "Fear", {}, 3.0) if n == 0 else None)
-    labels, stats = endpoint.label(DIALOGUES[2:3], list(EMOTIONS), ep_for(s, request_timeout=1.0), tmp_path)
+    labels, stats = endpoint.vote(DIALOGUES[2:3], list(EMOTIONS), ep_for(s, request_timeout=1.0), tmp_path)
     assert labels == ["fear"] and stats["retried_timeout"] >= 1 and stats["requests"] == 1 and len(s.calls) >= 2
 
 
 def test_retries_run_out_with_a_clear_error(server, tmp_path):
     s = server(lambda n, body: (502, "", {}, 0))
     with pytest.raises(EndpointError, match=r"still failing \(http_502\) after 2 retries.*a rerun resumes"):
-        endpoint.label(DIALOGUES[:1], list(EMOTIONS), ep_for(s, max_retries=2), tmp_path)
+        endpoint.vote(DIALOGUES[:1], list(EMOTIONS), ep_for(s, max_retries=2), tmp_path)
     assert len(s.calls) == 3
 
 
@@ -230,7 +230,7 @@ def test_unauthorised_is_not_retried_and_names_the_key_variable(server, tmp_path
     monkeypatch.setenv("EMOLIB_TEST_KEY", "wrong")
     s = server(lambda n, body: (401, "", {}, 0))
     with pytest.raises(EndpointError, match="check the key in the environment variable EMOLIB_TEST_KEY"):
-        endpoint.label(DIALOGUES[:3], list(EMOTIONS), ep_for(s, api_key_env="EMOLIB_TEST_KEY",
+        endpoint.vote(DIALOGUES[:3], list(EMOTIONS), ep_for(s, api_key_env="EMOLIB_TEST_KEY",
                                                              max_concurrency=1), tmp_path)
     assert len(s.calls) == 1
 
@@ -244,12 +244,12 @@ def test_malformed_replies_are_retried_then_dropped_and_counted(server, tmp_path
             return 200, "anger, or maybe disgust", {}, 0  # ambiguous once, then fine
         return None
     s = server(script)
-    labels, stats = endpoint.label(DIALOGUES[:3], list(EMOTIONS), ep_for(s, malformed_retries=2), tmp_path)
+    labels, stats = endpoint.vote(DIALOGUES[:3], list(EMOTIONS), ep_for(s, malformed_retries=2), tmp_path)
     assert labels == [None, "disgust", "fear"]
     assert stats["malformed_not_an_emotion"] == 3 and stats["dropped_not_an_emotion"] == 1
     assert stats["malformed_ambiguous"] == 1 and "dropped_ambiguous" not in stats
     assert len(s.calls) == 3 + 2 + 1
-    again, stats2 = endpoint.label(DIALOGUES[:3], list(EMOTIONS), ep_for(s, malformed_retries=2), tmp_path)
+    again, stats2 = endpoint.vote(DIALOGUES[:3], list(EMOTIONS), ep_for(s, malformed_retries=2), tmp_path)
     assert again == labels and stats2["requests"] == 0 and stats2["dropped_not_an_emotion"] == 1
 
 
@@ -274,14 +274,14 @@ def test_synthesis_retries_off_format_replies_and_keys_each_sample(server, tmp_p
 def test_concurrency_is_bounded_by_max_concurrency(server, tmp_path, limit):
     s = server(delay=0.25)
     t = time.monotonic()
-    endpoint.label(DIALOGUES[:9], list(EMOTIONS), ep_for(s, max_concurrency=limit), tmp_path)
+    endpoint.vote(DIALOGUES[:9], list(EMOTIONS), ep_for(s, max_concurrency=limit), tmp_path)
     assert s.max_inflight == limit
     assert time.monotonic() - t >= 0.25 * 9 / limit
 
 
 def test_model_auto_asks_the_server(server, tmp_path):
     s = server()
-    labels, _ = endpoint.label(DIALOGUES[:2], list(EMOTIONS), ep_for(s, model="auto"), tmp_path)
+    labels, _ = endpoint.vote(DIALOGUES[:2], list(EMOTIONS), ep_for(s, model="auto"), tmp_path)
     assert labels == ["anger", "disgust"] and {c["body"]["model"] for c in s.calls} == {"served-model"}
 
 
@@ -300,9 +300,9 @@ def test_a_torn_last_line_is_ignored_and_appending_resumes_on_a_new_line(tmp_pat
 def test_resume_after_a_kill_never_asks_twice(server, tmp_path):
     s = server(delay=0.05)
     dialogues = [f"A: Story number {i} of my {EMOTIONS[i % 6]}.\nB: Go on.\nA: Done." for i in range(40)]
-    script = ("import json, sys; from pathlib import Path; from emolib import endpoint\n"
+    script = ("import json, sys; from pathlib import Path; from emolib.dataset import endpoint\n"
               "ep = endpoint.Endpoint(base_url=sys.argv[1], model='fake', max_concurrency=2, max_tokens=10)\n"
-              "endpoint.label(json.loads(sys.argv[3]), json.loads(sys.argv[4]), ep, Path(sys.argv[2]))\n")
+              "endpoint.vote(json.loads(sys.argv[3]), json.loads(sys.argv[4]), ep, Path(sys.argv[2]))\n")
     proc = subprocess.Popen([sys.executable, "-c", script, s.base_url, str(tmp_path), json.dumps(dialogues),
                              json.dumps(list(EMOTIONS))], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -319,7 +319,7 @@ def test_resume_after_a_kill_never_asks_twice(server, tmp_path):
     asked_before = {user_text(c["body"]) for c in s.calls}
     assert len(s.calls) - 2 <= n_cached <= len(s.calls)  # at most max_concurrency replies lost in flight
     first = len(s.calls)
-    labels, stats = endpoint.label(dialogues, list(EMOTIONS), Endpoint(base_url=s.base_url, model="fake",
+    labels, stats = endpoint.vote(dialogues, list(EMOTIONS), Endpoint(base_url=s.base_url, model="fake",
                                                                        max_concurrency=2, max_tokens=10), tmp_path)
     assert labels == [EMOTIONS[i % 6] for i in range(40)]
     assert stats["from_cache"] == n_cached and stats["requests"] == 40 - n_cached == len(s.calls) - first
@@ -395,12 +395,12 @@ def test_transformers_serve_writes_and_labels_dialogues(smollm2_server, tmp_path
     assert all(data.parse_dialogue(r["dialogue"]) == r["dialogue"] for r in rows)
     dialogues = [r["dialogue"] for r in rows] + DIALOGUES[:4]
     labeller = Endpoint(base_url=url, model="auto", max_concurrency=4, temperature=0.1, max_tokens=10)
-    labels, lstats = endpoint.label(dialogues, list(EMOTIONS), labeller, tmp_path)
+    labels, lstats = endpoint.vote(dialogues, list(EMOTIONS), labeller, tmp_path)
     assert len(labels) == len(dialogues) and lstats["requests"] >= len(dialogues)
     assert all(lab is None or lab in EMOTIONS for lab in labels)
     assert sum(lab is not None for lab in labels) + sum(v for k, v in lstats.items()
                                                         if k.startswith("dropped_")) == len(dialogues)
-    again, astats = endpoint.label(dialogues, list(EMOTIONS), labeller, tmp_path)
+    again, astats = endpoint.vote(dialogues, list(EMOTIONS), labeller, tmp_path)
     assert again == labels and astats["requests"] == 0
 
 

@@ -1,5 +1,5 @@
 """Issue 20: every file and every server reply is untrusted input. Endpoint replies, the reply cache, external eval
-files, classify's input and the annotator label cache, each tried as a hostile user would: one line or a retry,
+files, classify's input and the annotator vote cache, each tried as a hostile user would: one line or a retry,
 never a traceback, a write through a link, or a key in a message."""
 
 import json
@@ -149,11 +149,11 @@ BAD_BODIES = {
 @pytest.mark.parametrize("kind", list(BAD_BODIES))
 def test_a_reply_that_is_not_a_completion_is_retried_as_malformed(hostile, tmp_path, kind):
     s = hostile(lambda n, body, h: (200, *BAD_BODIES[kind]) if n == 0 else good(n, body, h))
-    labels, stats = endpoint.label(DIALOGUES[:1], list(EMOTIONS), ep_for(s), tmp_path)
+    labels, stats = endpoint.vote(DIALOGUES[:1], list(EMOTIONS), ep_for(s), tmp_path)
     assert labels == ["anger"] and stats["malformed_not_a_completion"] == 1 and len(s.calls) == 2
     [path] = tmp_path.glob("endpoint-*.jsonl")
     assert all(isinstance(json.loads(x)["text"], str) for x in path.read_text().splitlines())
-    again, stats2 = endpoint.label(DIALOGUES[:1], list(EMOTIONS), ep_for(s), tmp_path)  # a rerun: from the cache
+    again, stats2 = endpoint.vote(DIALOGUES[:1], list(EMOTIONS), ep_for(s), tmp_path)  # a rerun: from the cache
     assert again == labels and stats2["requests"] == 0 and len(s.calls) == 2
 
 
@@ -161,7 +161,7 @@ def test_a_reply_that_is_not_a_completion_is_retried_as_malformed(hostile, tmp_p
 def test_replies_that_stay_broken_end_in_one_line(hostile, tmp_path, kind):
     s = hostile(lambda n, body, h: (200, *BAD_BODIES[kind]))
     with pytest.raises(EndpointError) as e:
-        endpoint.label(DIALOGUES[:1], list(EMOTIONS), ep_for(s, malformed_retries=2), tmp_path)
+        endpoint.vote(DIALOGUES[:1], list(EMOTIONS), ep_for(s, malformed_retries=2), tmp_path)
     msg = str(e.value)
     assert one_line(msg) and "were not chat completions" in msg and "refused" not in msg and len(s.calls) == 3
 
@@ -169,19 +169,19 @@ def test_replies_that_stay_broken_end_in_one_line(hostile, tmp_path, kind):
 def test_a_reply_from_another_model_is_recorded_as_such_and_warned(hostile, tmp_path):
     s = hostile(lambda n, body, h: (200, "application/json", completion(label_for(body), model="other-model")))
     with pytest.warns(UserWarning, match="asked for model 'fake', answered by 'other-model'"):
-        labels, stats = endpoint.label(DIALOGUES[:3], list(EMOTIONS), ep_for(s), tmp_path)
+        labels, stats = endpoint.vote(DIALOGUES[:3], list(EMOTIONS), ep_for(s), tmp_path)
     assert labels == ["anger", "disgust", "fear"] and stats["answered_by_other_model"] == 3
     assert endpoint.usage(tmp_path)["model"].tolist() == ["other-model"]
     snapshot = hostile(lambda n, body, h: (200, "application/json", completion("Fear", model="fake-2024-07-18")))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a dated snapshot of the model asked for is the same model
-        endpoint.label(DIALOGUES[3:4], list(EMOTIONS), ep_for(snapshot), tmp_path / "b")
+        endpoint.vote(DIALOGUES[3:4], list(EMOTIONS), ep_for(snapshot), tmp_path / "b")
 
 
 def test_huge_replies_are_capped_in_the_cache(hostile, tmp_path):
     big = "A: " + "so much anger " * 200_000  # 2.8 MB
     s = hostile(lambda n, body, h: (200, "application/json", completion(big)))
-    labels, _ = endpoint.label(DIALOGUES[:2], list(EMOTIONS), ep_for(s, malformed_retries=0), tmp_path)
+    labels, _ = endpoint.vote(DIALOGUES[:2], list(EMOTIONS), ep_for(s, malformed_retries=0), tmp_path)
     assert labels == ["anger", "anger"]
     [path] = tmp_path.glob("endpoint-*.jsonl")
     assert path.stat().st_size < 2 * (endpoint.MAX_REPLY_CHARS + 1000)
@@ -200,7 +200,7 @@ def test_the_key_never_appears_in_an_error_built_from_a_servers_text(hostile, tm
     monkeypatch.setenv("EMOLIB_TEST_KEY", SECRET)
     s = hostile(echo_headers(status))
     with pytest.raises(EndpointError) as e:
-        endpoint.label(DIALOGUES[:1], list(EMOTIONS), ep_for(s, api_key_env="EMOLIB_TEST_KEY"), tmp_path)
+        endpoint.vote(DIALOGUES[:1], list(EMOTIONS), ep_for(s, api_key_env="EMOLIB_TEST_KEY"), tmp_path)
     msg = str(e.value)
     assert one_line(msg) and SECRET not in msg and "test-secret" not in msg and "***" in msg
     assert len(msg) < 1000
@@ -209,7 +209,7 @@ def test_the_key_never_appears_in_an_error_built_from_a_servers_text(hostile, tm
 def test_the_key_is_kept_out_of_messages_about_model_auto_and_out_of_cached_text(hostile, tmp_path, monkeypatch):
     monkeypatch.setenv("EMOLIB_TEST_KEY", SECRET)
     s = hostile(lambda n, body, h: (200, "application/json", completion(f"Anger. {h.get('Authorization')}")))
-    endpoint.label(DIALOGUES[:1], list(EMOTIONS), ep_for(s, api_key_env="EMOLIB_TEST_KEY"), tmp_path)
+    endpoint.vote(DIALOGUES[:1], list(EMOTIONS), ep_for(s, api_key_env="EMOLIB_TEST_KEY"), tmp_path)
     for f in tmp_path.rglob("*"):
         assert SECRET.encode() not in f.read_bytes()
     with pytest.raises(EndpointError) as e:  # GET /v1/models: a 401 echoing the Authorization header
@@ -260,12 +260,12 @@ def test_an_invalid_cache_line_is_torn_never_fatal(kind, tmp_path):
 def test_invalid_cached_replies_are_asked_again_and_counted(hostile, tmp_path, capsys):
     s = hostile(good)
     ep = ep_for(s)
-    endpoint.label(DIALOGUES[:2], list(EMOTIONS), ep, tmp_path)
+    endpoint.vote(DIALOGUES[:2], list(EMOTIONS), ep, tmp_path)
     [path] = tmp_path.glob("endpoint-*.jsonl")
     recs = [json.loads(x) for x in path.read_text().splitlines()]
     path.write_text("".join(json.dumps({**r, "text": 12345 if i == 0 else None}) + "\n" for i, r in enumerate(recs)))
     capsys.readouterr()
-    labels, stats = endpoint.label(DIALOGUES[:2], list(EMOTIONS), ep, tmp_path)
+    labels, stats = endpoint.vote(DIALOGUES[:2], list(EMOTIONS), ep, tmp_path)
     assert labels == ["anger", "disgust"] and stats["requests"] == 2 and len(s.calls) == 4
     assert stats["torn_cache_lines_skipped"] == 2 and "torn_cache_lines_skipped 2" in capsys.readouterr().err
 
@@ -282,7 +282,7 @@ def test_a_cache_path_that_is_a_link_or_a_folder_is_refused(hostile, tmp_path, k
     else:
         os.symlink(target if kind == "symlink" else tmp_path / "nowhere", path)
     with pytest.raises(ValueError) as e:
-        endpoint.label(DIALOGUES[:1], list(EMOTIONS), ep, tmp_path)
+        endpoint.vote(DIALOGUES[:1], list(EMOTIONS), ep, tmp_path)
     assert one_line(str(e.value)) and str(e.value).startswith(str(path))
     assert ("symbolic link" if "symlink" in kind else "is a folder") in str(e.value)
     assert target.read_text() == "root:x:0:0\n" and not (tmp_path / "nowhere").exists() and not s.calls
@@ -422,16 +422,16 @@ def test_classify_reports_cut_dialogues_and_names_a_binary_input(tmp_path, capsy
     assert one_line(err) and "is a folder" in err
 
 
-# --- the annotator label cache ----------------------------------------------------------------------------------
+# --- the annotator vote cache -----------------------------------------------------------------------------------
 
 def annotate_with_fake(tmp_path, monkeypatch, content=None):
-    """annotate('minilm', ...) with a labeller that says each dialogue's emotion, the cache file written first."""
+    """annotate('minilm', ...) with a voter that says each dialogue's emotion, the cache file written first."""
     from emolib.dataset.data import dialogue_id
     calls = []
 
-    def labeller(emotions):
+    def voter(emotions):
         return lambda ds: calls.append(len(ds)) or [next(e for e in emotions if e in d) for d in ds]
-    monkeypatch.setattr(annotate, "minilm_labeller", labeller)
+    monkeypatch.setattr(annotate, "minilm_voter", voter)
     annotate.annotate("minilm", DIALOGUES, list(EMOTIONS), {}, tmp_path)  # makes the cache file
     [path] = tmp_path.glob("annotator-minilm-*.json")
     if callable(content):
@@ -443,11 +443,11 @@ def annotate_with_fake(tmp_path, monkeypatch, content=None):
 
 
 @pytest.mark.parametrize("bad", ["banana", 7, None, ["anger"]])
-def test_labels_outside_the_emotions_are_recomputed(tmp_path, monkeypatch, bad):
+def test_votes_outside_the_emotions_are_recomputed(tmp_path, monkeypatch, bad):
     def content(cache, ids):
         cache[ids[0]] = bad
         return json.dumps(cache).encode()
-    with pytest.warns(UserWarning, match="1 label\\(s\\) are not among anger.*rm '"):
+    with pytest.warns(UserWarning, match="1 vote\\(s\\) are not among anger.*rm '"):
         labels, calls, path = annotate_with_fake(tmp_path, monkeypatch, content)
     assert labels == list(EMOTIONS) and calls == [1]
     assert set(json.loads(path.read_text()).values()) == set(EMOTIONS)
@@ -455,11 +455,11 @@ def test_labels_outside_the_emotions_are_recomputed(tmp_path, monkeypatch, bad):
 
 @pytest.mark.parametrize("raw,needle", [
     (b'{"abc": "anger"', "is not valid JSON"),
-    (b'["anger", "fear"]', "is not a JSON object of labels"),
+    (b'["anger", "fear"]', "is not a JSON object of votes"),
     (b'{"x": "caf\xe9"}', "is not UTF-8 text"),
     (b"", "is not valid JSON"),
 ])
-def test_a_label_cache_that_is_not_the_expected_json_is_recomputed(tmp_path, monkeypatch, raw, needle):
+def test_a_vote_cache_that_is_not_the_expected_json_is_recomputed(tmp_path, monkeypatch, raw, needle):
     with pytest.warns(UserWarning, match=needle) as w:
         labels, calls, path = annotate_with_fake(tmp_path, monkeypatch, lambda c, ids: raw)
     msg = next(str(x.message) for x in w if "rm '" in str(x.message))
@@ -467,7 +467,7 @@ def test_a_label_cache_that_is_not_the_expected_json_is_recomputed(tmp_path, mon
     assert labels == list(EMOTIONS) and calls == [6] and json.loads(path.read_text())
 
 
-def test_a_label_cache_that_is_a_link_is_refused(tmp_path, monkeypatch):
+def test_a_vote_cache_that_is_a_link_is_refused(tmp_path, monkeypatch):
     target = tmp_path / "passwd"
     target.write_text("root:x:0:0\n")
     _, _, path = annotate_with_fake(tmp_path, monkeypatch)

@@ -1,4 +1,4 @@
-"""Three annotators label every dialogue: LM label scorers (calibrated, few-shot) and a MiniLM prototype classifier."""
+"""Three annotators vote on every dialogue: LM label scorers (calibrated, few-shot) and a MiniLM prototype classifier."""
 
 from __future__ import annotations
 
@@ -70,33 +70,33 @@ def minilm_similarities(emotions: list[str]) -> Callable[[list[str]], np.ndarray
     return lambda texts: embed(texts, model, tok) @ protos.T
 
 
-def minilm_labeller(emotions: list[str]) -> Callable[[list[str]], list[str]]:
-    """Nearest-prototype labels: cosine similarity to the mean embedding of each emotion's prototype sentences."""
+def minilm_voter(emotions: list[str]) -> Callable[[list[str]], list[str]]:
+    """Nearest-prototype votes: cosine similarity to the mean embedding of each emotion's prototype sentences."""
     sims = minilm_similarities(emotions)
     return lambda dialogues: [emotions[j] for j in sims(dialogues).argmax(1)]
 
 
-def read_label_cache(path: Path, emotions: list[str]) -> dict[str, str]:
-    """An annotator's cached labels by dialogue id; entries that are not one of the emotions, or a whole file that
+def read_vote_cache(path: Path, emotions: list[str]) -> dict[str, str]:
+    """An annotator's cached votes by dialogue id; entries that are not one of the emotions, or a whole file that
     is not a JSON object of them, are dropped with a warning naming the file (they are recomputed)."""
     if not path.exists() and not path.is_symlink():
         return {}
     from ..safeio import check_target, clear_hint, read_json
     check_target(path)  # a link or a folder in its place is refused, not read
     try:
-        cache = read_json(path, "annotator label cache")
+        cache = read_json(path, "annotator vote cache")
     except ValueError as e:
-        warnings.warn(f"{e}; its labels are recomputed (or clear it: {clear_hint(path)})", stacklevel=3)
+        warnings.warn(f"{e}; its votes are recomputed (or clear it: {clear_hint(path)})", stacklevel=3)
         return {}
     if not isinstance(cache, dict):
-        warnings.warn(f"{path}: is not a JSON object of labels by dialogue id ({type(cache).__name__}); its labels "
+        warnings.warn(f"{path}: is not a JSON object of votes by dialogue id ({type(cache).__name__}); its votes "
                       f"are recomputed (or clear it: {clear_hint(path)})", stacklevel=3)
         return {}
     good = {k: v for k, v in cache.items() if isinstance(v, str) and v in emotions}
     if len(good) < len(cache):
         bad = next(v for v in cache.values() if not (isinstance(v, str) and v in emotions))
-        warnings.warn(f"{path}: {len(cache) - len(good)} label(s) are not among {', '.join(emotions)} (e.g. "
-                      f"{str(bad)[:40]!r}); those dialogues are labelled again (or clear it: {clear_hint(path)})",
+        warnings.warn(f"{path}: {len(cache) - len(good)} vote(s) are not among {', '.join(emotions)} (e.g. "
+                      f"{str(bad)[:40]!r}); those dialogues are annotated again (or clear it: {clear_hint(path)})",
                       stacklevel=3)
     return good
 
@@ -108,23 +108,23 @@ def annotate(name: str, dialogues: list[str], emotions: list[str], p: dict, cach
     from .data import dialogue_id
     if name.startswith("openai:"):  # an endpoint model: its own request cache is content-keyed and resumable
         from . import endpoint
-        return endpoint.label(dialogues, emotions, endpoint.annotator_endpoint(name, p), cache_dir)[0]
+        return endpoint.vote(dialogues, emotions, endpoint.annotator_endpoint(name, p), cache_dir)[0]
     settings = [name, emotions, p["dtype"], p["prompt_style"], p["annotator_few_shot"], p["prompt_template"],
                 p["calibrate"]] if name != "minilm" else [name, emotions]
     tag = hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:10]
     path = Path(cache_dir) / f"annotator-{re.sub(r'[^A-Za-z0-9.-]+', '_', name)}-{tag}.json"
-    cache = read_label_cache(path, emotions)
+    cache = read_vote_cache(path, emotions)
     todo = [d for d in dialogues if dialogue_id(d) not in cache]
     if todo:
         from ..safeio import atomic_write_json
         if name != "minilm" and lm_voter is None:
             raise ValueError(f"annotator {name!r} is a language model: annotate needs lm_voter (classify.lm_voter)")
-        label = minilm_labeller(emotions) if name == "minilm" else lm_voter(name, emotions, p)
+        voter = minilm_voter(emotions) if name == "minilm" else lm_voter(name, emotions, p)
         for s in tqdm(range(0, len(todo), chunk), desc=f"annotating with {name}"):
             part = todo[s:s + chunk]
-            cache.update({dialogue_id(d): lab for d, lab in zip(part, label(part))})
+            cache.update({dialogue_id(d): lab for d, lab in zip(part, voter(part))})
             atomic_write_json(path, cache)
-        del label
+        del voter
         gc.collect()
     return [cache[dialogue_id(d)] for d in dialogues]
 

@@ -88,8 +88,8 @@ def synthesize(p: dict, cache_dir: Path) -> tuple[list[dict], dict]:
     return rows, stats
 
 
-def label(rows: list[dict], p: dict, cache_dir: Path) -> pd.DataFrame:
-    """Every dialogue with its theme, each annotator's label in its own column, and the voted label (or None)."""
+def vote(rows: list[dict], p: dict, cache_dir: Path) -> pd.DataFrame:
+    """Every dialogue with its theme, each annotator's vote in its own column, and the voted label (or None)."""
     df = pd.DataFrame(rows)
     if p["data_source"] == "emoprism":
         df["kept"] = True
@@ -130,7 +130,7 @@ def build(p: dict) -> tuple[object, pd.DataFrame, dict]:
     if endpoint.uses_endpoints(p):
         endpoint.check_keys(p)  # a missing API-key variable fails here, before any work
     rows, stats = synthesize(p, cache_dir)
-    df = label(with_splits(rows, p), p, cache_dir)
+    df = vote(with_splits(rows, p), p, cache_dir)
     kept = df[df["kept"]].drop(columns=["kept"]).to_dict("records")
     train, evl = data.split_by_topic(kept, p["eval_fraction"], p["seed"], p["max_per_emotion"], p["emotions"])
     dd = data.to_dataset_dict(*[[{k: v for k, v in r.items() if k != "split"} for r in part] for part in (train, evl)])

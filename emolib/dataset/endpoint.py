@@ -28,7 +28,7 @@ from ..emotions import ALIASES
 
 PREFIX = "openai:"
 SETTINGS = ("base_url", "api_key_env", "max_concurrency", "temperature", "max_tokens", "request_timeout")
-LABEL_DEFAULTS = {"temperature": 0.1, "max_tokens": 10}  # EmoPrism's labelling settings
+VOTE_DEFAULTS = {"temperature": 0.1, "max_tokens": 10}  # EmoPrism's labelling settings
 RETRY_STATUS = (408, 409, 429)
 NO_KEY = "no-key"  # what local servers get as the API key when api_key_env is null
 MAX_REPLY_CHARS = 65_536  # a reply's text is cached up to this length (a dialogue is a few hundred characters)
@@ -90,7 +90,7 @@ def synth_endpoint(p: dict) -> Endpoint:
 
 def annotator_endpoint(name: str, p: dict) -> Endpoint:
     """The endpoint of an 'openai:<model>' annotator: EmoPrism's labelling settings, then its overrides."""
-    overrides = {**LABEL_DEFAULTS, **(p.get("annotator_endpoints") or {}).get(name, {})}
+    overrides = {**VOTE_DEFAULTS, **(p.get("annotator_endpoints") or {}).get(name, {})}
     return _from_params(p, name[len(PREFIX):], overrides)
 
 
@@ -244,7 +244,7 @@ def parse_dialogue_reply(text: str, finish_reason: str | None) -> tuple[str | No
     return (d, "ok") if d else (None, "off_format")
 
 
-def parse_label_reply(text: str, emotions: list[str]) -> tuple[str | None, str]:
+def parse_vote_reply(text: str, emotions: list[str]) -> tuple[str | None, str]:
     """The one emotion a reply names (aliases such as joy allowed), or None and the reason."""
     words = re.findall(r"[a-z]+", text.lower())
     if not words:
@@ -543,16 +543,16 @@ def synthesize(topics: list[str], emotions: list[str], per_pair: int, ep: Endpoi
     return rows, stats
 
 
-def label(dialogues: list[str], emotions: list[str], ep: Endpoint, root: Path) -> tuple[list[str | None], Counter]:
+def vote(dialogues: list[str], emotions: list[str], ep: Endpoint, root: Path) -> tuple[list[str | None], Counter]:
     """One emotion per dialogue from the endpoint (None where every reply was malformed)."""
     template = prompt("labelling")
     jobs = [Job([{"role": "user", "content": template.format(labels=", ".join(emotions), dialogue=d)}])
             for d in dialogues]
-    return run_jobs(ep, jobs, lambda text, _: parse_label_reply(text, emotions), root, f"labelling ({ep.model})")
+    return run_jobs(ep, jobs, lambda text, _: parse_vote_reply(text, emotions), root, f"labelling ({ep.model})")
 
 
-def label_settings(ep: Endpoint, emotions: list[str]) -> list:
-    """What an endpoint annotator's labels depend on (for the annotation cache tag)."""
+def vote_settings(ep: Endpoint, emotions: list[str]) -> list:
+    """What an endpoint annotator's votes depend on (for the annotation cache tag)."""
     return [ep.model, emotions, ep.temperature, ep.max_tokens, ep.malformed_retries, prompt("labelling")]
 
 
