@@ -213,7 +213,8 @@ def test_compare_refuses_runs_without_a_shared_emotion(tmp_path, monkeypatch):
 
 # --- 4. classify trusts no neurons.json, no silent defaults, outputs checked before any model loads ---------------
 
-def classify(tmp_path, *extra, src=None, out=None):
+def classify_cli(tmp_path, *extra, src=None, out=None):
+    """The classify command on one dialogue (or src), its exit code."""
     if src is None:
         src = tmp_path / "in.jsonl"
         src.write_text('{"dialogue": "A: hi\\nB: hello", "label": "anger"}\n')
@@ -233,7 +234,7 @@ def classify(tmp_path, *extra, src=None, out=None):
 def test_bad_neurons_json_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, change, needle):
     path = tiny_neurons(tmp_path / "run", **change)
     monkeypatch.setattr(classify, "load_classifier", lambda p: pytest.fail("model loaded"))
-    assert classify(tmp_path, "--neurons", str(path), "--ablate", "anger") == 2
+    assert classify_cli(tmp_path, "--neurons", str(path), "--ablate", "anger") == 2
     err = capsys.readouterr().err
     assert one_line(err) and needle in err and str(path) in err
 
@@ -242,7 +243,7 @@ def test_bad_neurons_json_is_refused_before_the_model_loads(tmp_path, capsys, mo
 def test_malformed_neurons_json_is_one_line(tmp_path, capsys, content):
     path = tmp_path / "neurons.json"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    assert classify(tmp_path, "--neurons", str(path), "--ablate", "anger") == 2
+    assert classify_cli(tmp_path, "--neurons", str(path), "--ablate", "anger") == 2
     err = capsys.readouterr().err
     assert one_line(err) and str(path) in err
 
@@ -250,7 +251,7 @@ def test_malformed_neurons_json_is_one_line(tmp_path, capsys, content):
 def test_neurons_json_of_another_shape_is_refused_once_the_model_is_known(tmp_path, capsys):
     path = tiny_neurons(tmp_path / "run", n_layers=99)
     out = tmp_path / "o.jsonl"
-    assert classify(tmp_path, "--neurons", str(path), "--ablate", "anger", out=out) == 2
+    assert classify_cli(tmp_path, "--neurons", str(path), "--ablate", "anger", out=out) == 2
     err = capsys.readouterr().err
     assert one_line(err) and "99 layers x 128 neurons; the loaded model has 4 x 128" in err and not out.exists()
 
@@ -265,17 +266,17 @@ def test_neurons_json_of_another_shape_is_refused_once_the_model_is_known(tmp_pa
 def test_scale_has_no_silent_default_and_must_be_finite(tmp_path, capsys, monkeypatch, extra, needle):
     path = tiny_neurons(tmp_path / "run")
     monkeypatch.setattr(classify, "load_classifier", lambda p: pytest.fail("model loaded"))
-    assert classify(tmp_path, "--neurons", str(path), "--ablate", "anger", *extra) == 2
+    assert classify_cli(tmp_path, "--neurons", str(path), "--ablate", "anger", *extra) == 2
     err = capsys.readouterr().err
     assert one_line(err) and needle in err
 
 
 def test_output_path_checked_before_any_model_loads(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(classify, "load_classifier", lambda p: pytest.fail("model loaded"))
-    assert classify(tmp_path, out=tmp_path / "missing" / "o.jsonl") == 2
+    assert classify_cli(tmp_path, out=tmp_path / "missing" / "o.jsonl") == 2
     err = capsys.readouterr().err
     assert one_line(err) and "folder" in err and "does not exist" in err
-    assert classify(tmp_path, out=tmp_path) == 2
+    assert classify_cli(tmp_path, out=tmp_path) == 2
     assert "is a folder" in capsys.readouterr().err
 
 
@@ -284,10 +285,10 @@ def test_output_equal_to_input_is_refused_and_the_input_kept(tmp_path, capsys, m
     src.write_text('{"dialogue": "A: hi\\nB: hello"}\n')
     before = src.read_text()
     monkeypatch.setattr(classify, "load_classifier", lambda p: pytest.fail("model loaded"))
-    assert classify(tmp_path, src=src, out=src) == 2
-    assert classify(tmp_path, src=src, out=tmp_path / "." / "in.jsonl") == 2
+    assert classify_cli(tmp_path, src=src, out=src) == 2
+    assert classify_cli(tmp_path, src=src, out=tmp_path / "." / "in.jsonl") == 2
     os.symlink(src, tmp_path / "link.jsonl")
-    assert classify(tmp_path, src=src, out=tmp_path / "link.jsonl") == 2
+    assert classify_cli(tmp_path, src=src, out=tmp_path / "link.jsonl") == 2
     err = capsys.readouterr().err
     assert "is the input file" in err and src.read_text() == before
 
@@ -295,7 +296,7 @@ def test_output_equal_to_input_is_refused_and_the_input_kept(tmp_path, capsys, m
 def test_scale_ablation_writes_strict_json(tmp_path):
     path = tiny_neurons(tmp_path / "run")
     out = tmp_path / "o.jsonl"
-    assert classify(tmp_path, "--neurons", str(path), "--ablate", "all", "--mode", "scale", "--scale", "0.25",
+    assert classify_cli(tmp_path, "--neurons", str(path), "--ablate", "all", "--mode", "scale", "--scale", "0.25",
                     out=out) == 0
     row = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in output"))
     assert len(row["scores"]) == 6
