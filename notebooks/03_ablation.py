@@ -39,7 +39,7 @@
 # %%
 from IPython.display import Markdown, display
 
-from emolib import attribution, book, budget, effects, evaluate, metrics, plots
+from emolib import attribution, book, budget, effects, evaluate, findings, metrics, plots
 
 # %% tags=["parameters"]
 run_name = "smollm2-135m"
@@ -213,7 +213,7 @@ display(attribution.summary(entry).T.style.format("{:.2f}"))
 progress.step("main test")
 table, arrays = effects.main_test(scorer, P, sets, items, design.n_random, spread, P["secondary_random_sets"])
 evaluate.save_table(P, {"all": table}, "own_vs_random.csv")
-check = effects.control_check(table)
+check = findings.control(table)
 display(Markdown(f"**{check}**" if check else "No positive control in this run."))
 cols = ["set", "emotion", "n_neurons", "n_items", "own_d_margin", "random_d_margin", "own_minus_random_margin",
         "omr_margin_lo", "omr_margin_hi", "p_holm", "verdict"]
@@ -277,4 +277,4 @@ if P["protocol_generate"]:
 
 # %%
 display(effects.paper_comparison(table[table["set"] != "attribution"]).style.hide(axis="index"))
-display(Markdown("\n".join(f"- {line}" for line in ([check] if check else []) + effects.findings(table))))
+findings.show(P["run_dir"], "03")

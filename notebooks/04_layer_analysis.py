@@ -31,7 +31,7 @@
 # %%
 from IPython.display import Markdown, display
 
-from emolib import book, budget, effects, evaluate, models, plots, sweep
+from emolib import book, budget, effects, evaluate, findings, models, plots, sweep
 
 # %% tags=["parameters"]
 run_name = "smollm2-135m"
@@ -127,4 +127,4 @@ display(contrasts[["set", "emotion", "contrast", "n_random", "own", "random_mean
 # Generated from the corrected contrasts.
 
 # %%
-display(Markdown("\n".join(f"- {line}" for line in effects.grid_findings(contrasts))))
+findings.show(P["run_dir"], "04")
