@@ -59,12 +59,13 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path = ROOT) -> float:
 
 def clean_outputs(path: Path) -> None:
     """Drop what a reader should not see in an executed notebook: progress-bar widgets and their stderr lines, a
-    figure shown twice (returned by a cell and drawn by the inline backend), and local folders in its metadata."""
-    import hashlib
-
+    figure shown twice (pixel-equal to one shown before), every local absolute path (metadata, sources, outputs); and
+    collapse the parameter cells."""
     import nbformat
+
+    from . import lint
     nb = nbformat.read(path, as_version=4)
-    seen: set[str] = set()
+    seen: list = []
 
     def keep(o) -> bool:
         data = o.get("data", {})
@@ -74,28 +75,48 @@ def clean_outputs(path: Path) -> None:
                 "%|" in o.get("text", "") or "it/s]" in o.get("text", "")):
             return False
         if "image/png" in data:
-            h = hashlib.sha1("".join(data["image/png"]).encode()).hexdigest()
-            if h in seen:
+            img = lint.decode_png(data["image/png"])
+            if any(lint.same_image(img, s) for s in seen):
                 return False
-            seen.add(h)
+            seen.append(img)
         return True
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.outputs if keep(o)]
+            if {"parameters", "injected-parameters"} & set(cell.metadata.get("tags", [])):
+                cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
     nb.metadata.pop("widgets", None)
-    pm = nb.metadata.get("papermill", {})
-    for key in ("input_path", "output_path"):  # papermill records absolute local paths
-        if pm.get(key):
-            pm[key] = relative_to_root(Path(pm[key]))
-    nbformat.write(nb, path)
+    nbformat.write(nbformat.from_dict(strip_local_paths(nb)), path)
 
 
-def relative_to_root(path: Path) -> str:
-    """path relative to the project when inside it (so executed notebooks show no local folders), else as is."""
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(Path(path).resolve())
+def local_roots() -> list[str]:
+    """The local folders no committed notebook may show: the project root, the temporary folder and the home."""
+    roots = {str(ROOT), str(ROOT.resolve()), tempfile.gettempdir(), "/tmp", os.path.expanduser("~")}
+    return sorted((r.rstrip("/") for r in roots if r and r not in ("/", "~")), key=len, reverse=True)
+
+
+def _strip(text: str, roots: list[str]) -> str:
+    """text with every path under a local root shown relative to the project (inside it) or by its last part."""
+    import re
+    for root in roots:
+        pat = re.compile(r"(?<![\w/.~-])" + re.escape(root) + r"(?![\w.~-])(/[^\s\"'<>()\[\],:;]*)?")
+        if root in (str(ROOT), str(ROOT.resolve())):
+            text = pat.sub(lambda m: (m.group(1) or "/.").lstrip("/") or ".", text)
+        else:
+            text = pat.sub(lambda m: Path(m.group(1) or "tmp").name or "tmp", text)
+    return text
+
+
+def strip_local_paths(obj, roots: list[str] | None = None):
+    """A notebook (or any JSON value) with local absolute paths replaced in every string but image data."""
+    roots = roots or local_roots()
+    if isinstance(obj, str):
+        return _strip(obj, roots) if any(r in obj for r in roots) else obj
+    if isinstance(obj, list):
+        return [strip_local_paths(x, roots) for x in obj]
+    if isinstance(obj, dict):
+        return {k: v if k.startswith("image/") else strip_local_paths(v, roots) for k, v in obj.items()}
+    return obj
 
 
 def record_timing(run_dir: Path, name: str, seconds: float) -> None:
