@@ -124,7 +124,7 @@ items = effects.eval_table(P, P["eval_limit"])
 print(f"eval items ({P['eval_source']}):", items.label.value_counts().reindex(P["emotions"]).to_dict())
 base = scorer.calibrate(scorer.scores(items.dialogue.tolist(), [{}], "baseline", mode="zero")[0])
 pred = [P["emotions"][j] for j in base.argmax(1)]
-summary = metrics.summary(items.label.tolist(), pred, P["emotions"], P["n_bootstrap"], P["seed"])
+summary = metrics.summary(items.label.tolist(), pred, P["emotions"], P["n_bootstrap"], P["seed"], scores=base)
 print(f"macro-F1 {metrics.macro_f1(items.label.tolist(), pred, P['emotions']):.3f}; chance {1 / len(P['emotions']):.1%}")
 display(summary.style.format({"accuracy": "{:.1%}", "ci_low": "{:.1%}", "ci_high": "{:.1%}"}))
 book.show(plots.confusion_heatmap(metrics.confusion(items.label.tolist(), pred, P["emotions"]), LABEL), P,
@@ -134,7 +134,7 @@ if unfiltered is not None:
     u = scorer.calibrate(scorer.scores(unfiltered.dialogue.tolist(), [{}], "unfiltered baseline", mode="zero")[0])
     upred = [P["emotions"][j] for j in u.argmax(1)]
     print(f"unfiltered eval ({len(unfiltered)} dialogues, intended emotion as label): accuracy "
-          f"{metrics.per_emotion_accuracy(unfiltered.label.tolist(), upred, P['emotions'])['overall']:.1%}")
+          f"{metrics.per_emotion_accuracy(unfiltered.label.tolist(), upred, P['emotions'], u)['overall']:.1%}")
 
 # %% [markdown]
 # ## Sizing within the time budget
