@@ -499,11 +499,16 @@ def masked_by_true(arrays: dict, name: str, emotions: list[str], metric: str = "
     b = f(base, y)
 
     def cell(scores: np.ndarray, j: int) -> float:
-        return float((f(scores, y) - b)[y == j].mean())
+        d = (f(scores, y) - b)[y == j]
+        return float(d.mean()) if d.size else np.nan  # no items of that emotion: no value, and no warning
+
+    def mean(values: list[float]) -> float:
+        v = np.asarray(values, dtype=float)
+        return float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
 
     if random:
         ra = arrays["random_all"][name]
-        out = [[float(np.nanmean([cell(s, j) for s in ra[i]])) if len(ra[i]) else np.nan
+        out = [[mean([cell(s, j) for s in ra[i]]) if len(ra[i]) else np.nan
                 for j in range(len(emotions))] for i in range(len(emotions))]
     else:
         out = [[cell(arrays["own_all"][name][i], j) for j in range(len(emotions))] for i in range(len(emotions))]

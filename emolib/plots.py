@@ -752,7 +752,8 @@ def direction_cosines(cos: np.ndarray, emotions: list[str], label: str, max_pane
                     annot=len(emotions) <= 8, fmt=".2f", annot_kws={"fontsize": 7}, cbar=ax is axes[-1],
                     cbar_kws={"label": "cosine"} if ax is axes[-1] else None)
         ax.set_title(f"layer {l} (relative depth {(l + 0.5) / L:.2f})", fontsize=9)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=8)
+        plt.setp(ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
     return _title(fig, "Cosine similarity between topic-centred emotion directions, per layer", label)
 
 
