@@ -1,12 +1,13 @@
 # The two commands of the README:
-#   make book   set up (.venv) and run the book on the default parameters (params/smollm2-135m.yaml)
+#   make book   set up (.venv) and run the book on the default parameters (params/smollm2-135m.yaml); it ends
+#               with three lines: where the outputs are, the headline result, how to open them
 #   make test   set up (.venv) and run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PARAMS ?= params/smollm2-135m.yaml
 
-.PHONY: setup book quick test compare notebooks benchmarks clean-outputs
+.PHONY: setup book quick test compare notebooks benchmarks clean-outputs lint
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +22,12 @@ setup: $(VENV)/.installed
 book: setup
 	$(PY) -m emolib run $(PARAMS)
 
-quick: setup
+quick: setup  # also records each stage's time in outputs/quick-timings.json (the notebooks' runtime line)
 	$(PY) -m emolib run params/quick.yaml
+
+# check the executed notebooks of the showcase runs (emolib.report.lint): what a reader should never meet
+lint: setup
+	$(PY) -m emolib lint outputs/smollm2-135m outputs/gemma3-270m outputs/comparison
 
 test: setup
 	$(PY) -m pytest -q --durations=15   # the slowest tests, so the next regression is visible

@@ -1,4 +1,4 @@
-"""Command line: python -m emolib run | compare | classify | steer | report | check."""
+"""Command line: python -m emolib run | compare | classify | steer | report | lint | check."""
 
 from __future__ import annotations
 
@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     rp = sub.add_parser("report", help="print a markdown summary of finished runs (or write it into a README)")
     rp.add_argument("runs", nargs="+")
     rp.add_argument("--readme", help="replace the results block of this file")
+    ln = sub.add_parser("lint", help="check a run's executed notebooks for what a reader should not meet")
+    ln.add_argument("runs", nargs="+", help="run folders, e.g. outputs/smollm2-135m")
     k = sub.add_parser("check", help="validate parameter files")
     k.add_argument("params", nargs="+")
     cl = sub.add_parser("classify", help="classify dialogues from a JSON-lines file")
@@ -246,7 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     from . import runner
     try:
         if a.cmd == "run":
-            runner.run(a.params, [o.zfill(2) for o in a.only] if a.only else None, a.out, a.force)
+            run_dir = runner.run(a.params, [o.zfill(2) for o in a.only] if a.only else None, a.out, a.force)
+            print("\n".join(runner.closing_lines(run_dir)))
+        elif a.cmd == "lint":
+            from .report import lint
+            problems = [x for r in a.runs for x in lint.lint_run(r)]
+            print("\n".join(problems) if problems else f"lint: no problems in {', '.join(a.runs)}")
+            return 1 if problems else 0
         elif a.cmd == "compare":
             runner.compare(a.runs, a.out)
         elif a.cmd == "report":

@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 STAGES = ("01", "02", "03", "04", "05")
 HEADLESS = "EMOLIB_HEADLESS"  # set while papermill runs a notebook
+QUICK_PARAMS = ROOT / "params" / "quick.yaml"
+QUICK_TIMINGS = ROOT / "outputs" / "quick-timings.json"  # committed: each stage's time in the last quick run
 
 
 def notebook_paths(only: list[str] | None = None) -> list[Path]:
@@ -44,10 +46,12 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path = ROOT) -> float:
     t = time.time()
     before = os.environ.get(HEADLESS)
     os.environ[HEADLESS] = "1"  # the kernel inherits it: interactive widgets are not built (see steer.interactive)
+    sockets = tempfile.TemporaryDirectory(prefix="emolib-kernel-")
     try:
         pm.execute_notebook(str(nb), str(out), parameters=parameters, kernel_name="python3", progress_bar=True,
-                            cwd=str(cwd), log_output=False)
+                            cwd=str(cwd), log_output=False, config=kernel_config(sockets.name))
     finally:
+        sockets.cleanup()
         if before is None:
             os.environ.pop(HEADLESS, None)
         else:
@@ -57,14 +61,26 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path = ROOT) -> float:
     return time.time() - t
 
 
+def kernel_config(folder: str):
+    """Talk to the kernel over local IPC sockets in `folder` (POSIX): nothing listens on TCP, so the kernel has no
+    reason to warn that it runs over TCP without encryption. Elsewhere the default (TCP) stays."""
+    from traitlets.config import Config
+    c = Config()
+    if os.name == "posix":
+        c.KernelManager.transport = "ipc"
+        c.KernelManager.ip = os.path.join(folder, "kernel")
+    return c
+
+
 def clean_outputs(path: Path) -> None:
     """Drop what a reader should not see in an executed notebook: progress-bar widgets and their stderr lines, a
-    figure shown twice (returned by a cell and drawn by the inline backend), and local folders in its metadata."""
-    import hashlib
-
+    figure shown twice (pixel-equal to one shown before), every local absolute path (metadata, sources, outputs); and
+    collapse the parameter cells."""
     import nbformat
+
+    from .report import lint
     nb = nbformat.read(path, as_version=4)
-    seen: set[str] = set()
+    seen: list = []
 
     def keep(o) -> bool:
         data = o.get("data", {})
@@ -74,24 +90,53 @@ def clean_outputs(path: Path) -> None:
                 "%|" in o.get("text", "") or "it/s]" in o.get("text", "")):
             return False
         if "image/png" in data:
-            h = hashlib.sha1("".join(data["image/png"]).encode()).hexdigest()
-            if h in seen:
+            img = lint.decode_png(data["image/png"])
+            if any(lint.same_image(img, s) for s in seen):
                 return False
-            seen.add(h)
+            seen.append(img)
         return True
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.outputs if keep(o)]
+            if {"parameters", "injected-parameters"} & set(cell.metadata.get("tags", [])):
+                cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
     nb.metadata.pop("widgets", None)
-    pm = nb.metadata.get("papermill", {})
-    for key in ("input_path", "output_path"):  # papermill records absolute local paths
-        if pm.get(key):
-            pm[key] = relative_to_root(Path(pm[key]))
-    nbformat.write(nb, path)
+    nbformat.write(nbformat.from_dict(strip_local_paths(nb)), path)
 
 
-def relative_to_root(path: Path) -> str:
-    """path relative to the project when inside it (so executed notebooks show no local folders), else as is."""
+def local_roots() -> list[str]:
+    """The local folders no committed notebook may show: the project root, the temporary folder and the home."""
+    roots = {str(ROOT), str(ROOT.resolve()), tempfile.gettempdir(), "/tmp", os.path.expanduser("~")}
+    return sorted((r.rstrip("/") for r in roots if r and r not in ("/", "~")), key=len, reverse=True)
+
+
+def _strip(text: str, roots: list[str]) -> str:
+    """text with every path under a local root shown relative to the project (inside it) or by its last part."""
+    import re
+    for root in roots:
+        pat = re.compile(r"(?<![\w/.~-])" + re.escape(root) + r"(?![\w.~-])(/[^\s\"'<>()\[\],:;]*)?")
+        if root in (str(ROOT), str(ROOT.resolve())):
+            text = pat.sub(lambda m: (m.group(1) or "/.").lstrip("/") or ".", text)
+        else:
+            text = pat.sub(lambda m: Path(m.group(1) or "tmp").name or "tmp", text)
+    return text
+
+
+def strip_local_paths(obj, roots: list[str] | None = None):
+    """A notebook (or any JSON value) with local absolute paths replaced in every string but image data."""
+    roots = roots or local_roots()
+    if isinstance(obj, str):
+        return _strip(obj, roots) if any(r in obj for r in roots) else obj
+    if isinstance(obj, list):
+        return [strip_local_paths(x, roots) for x in obj]
+    if isinstance(obj, dict):
+        return {k: v if k.startswith("image/") else strip_local_paths(v, roots) for k, v in obj.items()}
+    return obj
+
+
+def relative_to_root(path: str | Path) -> str:
+    """A path as a reader should see it: relative to the project when inside it (no local folders in outputs), else
+    absolute (the one path helper of the book)."""
     try:
         return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:
@@ -114,6 +159,46 @@ def record_timing(run_dir: Path, name: str, seconds: float) -> None:
                                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
     timings[name] = round(seconds, 1)
     safeio.atomic_write_json(path, timings, indent=1)
+
+
+def record_quick_timing(name: str, seconds: float, path: Path = QUICK_TIMINGS) -> None:
+    """Keep the committed record of the last params/quick.yaml run: each stage's seconds and when it was measured."""
+    try:
+        record = json.loads(path.read_text()) if path.exists() else {}
+    except (ValueError, OSError):
+        record = {}
+    record = record if isinstance(record, dict) else {}
+    record[name] = {"seconds": round(seconds, 1), "measured": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count()}
+    safeio.atomic_write_json(path, record, indent=1)
+
+
+def runtime_line(name: str, seconds: float | None, quick: Path = QUICK_TIMINGS) -> str:
+    """'This run: N s for this stage; with params/quick.yaml: M s (measured DATE on C CPUs)', from the records."""
+    here = f"this run took {seconds:.0f} s for this stage" if seconds is not None else "this run's time is not recorded"
+    try:
+        q = json.loads(quick.read_text()).get(name) if quick.exists() else None
+    except (ValueError, OSError):
+        q = None
+    there = (f"with `params/quick.yaml` it takes {q['seconds']:.0f} s (measured {q['measured']} on {q['cpus']} CPUs)"
+             if isinstance(q, dict) and "seconds" in q else
+             "no quick run is recorded yet (`make quick` measures one)")
+    return f"Runtime: {here}; {there}."
+
+
+def add_findings_cell(path: Path, lines: list[str], runtime: str) -> None:
+    """Put the generated 'Findings of this run' Markdown cell at the very top of an executed notebook (replacing an
+    earlier one)."""
+    import nbformat
+
+    from .report import findings, lint
+    nb = nbformat.read(path, as_version=4)
+    nb.cells = [c for c in nb.cells if lint.FINDINGS_TAG not in c.metadata.get("tags", [])]
+    cell = nbformat.v4.new_markdown_cell(f"## {lint.FINDINGS_TITLE}\n\n{findings.markdown(lines)}\n\n*{runtime}*",
+                                         metadata={"tags": [lint.FINDINGS_TAG]})
+    if nb.nbformat_minor < 5:  # cell ids came with nbformat 4.5
+        cell.pop("id", None)
+    nb.cells.insert(0, cell)
+    nbformat.write(nb, path)
 
 
 def check_out_dir(run_dir: Path, flag: str = "--out") -> None:
@@ -187,14 +272,16 @@ def run(params_path: str, only: list[str] | None = None, out: str | None = None,
             check_existing_run(run_dir, p, force)
             check_neurons_match(run_dir, p, [nb.name[:2] for nb in nbs])
             safeio.atomic_write_text(run_dir / "params.yaml", Path(params_path).read_text())
-            _run_stages(nbs, p, run_dir)
+            _run_stages(nbs, p, run_dir, quick=Path(params_path).resolve() == QUICK_PARAMS.resolve())
     except safeio.FolderBusy as e:
         raise params_mod.ParamError(str(e)) from None
     return run_dir
 
 
-def _run_stages(nbs: list[Path], p: dict, run_dir: Path) -> None:
-    """Execute the stage notebooks in order, recording their wall times."""
+def _run_stages(nbs: list[Path], p: dict, run_dir: Path, quick: bool = False) -> None:
+    """Execute the stage notebooks in order, recording their wall times (in the quick record too for quick.yaml),
+    then write findings.json and open each executed notebook with its findings."""
+    from .report import findings
     for i, nb in enumerate(nbs, 1):
         parameters = params_mod.for_notebook(p, nb.name[:2])
         parameters["run_dir"] = relative_to_root(run_dir)
@@ -205,7 +292,26 @@ def _run_stages(nbs: list[Path], p: dict, run_dir: Path) -> None:
         except Exception as err:  # papermill's PapermillExecutionError and kernel failures
             raise RuntimeError(_fail_message(nb, err)) from None
         record_timing(run_dir, nb.stem, seconds)
+        if quick:
+            record_quick_timing(nb.stem, seconds)
+        found = findings.write(run_dir)
+        add_findings_cell(run_dir / nb.name, found.get(nb.stem, []), runtime_line(nb.stem, seconds))
         print(f"      done in {seconds:.0f} s", flush=True)
+
+
+def closing_lines(run_dir: Path) -> list[str]:
+    """The three lines a finished run ends with: where its outputs are, its headline result (from findings.json),
+    and how to open it."""
+    from .report import findings
+    shown = relative_to_root(run_dir)
+    path = Path(run_dir) / findings.FILE
+    found = json.loads(path.read_text()) if path.exists() else {}
+    head = [x for x in found.get("headline", []) if x.startswith(("Positive control", "`paper` set"))]
+    result = " ".join(head) if head else ("the stages run did not reach the causal tests (notebook 03); see "
+                                          f"{shown}/{findings.FILE}")
+    return [f"Outputs: {shown}/ (executed notebooks 0*.ipynb, tables, figures/, findings.json)",
+            f"Result: {result}",
+            f"Open: `make lab` (JupyterLab with the project's kernel), or the notebooks {shown}/0*.ipynb"]
 
 
 @contextmanager

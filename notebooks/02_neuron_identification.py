@@ -47,7 +47,7 @@ from IPython.display import Markdown, display
 
 import pandas as pd
 
-from emolib.report import book, plots
+from emolib.report import book, findings, plots
 from emolib.identify import directions, headtohead, selection as identify, neurons
 from emolib.lm import models
 
@@ -308,9 +308,4 @@ book.show(plots.stability_bars(stab, LABEL), P, "02_stability")
 # Generated from the tables above.
 
 # %%
-lines = identify.findings(table, chosen, why, P["n_null"])
-if dentry is not None:
-    lines += directions.findings(dentry) + headtohead.overlap_lines(methods, "paper", "directions")
-    med = headtohead.median_depth(two)
-    lines.append("Median relative depth: " + ", ".join(f"`{n}` {v:.2f}" for n, v in med.items()) + ".")
-display(Markdown("\n".join(f"- {line}" for line in lines)))
+findings.show(P["run_dir"], "02")

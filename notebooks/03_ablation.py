@@ -40,8 +40,7 @@
 from IPython.display import Markdown, display
 
 from emolib.causal import attribution, budget, effects, metrics
-from emolib.report import book, plots
-from emolib.identify import neurons
+from emolib.report import book, findings, plots
 
 # %% tags=["parameters"]
 run_name = "smollm2-135m"
@@ -126,7 +125,7 @@ items = effects.eval_table(P, P["eval_limit"])
 print(f"eval items ({P['eval_source']}):", items.label.value_counts().reindex(P["emotions"]).to_dict())
 base = scorer.calibrate(scorer.scores(items.dialogue.tolist(), [{}], "baseline", mode="zero")[0])
 pred = [P["emotions"][j] for j in base.argmax(1)]
-summary = metrics.summary(items.label.tolist(), pred, P["emotions"], P["n_bootstrap"], P["seed"])
+summary = metrics.summary(items.label.tolist(), pred, P["emotions"], P["n_bootstrap"], P["seed"], scores=base)
 print(f"macro-F1 {metrics.macro_f1(items.label.tolist(), pred, P['emotions']):.3f}; chance {1 / len(P['emotions']):.1%}")
 display(summary.style.format({"accuracy": "{:.1%}", "ci_low": "{:.1%}", "ci_high": "{:.1%}"}))
 book.show(plots.confusion_heatmap(metrics.confusion(items.label.tolist(), pred, P["emotions"]), LABEL), P,
@@ -136,7 +135,7 @@ if unfiltered is not None:
     u = scorer.calibrate(scorer.scores(unfiltered.dialogue.tolist(), [{}], "unfiltered baseline", mode="zero")[0])
     upred = [P["emotions"][j] for j in u.argmax(1)]
     print(f"unfiltered eval ({len(unfiltered)} dialogues, intended emotion as label): accuracy "
-          f"{metrics.per_emotion_accuracy(unfiltered.label.tolist(), upred, P['emotions'])['overall']:.1%}")
+          f"{metrics.per_emotion_accuracy(unfiltered.label.tolist(), upred, P['emotions'], u)['overall']:.1%}")
 
 # %% [markdown]
 # ## Sizing within the time budget
@@ -215,7 +214,7 @@ display(attribution.summary(entry).T.style.format("{:.2f}"))
 progress.step("main test")
 table, arrays = effects.main_test(scorer, P, sets, items, design.n_random, spread, P["secondary_random_sets"])
 book.save_table(P, {"all": table}, "own_vs_random.csv")
-check = effects.control_check(table)
+check = findings.control(table)
 display(Markdown(f"**{check}**" if check else "No positive control in this run."))
 cols = ["set", "emotion", "n_neurons", "n_items", "own_d_margin", "random_d_margin", "own_minus_random_margin",
         "omr_margin_lo", "omr_margin_hi", "p_holm", "verdict"]
@@ -279,4 +278,4 @@ if P["protocol_generate"]:
 
 # %%
 display(effects.paper_comparison(table[table["set"] != "attribution"]).style.hide(axis="index"))
-display(Markdown("\n".join(f"- {line}" for line in ([check] if check else []) + effects.findings(table))))
+findings.show(P["run_dir"], "03")

@@ -31,9 +31,8 @@
 # %%
 from IPython.display import Markdown, display
 
-from emolib.report import book, plots
+from emolib.report import book, findings, plots
 from emolib.causal import budget, effects
-from emolib.identify import neurons
 from emolib.lm import models
 
 # %% tags=["parameters"]
@@ -130,4 +129,4 @@ display(contrasts[["set", "emotion", "contrast", "n_random", "own", "random_mean
 # Generated from the corrected contrasts.
 
 # %%
-display(Markdown("\n".join(f"- {line}" for line in effects.grid_findings(contrasts))))
+findings.show(P["run_dir"], "04")

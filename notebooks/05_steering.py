@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from emolib.report import book, plots
+from emolib.report import book, findings, plots
 from emolib.lm import models
 from emolib.causal import steer
 
@@ -182,8 +182,7 @@ if direction_records is not None:
 # Generated from the tables above (no number is typed by hand).
 
 # %%
-display(Markdown("\n".join(f"- {line}" for line in
-                           steer.findings(tests, doses, fluency, len(prompts)) + [steer.budget_note(info)])))
+findings.show(P["run_dir"], "05")
 
 # %% [markdown]
 # ## Try it

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from emolib.causal import effects
+from emolib.report import findings, lint
 from emolib.identify import neurons
 from emolib import runner
 
@@ -72,14 +73,43 @@ def test_every_stage_writes_its_outputs(run_dir):
     for name in ["02_neuron_identification", "03_ablation"]:  # what a reader sees: no widgets, no local paths
         text = (run_dir / f"{name}.ipynb").read_text()
         assert "widget-view+json" not in text and "/outputs/" not in text.replace(str(run_dir), "")
-        pngs = [o["data"]["image/png"] for c in nbformat.read(run_dir / f"{name}.ipynb", as_version=4).cells
-                if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
-        assert pngs and len(pngs) == len(set(pngs)), f"{name} shows a figure twice"
+        nb = nbformat.read(run_dir / f"{name}.ipynb", as_version=4)
+        assert any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+        assert not lint.figures_shown_twice(nb), f"{name} shows a figure twice"
     assert set(json.loads((run_dir / "timings.json").read_text())) == {
         "01_data_construction", "02_neuron_identification", "03_ablation", "04_layer_analysis", "05_steering"}
     history = [json.loads(x) for x in (run_dir / "timings-history.jsonl").read_text().splitlines()]
     assert [h["notebook"] for h in history][:5] == ["01_data_construction", "02_neuron_identification",
                                                     "03_ablation", "04_layer_analysis", "05_steering"]
+
+
+def test_findings_are_generated_and_open_every_stage_notebook(run_dir):
+    """findings.json holds every stage's generated sentences; each executed stage notebook opens with them and the
+    stage's runtime, and the runner's own lint rules pass (figures once, no local paths, parameters collapsed,
+    findings first, no stderr warning)."""
+    found = json.loads((run_dir / findings.FILE).read_text())
+    assert set(found) == set(findings.STAGES.values()) | {"headline"}
+    assert found == findings.build(run_dir)  # the file is what the tables say now
+    assert found["02_neuron_identification"][0].startswith("The paper's setting:")
+    assert found["03_ablation"][0].startswith("Positive control")
+    for name in findings.STAGES.values():
+        nb = nbformat.read(run_dir / f"{name}.ipynb", as_version=4)
+        top = nb.cells[0]
+        assert top.cell_type == "markdown" and lint.FINDINGS_TITLE in top.source and "Runtime: this run took" in top.source
+        assert all(f"- {line}" in top.source for line in found[name])
+        assert sum(lint.FINDINGS_TITLE in c.source for c in nb.cells) == 1
+        for rule in (lint.figures_shown_twice, lint.local_paths, lint.parameters_collapsed, lint.findings_first,
+                     lint.stderr_warnings):
+            assert rule(nb) == [], (name, rule.__name__)
+    lines = runner.closing_lines(run_dir)
+    assert len(lines) == 3 and lines[1].startswith("Result: Positive control") and "make lab" in lines[2]
+
+
+def test_tiny_book_passes_the_whole_lint(run_dir):
+    """Every lint rule on the tiny book's executed notebooks (the course headers and questions come from the
+    notebooks' sources)."""
+    problems = lint.lint_run(run_dir)
+    assert not problems, f"by rule {lint.by_rule(problems)}:\n" + "\n".join(problems)
 
 
 def test_steering_stage_writes_its_tables(run_dir):
@@ -144,3 +174,23 @@ def test_clean_outputs_keeps_no_local_folder_in_the_metadata(tmp_path):
     runner.clean_outputs(path)
     pm = nbformat.read(path, as_version=4).metadata["papermill"]
     assert pm["input_path"] == "notebooks/03_ablation.ipynb" and pm["output_path"] == "outputs/x/03_ablation.ipynb"
+
+
+def test_clean_outputs_strips_every_local_path(tmp_path):
+    """Parameters, sources and outputs: under the project shown relative to it, under /tmp or the home by name."""
+    home = str(Path.home())
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"parameters": {"run_dir": "/tmp/pytest-of-x/pytest-1/book0/run",
+                                               "runs": [str(ROOT / "outputs" / "a"), f"{home}/runs/b"]}}
+    cell = nbformat.v4.new_code_cell("run_dir = '/tmp/pytest-of-x/pytest-1/book0/run'",
+                                     metadata={"tags": ["injected-parameters"]})
+    cell.outputs = [nbformat.v4.new_output("stream", text=f"outputs in {ROOT}/outputs/a and /tmp/q/r\n")]
+    nb.cells = [cell]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    runner.clean_outputs(path)
+    out = nbformat.read(path, as_version=4)
+    assert out.metadata.papermill.parameters == {"run_dir": "run", "runs": ["outputs/a", "b"]}
+    assert out.cells[0].source == "run_dir = 'run'" and out.cells[0].outputs[0].text == "outputs in outputs/a and r\n"
+    assert out.cells[0].metadata.jupyter.source_hidden is True
+    assert lint.local_paths(out) == []

@@ -63,3 +63,37 @@ def test_ablate_needs_neurons(tmp_path, capsys):
     assert main(["classify", "--params", str(ROOT / "params/test-tiny.yaml"), "--input", str(src),
                  "--output", str(tmp_path / "o.jsonl"), "--ablate", "anger"]) == 2
     assert "--ablate needs --neurons" in capsys.readouterr().err
+
+
+def test_lint_command_reports_problems_and_exits_1(tmp_path, capsys):
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x", metadata={"tags": ["parameters"]})]
+    nbformat.write(nb, tmp_path / "06_model_comparison.ipynb")
+    assert main(["lint", str(tmp_path)]) == 1
+    assert "06_model_comparison.ipynb cell 0: parameter cell" in capsys.readouterr().out
+    nb.cells[0].metadata["jupyter"] = {"source_hidden": True}
+    nbformat.write(nb, tmp_path / "06_model_comparison.ipynb")
+    assert main(["lint", str(tmp_path)]) == 0 and "no problems" in capsys.readouterr().out
+    assert main(["lint", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_quick_timings_record_and_the_runtime_line(tmp_path):
+    from emolib import runner
+    path = tmp_path / "quick-timings.json"
+    assert "no quick run is recorded yet" in runner.runtime_line("03_ablation", 12.3, path)
+    runner.record_quick_timing("03_ablation", 41.6, path)
+    line = runner.runtime_line("03_ablation", 12.3, path)
+    assert line.startswith("Runtime: this run took 12 s") and "params/quick.yaml` it takes 42 s (measured 20" in line
+    assert "no quick run" in runner.runtime_line("04_layer_analysis", None, path)
+
+
+def test_papermill_kernel_talks_over_ipc():
+    """No TCP socket, so the kernel has no 'running over TCP without encryption' warning to give."""
+    import os
+
+    from emolib import runner
+    c = runner.kernel_config("/tmp/x")
+    if os.name == "posix":
+        assert c.KernelManager.transport == "ipc" and c.KernelManager.ip == "/tmp/x/kernel"

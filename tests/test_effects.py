@@ -10,6 +10,7 @@ import pytest
 
 from emolib.lm import classify
 from emolib.causal import effects, stats
+from emolib.report import findings
 from emolib.emotions import EMOTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +125,7 @@ def test_findings_say_what_the_numbers_say():
         {"set": "paper", "emotion": "fear", "n_neurons": 12, "n_items": 30, "n_random": 20, "p": 0.5,
          "own_minus_random_margin": 0.1, "omr_margin_lo": -0.2, "omr_margin_hi": 0.4, "random_d_margin_sd": 0.3}])),
         m=2)
-    lines = effects.findings(t)
+    lines = findings.tests(t)
     assert "own drop beyond random" in lines[0] and "-1.20 nat" in lines[0] and "20 random sets" in lines[0]
     assert "no detectable effect" in lines[1] and "80% power needs a shift of" in lines[1]
     comp = effects.paper_comparison(t)
@@ -135,10 +136,10 @@ def test_control_check_reads_the_positive_control_first():
     rows = [{"set": "attribution", "emotion": e, "p": p, "own_minus_random_margin": -1.0}
             for e, p in zip(EMOTIONS, [1e-4, 1e-4, 1e-4, 1e-4, 0.5, 0.5])]
     t = effects.correct_family(pd.DataFrame(rows))
-    assert "4 of 6" in effects.control_check(t) and "can find" in effects.control_check(t)
+    assert "4 of 6" in findings.control(t) and "can find" in findings.control(t)
     weak = effects.correct_family(pd.DataFrame([{**r, "p": 0.5} for r in rows]))
-    assert "too weak" in effects.control_check(weak)
-    assert effects.control_check(weak.assign(set="paper")) is None
+    assert "too weak" in findings.control(weak)
+    assert findings.control(weak.assign(set="paper")) is None
 
 
 def test_grid_contrasts_are_one_family_and_read_the_control():
@@ -152,5 +153,5 @@ def test_grid_contrasts_are_one_family_and_read_the_control():
     assert rows[0]["own"] == pytest.approx(-2.0) and rows[0]["n_random"] == 20  # per tenfold dose
     t = effects.correct_family(pd.DataFrame(rows))
     assert t.verdict[0] == "own drop beyond random" and (t.verdict[1:] == "no detectable effect").all()
-    lines = effects.grid_findings(t)
+    lines = findings.grid(t)
     assert "1 of 6" in lines[0] and any("cannot find even the control" in x for x in lines)

@@ -60,3 +60,23 @@ def test_depth_profile_and_comparison(tmp_path):
     lines = compare.agreement_lines(concl)
     assert "agree on 1 of 2" in lines[0] and any("Not measured" in x for x in lines)
     assert compare.overview(R).loc["a", "baseline accuracy (mean over emotions)"] == pytest.approx(0.8)
+
+
+def test_one_accuracy_rule_in_the_notebook_summary_and_the_tests():
+    """metrics (notebook 03's baseline table) and effects/stats (own_vs_random's baseline_accuracy) give the same
+    accuracy on the same tie-heavy scores: a tie of k labels counts 1/k in both (argmax would favour the first)."""
+    from emolib.causal import effects, stats
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 3, size=(60, len(E))).astype(float)  # coarse scores: many ties, as bfloat16 gives
+    y = rng.integers(0, len(E), 60)
+    true = [E[j] for j in y]
+    pred = [E[j] for j in scores.argmax(1)]
+    table = metrics.summary(true, pred, E, n_boot=0, scores=scores)
+    for j, e in enumerate(E):
+        sel = y == j
+        row = effects.effect_row(scores[sel], scores[sel], np.stack([scores[sel]] * 2), y[sel], 10, 0)
+        assert table.loc[e, "accuracy"] == pytest.approx(row["baseline_accuracy"])
+        assert metrics.per_emotion_accuracy(true, pred, E, scores)[e] == pytest.approx(row["baseline_accuracy"])
+    argmax = metrics.summary(true, pred, E, n_boot=0)
+    assert not np.allclose(argmax["accuracy"], table["accuracy"])  # the rule matters on these scores
+    assert table.loc["overall", "accuracy"] == pytest.approx(stats.correct(scores, y).mean())

@@ -8,6 +8,7 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -25,6 +26,7 @@ def _check(fig: Figure) -> None:
         assert fig._suptitle is not None and LABEL in fig._suptitle.get_text()
         labelled = [ax for ax in fig.axes if ax.get_xlabel() or ax.get_ylabel()]
         assert labelled, "no axis has a label"
+        plots.check(fig, "under test")  # readable: no offset text, ticks >= 8 pt and not overlapping, titled
     finally:
         plt.close(fig)
 
@@ -155,3 +157,35 @@ def test_cross_model_figures():
     _check(plots.depth_lines({"small": _profile(5), "big": _profile(10)}, LABEL))
     vals = pd.DataFrame(RNG.random((6, 3)), index=EMO, columns=["run-a", "run-b", "run-c"])
     _check(plots.compare_bars(vals, "emotion neurons", LABEL))
+
+
+def test_check_names_the_figure_and_each_unreadable_part():
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([1_000_000.0, 1_000_000.1], [0, 1])  # offset text: "+1e6"
+    ax.set_yticks([0, 0.5, 1], ["zero", "half", "one"], fontsize=6)  # tiny
+    ax.set_xlabel("x")
+    try:
+        with pytest.raises(plots.FigureError, match="figure bad one:.*no title.*offset.*6 pt"):
+            plots.save(fig, "unused", "bad one")
+    finally:
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.set_xticks(range(6), [f"a long label {i}" for i in range(6)])
+    ax.set_xlabel("x")
+    fig.suptitle("crowded")
+    try:
+        with pytest.raises(plots.FigureError, match="x tick labels overlap"):
+            plots.check(fig, "crowded")
+    finally:
+        plt.close(fig)
+
+
+def test_narrow_log_axis_and_many_variants_stay_readable():
+    """Notebook 02's selectivity (values 1.0-1.2 on a log axis gave '1.1x10^0') and null figures."""
+    _check(plots.selectivity_distributions({"selected": RNG.uniform(1.0, 1.2, 400),
+                                            "pool": RNG.uniform(1.0, 1.15, 2000)}, LABEL))
+    names = [f"variant-{i}-nofilter-per-emotion" for i in range(9)]
+    table = pd.DataFrame({"cutoff": RNG.uniform(1.3, 1.8, 9), "n_selected": 400, "expected_false": 3.0},
+                         index=names)
+    nulls = {n: {"n_null": 20, "cutoff_null": RNG.uniform(1.7, 1.8, 20)} for n in names}
+    _check(plots.null_cutoffs(table, nulls, LABEL))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from emolib.causal import ablate, steer
+from emolib.report import findings
 from emolib import params
 from emolib.__main__ import main
 
@@ -162,7 +163,7 @@ def test_runner_caches_each_condition_and_the_tables(tiny, tmp_path):
     assert (doses[doses.dose == 0].d_share == 0).all()
     fl = steer.fluency_table(steer.condition_summary(rec, E))
     assert set(fl.kind) == {"unsteered", "own", "random"}
-    assert steer.findings(tests, doses, fl, 3)
+    assert findings.steering(tests, fl, 3)
     assert steer.choose_random_sets(again, conds, 2, budget_s=0.0, elapsed_s=1.0) == 2  # all cached
     more = conds + [steer.Condition("paper", "anger", 2.0, j, {1: [20 + j]}) for j in range(2, 6)]
     assert steer.choose_random_sets(r, more, 6, budget_s=1.0, elapsed_s=1.0) == 2  # no time left: the least

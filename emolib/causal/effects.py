@@ -502,11 +502,16 @@ def masked_by_true(arrays: dict, name: str, emotions: list[str], metric: str = "
     b = f(base, y)
 
     def cell(scores: np.ndarray, j: int) -> float:
-        return float((f(scores, y) - b)[y == j].mean())
+        d = (f(scores, y) - b)[y == j]
+        return float(d.mean()) if d.size else np.nan  # no items of that emotion: no value, and no warning
+
+    def mean(values: list[float]) -> float:
+        v = np.asarray(values, dtype=float)
+        return float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
 
     if random:
         ra = arrays["random_all"][name]
-        out = [[float(np.nanmean([cell(s, j) for s in ra[i]])) if len(ra[i]) else np.nan
+        out = [[mean([cell(s, j) for s in ra[i]]) if len(ra[i]) else np.nan
                 for j in range(len(emotions))] for i in range(len(emotions))]
     else:
         out = [[cell(arrays["own_all"][name][i], j) for j in range(len(emotions))] for i in range(len(emotions))]
@@ -718,41 +723,6 @@ def fmt_pp(v: float) -> str:
     return f"{100 * v:+.0f} pp" if np.isfinite(v) else "n/a"
 
 
-def control_check(table: pd.DataFrame, control: str = "attribution") -> str | None:
-    """The positive control's verdict on the instrument, read before any other: how many of its tests reject, and
-    whether that is most of them (None when the run has no control set)."""
-    t = table[(table["set"] == control) & table["p"].notna()] if "set" in table else table.iloc[:0]
-    if t.empty:
-        return None
-    k, n = int((t.p_holm < ALPHA).sum()), len(t)
-    head = (f"Positive control: the `{control}` set (neurons chosen on train items to move the readout) is "
-            f"detected in {k} of {n} emotions after Holm correction")
-    if k > n / 2:
-        return head + ", so this test can find an effect of that kind at this size."
-    return (head + ". The instrument is too weak to find even an effect built to exist: every 'no detectable "
-            "effect' below says nothing about absence.")
-
-
-def findings(table: pd.DataFrame, what: str = "main") -> list[str]:
-    """'What this run shows', one sentence per tested row, from the corrected tests (nothing typed by hand)."""
-    lines = []
-    for _, r in table.iterrows():
-        where = f"{r['set']} set, {r['emotion']}" + (f", {what} {r[what]}" if what != "main" else "")
-        if not np.isfinite(r.get("p", np.nan)):
-            lines.append(f"{where}: not tested ({int(r.get('n_neurons', 0) or 0)} neurons, "
-                         f"{int(r.get('n_items', 0) or 0)} items).")
-            continue
-        size = (f"own minus random margin {r.own_minus_random_margin:+.2f} nat, unadjusted 95% interval "
-                f"[{r.omr_margin_lo:+.2f}, {r.omr_margin_hi:+.2f}] against {int(r.n_random)} random sets")
-        tail = ""
-        if r.verdict == "no detectable effect" and np.isfinite(r.get("power", np.nan)):
-            tail = (f"; power to see a {r.power_delta:g}-nat shift was {r.power:.0%}, 80% power needs a shift of "
-                    f"{r.delta_80:.2f} nat")
-        lines.append(f"{where} ({int(r.n_neurons)} neurons, {int(r.n_items)} items): {r.verdict} "
-                     f"(Holm p = {r.p_holm:.3g}; {size}){tail}.")
-    return lines
-
-
 PAPER_CLAIMS = {"anger": "drop", "fear": "drop", "happiness": "little change or gain",
                 "surprise": "little change or gain"}
 
@@ -781,30 +751,6 @@ def random_means(arrays: dict, emotions: list[str]) -> dict[str, dict[tuple[str,
         for metric, f in (("margin", stats.margin), ("accuracy", stats.correct)):
             out[metric][(name, e)] = mean_deltas(base[sel], rnd, yy, f)
     return out
-
-
-def grid_findings(table: pd.DataFrame) -> list[str]:
-    """Sentences for the pre-specified grid contrasts: every Holm-significant one, then the count of the rest."""
-    t = table[np.isfinite(table.get("p", pd.Series(np.nan, table.index)).astype(float))]
-    if t.empty:
-        return ["The grid contrasts ran no test (no emotion had neurons in every cell)."]
-    sig = t[t.verdict.str.contains("beyond random")]
-    lines = [f"Grid contrasts: {len(sig)} of {len(t)} pre-specified contrasts ({', '.join(t.contrast.unique())}) "
-             f"differ from matched random series after Holm correction (alpha {ALPHA})."]
-    ctl = t[t["set"] == "attribution"]
-    for c, x in ctl.groupby("contrast", sort=False):
-        k = int(x.verdict.str.contains("beyond random").sum())
-        lines.append(f"Positive control, {c}: the `attribution` set differs from random in {k} of {len(x)} emotions"
-                     + ("." if k > len(x) / 2 else "; at this size this contrast cannot find even the control, so "
-                        f"its 'no detectable difference' for the other sets says nothing about absence."))
-    for _, r in sig.iterrows():
-        lines.append(f"{r['set']} set, {r.emotion}, {r.contrast}: own {r.own:+.2f} against random "
-                     f"{r.random_mean:+.2f} (difference {r.own_minus_random_margin:+.2f} nat, unadjusted 95% interval "
-                     f"[{r.omr_margin_lo:+.2f}, {r.omr_margin_hi:+.2f}], Holm p = {r.p_holm:.3g}).")
-    for name, rest in t[~t.index.isin(sig.index)].groupby("set", sort=False):
-        lines.append(f"{name} set: {len(rest)} contrasts show no detectable difference; the random series spread "
-                     f"(median SD) {rest.random_d_margin_sd.median():.2f} nat.")
-    return lines
 
 
 def combine(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:

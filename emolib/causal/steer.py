@@ -569,37 +569,6 @@ def set_sd_table(sets: dict, sd: torch.Tensor, emotions: list[str]) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def findings(tests: pd.DataFrame, doses_t: pd.DataFrame, fluency: pd.DataFrame, n_prompts: int) -> list[str]:
-    """'What this run shows', one line per scorer and set plus one on fluency, from the tables (nothing typed)."""
-    lines = []
-    for (scorer, name), g in tests.groupby(["scorer", "set"], sort=False):
-        untested = g[g.verdict.str.startswith("not tested")].emotion.tolist()
-        gain = g[g.verdict == "own gain beyond random"].emotion.tolist()
-        drop = g[g.verdict == "own drop beyond random"].emotion.tolist()
-        dose = g["dose"].iloc[0]
-        best = g.loc[g["own_d_share"].idxmax()]
-        pw = g["power"].dropna()
-        lines.append(
-            f"Scorer {scorer}, set {name}, at α = {dose:g} SD against {_span(g['n_random'], '{:.0f}')} matched "
-            f"random sets per emotion over {n_prompts} prompts: "
-            + (f"the target share rose beyond random (Holm) for {', '.join(gain)}" if gain else
-               "no emotion's target share rose beyond the random sets (Holm)")
-            + (f"; it fell beyond random for {', '.join(drop)}" if drop else "")
-            + (f"; not tested for {', '.join(untested)} (the random sets showed no spread)" if untested else "")
-            + f". Largest own change from α = 0: {best.emotion} {best.own_d_share:+.0%} of prompts"
-            + (f"; power to see a {g['power_delta'].iloc[0]:.0%}-point shift: {_span(pw, '{:.0%}')}."
-               if len(pw) else "."))
-    own = fluency[fluency.kind == "own"]
-    base = fluency[fluency.kind == "unsteered"]
-    if len(own) and len(base):
-        top = own[own.dose == own.dose.max()]
-        lines.append(f"Fluency: perplexity under the unsteered model was {base.ppl.iloc[0]:.1f} unsteered and "
-                     f"{top.ppl.min():.1f} to {top.ppl.max():.1f} at α = {top.dose.iloc[0]:g} SD (own sets); "
-                     f"degenerate replies {base.degenerate.iloc[0]:.0%} unsteered, up to {top.degenerate.max():.0%} "
-                     "steered.")
-    return lines
-
-
 # ---------------------------------------------------------------- the stage
 
 def activation_sd(run_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor]:

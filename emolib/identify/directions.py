@@ -292,31 +292,3 @@ def add_direction(model, layer: int, vec: torch.Tensor, alpha: float):
         yield model
     finally:
         handle.remove()
-
-
-def findings(entry: dict) -> list[str]:
-    """'What this run shows' for the directions set, from its neurons.json entry (nothing typed by hand)."""
-    n, nul = entry["n_selected"], entry["null"]
-    m = entry["method"]
-    lines = [f"The contribution method (directions at the {m['site']} stream, {m['tokens']} tokens, centred "
-             f"{m['centring']}) selects {n} neurons, as many per emotion as the paper set."]
-    if nul.get("n_null"):
-        p_e = nul["p_per_emotion"]
-        below = [e for e, v in p_e.items() if v is not None and v < 0.05]
-        p_e = {e: v for e, v in p_e.items() if v is not None}  # emotions with selected neurons
-        lines.append(f"Against {nul['n_null']} label permutations: the selected neurons' mean contribution "
-                     f"{nul['mean_real']:.4g} against a null median of {float(np.median(nul['mean_null'])):.4g} "
-                     f"(p = {nul['p_mean']:.3f}); {len(below)} of {len(p_e)} emotions have p < 0.05"
-                     + (f" ({', '.join(below)})" if below else "") + f"; {nul['n_above_null_max']} of {n} "
-                     f"selected neurons exceed the largest contribution any permutation gives their emotion; "
-                     f"{nul['expected_false']:.1f} null neurons per permutation pass the real cut-offs"
-                     + (f" (empirical FDR {nul['fdr']:.3f})." if nul.get("fdr") is not None else "."))
-    else:
-        lines.append("n_null is 0: no permuted-label null, so nothing about the directions is beyond chance.")
-    half = pd.DataFrame(entry["split_half"])
-    if not half.empty:
-        lines.append(f"Split-half stability: the two halves' directions have a mean cosine (over layers) of "
-                     f"{half.cosine_mean.min():.2f} to {half.cosine_mean.max():.2f} across emotions; their selections "
-                     f"overlap with Jaccard {half.jaccard.min():.2f} to {half.jaccard.max():.2f}, against "
-                     f"{half.random_jaccard.median():.4f} for random sets of those sizes.")
-    return lines

@@ -339,38 +339,6 @@ def emotions_per_neuron(result: dict) -> pd.Series:
     return pd.Series(list(owners.values())).value_counts().sort_index().rename_axis("emotions served")
 
 
-def findings(table: pd.DataFrame, chosen: str | None, why: str, n_null: int) -> list[str]:
-    """'What this run shows', sentence by sentence, from the variant table (nothing typed by hand)."""
-    def describe(name: str) -> str:
-        r = table.loc[name]
-        verdict = "beats" if r.beats_null else "does not beat"
-        return (f"{int(r.n_selected)} neurons selected (of {int(r.n_eligible):,} eligible); median selectivity "
-                f"{r.median_selectivity:.2f}x against {r.null_selectivity:.2f}x for what the null selects; it {verdict} "
-                f"the null (cut-off {r.cutoff:.3f} nats vs null median {r.null_cutoff:.3f}, p = {r.p_cutoff:.3f}; "
-                f"{r.expected_false:.1f} expected false selections, empirical FDR {r.fdr:.3f}); split-half Jaccard "
-                f"{r.jaccard:.2f} against {r.jaccard_chance:.3f} by chance from the eligible pool "
-                f"({'stable' if r.stable else 'not stable'} by the {STABLE_FACTOR:g}x rule)")
-    if not n_null:
-        return ["n_null is 0: no permutation null was recorded, so nothing here can be called beyond chance."]
-    lines = [f"The paper's setting: {describe('paper')}."]
-    both = [n for n in table.index if table.loc[n, "beats_null"] and table.loc[n, "stable"]]
-    neither = [n for n in table.index if not table.loc[n, "beats_null"]]
-    lines.append(f"Of {len(table)} variants, {len(both)} beat the null and are stable"
-                 + (f" ({', '.join(both)})" if both else "") + "; "
-                 + (f"{len(neither)} do not beat the null ({', '.join(neither)})." if neither else
-                    "every variant beats the null."))
-    if chosen:
-        lines.append(f"The second named set, 'selective', is {chosen}: {why}. {describe(chosen)}.")
-    else:
-        lines.append(f"There is no 'selective' set: {why}.")
-    sel = table["median_selectivity"]
-    lines.append(f"Median selectivity ranges from {sel.min():.2f}x ({sel.idxmin()}) to {sel.max():.2f}x "
-                 f"({sel.idxmax()}). Beating the null says the preferences are not sampling noise; the size of the "
-                 "preference is the selectivity, and whether the neurons matter is for the causal tests of "
-                 "notebooks 03 and 04.")
-    return lines
-
-
 def _picks(result: dict, emotions: list[str]) -> list[tuple[str, tuple[int, int]]]:
     """(emotion, neuron) pairs: per emotion, its lowest-entropy neuron not already picked for an earlier emotion."""
     rank = {(l, i): h for l, i, h in result["selected"]}

@@ -11,6 +11,7 @@ import torch
 
 from .. import params as params_mod
 from ..lm.models import set_threads
+from ..runner import relative_to_root
 
 PRETTY = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct", "gemma3-270m": "Gemma-3-270M",
           "llama-3.1-8b-instruct": "Llama-3.1-8B-Instruct", "llama-3.1-70b-instruct": "Llama-3.1-70B-Instruct",
@@ -25,17 +26,8 @@ def setup(namespace: dict, notebook: str) -> dict:
     torch.manual_seed(p["seed"])
     set_threads()
     Path(p["run_dir"], "figures").mkdir(parents=True, exist_ok=True)
-    print(f"run {p['run_name']} · model {p['model']} · outputs in {shown_path(p['run_dir'])}")
+    print(f"run {p['run_name']} · model {p['model']} · outputs in {relative_to_root(p['run_dir'])}")
     return p
-
-
-def shown_path(path: str | Path) -> str:
-    """A path as a reader should see it: relative to the project when inside it (no local folders in outputs)."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        return str(Path(path).resolve().relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 def run_title(p: dict) -> str:
@@ -43,11 +35,18 @@ def run_title(p: dict) -> str:
     return f"{PRETTY.get(p['model'], p['model'])} · run {p['run_name']}"
 
 
-def show(fig, p: dict, name: str):
-    """Save a figure as run_dir/figures/<name>.png and return it for display."""
+def show(fig, p: dict, name: str) -> None:
+    """Check and save a figure as run_dir/figures/<name>.png, display it once and close it (returns None, so the
+    inline backend cannot draw it a second time)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
     from .plots import save
-    save(fig, p["run_dir"], name)
-    return fig
+    try:
+        save(fig, p["run_dir"], name)
+        display(fig)
+    finally:
+        plt.close(fig)
 
 
 def save_table(p: dict, tables: dict[str, pd.DataFrame], name: str) -> pd.DataFrame:

@@ -92,8 +92,80 @@ def _no_data(ax, text: str = "no data") -> None:
 
 # ---------------------------------------------------------------- saving
 
+MIN_TICK_PT = 8  # the smallest tick label a reader can read
+
+
+class FigureError(ValueError):
+    """A figure a reader could not read (raised by check, naming the figure)."""
+
+
+def _tick_labels(axis) -> list:
+    """The tick labels an axis draws (inside its view, visible, non-empty)."""
+    ticks = axis._update_ticks() if hasattr(axis, "_update_ticks") else axis.get_major_ticks()
+    return [t for tick in ticks for t in (tick.label1, tick.label2) if t.get_visible() and t.get_text().strip()]
+
+
+def _overlap(a, b, gap: float = 2.0) -> bool:
+    """Two rendered boxes overlap, or come closer than `gap` pixels both ways (labels that run together)."""
+    return a.x0 < b.x1 + gap and b.x0 < a.x1 + gap and a.y0 < b.y1 + gap and b.y0 < a.y1 + gap
+
+
+def _clash(labels: list, renderer, dpi: float) -> tuple[str, str] | None:
+    """Two tick labels of one axis that collide: upright or vertical labels by their rendered boxes; slanted labels
+    (whose boxes overlap without the text touching) when parallel lines of text lie closer than one line height."""
+    slanted = [t for t in labels if t.get_rotation() % 90]
+    if slanted:
+        pos = sorted(((t.get_transform().transform(t.get_position())[0], t) for t in slanted), key=lambda x: x[0])
+        for (x0, a), (x1, b) in zip(pos, pos[1:]):
+            theta = math.radians(a.get_rotation() % 180)
+            if abs(x1 - x0) * abs(math.sin(theta)) < a.get_fontsize() * dpi / 72:
+                return a.get_text(), b.get_text()
+        return None
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in labels]
+    return next(((a, b) for i, (a, x) in enumerate(boxes) for b, y in boxes[i + 1:] if _overlap(x, y)), None)
+
+
+def problems(fig: Figure) -> list[str]:
+    """What makes a figure hard to read, after drawing it: a title missing, an axes without any label, axis offset
+    or scientific-multiplier text, tick labels under MIN_TICK_PT points, tick labels overlapping on an axis."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    out = []
+    suptitle = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) else ""
+    if not suptitle and not any(ax.get_title() for ax in fig.axes):
+        out.append("no title or suptitle")
+    for k, ax in enumerate(fig.axes):
+        if not ax.get_visible() or not ax.axison:
+            continue
+        cbar = hasattr(ax, "_colorbar")
+        where = f"{'colorbar' if cbar else 'axes'} {k}" + (f" ({ax.get_title()!r})" if ax.get_title() else "")
+        if not cbar and not (ax.get_xlabel() or ax.get_ylabel() or ax.get_title()):
+            out.append(f"{where}: no axis label or title")
+        for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+            off = axis.get_offset_text()
+            if off.get_visible() and off.get_text().strip():
+                out.append(f"{where}: {name} axis shows offset/multiplier text {off.get_text()!r}")
+            labels = _tick_labels(axis)
+            small = sorted({t.get_fontsize() for t in labels if t.get_fontsize() < MIN_TICK_PT})
+            if small:
+                out.append(f"{where}: {name} tick labels of {small[0]:g} pt (at least {MIN_TICK_PT} pt)")
+            clash = _clash(labels, renderer, fig.dpi)
+            if clash:
+                out.append(f"{where}: {name} tick labels overlap ({clash[0]!r} and {clash[1]!r})")
+    return out
+
+
+def check(fig: Figure, name: str) -> None:
+    """Raise FigureError naming the figure and every problem found (see problems)."""
+    found = problems(fig)
+    if found:
+        raise FigureError(f"figure {name}: " + "; ".join(found))
+
+
 def save(fig: Figure, run_dir: str | Path, name: str) -> Path:
-    """Write the figure to run_dir/figures/{name}.png (dpi 120, tight) and return the path."""
+    """Check the figure is readable (check), write it to run_dir/figures/{name}.png (dpi 120, tight) and return the
+    path."""
+    check(fig, name)
     out = Path(run_dir) / "figures"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.png"
@@ -282,6 +354,7 @@ def overlap_heatmap(overlap: pd.DataFrame, label: str) -> Figure:
     ax.set_xlabel("emotion (column set)")
     ax.set_ylabel("emotion (row set)")
     ax.tick_params(axis="y", rotation=0)
+    plt.setp(ax.get_xticklabels(), rotation=35, ha="right", rotation_mode="anchor")
     return _title(fig, "Overlap of emotion-neuron sets (numbers: neurons; diagonal: set size)", label)
 
 
@@ -323,6 +396,7 @@ def stability_bars(df: pd.DataFrame, label: str) -> Figure:
     ax.set_ylim(0, 1.08)
     ax.set_xlabel("emotion")
     ax.set_ylabel("Jaccard overlap (0 = disjoint, 1 = identical)")
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
     ax.legend(title=None, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9)
     return _title(fig, "Stability of the selection: overlap of neurons chosen on two halves of the data", label)
 
@@ -405,6 +479,9 @@ def selectivity_distributions(groups: dict[str, np.ndarray], label: str) -> Figu
             ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", color=color, lw=1.8,
                     label=f"{name} (n = {v.size:,}, median {np.median(v):.2f}x)")
     ax.set_xscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "125" else ""))
     ax.axvline(1, color="black", lw=0.8, ls=":")
     ax.set_xlabel("selectivity: highest / lowest firing probability across emotions (log scale; 1 = none)")
     ax.set_ylabel("share of neurons at or below")
@@ -417,26 +494,26 @@ def null_cutoffs(table: pd.DataFrame, nulls: dict[str, dict], label: str) -> Fig
     """Per variant: the entropy cut-off of the selection (red) against the cut-offs of the same procedure under
     each label permutation (grey), and the number selected against the expected false selections."""
     names = [n for n in table.index if nulls.get(n, {}).get("n_null")]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 0.42 * max(4, len(names)) + 1.6), layout="constrained",
-                                  sharey=True)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 0.45 * max(4, len(names)) + 1.8), layout="constrained",
+                                  sharey=True, width_ratios=[3, 2])
     for y, n in enumerate(names):
         ax.scatter(nulls[n]["cutoff_null"], [y] * len(nulls[n]["cutoff_null"]), color="#8c8c8c", s=14, alpha=0.7,
                    label="null (label permutations)" if y == 0 else None)
         ax.scatter([table.loc[n, "cutoff"]], [y], color="#d62728", marker="D", s=40,
                    label="real labels" if y == 0 else None)
-    ax.set_yticks(range(len(names)), names)
+    ax.set_yticks(range(len(names)), names, fontsize=10)
     ax.invert_yaxis()
-    ax.set_xlabel("entropy cut-off of the top-k selection (nats; lower = more selective)")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.set_xlabel("entropy cut-off of the top-k selection (nats; lower = more selective)", fontsize=10)
+    ax.legend(fontsize=9, loc="lower left")
     sel = table.loc[names, "n_selected"].to_numpy(float)
     fal = table.loc[names, "expected_false"].to_numpy(float)
     ax2.barh(np.arange(len(names)) - 0.2, sel, height=0.4, color="#3b75af", label="selected")
     ax2.barh(np.arange(len(names)) + 0.2, fal, height=0.4, color="#8c8c8c", label="expected false (null mean)")
     for y, (a, b) in enumerate(zip(sel, fal)):
-        ax2.text(max(a, b), y, f"  FDR {b / a:.2f}" if a else "", va="center", fontsize=8)
+        ax2.text(max(a, b), y, f"  FDR {b / a:.2f}" if a else "", va="center", fontsize=9)
     ax2.set_xlim(0, 1.25 * max(np.nanmax(np.r_[sel, fal, 1.0]), 1.0))
-    ax2.set_xlabel("neurons")
-    ax2.legend(fontsize=8, loc="lower right")
+    ax2.set_xlabel("neurons", fontsize=10)
+    ax2.legend(fontsize=9, loc="lower right")
     return _title(fig, "Does the selection beat the label-permutation null? (one row per variant)", label)
 
 
@@ -598,6 +675,8 @@ def shift_heatmap(table: pd.DataFrame, label: str, title: str, unit: str) -> Fig
     fig, ax = plt.subplots(figsize=(7.5, 5.6), layout="constrained")
     sns.heatmap(d, ax=ax, cmap="vlag", center=0, vmin=-lim, vmax=lim, annot=True, fmt=".2f" if lim < 5 else ".0f",
                 linewidths=0.5, linecolor="white", cbar_kws={"label": unit})
+    ax.set_xlabel(d.columns.name or "emotion")
+    ax.set_ylabel(d.index.name or "emotion")
     ax.tick_params(axis="y", rotation=0)
     return _title(fig, title, label)
 
@@ -673,7 +752,8 @@ def direction_cosines(cos: np.ndarray, emotions: list[str], label: str, max_pane
                     annot=len(emotions) <= 8, fmt=".2f", annot_kws={"fontsize": 7}, cbar=ax is axes[-1],
                     cbar_kws={"label": "cosine"} if ax is axes[-1] else None)
         ax.set_title(f"layer {l} (relative depth {(l + 0.5) / L:.2f})", fontsize=9)
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=8)
+        plt.setp(ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor")
     return _title(fig, "Cosine similarity between topic-centred emotion directions, per layer", label)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import findings
 from ..dataset import annotate
 from ..identify import neurons
 
@@ -50,7 +51,7 @@ def run_summary(run_dir: str | Path) -> dict:
             "emotions": ns.emotions, "neurons": {e: len(ns.sets[e]) for e in ns.emotions},
             "jaccard": stab["jaccard"].to_dict() if stab is not None else {},
             "tests": tests, "pilot": inst.get("pilot", {}), "grid": grid, "design": design,
-            "timings": first_timings(d), "findings": run_findings(d, tests, inst.get("pilot", {}), grid)}
+            "timings": first_timings(d), "findings": findings.headline(d)}
 
 
 def _num(v, fmt: str) -> str:
@@ -67,83 +68,6 @@ def _tested(tests: pd.DataFrame, name: str) -> pd.DataFrame:
     """The tested rows of one named set."""
     t = tests[tests["set"] == name] if "set" in tests else tests.iloc[0:0]
     return t[t["p"].notna()] if "p" in t else t.iloc[0:0]
-
-
-def run_findings(d: Path, tests: pd.DataFrame, pilot: dict, grid: pd.DataFrame | None) -> list[str]:
-    """A few sentences per run: stage 2 against its null, the positive control, stage 3's corrected verdicts, the
-    grid contrasts."""
-    out = []
-    if (d / "variants.csv").exists():
-        v = pd.read_csv(d / "variants.csv").set_index("variant")
-        r = v.loc["paper"]
-        good = [n for n in v.index if v.loc[n, "beats_null"] and v.loc[n, "stable"]]
-        out.append(f"Stage 2: the paper's selection {'beats' if r.beats_null else 'does not beat'} the "
-                   f"label-permutation null (empirical FDR {r.fdr:.3f}) with median selectivity "
-                   f"{r.median_selectivity:.2f}x (null {r.null_selectivity:.2f}x); {len(good)} of {len(v)} variants "
-                   "beat the null and are stable.")
-    if pilot:
-        out.append(f"Stage 3's pilot (random sets only) chose {pilot['chosen']}.")
-    from ..causal.effects import control_check
-    check = control_check(tests) if "set" in tests else None
-    if check:
-        out.append(check)
-    for name in dict.fromkeys(tests.get("set", [])):
-        if name == "attribution":
-            continue
-        t = _tested(tests, name)
-        if t.empty:
-            continue
-        eff = t[t["verdict"].str.contains("beyond random")]
-        spec = pd.read_csv(d / "specificity.csv") if (d / "specificity.csv").exists() else None
-
-        def shared(e: str) -> str:
-            if spec is None:
-                return ""
-            r = spec[(spec["set"] == name) & (spec.emotion == e)]
-            return (f"; the other emotions' sets move the same items by {r.iloc[0].others_d:+.2f} nat"
-                    if len(r) else "")
-        out.append(f"`{name}` set: {len(eff)} of {len(t)} emotions show an effect of their own neurons beyond matched "
-                   "random sets after Holm correction" + (" (" + ", ".join(
-                       f"{r.emotion}: {r.own_minus_random_margin:+.2f} nat, {r.verdict}{shared(r.emotion)}"
-                       for _, r in eff.iterrows()) + ")" if len(eff) else "") +
-                   f"; 80% power needed a shift of {t['delta_80'].median():.2f} nat (median over emotions).")
-    out += head_to_head(d)
-    out += steering_lines(d)
-    if grid is not None and "p" in grid:
-        g = grid[grid["p"].notna()]
-        if len(g):
-            out.append(f"Grid contrasts: {int((g.p_holm < 0.05).sum())} of {len(g)} reject after Holm (" +
-                       ", ".join(f"{n} {int((x.p_holm < 0.05).sum())}/{len(x)}" for n, x in g.groupby("set", sort=False))
-                       + ").")
-    return out
-
-
-def steering_lines(d: Path) -> list[str]:
-    """Stage 5 (sufficiency), per scorer and set: how many emotions' target share rose beyond matched random sets
-    after Holm, at the test dose, with the random sets per test (nothing for runs without the stage)."""
-    path = d / "steering_tests.csv"
-    if not path.exists():
-        return []
-    t = pd.read_csv(path)
-    parts = []
-    for (scorer, name), g in t.groupby(["scorer", "set"], sort=False):
-        tested = g[~g.verdict.astype(str).str.startswith("not tested")]
-        k = int((tested.verdict == "own gain beyond random").sum())
-        parts.append(f"set {name} read by {scorer}: {k} of {len(tested)} emotions rose beyond random "
-                     f"(α = {g['dose'].iloc[0]:g} SD, {int(g['n_random'].min())} random sets per test)")
-    return ["Stage 5, steering (sufficiency): " + "; ".join(parts) + "."] if parts else []
-
-
-def head_to_head(d: Path) -> list[str]:
-    """With a `directions` set: its overlap with `paper` against chance, and which method's neurons matter in more
-    emotions (emolib.identify.headtohead); nothing for runs without it."""
-    from ..identify import headtohead, neurons
-    path = d / "neurons.json"
-    if not path.exists() or "directions" not in neurons.set_names(path):
-        return []
-    ov = headtohead.overlap(neurons.load(path, "paper"), neurons.load(path, "directions"))
-    lead = [x for x in headtohead.causal_lines(d) if ", `" not in x.split(":")[0]]  # the per-test comparisons
-    return ["Two methods: " + " ".join(headtohead.overlap_lines(ov, "paper", "directions") + lead)]
 
 
 def _cell(t: pd.DataFrame, name: str, e: str) -> str:

@@ -1,0 +1,361 @@
+"""The one findings writer: every stage's "what this run shows" sentences, built from the run's tables and JSON
+files (nothing typed by hand), written to run_dir/findings.json and read by the notebooks, the runner's top cell and
+the README block (emolib.report.summary)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ALPHA = 0.05  # the family-wise level of every Holm-corrected verdict (as emolib.causal.effects and emolib.causal.steer)
+FILE = "findings.json"
+STAGES = {"01": "01_data_construction", "02": "02_neuron_identification", "03": "03_ablation",
+          "04": "04_layer_analysis", "05": "05_steering"}
+
+
+def selection(table: pd.DataFrame, chosen: str | None, why: str, n_null: int) -> list[str]:
+    """Stage 2: what the variant table shows, sentence by sentence, from the variant table (nothing typed by hand)."""
+    from ..identify import selection as identify
+
+    def describe(name: str) -> str:
+        r = table.loc[name]
+        verdict = "beats" if r.beats_null else "does not beat"
+        return (f"{int(r.n_selected)} neurons selected (of {int(r.n_eligible):,} eligible); median selectivity "
+                f"{r.median_selectivity:.2f}x against {r.null_selectivity:.2f}x for what the null selects; it {verdict} "
+                f"the null (cut-off {r.cutoff:.3f} nats vs null median {r.null_cutoff:.3f}, p = {r.p_cutoff:.3f}; "
+                f"{r.expected_false:.1f} expected false selections, empirical FDR {r.fdr:.3f}); split-half Jaccard "
+                f"{r.jaccard:.2f} against {r.jaccard_chance:.3f} by chance from the eligible pool "
+                f"({'stable' if r.stable else 'not stable'} by the {identify.STABLE_FACTOR:g}x rule)")
+    if not n_null:
+        return ["n_null is 0: no permutation null was recorded, so nothing here can be called beyond chance."]
+    lines = [f"The paper's setting: {describe('paper')}."]
+    both = [n for n in table.index if table.loc[n, "beats_null"] and table.loc[n, "stable"]]
+    neither = [n for n in table.index if not table.loc[n, "beats_null"]]
+    lines.append(f"Of {len(table)} variants, {len(both)} beat the null and are stable"
+                 + (f" ({', '.join(both)})" if both else "") + "; "
+                 + (f"{len(neither)} do not beat the null ({', '.join(neither)})." if neither else
+                    "every variant beats the null."))
+    if chosen:
+        lines.append(f"The second named set, 'selective', is {chosen}: {why}. {describe(chosen)}.")
+    else:
+        lines.append(f"There is no 'selective' set: {why}.")
+    sel = table["median_selectivity"]
+    lines.append(f"Median selectivity ranges from {sel.min():.2f}x ({sel.idxmin()}) to {sel.max():.2f}x "
+                 f"({sel.idxmax()}). Beating the null says the preferences are not sampling noise; the size of the "
+                 "preference is the selectivity, and whether the neurons matter is for the causal tests of "
+                 "notebooks 03 and 04.")
+    return lines
+
+
+def directions(entry: dict) -> list[str]:
+    """'What this run shows' for the directions set, from its neurons.json entry (nothing typed by hand)."""
+    n, nul = entry["n_selected"], entry["null"]
+    m = entry["method"]
+    lines = [f"The contribution method (directions at the {m['site']} stream, {m['tokens']} tokens, centred "
+             f"{m['centring']}) selects {n} neurons, as many per emotion as the paper set."]
+    if nul.get("n_null"):
+        p_e = nul["p_per_emotion"]
+        below = [e for e, v in p_e.items() if v is not None and v < 0.05]
+        p_e = {e: v for e, v in p_e.items() if v is not None}  # emotions with selected neurons
+        lines.append(f"Against {nul['n_null']} label permutations: the selected neurons' mean contribution "
+                     f"{nul['mean_real']:.4g} against a null median of {float(np.median(nul['mean_null'])):.4g} "
+                     f"(p = {nul['p_mean']:.3f}); {len(below)} of {len(p_e)} emotions have p < 0.05"
+                     + (f" ({', '.join(below)})" if below else "") + f"; {nul['n_above_null_max']} of {n} "
+                     f"selected neurons exceed the largest contribution any permutation gives their emotion; "
+                     f"{nul['expected_false']:.1f} null neurons per permutation pass the real cut-offs"
+                     + (f" (empirical FDR {nul['fdr']:.3f})." if nul.get("fdr") is not None else "."))
+    else:
+        lines.append("n_null is 0: no permuted-label null, so nothing about the directions is beyond chance.")
+    half = pd.DataFrame(entry["split_half"])
+    if not half.empty:
+        lines.append(f"Split-half stability: the two halves' directions have a mean cosine (over layers) of "
+                     f"{half.cosine_mean.min():.2f} to {half.cosine_mean.max():.2f} across emotions; their selections "
+                     f"overlap with Jaccard {half.jaccard.min():.2f} to {half.jaccard.max():.2f}, against "
+                     f"{half.random_jaccard.median():.4f} for random sets of those sizes.")
+    return lines
+
+
+def control(table: pd.DataFrame, control: str = "attribution") -> str | None:
+    """The positive control's verdict on the instrument, read before any other: how many of its tests reject, and
+    whether that is most of them (None when the run has no control set)."""
+    t = table[(table["set"] == control) & table["p"].notna()] if "set" in table else table.iloc[:0]
+    if t.empty:
+        return None
+    k, n = int((t.p_holm < ALPHA).sum()), len(t)
+    head = (f"Positive control: the `{control}` set (neurons chosen on train items to move the readout) is "
+            f"detected in {k} of {n} emotions after Holm correction")
+    if k > n / 2:
+        return head + ", so this test can find an effect of that kind at this size."
+    return (head + ". The instrument is too weak to find even an effect built to exist: every 'no detectable "
+            "effect' below says nothing about absence.")
+
+
+def tests(table: pd.DataFrame, what: str = "main") -> list[str]:
+    """'What this run shows', one sentence per tested row, from the corrected tests (nothing typed by hand)."""
+    lines = []
+    for _, r in table.iterrows():
+        where = f"{r['set']} set, {r['emotion']}" + (f", {what} {r[what]}" if what != "main" else "")
+        if not np.isfinite(r.get("p", np.nan)):
+            lines.append(f"{where}: not tested ({int(r.get('n_neurons', 0) or 0)} neurons, "
+                         f"{int(r.get('n_items', 0) or 0)} items).")
+            continue
+        size = (f"own minus random margin {r.own_minus_random_margin:+.2f} nat, unadjusted 95% interval "
+                f"[{r.omr_margin_lo:+.2f}, {r.omr_margin_hi:+.2f}] against {int(r.n_random)} random sets")
+        tail = ""
+        if r.verdict == "no detectable effect" and np.isfinite(r.get("power", np.nan)):
+            tail = (f"; power to see a {r.power_delta:g}-nat shift was {r.power:.0%}, 80% power needs a shift of "
+                    f"{r.delta_80:.2f} nat")
+        lines.append(f"{where} ({int(r.n_neurons)} neurons, {int(r.n_items)} items): {r.verdict} "
+                     f"(Holm p = {r.p_holm:.3g}; {size}){tail}.")
+    return lines
+
+
+def grid(table: pd.DataFrame) -> list[str]:
+    """Sentences for the pre-specified grid contrasts: every Holm-significant one, then the count of the rest."""
+    t = table[np.isfinite(table.get("p", pd.Series(np.nan, table.index)).astype(float))]
+    if t.empty:
+        return ["The grid contrasts ran no test (no emotion had neurons in every cell)."]
+    sig = t[t.verdict.str.contains("beyond random")]
+    lines = [f"Grid contrasts: {len(sig)} of {len(t)} pre-specified contrasts ({', '.join(t.contrast.unique())}) "
+             f"differ from matched random series after Holm correction (alpha {ALPHA})."]
+    ctl = t[t["set"] == "attribution"]
+    for c, x in ctl.groupby("contrast", sort=False):
+        k = int(x.verdict.str.contains("beyond random").sum())
+        lines.append(f"Positive control, {c}: the `attribution` set differs from random in {k} of {len(x)} emotions"
+                     + ("." if k > len(x) / 2 else "; at this size this contrast cannot find even the control, so "
+                        f"its 'no detectable difference' for the other sets says nothing about absence."))
+    for _, r in sig.iterrows():
+        lines.append(f"{r['set']} set, {r.emotion}, {r.contrast}: own {r.own:+.2f} against random "
+                     f"{r.random_mean:+.2f} (difference {r.own_minus_random_margin:+.2f} nat, unadjusted 95% interval "
+                     f"[{r.omr_margin_lo:+.2f}, {r.omr_margin_hi:+.2f}], Holm p = {r.p_holm:.3g}).")
+    for name, rest in t[~t.index.isin(sig.index)].groupby("set", sort=False):
+        lines.append(f"{name} set: {len(rest)} contrasts show no detectable difference; the random series spread "
+                     f"(median SD) {rest.random_d_margin_sd.median():.2f} nat.")
+    return lines
+
+
+def steering(tests: pd.DataFrame, fluency: pd.DataFrame, n_prompts: int) -> list[str]:
+    """'What this run shows', one line per scorer and set plus one on fluency, from the tables (nothing typed)."""
+    from ..causal.steer import _span
+    lines = []
+    for (scorer, name), g in tests.groupby(["scorer", "set"], sort=False):
+        untested = g[g.verdict.str.startswith("not tested")].emotion.tolist()
+        gain = g[g.verdict == "own gain beyond random"].emotion.tolist()
+        drop = g[g.verdict == "own drop beyond random"].emotion.tolist()
+        dose = g["dose"].iloc[0]
+        best = g.loc[g["own_d_share"].idxmax()]
+        pw = g["power"].dropna()
+        lines.append(
+            f"Scorer {scorer}, set {name}, at α = {dose:g} SD against {_span(g['n_random'], '{:.0f}')} matched "
+            f"random sets per emotion over {n_prompts} prompts: "
+            + (f"the target share rose beyond random (Holm) for {', '.join(gain)}" if gain else
+               "no emotion's target share rose beyond the random sets (Holm)")
+            + (f"; it fell beyond random for {', '.join(drop)}" if drop else "")
+            + (f"; not tested for {', '.join(untested)} (the random sets showed no spread)" if untested else "")
+            + f". Largest own change from α = 0: {best.emotion} {best.own_d_share:+.0%} of prompts"
+            + (f"; power to see a {g['power_delta'].iloc[0]:.0%}-point shift: {_span(pw, '{:.0%}')}."
+               if len(pw) else "."))
+    own = fluency[fluency.kind == "own"]
+    base = fluency[fluency.kind == "unsteered"]
+    if len(own) and len(base):
+        top = own[own.dose == own.dose.max()]
+        lines.append(f"Fluency: perplexity under the unsteered model was {base.ppl.iloc[0]:.1f} unsteered and "
+                     f"{top.ppl.min():.1f} to {top.ppl.max():.1f} at α = {top.dose.iloc[0]:g} SD (own sets); "
+                     f"degenerate replies {base.degenerate.iloc[0]:.0%} unsteered, up to {top.degenerate.max():.0%} "
+                     "steered.")
+    return lines
+
+
+def headline(d: str | Path) -> list[str]:
+    """A few sentences per run (the README's): stage 2 against its null, the positive control, stage 3's corrected
+    verdicts, the two methods, steering, the grid contrasts."""
+    d = Path(d)
+    tests = _csv(d, "own_vs_random.csv")
+    tests = tests if tests is not None else pd.DataFrame()
+    grid = _csv(d, "grid_contrasts.csv")
+    inst = _json(d, "instrument.json") or {}
+    pilot = inst.get("pilot", {})
+    out = []
+    if (d / "variants.csv").exists():
+        v = pd.read_csv(d / "variants.csv").set_index("variant")
+        r = v.loc["paper"]
+        good = [n for n in v.index if v.loc[n, "beats_null"] and v.loc[n, "stable"]]
+        out.append(f"Stage 2: the paper's selection {'beats' if r.beats_null else 'does not beat'} the "
+                   f"label-permutation null (empirical FDR {r.fdr:.3f}) with median selectivity "
+                   f"{r.median_selectivity:.2f}x (null {r.null_selectivity:.2f}x); {len(good)} of {len(v)} variants "
+                   "beat the null and are stable.")
+    if pilot:
+        out.append(f"Stage 3's pilot (random sets only) chose {pilot['chosen']}.")
+    check = control(tests) if "set" in tests else None
+    if check:
+        out.append(check)
+    for name in dict.fromkeys(tests.get("set", [])):
+        if name == "attribution":
+            continue
+        t = _tested(tests, name)
+        if t.empty:
+            continue
+        eff = t[t["verdict"].str.contains("beyond random")]
+        spec = pd.read_csv(d / "specificity.csv") if (d / "specificity.csv").exists() else None
+
+        def shared(e: str) -> str:
+            if spec is None:
+                return ""
+            r = spec[(spec["set"] == name) & (spec.emotion == e)]
+            return (f"; the other emotions' sets move the same items by {r.iloc[0].others_d:+.2f} nat"
+                    if len(r) else "")
+        out.append(f"`{name}` set: {len(eff)} of {len(t)} emotions show an effect of their own neurons beyond matched "
+                   "random sets after Holm correction" + (" (" + ", ".join(
+                       f"{r.emotion}: {r.own_minus_random_margin:+.2f} nat, {r.verdict}{shared(r.emotion)}"
+                       for _, r in eff.iterrows()) + ")" if len(eff) else "") +
+                   f"; 80% power needed a shift of {t['delta_80'].median():.2f} nat (median over emotions).")
+    out += head_to_head(d)
+    out += steering_summary(d)
+    if grid is not None and "p" in grid:
+        g = grid[grid["p"].notna()]
+        if len(g):
+            out.append(f"Grid contrasts: {int((g.p_holm < 0.05).sum())} of {len(g)} reject after Holm (" +
+                       ", ".join(f"{n} {int((x.p_holm < 0.05).sum())}/{len(x)}" for n, x in g.groupby("set", sort=False))
+                       + ").")
+    return out
+
+
+def steering_summary(d: Path) -> list[str]:
+    """Stage 5 (sufficiency), per scorer and set: how many emotions' target share rose beyond matched random sets
+    after Holm, at the test dose, with the random sets per test (nothing for runs without the stage)."""
+    path = d / "steering_tests.csv"
+    if not path.exists():
+        return []
+    t = pd.read_csv(path)
+    parts = []
+    for (scorer, name), g in t.groupby(["scorer", "set"], sort=False):
+        tested = g[~g.verdict.astype(str).str.startswith("not tested")]
+        k = int((tested.verdict == "own gain beyond random").sum())
+        parts.append(f"set {name} read by {scorer}: {k} of {len(tested)} emotions rose beyond random "
+                     f"(α = {g['dose'].iloc[0]:g} SD, {int(g['n_random'].min())} random sets per test)")
+    return ["Stage 5, steering (sufficiency): " + "; ".join(parts) + "."] if parts else []
+
+
+def head_to_head(d: Path) -> list[str]:
+    """With a `directions` set: its overlap with `paper` against chance, and which method's neurons matter in more
+    emotions (emolib.identify.headtohead); nothing for runs without it."""
+    from ..identify import headtohead, neurons
+    path = d / "neurons.json"
+    if not path.exists() or "directions" not in neurons.set_names(path):
+        return []
+    ov = headtohead.overlap(neurons.load(path, "paper"), neurons.load(path, "directions"))
+    lead = [x for x in headtohead.causal_lines(d) if ", `" not in x.split(":")[0]]  # the per-test comparisons
+    return ["Two methods: " + " ".join(headtohead.overlap_lines(ov, "paper", "directions") + lead)]
+
+
+def _tested(tests: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The tested rows of one named set."""
+    t = tests[tests["set"] == name] if "set" in tests else tests.iloc[0:0]
+    return t[t["p"].notna()] if "p" in t else t.iloc[0:0]
+
+
+def _csv(d: Path, name: str) -> pd.DataFrame | None:
+    """A table of the run folder, or None when the stage has not written it."""
+    return pd.read_csv(d / name) if (d / name).exists() else None
+
+
+def _json(d: Path, name: str) -> dict | None:
+    """A JSON file of the run folder, or None when absent."""
+    return json.loads((d / name).read_text()) if (d / name).exists() else None
+
+
+def data(d: Path) -> list[str]:
+    """Stage 1: dialogues generated and kept, and each annotator's agreement with the intended theme."""
+    ann = _csv(d, "annotations.csv")
+    if ann is None or "kept" not in ann or not len(ann):
+        return []
+    raters = [c for c in ann.columns if c not in ("topic", "theme", "dialogue", "style", "label", "kept", "split")]
+    kept = int(ann["kept"].sum())
+    lines = [f"{kept} of {len(ann)} generated dialogues ({kept / len(ann):.0%}) were kept by the annotators' vote."]
+    if "theme" in ann and raters:
+        lines.append("Agreement of each annotator with the intended emotion: " + ", ".join(
+            f"{a} {(ann[a] == ann['theme']).mean():.0%}" for a in raters) + ".")
+    return lines
+
+
+def identification(d: Path) -> list[str]:
+    """Stage 2: the variants against their null, the selective set, the directions set and the two methods."""
+    table, nj = _csv(d, "variants.csv"), _json(d, "neurons.json")
+    if table is None or nj is None:
+        return []
+    choice = nj.get("selective_choice", {})
+    lines = selection(table.set_index("variant"), choice.get("variant"), choice.get("why", ""),
+                      int(nj.get("params", {}).get("n_null", 0)))
+    entry = nj.get("named_sets", {}).get("directions")
+    if entry:
+        from ..identify import headtohead, neurons
+        two = {n: neurons.load(d / "neurons.json", n) for n in ("paper", "directions")}
+        lines += directions(entry) + headtohead.overlap_lines(
+            headtohead.overlap(two["paper"], two["directions"], seed=int(nj.get("params", {}).get("seed", 0))),
+            "paper", "directions")
+        lines.append("Median relative depth: " + ", ".join(
+            f"`{n}` {v:.2f}" for n, v in headtohead.median_depth(two).items()) + ".")
+    return lines
+
+
+def ablation(d: Path) -> list[str]:
+    """Stage 3: the positive control first, then one sentence per corrected test."""
+    t = _csv(d, "own_vs_random.csv")
+    if t is None:
+        return []
+    check = control(t)
+    return ([check] if check else []) + tests(t)
+
+
+def layers(d: Path) -> list[str]:
+    """Stage 4: the pre-specified grid contrasts."""
+    t = _csv(d, "grid_contrasts.csv")
+    return grid(t) if t is not None else []
+
+
+def steered(d: Path) -> list[str]:
+    """Stage 5: steering against matched random sets, and fluency."""
+    t, fl = _csv(d, "steering_tests.csv"), _csv(d, "steering_fluency.csv")
+    if t is None or fl is None:
+        return []
+    return steering(t, fl, int(t["n"].max()) if "n" in t and len(t) else 0)
+
+
+BUILDERS = {"01": data, "02": identification, "03": ablation, "04": layers, "05": steered}
+
+
+def stage(run_dir: str | Path, number: str) -> list[str]:
+    """One stage's findings ('01' to '05'), built from the run folder's files."""
+    if number not in BUILDERS:
+        raise ValueError(f"stage: must be one of {', '.join(BUILDERS)}, got {number!r}")
+    return BUILDERS[number](Path(run_dir))
+
+
+def build(run_dir: str | Path) -> dict[str, list[str]]:
+    """Every stage's findings (by notebook name) and the run's headline, from its files."""
+    d = Path(run_dir)
+    out = {name: stage(d, n) for n, name in STAGES.items()}
+    out["headline"] = headline(d) if (d / "own_vs_random.csv").exists() or (d / "variants.csv").exists() else []
+    return out
+
+
+def write(run_dir: str | Path) -> dict[str, list[str]]:
+    """Build every stage's findings and write them to run_dir/findings.json; returns them."""
+    from ..safeio import atomic_write_json
+    out = build(run_dir)
+    atomic_write_json(Path(run_dir) / FILE, out, indent=1)
+    return out
+
+
+def markdown(lines: list[str]) -> str:
+    """Findings as a Markdown bullet list."""
+    return "\n".join(f"- {line}" for line in lines) if lines else "- (no findings: the stage wrote no tables)"
+
+
+def show(run_dir: str | Path, number: str) -> None:
+    """Display one stage's findings in a notebook, built from the files the stage has just written."""
+    from IPython.display import Markdown, display
+    display(Markdown(markdown(stage(run_dir, number))))
