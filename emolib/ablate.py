@@ -24,6 +24,24 @@ def _check_mode(mode: str, means: torch.Tensor | None) -> None:
         raise ValueError("mode add needs the per-neuron amounts (e.g. activation SDs) as means")
 
 
+def down_proj_hook(idx: torch.Tensor, mode: str = "zero", value: torch.Tensor | None = None, scale: float = 0.5):
+    """A forward pre-hook for mlp.down_proj: neurons idx of its input are zeroed, set to value (mean), scaled, or
+    (add) get scale x value added; the rest pass unchanged."""
+    def hook(module, args):
+        x = args[0]
+        i = idx if idx.device == x.device else idx.to(x.device)  # offloaded layers compute elsewhere
+        if mode == "zero":
+            x[..., i] = 0
+        elif mode == "mean":
+            x[..., i] = value.to(x.device, x.dtype)
+        elif mode == "add":
+            x[..., i] += scale * value.to(x.device, x.dtype)
+        else:
+            x[..., i] *= scale
+        return (x,) + tuple(args[1:])
+    return hook
+
+
 @contextmanager
 def ablate(model, neurons: dict[int, list[int]], mode: str = "zero", means: torch.Tensor | None = None,
            scale: float = 0.5):
@@ -33,21 +51,6 @@ def ablate(model, neurons: dict[int, list[int]], mode: str = "zero", means: torc
     mlps = ffn_layers(model)
     handles = []
 
-    def make_hook(idx: torch.Tensor, value: torch.Tensor | None):
-        def hook(module, args):
-            x = args[0]
-            i = idx if idx.device == x.device else idx.to(x.device)  # offloaded layers compute elsewhere
-            if mode == "zero":
-                x[..., i] = 0
-            elif mode == "mean":
-                x[..., i] = value.to(x.device, x.dtype)
-            elif mode == "add":
-                x[..., i] += scale * value.to(x.device, x.dtype)
-            else:
-                x[..., i] *= scale
-            return (x,) + tuple(args[1:])
-        return hook
-
     try:
         for layer, idx in neurons.items():
             if not idx:
@@ -56,7 +59,7 @@ def ablate(model, neurons: dict[int, list[int]], mode: str = "zero", means: torc
             dev = dev if dev.type != "meta" else torch.device("cpu")
             t = torch.as_tensor(sorted(idx), dtype=torch.long, device=dev)
             value = means[layer, t.cpu()].to(dev) if mode in ("mean", "add") else None
-            handles.append(mlps[layer].down_proj.register_forward_pre_hook(make_hook(t, value)))
+            handles.append(mlps[layer].down_proj.register_forward_pre_hook(down_proj_hook(t, mode, value, scale)))
         yield
     finally:
         for h in handles:
