@@ -48,3 +48,13 @@ def show(fig, p: dict, name: str):
     save(fig, p["run_dir"], name)
     return fig
 
+
+
+def show_source(*fns) -> None:
+    """Display the source of functions (the method's core lines) as a highlighted Python block."""
+    import inspect
+    import textwrap
+
+    from IPython.display import Markdown, display
+    parts = [f"# {fn.__module__}.{fn.__qualname__}\n{textwrap.dedent(inspect.getsource(fn)).rstrip()}" for fn in fns]
+    display(Markdown("```python\n" + "\n\n".join(parts) + "\n```"))
