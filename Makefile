@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PARAMS ?= params/smollm2-135m.yaml
 
-.PHONY: setup book quick test compare notebooks benchmarks clean-outputs
+.PHONY: setup book quick test compare notebooks exercises benchmarks clean-outputs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ compare: setup
 # re-create notebooks/*.ipynb (without outputs) from their jupytext percent twins
 notebooks: setup
 	$(VENV)/bin/jupytext --to ipynb notebooks/0*.py
+
+# the course: exercises/*.ipynb, the stage notebooks with every solution block stubbed (see emolib/checks.py)
+exercises: setup
+	$(PY) -m emolib exercises --out exercises
 
 benchmarks: setup
 	$(PY) benchmarks/run_all.py

@@ -182,6 +182,9 @@ def _hook_unit(hook_factory) -> str | None:
     if err:
         return err
     ret, err = _call(hook, None, (out.clone(),), out)
+    if err and "UnboundLocalError" in err:
+        return err.replace("your function", "your hook") + " (inside the hook, `counts += ...` makes counts a new " \
+            "local name: add in place with counts.add_(...))"
     if err:
         return err.replace("your function", "your hook")
     if ret is not None:
@@ -192,7 +195,7 @@ def _hook_unit(hook_factory) -> str | None:
         return None
     hand = "a hand-made activation [[1, 0, -1, 2], [0.5, 0, 0, -3]] plus a position outside keep"
     if got == [0, 0, 0, 0]:
-        return f"on {hand}, counts stayed zero: add into the given tensor in place (counts += ...)"
+        return f"on {hand}, counts stayed zero: add into the given tensor in place (counts.add_(...))"
     if got == [2, 2, 1, 1]:
         return f"on {hand}, you counted activations equal to 0 as firing ({got}, expected {want}): a neuron fires " \
                f"when its activation is > 0, strictly"
