@@ -36,7 +36,7 @@ notebooks: setup
 
 # the course: exercises/*.ipynb, the stage notebooks with every solution block stubbed (see emolib/checks.py)
 exercises: setup
-	$(PY) -m emolib exercises --out exercises
+	$(PY) -m emolib exercises --out exercises --params params/quick.yaml   # on the run of make quick
 
 benchmarks: setup
 	$(PY) benchmarks/run_all.py

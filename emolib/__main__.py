@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--max-new-tokens", type=int, help="tokens per reply (default: the params' steer_max_new_tokens)")
     ex = sub.add_parser("exercises", help="write the exercise copies of the stage notebooks (solutions stubbed)")
     ex.add_argument("--out", default="exercises", help="folder to write them into (default exercises)")
+    ex.add_argument("--params", help="set this parameter file's values (and its run folder) in the copies")
     a = ap.parse_args(argv)
     from . import runner
     try:
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{path}: ok")
         elif a.cmd == "exercises":
             from . import exercises
-            for path, names in exercises.write(a.out).items():
+            for path, names in exercises.write(a.out, params=a.params).items():
                 print(f"{path}: " + (", ".join(names) if names else "no exercises"))
         elif a.cmd == "steer":
             cmd_steer(a)

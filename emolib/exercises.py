@@ -92,8 +92,32 @@ def exercise_notebook(py: Path) -> tuple[nbformat.NotebookNode, list[str]]:
     return nb, names
 
 
-def write(out: str | Path = "exercises", notebooks: str | Path | None = None) -> dict[Path, list[str]]:
-    """Write the exercise copies of the stage notebooks (01-05) into out; returns each copy and its exercises."""
+def inject(nb: nbformat.NotebookNode, params_path: str | Path, stage: str, out: Path) -> nbformat.NotebookNode:
+    """Set a parameter file's values in the copy (papermill's injected-parameters cell), its run_dir relative to the
+    copy's folder, so a learner opening it in Jupyter works on that run (e.g. the one `make quick` wrote)."""
+    import os
+
+    from papermill.parameterize import parameterize_notebook
+
+    from . import params as params_mod
+    p = params_mod.load(str(params_path))
+    values = {**params_mod.for_notebook(p, stage),
+              "run_dir": os.path.relpath(ROOT / "outputs" / p["run_name"], out.resolve())}
+    nb.metadata.setdefault("papermill", {})  # papermill reads these, as its own notebooks have them
+    for c in nb.cells:
+        c.metadata.setdefault("tags", [])
+    nb = parameterize_notebook(nb, values, kernel_name="python3", language="python")
+    for c in nb.cells:
+        if not c.metadata.get("tags"):
+            c.metadata.pop("tags", None)
+    nb.metadata.pop("papermill", None)
+    return nb
+
+
+def write(out: str | Path = "exercises", notebooks: str | Path | None = None,
+          params: str | Path | None = None) -> dict[Path, list[str]]:
+    """Write the exercise copies of the stage notebooks (01-05) into out, with a parameter file's values set when
+    given; returns each copy and its exercises."""
     src = Path(notebooks) if notebooks else ROOT / "notebooks"
     pys = sorted(p for p in src.glob("[0-9][0-9]_*.py") if p.name[:2] in STAGES)
     if not pys:
@@ -103,6 +127,8 @@ def write(out: str | Path = "exercises", notebooks: str | Path | None = None) ->
     written = {}
     for py in pys:
         nb, names = exercise_notebook(py)
+        if params:
+            nb = inject(nb, params, py.name[:2], out)
         path = out / f"{py.stem}.ipynb"
         nbformat.write(nb, path)
         written[path] = names

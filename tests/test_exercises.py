@@ -190,6 +190,10 @@ def test_make_exercises_writes_stubbed_copies(tmp_path, capsys):
         assert exercises.BEGIN not in text and text.count("raise NotImplementedError") == len(names)
         assert "counts.add_((output[keep] > 0)" not in text and "x[..., idx] = 0" not in text  # no solution left
     assert "02_neuron_identification.ipynb: the counting hook, entropy, LAPE's selection" in capsys.readouterr().out
+    assert main(["exercises", "--out", str(tmp_path / "q"), "--params", str(ROOT / "params/quick.yaml")]) == 0
+    nb = nbformat.read(tmp_path / "q" / "02_neuron_identification.ipynb", as_version=4)
+    injected = [c.source for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and 'run_name = "quick"' in injected[0] and "outputs/quick" in injected[0]
 
 
 def test_exercise_notebooks_run_to_their_first_stub(tiny_book, tmp_path):
