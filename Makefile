@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PARAMS ?= params/smollm2-135m.yaml
 
-.PHONY: setup book quick test compare notebooks benchmarks clean-outputs lint
+.PHONY: setup book quick test compare notebooks exercises benchmarks clean-outputs lint
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ compare: setup
 # re-create notebooks/*.ipynb (without outputs) from their jupytext percent twins
 notebooks: setup
 	$(VENV)/bin/jupytext --to ipynb notebooks/0*.py
+
+# the course: exercises/*.ipynb, the stage notebooks with every solution block stubbed (see emolib/checks.py)
+exercises: setup
+	$(PY) -m emolib exercises --out exercises --params params/quick.yaml   # on the run of make quick
 
 benchmarks: setup
 	$(PY) benchmarks/run_all.py

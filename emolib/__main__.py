@@ -1,4 +1,4 @@
-"""Command line: python -m emolib run | compare | classify | steer | report | lint | check."""
+"""Command line: python -m emolib run | compare | classify | steer | report | lint | check | exercises."""
 
 from __future__ import annotations
 
@@ -244,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--set", default="paper", help="named set of neurons.json (default paper)")
     st.add_argument("--n", type=int, default=3, help="replies to sample, 1 to 64")
     st.add_argument("--max-new-tokens", type=int, help="tokens per reply (default: the params' steer_max_new_tokens)")
+    ex = sub.add_parser("exercises", help="write the exercise copies of the stage notebooks (solutions stubbed)")
+    ex.add_argument("--out", default="exercises", help="folder to write them into (default exercises)")
+    ex.add_argument("--params", help="set this parameter file's values (and its run folder) in the copies")
     a = ap.parse_args(argv)
     from . import runner
     try:
@@ -273,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
                     if issubclass(w.category, UserWarning):
                         print(f"{path}: warning: {w.message}")
                 print(f"{path}: ok")
+        elif a.cmd == "exercises":
+            from . import exercises
+            for path, names in exercises.write(a.out, params=a.params).items():
+                print(f"{path}: " + (", ".join(names) if names else "no exercises"))
         elif a.cmd == "steer":
             cmd_steer(a)
         else:

@@ -122,6 +122,38 @@ for st in states.values():
 print("invariants hold")
 
 # %% [markdown]
+# ### The counting, in code
+# On every layer, the recorder's hook hands the activation to this function: per batch row, how many counted tokens
+# (the dialogue's own, never padding or the prompt) each neuron fires on, value $> 0$. The recorder then adds the
+# rows to their emotion, half and permuted labels with one matrix product.
+
+# %%
+from emolib import checks
+from emolib.identify import record
+
+book.show_source(record.fired_per_row)
+
+# %% [markdown]
+# ### Exercise: the counting hook
+# Write `make_counting_hook(counts, keep)`: it returns a forward hook for one layer's `mlp.act_fn` that adds to
+# `counts` (one integer per neuron of the layer) how many positions with `keep` True (a `[batch, tokens]` mask) have
+# an activation $> 0$. The check runs your hook on every layer of a tiny random Llama and compares its counts with
+# a brute-force recount and with `emolib.identify.record`.
+
+# %%
+def make_counting_hook(counts, keep):
+    """A forward hook for mlp.act_fn: counts [D] gets, per neuron, the kept positions (keep [B, T]) where it fires (> 0)."""
+    def hook(module, args, output):
+        # BEGIN SOLUTION
+        counts.add_((output[keep] > 0).sum(0))
+        # END SOLUTION
+    return hook
+
+
+# %%
+checks.check_counting_hook(make_counting_hook);
+
+# %% [markdown]
 # ## The paper's selection
 # The run's own setting (`record_tensor`, `filter_quantile`, `assign`, `selection_scope`, `record_tokens`; by
 # default LAPE's exact setting) makes the named set **`paper`**.
@@ -136,6 +168,60 @@ print("neurons per emotion:", per_emotion)
 H = result["entropy"].numpy().ravel()
 book.show(plots.entropy_hist(H, identify.neurons.summary_cutoff(result), result["eligible"].numpy().ravel(), LABEL),
           P, "02_entropy")
+
+# %% [markdown]
+# ### Entropy and selection, in code
+# Steps 2-5 above as the book runs them: the probabilities, their entropy over emotions, and LAPE's pick of the
+# lowest-entropy eligible neurons (`neurons.select` computes the threshold, calls it and assigns each neuron to its
+# emotions).
+
+# %%
+book.show_source(neurons.probabilities, neurons.entropy, neurons.lowest_entropy)
+
+# %% [markdown]
+# ### Exercise: entropy
+# Write `my_entropy(P)`: for firing probabilities `P` of shape `[emotions, layers, neurons]`, each neuron's entropy
+# in nats over emotions, after normalising its probabilities to sum 1, with $0 \log 0 = 0$. The check compares it
+# with hand-computed cases and with `emolib.identify.neurons.entropy`.
+
+# %%
+import torch
+
+
+def my_entropy(P):
+    """[L, D] entropy (nats) over emotions (dim 0) of each neuron's P normalised to sum 1; 0 log 0 = 0."""
+    # BEGIN SOLUTION
+    q = P / P.sum(0, keepdim=True)
+    return -torch.where(q > 0, q * q.log(), torch.zeros_like(q)).sum(0)
+    # END SOLUTION
+
+
+# %%
+checks.check_entropy(my_entropy);
+
+# %% [markdown]
+# ### Exercise: LAPE's selection
+# Write `my_select(P, top_rate, filter_quantile)`: the `(layer, index)` pairs of the `round(top_rate × L × D)`
+# lowest-entropy neurons among those whose largest firing probability is at least the `filter_quantile` of all
+# values of `P` (LAPE's filter). Use `neurons.entropy` or your own. The check compares it with `emolib.identify.neurons.select`
+# on a small table that contains rarely firing, single-emotion neurons.
+
+# %%
+def my_select(P, top_rate, filter_quantile):
+    """The (layer, index) pairs of the top_rate x L x D lowest-entropy neurons that pass LAPE's filter."""
+    # BEGIN SOLUTION
+    E, L, D = P.shape
+    H = neurons.entropy(P)
+    thr = torch.quantile(P.flatten().float(), filter_quantile)
+    eligible = torch.isfinite(H) & (P.max(0).values >= thr)
+    k = max(1, round(top_rate * L * D))
+    ranked = torch.argsort(torch.where(eligible, H, torch.inf).flatten(), stable=True)
+    return [divmod(int(u), D) for u in ranked[: min(k, int(eligible.sum()))]]
+    # END SOLUTION
+
+
+# %%
+checks.check_selection(my_select);
 
 # %% [markdown]
 # ## Are the selected neurons selective?

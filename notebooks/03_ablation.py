@@ -116,6 +116,43 @@ scorer = effects.Scorer(clf, P, inst, means=means)
 print(f"{int(sums['n'].sum())} train dialogues, {sums['count']:,} positions; stored in {attribution.STATS_FILE}")
 
 # %% [markdown]
+# ### The ablation hook and the attribution estimate, in code
+# Every intervention of stages 3 and 5 is this one forward pre-hook on `mlp.down_proj`: it changes the chosen
+# neurons of the MLP's hidden vector before the down projection. Each row of a batch uses its own mask: its
+# neurons are multiplied by 0 (zero ablation) and get their mean added (mean ablation) or α SDs added (steering),
+# so the scorer scores many masks in one batch; `ablate.ablate` is the same hook with one mask for every row. The
+# attribution estimate is the first
+# order change of the margin, (replacement − activation) × gradient, averaged over an emotion's items.
+
+# %%
+from emolib.causal import ablate
+from emolib import checks
+
+book.show_source(ablate.down_proj_hook, attribution.estimate)
+
+# %% [markdown]
+# ### Exercise: the ablation hook
+# Write `make_ablation_hook(idx)`: it returns a forward pre-hook `(module, args)` for `mlp.down_proj` that sets
+# the neurons `idx` (a tensor of indices) of its input to zero and passes everything else unchanged. The check, on
+# a tiny random Llama: an empty mask changes no logit, masking every neuron of a layer zeroes that MLP's output, and
+# a partial mask gives the logits of `emolib.causal.ablate`.
+
+# %%
+def make_ablation_hook(idx):
+    """A forward pre-hook for mlp.down_proj that zeroes neurons idx of its input."""
+    def hook(module, args):
+        # BEGIN SOLUTION
+        x = args[0]
+        x[..., idx] = 0
+        return (x,) + tuple(args[1:])
+        # END SOLUTION
+    return hook
+
+
+# %%
+checks.check_ablation_hook(make_ablation_hook);
+
+# %% [markdown]
 # ## Baseline on the eval data
 # How well the unmodified model classifies the eval dialogues with the chosen instrument, and, for comparison, the
 # eval-topic dialogues before any vote (labelled with their intended emotion).

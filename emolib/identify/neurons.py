@@ -33,6 +33,18 @@ def threshold(P: torch.Tensor, q: float) -> float:
     return float(torch.quantile(flat, q))
 
 
+def lowest_entropy(P: torch.Tensor, H: torch.Tensor, fired: torch.Tensor, thr: float, k: int, min_count: int = 0,
+                   use_filter: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """LAPE's pick: the eligible neurons [L, D] (fired at least max(1, min_count) times; with the filter, a largest P
+    at or above thr) and the flat indices of the k lowest-entropy ones among them, lowest first (ties by index)."""
+    eligible = torch.isfinite(H) & (fired >= max(1, min_count))
+    if use_filter:
+        eligible &= P.max(0).values >= thr
+    flat_H = torch.where(eligible, H, torch.full_like(H, math.inf)).flatten()
+    chosen = torch.sort(flat_H, stable=True).indices[: min(k, int(eligible.sum()))]
+    return eligible, chosen
+
+
 def select(counts: torch.Tensor, tokens: torch.Tensor, emotions: list[str], top_rate: float = 0.01,
            filter_quantile: float | None = 0.95, assign: str = "threshold", min_count: int = 0,
            scope: str = "global") -> dict:
@@ -48,15 +60,11 @@ def select(counts: torch.Tensor, tokens: torch.Tensor, emotions: list[str], top_
     E, L, D = P.shape
     H = entropy(P)
     thr = threshold(P, filter_quantile if filter_quantile is not None else 0.95)
-    eligible = torch.isfinite(H) & (counts.sum(0) >= max(1, min_count))
-    if filter_quantile is not None:
-        eligible &= P.max(0).values >= thr
     k = max(1, round(top_rate * L * D))
+    eligible, chosen = lowest_entropy(P, H, counts.sum(0), thr, k, min_count, filter_quantile is not None)
     flat_H = torch.where(eligible, H, torch.full_like(H, math.inf)).flatten()
     top = P.argmax(0).flatten()
     if scope == "global":
-        order = torch.sort(flat_H, stable=True).indices
-        chosen = order[: min(k, int(eligible.sum()))]
         cutoff = {"all": float(flat_H[chosen].max()) if len(chosen) else math.nan}
     else:
         chosen_parts, cutoff = [], {}

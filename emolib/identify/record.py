@@ -66,6 +66,17 @@ def make_batch(items: list[tuple[list[int], int, int]], pad_id: int, tokens: str
     return ids, attn, count
 
 
+def fired_per_row(h: torch.Tensor, flat: torch.Tensor, rows: torch.Tensor,
+                  n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The counting itself: of h [B, T, D], the counted positions (flat, indices into h.flatten(0, 1)) and their batch
+    rows; returns [B, D] how many counted tokens of each row each neuron fires on (value > 0), and the selected
+    vectors [N, D]."""
+    sel = h.flatten(0, 1).index_select(0, flat)  # [N counted tokens, D]
+    fired = torch.zeros((n_rows, sel.shape[1]), dtype=torch.float32, device=h.device)
+    fired.index_add_(0, rows, (sel > 0).to(torch.float32))  # tokens fired per row (exact in fp32)
+    return fired, sel
+
+
 class Recorder:
     """Hooks on every layer's act_fn (output) and down_proj (input). Each batch row belongs to several count
     groups (its emotion and half; its emotion under each null permutation); per layer and tensor, the rows' firing
@@ -110,9 +121,7 @@ class Recorder:
 
     def _count(self, tensor: str, layer: int, h: torch.Tensor) -> None:
         flat, rows, groups = self._put(h.device)
-        sel = h.flatten(0, 1).index_select(0, flat)  # [N counted tokens, D]
-        fired = torch.zeros((self.n_rows, sel.shape[1]), dtype=torch.float32, device=h.device)
-        fired.index_add_(0, rows, (sel > 0).to(torch.float32))  # [B, D] tokens fired per row (exact in fp32)
+        fired, sel = fired_per_row(h, flat, rows, self.n_rows)
         if self.counts[tensor][layer].device != h.device:
             self.counts[tensor][layer] = self.counts[tensor][layer].to(h.device)
         self.counts[tensor][layer] += (groups @ fired).to(torch.int32)

@@ -55,3 +55,13 @@ def save_table(p: dict, tables: dict[str, pd.DataFrame], name: str) -> pd.DataFr
     from ..safeio import atomic_save
     atomic_save(Path(p["run_dir"]) / name, lambda tmp: table.to_csv(tmp, index=False))
     return table
+
+
+def show_source(*fns) -> None:
+    """Display the source of functions (the method's core lines) as a highlighted Python block."""
+    import inspect
+    import textwrap
+
+    from IPython.display import Markdown, display
+    parts = [f"# {fn.__module__}.{fn.__qualname__}\n{textwrap.dedent(inspect.getsource(fn)).rstrip()}" for fn in fns]
+    display(Markdown("```python\n" + "\n\n".join(parts) + "\n```"))
