@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 1 · Building an emotion dialogue dataset (EmoPrism, reproduced)
 #
-# [book README](../README.md) · [02 →](02_neuron_identification.ipynb)
+# [02 →](02_neuron_identification.ipynb)
 #
 # **Runtime:** in the findings box above.
 #
@@ -237,17 +237,18 @@ book.show(plots.length_distribution(kept, LABEL), P, "01_lengths")
 # The dataset is saved with `DatasetDict.save_to_disk` under `<run>/data/`, with a dataset card beside it.
 
 # %%
-display(Markdown(open(f"{P['run_dir']}/data/README.md").read().replace("# Emotion dialogues", "#### Emotion dialogues", 1)))
+card = open(f"{P['run_dir']}/data/README.md").read()
+display(Markdown(card.replace("# Emotion dialogues", "#### Emotion dialogues", 1)))
 
 # %% [markdown]
 # ## Questions
 # Answerable from this notebook (fastbook-style questionnaire).
 # 1. EmoPrism keeps a dialogue when at least 3 of 4 votes agree. Which four votes, and what does the kept fraction per
-# theme in this run say about which emotions the annotators find ambiguous?
+#    theme in this run say about which emotions the annotators find ambiguous?
 # 2. Why are *implicit* dialogues kept less often than *explicit* ones, and what would a dataset of only explicit
-# dialogues let a neuron get away with?
+#    dialogues let a neuron get away with?
 # 3. Why does the vote on eval items leave out an annotator that is the studied model, and why is the split made by
-# topic rather than by dialogue?
+#    topic rather than by dialogue?
 # 4. Fleiss' kappa and the per-annotator agreement with the theme measure different things. Which one would you report
-# to argue that the labels are trustworthy, and why?
+#    to argue that the labels are trustworthy, and why?
 # 5. Why are the small annotators' label scores calibrated against a content-free input?

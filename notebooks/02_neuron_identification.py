@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 2 · Identifying emotion neurons, and testing whether they are emotion-selective
 #
-# [← 01](01_data_construction.ipynb) · [book README](../README.md) · [03 →](03_ablation.ipynb)
+# [← 01](01_data_construction.ipynb) · [03 →](03_ablation.ipynb)
 #
 # **Runtime:** in the findings box above.
 #
@@ -353,11 +353,11 @@ display(Markdown("\n".join(f"- {line}" for line in lines)))
 # ## Questions
 # Answerable from this notebook (fastbook-style questionnaire).
 # 1. Write out the five steps of LAPE's selection. Which step would select neurons that fired a handful of times in
-# one emotion if it were removed, and what does this notebook use instead when the filter is off?
+#    one emotion if it were removed, and what does this notebook use instead when the filter is off?
 # 2. Why does LAPE's filter behave differently for emotions than for languages? Use the entropy histogram of this run
-# in your answer.
+#    in your answer.
 # 3. What does the label-permutation null estimate, and why is beating it necessary but weak evidence that the neurons
-# encode emotion?
+#    encode emotion?
 # 4. Why is split-half stability compared with random sets drawn from the eligible pool rather than from all neurons?
 # 5. Why is a neuron selected at the `answer` position weaker evidence of emotion processing than one selected on the
-# dialogue's own tokens?
+#    dialogue's own tokens?

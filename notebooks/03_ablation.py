@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 3 · Do the neurons matter? An ablation test that can say yes
 #
-# [← 02](02_neuron_identification.ipynb) · [book README](../README.md) · [04 →](04_layer_analysis.ipynb)
+# [← 02](02_neuron_identification.ipynb) · [04 →](04_layer_analysis.ipynb)
 #
 # **Runtime:** in the findings box above.
 #
@@ -325,12 +325,12 @@ display(budget.table(design).style.format({"item-masks": "{:,.0f}", "minutes (es
 # ## Questions
 # Answerable from this notebook (fastbook-style questionnaire).
 # 1. Why must a test that never rejects show a positive control? What would this notebook's verdicts mean if the
-# `attribution` set were not found?
+#    `attribution` set were not found?
 # 2. Why are random sets matched on layer, firing decile and activation-SD decile, rather than drawn from all neurons?
-# Which confound does each matching remove?
+#    Which confound does each matching remove?
 # 3. The primary intervention arm is the one whose random sets move the margin least. Why choose it on random sets
-# only, before scoring any own set?
+#    only, before scoring any own set?
 # 4. Why is the margin (in nat) the measure, with accuracy beside it? Give one case where accuracy hides an effect the
-# margin shows.
+#    margin shows.
 # 5. Read the specificity figures: which set's effect is shared by every emotion's items, and why does that weaken a
-# claim of emotion-specific neurons?
+#    claim of emotion-specific neurons?

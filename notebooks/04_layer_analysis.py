@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 4 · How much, and where? Dose-response and depth
 #
-# [← 03](03_ablation.ipynb) · [book README](../README.md) · [05 →](05_steering.ipynb)
+# [← 03](03_ablation.ipynb) · [05 →](05_steering.ipynb)
 #
 # **Runtime:** in the findings box above.
 #
@@ -168,12 +168,12 @@ display(Markdown("\n".join(f"- {line}" for line in effects.grid_findings(contras
 # ## Questions
 # Answerable from this notebook (fastbook-style questionnaire).
 # 1. Why is the dose slope computed against log10 of the share of neurons masked, and against the slope of random
-# *series* rather than of independent random sets?
+#    *series* rather than of independent random sets?
 # 2. Why are the dose and depth grids shown as descriptive figures, while only two contrasts per set and emotion are
-# tested? What would go wrong if the most striking grid cell were tested afterwards?
+#    tested? What would go wrong if the most striking grid cell were tested afterwards?
 # 3. The top-minus-bottom contrast uses random sets matched per layer. Why does that make the random series land in
-# the same depth ranges as the own set?
+#    the same depth ranges as the own set?
 # 4. Pick the extreme dose-grid cell named above. Is it evidence of an emotion effect? Use its between-set SD and its
-# number of items in your answer.
+#    number of items in your answer.
 # 5. The positive control's lines say whether each contrast can find even the control at this size. Why must 'no
-# detectable difference' be read together with that line?
+#    detectable difference' be read together with that line?

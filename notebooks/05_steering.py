@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 5 · Are the emotion neurons sufficient? Steering generation
 #
-# [← 04](04_layer_analysis.ipynb) · [book README](../README.md) · [06 →](06_model_comparison.ipynb)
+# [← 04](04_layer_analysis.ipynb) · next: notebook 06 (model comparison), run on two finished runs
 #
 # **Runtime:** in the findings box above.
 #
@@ -231,5 +231,5 @@ else:
 # 2. Why are the replies scored by the *other* model and by MiniLM, never by the steered model itself?
 # 3. What do common random numbers buy in this design? What would the comparison between conditions lose without them?
 # 4. A set raises the target share but also the replies' perplexity and the share of degenerate replies. How do the
-# dose-response and fluency figures tell steering apart from breaking the model?
+#    dose-response and fluency figures tell steering apart from breaking the model?
 # 5. The direction intervention is descriptive here (no random directions). What control would make it a test?

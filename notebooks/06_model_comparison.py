@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 6 · Comparing models
 #
-# [← 05](05_steering.ipynb) · [book README](../README.md)
+# previous: notebook 05 (each compared run has its own notebooks 01-05 under `outputs/<run>/`)
 #
 # **Runtime:** in the findings box above.
 #
@@ -139,10 +139,10 @@ for d in runs:
 # ## Questions
 # Answerable from this notebook (fastbook-style questionnaire).
 # 1. Why are emotion neurons compared as shares of a run's emotion neurons and by relative depth, not as counts and
-# layer numbers?
+#    layer numbers?
 # 2. The two runs can give different verdicts for the same emotion. Why is that not evidence that the models differ?
-# What test would be?
+#    What test would be?
 # 3. How much do the `paper` and `directions` sets overlap in each run, against the chance overlap shown? What does a
-# low overlap say about the two methods?
+#    low overlap say about the two methods?
 # 4. Which of the two runs' positive controls were found, and how does that change how you read each run's other
-# verdicts?
+#    verdicts?
