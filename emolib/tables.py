@@ -42,8 +42,7 @@ def narrow(df: pd.DataFrame, columns: list[str], fmt: dict | None = None, csv: s
     if not index:
         st = st.hide(axis="index")
     if csv:
-        st = st.set_caption(f"{len(columns)} of {df.shape[1]} columns; all of them are in <code>{csv}</code>"
-                            if df.shape[1] > len(columns) else f"also in <code>{csv}</code>")
+        st = st.set_caption(f"{len(columns)} columns shown; every column is in <code>{csv}</code>")
     return st
 
 
