@@ -125,7 +125,8 @@ if len(acc):
             f"{100 * r.own_minus_random_accuracy:+.0f} pp (margin {r.own_minus_random_margin:+.2f} nat), "
             f"between random sets SD {100 * r.random_d_accuracy_sd:.0f} pp and {r.random_d_margin_sd:.2f} nat over "
             f"{r.n_random} sets" for r in ext.drop_duplicates().itertuples())
-        + f". Each cell has {int(acc.n_items.min())}-{int(acc.n_items.max())} items per emotion, so its accuracy "
+        + f". Each cell has {'-'.join(map(str, sorted({int(acc.n_items.min()), int(acc.n_items.max())})))} items "
+        "per emotion, so its accuracy "
         f"moves in steps of at least {100 / acc.n_items.max():.0f} pp; read the margin and its SD, not the "
         "accuracy, and only the tested contrasts below for conclusions."))
 
