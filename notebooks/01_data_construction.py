@@ -14,6 +14,28 @@
 # %% [markdown]
 # # 1 · Building an emotion dialogue dataset (EmoPrism, reproduced)
 #
+# [02 →](02_neuron_identification.ipynb)
+#
+# **Runtime:** in the findings box above.
+#
+# **What you will learn**
+# - how EmoPrism was built: topics, synthesis of two-speaker dialogues, and a 3-of-4 vote on labels;
+# - how this book rebuilds it offline (template dialogues, three small annotators) or at full quality through an
+#   OpenAI-compatible server;
+# - how to read annotator agreement: confusion matrices and Fleiss' kappa;
+# - why the eval split must be independent of the studied model and of the train dialogues.
+#
+# **Prerequisites:** none: this is the first stage. Concepts: supervised labels, train/eval splits, inter-annotator
+# agreement.
+#
+# **References.** Lee et al., [Do Large Language Models Have “Emotion
+# Neurons”?](https://aclanthology.org/2025.findings-acl.806/) (Findings of ACL 2025) · LAPE: Tang et al.,
+# [Language-Specific Neurons: The Key to Multilingual Capabilities in Large Language
+# Models](https://arxiv.org/abs/2402.16438) (ACL 2024) · EmoPrism, the paper's dataset
+# ([10kH/Emotion-Neuron](https://github.com/10kH/Emotion-Neuron), MIT code, CC-BY-4.0 data) · attribution patching:
+# [Nanda 2023](https://www.neelnanda.io/mechanistic-interpretability/attribution-patching), Syed et al. 2023 ([arXiv
+# 2310.10348](https://arxiv.org/abs/2310.10348)).
+#
 # Lee et al. (2025) needed text in which one emotion is unambiguous, so they built **EmoPrism**:
 #
 # 1. **Topics.** 315 base topics (from the FITS topic set) were paraphrased in four rounds into 5,040 topics.
@@ -41,9 +63,9 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from emolib.dataset import annotate, build_data, data, endpoint
-from emolib.report import book, plots
+from emolib.report import book, plots, tables
 
-# %% tags=["parameters"]
+# %% tags=["parameters"] jupyter={"source_hidden": true}
 run_name = "smollm2-135m"
 model = "smollm2-135m-instruct"
 dtype = "auto"
@@ -102,23 +124,22 @@ if P["data_source"] != "emoprism":
     print(f"{len(topics)} topics sampled from the '{P['topic_pool']}' pool, e.g.:", "; ".join(topics[:8]))
 
 # %% [markdown]
-# ## The prompts sent to endpoints
-# With `data_source: openai` each (topic, emotion, sample) is one request with the synthesis prompt; each
-# `openai:<model>` annotator gets one request per dialogue with the labelling prompt. Both are text files in the
-# package (`emolib/data/endpoint-prompts/`), after EmoPrism's published pipeline. A reply that is not 3-8 alternating
-# `A:`/`B:` turns, or that names no single emotion, is asked again (`endpoint_malformed_retries`), then dropped
-# and counted by reason. Requests run concurrently (`endpoint_max_concurrency`), and 429s, 5xx errors and
-# timeouts are retried with exponential back-off. Every reply is appended to a content-keyed cache before it is
-# used, so an interrupted build resumes without paying for a request twice. API keys are read from the
-# environment variable that `endpoint_api_key_env` names, and never written anywhere.
+# ## Endpoints (large models behind an OpenAI-compatible server)
+# Used only with `data_source: openai` or an `openai:<model>` annotator; the cell below says whether this run uses
+# one, and if it does, shows the prompts sent and the servers.
 
 # %%
-for name in ("synthesis", "labelling"):
-    display(Markdown(f"**{name}** (`emolib/data/endpoint-prompts/{name}.txt`)\n\n```\n{endpoint.prompt(name)}```"))
 if endpoint.uses_endpoints(P):
-    for ep in endpoint.endpoints(P):
-        print(f"{ep.model} at {ep.base_url}: temperature {ep.temperature}, max_tokens {ep.max_tokens}, "
-              f"{ep.max_concurrency} concurrent, key from {ep.api_key_env or '(none)'}")
+    display(Markdown(endpoint.HOW_IT_WORKS))
+    for name in ("synthesis", "labelling"):
+        display(Markdown(f"**{name}** (`emolib/data/endpoint-prompts/{name}.txt`)\n\n```\n{endpoint.prompt(name)}```"))
+    display(pd.DataFrame([{"model": ep.model, "server": ep.base_url, "temperature": ep.temperature,
+                           "max_tokens": ep.max_tokens, "concurrent": ep.max_concurrency,
+                           "key from": ep.api_key_env or "(none)"} for ep in endpoint.endpoints(P)])
+            .style.hide(axis="index"))
+else:
+    display(Markdown(f"*This run uses no endpoint* (`data_source: {P['data_source']}`, local annotators "
+                     f"{', '.join(P['annotators'])}), so no prompt is sent anywhere and this section is skipped."))
 
 # %% [markdown]
 # ## Synthesis, labelling and splitting
@@ -128,16 +149,18 @@ if endpoint.uses_endpoints(P):
 
 # %%
 dd, df, stats = build_data.build(P)
-print(stats)
-dd
+display(tables.pairs(stats, "build step", "count", caption="What the build did"))
+display(pd.DataFrame({s: {"rows": dd[s].num_rows, "columns": ", ".join(dd[s].column_names)} for s in dd}).T)
 
 # %% [markdown]
-# What the endpoints cost: requests and tokens per model, summed over every reply in the endpoint cache (the
-# cache of this `outputs/` folder, so builds that share it are counted once).
+# What the endpoints cost, when the run uses one: requests and tokens per model, summed over every reply in the
+# endpoint cache (the cache of this `outputs/` folder, so builds that share it are counted once).
 
 # %%
 if endpoint.uses_endpoints(P):
     display(endpoint.usage(endpoint.cache_dir(P)).style.format(thousands=",").hide(axis="index"))
+else:
+    display(Markdown("*No endpoint was used, so nothing was paid for.*"))
 
 # %% [markdown]
 # ## What the dialogues look like
@@ -215,4 +238,18 @@ book.show(plots.length_distribution(kept, LABEL), P, "01_lengths")
 # The dataset is saved with `DatasetDict.save_to_disk` under `<run>/data/`, with a dataset card beside it.
 
 # %%
-print(open(f"{P['run_dir']}/data/README.md").read())
+card = open(f"{P['run_dir']}/data/README.md").read()
+display(Markdown(card.replace("# Emotion dialogues", "#### Emotion dialogues", 1)))
+
+# %% [markdown]
+# ## Questions
+# Answerable from this notebook (fastbook-style questionnaire).
+# 1. EmoPrism keeps a dialogue when at least 3 of 4 votes agree. Which four votes, and what does the kept fraction per
+#    theme in this run say about which emotions the annotators find ambiguous?
+# 2. Why are *implicit* dialogues kept less often than *explicit* ones, and what would a dataset of only explicit
+#    dialogues let a neuron get away with?
+# 3. Why does the vote on eval items leave out an annotator that is the studied model, and why is the split made by
+#    topic rather than by dialogue?
+# 4. Fleiss' kappa and the per-annotator agreement with the theme measure different things. Which one would you report
+#    to argue that the labels are trustworthy, and why?
+# 5. Why are the small annotators' label scores calibrated against a content-free input?

@@ -14,6 +14,29 @@
 # %% [markdown]
 # # 2 · Identifying emotion neurons, and testing whether they are emotion-selective
 #
+# [← 01](01_data_construction.ipynb) · [03 →](03_ablation.ipynb)
+#
+# **Runtime:** in the findings box above.
+#
+# **What you will learn**
+# - LAPE's entropy selection of emotion neurons, step by step, and why its filter behaves differently for emotions
+#   than for languages;
+# - how a label-permutation null tells what the same procedure selects from noise (cut-off p, expected false
+#   selections, FDR);
+# - how to judge a selection by its selectivity, its split-half stability and its depth against the right baseline;
+# - a second method (emotion directions and per-neuron contributions) and how the two compare.
+#
+# **Prerequisites:** notebook 01 (its `data/` train split). Concepts: an FFN neuron in a gated MLP, entropy of a
+# distribution, permutation tests, Jaccard overlap.
+#
+# **References.** Lee et al., [Do Large Language Models Have “Emotion
+# Neurons”?](https://aclanthology.org/2025.findings-acl.806/) (Findings of ACL 2025) · LAPE: Tang et al.,
+# [Language-Specific Neurons: The Key to Multilingual Capabilities in Large Language
+# Models](https://arxiv.org/abs/2402.16438) (ACL 2024) · EmoPrism, the paper's dataset
+# ([10kH/Emotion-Neuron](https://github.com/10kH/Emotion-Neuron), MIT code, CC-BY-4.0 data) · attribution patching:
+# [Nanda 2023](https://www.neelnanda.io/mechanistic-interpretability/attribution-patching), Syed et al. 2023 ([arXiv
+# 2310.10348](https://arxiv.org/abs/2310.10348)).
+#
 # A *neuron* here is one unit of a decoder layer's gated FFN: index $i$ of $\mathrm{act}(W_{gate}x)$, the
 # activation that, multiplied by $W_{up}x$, enters `down_proj`. Following the language-specific-neuron method
 # (LAPE, Tang et al. 2024) that Lee et al. adapt:
@@ -23,9 +46,11 @@
 # 2. $P(u,e) = f(u,e)/T_e$, normalised over emotions: $\hat P(u,e) = P(u,e)/\sum_{e'} P(u,e')$.
 # 3. Entropy $H(u) = -\sum_e \hat P(u,e)\log \hat P(u,e)$ (nats; $0\log 0 = 0$). Low entropy = fires for few emotions.
 # 4. Neurons that rarely fire would win with zero entropy, so LAPE keeps only neurons whose largest $P$ reaches
-#    the `filter_quantile` (0.95) of all $P$ values.
-# 5. The `top_rate` (1%) of all $L \times d_{ff}$ neurons with the lowest entropy are **emotion neurons**; each is
+#    the `filter_quantile` quantile of all $P$ values.
+# 5. The `top_rate` share of all $L \times d_{ff}$ neurons with the lowest entropy are **emotion neurons**; each is
 #    assigned to every emotion whose $P$ exceeds that same threshold.
+#
+# This run's values of these parameters are printed just below the parameters.
 #
 # **Why this filter behaves differently for emotions than for languages.** A language-specific neuron fires on most
 # tokens of its language and almost never on others: languages have their own words and scripts, so "fires
@@ -47,11 +72,11 @@ from IPython.display import Markdown, display
 
 import pandas as pd
 
-from emolib.report import book, findings, plots
+from emolib.report import book, findings, plots, tables
 from emolib.identify import directions, headtohead, selection as identify, neurons
 from emolib.lm import models
 
-# %% tags=["parameters"]
+# %% tags=["parameters"] jupyter={"source_hidden": true}
 run_name = "smollm2-135m"
 model = "smollm2-135m-instruct"
 dtype = "auto"
@@ -83,6 +108,9 @@ run_dir = None
 # %%
 P = book.setup(globals(), "02")
 LABEL = book.run_title(P)
+display(Markdown(f"This run: LAPE filter at the **{P['filter_quantile']:g}** quantile of $P$ "
+                 f"(`filter_quantile`), the lowest-entropy **{P['top_rate']:.2%}** of neurons selected (`top_rate`), "
+                 f"**{P['n_null']}** label permutations for the null (`n_null`)."))
 
 # %% [markdown]
 # ## Recording
@@ -103,7 +131,7 @@ state = states["dialogue"]
 T = state["tokens"].sum(0)
 print(f"{L} layers x {D} neurons = {L * D:,} FFN neurons, {state['dtype']}; both tensors counted, "
       f"{P['n_null']} label permutations")
-print("tokens counted per emotion (T_e):", dict(zip(state["emotions"], T.tolist())))
+display(tables.row(dict(zip(state["emotions"], T.tolist())), "tokens counted (T_e)", fmt="{:,}"))
 for name, st in states.items():
     n = int(st["tokens"].sum())
     print(f"{name} pass: {n:,} counted positions in {st['seconds']:.0f} s")
@@ -164,9 +192,9 @@ result = identify.select_all(paper_state, P)
 per_emotion = {e: len(v) for e, v in result["sets"].items()}
 print(f"selected {len(result['selected'])} of {L * D:,} neurons ({len(result['selected']) / (L * D):.2%}); "
       f"{result['n_eligible']:,} passed the filter (threshold P >= {result['threshold']:.3f})")
-print("neurons per emotion:", per_emotion)
+display(tables.row(per_emotion, "neurons per emotion"))
 H = result["entropy"].numpy().ravel()
-book.show(plots.entropy_hist(H, identify.neurons.summary_cutoff(result), result["eligible"].numpy().ravel(), LABEL),
+book.show(plots.entropy_hist(H, neurons.summary_cutoff(result), result["eligible"].numpy().ravel(), LABEL),
           P, "02_entropy")
 
 # %% [markdown]
@@ -243,7 +271,8 @@ groups = {"selected (paper)": [float(ratio[l, i]) for l, i in sel_idx],
           "selected under the null (all permutations)": null_ratios}
 book.show(plots.selectivity_distributions(groups, LABEL), P, "02_selectivity")
 served = identify.emotions_per_neuron(result)
-print("selected neurons by the number of emotions they are assigned to:", served.to_dict())
+display(tables.row({f"{k} emotion{'s' * (k > 1)}": v for k, v in served.items()}, "selected neurons",
+                   caption="Selected neurons by the number of emotions each is assigned to"))
 
 # %% [markdown]
 # ## Every faithful variant, from the same recordings
@@ -258,19 +287,26 @@ print("selected neurons by the number of emotions they are assigned to:", served
 
 # %%
 table, results, nulls = identify.evaluate_variants(states, P)
-cols = ["tensor", "tokens", "filter_quantile", "assign", "scope", "n_eligible", "n_selected", "median_selectivity",
-        "null_selectivity", "p_cutoff", "expected_false", "fdr", "jaccard", "jaccard_chance", "depth_b/m/t_%",
-        "beats_null", "stable"]
-display(table[cols].style.format({"median_selectivity": "{:.2f}x", "null_selectivity": "{:.2f}x", "p_cutoff": "{:.3f}",
-                                  "expected_false": "{:.1f}", "fdr": "{:.3f}", "jaccard": "{:.2f}",
-                                  "jaccard_chance": "{:.3f}"}))
+shown = table.assign(**{"selectivity (null)": [f"{a:.2f}x ({b:.2f}x)" for a, b in
+                                                  zip(table.median_selectivity, table.null_selectivity)],
+                         "jaccard (chance)": [f"{a:.2f} ({b:.3f})" for a, b in zip(table.jaccard, table.jaccard_chance)]})
+display(tables.narrow(shown, ["n_selected", "selectivity (null)", "p_cutoff", "fdr", "jaccard (chance)",
+                              "beats_null", "stable"], {"p_cutoff": "{:.3f}", "fdr": "{:.3f}"},
+                      csv="variants.csv", index=True))
+display(Markdown(f"With {P['n_null']} permutations the smallest possible `p_cutoff` is 1/{P['n_null'] + 1} ≈ "
+                 f"{1 / (P['n_null'] + 1):.3f}. Rules: beats the null when p_cutoff < {identify.ALPHA:g} and fdr ≤ "
+                 f"{identify.ALPHA:g}; stable when jaccard ≥ {identify.STABLE_FACTOR:g}× chance. "
+                 f"{int(table.beats_null.sum())} of {len(table)} variants beat the null and "
+                 f"{int(table.stable.sum())} are stable; each variant's depth shares are in the CSV."))
 book.show(plots.null_cutoffs(table, nulls, LABEL), P, "02_null")
 
 # %% [markdown]
-# How to read it: **p_cutoff** is the share of permutations (plus one) whose cut-off is as low as the real one; with
-# 20 permutations the smallest possible value is 1/21 ≈ 0.048. **expected_false** is the mean number of neurons the
-# null puts below the real cut-off, so **fdr** = expected_false / n_selected. A variant **beats the null** when
-# p_cutoff < 0.05 and fdr ≤ 0.05, and is **stable** when its split-half Jaccard is at least 5× the chance level.
+# How to read it: each row is a variant, named by its tensor, tokens, filter, assignment and scope (those columns,
+# and the eligible pool, are in `variants.csv`). **p_cutoff** is the share of permutations (plus one) whose cut-off
+# is as low as the real one, so it cannot go below 1/(`n_null` + 1) (printed above). **expected_false** is the mean number of neurons the
+# null puts below the real cut-off, so **fdr** = expected_false / n_selected. A variant **beats the null** when both
+# p_cutoff and fdr are below a fixed level, and is **stable** when its split-half Jaccard is a fixed multiple of the
+# chance level (both rules are printed under the table).
 # With thousands of tokens per emotion, tiny differences in firing rate are real, so beating the null is necessary
 # but weak: the effect size is the selectivity, and notebook 03 tests whether the neurons matter causally.
 #
@@ -395,3 +431,16 @@ book.show(plots.stability_bars(stab, LABEL), P, "02_stability")
 
 # %%
 findings.show(P["run_dir"], "02")
+
+# %% [markdown]
+# ## Questions
+# Answerable from this notebook (fastbook-style questionnaire).
+# 1. Write out the five steps of LAPE's selection. Which step would select neurons that fired a handful of times in
+#    one emotion if it were removed, and what does this notebook use instead when the filter is off?
+# 2. Why does LAPE's filter behave differently for emotions than for languages? Use the entropy histogram of this run
+#    in your answer.
+# 3. What does the label-permutation null estimate, and why is beating it necessary but weak evidence that the neurons
+#    encode emotion?
+# 4. Why is split-half stability compared with random sets drawn from the eligible pool rather than from all neurons?
+# 5. Why is a neuron selected at the `answer` position weaker evidence of emotion processing than one selected on the
+#    dialogue's own tokens?

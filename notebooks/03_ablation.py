@@ -14,6 +14,29 @@
 # %% [markdown]
 # # 3 · Do the neurons matter? An ablation test that can say yes
 #
+# [← 02](02_neuron_identification.ipynb) · [04 →](04_layer_analysis.ipynb)
+#
+# **Runtime:** in the findings box above.
+#
+# **What you will learn**
+# - why an ablation test must first show that it can say yes (a positive control built by attribution patching);
+# - how the margin, the intervention arms and the instrument are fixed on dev and pilot data before any own set is
+#   scored;
+# - how random sets matched on layer, firing rate and activation spread make a fair comparison, and how Holm
+#   correction and power are read;
+# - whether each emotion's neurons are specific: whose items their ablation moves.
+#
+# **Prerequisites:** notebooks 01 (eval split) and 02 (`neurons.json`). Concepts: ablation (zero or mean),
+# log-probability margins, t tests and multiple-comparison correction, statistical power.
+#
+# **References.** Lee et al., [Do Large Language Models Have “Emotion
+# Neurons”?](https://aclanthology.org/2025.findings-acl.806/) (Findings of ACL 2025) · LAPE: Tang et al.,
+# [Language-Specific Neurons: The Key to Multilingual Capabilities in Large Language
+# Models](https://arxiv.org/abs/2402.16438) (ACL 2024) · EmoPrism, the paper's dataset
+# ([10kH/Emotion-Neuron](https://github.com/10kH/Emotion-Neuron), MIT code, CC-BY-4.0 data) · attribution patching:
+# [Nanda 2023](https://www.neelnanda.io/mechanistic-interpretability/attribution-patching), Syed et al. 2023 ([arXiv
+# 2310.10348](https://arxiv.org/abs/2310.10348)).
+#
 # If the neurons of notebook 02 carry emotion information, masking them should hurt the model's recognition of
 # their emotion **more than masking the same number of comparable random neurons does**. A test that never says
 # yes is unverified, so this notebook first builds a set that *must* matter and checks that the test finds it.
@@ -40,9 +63,10 @@
 from IPython.display import Markdown, display
 
 from emolib.causal import attribution, budget, effects, metrics
-from emolib.report import book, findings, plots
+from emolib.report import book, findings, plots, tables
+from emolib.identify import neurons
 
-# %% tags=["parameters"]
+# %% tags=["parameters"] jupyter={"source_hidden": true}
 run_name = "smollm2-135m"
 model = "smollm2-135m-instruct"
 dtype = "auto"
@@ -89,19 +113,21 @@ print("neuron sets from stage 2:", ", ".join(f"{n} ({sum(map(len, s.sets.values(
 # %% [markdown]
 # ## The instrument, chosen on dev
 # Every candidate prompt scores the same dev dialogues (train split, topic-disjoint from eval); calibration on or
-# off costs no extra pass. The chosen instrument is saved in `instrument.json` and used by notebook 04 too.
+# off costs no extra pass. The chosen instrument is saved in `instrument.json` and used by notebook 04 too; the
+# table of every candidate is in the details at the end.
 
 # %%
 lm, tok, clf, inst = effects.load_instrument(P)
+candidates = None
 if P["instrument_search"]:
     dev = effects.dev_table(P, P["dev_per_emotion"])
     candidates, inst = effects.choose_instrument(lm, tok, P, dev)
     effects.save_instrument(P, candidates, inst, len(dev))
-    display(candidates.sort_values("holds_on_both_halves", ascending=False).style.format(
-        {c: "{:.1%}" for c in ("dev_accuracy", "half_a", "half_b", "min_emotion_accuracy", "holds_on_both_halves")}
-        | {"mean_margin": "{:+.2f}"}).hide(axis="index"))
     clf = effects.make_clf(lm, tok, P, inst)
-print(f"instrument: {inst} ({'chat template' if clf.parts.chat else 'plain text'}, {len(clf.parts.prefix)} prefix tokens)")
+display(Markdown(f"**Instrument:** {tables.inline(inst)} ({'chat template' if clf.parts.chat else 'plain text'}, "
+                 f"{len(clf.parts.prefix)} prefix tokens)"
+                 + (f", the best of {len(candidates)} candidates on {len(dev)} dev dialogues." if candidates is not None
+                    else ", from `instrument.json` (no search in this run).")))
 
 # %% [markdown]
 # ## The scoring sequence: means, spreads and attribution estimates
@@ -159,7 +185,8 @@ checks.check_ablation_hook(make_ablation_hook);
 
 # %%
 items = effects.eval_table(P, P["eval_limit"])
-print(f"eval items ({P['eval_source']}):", items.label.value_counts().reindex(P["emotions"]).to_dict())
+display(tables.row(items.label.value_counts().reindex(P["emotions"]).fillna(0).astype(int).to_dict(),
+                   f"eval items ({P['eval_source']})"))
 base = scorer.calibrate(scorer.scores(items.dialogue.tolist(), [{}], "baseline", mode="zero")[0])
 pred = [P["emotions"][j] for j in base.argmax(1)]
 summary = metrics.summary(items.label.tolist(), pred, P["emotions"], P["n_bootstrap"], P["seed"], scores=base)
@@ -204,8 +231,6 @@ if P["intervention"] != "auto":
     decision = {**decision, "chosen": P["intervention"], "overridden": "set by the intervention parameter"}
 effects.save_pilot(P, pilot, decision)
 scorer.arm = decision["chosen"]
-display(pilot.pivot_table(index="emotion", columns="arm", values="random_d_margin_sd").reindex(P["emotions"])
-        .style.format("{:.3f}").set_caption("SD of the random sets' mean margin change (nat)"))
 display(Markdown(f"**Rule:** {decision['rule']}.  \n**Median SD per arm:** " + ", ".join(
     f"{a} {v:.3f} ({decision['sd_ratio_to_paper_arm'][a] or float('nan'):.2f}× the paper's arm)" for a, v in
     decision["median_sd"].items() if v is not None) + f".  \n**Primary arm: {decision['chosen']}**"
@@ -224,8 +249,6 @@ design = budget.after_pilot(P, pilot, scorer.arm, rate, n_pilot, list(sets), ite
 budget.save(P, design, pilot_seconds=scorer.seconds)
 items = budget.take(items, design.n_items, P["emotions"])
 progress.total = progress.done + sum(v for k, v in design.item_masks.items() if k not in ("pilot", "grids (04)"))
-display(budget.table(design).style.format({"item-masks": "{:,.0f}", "minutes (estimate)": "{:.1f}"})
-        .hide(axis="index"))
 display(Markdown(f"**Design:** {design.n_random} random sets per test, {design.n_items} items per emotion "
                  f"({design.note}), at {design.throughput:.1f} item-masks/s; predicted median power "
                  f"{design.power:.0%} for a {P['power_delta']:g}-nat shift at Holm's strictest level, 80% power at "
@@ -253,11 +276,12 @@ table, arrays = effects.main_test(scorer, P, sets, items, design.n_random, sprea
 book.save_table(P, {"all": table}, "own_vs_random.csv")
 check = findings.control(table)
 display(Markdown(f"**{check}**" if check else "No positive control in this run."))
-cols = ["set", "emotion", "n_neurons", "n_items", "own_d_margin", "random_d_margin", "own_minus_random_margin",
-        "omr_margin_lo", "omr_margin_hi", "p_holm", "verdict"]
-display(table[[c for c in cols if c in table]].style.format(
-    {c: "{:+.2f}" for c in ("own_d_margin", "random_d_margin", "own_minus_random_margin", "omr_margin_lo",
-                            "omr_margin_hi")} | {"p_holm": "{:.3g}"}).hide(axis="index"))
+shown = table.assign(**{"own − random [95% CI]": tables.interval(table.own_minus_random_margin, table.omr_margin_lo,
+                                                                   table.omr_margin_hi)})
+display(tables.narrow(shown, ["set", "emotion", "n_neurons", "own_d_margin", "random_d_margin",
+                              "own − random [95% CI]", "p_holm", "verdict"],
+                      {"own_d_margin": "{:+.2f}", "random_d_margin": "{:+.2f}", "p_holm": "{:.3g}"},
+                      csv="own_vs_random.csv"))
 means_by_set = effects.random_means(arrays, P["emotions"])
 book.show(plots.effect_forest(table, means_by_set["margin"], LABEL, "margin"), P, "03_own_vs_random_margin")
 
@@ -299,8 +323,9 @@ for name in sets:
               f"03_masked_by_true_{name}")
 spec = effects.specificity_all(arrays, sets, P["emotions"])
 book.save_table(P, {"all": spec}, "specificity.csv")
-display(spec.style.format({"shared_neurons": "{:.0%}", "own_d": "{:+.2f}", "others_d": "{:+.2f}",
-                           "own_minus_others": "{:+.2f}", "shared_effect": "{:.2f}"}).hide(axis="index"))
+display(tables.narrow(spec, [c for c in spec.columns if c not in ("n_neurons", "arm")][:8],
+                      {"shared_neurons": "{:.0%}", "own_d": "{:+.2f}", "others_d": "{:+.2f}",
+                       "own_minus_others": "{:+.2f}", "shared_effect": "{:.2f}"}, csv="specificity.csv"))
 
 # %%
 if P["protocol_generate"]:
@@ -316,3 +341,34 @@ if P["protocol_generate"]:
 # %%
 display(effects.paper_comparison(table[table["set"] != "attribution"]).style.hide(axis="index"))
 findings.show(P["run_dir"], "03")
+
+# %% [markdown]
+# ## Details: the machinery behind the design
+# The candidate instruments on dev, the pilot's spread per arm, and the budget's design, kept here so that the
+# results above come first. They were fixed before any own set was scored.
+
+# %%
+if candidates is not None:
+    display(tables.narrow(candidates.sort_values("holds_on_both_halves", ascending=False),
+                          ["prompt_style", "few_shot", "calibrate", "holds_on_both_halves", "dev_accuracy",
+                           "min_emotion_accuracy", "mean_margin"],
+                          {c: "{:.1%}" for c in ("dev_accuracy", "min_emotion_accuracy", "holds_on_both_halves")}
+                          | {"mean_margin": "{:+.2f}"}, csv="instrument.json"))
+display(pilot.pivot_table(index="emotion", columns="arm", values="random_d_margin_sd").reindex(P["emotions"])
+        .style.format("{:.3f}").set_caption("Pilot: SD of the random sets' mean margin change (nat)"))
+display(budget.table(design).style.format({"item-masks": "{:,.0f}", "minutes (estimate)": "{:.1f}"})
+        .hide(axis="index").set_caption("The design within the time budget"))
+
+# %% [markdown]
+# ## Questions
+# Answerable from this notebook (fastbook-style questionnaire).
+# 1. Why must a test that never rejects show a positive control? What would this notebook's verdicts mean if the
+#    `attribution` set were not found?
+# 2. Why are random sets matched on layer, firing decile and activation-SD decile, rather than drawn from all neurons?
+#    Which confound does each matching remove?
+# 3. The primary intervention arm is the one whose random sets move the margin least. Why choose it on random sets
+#    only, before scoring any own set?
+# 4. Why is the margin (in nat) the measure, with accuracy beside it? Give one case where accuracy hides an effect the
+#    margin shows.
+# 5. Read the specificity figures: which set's effect is shared by every emotion's items, and why does that weaken a
+#    claim of emotion-specific neurons?

@@ -14,6 +14,28 @@
 # %% [markdown]
 # # 4 · How much, and where? Dose-response and depth
 #
+# [← 03](03_ablation.ipynb) · [05 →](05_steering.ipynb)
+#
+# **Runtime:** in the findings box above.
+#
+# **What you will learn**
+# - how to ask "how much" (dose-response) and "where" (depth ranges) without picking cells after looking;
+# - how a small, pre-specified family of contrasts (dose slope, top minus bottom) is tested against matched random
+#   series and Holm-corrected;
+# - why descriptive grids with intervals are shown but not tested;
+# - how to read an extreme cell: its size, its between-set SD and its number of items.
+#
+# **Prerequisites:** notebook 03 (its instrument, intervention arm, means and spreads) and notebook 02
+# (`neurons.json`). Concepts: dose-response, relative depth, pre-registration of contrasts, Holm correction.
+#
+# **References.** Lee et al., [Do Large Language Models Have “Emotion
+# Neurons”?](https://aclanthology.org/2025.findings-acl.806/) (Findings of ACL 2025) · LAPE: Tang et al.,
+# [Language-Specific Neurons: The Key to Multilingual Capabilities in Large Language
+# Models](https://arxiv.org/abs/2402.16438) (ACL 2024) · EmoPrism, the paper's dataset
+# ([10kH/Emotion-Neuron](https://github.com/10kH/Emotion-Neuron), MIT code, CC-BY-4.0 data) · attribution patching:
+# [Nanda 2023](https://www.neelnanda.io/mechanistic-interpretability/attribution-patching), Syed et al. 2023 ([arXiv
+# 2310.10348](https://arxiv.org/abs/2310.10348)).
+#
 # Lee et al. report that masking more emotion neurons hurts more, and that emotion information is spread over
 # several layers. This notebook asks both questions with the design of notebook 03 (its instrument, the pilot's
 # intervention, margins, matched random sets), as a **small family of contrasts fixed in advance**, per named set
@@ -31,11 +53,12 @@
 # %%
 from IPython.display import Markdown, display
 
-from emolib.report import book, findings, plots
+from emolib.report import book, findings, plots, tables
 from emolib.causal import budget, effects
 from emolib.lm import models
+from emolib.identify import neurons
 
-# %% tags=["parameters"]
+# %% tags=["parameters"] jupyter={"source_hidden": true}
 run_name = "smollm2-135m"
 model = "smollm2-135m-instruct"
 dtype = "auto"
@@ -72,8 +95,9 @@ items = effects.eval_table(P, budget.grid_items(P))
 L, D = models.ffn_shape(lm)
 progress = budget.progress_for_grids(P)
 scorer.on_progress = progress.add
-print(f"instrument {inst}; arm {scorer.arm}; sets {', '.join(grid_sets)}; eval items per emotion:",
-      items.label.value_counts().reindex(P["emotions"]).to_dict())
+display(Markdown(f"**Instrument** {tables.inline(inst)}; **arm** {scorer.arm}; **sets** {', '.join(grid_sets)}."))
+display(tables.row(items.label.value_counts().reindex(P["emotions"]).fillna(0).astype(int).to_dict(),
+                   "eval items per emotion"))
 
 # %% [markdown]
 # ## Where each set's neurons sit
@@ -95,6 +119,19 @@ dose_g = {name: effects.grid_scores(scorer, P, ns, items, {r: effects.dose_sets(
 dose = effects.grid_table(dose_g, "rate")
 book.save_table(P, {"all": dose}, "dose_response.csv")
 book.show(plots.dose_response(dose, P["emotions"], LABEL, L * D), P, "04_dose_response")
+acc = dose.dropna(subset=["own_minus_random_accuracy"])
+if len(acc):
+    ext = acc.loc[[acc.own_minus_random_accuracy.idxmin(), acc.own_minus_random_accuracy.idxmax()]]
+    display(Markdown(
+        "The two extreme cells of the dose grid (descriptive; no grid cell is tested): " + "; ".join(
+            f"**{r.set} / {r.emotion} at {r.rate:.2%}** of neurons, own − random accuracy "
+            f"{100 * r.own_minus_random_accuracy:+.0f} pp (margin {r.own_minus_random_margin:+.2f} nat), "
+            f"between random sets SD {100 * r.random_d_accuracy_sd:.0f} pp and {r.random_d_margin_sd:.2f} nat over "
+            f"{r.n_random} sets" for r in ext.drop_duplicates().itertuples())
+        + f". Each cell has {'-'.join(map(str, sorted({int(acc.n_items.min()), int(acc.n_items.max())})))} items "
+        "per emotion, so its accuracy "
+        f"moves in steps of at least {100 / acc.n_items.max():.0f} pp; read the margin and its SD, not the "
+        "accuracy, and only the tested contrasts below for conclusions."))
 
 # %% [markdown]
 # ## Depth ranges
@@ -119,10 +156,10 @@ for name in grid_sets:
 contrasts = effects.grid_contrasts(dose_g, range_g, P["emotions"], rates)
 book.save_table(P, {"all": contrasts}, "grid_contrasts.csv")
 book.show(plots.contrast_forest(contrasts, LABEL + f" · arm {scorer.arm}"), P, "04_contrasts")
-display(contrasts[["set", "emotion", "contrast", "n_random", "own", "random_mean", "own_minus_random_margin",
-                   "p_holm", "verdict"]].style.format(
-    {"own": "{:+.2f}", "random_mean": "{:+.2f}", "own_minus_random_margin": "{:+.2f}", "p_holm": "{:.3g}"},
-    na_rep="–").hide(axis="index"))
+display(tables.narrow(contrasts, ["set", "emotion", "contrast", "own", "random_mean", "random_d_margin_sd",
+                                   "p_holm", "verdict"],
+                      {"own": "{:+.2f}", "random_mean": "{:+.2f}", "random_d_margin_sd": "{:.2f}", "p_holm": "{:.3g}"},
+                      csv="grid_contrasts.csv", na_rep="–"))
 
 # %% [markdown]
 # ## What this run shows
@@ -130,3 +167,17 @@ display(contrasts[["set", "emotion", "contrast", "n_random", "own", "random_mean
 
 # %%
 findings.show(P["run_dir"], "04")
+
+# %% [markdown]
+# ## Questions
+# Answerable from this notebook (fastbook-style questionnaire).
+# 1. Why is the dose slope computed against log10 of the share of neurons masked, and against the slope of random
+#    *series* rather than of independent random sets?
+# 2. Why are the dose and depth grids shown as descriptive figures, while only two contrasts per set and emotion are
+#    tested? What would go wrong if the most striking grid cell were tested afterwards?
+# 3. The top-minus-bottom contrast uses random sets matched per layer. Why does that make the random series land in
+#    the same depth ranges as the own set?
+# 4. Pick the extreme dose-grid cell named above. Is it evidence of an emotion effect? Use its between-set SD and its
+#    number of items in your answer.
+# 5. The positive control's lines say whether each contrast can find even the control at this size. Why must 'no
+#    detectable difference' be read together with that line?

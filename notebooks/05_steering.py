@@ -14,6 +14,29 @@
 # %% [markdown]
 # # 5 · Are the emotion neurons sufficient? Steering generation
 #
+# [← 04](04_layer_analysis.ipynb) · next: notebook 06 (model comparison), run on two finished runs
+#
+# **Runtime:** in the findings box above.
+#
+# **What you will learn**
+# - the difference between necessity (notebook 03's ablation) and sufficiency (steering), and why a set can have one
+#   without the other;
+# - how to steer generation by adding α activation SDs to chosen neurons, and why SD units make the doses fair across
+#   neurons and against matched random sets;
+# - how replies are read by scorers that are not the steered model, with common random numbers across conditions;
+# - how the target share, its test against random sets, and the fluency cost are read together.
+#
+# **Prerequisites:** notebook 03 (its activation statistics and matched random sets) and notebook 02 (`neurons.json`,
+# and the emotion directions). Concepts: activation steering, sampling with a fixed seed, perplexity.
+#
+# **References.** Lee et al., [Do Large Language Models Have “Emotion
+# Neurons”?](https://aclanthology.org/2025.findings-acl.806/) (Findings of ACL 2025) · LAPE: Tang et al.,
+# [Language-Specific Neurons: The Key to Multilingual Capabilities in Large Language
+# Models](https://arxiv.org/abs/2402.16438) (ACL 2024) · EmoPrism, the paper's dataset
+# ([10kH/Emotion-Neuron](https://github.com/10kH/Emotion-Neuron), MIT code, CC-BY-4.0 data) · attribution patching:
+# [Nanda 2023](https://www.neelnanda.io/mechanistic-interpretability/attribution-patching), Syed et al. 2023 ([arXiv
+# 2310.10348](https://arxiv.org/abs/2310.10348)).
+#
 # Notebook 03 asked whether the emotion neurons are **necessary**: does removing them hurt the model's recognition
 # of the emotion more than removing matched random neurons? This notebook asks the converse question, whether they
 # are **sufficient**: does pushing one emotion's neurons *up* while the model writes make its writing express that
@@ -50,11 +73,11 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from emolib.report import book, findings, plots
+from emolib.report import book, findings, plots, tables
 from emolib.lm import models
 from emolib.causal import steer
 
-# %% tags=["parameters"]
+# %% tags=["parameters"] jupyter={"source_hidden": true}
 run_name = "smollm2-135m"
 model = "smollm2-135m-instruct"
 dtype = "auto"
@@ -86,8 +109,8 @@ if tuple(sd.shape) != models.ffn_shape(lm):
 prompts = steer.neutral_prompts(P["steer_prompts"], P["seed"], steer.run_topics(P["run_dir"]))
 scorers = steer.load_scorers(P, steered=lm)
 runner = steer.Runner(lm, tok, P, prompts, sd, scorers, Path(P["run_dir"]) / "cache")
-print(f"sets {', '.join(sets)}; scorers {', '.join(scorers)} (the steered model is {P['model']}); "
-      f"{len(prompts)} prompts, e.g. {prompts[0]!r}")
+display(Markdown(f"**Sets** {', '.join(sets)} · **scorers** {', '.join(scorers)} (the steered model is "
+                 f"{P['model']}) · **{len(prompts)} prompts**, for example:\n\n```\n{prompts[0]}\n```"))
 
 # %% [markdown]
 # ## How large one dose is
@@ -126,9 +149,12 @@ fluency = steer.fluency_table(summary)
 for name, table in {"steering_tests.csv": tests, "steering_doses.csv": doses, "steering_fluency.csv": fluency,
                     "steering_conditions.csv": summary}.items():
     steer.save_csv(table, P["run_dir"], name)
-cols = ["scorer", "set", "emotion", "n_random", "baseline_share", "own_d_share", "own_minus_random_share", "omr_lo",
-        "omr_hi", "p", "p_holm", "verdict", "power"]
-display(tests[[c for c in cols if c in tests]].round(3))
+shown = tests.assign(**{"own − random [95% CI]": tables.interval(tests.own_minus_random_share, tests.omr_lo,
+                                                                   tests.omr_hi, "{:+.0%}")})
+display(tables.narrow(shown, ["scorer", "set", "emotion", "baseline_share", "own_d_share", "own − random [95% CI]",
+                              "p_holm", "verdict"],
+                      {"baseline_share": "{:.0%}", "own_d_share": "{:+.0%}", "p_holm": "{:.3g}"},
+                      csv="steering_tests.csv"))
 
 # %% [markdown]
 # ## Dose-response and the fluency trade-off
@@ -142,9 +168,11 @@ for name in scorers:
 book.show(plots.steering_fluency(doses, fluency, next(iter(scorers)), LABEL), P, "05_steering_fluency")
 
 # %%
-display(fluency.round(3))
-print("degenerate replies by kind:", summary.assign(kind=np.where(summary.random == steer.BASELINE, "unsteered",
-      np.where(summary.random == steer.OWN, "own", "random"))).groupby("kind").degenerate.mean().round(3).to_dict())
+display(tables.narrow(fluency, ["kind", "set", "emotion", "dose", "ppl", "degenerate", "n_conditions"],
+                      {"dose": "{:g}", "ppl": "{:.1f}", "degenerate": "{:.0%}"}, csv="steering_fluency.csv"))
+display(tables.row(summary.assign(kind=np.where(summary.random == steer.BASELINE, "unsteered",
+                   np.where(summary.random == steer.OWN, "own", "random"))).groupby("kind").degenerate.mean().to_dict(),
+                   "share of degenerate replies", fmt="{:.1%}"))
 
 # %% [markdown]
 # ## Sample continuations
@@ -155,7 +183,7 @@ print("degenerate replies by kind:", summary.assign(kind=np.where(summary.random
 samples = {name: steer.samples_table(records, P["emotions"], P["steer_doses"], name) for name in sets}
 steer.save_csv(pd.concat(samples, names=["set", "emotion"]).reset_index(), P["run_dir"],
                "steering_samples.csv")
-print(f"prompt: {prompts[0]!r}")
+display(Markdown(f"Prompt:\n\n```\n{prompts[0]}\n```"))
 for name, table in samples.items():
     display(Markdown(f"**set {name}**"))
     display(table)
@@ -196,3 +224,13 @@ if steer.interactive():
     display(steer.widget(lm, tok, P, sets, sd, scorers, prompts))
 else:
     print("headless run: the interactive widget is built only in a live notebook")
+
+# %% [markdown]
+# ## Questions
+# Answerable from this notebook (fastbook-style questionnaire).
+# 1. Why is the steering dose α measured in each neuron's activation SD rather than as a multiple of its mean?
+# 2. Why are the replies scored by the *other* model and by MiniLM, never by the steered model itself?
+# 3. What do common random numbers buy in this design? What would the comparison between conditions lose without them?
+# 4. A set raises the target share but also the replies' perplexity and the share of degenerate replies. How do the
+#    dose-response and fluency figures tell steering apart from breaking the model?
+# 5. The direction intervention is descriptive here (no random directions). What control would make it a test?

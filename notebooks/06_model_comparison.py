@@ -14,8 +14,29 @@
 # %% [markdown]
 # # 6 · Comparing models
 #
+# previous: notebook 05 (each compared run has its own notebooks 01-05 under `outputs/<run>/`)
+#
+# **Runtime:** in the findings box above.
+#
+# **What you will learn**
+# - how to compare runs of models of different size and depth: shares instead of counts, relative depth instead of
+#   layer numbers;
+# - which conclusions two runs share, and why a difference of verdicts is not itself a tested difference;
+# - how the entropy method, the contribution method and the attribution control overlap in each run, beside chance.
+#
+# **Prerequisites:** finished runs of notebooks 01-05 for each model (here the two showcase runs under `outputs/`).
+# Concepts: relative depth, Jaccard overlap against chance, Holm verdicts.
+#
+# **References.** Lee et al., [Do Large Language Models Have “Emotion
+# Neurons”?](https://aclanthology.org/2025.findings-acl.806/) (Findings of ACL 2025) · LAPE: Tang et al.,
+# [Language-Specific Neurons: The Key to Multilingual Capabilities in Large Language
+# Models](https://arxiv.org/abs/2402.16438) (ACL 2024) · EmoPrism, the paper's dataset
+# ([10kH/Emotion-Neuron](https://github.com/10kH/Emotion-Neuron), MIT code, CC-BY-4.0 data) · attribution patching:
+# [Nanda 2023](https://www.neelnanda.io/mechanistic-interpretability/attribution-patching), Syed et al. 2023 ([arXiv
+# 2310.10348](https://arxiv.org/abs/2310.10348)).
+#
 # Lee et al. compared Llama-3.1-8B-Instruct with Llama-3.1-70B-Instruct and found that emotion neurons sit
-# differently in the two. This notebook reads finished runs (their `neurons.json`, `ablation.csv` and, when
+# differently in the two. This notebook reads finished runs (their `neurons.json`, `own_vs_random.csv` and, when
 # present, `layer_sweep.csv`) and sets them side by side: how many neurons each emotion gets, where they sit in
 # relative depth (so models of different depth compare), how sensitive each emotion is to losing its neurons, and
 # whether the runs reach the same conclusions. Offline, the two runs are SmolLM2-135M-Instruct and Gemma-3-270M;
@@ -30,7 +51,7 @@ from IPython.display import Markdown, display
 from emolib.report import compare, plots
 from emolib.identify import headtohead, neurons
 
-# %% tags=["parameters"]
+# %% tags=["parameters"] jupyter={"source_hidden": true}
 runs = ["outputs/smollm2-135m", "outputs/gemma3-270m"]
 out_dir = "outputs/comparison"
 
@@ -43,7 +64,8 @@ display(compare.overview(R))
 
 # %% [markdown]
 # ## Neurons per emotion
-# Counts depend on the model's size (1% of all FFN neurons), so the second table gives each emotion's share.
+# Counts depend on the model's size (each run selects its `top_rate` share of all FFN neurons), so the figure
+# below the table gives each emotion's share of its run's emotion neurons.
 
 # %%
 counts = compare.neurons_per_emotion(R)
@@ -63,8 +85,8 @@ display(compare.median_depth(R).round(2))
 # %% [markdown]
 # ## Ablation sensitivity
 # From notebook 03's test of the `paper` set: the accuracy change on each emotion's own eval items when its neurons
-# are zeroed, minus the mean change under matched random sets (percentage points; negative = the neurons matter
-# more than random ones).
+# are ablated (under that run's primary intervention arm), minus the mean change under matched random sets
+# (percentage points; negative = the neurons matter more than random ones).
 
 # %%
 sens = compare.sensitivity(R)
@@ -113,3 +135,15 @@ for d in runs:
     display(headtohead.causal_table(d).style.format(precision=2, na_rep="-"))
     lines += headtohead.causal_lines(d)
     display(Markdown("\n".join(f"- {line}" for line in lines)))
+
+# %% [markdown]
+# ## Questions
+# Answerable from this notebook (fastbook-style questionnaire).
+# 1. Why are emotion neurons compared as shares of a run's emotion neurons and by relative depth, not as counts and
+#    layer numbers?
+# 2. The two runs can give different verdicts for the same emotion. Why is that not evidence that the models differ?
+#    What test would be?
+# 3. How much do the `paper` and `directions` sets overlap in each run, against the chance overlap shown? What does a
+#    low overlap say about the two methods?
+# 4. Which of the two runs' positive controls were found, and how does that change how you read each run's other
+#    verdicts?

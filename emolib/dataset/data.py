@@ -394,6 +394,7 @@ def dataset_card(p: dict, counts: dict, stats: dict) -> str:
         lines.append(f"| {split} | " + " | ".join(str(c.get(e, 0)) for e in EMOTIONS) + f" | {sum(c.values())} |")
     lines += ["", "Columns: topic, dialogue, theme (intended emotion), label (voted emotion), style "
               "(explicit / implicit / generated / emoprism), one column per annotator.", "",
-              "Build statistics: " + ", ".join(f"{k}={v}" for k, v in stats.items()), "",
+              "Build statistics: " + "; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}"
+                                               for k, v in stats.items()), "",
               "Topic taxonomy: EmoPrism (MIT, (c) 2025 Woojin Lee and contributors)."]
     return "\n".join(lines) + "\n"

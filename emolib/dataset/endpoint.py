@@ -33,6 +33,15 @@ RETRY_STATUS = (408, 409, 429)
 NO_KEY = "no-key"  # what local servers get as the API key when api_key_env is null
 MAX_REPLY_CHARS = 65_536  # a reply's text is cached up to this length (a dialogue is a few hundred characters)
 MAX_MESSAGE_CHARS = 300  # server text quoted in an error or a warning
+HOW_IT_WORKS = (  # shown by notebook 01 when a run uses an endpoint
+    "With `data_source: openai` each (topic, emotion, sample) is one request with the synthesis prompt; each "
+    "`openai:<model>` annotator gets one request per dialogue with the labelling prompt. Both are text files in the "
+    "package (`emolib/data/endpoint-prompts/`), after EmoPrism's published pipeline. A reply that is not 3-8 "
+    "alternating `A:`/`B:` turns, or that names no single emotion, is asked again (`endpoint_malformed_retries`), "
+    "then dropped and counted by reason. Requests run concurrently (`endpoint_max_concurrency`), and 429s, 5xx errors "
+    "and timeouts are retried with exponential back-off. Every reply is appended to a content-keyed cache before it "
+    "is used, so an interrupted build resumes without paying for a request twice. API keys are read from the "
+    "environment variable that `endpoint_api_key_env` names, and never written anywhere.")
 SECRET = re.compile(r"(?i)(\bbearer\s+|\b(?:authorization|x-api-key|api[-_]?key|token)[\"']?\s*[:=]\s*[\"']?"
                     r"(?:bearer\s+)?)[^\s\"',;}]+|\bsk-[A-Za-z0-9_-]{6,}")
 
