@@ -1,4 +1,4 @@
-"""Command line: python -m emolib run | compare | classify | steer | report | check."""
+"""Command line: python -m emolib run | compare | classify | steer | report | check | site."""
 
 from __future__ import annotations
 
@@ -236,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--set", default="paper", help="named set of neurons.json (default paper)")
     st.add_argument("--n", type=int, default=3, help="replies to sample, 1 to 64")
     st.add_argument("--max-new-tokens", type=int, help="tokens per reply (default: the params' steer_max_new_tokens)")
+    si = sub.add_parser("site", help="build static HTML of the committed showcase runs (index, notebooks, figures)")
+    si.add_argument("--out", default="site", help="folder to write (default site/; replaced on each build)")
     a = ap.parse_args(argv)
     from . import runner
     try:
@@ -261,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{path}: ok")
         elif a.cmd == "steer":
             cmd_steer(a)
+        elif a.cmd == "site":
+            from . import site
+            site.build(a.out)
         else:
             cmd_classify(a)
     except (params_mod.ParamError, ValueError, FileNotFoundError) as e:
