@@ -1,12 +1,14 @@
 # The two commands of the README:
 #   make book   set up (.venv) and run the book on the default parameters (params/smollm2-135m.yaml)
 #   make test   set up (.venv) and run the test suite
+#   make site   static HTML of the committed showcase runs into site/ (open site/index.html)
+#   make lab    the book in JupyterLab with the project's kernel ("emolib")
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PARAMS ?= params/smollm2-135m.yaml
 
-.PHONY: setup book quick test compare notebooks benchmarks clean-outputs
+.PHONY: setup book quick test compare notebooks benchmarks clean-outputs site lab
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,3 +38,15 @@ notebooks: setup
 
 benchmarks: setup
 	$(PY) benchmarks/run_all.py
+
+# static HTML of outputs/smollm2-135m, outputs/gemma3-270m and outputs/comparison: an index and every notebook
+site: setup
+	$(PY) -m emolib site --out site
+
+# JupyterLab on the repository with the project's kernel; on a headless machine: make lab LAB_ARGS="--no-browser"
+# (or --ip=0.0.0.0), then open the http://127.0.0.1:8888/lab?token=... URL it prints
+LAB_ARGS ?=
+lab: setup
+	$(PY) -m ipykernel install --sys-prefix --name emolib --display-name "Python (emolib)" >/dev/null
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
+	    $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
