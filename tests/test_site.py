@@ -89,7 +89,10 @@ class Quiet(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """The site built from the committed showcase runs, served on localhost."""
+    """The site built from the committed showcase runs, served on localhost (checks for a browser first)."""
+    if browser() is None:
+        pytest.skip("no Chromium/chromedriver installed (Debian/Ubuntu: apt-get install chromium chromium-driver)")
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
     if not site.pages(ROOT):
         pytest.skip("no committed showcase runs under outputs/ to build the site from")
     out = tmp_path_factory.mktemp("site") / "site"
@@ -110,9 +113,7 @@ def fetch(url: str) -> tuple[int, str]:
 
 
 def test_site_in_browser(served, tmp_path):
-    if browser() is None:
-        pytest.skip("no Chromium/chromedriver installed (Debian/Ubuntu: apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
+    from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     out, base = served
