@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import base64
+import io
 import os
 import re
 import shutil
@@ -10,8 +13,11 @@ from pathlib import Path
 
 import jinja2
 import nbformat
+import numpy as np
 from bs4 import BeautifulSoup
+from latex2mathml.converter import convert as tex_to_mathml
 from nbconvert import HTMLExporter
+from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
 from .report import END, START
 
@@ -36,6 +42,10 @@ TEMPLATE = r"""{%- extends 'index.html.j2' -%}
 {{ super() }}
 {%- endif -%}
 {% endblock input_group %}
+{% block data_png scoped %}{{ super() | replace('<img ',
+  '<img alt="' ~ (output.metadata.get('alt', '') | escape_html) ~ '" ', 1) }}{% endblock data_png %}
+{% block data_jpg scoped %}{{ super() | replace('<img ',
+  '<img alt="' ~ (output.metadata.get('alt', '') | escape_html) ~ '" ', 1) }}{% endblock data_jpg %}
 {% block extra_css %}
 <link rel="icon" href="data:,">
 <style type="text/css">
@@ -68,10 +78,120 @@ def title_of(nb: nbformat.NotebookNode, fallback: str) -> str:
     return fallback
 
 
-def exporter() -> HTMLExporter:
+class MathRenderer(IPythonRenderer):
+    """nbconvert's markdown renderer with TeX math turned into MathML at build time (no MathJax needed)."""
+
+    def __init__(self, *args, warn=print, **kw):
+        super().__init__(*args, **kw)
+        self.warn = warn
+
+    def mathml(self, body: str, display: str) -> str | None:
+        """body as MathML, or None (after a warning) where latex2mathml fails or leaves a TeX command unknown."""
+        try:
+            out = tex_to_mathml(body, display=display)
+        except Exception as e:  # latex2mathml raises its own errors and plain ones on malformed TeX
+            self.warn(f"formula kept as TeX ({type(e).__name__}): {body.strip()}")
+            return None
+        if re.search(r"\\[A-Za-z]", re.sub(r"<[^>]*>", "", out)):
+            self.warn(f"formula kept as TeX (unknown command): {body.strip()}")
+            return None
+        # HTML needs no xmlns; with one, nbconvert's heading anchors (ElementTree) write ns0: prefixes
+        return out.replace(' xmlns="http://www.w3.org/1998/Math/MathML"', "", 1)
+
+    def inline_math(self, body: str) -> str:
+        """$...$ as inline MathML."""
+        return self.mathml(body, "inline") or super().inline_math(body)
+
+    def block_math(self, body: str) -> str:
+        """$$...$$ as display MathML."""
+        return self.mathml(body, "block") or super().block_math(body)
+
+
+class SiteExporter(HTMLExporter):
+    """HTMLExporter whose markdown renderer writes math as MathML; warnings name the page being exported."""
+
+    page = ""
+    warnings: list[str] = []
+
+    @jinja2.pass_context
+    def markdown2html(self, context, source: str) -> str:
+        """Markdown to HTML as nbconvert does it, with MathML for the math."""
+        cell = context.get("cell", {})
+        renderer = MathRenderer(
+            escape=False, attachments=cell.get("attachments", {}), embed_images=self.embed_images,
+            path=context.get("resources", {}).get("metadata", {}).get("path", ""),
+            anchor_link_text=self.anchor_link_text, exclude_anchor_links=self.exclude_anchor_links,
+            warn=lambda w: self.warnings.append(f"{self.page}: {w}"), **self.lexer_options)
+        return MarkdownWithMath(renderer=renderer).render(source)
+
+
+def exporter() -> SiteExporter:
     """nbconvert's HTML exporter on the lab template, with this site's head (no CDN scripts, inline favicon)."""
     loader = jinja2.DictLoader({"emolib-site.html.j2": TEMPLATE})
-    return HTMLExporter(template_name="lab", extra_loaders=[loader], template_file="emolib-site.html.j2")
+    ex = SiteExporter(template_name="lab", extra_loaders=[loader], template_file="emolib-site.html.j2")
+    ex.warnings = []
+    return ex
+
+
+def shown_names(source: str) -> list[str]:
+    """The figure names given to book.show(fig, P, name) or plots.save(fig, dir, name) in a cell, as regexes.
+
+    An f-string's fields match .+ (a figure saved in a loop); which file an image is then is told by add_alt_texts.
+    """
+    try:
+        code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("show", "save") \
+                and len(node.args) >= 3:
+            arg = node.args[2]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                names.append(re.escape(arg.value))
+            elif isinstance(arg, ast.JoinedStr):
+                names.append("".join(re.escape(v.value) if isinstance(v, ast.Constant) else ".+" for v in arg.values))
+    return names
+
+
+def thumbnail(data: bytes) -> np.ndarray:
+    """A small grey copy of an image, to tell which saved figure a displayed one is (dpi differs, so bytes do)."""
+    from PIL import Image
+    return np.asarray(Image.open(io.BytesIO(data)).convert("L").resize((32, 32)), dtype=np.float32)
+
+
+def plain(markdown: str) -> str:
+    """A markdown heading as plain text (no emphasis, code or math marks)."""
+    return re.sub(r"\s+", " ", re.sub(r"[*_`$#\\]|<[^>]*>", "", markdown)).strip()
+
+
+def add_alt_texts(nb: nbformat.NotebookNode, figures: Path) -> None:
+    """Set metadata.alt on every image output: the nearest heading above, and the saved figure's file name."""
+    heading, thumbs = "", {}
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            found = re.findall(r"^#+\s+(.+)$", cell.source, re.M)
+            heading = plain(found[-1]) if found else heading
+            continue
+        outs = [o for o in cell.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
+        if not outs:
+            continue
+        patterns = shown_names(cell.source)
+        files = sorted(f for f in figures.glob("*.png") if any(re.fullmatch(p, f.stem) for p in patterns)) \
+            if figures.is_dir() and patterns else []
+        for o in outs:
+            name = None
+            if len(files) == 1:
+                name = files[0].name
+            elif files:
+                for f in files:
+                    if f not in thumbs:
+                        thumbs[f] = thumbnail(f.read_bytes())
+                shown = thumbnail(base64.b64decode(o.data.get("image/png") or o.data["image/jpeg"]))
+                name = min(files, key=lambda f: float(np.abs(thumbs[f] - shown).mean())).name
+            parts = [f"Figure {name}" if name else "Figure", heading and f"in section “{heading}”"]
+            o.setdefault("metadata", {})["alt"] = " ".join(p for p in parts if p)
 
 
 def readme_parts(root: Path) -> tuple[str, str, str]:
@@ -192,6 +312,7 @@ class Site:
 
     def write(self, page: Path, nb: nbformat.NotebookNode, nav: str, ex: HTMLExporter) -> None:
         """Export one notebook to its page."""
+        ex.page = page.as_posix()
         body, _ = ex.from_notebook_node(nb, resources={"metadata": {"name": nb.metadata.get("title", page.stem)}})
         dest = self.out / page
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -221,6 +342,7 @@ def build(out: str | Path = "site", root: str | Path = ".", runs: tuple[str, ...
         prev, nxt = (found[i - 1] if i else None), (found[i + 1] if i + 1 < len(found) else None)
         nb = nbs[p]
         nb.metadata["title"] = f"{p.parts[1]} · {titles[p]}"
+        add_alt_texts(nb, root / p.parent / "figures")
         site.write(p.with_suffix(".html"), nb, site.nav(p, prev, nxt, f"{p.parts[1]} / {p.stem}"), ex)
     index = Path("index.html")
     site.write(index, index_notebook(root, found, titles), site.nav(index, None, found[0], "Index"), ex)
@@ -231,7 +353,7 @@ def build(out: str | Path = "site", root: str | Path = ".", runs: tuple[str, ...
             done.add(md)
             page = md.with_suffix(".html")
             site.write(page, markdown_notebook(root / md), site.nav(page, None, None, md.as_posix()), ex)
-    for w in site.warnings:
+    for w in site.warnings + ex.warnings:
         print(f"warning: {w}")
     n = len(found) + 1 + len(done)
     print(f"site: {n} pages in {out} (open {out / 'index.html'}), built in {time.perf_counter() - t0:.1f} s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.server
 import re
@@ -65,6 +66,31 @@ def test_links_rewritten(tmp_path):
     assert "Tiny book" in home and "<td>2</td>" in home and 'href="outputs/gemma3-270m/02_y.html"' in home
 
 
+def test_math_and_alt_text(tmp_path, capsys):
+    tiny_repo(tmp_path / "repo")
+    d = tmp_path / "repo" / "outputs" / "smollm2-135m"
+    md = ("## Entropy of $\\hat P(u,e)$\n\nInline $H(u) = -\\sum_e \\hat P \\log \\hat P$, code `$P(x)$`, "
+          "price \\$5 and \\$6.\n\n$$\\mathrm{act}(W_{gate}x) > 0$$\n\n```\n$not math$\n```\n\n"
+          "Broken $\\notacommand x$.")
+    fig = nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(PNG).decode()})
+    show = nbformat.v4.new_code_cell('book.show(plots.hist(H),\n          P, "02_entropy")', outputs=[fig])
+    loop = nbformat.v4.new_code_cell('for n in sets:\n    book.show(fig, P, f"04_ranges_{n}")', outputs=[fig])
+    (d / "figures" / "02_entropy.png").write_bytes(PNG)
+    (d / "figures" / "04_ranges_paper.png").write_bytes(PNG)
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(md), show, loop]), d / "02_y.ipynb")
+    out = site.build(tmp_path / "site", tmp_path / "repo", runs=("smollm2-135m",)).parent
+    page = (out / "outputs" / "smollm2-135m" / "02_y.html").read_text()
+    assert page.count('<math display="inline">') == 2 and page.count('<math display="block">') == 1
+    assert "ns0:" not in page  # math in a heading survives nbconvert's anchor links
+    assert "<code>$P(x)$</code>" in page and "$not math$" in page and "price $5 and $6." in page
+    assert "$\\notacommand x$" in page  # kept as TeX, with one warning naming page and formula
+    assert "warning: outputs/smollm2-135m/02_y.html: formula kept as TeX (unknown command): \\notacommand x" \
+        in capsys.readouterr().out
+    alts = re.findall(r'<img alt="([^"]*)"', page)
+    assert alts == ["Figure 02_entropy.png in section “Entropy of hat P(u,e)”",
+                    "Figure 04_ranges_paper.png in section “Entropy of hat P(u,e)”"]
+
+
 def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match="README.md"):
         site.build(tmp_path / "site", tmp_path)
@@ -112,6 +138,19 @@ def fetch(url: str) -> tuple[int, str]:
         return e.code, ""
 
 
+# visible text outside code and MathML that still looks like TeX: a backslash command or an opening $ before P(
+TEX_VISIBLE = r"""
+const found = [], walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+  const el = n.parentElement;
+  if (!el || el.closest('pre, code, math, script, style, .jp-InputArea-editor, .jp-RenderedText')) continue;
+  const m = n.textContent.match(/\\(?:hat|log|ln|sum|mathrm|frac|times|cdot)\b|\$\$|\$[A-Za-z]\(/);
+  if (m && el.getClientRects().length) found.push(n.textContent.trim().slice(0, 80));
+}
+return found;
+"""
+
+
 def test_site_in_browser(served, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -136,8 +175,15 @@ def test_site_in_browser(served, tmp_path):
                 problems.append(f"{page}: did not finish loading")
             problems += [f"{page}: console: {e['message']}" for e in driver.get_log("browser") if e["level"] == "SEVERE"]
             images = driver.execute_script("return Array.from(document.images).map("
-                                           "i => [i.getAttribute('src').slice(0, 80), i.complete, i.naturalWidth])")
-            problems += [f"{page}: image not loaded: {src}" for src, ok, w in images if not ok or w == 0]
+                                           "i => [i.getAttribute('src').slice(0, 80), i.complete, i.naturalWidth, "
+                                           "i.getAttribute('alt') || ''])")
+            problems += [f"{page}: image not loaded: {src}" for src, ok, w, _ in images if not ok or w == 0]
+            problems += [f"{page}: image without alt text: {src}" for src, _, _, alt in images if not alt.strip()]
+            tex = driver.execute_script(TEX_VISIBLE)
+            problems += [f"{page}: raw TeX in the text: {t}" for t in tex]
+            maths = driver.execute_script("return document.querySelectorAll('.jp-MarkdownCell math').length")
+            if "02_neuron_identification" in page and not maths:
+                problems.append(f"{page}: no <math> elements (the TeX was not converted to MathML)")
             links = driver.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
             for link in links:
                 if not link.startswith(base):
