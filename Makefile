@@ -2,12 +2,14 @@
 #   make book   set up (.venv) and run the book on the default parameters (params/smollm2-135m.yaml); it ends
 #               with three lines: where the outputs are, the headline result, how to open them
 #   make test   set up (.venv) and run the test suite
+#   make site   static HTML of the committed showcase runs into site/ (open site/index.html)
+#   make lab    the book in JupyterLab with the project's kernel ("emolib")
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PARAMS ?= params/smollm2-135m.yaml
 
-.PHONY: setup book quick test compare notebooks exercises benchmarks clean-outputs lint
+.PHONY: setup book quick test compare notebooks exercises benchmarks clean-outputs lint site lab
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,3 +47,15 @@ exercises: setup
 
 benchmarks: setup
 	$(PY) benchmarks/run_all.py
+
+# static HTML of outputs/smollm2-135m, outputs/gemma3-270m and outputs/comparison: an index and every notebook
+site: setup
+	$(PY) -m emolib site --out site
+
+# JupyterLab on the repository with the project's kernel; on a headless machine: make lab LAB_ARGS="--no-browser"
+# (or --ip=0.0.0.0), then open the http://127.0.0.1:8888/lab?token=... URL it prints
+LAB_ARGS ?=
+lab: setup
+	$(PY) -m ipykernel install --sys-prefix --name emolib --display-name "Python (emolib)" >/dev/null
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks \
+	    $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)

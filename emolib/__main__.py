@@ -1,4 +1,4 @@
-"""Command line: python -m emolib run | compare | classify | steer | report | lint | check | exercises."""
+"""Command line: python -m emolib run | compare | classify | steer | report | lint | check | exercises | site."""
 
 from __future__ import annotations
 
@@ -247,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     ex = sub.add_parser("exercises", help="write the exercise copies of the stage notebooks (solutions stubbed)")
     ex.add_argument("--out", default="exercises", help="folder to write them into (default exercises)")
     ex.add_argument("--params", help="set this parameter file's values (and its run folder) in the copies")
+    si = sub.add_parser("site", help="build static HTML of the committed showcase runs (index, notebooks, figures)")
+    si.add_argument("--out", default="site", help="folder to write (default site/; replaced on each build)")
     a = ap.parse_args(argv)
     from . import runner
     try:
@@ -282,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{path}: " + (", ".join(names) if names else "no exercises"))
         elif a.cmd == "steer":
             cmd_steer(a)
+        elif a.cmd == "site":
+            from .report import site
+            site.build(a.out)
         else:
             cmd_classify(a)
     except (params_mod.ParamError, ValueError, FileNotFoundError) as e:

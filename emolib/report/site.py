@@ -1,0 +1,360 @@
+"""Static HTML site of the committed showcase runs (nbconvert's lab template): python -m emolib site [--out site]."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import io
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import jinja2
+import nbformat
+import numpy as np
+from bs4 import BeautifulSoup
+from latex2mathml.converter import convert as tex_to_mathml
+from nbconvert import HTMLExporter
+from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+
+from .summary import END, START
+
+RUNS = ("smollm2-135m", "gemma3-270m", "comparison")
+COPY_MAX_BYTES = 5_000_000  # linked files up to this size are copied onto the site; larger ones become plain text
+COPY_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".csv", ".json", ".jsonl", ".yaml", ".yml", ".txt"}
+EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//)", re.I)  # http:, https:, data:, mailto:, protocol-relative
+
+# nbconvert's lab template without its CDN scripts (require.js, MathJax, mermaid, widget manager): the site works
+# offline and a missing CDN never logs a console error; a data: favicon stops the browser asking the server for one.
+TEMPLATE = r"""{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{% block input_group -%}
+{%- if cell.metadata.get('jupyter', {}).get('source_hidden') -%}
+<details class="site-hidden-input"><summary>code hidden in the notebook (click to show)</summary>
+{{ super() }}
+</details>
+{%- else -%}
+{{ super() }}
+{%- endif -%}
+{% endblock input_group %}
+{% block data_png scoped %}{{ super() | replace('<img ',
+  '<img alt="' ~ (output.metadata.get('alt', '') | escape_html) ~ '" ', 1) }}{% endblock data_png %}
+{% block data_jpg scoped %}{{ super() | replace('<img ',
+  '<img alt="' ~ (output.metadata.get('alt', '') | escape_html) ~ '" ', 1) }}{% endblock data_jpg %}
+{% block extra_css %}
+<link rel="icon" href="data:,">
+<style type="text/css">
+nav.site-nav { position: sticky; top: 0; z-index: 10; display: flex; gap: 1.5em; padding: 0.5em 1em;
+  background: #f3f3f3; border-bottom: 1px solid #ccc; font-family: var(--jp-ui-font-family, sans-serif); }
+nav.site-nav a { text-decoration: none; }
+nav.site-nav .site-nav-here { font-weight: bold; }
+span.repo-path { font-family: var(--jp-code-font-family, monospace); }
+details.site-hidden-input > summary { cursor: pointer; color: var(--jp-ui-font-color2, #666); padding: 0.2em 0; }
+</style>
+{% endblock extra_css %}
+"""
+
+
+def pages(root: Path, runs: tuple[str, ...] = RUNS) -> list[Path]:
+    """The executed notebooks of the showcase runs, in reading order, relative to the repository root."""
+    found = []
+    for run in runs:
+        found += sorted(p.relative_to(root) for p in (root / "outputs" / run).glob("0*.ipynb"))
+    return found
+
+
+def title_of(nb: nbformat.NotebookNode, fallback: str) -> str:
+    """The first markdown heading of a notebook, or fallback."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            m = re.search(r"^#+\s+(.+)$", cell.source, re.M)
+            if m:
+                return re.sub(r"[*_`]", "", m.group(1)).strip()
+    return fallback
+
+
+class MathRenderer(IPythonRenderer):
+    """nbconvert's markdown renderer with TeX math turned into MathML at build time (no MathJax needed)."""
+
+    def __init__(self, *args, warn=print, **kw):
+        super().__init__(*args, **kw)
+        self.warn = warn
+
+    def mathml(self, body: str, display: str) -> str | None:
+        """body as MathML, or None (after a warning) where latex2mathml fails or leaves a TeX command unknown."""
+        try:
+            out = tex_to_mathml(body, display=display)
+        except Exception as e:  # latex2mathml raises its own errors and plain ones on malformed TeX
+            self.warn(f"formula kept as TeX ({type(e).__name__}): {body.strip()}")
+            return None
+        if re.search(r"\\[A-Za-z]", re.sub(r"<[^>]*>", "", out)):
+            self.warn(f"formula kept as TeX (unknown command): {body.strip()}")
+            return None
+        # HTML needs no xmlns; with one, nbconvert's heading anchors (ElementTree) write ns0: prefixes
+        return out.replace(' xmlns="http://www.w3.org/1998/Math/MathML"', "", 1)
+
+    def inline_math(self, body: str) -> str:
+        """$...$ as inline MathML."""
+        return self.mathml(body, "inline") or super().inline_math(body)
+
+    def block_math(self, body: str) -> str:
+        """$$...$$ as display MathML."""
+        return self.mathml(body, "block") or super().block_math(body)
+
+
+class SiteExporter(HTMLExporter):
+    """HTMLExporter whose markdown renderer writes math as MathML; warnings name the page being exported."""
+
+    page = ""
+    warnings: list[str] = []
+
+    @jinja2.pass_context
+    def markdown2html(self, context, source: str) -> str:
+        """Markdown to HTML as nbconvert does it, with MathML for the math."""
+        cell = context.get("cell", {})
+        renderer = MathRenderer(
+            escape=False, attachments=cell.get("attachments", {}), embed_images=self.embed_images,
+            path=context.get("resources", {}).get("metadata", {}).get("path", ""),
+            anchor_link_text=self.anchor_link_text, exclude_anchor_links=self.exclude_anchor_links,
+            warn=lambda w: self.warnings.append(f"{self.page}: {w}"), **self.lexer_options)
+        return MarkdownWithMath(renderer=renderer).render(source)
+
+
+def exporter() -> SiteExporter:
+    """nbconvert's HTML exporter on the lab template, with this site's head (no CDN scripts, inline favicon)."""
+    loader = jinja2.DictLoader({"emolib-site.html.j2": TEMPLATE})
+    ex = SiteExporter(template_name="lab", extra_loaders=[loader], template_file="emolib-site.html.j2")
+    ex.warnings = []
+    return ex
+
+
+def shown_names(source: str) -> list[str]:
+    """The figure names given to book.show(fig, P, name) or plots.save(fig, dir, name) in a cell, as regexes.
+
+    An f-string's fields match .+ (a figure saved in a loop); which file an image is then is told by add_alt_texts.
+    """
+    try:
+        code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("show", "save") \
+                and len(node.args) >= 3:
+            arg = node.args[2]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                names.append(re.escape(arg.value))
+            elif isinstance(arg, ast.JoinedStr):
+                names.append("".join(re.escape(v.value) if isinstance(v, ast.Constant) else ".+" for v in arg.values))
+    return names
+
+
+def thumbnail(data: bytes) -> np.ndarray:
+    """A small grey copy of an image, to tell which saved figure a displayed one is (dpi differs, so bytes do)."""
+    from PIL import Image
+    return np.asarray(Image.open(io.BytesIO(data)).convert("L").resize((32, 32)), dtype=np.float32)
+
+
+def plain(markdown: str) -> str:
+    """A markdown heading as plain text (no emphasis, code or math marks)."""
+    return re.sub(r"\s+", " ", re.sub(r"[*_`$#\\]|<[^>]*>", "", markdown)).strip()
+
+
+def add_alt_texts(nb: nbformat.NotebookNode, figures: Path) -> None:
+    """Set metadata.alt on every image output: the nearest heading above, and the saved figure's file name."""
+    heading, thumbs = "", {}
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            found = re.findall(r"^#+\s+(.+)$", cell.source, re.M)
+            heading = plain(found[-1]) if found else heading
+            continue
+        outs = [o for o in cell.get("outputs", []) if {"image/png", "image/jpeg"} & set(o.get("data", {}))]
+        if not outs:
+            continue
+        patterns = shown_names(cell.source)
+        files = sorted(f for f in figures.glob("*.png") if any(re.fullmatch(p, f.stem) for p in patterns)) \
+            if figures.is_dir() and patterns else []
+        for o in outs:
+            name = None
+            if len(files) == 1:
+                name = files[0].name
+            elif files:
+                for f in files:
+                    if f not in thumbs:
+                        thumbs[f] = thumbnail(f.read_bytes())
+                shown = thumbnail(base64.b64decode(o.data.get("image/png") or o.data["image/jpeg"]))
+                name = min(files, key=lambda f: float(np.abs(thumbs[f] - shown).mean())).name
+            parts = [f"Figure {name}" if name else "Figure", heading and f"in section “{heading}”"]
+            o.setdefault("metadata", {})["alt"] = " ".join(p for p in parts if p)
+
+
+def readme_parts(root: Path) -> tuple[str, str, str]:
+    """The README's title, first paragraph and results block (markdown)."""
+    text = (root / "README.md").read_text(encoding="utf-8")
+    title = re.search(r"^#\s+(.+)$", text, re.M)
+    body = text[title.end():] if title else text
+    intro = next((p.strip() for p in re.split(r"\n\s*\n", body) if p.strip() and not p.lstrip().startswith("#")), "")
+    results = text.split(START, 1)[1].split(END, 1)[0].strip() if START in text and END in text else ""
+    return (title.group(1).strip() if title else "Experiment book"), intro, results
+
+
+def index_notebook(root: Path, found: list[Path], titles: dict[Path, str]) -> nbformat.NotebookNode:
+    """The index page as a notebook of markdown cells: the book's title, what it is, every run and notebook, results."""
+    title, intro, results = readme_parts(root)
+    lines = [f"# {title}", "", intro, "",
+             "This site renders the executed notebooks of the committed showcase runs, with their figures. "
+             "It is built by `make site` (`python -m emolib site`) from `outputs/`; the [README](README.md) says how "
+             "to run the book yourself.", ""]
+    runs: dict[str, list[Path]] = {}
+    for p in found:
+        runs.setdefault(p.parts[1], []).append(p)
+    cells = [nbformat.v4.new_markdown_cell("\n".join(lines))]
+    listing = ["## Runs", ""]
+    for run, nbs in runs.items():
+        listing.append(f'### <a id="{run}"></a>`{run}`')
+        listing.append("")
+        listing += [f"- [{titles[p]}]({p.as_posix()}) (`{p.name}`)" for p in nbs]
+        listing.append("")
+    cells.append(nbformat.v4.new_markdown_cell("\n".join(listing)))
+    if results:
+        cells.append(nbformat.v4.new_markdown_cell("## Results (the README's results block)\n\n" + results))
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["title"] = title
+    return nb
+
+
+def markdown_notebook(path: Path) -> nbformat.NotebookNode:
+    """A markdown file as a one-cell notebook, so it renders with the same template."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(path.read_text(encoding="utf-8"))])
+    nb.metadata["title"] = path.name
+    return nb
+
+
+class Site:
+    """One build: rewrites each page's links against the repository and copies what they point to."""
+
+    def __init__(self, root: Path, out: Path, found: list[Path]):
+        self.root, self.out = root, out
+        self.html = {p: p.with_suffix(".html") for p in found}  # source notebook -> page, both relative to root
+        self.queue: list[Path] = []  # markdown files linked from a page, rendered in turn
+        self.warnings: list[str] = []
+
+    def target(self, page: Path, value: str) -> str | None:
+        """The rewritten link for value on page, or None where it points outside the site (becomes plain text)."""
+        if not value or value.startswith("#") or EXTERNAL.match(value):
+            return value
+        path, sep, frag = value.partition("#")
+        path = path.split("?", 1)[0]
+        rel = Path(os.path.normpath(page.parent / path))
+        if rel.parts and rel.parts[0] == "..":
+            return None
+        src = self.root / rel
+        if rel in self.html:
+            new = self.html[rel]
+        elif rel.suffix == ".md" and src.is_file():
+            new = rel.with_suffix(".html")
+            if new not in self.html.values() and rel not in self.queue:
+                self.queue.append(rel)
+        elif src.is_dir() and len(rel.parts) == 2 and rel.parts[0] == "outputs" and any(
+                p.parts[1] == rel.parts[1] for p in self.html):
+            return os.path.relpath("index.html", page.parent).replace(os.sep, "/") + "#" + rel.parts[1]
+        elif src.is_file() and rel.suffix.lower() in COPY_SUFFIXES and src.stat().st_size <= COPY_MAX_BYTES:
+            (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, self.out / rel)
+            new = rel
+        elif src.exists():
+            return None
+        else:
+            self.warnings.append(f"{page}: link to a missing file {value}")
+            return value
+        return os.path.relpath(new, page.parent).replace(os.sep, "/") + (sep + frag if sep else "")
+
+    def rewrite(self, page: Path, html: str, nav: str) -> str:
+        """Point links at pages and copied files; links to the repository outside the site become plain text."""
+        soup = BeautifulSoup(html, "html.parser")
+        for tag in soup.find_all(["a", "img", "source", "link", "script"]):
+            attr = "href" if tag.name in ("a", "link") else "src"
+            if not tag.has_attr(attr):
+                continue
+            new = self.target(page, tag[attr])
+            if new is not None:
+                tag[attr] = new
+            elif tag.name == "a":
+                path = os.path.normpath(page.parent / tag[attr].partition("#")[0])
+                tag.name = "span"
+                del tag["href"]
+                tag["class"] = "repo-path"
+                tag["title"] = f"in the repository: {Path(path).as_posix()} (not part of this site)"
+            else:
+                self.warnings.append(f"{page}: {tag.name} points outside the site: {tag[attr]}")
+        for tag in soup.find_all(src=True):
+            if tag["src"].startswith(("http:", "https:", "//")):
+                self.warnings.append(f"{page}: loads {tag['src']} from the network")
+        if soup.body is not None:
+            soup.body.insert(0, BeautifulSoup(nav, "html.parser"))
+        return str(soup)
+
+    def nav(self, page: Path, prev: Path | None, nxt: Path | None, label: str) -> str:
+        """The header bar: index, previous and next notebook, the page's own name."""
+        def link(p: Path, text: str) -> str:
+            return f'<a href="{os.path.relpath(p, page.parent)}">{text}</a>'
+        items = [link(Path("index.html"), "Index")]
+        items.append(link(self.html[prev], f"← {prev.parts[1]}/{prev.stem}") if prev else "<span>← (first)</span>")
+        items.append(link(self.html[nxt], f"{nxt.parts[1]}/{nxt.stem} →") if nxt else "<span>(last) →</span>")
+        items.append(f'<span class="site-nav-here">{label}</span>')
+        return '<nav class="site-nav">' + " ".join(items) + "</nav>"
+
+    def write(self, page: Path, nb: nbformat.NotebookNode, nav: str, ex: HTMLExporter) -> None:
+        """Export one notebook to its page."""
+        ex.page = page.as_posix()
+        body, _ = ex.from_notebook_node(nb, resources={"metadata": {"name": nb.metadata.get("title", page.stem)}})
+        dest = self.out / page
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(self.rewrite(page, body, nav), encoding="utf-8")
+
+
+def build(out: str | Path = "site", root: str | Path = ".", runs: tuple[str, ...] = RUNS) -> Path:
+    """Write the site (index.html, one page per executed notebook, linked files) into out; return index.html."""
+    t0 = time.perf_counter()
+    root, out = Path(root).resolve(), Path(out).resolve()
+    if not (root / "README.md").is_file():
+        raise ValueError(f"root: {root} has no README.md; give the repository's root folder")
+    found = pages(root, runs)
+    if not found:
+        raise ValueError(f"runs: no executed notebooks under {root / 'outputs'} for {', '.join(runs)}; "
+                         "the site is built from the committed showcase runs")
+    if out == root or root.is_relative_to(out) or (out.exists() and not out.is_dir()):
+        raise ValueError(f"--out: {out} must be a new or existing folder inside or beside the repository, "
+                         "not the repository itself or a file")
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    site, ex = Site(root, out, found), exporter()
+    nbs = {p: nbformat.read(root / p, as_version=4) for p in found}
+    titles = {p: title_of(nb, p.stem) for p, nb in nbs.items()}
+    for i, p in enumerate(found):
+        prev, nxt = (found[i - 1] if i else None), (found[i + 1] if i + 1 < len(found) else None)
+        nb = nbs[p]
+        nb.metadata["title"] = f"{p.parts[1]} · {titles[p]}"
+        add_alt_texts(nb, root / p.parent / "figures")
+        site.write(p.with_suffix(".html"), nb, site.nav(p, prev, nxt, f"{p.parts[1]} / {p.stem}"), ex)
+    index = Path("index.html")
+    site.write(index, index_notebook(root, found, titles), site.nav(index, None, found[0], "Index"), ex)
+    done: set[Path] = set()
+    while site.queue:
+        md = site.queue.pop(0)
+        if md not in done:
+            done.add(md)
+            page = md.with_suffix(".html")
+            site.write(page, markdown_notebook(root / md), site.nav(page, None, None, md.as_posix()), ex)
+    for w in site.warnings + ex.warnings:
+        print(f"warning: {w}")
+    n = len(found) + 1 + len(done)
+    print(f"site: {n} pages in {out} (open {out / 'index.html'}), built in {time.perf_counter() - t0:.1f} s")
+    return out / "index.html"
