@@ -458,5 +458,14 @@ def from_namespace(ns: dict[str, Any], notebook: str) -> dict[str, Any]:
     raw = {k: ns[k] for k in defaults(notebook) if k in ns}
     p = validate(raw, f"notebook {notebook}")
     p = for_notebook(p, notebook)
-    p["run_dir"] = ns.get("run_dir") or f"outputs/{p['run_name']}"
+    p["run_dir"] = resolve_run_dir(ns.get("run_dir") or f"outputs/{p['run_name']}")
     return p
+
+
+def resolve_run_dir(run_dir: str) -> str:
+    """A relative run folder as given where it exists from here (papermill runs at the project root), else under the
+    project root (a notebook opened in Jupyter runs in notebooks/)."""
+    path, root = Path(run_dir), Path(__file__).resolve().parent.parent
+    if path.is_absolute() or path.exists() or Path.cwd().resolve() == root:
+        return run_dir
+    return str(root / path) if path.parts[0] != ".." and (root / path.parts[0]).is_dir() else run_dir
