@@ -111,7 +111,7 @@ def wide_tables(nb, limit: int = MAX_COLUMNS) -> list[str]:
 
 def _local_roots() -> list[str]:
     """Local folders that must not appear: the project, the temporary folder, the home, any user's home."""
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     return sorted({root, tempfile.gettempdir(), "/tmp", os.path.expanduser("~")} - {"/", "~", ""})
 
 
