@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ..runner import local_roots
 
 MAX_COLUMNS = 8  # a notebook table shows at most this many columns; the full tables stay in the CSVs
 STAGE = re.compile(r"^0[1-5]_")  # stage notebooks (the comparison, 06, has no findings cell or course header)
@@ -109,18 +109,12 @@ def wide_tables(nb, limit: int = MAX_COLUMNS) -> list[str]:
     return out
 
 
-def _local_roots() -> list[str]:
-    """Local folders that must not appear: the project, the temporary folder, the home, any user's home."""
-    root = str(Path(__file__).resolve().parents[2])
-    return sorted({root, tempfile.gettempdir(), "/tmp", os.path.expanduser("~")} - {"/", "~", ""})
-
-
 PATHS = re.compile(r"(?<![\w/.~-])(/home/\w+|/Users/\w+|/root)(?=/)")
 
 
 def local_paths(nb) -> list[str]:
     """A local absolute path anywhere in the notebook: its metadata, a cell's source, metadata or outputs."""
-    pat = re.compile(r"(?<![\w/.~-])(" + "|".join(re.escape(r) for r in _local_roots()) + r")(?![\w.~-])")
+    pat = re.compile(r"(?<![\w/.~-])(" + "|".join(re.escape(r) for r in local_roots()) + r")(?![\w.~-])")
 
     def strings(obj):
         if isinstance(obj, str):
