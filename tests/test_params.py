@@ -17,7 +17,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("0[1-5]_*.py"))
 def notebook_parameters(path: Path) -> dict:
     """The assignments of a percent-format notebook's parameters cell."""
     text = path.read_text()
-    cell = text.split('# %% tags=["parameters"]', 1)[1].split("# %%", 1)[0]
+    cell = text.split('# %% tags=["parameters"]', 1)[1].split("\n", 1)[1].split("# %%", 1)[0]
     return {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(cell).body}
 
 

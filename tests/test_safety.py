@@ -148,7 +148,7 @@ def test_emoprism_duplicates_are_removed_before_the_split_and_counted(tmp_path, 
     assert stats["duplicates_removed"] == 9 and "9 duplicate dialogue(s) removed" in capsys.readouterr().out
     train, evl = set(dd["train"]["dialogue"]), set(dd["eval"]["dialogue"])
     assert not train & evl and len(train) + len(evl) == 24
-    assert "duplicates_removed=9" in (tmp_path / "run" / "data" / "README.md").read_text()
+    assert "duplicates_removed: 9" in (tmp_path / "run" / "data" / "README.md").read_text()
 
 
 def test_corrupt_dialogues_cache_names_the_file_and_how_to_clear_it(tmp_path):
@@ -464,7 +464,7 @@ def test_second_process_on_a_locked_run_folder_gets_one_line(tmp_path):
 
 def test_run_into_a_folder_with_other_params_needs_force(tmp_path, monkeypatch):
     ran = []
-    monkeypatch.setattr(runner, "_run_stages", lambda nbs, p, run_dir: ran.append(run_dir))
+    monkeypatch.setattr(runner, "_run_stages", lambda nbs, p, run_dir, **kw: ran.append(run_dir))
     showcase = tmp_path / "outputs" / "smollm2-135m"
     showcase.mkdir(parents=True)
     committed = (ROOT / "params/smollm2-135m.yaml").read_text()

@@ -93,7 +93,7 @@ def test_deterministic_and_seed_dependent():
 def test_deterministic_across_processes():
     """Derived RNGs must not depend on Python's randomized hash()."""
     code = (
-        "import json; from emolib.synth_template import generate_dialogues as g;"
+        "import json; from emolib.dataset.synth_template import generate_dialogues as g;"
         "print(json.dumps(g(['chess', 'yoga'], ['anger', 'fear'], 2, seed=5)))"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
