@@ -331,6 +331,9 @@ display(tables.narrow(spec, [c for c in spec.columns if c not in ("n_neurons", "
 if P["protocol_generate"]:
     proto = effects.protocol_table(scorer, clf, P, sets["paper"], items, P["protocol_random_sets"])
     display(proto.style.format({c: "{:+.1%}" for c in proto.columns if c != "n_items"} | {"generate_baseline": "{:.0%}"}))
+else:
+    display(Markdown("The paper's generation protocol (greedy replies read for the emotion word) is off in this run "
+                     "(`protocol_generate: false`, it is slow); the label scores above are the measure."))
 
 # %% [markdown]
 # ## Against the paper, and what this run shows
