@@ -38,6 +38,7 @@ def narrow(df: pd.DataFrame, columns: list[str], fmt: dict | None = None, csv: s
     if len(columns) + bool(index) > MAX_COLUMNS:
         raise ValueError(f"narrow: columns has {len(columns) + bool(index)} columns (with the index); "
                          f"at most {MAX_COLUMNS} fit in a notebook")
+    format_kw.setdefault("na_rep", "–")  # a missing value reads as a dash, not "nan%"
     st = df[columns].style.format({k: v for k, v in (fmt or {}).items() if k in columns}, **format_kw)
     if not index:
         st = st.hide(axis="index")
