@@ -16,7 +16,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 EMOTION_ORDER: tuple[str, ...] = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
 EMOTION_COLORS: dict[str, str] = {
@@ -733,7 +733,9 @@ def steering_fluency(doses: pd.DataFrame, fluency: pd.DataFrame, scorer: str, la
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    lo, hi = ax.get_xlim()
+    # minor ticks labelled only within one decade: over several, their labels (…, 7, 8, 9, 10, 20, …) collide
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}") if hi / max(lo, 1e-9) < 10 else NullFormatter())
     ax.set_xlabel("perplexity of the reply under the unsteered model (geometric mean, log scale)")
     ax.set_ylabel(f"target share change from α = 0 ({PP})")
     return _title(fig, f"Fluency trade-off, read by {scorer} (larger marker = larger dose)", label)

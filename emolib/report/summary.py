@@ -59,6 +59,13 @@ def _num(v, fmt: str) -> str:
     return fmt.format(v) if isinstance(v, (int, float)) and np.isfinite(v) else "–"
 
 
+def _scoring(design: dict) -> str:
+    """Notebook 03's scoring time, or that every score came from the run's cache (an earlier, interrupted run)."""
+    if design.get("stage3_item_masks_scored") == {} or design.get("stage3_scoring_seconds") == 0:
+        return "none: every score reused from the run's cache"
+    return _num((design.get("stage3_scoring_seconds") or float("nan")) / 60, "{:.1f} min")
+
+
 def set_names(summaries: list[dict]) -> list[str]:
     """The named sets the runs tested, in their tables' order (the positive control first)."""
     return list(dict.fromkeys(n for s in summaries for n in s["tests"].get("set", pd.Series(dtype=str))))
@@ -109,7 +116,7 @@ def markdown(run_dirs: list[str | Path]) -> str:
         lines.append(f"| `{s['name']}` | {budget} | {g['throughput']:.1f} item-masks/s | {g['n_random']} · "
                      f"{g['n_items']} | {_num(g.get('power'), '{:.0%}')} · {_num(g.get('delta_80'), '{:.2f} nat')} | "
                      f"{_num(g.get('achieved_power'), '{:.0%}')} | "
-                     f"{_num((g.get('stage3_scoring_seconds') or float('nan')) / 60, '{:.1f} min')} ({est:.1f} min) |")
+                     f"{_scoring(g)} ({est:.1f} min) |")
     lines += ["", "Stage 3, the instrument's check: the pilot's SD of random sets' mean margin change per arm (median "
               "over emotions, relative to the paper's zero ablation with fixed calibration), the arm it chose, and "
               "how many of each set's six tests reject after Holm (the `attribution` set is the positive control).",
