@@ -295,7 +295,8 @@ def _run_stages(nbs: list[Path], p: dict, run_dir: Path, quick: bool = False) ->
         if quick:
             record_quick_timing(nb.stem, seconds)
         found = findings.write(run_dir)
-        add_findings_cell(run_dir / nb.name, found.get(nb.stem, []), runtime_line(nb.stem, seconds))
+        add_findings_cell(run_dir / nb.name, found.get(nb.stem + findings.SUMMARY) or found.get(nb.stem, []),
+                          runtime_line(nb.stem, seconds))
         print(f"      done in {seconds:.0f} s", flush=True)
 
 

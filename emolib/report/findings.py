@@ -192,6 +192,21 @@ def headline(d: str | Path) -> list[str]:
     check = control(tests) if "set" in tests else None
     if check:
         out.append(check)
+    out += set_lines(d, tests)
+    out += head_to_head(d)
+    out += steering_summary(d)
+    if grid is not None and "p" in grid:
+        g = grid[grid["p"].notna()]
+        if len(g):
+            out.append(f"Grid contrasts: {int((g.p_holm < 0.05).sum())} of {len(g)} reject after Holm (" +
+                       ", ".join(f"{n} {int((x.p_holm < 0.05).sum())}/{len(x)}" for n, x in g.groupby("set", sort=False))
+                       + ").")
+    return out
+
+
+def set_lines(d: Path, tests: pd.DataFrame) -> list[str]:
+    """One sentence per tested set but the control: how many emotions reject after Holm, which, and the power."""
+    out = []
     for name in dict.fromkeys(tests.get("set", [])):
         if name == "attribution":
             continue
@@ -212,14 +227,6 @@ def headline(d: str | Path) -> list[str]:
                        f"{r.emotion}: {r.own_minus_random_margin:+.2f} nat, {r.verdict}{shared(r.emotion)}"
                        for _, r in eff.iterrows()) + ")" if len(eff) else "") +
                    f"; 80% power needed a shift of {t['delta_80'].median():.2f} nat (median over emotions).")
-    out += head_to_head(d)
-    out += steering_summary(d)
-    if grid is not None and "p" in grid:
-        g = grid[grid["p"].notna()]
-        if len(g):
-            out.append(f"Grid contrasts: {int((g.p_holm < 0.05).sum())} of {len(g)} reject after Holm (" +
-                       ", ".join(f"{n} {int((x.p_holm < 0.05).sum())}/{len(x)}" for n, x in g.groupby("set", sort=False))
-                       + ").")
     return out
 
 
@@ -310,6 +317,16 @@ def ablation(d: Path) -> list[str]:
     return ([check] if check else []) + tests(t)
 
 
+def ablation_summary(d: Path) -> list[str]:
+    """Stage 3 in a few lines, for the top of the notebook: the positive control, then one sentence per set."""
+    t = _csv(d, "own_vs_random.csv")
+    if t is None:
+        return []
+    check = control(t)
+    return ([check] if check else []) + set_lines(d, t) + [
+        "One line per test: at the end of this notebook, and in `findings.json`."]
+
+
 def layers(d: Path) -> list[str]:
     """Stage 4: the pre-specified grid contrasts."""
     t = _csv(d, "grid_contrasts.csv")
@@ -325,6 +342,8 @@ def steered(d: Path) -> list[str]:
 
 
 BUILDERS = {"01": data, "02": identification, "03": ablation, "04": layers, "05": steered}
+SUMMARIES = {"03": ablation_summary}  # stages whose findings are too many for the top of the notebook
+SUMMARY = " (summary)"  # findings.json key suffix of a stage's summary
 
 
 def stage(run_dir: str | Path, number: str) -> list[str]:
@@ -338,6 +357,8 @@ def build(run_dir: str | Path) -> dict[str, list[str]]:
     """Every stage's findings (by notebook name) and the run's headline, from its files."""
     d = Path(run_dir)
     out = {name: stage(d, n) for n, name in STAGES.items()}
+    for n, fn in SUMMARIES.items():
+        out[STAGES[n] + SUMMARY] = fn(d)
     out["headline"] = headline(d) if (d / "own_vs_random.csv").exists() or (d / "variants.csv").exists() else []
     return out
 
