@@ -315,29 +315,30 @@ def layer_heatmap(table: pd.DataFrame, label: str) -> Figure:
     t, fmt = _as_int_if_whole(t)
     annot = len(t) <= 40
     height = max(4.0, 0.28 * len(t) + 1.8) if annot else min(10.0, 0.12 * len(t) + 2.5)
-    fig, ax = plt.subplots(figsize=(7.5, height), layout="constrained")
-    sns.heatmap(t, ax=ax, cmap="rocket_r", annot=annot, fmt=fmt, annot_kws={"fontsize": 8},
-                linewidths=0.3 if annot else 0, linecolor="white",
-                cbar_kws={"label": "emotion neurons"})
-    ax.set_xlabel("emotion")
-    ax.set_ylabel("layer (0 = first)")
-    ax.tick_params(axis="y", rotation=0)
-    return _title(fig, "Where the emotion neurons are: count per layer", label)
+    return _emotion_heatmap(t, height, annot, fmt, "emotion neurons", "layer (0 = first)",
+                            "Where the emotion neurons are: count per layer", label)
 
 
 def depth_heatmap(profile: pd.DataFrame, label: str) -> Figure:
     """Heatmap of each emotion's share of neurons per relative-depth bin (depth 0 at the bottom)."""
     p = profile[_ordered(profile.columns)].sort_index(ascending=False) * 100
     p.index = [f"{float(v):.2f}" for v in p.index]
-    annot = p.size < MAX_ANNOTATED_CELLS
-    fig, ax = plt.subplots(figsize=(7.5, min(10.0, max(4.0, 0.32 * len(p) + 1.8))), layout="constrained")
-    sns.heatmap(p, ax=ax, cmap="rocket_r", vmin=0, annot=annot, fmt=".0f", annot_kws={"fontsize": 8},
-                linewidths=0.3 if annot else 0, linecolor="white",
-                cbar_kws={"label": "share of the emotion's neurons (%)"})
+    return _emotion_heatmap(p, min(10.0, max(4.0, 0.32 * len(p) + 1.8)), p.size < MAX_ANNOTATED_CELLS, ".0f",
+                            "share of the emotion's neurons (%)", "relative depth (0 = first layer, 1 = last)",
+                            "Depth profile: share of each emotion's neurons per depth bin (columns sum to 100%)",
+                            label, vmin=0)
+
+
+def _emotion_heatmap(t: pd.DataFrame, height: float, annot: bool, fmt: str, cbar: str, ylabel: str, title: str,
+                     label: str, vmin: float | None = None) -> Figure:
+    """A rows x emotions heatmap (annotated when small), emotions on x, the first row at the top."""
+    fig, ax = plt.subplots(figsize=(7.5, height), layout="constrained")
+    sns.heatmap(t, ax=ax, cmap="rocket_r", vmin=vmin, annot=annot, fmt=fmt, annot_kws={"fontsize": 8},
+                linewidths=0.3 if annot else 0, linecolor="white", cbar_kws={"label": cbar})
     ax.set_xlabel("emotion")
-    ax.set_ylabel("relative depth (0 = first layer, 1 = last)")
+    ax.set_ylabel(ylabel)
     ax.tick_params(axis="y", rotation=0)
-    return _title(fig, "Depth profile: share of each emotion's neurons per depth bin (columns sum to 100%)", label)
+    return _title(fig, title, label)
 
 
 def overlap_heatmap(overlap: pd.DataFrame, label: str) -> Figure:
