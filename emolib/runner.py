@@ -172,9 +172,11 @@ def record_quick_timing(name: str, seconds: float, path: Path = QUICK_TIMINGS) -
     safeio.atomic_write_json(path, record, indent=1)
 
 
-def runtime_line(name: str, seconds: float | None, quick: Path = QUICK_TIMINGS) -> str:
+def runtime_line(name: str, seconds: float | None, quick: Path = QUICK_TIMINGS, run_dir: Path | None = None) -> str:
     """'This run: N s for this stage; with params/quick.yaml: M s (measured DATE on C CPUs)', from the records."""
     here = f"this run took {seconds:.0f} s for this stage" if seconds is not None else "this run's time is not recorded"
+    if run_dir is not None and name == "03_ablation" and reused_every_score(run_dir):
+        here += " (every stage-3 score came from the run's cache, so this is not the time of the scoring)"
     try:
         q = json.loads(quick.read_text()).get(name) if quick.exists() else None
     except (ValueError, OSError):
@@ -183,6 +185,13 @@ def runtime_line(name: str, seconds: float | None, quick: Path = QUICK_TIMINGS) 
              if isinstance(q, dict) and "seconds" in q else
              "no quick run is recorded yet (`make quick` measures one)")
     return f"Runtime: {here}; {there}."
+
+
+def reused_every_score(run_dir: Path) -> bool:
+    """Whether notebook 03 scored nothing itself (design.json: every score was found in the run's cache)."""
+    from .causal import budget
+    design = budget.load({"run_dir": str(run_dir)}) or {}
+    return design.get("stage3_item_masks_scored") == {}
 
 
 def add_findings_cell(path: Path, lines: list[str], runtime: str) -> None:
@@ -296,7 +305,7 @@ def _run_stages(nbs: list[Path], p: dict, run_dir: Path, quick: bool = False) ->
             record_quick_timing(nb.stem, seconds)
         found = findings.write(run_dir)
         add_findings_cell(run_dir / nb.name, found.get(nb.stem + findings.SUMMARY) or found.get(nb.stem, []),
-                          runtime_line(nb.stem, seconds))
+                          runtime_line(nb.stem, seconds, run_dir=run_dir))
         print(f"      done in {seconds:.0f} s", flush=True)
 
 
