@@ -280,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{path}: ok")
         elif a.cmd == "exercises":
             from . import exercises
+            from .runner import check_out_dir
+            check_out_dir(Path(a.out))  # one line before any work: the folder must be creatable and writable
+            if a.params:
+                params_mod.load(a.params)
             for path, names in exercises.write(a.out, params=a.params).items():
                 print(f"{path}: " + (", ".join(names) if names else "no exercises"))
         elif a.cmd == "steer":

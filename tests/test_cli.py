@@ -97,3 +97,11 @@ def test_papermill_kernel_talks_over_ipc():
     c = runner.kernel_config("/tmp/x")
     if os.name == "posix":
         assert c.KernelManager.transport == "ipc" and c.KernelManager.ip == "/tmp/x/kernel"
+
+
+def test_exercises_command_refuses_bad_input_with_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["exercises", "--out", str(tmp_path / "file" / "sub")]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main(["exercises", "--out", str(tmp_path / "ex"), "--params", str(tmp_path / "missing.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err and not any((tmp_path / "ex").glob("*.ipynb"))
