@@ -93,14 +93,14 @@ def test_findings_are_generated_and_open_every_stage_notebook(run_dir):
     assert found == findings.build(run_dir)  # the file is what the tables say now
     assert found["02_neuron_identification"][0].startswith("The paper's setting:")
     assert found["03_ablation"][0].startswith("Positive control")
+    # stage 3's top cell is its summary: the control first, one line per set, the tests at the end of the notebook
+    summary = found["03_ablation" + findings.SUMMARY]
+    assert summary[0] == found["03_ablation"][0] and len(summary) < len(found["03_ablation"])
     for name in findings.STAGES.values():
         nb = nbformat.read(run_dir / f"{name}.ipynb", as_version=4)
         top = nb.cells[0]
         assert top.cell_type == "markdown" and lint.FINDINGS_TITLE in top.source and "Runtime: this run took" in top.source
         assert all(f"- {line}" in top.source for line in found.get(name + findings.SUMMARY) or found[name])
-    # stage 3's top cell is its summary: the control first, one line per set, the tests at the end of the notebook
-    summary = found["03_ablation" + findings.SUMMARY]
-    assert summary[0] == found["03_ablation"][0] and len(summary) < len(found["03_ablation"])
         assert sum(lint.FINDINGS_TITLE in c.source for c in nb.cells) == 1
         for rule in (lint.figures_shown_twice, lint.local_paths, lint.parameters_collapsed, lint.findings_first,
                      lint.stderr_warnings):
