@@ -10,8 +10,9 @@ from pathlib import Path
 
 import nbformat
 
+from .params import ROOT
+
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
-ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("01", "02", "03", "04", "05")
 
 

@@ -13,6 +13,7 @@ import yaml
 
 from .emotions import EMOTIONS, normalize
 
+ROOT = Path(__file__).resolve().parent.parent  # the project: notebooks/, params/, outputs/
 ALL = ("01", "02", "03", "04", "05")
 CLASSIFY = ("01", "02", "03", "04")  # the classification prompt is used to annotate, frame, classify
 
@@ -465,7 +466,7 @@ def from_namespace(ns: dict[str, Any], notebook: str) -> dict[str, Any]:
 def resolve_run_dir(run_dir: str) -> str:
     """A relative run folder as given where it exists from here (papermill runs at the project root), else under the
     project root (a notebook opened in Jupyter runs in notebooks/)."""
-    path, root = Path(run_dir), Path(__file__).resolve().parent.parent
+    path, root = Path(run_dir), ROOT
     if path.is_absolute() or path.exists() or Path.cwd().resolve() == root:
         return run_dir
     return str(root / path) if path.parts[0] != ".." and (root / path.parts[0]).is_dir() else run_dir

@@ -15,7 +15,7 @@ import yaml
 from . import params as params_mod
 from . import safeio
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = params_mod.ROOT
 NOTEBOOKS = ROOT / "notebooks"
 STAGES = ("01", "02", "03", "04", "05")
 HEADLESS = "EMOLIB_HEADLESS"  # set while papermill runs a notebook
@@ -190,8 +190,7 @@ def runtime_line(name: str, seconds: float | None, quick: Path = QUICK_TIMINGS, 
 def reused_every_score(run_dir: Path) -> bool:
     """Whether notebook 03 scored nothing itself (design.json: every score was found in the run's cache)."""
     from .causal import budget
-    design = budget.load({"run_dir": str(run_dir)}) or {}
-    return design.get("stage3_item_masks_scored") == {}
+    return budget.reused_every_score(budget.load({"run_dir": str(run_dir)}) or {})
 
 
 def add_findings_cell(path: Path, lines: list[str], runtime: str) -> None:

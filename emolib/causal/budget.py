@@ -324,6 +324,11 @@ def grid_items(p: dict) -> int | None:
     return p.get("grid_eval_limit") or p.get("eval_limit")
 
 
+def reused_every_score(design: dict) -> bool:
+    """Whether notebook 03 scored nothing itself: every score of design.json's run was found in the run's cache."""
+    return design.get("stage3_item_masks_scored") == {} or design.get("stage3_scoring_seconds") == 0
+
+
 def achieved(p: dict, d: Design, table: pd.DataFrame, seconds: float, by_step: dict[str, int]) -> str:
     """Record the power the main test reached and the scoring time beside the design's prediction; one sentence."""
     tested = table[table["power"].notna()] if "power" in table else table.iloc[:0]

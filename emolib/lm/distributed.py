@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", help="run folder (default outputs/<run_name>)")
     a = ap.parse_args(argv)
     p = params_mod.load(a.params)
-    run_dir = Path(a.out) if a.out else Path(__file__).resolve().parents[2] / "outputs" / p["run_name"]
+    run_dir = Path(a.out) if a.out else params_mod.ROOT / "outputs" / p["run_name"]
     if not (run_dir / "data").exists():
         raise SystemExit(f"{run_dir / 'data'} not found: run stage 01 for this folder first "
                          f"(python -m emolib run {a.params} --only 01)")

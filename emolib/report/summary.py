@@ -61,7 +61,8 @@ def _num(v, fmt: str) -> str:
 
 def _scoring(design: dict) -> str:
     """Notebook 03's scoring time, or that every score came from the run's cache (an earlier, interrupted run)."""
-    if design.get("stage3_item_masks_scored") == {} or design.get("stage3_scoring_seconds") == 0:
+    from ..causal.budget import reused_every_score
+    if reused_every_score(design):
         return "none: every score reused from the run's cache"
     return _num((design.get("stage3_scoring_seconds") or float("nan")) / 60, "{:.1f} min")
 
