@@ -1,4 +1,4 @@
-"""Command line: python -m emolib run | compare | classify | steer | report | lint | check | exercises | site."""
+"""Command line: python -m emolib run | compare | classify | steer | report | lint | check | plan | exercises | site."""
 
 from __future__ import annotations
 
@@ -208,6 +208,18 @@ def cmd_steer(a: argparse.Namespace) -> None:
             print(f"    {name}: top {r[f'{name} top']}, P({emotion}) = {r[f'{name} P({emotion})']:.2f}")
 
 
+def cmd_plan(a: argparse.Namespace) -> None:
+    """Print the planner's params lines for a budget (one clear error before loading a model)."""
+    p = params_mod.load(a.params)
+    minutes = a.budget_min if a.budget_min is not None else p.get("effects_budget_min")
+    if minutes is None or not math.isfinite(minutes) or not 0 < minutes <= 100_000:
+        raise params_mod.ParamError("plan: --budget-min (or the params' effects_budget_min) must be a number of "
+                                    f"minutes in (0, 100000], got {minutes!r}")
+    from .causal import budget, planner
+    p = {**p, "run_dir": str(params_mod.ROOT / "outputs" / p["run_name"])}  # its stages 01-03, where they ran
+    print(budget.plan_lines(planner.propose(p, minutes)))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; bad input exits 2 with one line naming what is wrong."""
     ap = argparse.ArgumentParser(prog="python -m emolib", description=__doc__)
@@ -247,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     ex = sub.add_parser("exercises", help="write the exercise copies of the stage notebooks (solutions stubbed)")
     ex.add_argument("--out", default="exercises", help="folder to write them into (default exercises)")
     ex.add_argument("--params", help="set this parameter file's values (and its run folder) in the copies")
+    pl = sub.add_parser("plan", help="time this machine and propose stage 3-4's design for a budget (params lines)")
+    pl.add_argument("params")
+    pl.add_argument("--budget-min", type=float, help="minutes of scoring for notebooks 03-04 (default: the params' "
+                    "effects_budget_min)")
     si = sub.add_parser("site", help="build static HTML of the committed showcase runs (index, notebooks, figures)")
     si.add_argument("--out", default="site", help="folder to write (default site/; replaced on each build)")
     a = ap.parse_args(argv)
@@ -288,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{path}: " + (", ".join(names) if names else "no exercises"))
         elif a.cmd == "steer":
             cmd_steer(a)
+        elif a.cmd == "plan":
+            cmd_plan(a)
         elif a.cmd == "site":
             from .report import site
             site.build(a.out)

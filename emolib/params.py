@@ -151,12 +151,24 @@ SCHEMA: dict[str, Param] = {
     "instrument_search": Param(True, ("03",), "bool", "choose the prompt (chat/plain, few-shot k, calibration) on a "
                                "dev split of train dialogues; false = use prompt_style, few_shot and calibrate"),
     "dev_per_emotion": Param(12, ("03",), "int", "dev dialogues per emotion for the instrument choice", low=2),
-    "n_random_sets": Param(20, ("03",), "int", "random sets per set and emotion in the main test (matched per "
-                           "layer, firing decile and activation-SD decile); with effects_budget_min, the minimum "
-                           "(and the pilot's number)", low=2),
-    "effects_budget_min": Param(None, ("03", "04"), "float", "minutes of scoring for notebooks 03-04: the pilot, "
-                                "the main test's random sets and items per emotion chosen for power within it "
-                                "(emolib.causal.budget); null = the fixed design of n_random_sets and eval_limit",
+    "n_random_sets": Param(20, ("03", "04"), "int", "random families per test (each neuron of a set's union mapped to "
+                           "one random neuron of its layer, firing decile and activation-SD decile; each emotion's "
+                           "random set the image of its own set): the null of the pooled and per-emotion tests", low=2),
+    "items_per_emotion": Param(8, ("03", "04"), "int", "eval items per emotion in stage 3's tests (the first in a "
+                               "seeded order; fewer when an emotion has fewer): fixed here, never by a timing",
+                               low=1, nullable=True),
+    "pilot_random_sets": Param(10, ("03",), "int", "random sets per emotion in the descriptive pilot of the arms "
+                               "(seeds disjoint from the families'); 0 = no pilot", low=0),
+    "equivalence_margin": Param(0.25, ("03", "04"), "float", "delta (nat) of the equivalence test: a set is "
+                                "'equivalent to random' when its pooled effect is shown within +-delta (TOST)",
+                                low=0.0, low_open=True),
+    "titration_shares": Param([0.1, 0.25, 0.5, 1.0], ("03",), "list[float]", "shares of a paper-sized random family "
+                              "replaced by the control's neurons (the detection curve); [] = none",
+                              extra={"low": 0.0, "high": 1.0}),
+    "titration_draws": Param(5, ("03",), "int", "titrated families per share", low=0),
+    "effects_budget_min": Param(None, ("03",), "float", "the planner's budget (minutes of scoring for 03-04): "
+                                "`python -m emolib plan PARAMS` and notebook 03 propose n_random_sets and "
+                                "items_per_emotion for it; the run's design never changes from it",
                                 low=0.0, low_open=True, nullable=True),
     "protocol_random_sets": Param(3, ("03",), "int", "random sets per emotion in the protocol table", low=1),
     "protocol_generate": Param(False, ("03",), "bool", "also run the greedy-generation protocol table (slow: "
@@ -164,9 +176,9 @@ SCHEMA: dict[str, Param] = {
     "attribution_per_emotion": Param(24, ("03",), "int", "train dialogues per emotion for the scoring-sequence "
                                      "pass (means and SDs for mean ablation and matching; the attribution set)",
                                      low=2),
-    "intervention": Param("auto", ("03",), "choice", "the primary arm: auto = the pilot's rule on random sets; or "
-                          "an arm (zero or mean ablation / calibration fixed or recomputed)",
-                          choices=("auto", "zero/fixed", "zero/recomputed", "mean/fixed", "mean/recomputed")),
+    "intervention": Param("zero/recomputed", ("03",), "choice", "the primary arm, fixed before the data: zero or "
+                          "mean ablation / calibration fixed or recomputed under the mask (the others are secondary "
+                          "columns)", choices=("zero/fixed", "zero/recomputed", "mean/fixed", "mean/recomputed")),
     "secondary_random_sets": Param(3, ("03",), "int", "random sets per test under the non-primary arms where the "
                                    "pilot did not score them (descriptive columns)", low=2),
     "specificity_random_sets": Param(3, ("03",), "int", "matched random sets per emotion scored on all items, "
@@ -185,7 +197,7 @@ SCHEMA: dict[str, Param] = {
                          "all; the tested contrast needs bottom and top)", nullable=True,
                          extra={"choices": ("bottom", "middle", "top", "all")}),
     "grid_sets": Param(None, ("03", "04"), "list[str]", "named sets the grids test (null = every named set)",
-                       nullable=True, extra={"choices": ("attribution", "paper", "selective", "directions")}),
+                       nullable=True, extra={"choices": ("attribution", "weights", "paper", "selective", "directions")}),
     "grid_eval_limit": Param(None, ("03", "04"), "int", "cap on eval dialogues per emotion in the grids (null = "
                              "eval_limit)", low=1, nullable=True),
     # --- 05 steering (sufficiency)

@@ -62,7 +62,10 @@
 # %%
 from IPython.display import Markdown, display
 
-from emolib.causal import attribution, budget, effects, metrics
+import pandas as pd
+
+from emolib.causal import attribution, budget, effects, metrics, pooled
+from emolib.identify import weights
 from emolib.report import book, findings, plots, tables
 from emolib.identify import neurons
 
@@ -86,11 +89,16 @@ eval_limit = None
 instrument_search = True
 dev_per_emotion = 12
 n_random_sets = 20
+items_per_emotion = 8
+pilot_random_sets = 10
+equivalence_margin = 0.25
+titration_shares = [0.1, 0.25, 0.5, 1.0]
+titration_draws = 5
 effects_budget_min = None
 protocol_random_sets = 3
 protocol_generate = False
 attribution_per_emotion = 24
-intervention = "auto"
+intervention = "zero/recomputed"
 secondary_random_sets = 3
 specificity_random_sets = 3
 power_delta = 0.25
@@ -202,57 +210,58 @@ if unfiltered is not None:
           f"{metrics.per_emotion_accuracy(unfiltered.label.tolist(), upred, P['emotions'], u)['overall']:.1%}")
 
 # %% [markdown]
-# ## Sizing within the time budget
-# `effects_budget_min` buys a number of scored conditions (items × masks) on this machine. The rule is fixed
-# before any own set is scored (`emolib.causal.budget`): time the scorer here, give the pilot at most a quarter of the
-# budget, then choose the main test's random sets R and items per emotion for power, from the pilot's random sets
-# only.
+# ## The design, fixed in the parameter file
+# `n_random_sets` random families per test, `items_per_emotion` eval items per emotion (the first of each emotion in
+# a seeded order), the primary arm `intervention`, and the titrated families of the detection curve: the same params
+# and seed give the same items, random sets and tables on every machine (up to the dtype, recorded here). The
+# scorer is timed on this machine only to estimate the time, and to let the planner propose a design for
+# `effects_budget_min` as params lines to paste; this run never changes its design from the timing.
 
 # %%
-rate, n_pilot = budget.size_pilot(P, clf, lm, sets["paper"].by_layer(P["emotions"][0]), items)
-pilot_items = budget.take(items, n_pilot, P["emotions"])
-progress = budget.Progress(P, "03_ablation", budget.pilot_cost(len(P["emotions"]), P["n_random_sets"], n_pilot, 2,
-                                                                  clf.calibrate), rate)
+names = list(dict.fromkeys(["attribution", "weights", *sets]))
+grid_names = [n for n in names if P["grid_sets"] is None or n in P["grid_sets"]]
+design = budget.fixed_design(P, budget.available_items(items, P["emotions"]), len(names), len(grid_names),
+                             clf.calibrate, str(lm.dtype).replace("torch.", ""))
+budget.save(P, design)
+items = budget.take(items, design.n_items, P["emotions"])
+scorer.arm = design.intervention
+rate = budget.measure(P, clf, lm, sets["paper"].by_layer(P["emotions"][0]), items)
+budget.save_timing(P, throughput=rate)
+progress = budget.Progress(P, "03_ablation", design.total_item_masks() - design.item_masks["grids (04)"], rate)
 scorer.on_progress = progress.add
-print(f"scorer throughput here: {rate:.1f} item-masks/s; pilot: {P['n_random_sets']} random sets on {n_pilot} "
-      f"items per emotion under each intervention")
+display(Markdown(f"**Design:** {design.n_random} random families per test, {design.n_items} items per emotion "
+                 f"({design.note}), primary arm **{design.intervention}**, {len(design.titration_shares)} titration "
+                 f"shares × {design.titration_draws} families, scored in {design.dtype}.  \n"
+                 + budget.estimate_line(design, rate)))
+if P["effects_budget_min"]:
+    proposal = budget.plan(60 * P["effects_budget_min"], rate, budget.pilot_comps(P), P, len(names),
+                           len(grid_names), budget.available_items(effects.eval_table(P, P["eval_limit"]),
+                                                                  P["emotions"]), clf.calibrate, len(P["emotions"]))
+    display(Markdown("**The planner** (`python -m emolib plan`), for a budget of "
+                     f"{P['effects_budget_min']:g} min on this machine, would write:\n```yaml\n"
+                     + budget.plan_lines(proposal) + "\n```"))
 
 # %% [markdown]
-# ## The pilot: which intervention, decided on random sets only
+# ## The pilot: how much each intervention moves random sets (descriptive)
 # Zeroing neurons that fire on almost every token shifts the label prior whatever the set, so random sets swing
-# widely and nothing stands out from them. The pilot measures, per arm, how much the `paper` set's matched random
-# sets move each emotion's margin, and the rule written in `instrument.json` picks the quietest arm.
+# widely. The pilot measures, per arm, how much the `paper` set's matched random sets (seeds disjoint from the
+# test's families) move each emotion's margin. It no longer chooses the arm: zero ablation with recomputed
+# calibration was fixed before these data (it is the paper's intervention, and earlier pilots chose it in most
+# runs); the table says how the four arms compare.
 
 # %%
 progress.step("pilot")
-before = (scorer.computed, scorer.seconds)
-pilot, decision = effects.pilot(scorer, P, sets["paper"], pilot_items, P["n_random_sets"], spread)
-if P["intervention"] != "auto":
-    decision = {**decision, "chosen": P["intervention"], "overridden": "set by the intervention parameter"}
-effects.save_pilot(P, pilot, decision)
-scorer.arm = decision["chosen"]
-display(Markdown(f"**Rule:** {decision['rule']}.  \n**Median SD per arm:** " + ", ".join(
-    f"{a} {v:.3f} ({decision['sd_ratio_to_paper_arm'][a] or float('nan'):.2f}× the paper's arm)" for a, v in
-    decision["median_sd"].items() if v is not None) + f".  \n**Primary arm: {decision['chosen']}**"
-    + (f" ({decision['overridden']})" if "overridden" in decision else "") + "."))
-
-# %% [markdown]
-# ## The design: random sets and items per emotion, for power
-# From the pilot under the primary arm, each emotion's spread of a random set's mean change splits into a part
-# between sets and a part that averages out over items. The design below is the cheapest whose detectable shift
-# (80% power) is within 2% of the smallest the budget allows, at the pilot's measured scoring rate; notebook 04's
-# grids are reserved first.
-
-# %%
-design = budget.after_pilot(P, pilot, scorer.arm, rate, n_pilot, list(sets), items, clf.calibrate,
-                            (scorer.computed - before[0], scorer.seconds - before[1]))
-budget.save(P, design, pilot_seconds=scorer.seconds)
-items = budget.take(items, design.n_items, P["emotions"])
-progress.total = progress.done + sum(v for k, v in design.item_masks.items() if k not in ("pilot", "grids (04)"))
-display(Markdown(f"**Design:** {design.n_random} random sets per test, {design.n_items} items per emotion "
-                 f"({design.note}), at {design.throughput:.1f} item-masks/s; predicted median power "
-                 f"{design.power:.0%} for a {P['power_delta']:g}-nat shift at Holm's strictest level, 80% power at "
-                 f"{design.delta_80:.2f} nat."))
+if design.pilot_random:
+    pilot, decision = effects.pilot(scorer, P, sets["paper"], items, design.pilot_random, spread)
+    decision = {**decision, "chosen": design.intervention, "primary": "fixed in the parameter file (intervention)"}
+    effects.save_pilot(P, pilot, decision)
+    display(Markdown(f"**Median SD per arm** ({design.pilot_random} random sets per emotion): " + ", ".join(
+        f"{a} {v:.3f} ({decision['sd_ratio_to_paper_arm'][a] or float('nan'):.2f}× the paper's arm)" for a, v in
+        decision["median_sd"].items() if v is not None) + f"; the quietest is {decision['quietest']}.  \n"
+        f"**Primary arm: {design.intervention}** (fixed in the parameter file)."))
+else:
+    pilot = None
+    display(Markdown(f"No pilot in this run (`pilot_random_sets: 0`). **Primary arm: {design.intervention}**."))
 
 # %% [markdown]
 # ## The positive control: the `attribution` set
@@ -262,8 +271,18 @@ display(Markdown(f"**Design:** {design.n_random} random sets per test, {design.n
 
 # %%
 entry = attribution.add_named_set(P, sums, scorer.arm, scorer.use_calibration)
-sets = neurons.named_sets(P)
 display(attribution.summary(entry).T.style.format("{:.2f}"))
+
+# %% [markdown]
+# ## A control chosen from the weights alone: the `weights` set
+# Per emotion, as many neurons as the `paper` set has: those whose output weight (`down_proj` column), read through
+# the unembedding, raises the emotion's label token most against the other labels. No data, no gradient. Below, the
+# tokens its first neurons promote most.
+
+# %%
+wentry = weights.add_named_set(P, lm, tok, weights.label_ids(clf))
+sets = neurons.named_sets(P)
+display(weights.summary(wentry))
 
 # %% [markdown]
 # ## Own set against matched random sets
@@ -272,8 +291,56 @@ display(attribution.summary(entry).T.style.format("{:.2f}"))
 
 # %%
 progress.step("main test")
-table, arrays = effects.main_test(scorer, P, sets, items, design.n_random, spread, P["secondary_random_sets"])
+table, arrays, random_sets = effects.main_test(scorer, P, sets, items, design.n_random, spread,
+                                               P["secondary_random_sets"])
+progress.step("titration")
+random_sets = pd.concat([random_sets, effects.titration(scorer, P, sets["paper"], sets["attribution"], items,
+                                                        design.titration_shares, design.titration_draws,
+                                                        design.n_random, spread)], ignore_index=True)
+book.save_table(P, {"all": random_sets}, pooled.RANDOM_SETS_FILE)
 book.save_table(P, {"all": table}, "own_vs_random.csv")
+pooled_t = pooled.pooled_all(random_sets, scorer.arms(), scorer.arm, P["equivalence_margin"], P["power_delta"])
+book.save_table(P, {"all": pooled_t}, pooled.POOLED_FILE)
+tested = [n for n in sets if n not in pooled.CONTROLS]
+tit = pooled.titration(random_sets, scorer.arm, "paper", len(tested))
+book.save_table(P, {"all": tit}, pooled.TITRATION_FILE)
+
+# %% [markdown]
+# ## The answer: one pooled test per named set
+# The confirmatory family: per named set, the mean over the six emotions of its own set's margin change on its
+# emotion's items, against the same mean of each random family (which keeps the set's overlap between emotions).
+# Holm over the named sets; beside it, the equivalence test against ±`equivalence_margin` and the smallest margin
+# within which the set is shown equivalent to random. The controls are tested the same way, outside the family.
+
+# %%
+primary = pooled_t[pooled_t.primary]
+display(tables.narrow(primary.assign(**{"own − random [95% CI]": tables.interval(
+    primary.own_minus_random, primary.lo, primary.hi)}),
+    ["set", "role", "own − random [95% CI]", "in_sds", "p_holm", "equivalence_bound", "verdict"],
+    {"in_sds": "{:+.2f}", "p_holm": "{:.3g}", "equivalence_bound": "{:.2f}"}, csv=pooled.POOLED_FILE, na_rep="–"))
+book.show(plots.pooled_forest(primary, P["equivalence_margin"], LABEL + f" · arm {scorer.arm}"), P, "03_pooled")
+
+# %% [markdown]
+# ## What the test could have found: the detection curve
+# Titrated families: a `paper`-sized random family with a share of each emotion's set replaced by that emotion's
+# `attribution` neurons, each run through exactly the pooled test above (against the `paper` set's families, at
+# Holm's strictest level). The curve is the measured detection rate against the real pooled effect in nat; where it
+# reaches 80%, the test could have found an effect of that size.
+
+# %%
+curve = pooled.detection_curve(tit)
+display(tables.narrow(curve, ["share", "effect", "effect_sd", "draws", "detected"],
+                      {"share": "{:.0%}", "effect": "{:+.2f}", "effect_sd": "{:.2f}", "detected": "{:.0%}"},
+                      csv=pooled.TITRATION_FILE))
+book.show(plots.detection_curve(tit, curve, LABEL + f" · arm {scorer.arm}"), P, "03_detection_curve")
+
+# %% [markdown]
+# ## Per emotion (secondary): own set against matched random sets
+# For every set and emotion under the primary arm: the own set's change on the emotion's items against the same
+# emotion's sets of the random families (Holm within each set). These tests are secondary; the pooled test above is
+# the answer.
+
+# %%
 check = findings.control(table)
 display(Markdown(f"**{check}**" if check else "No positive control in this run."))
 shown = table.assign(**{"own − random [95% CI]": tables.interval(table.own_minus_random_margin, table.omr_margin_lo,
@@ -304,7 +371,9 @@ display(effects.arm_summary(table, scorer.arms(), scorer.arm).style.format(
 pcols = ["set", "emotion", "n_items", "n_random", "random_d_margin_sd", "power", "delta_80"]
 display(table[[c for c in pcols if c in table]].style.format(
     {"random_d_margin_sd": "{:.3f}", "power": "{:.0%}", "delta_80": "{:.2f}"}).hide(axis="index"))
-display(Markdown(budget.achieved(P, design, table, scorer.seconds, progress.by_step)))
+budget.save_timing(P, stage3_scoring_seconds=scorer.seconds, stage3_item_masks_scored=progress.by_step)
+display(Markdown(f"Scoring took {scorer.seconds / 60:.1f} min here for notebook 03 ({scorer.computed:,} item-masks "
+                 "scored, the rest read from the run's cache)."))
 
 # %% [markdown]
 # ## Specificity: whose items does each set move?
@@ -342,7 +411,7 @@ else:
 # verdicts beside those claims; the lines below are generated from the tests, the positive control first.
 
 # %%
-display(effects.paper_comparison(table[table["set"] != "attribution"]).style.hide(axis="index"))
+display(effects.paper_comparison(table[~table["set"].isin(pooled.CONTROLS)]).style.hide(axis="index"))
 findings.show(P["run_dir"], "03")
 
 # %% [markdown]
@@ -357,10 +426,11 @@ if candidates is not None:
                            "min_emotion_accuracy", "mean_margin"],
                           {c: "{:.1%}" for c in ("dev_accuracy", "min_emotion_accuracy", "holds_on_both_halves")}
                           | {"mean_margin": "{:+.2f}"}, csv="instrument.json"))
-display(pilot.pivot_table(index="emotion", columns="arm", values="random_d_margin_sd").reindex(P["emotions"])
-        .style.format("{:.3f}").set_caption("Pilot: SD of the random sets' mean margin change (nat)"))
-display(budget.table(design).style.format({"item-masks": "{:,.0f}", "minutes (estimate)": "{:.1f}"})
-        .hide(axis="index").set_caption("The design within the time budget"))
+if pilot is not None:
+    display(pilot.pivot_table(index="emotion", columns="arm", values="random_d_margin_sd").reindex(P["emotions"])
+            .style.format("{:.3f}").set_caption("Pilot: SD of the random sets' mean margin change (nat)"))
+display(budget.table(design, rate).style.format({"item-masks": "{:,.0f}", "minutes (estimate)": "{:.1f}"})
+        .hide(axis="index").set_caption("The design's steps, and their time estimated at this machine's rate"))
 
 # %% [markdown]
 # ## Questions

@@ -1,18 +1,20 @@
-"""Stages 3-4 sized by power within a time budget (`effects_budget_min`).
+"""Stages 3-4: the design fixed in the parameter file, its cost, and a planner that proposes one for a budget.
 
-The rule, fixed before any own set is scored:
-1. Throughput: item-masks per second, timed on this machine with random masks of the paper set's size; after the
-   pilot, the pilot's own rate (when it scored at least MIN_MEASURED item-masks).
-2. The pilot gets at most PILOT_SHARE of the budget: n_random_sets (the minimum R) random sets on the first
-   n_pilot items per emotion, under every intervention.
-3. From the pilot's per-item margin changes, per emotion: the between-set variance and the set x item variance, so
-   the SD of a random set's mean change on n items is sqrt(between + within / n).
-4. The main test's R (>= n_random_sets) and items per emotion n (>= n_pilot) are the cheapest design whose
-   detectable shift (the median over emotions of the shift with 80% power: primary arm, t prediction test at Holm's
-   strictest level) is within POWER_SLACK of the smallest that fits the rest of the budget, after notebook 04's
-   grids (their size fixed by the params) are reserved. (Power at one fixed shift can sit at 0 or 1 for every
-   design; the detectable shift always ranks them.)
-The pilot sees random sets only, so sizing on it does not look at any own set's effect.
+The design is the params' `n_random_sets` (random families per test), `items_per_emotion`, `pilot_random_sets`,
+`titration_shares` x `titration_draws` and notebook 04's `grid_random_sets` and `grid_eval_limit`: the same params
+and seed give the same items, random sets and tables on every machine (up to the dtype, which is recorded). Nothing
+in a run changes its design from a timing: the scorer's throughput measured here only estimates the time and drives
+the progress line.
+
+The planner (`python -m emolib plan PARAMS --budget-min M`, and a cell of notebook 03) times this machine and
+proposes the params lines for a budget. Its rule:
+1. Throughput: item-masks per second of the batched scorer, timed on this machine with random masks of the paper
+   set's size.
+2. With a pilot from an earlier run of the same params (instrument.json), per emotion the between-set variance and
+   the set x item variance of the random sets' mean change, so the SD of a random set's mean change on n items is
+   sqrt(between + within / n); the proposal is the cheapest (R, n) whose detectable shift (the median over emotions
+   of the shift with 80% power: t prediction test at Holm's strictest level) is within POWER_SLACK of the smallest
+   that fits the budget. Without a pilot: the most items per emotion that fit with n_random_sets families.
 """
 
 from __future__ import annotations
@@ -29,40 +31,36 @@ import pandas as pd
 from . import ablate, stats
 from ..lm import batched
 
-PILOT_SHARE = 0.25    # the pilot's share of the budget, at most
 POWER_SLACK = 0.02    # designs whose detectable shift is within 2% of the smallest count as equal; the cheapest wins
-R_STEPS = (20, 25, 30, 40, 50, 60, 80, 100, 130, 160, 200)  # the random-set counts the search considers (>= min)
-MIN_PILOT_ITEMS = 4
-MIN_MEASURED = 50     # item-masks the pilot must have scored for its rate to replace the first timing
+R_STEPS = (20, 25, 30, 40, 50, 60, 80, 100, 130, 160, 200)  # the random-set counts the planner considers (>= min)
 DESIGN_FILE = "design.json"
+TIMING_FILE = "scoring_time.json"
 PROGRESS_FILE = "progress.json"
-RULE = " ".join(__doc__.split("The rule, fixed before any own set is scored:\n")[1].split("\nThe pilot sees")[0].split()
-                ).replace("PILOT_SHARE", f"{PILOT_SHARE:.0%}").replace("POWER_SLACK", f"{POWER_SLACK:.0%}").replace(
-                "MIN_MEASURED", str(MIN_MEASURED))
+RULE = ("the design is the parameter file's: n_random_sets random families per test, items_per_emotion eval items "
+        "per emotion (the first in the seeded order), pilot_random_sets random sets per emotion in the descriptive "
+        "pilot (seeds disjoint from the families'), titration_shares x titration_draws titrated families, and "
+        "notebook 04's grid_random_sets families on grid_eval_limit items; no timing changes it")
 
 
 @dataclass
 class Design:
-    """A stage 3-4 design, its estimated cost and its predicted power."""
-    budget_s: float | None
-    throughput: float                  # item-masks per second on this machine
-    n_pilot: int                       # items per emotion in the pilot
-    pilot_random: int                  # random sets in the pilot (the minimum R)
-    n_random: int                      # random sets per test in the main test
-    n_items: int                       # items per emotion in the main test
+    """A stage 3-4 design (from the parameter file) and its cost in item-masks."""
+    n_random: int                      # random families per test
+    n_items: int                       # items per emotion in the tests
+    pilot_random: int                  # random sets per emotion in the pilot (descriptive)
     grid_items: int                    # items per emotion in notebook 04's grids
     grid_random: int                   # random series in notebook 04's grids
+    titration_shares: list = field(default_factory=list)
+    titration_draws: int = 0
+    intervention: str = "zero/recomputed"
+    dtype: str = ""                    # the scoring dtype (the one thing a machine may change)
     item_masks: dict = field(default_factory=dict)   # estimated item-masks per step
-    seconds: dict = field(default_factory=dict)      # estimated seconds per step
-    power: float = float("nan")        # predicted median power of the main test at power_delta
-    power_by_emotion: dict = field(default_factory=dict)
-    delta_80: float = float("nan")     # predicted median shift (nat) with 80% power
-    rule: str = ""
+    rule: str = RULE
     note: str = ""
 
-    def total_seconds(self) -> float:
-        """The whole design's estimated scoring time."""
-        return float(sum(self.seconds.values()))
+    def total_item_masks(self) -> int:
+        """The whole design's item-masks."""
+        return int(sum(self.item_masks.values()))
 
 
 # ---------------------------------------------------------------- measuring
@@ -101,16 +99,15 @@ def predicted_sd(between: float, within: float, n: int) -> float:
 
 # ---------------------------------------------------------------- cost model (item-masks)
 
-def stage3_cost(n_sets: int, E: int, R: int, n: int, secondary: int, spec: int, calibrates: bool,
-                pilot_n: int = 0, pilot_R: int = 0) -> dict[str, int]:
-    """Item-masks each stage-3 step scores beyond the pilot (what the pilot already scored is not counted twice)."""
-    cf = 1 if calibrates else 0  # one content-free item per mask and mode under recomputed calibration
-    own_all = n_sets * E * (E * n + cf)
-    main = n_sets * E * R * (n + cf) - E * min(R, pilot_R) * (min(n, pilot_n) + cf)
-    other = (n_sets - 1) * E * (1 + secondary) * (n + cf) + E * ((1 + R) * (n + cf) - min(R, pilot_R) * (
-        min(n, pilot_n) + cf))  # the other intervention: the pilot set with all R random sets, the rest secondary
-    specificity = n_sets * E * spec * (E - 1) * n
-    return {"main test": main + own_all, "other arms": other, "specificity": specificity}
+def stage3_cost(n_sets: int, E: int, R: int, n: int, secondary: int, spec: int, calibrates: bool, pilot_R: int = 0,
+                titrations: int = 0) -> dict[str, int]:
+    """Item-masks of each stage-3 step (one content-free item per mask and mode under recomputed calibration)."""
+    cf = 1 if calibrates else 0
+    return {"pilot": pilot_cost(E, pilot_R, n, 2, calibrates),
+            "main test": n_sets * E * (E * n + cf) + n_sets * E * R * (n + cf),
+            "other arms": n_sets * E * (1 + secondary) * (n + cf),
+            "titration": titrations * E * (n + cf),
+            "specificity": n_sets * E * spec * (E - 1) * n}
 
 
 def pilot_cost(E: int, R: int, n: int, modes: int, calibrates: bool) -> int:
@@ -126,71 +123,66 @@ def grid_cost(n_grid_sets: int, n_cells: int, E: int, R: int, n: int, calibrates
 
 # ---------------------------------------------------------------- the design
 
-def pilot_items(budget_s: float | None, rate: float, E: int, R: int, modes: int, calibrates: bool,
-                available: int) -> int:
-    """Items per emotion for the pilot: as many as PILOT_SHARE of the budget buys (at least MIN_PILOT_ITEMS, at
-    most what there is); all available without a budget."""
-    if budget_s is None:
-        return available
-    per_item = E * R * modes
-    n = int(PILOT_SHARE * budget_s * rate // per_item) - (1 if calibrates else 0)
-    return int(min(available, max(MIN_PILOT_ITEMS, n)))
-
-
-def choose(budget_s: float | None, rate: float, comps: dict[str, tuple[float, float]], p: dict, n_sets: int,
-           available: int, n_pilot: int, calibrates: bool, n_tests: int, grid_sets: int, grid_cells: int,
-           modes: int = 2) -> Design:
-    """The main test's R and items per emotion by the module's rule; without a budget, the params' fixed design."""
+def cost(p: dict, n_sets: int, n_grid_sets: int, R: int, n: int, calibrates: bool) -> dict[str, int]:
+    """Item-masks of every step of a design with R families and n items per emotion."""
     E = len(p["emotions"])
-    R_min = p["n_random_sets"]
-    delta, alpha = p.get("power_delta", 0.25), 0.05
-    sec, spec = p.get("secondary_random_sets", 3), p.get("specificity_random_sets", 1)
-    g_R = p.get("grid_random_sets", 20)
+    c = stage3_cost(n_sets, E, R, n, p.get("secondary_random_sets", 3), p.get("specificity_random_sets", 1),
+                    calibrates, p.get("pilot_random_sets", 0),
+                    len(p.get("titration_shares") or []) * p.get("titration_draws", 0))
+    c["grids (04)"] = grid_cost(n_grid_sets, grid_cells(p), E, p.get("grid_random_sets", 20),
+                                min(n, p.get("grid_eval_limit") or n), calibrates)
+    return c
 
-    def cost(R: int, n: int) -> dict[str, int]:
-        c = {"pilot": pilot_cost(E, R_min, n_pilot, modes, calibrates)}
-        c.update(stage3_cost(n_sets, E, R, n, sec, spec, calibrates, n_pilot, R_min))
-        c["grids (04)"] = grid_cost(grid_sets, grid_cells, E, g_R, grid_n(n), calibrates)
-        return c
 
-    def grid_n(n: int) -> int:
-        return min(n, p.get("grid_eval_limit") or n)
+def fixed_design(p: dict, available: int, n_sets: int, n_grid_sets: int, calibrates: bool, dtype: str = "") -> Design:
+    """The parameter file's design: items_per_emotion (at most what every emotion has), n_random_sets families."""
+    want = p.get("items_per_emotion") or available
+    n = int(min(want, available))
+    note = (f"every emotion has at least {want} eval items" if n == want else
+            f"items_per_emotion is {want} but an emotion has only {available} eval items: {available} are used")
+    return Design(p["n_random_sets"], n, p.get("pilot_random_sets", 0), min(n, p.get("grid_eval_limit") or n),
+                  p.get("grid_random_sets", 20), list(p.get("titration_shares") or []), p.get("titration_draws", 0),
+                  p.get("intervention", "zero/recomputed"), dtype,
+                  cost(p, n_sets, n_grid_sets, p["n_random_sets"], n, calibrates), RULE, note)
 
-    def power(R: int, n: int) -> dict[str, float]:
-        return {e: stats.t_power(delta, predicted_sd(b, w, n), R, alpha, n_tests)
-                for e, (b, w) in comps.items() if np.isfinite(b) and np.isfinite(w)}
 
-    def design(R: int, n: int, note: str) -> Design:
-        c = cost(R, n)
-        pw = power(R, n)
-        d80 = [predicted_sd(b, w, n) * stats.delta_for_power(1.0, R, alpha, n_tests)
-               for b, w in comps.values() if np.isfinite(b) and np.isfinite(w)]
-        return Design(budget_s, rate, n_pilot, R_min, R, n, grid_n(n), g_R, c,
-                      {k: v / rate for k, v in c.items()}, float(np.median(list(pw.values()))) if pw else np.nan,
-                      pw, float(np.median(d80)) if d80 else np.nan, rule=RULE, note=note)
-
-    if budget_s is None:
-        return design(R_min, available, "no budget: the params' design (n_random_sets, eval_limit)")
-    steps = sorted({R_min, *(r for r in R_STEPS if r > R_min)})
-    unit: dict[int, float] = {}  # the detectable shift at unit SD, per R
+def plan(budget_s: float, rate: float, comps: dict[str, tuple[float, float]] | None, p: dict, n_sets: int,
+         n_grid_sets: int, available: int, calibrates: bool, n_tests: int) -> dict:
+    """The planner's proposal for a budget (seconds at `rate` item-masks/s): n_random_sets and items_per_emotion,
+    with its estimated minutes and, given a pilot's variance components, its detectable shift."""
+    R_min, alpha = p["n_random_sets"], 0.05
+    steps = sorted({R_min, *(r for r in R_STEPS if r > R_min)}) if comps else [R_min]
     cands = []
-    for n in range(n_pilot, available + 1):
-        sds = [predicted_sd(b, w, n) for b, w in comps.values() if np.isfinite(b) and np.isfinite(w)] or [1.0]
+    for n in range(1, available + 1):
+        sds = [predicted_sd(b, w, n) for b, w in (comps or {}).values() if np.isfinite(b) and np.isfinite(w)]
         for R in steps:
-            s = sum(cost(R, n).values()) / rate
+            s = sum(cost(p, n_sets, n_grid_sets, R, n, calibrates).values()) / rate
             if s > budget_s:
                 break
-            unit.setdefault(R, stats.delta_for_power(1.0, R, alpha, n_tests))
-            cands.append((float(np.median(sds)) * unit[R], s, R, n))
+            shift = float(np.median(sds)) * stats.delta_for_power(1.0, R, alpha, n_tests) if sds else -n
+            cands.append((shift, s, R, n))
     if not cands:
-        d = design(R_min, n_pilot, "")
-        d.note = (f"the budget ({budget_s / 60:.1f} min) is below the smallest design's estimate "
-                  f"({d.total_seconds() / 60:.1f} min): the smallest design runs")
-        return d
-    best = min(c[0] for c in cands)
-    _, _, R, n = min((c for c in cands if c[0] <= best * (1 + POWER_SLACK)), key=lambda c: (c[1], c[0]))
-    return design(R, n, f"the cheapest design whose detectable shift is within {POWER_SLACK:.0%} of the smallest "
-                        f"({best:.2f} nat) that fits the budget")
+        R, n = R_min, 1
+        note = "even one item per emotion does not fit the budget"
+    else:
+        best = min(c[0] for c in cands)
+        _, _, R, n = min((c for c in cands if c[0] <= best + abs(best) * POWER_SLACK), key=lambda c: (c[1], c[0]))
+        note = ("the cheapest design whose detectable shift is within 2% of the smallest that fits" if comps else
+                "no pilot to size by power: the most items per emotion that fit with n_random_sets families")
+    s = sum(cost(p, n_sets, n_grid_sets, R, n, calibrates).values()) / rate
+    sds = [predicted_sd(b, w, n) for b, w in (comps or {}).values() if np.isfinite(b) and np.isfinite(w)]
+    return {"n_random_sets": R, "items_per_emotion": n, "minutes": s / 60, "budget_min": budget_s / 60,
+            "throughput": rate, "note": note,
+            "delta_80": float(np.median(sds)) * stats.delta_for_power(1.0, R, alpha, n_tests) if sds else None}
+
+
+def plan_lines(proposal: dict) -> str:
+    """The planner's proposal as the parameter-file lines to paste."""
+    extra = (f", 80% power at {proposal['delta_80']:.2f} nat per emotion (pilot)" if proposal.get("delta_80")
+             else "")
+    return (f"n_random_sets: {proposal['n_random_sets']}\nitems_per_emotion: {proposal['items_per_emotion']}   "
+            f"# about {proposal['minutes']:.0f} min of scoring for 03-04 at {proposal['throughput']:.1f} item-masks/s"
+            f" (budget {proposal['budget_min']:g} min){extra}; {proposal['note']}")
 
 
 def take(items: pd.DataFrame, n: int, emotions: list[str]) -> pd.DataFrame:
@@ -203,12 +195,12 @@ def available_items(items: pd.DataFrame, emotions: list[str]) -> int:
     return int(min((items.label == e).sum() for e in emotions))
 
 
-def save(p: dict, d: Design, **extra) -> Path:
-    """Write (or update) run_dir/design.json: the design, its estimate and what was measured."""
-    from ..safeio import atomic_write_json, json_safe, read_json
+def save(p: dict, d: Design) -> Path:
+    """Write run_dir/design.json: the design and its cost in item-masks, nothing measured (the same on every machine
+    for the same params, up to the dtype)."""
+    from ..safeio import atomic_write_json, json_safe
     path = Path(p["run_dir"]) / DESIGN_FILE
-    old = read_json(path, "design file") if path.exists() else {}
-    atomic_write_json(path, json_safe({**old, **asdict(d), **extra}), indent=1)
+    atomic_write_json(path, json_safe(asdict(d)), indent=1)
     return path
 
 
@@ -219,11 +211,11 @@ def load(p: dict) -> dict | None:
     return read_json(path, "design file") if path.exists() else None
 
 
-def table(d: Design) -> pd.DataFrame:
-    """The design's steps with their estimated item-masks and minutes."""
-    rows = [{"step": k, "item-masks": v, "minutes (estimate)": d.seconds[k] / 60} for k, v in d.item_masks.items()]
-    rows.append({"step": "total", "item-masks": sum(d.item_masks.values()),
-                 "minutes (estimate)": d.total_seconds() / 60})
+def table(d: Design, rate: float) -> pd.DataFrame:
+    """The design's steps with their item-masks and their estimated minutes at this machine's rate."""
+    rows = [{"step": k, "item-masks": v, "minutes (estimate)": v / rate / 60} for k, v in d.item_masks.items()]
+    rows.append({"step": "total", "item-masks": d.total_item_masks(), "minutes (estimate)": d.total_item_masks() / rate
+                 / 60})
     return pd.DataFrame(rows)
 
 
@@ -281,68 +273,76 @@ def _mmss(seconds: float) -> str:
 
 # ---------------------------------------------------------------- the notebooks' calls
 
-def budget_seconds(p: dict) -> float | None:
-    """effects_budget_min in seconds (None: the params' fixed design)."""
-    return None if p.get("effects_budget_min") is None else 60.0 * p["effects_budget_min"]
-
-
 def grid_cells(p: dict) -> int:
     """Cells per set in notebook 04: the doses and the depth ranges scored."""
     ranges = p.get("grid_ranges") or list(ablate.layer_bins(12, p["layer_bins"]))  # the bins and all
     return len(p["dose_rates"]) + len(ranges)
 
 
-def size_pilot(p: dict, clf, model, shape: dict[int, list[int]], items: pd.DataFrame) -> tuple[float, int]:
-    """(measured item-masks per second, pilot items per emotion) before the pilot runs."""
+def pilot_comps(p: dict) -> dict[str, tuple[float, float]] | None:
+    """The variance components of an earlier pilot of this run under the params' intervention (None if none)."""
+    from ..safeio import read_json
+    path = Path(p["run_dir"]) / "instrument.json"
+    if not path.exists():
+        return None
+    rows = [r for r in read_json(path, "instrument file").get("pilot", {}).get("table", [])
+            if r.get("arm") == p.get("intervention")]
+    return {r["emotion"]: (r["var_between_sets"], r["var_set_x_item"]) for r in rows} or None
+
+
+FORCE_RATE = "EMOLIB_THROUGHPUT"  # environment variable: a forced throughput (tests show that it changes no design)
+
+
+def measure(p: dict, clf, model, shape: dict[int, list[int]], items: pd.DataFrame) -> float:
+    """Item-masks per second of the scorer on this machine (for the estimate and the planner only), or the
+    EMOLIB_THROUGHPUT environment variable's value when it is set."""
+    import os
     from ..lm.models import ffn_shape
-    rate = throughput(clf, items.dialogue.tolist(), shape, ffn_shape(model)[1])
-    n = pilot_items(budget_seconds(p), rate, len(p["emotions"]), p["n_random_sets"], 2, clf.calibrate,
-                    available_items(items, p["emotions"]))
-    return rate, n
-
-
-def after_pilot(p: dict, pilot: pd.DataFrame, arm: str, rate: float, n_pilot: int, set_names: list[str],
-                items: pd.DataFrame, calibrates: bool, measured: tuple[int, float] = (0, 0.0)) -> Design:
-    """The design from the pilot's variance components under the primary arm (the attribution set counted);
-    measured = (item-masks, seconds) the pilot scored, whose rate replaces the first timing when large enough."""
-    if measured[0] >= MIN_MEASURED and measured[1] > 0:
-        rate = measured[0] / measured[1]
-    rows = pilot[pilot.arm == arm]
-    comps = {r.emotion: (r.var_between_sets, r.var_set_x_item) for r in rows.itertuples()}
-    names = list(dict.fromkeys(["attribution", *set_names]))
-    grid = [n for n in names if p.get("grid_sets") is None or n in p["grid_sets"]]
-    d = choose(budget_seconds(p), rate, comps, p, len(names), available_items(items, p["emotions"]), n_pilot,
-               calibrates, len(names) * len(p["emotions"]), len(grid), grid_cells(p))
-    return d
+    if os.environ.get(FORCE_RATE):
+        return float(os.environ[FORCE_RATE])
+    return throughput(clf, items.dialogue.tolist(), shape, ffn_shape(model)[1])
 
 
 def grid_items(p: dict) -> int | None:
-    """Items per emotion for notebook 04's grids: the design's under a budget, else grid_eval_limit or eval_limit."""
+    """Items per emotion for notebook 04's grids: the design's (design.json), else grid_eval_limit or the params'."""
     d = load(p)
-    if budget_seconds(p) is not None and d is not None:
+    if d is not None and "grid_items" in d:
         return int(d["grid_items"])
-    return p.get("grid_eval_limit") or p.get("eval_limit")
+    return p.get("grid_eval_limit") or p.get("items_per_emotion") or p.get("eval_limit")
 
 
 def reused_every_score(design: dict) -> bool:
-    """Whether notebook 03 scored nothing itself: every score of design.json's run was found in the run's cache."""
+    """Whether notebook 03 scored nothing itself: every score of the run was found in the run's cache."""
     return design.get("stage3_item_masks_scored") == {} or design.get("stage3_scoring_seconds") == 0
 
 
-def achieved(p: dict, d: Design, table: pd.DataFrame, seconds: float, by_step: dict[str, int]) -> str:
-    """Record the power the main test reached and the scoring time beside the design's prediction; one sentence."""
-    tested = table[table["power"].notna()] if "power" in table else table.iloc[:0]
-    reached = float(tested["power"].median()) if len(tested) else float("nan")
-    by_set = {k: float(v) for k, v in tested.groupby("set", sort=False)["power"].median().items()}
-    save(p, d, achieved_power=reached, achieved_power_by_set=by_set, stage3_scoring_seconds=seconds,
-         stage3_item_masks_scored=by_step)
-    est = sum(v for k, v in d.seconds.items() if k != "grids (04)")
-    return (f"Predicted median power {d.power:.0%} (pilot set, {p.get('power_delta', 0.25):g} nat); reached: median "
-            f"{reached:.0%} over all tests (" + ", ".join(f"{k} {v:.0%}" for k, v in by_set.items()) +
-            f"). Scoring took {seconds / 60:.1f} min against an estimate of {est / 60:.1f} min for notebook 03.")
+def save_timing(p: dict, **values) -> Path:
+    """Write (or update) run_dir/scoring_time.json: what this machine measured (throughput, seconds, item-masks);
+    kept apart from design.json, which holds only what the params decide."""
+    from ..safeio import atomic_write_json, json_safe, read_json
+    path = Path(p["run_dir"]) / TIMING_FILE
+    old = read_json(path, "timing file") if path.exists() else {}
+    atomic_write_json(path, json_safe({**old, **values}), indent=1)
+    return path
+
+
+def load_timing(p: dict) -> dict:
+    """run_dir/scoring_time.json ({} if absent)."""
+    from ..safeio import read_json
+    path = Path(p["run_dir"]) / TIMING_FILE
+    return read_json(path, "timing file") if path.exists() else {}
+
+
+def estimate_line(d: Design, rate: float) -> str:
+    """The design's estimated scoring time at this machine's rate (a timing: it estimates, it never decides)."""
+    s3 = sum(v for k, v in d.item_masks.items() if k != "grids (04)")
+    return (f"At {rate:.1f} item-masks/s measured here, this design's scoring takes about {s3 / rate / 60:.1f} min "
+            f"in notebook 03 and {d.item_masks.get('grids (04)', 0) / rate / 60:.1f} min in 04 (an estimate: the "
+            "design itself comes from the parameter file).")
 
 
 def progress_for_grids(p: dict) -> Progress:
-    """Notebook 04's progress line, against the design's estimate for the grids (or no estimate)."""
+    """Notebook 04's progress line, against the design's grids and the rate measured in 03 (or no estimate)."""
     d = load(p) or {}
-    return Progress(p, "04_layer_analysis", d.get("item_masks", {}).get("grids (04)", 0), d.get("throughput", 5.0))
+    return Progress(p, "04_layer_analysis", d.get("item_masks", {}).get("grids (04)", 0),
+                    load_timing(p).get("throughput", 5.0))

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from ..progress import tqdm
 
-from . import ablate, attribution, budget, stats
+from . import ablate, attribution, budget, families, pooled, stats
 from ..lm import batched, classify, models, prompts
 from ..dataset import data
 from ..identify import selection as identify, neurons
@@ -78,10 +78,11 @@ def _take(df: pd.DataFrame, emotions: list[str], per_emotion: int | None, seed: 
 
 ARMS = ("zero/fixed", "zero/recomputed", "mean/fixed", "mean/recomputed")  # intervention / calibration
 PAPER_ARM = "zero/fixed"  # the paper's intervention (zeroing), read with the unablated model's calibration
-PILOT_RULE = ("before any own set is scored, the paper set's matched random sets are scored on every emotion's eval "
-              "items under each arm; the primary arm is the one with the smallest median (over emotions) SD of the "
-              "random sets' mean margin change; ties go to the paper's arm, then to the order zero/fixed, "
-              "zero/recomputed, mean/fixed, mean/recomputed")
+PRIMARY_ARM = "zero/recomputed"  # the params' default primary arm, fixed before the data: zero ablation (the paper's)
+PILOT_SEED_OFFSET = 1  # the pilot's matched sets come from seed + 1 (matched_sets), disjoint from the families
+PILOT_RULE = ("descriptive: the paper set's matched random sets (other seeds than the test's families) are scored on "
+              "every emotion's eval items under each arm; the table gives the SD of their mean margin change per "
+              "arm, and the quietest arm is named, but the primary arm is the parameter file's `intervention`")
 
 
 def item_hash(dialogue: str) -> str:
@@ -357,19 +358,20 @@ def correct_family(table: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     return t
 
 
-def add_power(table: pd.DataFrame, m: int, delta: float = POWER_DELTA, alpha: float = ALPHA) -> pd.DataFrame:
+def add_power(table: pd.DataFrame, delta: float = POWER_DELTA, alpha: float = ALPHA) -> pd.DataFrame:
     """Each test's power to detect a margin shift delta (nat) beyond random (two-sided t prediction test, R - 1 df,
-    at Holm's strictest level alpha / m), and the shift delta_80 at which it reaches 80%."""
+    at Holm's strictest level alpha / m, m = the tests of its set), and the shift delta_80 at which it reaches 80%."""
     t = table.copy()
-    for c in ("random_d_margin_sd", "n_random"):
+    for c in ("random_d_margin_sd", "n_random", "p"):
         if c not in t:
             t[c] = np.nan
+    m = t.groupby("set", sort=False)["p"].transform(lambda x: max(1, int(x.notna().sum())))
     ok = [np.isfinite(sd) and np.isfinite(r) and r >= 2 for sd, r in zip(t["random_d_margin_sd"], t["n_random"])]
     t["power_delta"] = delta
-    t["power"] = [stats.t_power(delta, sd, int(r), alpha, m) if k else np.nan
-                  for sd, r, k in zip(t["random_d_margin_sd"], t["n_random"], ok)]
-    t["delta_80"] = [stats.delta_for_power(sd, int(r), alpha, m) if k else np.nan
-                     for sd, r, k in zip(t["random_d_margin_sd"], t["n_random"], ok)]
+    t["power"] = [stats.t_power(delta, sd, int(r), alpha, int(k)) if o else np.nan
+                  for sd, r, k, o in zip(t["random_d_margin_sd"], t["n_random"], m, ok)]
+    t["delta_80"] = [stats.delta_for_power(sd, int(r), alpha, int(k)) if o else np.nan
+                     for sd, r, k, o in zip(t["random_d_margin_sd"], t["n_random"], m, ok)]
     return t
 
 
@@ -388,7 +390,7 @@ def pilot(scorer: Scorer, p: dict, ns: neurons.NeuronSets, items: pd.DataFrame, 
         if not sum(map(len, own.values())) or not sel.any():
             continue
         d, y = items.dialogue[sel].tolist(), y_all[sel]
-        masks = matched_sets(own, firing, n_random, p["seed"], spread)
+        masks = matched_sets(own, firing, n_random, p["seed"] + PILOT_SEED_OFFSET, spread)
         for arm in scorer.arms():
             base = scorer.arm_scores(d, [{}], arm)[0]
             s = scorer.arm_scores(d, masks, arm)
@@ -410,55 +412,108 @@ def pilot_decision(table: pd.DataFrame) -> dict:
     chosen = ranked[0] if ranked else PAPER_ARM
     paper = med.get(PAPER_ARM, np.nan)
     finite = lambda v: float(v) if np.isfinite(v) else None  # noqa: E731  (JSON has no NaN)
-    return {"rule": PILOT_RULE, "chosen": chosen, "median_sd": {a: finite(med[a]) for a in med.index},
+    return {"rule": PILOT_RULE, "quietest": chosen, "median_sd": {a: finite(med[a]) for a in med.index},
             "sd_ratio_to_paper_arm": {a: finite(med[a] / paper) if paper else None for a in med.index}}
 
 
 # ---------------------------------------------------------------- the main test
 
 def main_test(scorer: Scorer, p: dict, sets: dict[str, neurons.NeuronSets], items: pd.DataFrame,
-              n_random: int, spread: torch.Tensor | None = None, secondary_random: int = 3,
-              pilot_set: str = "paper") -> tuple[pd.DataFrame, dict]:
-    """Every named set x emotion under the primary arm: own effect on the emotion's items against n_random matched
-    random sets; every other arm as descriptive columns (with secondary_random sets where the pilot did not score
-    n_random); plus the masked x true scores of every own set on all items. Returns the table and score arrays."""
+              n_random: int, spread: torch.Tensor | None = None, secondary_random: int = 3
+              ) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    """Every named set x emotion under the primary arm: the own set's effect on the emotion's items against the
+    images of n_random random families (emolib.causal.families); every other arm as secondary columns (all n_random
+    families where the arm reads the primary's intervention, else secondary_random); plus the masked x true scores
+    of every own set on all items. Returns the per-emotion table (Holm within each set), the score arrays and
+    random_sets.csv's rows (every own and random value of every arm, from which the tables are recomputed)."""
     E = p["emotions"]
     dialogues = items.dialogue.tolist()
     y_all = np.array([E.index(e) for e in items.label])
     base = scorer.arm_scores(dialogues, [{}], desc="baseline")[0]
     primary_mode = split_arm(scorer.arm)[0]
-    rows, arrays = [], {"base": base, "y": y_all, "own_all": {}, "random": {}, "masks": {}}
+    rows, rs = [], []
+    arrays = {"base": base, "y": y_all, "own_all": {}, "random": {}, "masks": {}, "maps": {}}
     for name, ns in sets.items():
         firing = set_firing(p, ns)
         own_masks = [ns.by_layer(e) for e in E]
+        maps = families.family_maps(families.union(dict(zip(E, own_masks))), firing, n_random, p["seed"], spread)
+        arrays["maps"][name] = maps
         own_all = scorer.arm_scores(dialogues, own_masks, desc=f"{name}: own sets on all items")
         arrays["own_all"][name] = own_all
-        for j, e in enumerate(tqdm(E, desc=f"{name}: own vs matched random")):
+        for j, e in enumerate(tqdm(E, desc=f"{name}: own vs random families")):
             sel, own = y_all == j, own_masks[j]
             n_own = sum(map(len, own.values()))
             if not n_own or not sel.any():
                 rows.append({"set": name, "emotion": e, "n_neurons": n_own, "n_items": int(sel.sum())})
                 continue
             d, y = items.dialogue[sel].tolist(), y_all[sel]
-            rnd_masks = matched_sets(own, firing, n_random, p["seed"], spread)
+            rnd_masks = [families.image(m, own) for m in maps]
             rnd = scorer.arm_scores(d, rnd_masks)
             arrays["random"][(name, e)], arrays["masks"][(name, e)] = rnd, rnd_masks
             row = {"set": name, "emotion": e, "n_neurons": n_own, "arm": scorer.arm,
                    **effect_row(base[sel], own_all[j][sel], rnd, y, p["n_bootstrap"], p["seed"])}
+            rs += arm_records(name, scorer.arm, e, n_own, base[sel], own_all[j][sel], rnd, y)
             for arm in scorer.arms():
                 if arm == scorer.arm:
                     continue
-                r2 = n_random if split_arm(arm)[0] == primary_mode or name == pilot_set else secondary_random
+                r2 = n_random if split_arm(arm)[0] == primary_mode else secondary_random
                 s = scorer.arm_scores(d, [{}, own] + rnd_masks[:r2], arm)
                 er = effect_row(s[0], s[1], s[2:], y, p["n_bootstrap"], p["seed"])
                 row.update({f"omr_margin[{arm}]": er.get("own_minus_random_margin", np.nan),
                             f"p[{arm}]": er.get("p", np.nan), f"n_random[{arm}]": r2})
+                rs += arm_records(name, arm, e, n_own, s[0], s[1], s[2:], y)
             rows.append(row)
-    table = correct_family(pd.DataFrame(rows))
+    table = within_sets(pd.DataFrame(rows))
     for arm in scorer.arms():
         if f"p[{arm}]" in table:
-            table[f"p_holm[{arm}]"] = stats.holm(table[f"p[{arm}]"].to_numpy())
-    return add_power(table, int(table["p"].notna().sum()) or 1, p.get("power_delta", POWER_DELTA)), arrays
+            table[f"p_holm[{arm}]"] = np.concatenate([stats.holm(g[f"p[{arm}]"].to_numpy())
+                                                      for _, g in table.groupby("set", sort=False)])
+    return (add_power(table, p.get("power_delta", POWER_DELTA)), arrays, pooled.frame(rs))
+
+
+def arm_records(name: str, arm: str, emotion: str, n_own: int, base: np.ndarray, own: np.ndarray, rnd: np.ndarray,
+                y: np.ndarray) -> list[dict]:
+    """random_sets.csv rows of one set, arm and emotion: the own set's and each random family's mean changes."""
+    o = [mean_deltas(base, own[None], y)[0], mean_deltas(base, own[None], y, stats.correct)[0]]
+    return (pooled.records(name, arm, "own", emotion, len(y), n_own, o[0], o[1]) +
+            pooled.records(name, arm, "random", emotion, len(y), n_own, mean_deltas(base, rnd, y),
+                           mean_deltas(base, rnd, y, stats.correct)))
+
+
+def within_sets(table: pd.DataFrame) -> pd.DataFrame:
+    """correct_family within each set (the per-emotion tests are secondary: Holm over a set's emotions)."""
+    if table.empty:
+        return correct_family(table)
+    return pd.concat([correct_family(g) for _, g in table.groupby("set", sort=False)])
+
+
+def titration(scorer: Scorer, p: dict, ns: neurons.NeuronSets, control: neurons.NeuronSets, items: pd.DataFrame,
+              shares: list[float], draws: int, start: int, spread: torch.Tensor | None = None) -> pd.DataFrame:
+    """random_sets.csv rows of the titrated families: per share and draw, a random family of ns (families start,
+    start + 1, ..., disjoint from the test's) with that share of each emotion's set replaced by the control's
+    neurons, scored on each emotion's items under the primary arm."""
+    E = p["emotions"]
+    y_all = np.array([E.index(e) for e in items.label])
+    own = [ns.by_layer(e) for e in E]
+    ctl = [control.by_layer(e) for e in E]
+    maps = families.family_maps(families.union(dict(zip(E, own))), set_firing(p, ns), draws, p["seed"], spread,
+                                start=start)
+    fams = {(sh, k): families.titrated_family(maps[k], own, ctl, sh, p["seed"], k) for sh in shares
+            for k in range(draws)}
+    rows = []
+    for j, e in enumerate(tqdm(E, desc=f"{ns.name}: titrated families")):
+        sel = y_all == j
+        if not sel.any() or not sum(map(len, own[j].values())):
+            continue
+        d, y = items.dialogue[sel].tolist(), y_all[sel]
+        base = scorer.arm_scores(d, [{}])[0]
+        keys = list(fams)
+        s = scorer.arm_scores(d, [fams[k][j] for k in keys])
+        dm, da = mean_deltas(base, s, y), mean_deltas(base, s, y, stats.correct)
+        for (sh, k), m, a in zip(keys, dm, da):
+            rows += pooled.records(ns.name, scorer.arm, "titrated", e, len(y),
+                                   sum(map(len, fams[(sh, k)][j].values())), m, a, share=sh, start=k)
+    return pooled.frame(rows)
 
 
 def arm_summary(table: pd.DataFrame, arms: list[str], primary: str) -> pd.DataFrame:
@@ -620,11 +675,14 @@ def range_cells(ns: neurons.NeuronSets, bins: int, only: list[str] | None = None
 
 def grid_scores(scorer: Scorer, p: dict, ns: neurons.NeuronSets, items: pd.DataFrame,
                 cells: dict, n_random: int, spread: torch.Tensor | None) -> dict:
-    """Per emotion and cell: the own set's and each matched random set's mean margin and accuracy change on the
-    emotion's items ({(emotion, cell): {'own': (m, a), 'random': [R, 2], 'n_neurons', 'n_items'}})."""
+    """Per emotion and cell: the own set's and each random family's mean margin and accuracy change on the emotion's
+    items ({(emotion, cell): {'own': (m, a), 'random': [R, 2], 'n_neurons', 'n_items'}}). A cell's families map the
+    union of its emotions' neurons (emolib.causal.families), so series r of every emotion is one family."""
     E = p["emotions"]
     firing = set_firing(p, ns)
     y_all = np.array([E.index(e) for e in items.label])
+    maps = {label: families.family_maps(families.union(per_emotion), firing, n_random, p["seed"], spread)
+            for label, per_emotion in cells.items()}
     out = {}
     for j, e in enumerate(tqdm(E, desc=f"{ns.name}: grid")):
         sel = y_all == j
@@ -636,7 +694,7 @@ def grid_scores(scorer: Scorer, p: dict, ns: neurons.NeuronSets, items: pd.DataF
             own = per_emotion.get(e, {})
             if not sum(map(len, own.values())):
                 continue
-            masks = [own] + matched_sets(own, firing, n_random, p["seed"], spread)
+            masks = [own] + [families.image(m, own) for m in maps[label]]
             s = scorer.arm_scores(d, masks)
             dm, da = mean_deltas(base, s, y), mean_deltas(base, s, y, stats.correct)
             out[(e, label)] = {"own": (dm[0], da[0]), "random": np.stack([dm[1:], da[1:]], 1),
@@ -677,17 +735,43 @@ CONTRASTS = {"dose slope": "slope of the margin change per tenfold dose, own aga
                                  "each random pair"}
 
 
-def grid_contrasts(dose_g: dict[str, dict], range_g: dict[str, dict], emotions: list[str], rates: list[float]
-                   ) -> pd.DataFrame:
-    """The pre-specified family of notebook 04, Holm-corrected as one: per set and emotion the dose slope (when
-    there are two doses or more) and top minus bottom (when both ranges were scored)."""
-    rows = []
+def grid_contrasts(dose_g: dict[str, dict], range_g: dict[str, dict], emotions: list[str], rates: list[float],
+                   delta: float = POWER_DELTA) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(pooled, per emotion): notebook 04's pre-specified contrasts. The confirmatory family is the pooled one: per
+    named set the dose slope (two doses or more) and top minus bottom (both ranges scored), each the mean over
+    emotions against the same mean of each random series, Holm-corrected over every named set x contrast (control
+    sets apart). Per emotion, the same contrasts are secondary (Holm within each set and contrast)."""
+    rows, pooled_rows = [], []
     for name in dose_g:
+        todo = []
         if len(rates) >= 2:
-            rows += contrast_rows(dose_g[name], name, emotions, "dose slope", rates)
-        if any(k[1] == "top" for k in range_g.get(name, {})) and any(k[1] == "bottom" for k in range_g.get(name, {})):
-            rows += contrast_rows(range_g[name], name, emotions, "top minus bottom", ["top", "bottom"])
-    return correct_family(pd.DataFrame(rows))
+            todo.append((dose_g[name], "dose slope", rates))
+        keys = range_g.get(name, {})
+        if any(k[1] == "top" for k in keys) and any(k[1] == "bottom" for k in keys):
+            todo.append((range_g[name], "top minus bottom", ["top", "bottom"]))
+        for g, contrast, labels in todo:
+            per = contrast_rows(g, name, emotions, contrast, labels)
+            rows.append(correct_family(pd.DataFrame(per).drop(columns="random_values", errors="ignore")))
+            pooled_rows.append(pooled_contrast(per, name, contrast, delta))
+    per_emotion = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    pt = pd.DataFrame(pooled_rows)
+    if pt.empty:
+        return pt, per_emotion
+    parts = [pooled.decide(pt[pt.role == r], delta) for r in ("test", "control") if (pt.role == r).any()]
+    return pd.concat(parts).reindex(pt.index), per_emotion
+
+
+def pooled_contrast(per: list[dict], name: str, contrast: str, delta: float) -> dict:
+    """One pooled contrast: the mean over emotions of the own contrast against the same mean of each random series."""
+    ok = [r for r in per if "own" in r and "random_values" in r]
+    row = {"set": name, "contrast": contrast, "role": "control" if name in pooled.CONTROLS else "test",
+           "n_emotions": len(ok)}
+    if not ok:
+        return {**row, "p": np.nan, "p_equivalence": np.nan, "own_minus_random": np.nan}
+    R = min(len(r["random_values"]) for r in ok)
+    own = float(np.mean([r["own"] for r in ok]))
+    null = np.mean([r["random_values"][:R] for r in ok], axis=0)
+    return {**row, **pooled.test_row(own, null, delta)}
 
 
 def contrast_rows(g: dict, name: str, emotions: list[str], contrast: str, labels: list) -> list[dict]:
@@ -712,7 +796,7 @@ def contrast_rows(g: dict, name: str, emotions: list[str], contrast: str, labels
                      "n_neurons": int(sum(c["n_neurons"] for c in cells)), "n_items": cells[0]["n_items"],
                      "own": own, "random_mean": rnd.mean(), "random_d_margin_sd": rnd.std(ddof=1),
                      "own_minus_random_margin": d, "omr_margin_lo": lo, "omr_margin_hi": hi,
-                     "p": stats.normal_p(own, rnd, "two-sided")})
+                     "p": stats.normal_p(own, rnd, "two-sided"), "random_values": rnd})
     return rows
 
 

@@ -161,16 +161,28 @@ def verdict(p_adjusted, alpha: float = 0.05) -> list[str]:
 
 def t_power(delta: float, sd: float, n_random: int, alpha: float = 0.05, m: int = 1) -> float:
     """Power of the two-sided t prediction test (R = n_random sets, level alpha / m) to reject for a true shift delta
-    of the own set from the random sets' mean, whose means spread with SD sd: a noncentral t, R - 1 df."""
+    of the own set from the random sets' mean, whose means spread with SD sd: a noncentral t, R - 1 df (a normal
+    approximation where scipy's noncentral t gives no finite value, as it can past a noncentrality of about 7)."""
     from scipy.stats import nct, t
     if n_random < 2 or not np.isfinite(sd):
         return float("nan")
     if sd <= 0:
         return 1.0 if delta else alpha / m
     df = n_random - 1
-    crit = t.isf(alpha / m / 2, df)
+    crit = float(t.isf(alpha / m / 2, df))
     nc = abs(delta) / (sd * math.sqrt(1 + 1 / n_random))
-    return float(nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc))
+    with np.errstate(all="ignore"):
+        pw = float(nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc))
+    if not math.isfinite(pw):
+        pw = normal_power(nc, crit, df)
+    return min(1.0, max(0.0, pw))
+
+
+def normal_power(nc: float, crit: float, df: int) -> float:
+    """Power of a two-sided t test at critical value crit for noncentrality nc, by the normal approximation to the
+    noncentral t: P(T > c) ~ Phi((nc - c) / sqrt(1 + c^2 / (2 df)))."""
+    s = math.sqrt(1 + crit ** 2 / (2 * df))
+    return _N.cdf((nc - crit) / s) + _N.cdf((-nc - crit) / s)
 
 
 def delta_for_power(sd: float, n_random: int, alpha: float = 0.05, m: int = 1, target: float = 0.8) -> float:
@@ -198,6 +210,32 @@ def prediction_ci(own: float, null: np.ndarray, level: float = 0.95) -> tuple[fl
     d = float(own - null.mean())
     half = t_isf((1 - level) / 2, len(null) - 1) * null.std(ddof=1) * math.sqrt(1 + 1 / len(null))
     return d, d - half, d + half
+
+
+def tost_p(own: float, null: np.ndarray, margin: float) -> float:
+    """Equivalence p of own against the random sets within +-margin: two one-sided t prediction tests (R - 1 df) of
+    H0: own - mean <= -margin and H0: own - mean >= +margin; the larger p (equivalence is shown when it is below
+    the level)."""
+    null = np.asarray(null, dtype=float)
+    null = null[~np.isnan(null)]
+    n = len(null)
+    if n < 2:
+        return float("nan")
+    s = null.std(ddof=1) * math.sqrt(1 + 1 / n)
+    d = own - null.mean()
+    if s == 0:
+        return 0.0 if abs(d) < margin else 1.0
+    return max(t_sf((d + margin) / s, n - 1), t_sf((margin - d) / s, n - 1))
+
+
+def equivalence_bound(own: float, null: np.ndarray, alpha: float = 0.05) -> float:
+    """The smallest margin delta for which tost_p(own, null, delta) < alpha: |own - mean| + t_{1-alpha} sd sqrt(1 + 1/R)."""
+    null = np.asarray(null, dtype=float)
+    null = null[~np.isnan(null)]
+    n = len(null)
+    if n < 2:
+        return float("nan")
+    return float(abs(own - null.mean()) + t_isf(alpha, n - 1) * null.std(ddof=1) * math.sqrt(1 + 1 / n))
 
 
 def z_crit(alpha: float = 0.05, m: int = 1) -> float:

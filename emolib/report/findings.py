@@ -114,27 +114,65 @@ def tests(table: pd.DataFrame, what: str = "main") -> list[str]:
 
 
 def grid(table: pd.DataFrame) -> list[str]:
-    """Sentences for the pre-specified grid contrasts: every Holm-significant one, then the count of the rest."""
-    t = table[np.isfinite(table.get("p", pd.Series(np.nan, table.index)).astype(float))]
+    """Sentences for notebook 04's pooled contrasts: one per named set and contrast, then the controls."""
+    t = table[np.isfinite(table.get("p", pd.Series(np.nan, table.index)).astype(float))] if len(table) else table
     if t.empty:
         return ["The grid contrasts ran no test (no emotion had neurons in every cell)."]
-    sig = t[t.verdict.str.contains("beyond random")]
-    lines = [f"Grid contrasts: {len(sig)} of {len(t)} pre-specified contrasts ({', '.join(t.contrast.unique())}) "
-             f"differ from matched random series after Holm correction (alpha {ALPHA})."]
-    ctl = t[t["set"] == "attribution"]
-    for c, x in ctl.groupby("contrast", sort=False):
-        k = int(x.verdict.str.contains("beyond random").sum())
-        lines.append(f"Positive control, {c}: the `attribution` set differs from random in {k} of {len(x)} emotions"
-                     + ("." if k > len(x) / 2 else "; at this size this contrast cannot find even the control, so "
-                        f"its 'no detectable difference' for the other sets says nothing about absence."))
-    for _, r in sig.iterrows():
-        lines.append(f"{r['set']} set, {r.emotion}, {r.contrast}: own {r.own:+.2f} against random "
-                     f"{r.random_mean:+.2f} (difference {r.own_minus_random_margin:+.2f} nat, unadjusted 95% interval "
-                     f"[{r.omr_margin_lo:+.2f}, {r.omr_margin_hi:+.2f}], Holm p = {r.p_holm:.3g}).")
-    for name, rest in t[~t.index.isin(sig.index)].groupby("set", sort=False):
-        lines.append(f"{name} set: {len(rest)} contrasts show no detectable difference; the random series spread "
-                     f"(median SD) {rest.random_d_margin_sd.median():.2f} nat.")
+    tests_ = t[t.role == "test"]
+    lines = [f"Depth and dose, pooled over emotions (Holm over {len(tests_)} named-set contrasts, alpha {ALPHA}): "
+             + "; ".join(verdict_phrase(r, f"`{r['set']}` {r.contrast}") for _, r in tests_.iterrows()) + "."]
+    ctl = t[t.role != "test"]
+    if len(ctl):
+        lines.append("Controls (outside the family): " + "; ".join(
+            verdict_phrase(r, f"`{r['set']}` {r.contrast}") for _, r in ctl.iterrows()) + ".")
     return lines
+
+
+def verdict_phrase(r: pd.Series, name: str) -> str:
+    """One pooled test as a phrase: its verdict, the difference with its interval, in random-set SDs, Holm p and
+    the smallest equivalence margin."""
+    return (f"{name}: {r.verdict} ({r.own_minus_random:+.2f} nat [{r.lo:+.2f}, {r.hi:+.2f}], "
+            f"{r.in_sds:+.1f} random-set SDs, Holm p = {r.p_holm:.3g}; equivalent to random within "
+            f"±{r.equivalence_bound:.2f} nat at the strictest level)")
+
+
+def pooled_lines(d: Path) -> list[str]:
+    """Stage 3's answer: each named set's pooled verdict with its equivalence bound, then the controls, then the
+    measured detection curve (nothing for a run without pooled.csv)."""
+    t = _csv(d, "pooled.csv")
+    if t is None or t.empty:
+        return []
+    t = t[t["primary"].astype(bool)] if "primary" in t else t
+    tested = t[t.role == "test"].dropna(subset=["p"])
+    out = []
+    if len(tested):
+        out.append(f"Stage 3's answer, one pooled test per named set (the mean over emotions of the own set's margin "
+                   f"change against {int(tested.n_random.min())} random families that keep the set's overlap, Holm "
+                   f"over {len(tested)} sets, arm {tested.arm.iloc[0]}): "
+                   + "; ".join(verdict_phrase(r, f"`{r['set']}`") for _, r in tested.iterrows()) + ".")
+    ctl = t[t.role != "test"].dropna(subset=["p"])
+    if len(ctl):
+        out.append("Controls, tested the same way outside the family: " + "; ".join(
+            verdict_phrase(r, f"`{r['set']}`") for _, r in ctl.iterrows()) + ".")
+    out += detection_lines(d)
+    return out
+
+
+def detection_lines(d: Path) -> list[str]:
+    """The measured detection curve in one sentence (nothing without titration.csv)."""
+    from ..causal import pooled
+    tit = _csv(d, "titration.csv")
+    if tit is None or tit.empty:
+        return []
+    curve = pooled.detection_curve(tit)
+    small = pooled.smallest_detected(curve)
+    parts = ", ".join(f"{r.share:.0%} → {r.effect:+.2f} nat, detected {r.detected:.0%}" for r in curve.itertuples())
+    tail = (f"the smallest effect detected in at least 80% of draws was {small:.2f} nat, so an effect of that size "
+            "would have been found" if np.isfinite(small) else
+            f"no share was detected in 80% of draws, so effects up to {curve.effect.abs().max():.2f} nat could be "
+            "missed")
+    return [f"Detection curve (titrated families: a share of each emotion's random set replaced by its `attribution` "
+            f"neurons, {int(curve.draws.min())} draws per share, each through the same pooled test): {parts}; {tail}."]
 
 
 def steering(tests: pd.DataFrame, fluency: pd.DataFrame, n_prompts: int) -> list[str]:
@@ -187,28 +225,36 @@ def headline(d: str | Path) -> list[str]:
                    f"label-permutation null (empirical FDR {r.fdr:.3f}) with median selectivity "
                    f"{r.median_selectivity:.2f}x (null {r.null_selectivity:.2f}x); {len(good)} of {len(v)} variants "
                    "beat the null and are stable.")
+    out += pooled_lines(d)
     if pilot:
-        out.append(f"Stage 3's pilot (random sets only) chose {pilot['chosen']}.")
+        out.append(f"The primary arm was fixed in the parameter file ({pilot.get('chosen')}); the descriptive pilot's "
+                   f"quietest arm was {pilot.get('quietest', pilot.get('chosen'))}.")
     check = control(tests) if "set" in tests else None
     if check:
-        out.append(check)
+        out.append("Per emotion (secondary, Holm within each set): " + check[0].lower() + check[1:])
     out += set_lines(d, tests)
     out += head_to_head(d)
     out += steering_summary(d)
-    if grid is not None and "p" in grid:
-        g = grid[grid["p"].notna()]
-        if len(g):
-            out.append(f"Grid contrasts: {int((g.p_holm < 0.05).sum())} of {len(g)} reject after Holm (" +
-                       ", ".join(f"{n} {int((x.p_holm < 0.05).sum())}/{len(x)}" for n, x in g.groupby("set", sort=False))
-                       + ").")
+    if grid is not None and "role" in grid:
+        out += grid_lines(grid)
     return out
+
+
+def grid_lines(grid: pd.DataFrame) -> list[str]:
+    """Notebook 04's pooled contrasts in one sentence for the headline."""
+    g = grid[grid["p"].notna() & (grid.role == "test")]
+    if g.empty:
+        return []
+    return ["Depth and dose, pooled over emotions: " + "; ".join(
+        f"`{r['set']}` {r.contrast} {r.verdict}" for _, r in g.iterrows()) + "."]
 
 
 def set_lines(d: Path, tests: pd.DataFrame) -> list[str]:
     """One sentence per tested set but the control: how many emotions reject after Holm, which, and the power."""
     out = []
+    from ..causal.pooled import CONTROLS
     for name in dict.fromkeys(tests.get("set", [])):
-        if name == "attribution":
+        if name in CONTROLS:
             continue
         t = _tested(tests, name)
         if t.empty:
@@ -222,8 +268,8 @@ def set_lines(d: Path, tests: pd.DataFrame) -> list[str]:
             r = spec[(spec["set"] == name) & (spec.emotion == e)]
             return (f"; the other emotions' sets move the same items by {r.iloc[0].others_d:+.2f} nat"
                     if len(r) else "")
-        out.append(f"`{name}` set: {len(eff)} of {len(t)} emotions show an effect of their own neurons beyond matched "
-                   "random sets after Holm correction" + (" (" + ", ".join(
+        out.append(f"`{name}` set, per emotion: {len(eff)} of {len(t)} emotions show an effect of their own neurons "
+                   "beyond their random sets after Holm correction within the set" + (" (" + ", ".join(
                        f"{r.emotion}: {r.own_minus_random_margin:+.2f} nat, {r.verdict}{shared(r.emotion)}"
                        for _, r in eff.iterrows()) + ")" if len(eff) else "") +
                    f"; 80% power needed a shift of {t['delta_80'].median():.2f} nat (median over emotions).")
@@ -314,7 +360,7 @@ def ablation(d: Path) -> list[str]:
     if t is None:
         return []
     check = control(t)
-    return ([check] if check else []) + tests(t)
+    return pooled_lines(d) + ["Per emotion (secondary, Holm within each set):"] + ([check] if check else []) + tests(t)
 
 
 def ablation_summary(d: Path) -> list[str]:
@@ -323,8 +369,8 @@ def ablation_summary(d: Path) -> list[str]:
     if t is None:
         return []
     check = control(t)
-    return ([check] if check else []) + set_lines(d, t) + [
-        "One line per test: at the end of this notebook, and in `findings.json`."]
+    return pooled_lines(d) + ([f"Per emotion (secondary, Holm within each set): {check}"] if check else []) + \
+        set_lines(d, t) + ["One line per test: at the end of this notebook, and in `findings.json`."]
 
 
 def layers(d: Path) -> list[str]:

@@ -799,3 +799,49 @@ def contribution_null(summary: dict, emotions: list[str], label: str) -> Figure:
     ax.set_xlabel("mean contribution of the selected neurons: act x (W_down column . direction), hidden-state units")
     ax.legend(fontsize=8, loc="lower right")
     return _title(fig, "Do the contribution-selected neurons beat the permuted-label null?", label)
+
+
+def pooled_forest(table: pd.DataFrame, delta: float, label: str) -> Figure:
+    """Stage 3's answer: per set, its pooled own-minus-random margin change with the 95% interval of the test, the
+    equivalence band +-delta shaded, filled where the verdict is an effect; the controls below a line."""
+    t = table.dropna(subset=["own_minus_random"]).reset_index(drop=True)
+    t = pd.concat([t[t.role == "test"], t[t.role != "test"]], ignore_index=True)
+    fig, ax = plt.subplots(figsize=(7.5, 0.5 * max(3, len(t)) + 1.6), layout="constrained")
+    ax.axvspan(-delta, delta, color="#dddddd", zorder=0, label=f"equivalence band ±{delta:g} nat")
+    for y, r in t.iterrows():
+        eff = str(r.get("verdict", "")).startswith("effect")
+        ax.errorbar([r.own_minus_random], [y], xerr=[[r.own_minus_random - r.lo], [r.hi - r.own_minus_random]],
+                    fmt="o", color="#444444" if r.role == "test" else "#b2182b", mfc="black" if eff else "white",
+                    capsize=3)
+    if (t.role != "test").any() and (t.role == "test").any():
+        ax.axhline((t.role == "test").sum() - 0.5, color="grey", lw=0.6, ls=":")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(t)), [f"{r['set']} ({r.role})\n{r.verdict}" for _, r in t.iterrows()], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("pooled own − random margin change (nat, mean over emotions)")
+    ax.set_ylabel("neuron set")
+    ax.legend(fontsize=8, loc="lower right")
+    return _title(fig, "One pooled test per set against random families (95% intervals; filled = effect after Holm)",
+                  label)
+
+
+def detection_curve(tit: pd.DataFrame, curve: pd.DataFrame, label: str) -> Figure:
+    """The measured detection curve: per titrated family its real pooled effect (nat) and whether the pooled test
+    rejected; per share the detection rate at the share's mean effect, with the 80% line."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
+    if curve.empty:
+        _no_data(ax, "no titrated families in this run")
+    else:
+        x = tit.effect.abs()
+        ax.scatter(x, tit.detected.astype(float) + np.random.default_rng(0).uniform(-0.03, 0.03, len(tit)), s=14,
+                   color="#888888", label="titrated family (detected 1, not 0)")
+        ax.plot(curve.effect.abs(), curve.detected, "o-", color="#b2182b", label="detection rate per share")
+        for r in curve.itertuples():
+            ax.annotate(f"{r.share:.0%}", (abs(r.effect), r.detected), textcoords="offset points", xytext=(4, -10),
+                        fontsize=8)
+        ax.axhline(0.8, color="black", lw=0.8, ls="--", label="80%")
+        ax.set_ylim(-0.08, 1.08)
+        ax.legend(fontsize=8, loc="center right")
+    ax.set_xlabel("|real pooled effect| of the titrated family (nat)")
+    ax.set_ylabel("detected by the pooled test")
+    return _title(fig, "Detection curve: shares of each emotion's random set replaced by attribution neurons", label)

@@ -43,6 +43,9 @@ def run_summary(run_dir: str | Path) -> dict:
     inst = json.loads((d / "instrument.json").read_text()) if (d / "instrument.json").exists() else {}
     grid = pd.read_csv(d / "grid_contrasts.csv") if (d / "grid_contrasts.csv").exists() else None
     design = json.loads((d / "design.json").read_text()) if (d / "design.json").exists() else {}
+    timing = json.loads((d / "scoring_time.json").read_text()) if (d / "scoring_time.json").exists() else {}
+    pooled_t = pd.read_csv(d / "pooled.csv") if (d / "pooled.csv").exists() else pd.DataFrame()
+    tit = pd.read_csv(d / "titration.csv") if (d / "titration.csv").exists() else pd.DataFrame()
     return {"name": d.name, "model": ns.model, "layers": ns.n_layers, "d_ff": ns.d_ff,
             "selected": ns.meta["n_selected"], "top_rate": params["top_rate"],
             "generated": len(ann), "kept": int(ann["kept"].sum()),
@@ -50,7 +53,8 @@ def run_summary(run_dir: str | Path) -> dict:
             "kappa": annotate.fleiss_kappa(ann[["theme"] + annotators].values.tolist(), ns.emotions) if annotators else None,
             "emotions": ns.emotions, "neurons": {e: len(ns.sets[e]) for e in ns.emotions},
             "jaccard": stab["jaccard"].to_dict() if stab is not None else {},
-            "tests": tests, "pilot": inst.get("pilot", {}), "grid": grid, "design": design,
+            "tests": tests, "pilot": inst.get("pilot", {}), "grid": grid, "design": design, "timing": timing,
+            "pooled": pooled_t, "titration": tit,
             "timings": first_timings(d), "findings": findings.headline(d)}
 
 
@@ -59,12 +63,44 @@ def _num(v, fmt: str) -> str:
     return fmt.format(v) if isinstance(v, (int, float)) and np.isfinite(v) else "–"
 
 
-def _scoring(design: dict) -> str:
+def _scoring(timing: dict) -> str:
     """Notebook 03's scoring time, or that every score came from the run's cache (an earlier, interrupted run)."""
     from ..causal.budget import reused_every_score
-    if reused_every_score(design):
+    if reused_every_score(timing):
         return "none: every score reused from the run's cache"
-    return _num((design.get("stage3_scoring_seconds") or float("nan")) / 60, "{:.1f} min")
+    return _num((timing.get("stage3_scoring_seconds") or float("nan")) / 60, "{:.1f} min")
+
+
+def figures(S: list[dict]) -> list[str]:
+    """The headline figures, each with a caption generated from the pooled tables."""
+    out = []
+    for s in S:
+        t = s["pooled"]
+        if t.empty:
+            continue
+        t = t[t["primary"].astype(bool)]
+        words = "; ".join(f"{r['set']}: {r.verdict}" for _, r in t.iterrows())
+        out += [f"![Stage 3 on {s['model']}, one pooled test per set against random families ({words})]"
+                f"(outputs/{s['name']}/figures/03_pooled.png)", ""]
+    for s in S:
+        if not s["titration"].empty:
+            out += [f"![Detection curve on {s['model']}: {_detection(s)}](outputs/{s['name']}/figures/"
+                    "03_detection_curve.png)", ""]
+    return out
+
+
+def _detection(s: dict) -> str:
+    """The detection curve's reading: the smallest effect detected at 80%, or that none was."""
+    from ..causal import pooled
+    curve = pooled.detection_curve(s["titration"])
+    small = pooled.smallest_detected(curve)
+    return (f"effects of {small:.2f} nat and more detected in at least 80% of draws" if np.isfinite(small) else
+            f"no titrated share detected in 80% of draws (effects up to {curve.effect.abs().max():.2f} nat)")
+
+
+def _shares(S: list[dict]) -> list[float]:
+    """Every titration share of the runs, sorted."""
+    return sorted({float(x) for s in S if not s["titration"].empty for x in s["titration"]["share"]})
 
 
 def set_names(summaries: list[dict]) -> list[str]:
@@ -101,27 +137,55 @@ def markdown(run_dirs: list[str | Path]) -> str:
         lines.append(f"| `{s['name']}` | {s['model']} | {s['layers']} × {s['d_ff']:,} | {s['selected']} "
                      f"({s['top_rate']:.0%}) | {s['kept']} of {s['generated']} ({s['kept'] / s['generated']:.0%}) | "
                      f"{agree} | {kappa} |")
-    lines += ["", "Stages 3-4 sized within the time budget (`effects_budget_min`, emolib.causal.budget): the scorer's measured "
-              "throughput, the design chosen from the pilot's random sets, the power it predicted for a "
-              "`power_delta` shift (median over emotions) and the power reached (median over all tests), and the "
-              "scoring time against the estimate.", "",
-              "| run | budget | throughput | random sets · items per emotion | predicted power · 80%-power shift | "
-              "reached power | notebook 03 scoring (estimate) |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "Stages 3-4's design, fixed in each parameter file (the same on every machine, up to the dtype): "
+              "random families per test, items per emotion, the primary arm, the titrated families of the detection "
+              "curve; then what this machine measured (it estimates time, it never changes the design).", "",
+              "| run | random families · items per emotion | primary arm | titration (shares × draws) | dtype | "
+              "throughput here | notebook 03 scoring |", "|---|---|---|---|---|---|---|"]
     for s in S:
-        g = s["design"]
-        if not g:
+        g, tm = s["design"], s["timing"]
+        if not g or "intervention" not in g:
             lines.append(f"| `{s['name']}` | – | – | – | – | – | – |")
             continue
-        est = sum(v for k, v in g["seconds"].items() if k != "grids (04)") / 60
-        budget = f"{g['budget_s'] / 60:g} min" if g.get("budget_s") else "none"
-        lines.append(f"| `{s['name']}` | {budget} | {g['throughput']:.1f} item-masks/s | {g['n_random']} · "
-                     f"{g['n_items']} | {_num(g.get('power'), '{:.0%}')} · {_num(g.get('delta_80'), '{:.2f} nat')} | "
-                     f"{_num(g.get('achieved_power'), '{:.0%}')} | "
-                     f"{_scoring(g)} ({est:.1f} min) |")
-    lines += ["", "Stage 3, the instrument's check: the pilot's SD of random sets' mean margin change per arm (median "
-              "over emotions, relative to the paper's zero ablation with fixed calibration), the arm it chose, and "
-              "how many of each set's six tests reject after Holm (the `attribution` set is the positive control).",
-              "", "| run | SD ratio per arm | primary arm | random sets · items per emotion | " +
+        shares = ", ".join(f"{x:g}" for x in g.get("titration_shares", []))
+        lines.append(f"| `{s['name']}` | {g['n_random']} · {g['n_items']} | {g['intervention']} | "
+                     f"[{shares}] × {g.get('titration_draws', 0)} | {g.get('dtype') or '–'} | "
+                     f"{_num(tm.get('throughput'), '{:.1f} item-masks/s')} | {_scoring(tm)} |")
+    lines += ["", "**Stage 3's answer**: one pooled test per named set (the mean over the six emotions of the own "
+              "set's margin change on its emotion's items, against the same mean of each random family, Holm over "
+              "the named sets), with the equivalence test against ±`equivalence_margin` (TOST) and the smallest "
+              "margin within which the set is shown equivalent to random; the controls are tested the same way, "
+              "outside the family.", "",
+              "| run | set | role | own − random, nat [95% CI] | in random-set SDs | Holm p | equivalent within | "
+              "verdict |", "|---|---|---|---|---|---|---|---|"]
+    for s in S:
+        t = s["pooled"]
+        if t.empty:
+            continue
+        for _, r in t[t["primary"].astype(bool)].iterrows():
+            lines.append(f"| `{s['name']}` | `{r['set']}` | {r.role} | {r.own_minus_random:+.2f} [{r.lo:+.2f}, "
+                         f"{r.hi:+.2f}] | {r.in_sds:+.1f} | {r.p_holm:.2g} | ±{r.equivalence_bound:.2f} | "
+                         f"**{r.verdict}** |")
+    lines += ["", "The detection curve, measured: titrated families (a share of each emotion's random set replaced by "
+              "its `attribution` neurons) through the same pooled test; per share the mean real pooled effect and "
+              "the share of draws detected.", "", "| run | " + " | ".join(
+                  f"{x:.0%} replaced" for x in _shares(S)) + " | smallest effect detected ≥ 80% |",
+              "|---" * (len(_shares(S)) + 2) + "|"]
+    from ..causal import pooled as pooled_mod
+    for s in S:
+        if s["titration"].empty:
+            continue
+        curve = pooled_mod.detection_curve(s["titration"]).set_index("share")
+        cells = [f"{curve.loc[x, 'effect']:+.2f} nat · {curve.loc[x, 'detected']:.0%}" if x in curve.index else "–"
+                 for x in _shares(S)]
+        lines.append(f"| `{s['name']}` | " + " | ".join(cells) + " | " +
+                     _num(pooled_mod.smallest_detected(curve.reset_index()), "{:.2f} nat") + " |")
+    lines += [""] + figures(S)
+    lines += ["Stage 3's pilot (descriptive, on random sets disjoint from the test's): the SD of random sets' mean "
+              "margin change per arm (median over emotions, relative to the paper's zero ablation with fixed "
+              "calibration) and the quietest arm; the primary arm, fixed in the parameter file; and, per emotion "
+              "(secondary), how many of each set's six tests reject after Holm within the set.",
+              "", "| run | SD ratio per arm | quietest | primary arm | " +
               " | ".join(set_names(S)) + " |", "|---" * (4 + len(set_names(S))) + "|"]
     for s in S:
         pil = s["pilot"]
@@ -131,22 +195,22 @@ def markdown(run_dirs: list[str | Path]) -> str:
         for name in set_names(S):
             x = _tested(t, name)
             counts.append(f"{int((x.p_holm < 0.05).sum())} of {len(x)}" if len(x) else "–")
-        size = f"{int(t['n_random'].max())} · {int(t['n_items'].median())}" if "n_random" in t else "–"
-        lines.append(f"| `{s['name']}` | {ratios or '–'} | {pil.get('chosen', '–')} | {size} | " + " | ".join(counts)
-                     + " |")
+        lines.append(f"| `{s['name']}` | {ratios or '–'} | {pil.get('quietest', '–')} | {pil.get('chosen', '–')} | "
+                     + " | ".join(counts) + " |")
     for s in S:
         t = s["tests"]
         names = [n for n in set_names([s])]
-        lines += ["", f"`{s['name']}`, per emotion: `paper` neurons and split-half stability (J), baseline accuracy, "
+        lines += ["", f"`{s['name']}`, per emotion (secondary): `paper` neurons and split-half stability (J), baseline accuracy, "
                   "then for each set the own-minus-random margin change (nat) [unadjusted 95% interval against the "
-                  "random sets] · Holm p · verdict (Holm-corrected).", "",
+                  "random families' sets] · Holm p within the set · verdict.", "",
                   "| emotion | neurons · J · baseline | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
         for e in s["emotions"]:
             base = t[(t.get("set") == "paper") & (t.emotion == e)]["baseline_accuracy"]
             b = f"{base.iloc[0]:.0%}" if len(base) and np.isfinite(base.iloc[0]) else "–"
             lines.append(f"| {e} | {s['neurons'].get(e, 0)} · {s['jaccard'].get(e, np.nan):.2f} · {b} | " +
                          " | ".join(_cell(t, n, e) for n in names) + " |")
-    lines += ["", "The paper's claims (Llama-3.1-8B-Instruct) beside each run's Holm-corrected verdict for the `paper` set:",
+    lines += ["", "The paper's claims (Llama-3.1-8B-Instruct) beside each run's per-emotion (secondary) verdict for the "
+              "`paper` set:",
               "", "| emotion | paper | " + " | ".join(f"`{s['name']}`" for s in S) + " |",
               "|---" * (len(S) + 2) + "|"]
     from ..causal.effects import PAPER_CLAIMS
