@@ -185,7 +185,7 @@ SCHEMA: dict[str, Param] = {
                          "all; the tested contrast needs bottom and top)", nullable=True,
                          extra={"choices": ("bottom", "middle", "top", "all")}),
     "grid_sets": Param(None, ("03", "04"), "list[str]", "named sets the grids test (null = every named set)",
-                       nullable=True, extra={"choices": ("attribution", "paper", "selective", "directions")}),
+                       nullable=True, extra={"choices": ("attribution", "weights", "paper", "selective", "directions")}),
     "grid_eval_limit": Param(None, ("03", "04"), "int", "cap on eval dialogues per emotion in the grids (null = "
                              "eval_limit)", low=1, nullable=True),
     # --- 05 steering (sufficiency)

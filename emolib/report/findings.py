@@ -205,10 +205,11 @@ def headline(d: str | Path) -> list[str]:
 
 
 def set_lines(d: Path, tests: pd.DataFrame) -> list[str]:
-    """One sentence per tested set but the control: how many emotions reject after Holm, which, and the power."""
+    """One sentence per tested set but the controls: how many emotions reject after Holm, which, and the power."""
+    from ..identify.neurons import CONTROL_SETS
     out = []
     for name in dict.fromkeys(tests.get("set", [])):
-        if name == "attribution":
+        if name in CONTROL_SETS:
             continue
         t = _tested(tests, name)
         if t.empty:
