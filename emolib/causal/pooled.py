@@ -21,12 +21,13 @@ import numpy as np
 import pandas as pd
 
 from . import stats
+from ..identify.neurons import CONTROL_SETS
 
 ALPHA = 0.05
 RANDOM_SETS_FILE = "random_sets.csv"
 POOLED_FILE = "pooled.csv"
 TITRATION_FILE = "titration.csv"
-CONTROLS = ("attribution", "weights")  # sets built to matter (or chosen from the weights): outside the Holm family
+CONTROLS = CONTROL_SETS  # sets built to matter (or chosen from the weights): outside the Holm family
 COLUMNS = ["set", "arm", "kind", "share", "draw", "emotion", "n_items", "n_neurons", "d_margin", "d_accuracy"]
 
 

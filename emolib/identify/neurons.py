@@ -11,6 +11,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+# Named sets built as controls (attribution: gradients on the readout; weights: the weights alone), never in the
+# family of the named sets whose claims are tested.
+CONTROL_SETS = ("attribution", "weights")
+
 
 def probabilities(counts: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """P(u, e) = f(u, e) / T_e for counts [E, L, D] and token totals [E]."""

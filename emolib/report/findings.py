@@ -250,11 +250,11 @@ def grid_lines(grid: pd.DataFrame) -> list[str]:
 
 
 def set_lines(d: Path, tests: pd.DataFrame) -> list[str]:
-    """One sentence per tested set but the control: how many emotions reject after Holm, which, and the power."""
+    """One sentence per tested set but the controls: how many emotions reject after Holm, which, and the power."""
+    from ..identify.neurons import CONTROL_SETS
     out = []
-    from ..causal.pooled import CONTROLS
     for name in dict.fromkeys(tests.get("set", [])):
-        if name in CONTROLS:
+        if name in CONTROL_SETS:
             continue
         t = _tested(tests, name)
         if t.empty:
