@@ -151,7 +151,7 @@ SCHEMA: dict[str, Param] = {
     "instrument_search": Param(True, ("03",), "bool", "choose the prompt (chat/plain, few-shot k, calibration) on a "
                                "dev split of train dialogues; false = use prompt_style, few_shot and calibrate"),
     "dev_per_emotion": Param(12, ("03",), "int", "dev dialogues per emotion for the instrument choice", low=2),
-    "n_random_sets": Param(20, ("03", "04"), "int", "random families per test (each neuron of a set's union mapped to "
+    "n_random_sets": Param(20, ("03",), "int", "random families per test (each neuron of a set's union mapped to "
                            "one random neuron of its layer, firing decile and activation-SD decile; each emotion's "
                            "random set the image of its own set): the null of the pooled and per-emotion tests", low=2),
     "items_per_emotion": Param(8, ("03", "04"), "int", "eval items per emotion in stage 3's tests (the first in a "

@@ -20,10 +20,10 @@
 #
 # **What you will learn**
 # - why an ablation test must first show that it can say yes (a positive control built by attribution patching);
-# - how the margin, the intervention arms and the instrument are fixed on dev and pilot data before any own set is
-#   scored;
-# - how random sets matched on layer, firing rate and activation spread make a fair comparison, and how Holm
-#   correction and power are read;
+# - how the margin, the instrument (on dev) and the design and intervention (in the parameter file) are fixed
+#   before any own set is scored;
+# - how random families matched on layer, firing rate and activation spread make a fair comparison, and how one
+#   pooled test, an equivalence test and a measured detection curve turn "no detectable effect" into an answer;
 # - whether each emotion's neurons are specific: whose items their ablation moves.
 #
 # **Prerequisites:** notebooks 01 (eval split) and 02 (`neurons.json`). Concepts: ablation (zero or mean),
@@ -46,18 +46,29 @@
 #   word. The prompt (chat or plain, few-shot k, calibration) is chosen on a **dev split** of train dialogues.
 # * **The measure.** Per item, the **margin**: the true label's score minus the best other label's, in nat
 #   (computed in float32). Accuracy is reported beside it; a tie for the top counts 1/k.
-# * **The intervention, chosen by a pilot on random sets only.** Four arms: zero or **mean** ablation (each neuron
-#   set to its mean on the scoring sequence) × calibration **held fixed** or **recomputed** under the mask. Before
-#   any own set is scored, the paper set's matched random sets are scored under every arm; the primary arm is the
-#   one whose random sets move the margin least (smallest median SD). Every arm stays as a secondary column.
-# * **The positive control.** The `attribution` set: per emotion, as many neurons as the `paper` set has, chosen
-#   on train items by attribution patching (Nanda 2023; Syed et al. 2023): (replacement − activation) × ∂margin/∂
-#   activation, summed over the positions the ablation touches. By construction these neurons move the readout.
-# * **The control.** `n_random_sets` random sets per set and emotion, matched **per layer, firing decile and
-#   activation-SD decile**, never drawing the emotion's own neurons.
-# * **The test.** The own set's mean margin change against the random sets': a two-sided t prediction p
-#   (R − 1 df), Holm-corrected across all sets × emotions. The interval shown inverts the same test. Power is that
-#   of this test at a shift of `power_delta` nat.
+# * **The intervention, fixed before the data.** Zero ablation with the calibration recomputed under the mask (the
+#   paper's intervention; `intervention` in the parameter file). A pilot on random sets only (seeds disjoint from
+#   the test's) shows how much each of the four arms (zero or **mean** ablation × calibration **held fixed** or
+#   **recomputed**) moves random sets; every other arm stays as a secondary column.
+# * **The design, fixed in the parameter file.** `n_random_sets` random families and `items_per_emotion` items per
+#   emotion: the same on every machine. `python -m emolib plan` proposes them for a time budget; no run sizes itself.
+# * **The null: random families.** Each neuron of a set's union is mapped to a random neuron of the same layer,
+#   firing decile and activation-SD decile, and each emotion's random set is the image of its own set under that
+#   map, so a family keeps the set's sizes, layers and overlaps between emotions.
+# * **The answer: one pooled test per named set.** The mean over emotions of the own set's margin change on its
+#   emotion's items, against the same mean of each family: a two-sided t prediction p (R − 1 df), Holm over the
+#   named sets, and beside it an **equivalence test** (TOST) against ±`equivalence_margin` nat. Three verdicts:
+#   an effect beyond random, equivalent to random within ±δ, or undecided; and the smallest δ that equivalence
+#   reaches.
+# * **The controls, outside the family.** `attribution`: per emotion, as many neurons as the `paper` set has,
+#   chosen on train items by attribution patching (Nanda 2023; Syed et al. 2023): (replacement − activation) ×
+#   ∂margin/∂activation. `weights`: the neurons whose output weights raise the emotion's label token most, read
+#   through the unembedding (no data, no gradient).
+# * **The detection curve, measured.** Titrated families (a share of each emotion's random set replaced by its
+#   `attribution` neurons) go through exactly the pooled test: the effect size detected 80% of the time is what
+#   "the test could have found it" means.
+# * **Per emotion, secondary.** Each set and emotion against that emotion's random sets (Holm within each set).
+#   Every own and random value is saved in `random_sets.csv`, from which every verdict can be recomputed.
 
 # %%
 from IPython.display import Markdown, display
@@ -280,7 +291,7 @@ display(attribution.summary(entry).T.style.format("{:.2f}"))
 # tokens its first neurons promote most.
 
 # %%
-wentry = weights.add_named_set(P, lm, tok, weights.label_ids(clf))
+wentry = weights.add_named_set(P, lm, tok, weights.label_token_ids(clf))
 sets = neurons.named_sets(P)
 display(weights.summary(wentry))
 

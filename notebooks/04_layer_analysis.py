@@ -37,9 +37,9 @@
 # 2310.10348](https://arxiv.org/abs/2310.10348)).
 #
 # Lee et al. report that masking more emotion neurons hurts more, and that emotion information is spread over
-# several layers. This notebook asks both questions with the design of notebook 03 (its instrument, the pilot's
-# intervention, margins, matched random sets), as a **small family of contrasts fixed in advance**, per named set
-# and emotion:
+# several layers. This notebook asks both questions with the design of notebook 03 (its instrument, the
+# parameter file's intervention, margins, random families), as a **small family of contrasts fixed in advance**,
+# per named set, pooled over the emotions:
 #
 # * **dose slope**: the slope of the margin change against log10 of the share of neurons masked, for each
 #   emotion's k neurons under the set's own rule at k in `dose_rates`, against the same slope of
@@ -47,7 +47,8 @@
 # * **top minus bottom**: the margin change with the set's top-third neurons minus that with its bottom-third
 #   neurons, against the same difference for each random series (matched per layer, so in the same range).
 #
-# The family is Holm-corrected as one. The full grids (every dose, every depth range) are shown too, as
+# The family (named sets × two contrasts, pooled over emotions) is Holm-corrected as one, with an equivalence test
+# beside each; the control sets are tested apart, and the per-emotion contrasts are secondary. The full grids (every dose, every depth range) are shown too, as
 # descriptive figures with intervals: no cell of them is tested or picked afterwards.
 
 # %%

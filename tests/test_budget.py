@@ -1,4 +1,4 @@
-"""The stage 3-4 design within a time budget: variance components, the cost model, the choice, the progress line."""
+"""The stage 3-4 design fixed in params: variance components, the cost model, the planner, the progress line."""
 
 import json
 
@@ -24,36 +24,48 @@ def test_components_recover_planted_variances():
     assert np.isnan(budget.components(d[:1])[0])
 
 
-def test_choice_fits_the_budget_and_keeps_the_minimum():
+P_FIXED = {**P, "items_per_emotion": 6, "pilot_random_sets": 6, "intervention": "zero/recomputed",
+           "titration_shares": [0.1, 0.25, 0.5, 1.0], "titration_draws": 5, "dose_rates": [0.0025, 0.01],
+           "layer_bins": 3, "grid_ranges": ["bottom", "top"]}
+
+
+def test_the_design_is_the_parameter_files_and_no_timing_changes_it():
+    d = budget.fixed_design(P_FIXED, available=40, n_sets=5, n_grid_sets=2, calibrates=True, dtype="bfloat16")
+    assert (d.n_random, d.n_items, d.pilot_random, d.grid_items, d.intervention) == (20, 6, 6, 4, "zero/recomputed")
+    assert d.titration_shares == [0.1, 0.25, 0.5, 1.0] and d.titration_draws == 5
+    assert d.item_masks["titration"] == 4 * 5 * 6 * 7 and d.item_masks["pilot"] == 6 * 6 * 2 * 7
+    assert not {"throughput", "rate", "seconds", "power"} & set(budget.Design.__dataclass_fields__)
+    short = budget.fixed_design(P_FIXED, available=4, n_sets=5, n_grid_sets=2, calibrates=True)
+    assert short.n_items == 4 and "only 4" in short.note
+
+
+def test_design_file_holds_nothing_measured(tmp_path):
+    p = {**P_FIXED, "run_dir": str(tmp_path)}
+    d = budget.fixed_design(p, 40, 5, 2, True, "float32")
+    budget.save(p, d)
+    first = (tmp_path / budget.DESIGN_FILE).read_bytes()
+    budget.save_timing(p, throughput=3.0)
+    budget.save_timing(p, throughput=300.0)
+    budget.save(p, budget.fixed_design(p, 40, 5, 2, True, "float32"))
+    assert (tmp_path / budget.DESIGN_FILE).read_bytes() == first
+    assert budget.load_timing(p)["throughput"] == 300.0
+
+
+def test_the_planner_fits_the_budget_and_proposes_params_lines():
     comps = {e: (0.01, 0.5) for e in EMOTIONS}
-    args = dict(comps=comps, p=P, n_sets=3, available=40, n_pilot=6, calibrates=True, n_tests=18, grid_sets=2,
-                grid_cells=5)
-    small = budget.choose(600, 10.0, **args)
-    big = budget.choose(3000, 10.0, **args)
-    assert small.total_seconds() <= 1200 and big.total_seconds() <= 3000
-    assert small.n_random >= 20 and small.n_items >= 6 and big.n_items <= 40
-    assert big.delta_80 <= small.delta_80 * (1 + budget.POWER_SLACK) and big.power >= small.power - 0.02
-    assert small.power == pytest.approx(np.median([stats.t_power(0.25, budget.predicted_sd(0.01, 0.5, small.n_items),
-                                                                 small.n_random, 0.05, 18)] * 6))
-    tiny = budget.choose(1, 10.0, **args)  # below the smallest design: it runs, and says so
-    assert (tiny.n_random, tiny.n_items) == (20, 6) and "below the smallest design" in tiny.note
-    fixed = budget.choose(None, 10.0, **args)
-    assert (fixed.n_random, fixed.n_items) == (20, 40) and "no budget" in fixed.note
-
-
-def test_item_noise_buys_items_and_set_noise_does_not():
-    args = dict(p=P, n_sets=3, available=60, n_pilot=4, calibrates=False, n_tests=18, grid_sets=0, grid_cells=0)
-    items_matter = budget.choose(2000, 10.0, {e: (0.0, 2.0) for e in EMOTIONS}, **args)
-    sets_matter = budget.choose(2000, 10.0, {e: (0.2, 0.01) for e in EMOTIONS}, **args)
-    assert items_matter.n_items > sets_matter.n_items
-
-
-def test_pilot_items_take_a_quarter_of_the_budget():
-    n = budget.pilot_items(600, 10.0, 6, 20, 2, False, 100)
-    assert budget.pilot_cost(6, 20, n, 2, False) <= budget.PILOT_SHARE * 600 * 10.0
-    assert budget.pilot_cost(6, 20, n + 1, 2, False) > budget.PILOT_SHARE * 600 * 10.0
-    assert budget.pilot_items(1, 10.0, 6, 20, 2, False, 100) == budget.MIN_PILOT_ITEMS
-    assert budget.pilot_items(None, 10.0, 6, 20, 2, False, 17) == 17
+    small = budget.plan(600, 10.0, comps, P_FIXED, 5, 2, 40, True, 6)
+    big = budget.plan(6000, 10.0, comps, P_FIXED, 5, 2, 40, True, 6)
+    assert small["minutes"] <= 10 and big["minutes"] <= 100
+    assert big["delta_80"] <= small["delta_80"] and small["n_random_sets"] >= P["n_random_sets"]
+    blind = budget.plan(600, 10.0, None, P_FIXED, 5, 2, 40, True, 6)  # no pilot: the most items that fit
+    more = budget.plan(600, 10.0, None, {**P_FIXED}, 5, 2, 40, True, 6)
+    assert blind == more and blind["n_random_sets"] == 20 and blind["delta_80"] is None
+    cost = lambda n: sum(budget.cost(P_FIXED, 5, 2, 20, n, True).values()) / 10.0  # noqa: E731
+    assert cost(blind["items_per_emotion"]) <= 600 < cost(blind["items_per_emotion"] + 1)
+    lines = budget.plan_lines(small)
+    assert lines.startswith(f"n_random_sets: {small['n_random_sets']}\nitems_per_emotion: {small['items_per_emotion']}")
+    tiny = budget.plan(0.001, 10.0, None, P_FIXED, 5, 2, 40, True, 6)
+    assert "does not fit" in tiny["note"]
 
 
 def test_fewer_items_are_a_prefix_of_more():

@@ -47,8 +47,10 @@ def test_family_correction_gives_direction_and_skips_untested():
 
 
 def test_power_is_that_of_the_test_run():
-    t = pd.DataFrame({"random_d_margin_sd": [0.1, 0.1, 0.1, np.nan], "n_random": [20, 20, 50, np.nan]})
-    out = effects.add_power(t, m=12, delta=0.25)
+    t = pd.DataFrame({"random_d_margin_sd": [0.1, 0.1, 0.1, np.nan], "n_random": [20, 20, 50, np.nan],
+                      "set": ["a"] * 4, "p": [0.5, 0.5, 0.5, np.nan]})
+    t = pd.concat([t] + [t.iloc[:3]] * 3, ignore_index=True)  # 12 tested rows in the set: Holm's m within it
+    out = effects.add_power(t, delta=0.25)
     assert out["power"][0] == pytest.approx(stats.t_power(0.25, 0.1, 20, 0.05, 12))
     assert out["power"][2] > out["power"][0]              # more random sets, fewer lost degrees of freedom
     assert stats.t_power(out["delta_80"][0], 0.1, 20, 0.05, 12) == pytest.approx(0.8, abs=1e-3)
@@ -123,8 +125,7 @@ def test_findings_say_what_the_numbers_say():
         {"set": "paper", "emotion": "anger", "n_neurons": 10, "n_items": 30, "n_random": 20, "p": 0.001,
          "own_minus_random_margin": -1.2, "omr_margin_lo": -1.5, "omr_margin_hi": -0.9, "random_d_margin_sd": 0.1},
         {"set": "paper", "emotion": "fear", "n_neurons": 12, "n_items": 30, "n_random": 20, "p": 0.5,
-         "own_minus_random_margin": 0.1, "omr_margin_lo": -0.2, "omr_margin_hi": 0.4, "random_d_margin_sd": 0.3}])),
-        m=2)
+         "own_minus_random_margin": 0.1, "omr_margin_lo": -0.2, "omr_margin_hi": 0.4, "random_d_margin_sd": 0.3}])))
     lines = findings.tests(t)
     assert "own drop beyond random" in lines[0] and "-1.20 nat" in lines[0] and "20 random sets" in lines[0]
     assert "no detectable effect" in lines[1] and "80% power needs a shift of" in lines[1]
@@ -142,16 +143,25 @@ def test_control_check_reads_the_positive_control_first():
     assert findings.control(weak.assign(set="paper")) is None
 
 
-def test_grid_contrasts_are_one_family_and_read_the_control():
+def test_grid_contrasts_are_pooled_one_family_and_read_the_control():
     rng = np.random.default_rng(0)
-    g = {}
-    for e in EMOTIONS:
-        for r, own in zip([0.01, 0.1], [-0.2, -2.2] if e == "anger" else [0.0, 0.0]):
-            g[(e, r)] = {"own": (own, 0.0), "random": np.stack([rng.normal(0, 0.05, 20), np.zeros(20)], 1),
+
+    def grid(effect: float, labels) -> dict:
+        return {(e, r): {"own": (own, 0.0), "random": np.stack([rng.normal(0, 0.05, 20), np.zeros(20)], 1),
                          "n_neurons": 5, "n_items": 4}
-    rows = effects.contrast_rows(g, "attribution", list(EMOTIONS), "dose slope", [0.01, 0.1])
+                for e in EMOTIONS for r, own in zip(labels, [0.0, effect])}
+
+    dose = {"attribution": grid(-2.0, [0.01, 0.1]), "paper": grid(0.0, [0.01, 0.1])}
+    rng_ = {"attribution": grid(0.0, ["bottom", "top"]), "paper": grid(0.0, ["bottom", "top"])}
+    pooled_t, per = effects.grid_contrasts(dose, rng_, list(EMOTIONS), [0.01, 0.1], delta=0.25)
+    rows = effects.contrast_rows(dose["attribution"], "attribution", list(EMOTIONS), "dose slope", [0.01, 0.1])
     assert rows[0]["own"] == pytest.approx(-2.0) and rows[0]["n_random"] == 20  # per tenfold dose
-    t = effects.correct_family(pd.DataFrame(rows))
-    assert t.verdict[0] == "own drop beyond random" and (t.verdict[1:] == "no detectable effect").all()
-    lines = findings.grid(t)
-    assert "1 of 6" in lines[0] and any("cannot find even the control" in x for x in lines)
+    t = pooled_t.set_index(["set", "contrast"])
+    assert t.loc[("attribution", "dose slope"), "role"] == "control"
+    assert t.loc[("attribution", "dose slope"), "verdict"] == "effect beyond random (drop)"
+    assert t.loc[("paper", "dose slope"), "verdict"].startswith("equivalent to random within")
+    assert (t.loc["paper", "n_emotions"] == 6).all() and "random_values" not in per
+    assert len(per) == 4 * 6 and set(per.verdict) <= {"own drop beyond random", "no detectable effect"}
+    lines = findings.grid(pooled_t)
+    assert "Holm over 2 named-set contrasts" in lines[0] and "`paper` dose slope: equivalent" in lines[0]
+    assert "Controls" in lines[1] and "`attribution` dose slope: effect beyond random (drop)" in lines[1]

@@ -65,16 +65,17 @@ def test_ties_are_neither_right_nor_wrong():
 
 # ---------------------------------------------------------------- the pilot and the cache key
 
-def test_pilot_rule_picks_the_quietest_arm_and_ties_go_to_the_papers():
+def test_pilot_names_the_quietest_arm_and_ties_go_to_the_papers():
     rows = [{"arm": a, "emotion": e, "random_d_margin_sd": sd}
             for a, sds in {"zero/fixed": [0.3, 0.25, 0.4], "zero/recomputed": [0.1, 0.12, 0.5],
                            "mean/fixed": [0.2, 0.2, 0.2], "mean/recomputed": [0.15, 0.3, 0.11]}.items()
             for e, sd in zip(EMOTIONS, sds)]
     d = effects.pilot_decision(pd.DataFrame(rows))
-    assert d["chosen"] == "zero/recomputed" and d["median_sd"]["zero/recomputed"] == pytest.approx(0.12)
-    assert d["sd_ratio_to_paper_arm"]["zero/recomputed"] == pytest.approx(0.12 / 0.3) and "smallest median" in d["rule"]
+    assert d["quietest"] == "zero/recomputed" and d["median_sd"]["zero/recomputed"] == pytest.approx(0.12)
+    assert d["sd_ratio_to_paper_arm"]["zero/recomputed"] == pytest.approx(0.12 / 0.3) and "descriptive" in d["rule"]
+    assert "chosen" not in d  # the primary arm is the parameter file's, never the pilot's
     tie = pd.DataFrame([{**r, "random_d_margin_sd": 0.2} for r in rows])
-    assert effects.pilot_decision(tie)["chosen"] == effects.PAPER_ARM
+    assert effects.pilot_decision(tie)["quietest"] == effects.PAPER_ARM
 
 
 def test_cache_key_changes_with_the_intervention_and_the_means(tiny, tmp_path):

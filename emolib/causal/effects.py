@@ -277,7 +277,9 @@ def load_scorer(p: dict, model=None, tok=None) -> tuple[object, object, classify
     them, for notebook 04 and the CLI."""
     model, tok, clf, inst = load_instrument(p, model, tok)
     path = Path(p["run_dir"]) / "instrument.json"
-    arm = json.loads(path.read_text()).get("pilot", {}).get("chosen", PAPER_ARM) if path.exists() else PAPER_ARM
+    design = budget.load(p) or {}
+    arm = design.get("intervention") or (json.loads(path.read_text()).get("pilot", {}).get("chosen") if path.exists()
+                                         else None) or p.get("intervention", PRIMARY_ARM)
     sums = attribution.load(p["run_dir"])
     means, spread = attribution.moments(sums) if sums is not None else (None, None)
     if split_arm(arm)[0] == "mean" and means is None:
@@ -653,6 +655,9 @@ def dose_sets(p: dict, ns: neurons.NeuronSets, rate: float) -> dict[str, dict[in
     if entry.get("variant") == "attribution":
         est = attribution.load_estimate(p["run_dir"])
         sets = attribution.select(est, [len(res["sets"][e]) for e in p["emotions"]], p["emotions"])
+    elif entry.get("variant") == "weights":  # its top-scoring neurons through the unembedding, sized likewise
+        from ..identify.weights import dose_select as weights_dose
+        sets = weights_dose(p["run_dir"], [len(res["sets"][e]) for e in p["emotions"]], p["emotions"])
     elif entry.get("variant") == "directions":  # its top contributions, sized like the paper's rule (emolib.identify.directions)
         from ..identify.directions import dose_select
         sets = dose_select(p["run_dir"], [len(res["sets"][e]) for e in p["emotions"]], p["emotions"])

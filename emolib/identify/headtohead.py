@@ -63,10 +63,10 @@ def overlap_lines(table: pd.DataFrame, a: str, b: str) -> list[str]:
 
 def causal_table(run_dir: str | Path, sets: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Every causal result of a run, one row per (test, emotion), one column pair per set: own minus random
-    margin (nat) and the Holm verdict (stage 3's own_vs_random.csv, stage 4's grid_contrasts.csv)."""
+    margin (nat) and the Holm verdict (stage 3's own_vs_random.csv, stage 4's grid_contrasts_per_emotion.csv)."""
     run = Path(run_dir)
     parts = []
-    for file, test in (("own_vs_random.csv", None), ("grid_contrasts.csv", "contrast")):
+    for file, test in (("own_vs_random.csv", None), ("grid_contrasts_per_emotion.csv", "contrast")):
         if not (run / file).exists():
             continue
         t = pd.read_csv(run / file)

@@ -183,3 +183,13 @@ def add_named_set(p: dict, model: torch.nn.Module, tok, label_ids: list[int]) ->
     meta["named_sets"] = dict(items)
     atomic_write_text(path, json.dumps(meta, indent=1, allow_nan=False))
     return entry
+
+
+def summary(entry: dict) -> "pd.DataFrame":
+    """Per emotion: the weights set's size, its label token, and its first neurons with the tokens they promote."""
+    import pandas as pd
+    return pd.DataFrame({e: {"neurons": len(entry["neurons"][e]), "label token": entry["label_tokens"][e],
+                             "top neurons (layer, index): promoted tokens": "; ".join(
+                                 f"({x['neuron'][0]}, {x['neuron'][1]}): " + " ".join(map(repr, x["promoted"][:5]))
+                                 for x in entry["top_neurons"][e])}
+                         for e in entry["neurons"]}).T

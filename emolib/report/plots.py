@@ -16,7 +16,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 EMOTION_ORDER: tuple[str, ...] = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
 EMOTION_COLORS: dict[str, str] = {
@@ -622,6 +622,7 @@ def contrast_forest(table: pd.DataFrame, label: str) -> Figure:
         ax.set_yticks(range(len(rows)), [f"{r['set']} · {r.emotion}" for _, r in rows.iterrows()], fontsize=8)
         ax.invert_yaxis()
         ax.set_title(c, fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
         ax.set_xlabel("own − random (nat" + (" per tenfold dose)" if c == "dose slope" else ")"))
     return _title(fig, "Pre-specified grid contrasts against matched random series (unadjusted 95% intervals; "
                        "filled = Holm-significant)", label)
@@ -818,6 +819,7 @@ def pooled_forest(table: pd.DataFrame, delta: float, label: str) -> Figure:
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(t)), [f"{r['set']} ({r.role})\n{r.verdict}" for _, r in t.iterrows()], fontsize=8)
     ax.invert_yaxis()
+    ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.set_xlabel("pooled own − random margin change (nat, mean over emotions)")
     ax.set_ylabel("neuron set")
     ax.legend(fontsize=8, loc="lower right")
