@@ -188,9 +188,9 @@ def runtime_line(name: str, seconds: float | None, quick: Path = QUICK_TIMINGS, 
 
 
 def reused_every_score(run_dir: Path) -> bool:
-    """Whether notebook 03 scored nothing itself (design.json: every score was found in the run's cache)."""
+    """Whether notebook 03 scored nothing itself (scoring_time.json: every score was found in the run's cache)."""
     from .causal import budget
-    return budget.reused_every_score(budget.load({"run_dir": str(run_dir)}) or {})
+    return budget.reused_every_score(budget.load_timing({"run_dir": str(run_dir)}))
 
 
 def add_findings_cell(path: Path, lines: list[str], runtime: str) -> None:
@@ -315,7 +315,7 @@ def closing_lines(run_dir: Path) -> list[str]:
     shown = relative_to_root(run_dir)
     path = Path(run_dir) / findings.FILE
     found = json.loads(path.read_text()) if path.exists() else {}
-    head = [x for x in found.get("headline", []) if x.startswith(("Positive control", "`paper` set"))]
+    head = [x for x in found.get("headline", []) if x.startswith(("Stage 3's answer", "Detection curve"))]
     result = " ".join(head) if head else ("the stages run did not reach the causal tests (notebook 03); see "
                                           f"{shown}/{findings.FILE}")
     return [f"Outputs: {shown}/ (executed notebooks 0*.ipynb, tables, figures/, findings.json)",

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -50,20 +51,29 @@ def test_every_stage_writes_its_outputs(run_dir):
     assert {"set", "emotion", "n_neurons", "n_items", "n_random", "arm", "own_d_margin", "own_minus_random_margin",
             "omr_margin_lo", "omr_margin_hi", "p", "p_holm", "verdict", "power", "delta_80"} <= set(ov.columns)
     assert set(ov.emotion) == {"anger", "disgust", "fear", "happiness", "sadness", "surprise"}
-    assert list(dict.fromkeys(ov["set"]))[:2] == ["attribution", "paper"]  # the positive control comes first
+    assert list(dict.fromkeys(ov["set"]))[:3] == ["attribution", "weights", "paper"]  # the controls come first
     assert "directions" in set(ov["set"])  # stages 3-4 test the directions set like every other named set
     inst = json.loads((run_dir / "instrument.json").read_text())
     assert inst["chosen"]["prompt_style"] in ("chat", "plain")
-    assert inst["pilot"]["chosen"] in effects.ARMS and "smallest median" in inst["pilot"]["rule"]
-    assert set(ov["arm"].dropna()) == {inst["pilot"]["chosen"]}
+    design = json.loads((run_dir / "design.json").read_text())
+    assert design["intervention"] == "zero/recomputed" == inst["pilot"]["chosen"]  # the params', not the pilot's
+    assert inst["pilot"]["quietest"] in effects.ARMS and "descriptive" in inst["pilot"]["rule"]
+    assert set(ov["arm"].dropna()) == {design["intervention"]}
     assert neurons.load(run_dir / "neurons.json", "attribution").meta["named_sets"]["attribution"]["arm"] == \
-        inst["pilot"]["chosen"]
+        design["intervention"]
+    pt = pd.read_csv(run_dir / "pooled.csv")
+    assert set(pt[pt.primary]["set"]) == {"attribution", "weights", "paper", "directions"}
+    assert set(pt[pt.primary & (pt.role == "test")]["set"]) == {"paper", "directions"}
+    assert {"p_holm", "p_equivalence_holm", "equivalence_bound", "in_sds", "verdict"} <= set(pt.columns)
+    tit = pd.read_csv(run_dir / "titration.csv")
+    assert sorted(set(tit.share)) == [0.5, 1.0] and len(tit) == 4
     assert (run_dir / "activation_stats.safetensors").exists() and (run_dir / "specificity.csv").exists()
     dose = pd.read_csv(run_dir / "dose_response.csv")
     assert set(dose.rate) == {0.01, 0.02} and {"n_neurons", "own_minus_random_margin"} <= set(dose.columns)
     gc = pd.read_csv(run_dir / "grid_contrasts.csv")
-    assert set(gc.contrast) == {"dose slope", "top minus bottom"} and {"p", "p_holm", "verdict"} <= set(gc.columns)
+    assert set(gc.contrast) == {"dose slope", "top minus bottom"} and {"p", "p_holm", "verdict", "role"} <= set(gc)
     assert "directions" in set(dose["set"]) and "directions" in set(gc["set"])
+    assert (run_dir / "grid_contrasts_per_emotion.csv").exists()
     sw = pd.read_csv(run_dir / "layer_sweep.csv")
     assert set(sw["range"]) == {"bottom", "top", "all"}
     figures = {p.name for p in (run_dir / "figures").glob("*.png")}
@@ -92,8 +102,8 @@ def test_findings_are_generated_and_open_every_stage_notebook(run_dir):
     assert set(found) == set(findings.STAGES.values()) | summaries | {"headline"}
     assert found == findings.build(run_dir)  # the file is what the tables say now
     assert found["02_neuron_identification"][0].startswith("The paper's setting:")
-    assert found["03_ablation"][0].startswith("Positive control")
-    # stage 3's top cell is its summary: the control first, one line per set, the tests at the end of the notebook
+    assert found["03_ablation"][0].startswith("Stage 3's answer, one pooled test per named set")
+    # stage 3's top cell is its summary: the pooled answer first, then the per-emotion lines
     summary = found["03_ablation" + findings.SUMMARY]
     assert summary[0] == found["03_ablation"][0] and len(summary) < len(found["03_ablation"])
     for name in findings.STAGES.values():
@@ -106,7 +116,7 @@ def test_findings_are_generated_and_open_every_stage_notebook(run_dir):
                      lint.stderr_warnings):
             assert rule(nb) == [], (name, rule.__name__)
     lines = runner.closing_lines(run_dir)
-    assert len(lines) == 3 and lines[1].startswith("Result: Positive control") and "make lab" in lines[2]
+    assert len(lines) == 3 and lines[1].startswith("Result: Stage 3's answer") and "make lab" in lines[2]
 
 
 def test_tiny_book_passes_the_whole_lint(run_dir):
@@ -130,12 +140,41 @@ def test_steering_stage_writes_its_tables(run_dir):
 
 
 def test_rerun_reuses_cached_work(run_dir, tiny_book_rerun):
-    """tiny_book_rerun is a copy of run_dir (modification times kept), rerun with only=["02", "03", "04"]."""
+    """tiny_book_rerun is a copy of run_dir (modification times kept), rerun with only=["02", "03", "04"], with
+    the scorer's throughput forced far from the first run's (EMOLIB_THROUGHPUT): the same params give the same
+    design, items, random sets and tables."""
     rerun = tiny_book_rerun
+    first_rate = json.loads((run_dir / "scoring_time.json").read_text())["throughput"]
+    assert json.loads((rerun / "scoring_time.json").read_text())["throughput"] == 0.5 != first_rate
+    for name in ("design.json", "random_sets.csv", "own_vs_random.csv", "pooled.csv", "titration.csv",
+                 "grid_contrasts.csv", "grid_contrasts_per_emotion.csv", "specificity.csv"):
+        assert (rerun / name).read_bytes() == (run_dir / name).read_bytes(), name
     assert (rerun / "cache" / "scores.jsonl").read_text() == (run_dir / "cache" / "scores.jsonl").read_text()
     assert (rerun / "cache" / "counts.pt").stat().st_mtime == (run_dir / "cache" / "counts.pt").stat().st_mtime
     history = [json.loads(x)["notebook"] for x in (rerun / "timings-history.jsonl").read_text().splitlines()]
     assert history[len(runner.STAGES):] == ["02_neuron_identification", "03_ablation", "04_layer_analysis"]  # rerun
+
+
+def test_every_verdict_is_recomputed_from_random_sets_csv(run_dir):
+    """random_sets.csv alone gives every per-emotion p, interval, Holm p and verdict of own_vs_random.csv, and the
+    pooled table of every arm."""
+    from emolib.causal import pooled
+    rs = pd.read_csv(run_dir / "random_sets.csv")
+    design = json.loads((run_dir / "design.json").read_text())
+    arm, delta = design["intervention"], 0.25
+    ov = pd.read_csv(run_dir / "own_vs_random.csv").dropna(subset=["p"]).set_index(["set", "emotion"])
+    per = pooled.per_emotion(rs, arm, delta, 0.25).set_index(["set", "emotion"])
+    assert set(per.index) == set(ov.index)
+    for k, r in ov.iterrows():
+        assert per.loc[k, "p"] == pytest.approx(r.p, rel=1e-9, abs=1e-12)
+        assert per.loc[k, "p_holm"] == pytest.approx(r.p_holm, rel=1e-9, abs=1e-12)
+        assert (per.loc[k, "lo"], per.loc[k, "hi"]) == pytest.approx((r.omr_margin_lo, r.omr_margin_hi), abs=1e-9)
+        assert per.loc[k, "power"] == pytest.approx(r.power, abs=1e-9) or not np.isfinite(r.power)
+    saved = pd.read_csv(run_dir / "pooled.csv")
+    again = pooled.pooled_all(rs, list(effects.ARMS), arm, delta, 0.25)
+    cols = ["own_minus_random", "lo", "hi", "p", "p_holm", "p_equivalence_holm", "equivalence_bound"]
+    assert np.allclose(again[cols].to_numpy(float), saved[cols].to_numpy(float), equal_nan=True, atol=1e-12)
+    assert again.verdict.fillna("").tolist() == saved.verdict.fillna("").tolist()
 
 
 def test_comparison_notebook(run_dir, tmp_path):

@@ -252,3 +252,61 @@ def test_recomputed_calibration_estimate_subtracts_the_content_free_change(tiny,
     sc = batched.score_masks(clf, texts, [{}, {3: [i]}])  # clf calibrates: recomputed under each mask
     measured = (stats.margin(sc[1], y) - stats.margin(sc[0], y)).mean()
     assert float(recomputed[3, i]) == pytest.approx(measured, rel=0.35, abs=2e-3)
+
+
+def _planted_all(tiny, texts, scale=0.002, gain=0.25):
+    """A copy of the tiny model in which, per emotion, four last-layer neurons fire at the answer position and write
+    that emotion's label direction; and each emotion's neurons."""
+    from emolib.causal import families
+    model, tok = tiny
+    m = copy.deepcopy(model)
+    layer = m.model.layers[3]
+    clf = classify.make_classifier(m, tok, list(EMOTIONS), chat=True, batch_size=4, calibrate=False)
+    seen = []
+    h = layer.mlp.gate_proj.register_forward_pre_hook(lambda mod, a: seen.append(a[0][0, -1].detach()))
+    try:
+        with torch.no_grad():
+            for t in texts:
+                m(input_ids=torch.tensor([clf.parts.prefix + prompts.encode_dialogue(tok, t) + clf.parts.suffix]))
+    finally:
+        h.remove()
+    v = torch.stack(seen).mean(0)
+    W = m.lm_head.weight.detach()
+    sets = {}
+    for k, e in enumerate(EMOTIONS):
+        label = tok(" " + e, add_special_tokens=False)["input_ids"][0]
+        u = W[label] - W.mean(0)
+        idx = [10 + 17 * k + j for j in range(4)]
+        with torch.no_grad():
+            for i in idx:
+                layer.mlp.gate_proj.weight[i] = gain * v / v.norm()
+                layer.mlp.up_proj.weight[i] = gain * v / v.norm()
+                layer.mlp.down_proj.weight[:, i] = scale * u / u.norm()
+        sets[e] = families.as_mask([(3, i) for i in idx])
+    return m, tok, sets
+
+
+def test_a_planted_pooled_effect_is_rejected_by_the_pooled_test(tiny, dialogues):
+    """Every emotion's planted neurons write its own label: ablating them lowers each emotion's margin on its own
+    items, and the pooled test over emotions, against random families, rejects it (and keeps the overlaps)."""
+    from emolib.causal import families, pooled
+    texts, themes = dialogues
+    model, tok, sets = _planted_all(tiny, texts)
+    y = np.array([EMOTIONS.index(t) for t in themes])
+    clf, cal, sums = _pass(model, tok, texts, y)
+    _, sd = attribution.moments(sums)
+    firing = torch.rand(sd.shape)
+    maps = families.family_maps(families.union(sets), firing, 20, seed=0, spread=sd)
+    rows = []
+    for j, e in enumerate(EMOTIONS):
+        sel = y == j
+        d = [t for t, s in zip(texts, sel) if s]
+        rnd = [families.image(fm, sets[e]) for fm in maps]
+        sc = batched.score_masks(clf, d, [{}, sets[e]] + rnd, calibration=cal)
+        rows += effects.arm_records("planted", "zero/fixed", e, 4, sc[0], sc[1], sc[2:], y[sel])
+    rs = pooled.frame(rows)
+    t = pooled.pooled(rs, "zero/fixed", 0.25, 0.25).iloc[0]
+    assert t.n_emotions == 6 and t.own_minus_random < 0
+    assert t.verdict == "effect beyond random (drop)" and t.p < 1e-3
+    per = pooled.per_emotion(rs, "zero/fixed", 0.25, 0.25)
+    assert (per.own_minus_random < 0).all()

@@ -16,7 +16,7 @@ def test_runtime_line_reads_the_quick_record(tmp_path):
 
 def test_a_stage_3_served_from_the_cache_says_so(tmp_path):
     quick = tmp_path / "none.json"
-    (tmp_path / "design.json").write_text(json.dumps({"stage3_item_masks_scored": {}}))
+    (tmp_path / "scoring_time.json").write_text(json.dumps({"stage3_item_masks_scored": {}}))
     assert "came from the run's cache" in runner.runtime_line("03_ablation", 61.0, quick, run_dir=tmp_path)
-    (tmp_path / "design.json").write_text(json.dumps({"stage3_item_masks_scored": {"main": 4200}}))
+    (tmp_path / "scoring_time.json").write_text(json.dumps({"stage3_item_masks_scored": {"main": 4200}}))
     assert "cache" not in runner.runtime_line("03_ablation", 610.0, quick, run_dir=tmp_path)

@@ -95,7 +95,7 @@ def pooled_values(rs: pd.DataFrame, name: str, arm: str, emotions: list[str] | N
             and np.isfinite(own[e]) and rnd[e].notna().all()]
     if not keep or not len(rnd):
         return float("nan"), np.array([]), []
-    return float(own[keep].mean()), rnd[keep].mean(1).to_numpy(), keep
+    return float(own[keep].mean()), rnd[keep].mean(axis=1).to_numpy(), keep
 
 
 def pooled(rs: pd.DataFrame, arm: str, delta: float, power_delta: float, alpha: float = ALPHA) -> pd.DataFrame:
@@ -128,21 +128,22 @@ def pooled_all(rs: pd.DataFrame, arms: list[str], primary: str, delta: float, po
 
 
 def per_emotion(rs: pd.DataFrame, arm: str, delta: float, power_delta: float, alpha: float = ALPHA) -> pd.DataFrame:
-    """The secondary tests: per set and emotion, own against that emotion's random sets (Holm within each set)."""
-    rows = []
-    for (n, e), g in rs[(rs.arm == arm) & (rs.kind.isin(["own", "random"]))].groupby(["set", "emotion"], sort=False):
-        own = g[g.kind == "own"]
-        if own.empty:
-            continue
-        rows.append({"set": n, "emotion": e, **test_row(float(own.d_margin.iloc[0]), g[g.kind == "random"].d_margin,
-                                                         delta, 1, alpha, power_delta)})
-    t = pd.DataFrame(rows)
-    if t.empty:
-        return t
-    for c in ("p", "p_equivalence", "own_minus_random"):
-        if c not in t:
-            t[c] = np.nan
-    return pd.concat([decide(g, delta, alpha) for _, g in t.groupby("set", sort=False)])
+    """The secondary tests: per set and emotion, own against that emotion's random sets (Holm within each set;
+    power and the equivalence bound at Holm's strictest level within the set)."""
+    parts = []
+    g_all = rs[(rs.arm == arm) & (rs.kind.isin(["own", "random"]))]
+    for name, g_set in g_all.groupby("set", sort=False):
+        cells = [(e, g) for e, g in g_set.groupby("emotion", sort=False) if (g.kind == "own").any()]
+        m = max(1, sum(int((g.kind == "random").sum() >= 2) for _, g in cells))
+        rows = [{"set": name, "emotion": e, **test_row(float(g[g.kind == "own"].d_margin.iloc[0]),
+                                                       g[g.kind == "random"].d_margin, delta, m, alpha, power_delta)}
+                for e, g in cells]
+        t = pd.DataFrame(rows)
+        for c in ("p", "p_equivalence", "own_minus_random"):
+            if c not in t:
+                t[c] = np.nan
+        parts.append(decide(t, delta, alpha))
+    return pd.concat(parts) if parts else pd.DataFrame()
 
 
 def titration(rs: pd.DataFrame, arm: str, reference: str, n_tests: int, alpha: float = ALPHA) -> pd.DataFrame:
