@@ -127,7 +127,7 @@ P = book.setup(globals(), "03")
 LABEL = book.run_title(P)
 sets = neurons.named_sets(P)
 print("neuron sets from stage 2:", ", ".join(f"{n} ({sum(map(len, s.sets.values()))} emotion-neuron assignments)"
-                                           for n, s in sets.items() if n != "attribution"))
+                                           for n, s in sets.items() if n not in neurons.CONTROL_SETS))
 
 # %% [markdown]
 # ## The instrument, chosen on dev

@@ -95,9 +95,18 @@ _ = plots.save(plots.compare_bars(100 * sens, "own minus random accuracy change 
            "06_sensitivity")
 
 # %% [markdown]
-# ## Do the runs reach the same conclusions?
-# Each cell is notebook 03's Holm-corrected verdict for that run and emotion; a difference between runs is only a
-# difference of verdicts, not itself tested.
+# ## Stage 3's answer in each run
+# Notebook 03's pooled verdict per named set (the mean over emotions against random families, Holm over the named
+# sets, with the equivalence test), then its own-minus-random effect (nat) and the smallest margin within which the
+# set was shown equivalent to random. The controls were tested the same way, outside the family.
+
+# %%
+display(compare.pooled_verdicts(runs))
+
+# %% [markdown]
+# ## Do the runs reach the same conclusions, per emotion?
+# Each cell is notebook 03's per-emotion (secondary) verdict for that run and emotion, Holm within the set; a
+# difference between runs is only a difference of verdicts, not itself tested.
 
 # %%
 concl = compare.conclusions(R)

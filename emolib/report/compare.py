@@ -112,3 +112,17 @@ def agreement_lines(concl: pd.DataFrame) -> list[str]:
         lines.append("They differ on: " + "; ".join(f"{e} (" + ", ".join(f"{c}: {concl.loc[e, c]}" for c in concl.columns)
                                                      + ")" for e in diff))
     return lines
+
+
+def pooled_verdicts(run_dirs: list[str]) -> pd.DataFrame:
+    """Set x run: each run's pooled verdict under its primary arm (stage 3's answer), with the effect and the
+    smallest equivalence margin; runs without pooled.csv are left out."""
+    cells = {}
+    for d in map(Path, run_dirs):
+        if not (d / "pooled.csv").exists():
+            continue
+        t = pd.read_csv(d / "pooled.csv")
+        t = t[t["primary"].astype(bool)]
+        cells[d.name] = {f"{r['set']} ({r.role})": f"{r.verdict} · {r.own_minus_random:+.2f} nat · ±{r.equivalence_bound:.2f}"
+                         for _, r in t.iterrows()}
+    return pd.DataFrame(cells)
