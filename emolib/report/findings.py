@@ -168,8 +168,10 @@ def detection_lines(d: Path) -> list[str]:
     curve = pooled.detection_curve(tit)
     small = pooled.smallest_detected(curve)
     parts = ", ".join(f"{r.share:.0%} → {r.effect:+.2f} nat, detected {r.detected:.0%}" for r in curve.itertuples())
-    tail = (f"the smallest effect detected in at least 80% of draws was {small:.2f} nat, so an effect of that size "
-            "would have been found" if np.isfinite(small) else
+    floor = " (the smallest effect titrated: smaller ones were not tried)" if np.isfinite(small) and np.isclose(
+        small, curve.effect.abs().min()) else ""
+    tail = (f"the smallest effect detected in at least 80% of draws was {small:.2f} nat{floor}, so an effect of "
+            "that size would have been found" if np.isfinite(small) else
             f"no share was detected in 80% of draws, so effects up to {curve.effect.abs().max():.2f} nat could be "
             "missed")
     return [f"Detection curve (titrated families: a share of each emotion's random set replaced by its `attribution` "

@@ -822,7 +822,7 @@ def pooled_forest(table: pd.DataFrame, delta: float, label: str) -> Figure:
     ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.set_xlabel("pooled own − random margin change (nat, mean over emotions)")
     ax.set_ylabel("neuron set")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     return _title(fig, "One pooled test per set against random families (95% intervals; filled = effect after Holm)",
                   label)
 
@@ -837,13 +837,19 @@ def detection_curve(tit: pd.DataFrame, curve: pd.DataFrame, label: str) -> Figur
         x = tit.effect.abs()
         ax.scatter(x, tit.detected.astype(float) + np.random.default_rng(0).uniform(-0.03, 0.03, len(tit)), s=14,
                    color="#888888", label="titrated family (detected 1, not 0)")
-        ax.plot(curve.effect.abs(), curve.detected, "o-", color="#b2182b", label="detection rate per share")
-        for r in curve.itertuples():
-            ax.annotate(f"{r.share:.0%}", (abs(r.effect), r.detected), textcoords="offset points", xytext=(4, -10),
-                        fontsize=8)
+        c = curve.assign(size=curve.effect.abs()).sort_values("size")
+        ax.plot(c["size"], c.detected, "o-", color="#b2182b", label="detection rate per share (at its mean effect)")
+        for k, r in enumerate(c.itertuples()):
+            ax.annotate(f"{r.share:.0%}", (r.size, r.detected), textcoords="offset points",
+                        xytext=(4, -12 if k % 2 else 6), fontsize=8)
         ax.axhline(0.8, color="black", lw=0.8, ls="--", label="80%")
-        ax.set_ylim(-0.08, 1.08)
-        ax.legend(fontsize=8, loc="center right")
+        ok = c[c.detected >= 0.8]
+        if len(ok):
+            ax.axvline(ok["size"].min(), color="#b2182b", lw=0.8, ls=":",
+                       label=f"smallest effect detected ≥ 80%: {ok['size'].min():.2f} nat")
+        ax.set_xlim(left=0)
+        ax.set_ylim(-0.08, 1.12)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False, ncol=2)
     ax.set_xlabel("|real pooled effect| of the titrated family (nat)")
     ax.set_ylabel("detected by the pooled test")
     return _title(fig, "Detection curve: shares of each emotion's random set replaced by attribution neurons", label)
