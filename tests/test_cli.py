@@ -105,3 +105,16 @@ def test_exercises_command_refuses_bad_input_with_one_line(tmp_path, capsys):
     assert "--out" in capsys.readouterr().err
     assert main(["exercises", "--out", str(tmp_path / "ex"), "--params", str(tmp_path / "missing.yaml")]) == 2
     assert "not found" in capsys.readouterr().err and not any((tmp_path / "ex").glob("*.ipynb"))
+
+
+def test_plan_command_prints_params_lines_and_refuses_a_bad_budget(capsys, monkeypatch):
+    """`plan` times the scorer (forced here, so the test is exact) and prints the lines to paste; a bad budget is
+    one line before any model loads."""
+    monkeypatch.setenv("EMOLIB_THROUGHPUT", "200")
+    assert main(["plan", str(ROOT / "params/test-tiny.yaml"), "--budget-min", "2"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == "n_random_sets: 3" and out[1].startswith("items_per_emotion: ")
+    assert "at 200.0 item-masks/s (budget 2 min)" in out[1]
+    for bad in ("0", "-3", "nan"):
+        assert main(["plan", str(ROOT / "params/test-tiny.yaml"), "--budget-min", bad]) == 2
+        assert "--budget-min" in capsys.readouterr().err
