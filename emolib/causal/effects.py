@@ -746,18 +746,21 @@ def grid_contrasts(dose_g: dict[str, dict], range_g: dict[str, dict], emotions: 
     named set the dose slope (two doses or more) and top minus bottom (both ranges scored), each the mean over
     emotions against the same mean of each random series, Holm-corrected over every named set x contrast (control
     sets apart). Per emotion, the same contrasts are secondary (Holm within each set and contrast)."""
-    rows, pooled_rows = [], []
+    rows, todo = [], []
     for name in dose_g:
-        todo = []
         if len(rates) >= 2:
-            todo.append((dose_g[name], "dose slope", rates))
+            todo.append((name, dose_g[name], "dose slope", rates))
         keys = range_g.get(name, {})
         if any(k[1] == "top" for k in keys) and any(k[1] == "bottom" for k in keys):
-            todo.append((range_g[name], "top minus bottom", ["top", "bottom"]))
-        for g, contrast, labels in todo:
-            per = contrast_rows(g, name, emotions, contrast, labels)
-            rows.append(correct_family(pd.DataFrame(per).drop(columns="random_values", errors="ignore")))
-            pooled_rows.append(pooled_contrast(per, name, contrast, delta))
+            todo.append((name, range_g[name], "top minus bottom", ["top", "bottom"]))
+    m_tests = max(1, sum(name not in pooled.CONTROLS for name, *_ in todo))  # Holm's m of the named sets' family
+    m_controls = max(1, len(todo) - m_tests)
+    pooled_rows = []
+    for name, g, contrast, labels in todo:
+        per = contrast_rows(g, name, emotions, contrast, labels)
+        rows.append(correct_family(pd.DataFrame(per).drop(columns="random_values", errors="ignore")))
+        pooled_rows.append(pooled_contrast(per, name, contrast, delta,
+                                           m_controls if name in pooled.CONTROLS else m_tests))
     per_emotion = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
     pt = pd.DataFrame(pooled_rows)
     if pt.empty:
@@ -766,7 +769,7 @@ def grid_contrasts(dose_g: dict[str, dict], range_g: dict[str, dict], emotions: 
     return pd.concat(parts).reindex(pt.index), per_emotion
 
 
-def pooled_contrast(per: list[dict], name: str, contrast: str, delta: float) -> dict:
+def pooled_contrast(per: list[dict], name: str, contrast: str, delta: float, m: int = 1) -> dict:
     """One pooled contrast: the mean over emotions of the own contrast against the same mean of each random series."""
     ok = [r for r in per if "own" in r and "random_values" in r]
     row = {"set": name, "contrast": contrast, "role": "control" if name in pooled.CONTROLS else "test",
@@ -776,7 +779,7 @@ def pooled_contrast(per: list[dict], name: str, contrast: str, delta: float) -> 
     R = min(len(r["random_values"]) for r in ok)
     own = float(np.mean([r["own"] for r in ok]))
     null = np.mean([r["random_values"][:R] for r in ok], axis=0)
-    return {**row, **pooled.test_row(own, null, delta)}
+    return {**row, **pooled.test_row(own, null, delta, m)}
 
 
 def contrast_rows(g: dict, name: str, emotions: list[str], contrast: str, labels: list) -> list[dict]:

@@ -66,10 +66,16 @@ def family_map(own: Mask, bins: np.ndarray, n_bins: int, rng: np.random.Generato
     return out
 
 
+MIN_PER_BIN = 4  # joint firing x SD bins only where a layer holds at least this many neurons per bin on average
+
+
 def family_maps(own: Mask, firing: torch.Tensor | np.ndarray, n: int, seed: int,
                 spread: torch.Tensor | np.ndarray | None = None, start: int = 0) -> list[dict[Neuron, Neuron]]:
-    """Families start .. start + n - 1 of a union of neurons: family r is seeded by (seed, FAMILY_SEED, r) alone."""
-    bins, n_bins = joint_bins(firing, spread)
+    """Families start .. start + n - 1 of a union of neurons: family r is seeded by (seed, FAMILY_SEED, r) alone.
+    Neurons are matched on firing decile x SD decile; in layers too narrow for 100 bins of MIN_PER_BIN neurons (the
+    test suite's tiny model), on the firing decile alone, so that families still differ."""
+    width = firing.shape[1]
+    bins, n_bins = joint_bins(firing, spread if width >= 100 * MIN_PER_BIN else None)
     return [family_map(own, bins, n_bins, np.random.default_rng([seed, FAMILY_SEED, r]))
             for r in range(start, start + n)]
 

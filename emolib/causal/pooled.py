@@ -105,7 +105,7 @@ def pooled(rs: pd.DataFrame, arm: str, delta: float, power_delta: float, alpha: 
     rows = []
     for n in names:
         own, null, keep = pooled_values(rs, n, arm)
-        m = max(1, len(tests)) if n in tests else 1
+        m = max(1, len(tests)) if n in tests else max(1, len(names) - len(tests))  # Holm's m of its family
         rows.append({"set": n, "role": "control" if n in CONTROLS else "test", "arm": arm, "n_emotions": len(keep),
                      "n_items": int(rs[(rs.set == n) & (rs.arm == arm) & (rs.kind == "own")
                                        & rs.emotion.isin(keep)].n_items.sum()),
