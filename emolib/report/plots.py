@@ -728,8 +728,10 @@ def steering_tradeoff(trade: pd.DataFrame, label: str) -> Figure:
             ax.scatter(pr["median_ppl"], pr["d_p"] * 100, s=160, marker="*", color="black", label="prompted", zorder=3)
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        lo, hi = ax.get_xlim()  # minor ticks labelled only within one decade (their labels collide over several)
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.3g}") if hi / max(lo, 1e-9) < 10
+                                     else NullFormatter())
         ax.set_title(f"read by {sc}", fontsize=10)
         ax.set_xlabel("median perplexity under the unsteered model (log)")
         ax.set_ylabel(f"P(target) change, mean over emotions ({PP})")
