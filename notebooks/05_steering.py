@@ -188,7 +188,9 @@ if len(secondary) and "own_minus_random" in secondary:
 # against fluency, one panel per scorer.
 
 # %%
-display(beside.round(3))
+display(tables.narrow(beside, (["scorer", "emotion", "prompt d_p", "prompt ppl"] + [f"{n} d_p" for n in dose_of])[:8],
+                      {c: "{:+.3f}" for c in beside.columns if c.endswith("d_p")} | {"prompt ppl": "{:.1f}"},
+                      csv="steering_prompting.csv"))
 book.show(plots.steering_tradeoff(trade, LABEL), P, "05_steering_tradeoff")
 
 # %% [markdown]
