@@ -201,14 +201,21 @@ SCHEMA: dict[str, Param] = {
     "grid_eval_limit": Param(None, ("03", "04"), "int", "cap on eval dialogues per emotion in the grids (null = "
                              "eval_limit)", low=1, nullable=True),
     # --- 05 steering (sufficiency)
-    "steer_doses": Param([0.0, 1.0, 2.0, 4.0], ("05",), "list[float]", "doses alpha: each emotion's neurons get "
-                         "alpha x their activation SD added during generation; must include 0 (the unsteered model)",
-                         extra={"low": 0.0, "high": 100.0}),
-    "steer_random_dose": Param(2.0, ("05",), "float", "the one dose (among steer_doses, > 0) at which matched random "
-                               "sets are generated and the sufficiency test is made", low=0.0, high=100.0,
-                               low_open=True),
-    "steer_random_sets": Param(20, ("05",), "int", "matched random sets per named set and emotion at "
-                               "steer_random_dose (fewer when steer_budget_min runs out; never below 2)", low=2),
+    "steer_doses": Param([0.0, 0.125, 0.25, 0.5], ("05",), "list[float]", "push sizes: each intervention writes a "
+                         "push of this norm into the residual stream (||W_down Delta a|| for a neuron set, the vector's "
+                         "norm for a direction), in units of the stream's median norm after the middle layer; must "
+                         "include 0 (the unsteered model); the test dose is chosen among them by steer_ppl_factor",
+                         extra={"low": 0.0, "high": 10.0}),
+    "steer_ppl_factor": Param(1.5, ("05",), "float", "the test dose of each intervention is the largest dose at which "
+                              "its own replies' median perplexity (under the unsteered model) stays within this factor "
+                              "of the unsteered model's median", low=1.0, high=100.0),
+    "steer_ppl_cap": Param(10.0, ("05",), "float", "a reply whose perplexity exceeds this factor x the unsteered "
+                           "median is degenerate (as are empty and repetitive replies)", low=1.0, high=1e6,
+                           low_open=True),
+    "steer_max_degenerate": Param(0.25, ("05",), "float", "a condition with more than this share of degenerate "
+                                  "replies is excluded from every test (and listed)", low=0.0, high=1.0),
+    "steer_random_sets": Param(20, ("05",), "int", "random families per named set (and random directions per emotion) "
+                               "at each test dose (cut by steer_budget_min, never below min(20, this))", low=2),
     "steer_prompts": Param(20, ("05",), "int", "neutral dialogue openings, about topics the run's data never used",
                            low=2, high=500),
     "steer_max_new_tokens": Param(24, ("05",), "int", "tokens sampled per reply (it ends at the first newline)",
@@ -218,10 +225,11 @@ SCHEMA: dict[str, Param] = {
     "steer_scorer": Param("auto", ("05",), "str", "label scorer of the replies besides MiniLM: auto = the other "
                           "embedded model (SmolLM2 <-> Gemma-3), none = MiniLM only, or a model spec other than "
                           "model"),
-    "steer_budget_min": Param(5.0, ("05",), "float", "minutes the stage may take; random sets per test are cut "
-                              "(to no fewer than 2) to fit, at the measured speed", low=0.0, low_open=True),
-    "steer_power_delta": Param(0.25, ("05",), "float", "shift of the target share (fraction of prompts) beyond random "
-                               "that power is reported for", low=0.0, high=1.0, low_open=True),
+    "steer_budget_min": Param(5.0, ("05",), "float", "minutes the stage may take; random families per test are cut "
+                              "(to no fewer than min(20, steer_random_sets)) to fit, at the measured speed", low=0.0, low_open=True),
+    "steer_power_delta": Param(0.05, ("05",), "float", "equivalence margin and power shift of the pooled steering "
+                               "test: own minus random change of mean P(target), probability units", low=0.0, high=1.0,
+                               low_open=True),
 }
 
 RUN_KEYS = ("run_dir",)
@@ -413,15 +421,14 @@ def validate(raw: dict[str, Any], source: str = "params") -> dict[str, Any]:
 
 
 def check_steering(out: dict[str, Any], source: str) -> None:
-    """Stage 5's cross-checks: doses include 0 and the random dose; the scorer is not the steered model."""
+    """Stage 5's cross-checks: doses include 0 and a positive dose; the scorer is not the steered model."""
     doses = out["steer_doses"]
     if 0.0 not in doses:
         _fail(source, "steer_doses", f"must include 0 (the unsteered baseline), got {doses!r}")
     if len(set(doses)) != len(doses):
         _fail(source, "steer_doses", f"must not repeat a dose, got {doses!r}")
-    if out["steer_random_dose"] not in doses:
-        _fail(source, "steer_random_dose", f"must be one of steer_doses above 0 "
-              f"({', '.join(f'{a:g}' for a in doses if a > 0) or 'none'}), got {out['steer_random_dose']!r}")
+    if not any(a > 0 for a in doses):
+        _fail(source, "steer_doses", f"must include a dose above 0, got {doses!r}")
     sc = out["steer_scorer"]
     if sc not in ("auto", "none"):
         from .lm.models import check_model_spec

@@ -21,50 +21,51 @@
 # **What you will learn**
 # - the difference between necessity (notebook 03's ablation) and sufficiency (steering), and why a set can have one
 #   without the other;
-# - how to steer generation by adding α activation SDs to chosen neurons, and why SD units make the doses fair across
-#   neurons and against matched random sets;
-# - how replies are read by scorers that are not the steered model, with common random numbers across conditions;
-# - how the target share, its test against random sets, and the fluency cost are read together.
+# - how to give every intervention the same dose: the size of the push it writes into the residual stream;
+# - why a steering test needs a positive control (a direction known to steer) and a prompting ceiling;
+# - how replies are read by two scorers that are not the steered model, and why a claim needs both.
 #
-# **Prerequisites:** notebook 03 (its activation statistics and matched random sets) and notebook 02 (`neurons.json`,
-# and the emotion directions). Concepts: activation steering, sampling with a fixed seed, perplexity.
+# **Prerequisites:** notebook 03 (its activation statistics and the random families of its pooled test) and notebook
+# 02 (`neurons.json`, and the emotion directions). Concepts: activation steering, sampling with a fixed seed,
+# perplexity, equivalence tests.
 #
 # **References.** Lee et al., [Do Large Language Models Have “Emotion
 # Neurons”?](https://aclanthology.org/2025.findings-acl.806/) (Findings of ACL 2025) · LAPE: Tang et al.,
 # [Language-Specific Neurons: The Key to Multilingual Capabilities in Large Language
 # Models](https://arxiv.org/abs/2402.16438) (ACL 2024) · EmoPrism, the paper's dataset
-# ([10kH/Emotion-Neuron](https://github.com/10kH/Emotion-Neuron), MIT code, CC-BY-4.0 data) · attribution patching:
-# [Nanda 2023](https://www.neelnanda.io/mechanistic-interpretability/attribution-patching), Syed et al. 2023 ([arXiv
-# 2310.10348](https://arxiv.org/abs/2310.10348)).
+# ([10kH/Emotion-Neuron](https://github.com/10kH/Emotion-Neuron), MIT code, CC-BY-4.0 data) · AxBench: Wu et al.
+# 2025, [arXiv 2501.17148](https://arxiv.org/abs/2501.17148) (prompting as the steering ceiling).
 #
-# Notebook 03 asked whether the emotion neurons are **necessary**: does removing them hurt the model's recognition
-# of the emotion more than removing matched random neurons? This notebook asks the converse question, whether they
-# are **sufficient**: does pushing one emotion's neurons *up* while the model writes make its writing express that
-# emotion, more than pushing up matched random neurons by the same amount? A set can be necessary without being
-# sufficient (it is one link in a longer chain) and sufficient without being necessary (other neurons can stand in
-# when it is removed), so the two tests answer different questions.
+# Notebook 03 asked whether the emotion neurons are **necessary**. This notebook asks whether they are
+# **sufficient**: does pushing one emotion's neurons *up* while the model writes make its writing express that
+# emotion, more than pushing matched random neurons by the same amount? A set can be necessary without being
+# sufficient, and sufficient without being necessary, so the two tests answer different questions.
 #
-# **The intervention.** During generation, each chosen neuron's value (the input of `mlp.down_proj`, through the
-# same pre-hooks as the ablations of notebook 03, mode `add`) gets **α times its activation SD** added, at every
-# position. The SD is each neuron's spread on the scoring sequences of notebook 03's pass. We add SDs rather than
-# set neurons to α times their mean because (a) a neuron's mean input to `down_proj` can be near zero or negative
-# (it is a gated product), so multiples of it push some neurons nowhere or backwards; (b) SD units make one dose
-# the same-sized push for every neuron, so an emotion's own set and its matched random sets (same layer counts,
-# firing deciles and SD deciles, the draws of notebook 03) get comparable perturbations at the same α; (c) α = 0
-# is exactly the unsteered model.
+# **The dose: the same push for every intervention.** Adding Δa to a set's neurons (the input of `mlp.down_proj`)
+# changes the layer's output by W_down · Δa at every position, so the push written into the residual stream has
+# norm ‖W_down · Δa‖, the same at every position. A dose is that norm, in units of the stream's median norm after the
+# middle layer (SD units were not the same push for two sets: neuron SDs are heavy-tailed). Each set's Δa keeps the
+# shape of its neurons' SDs and is scaled, layer by layer, so that the write has the dose's norm (split over layers
+# by neuron counts). Its random families (notebook 03's: every neuron of the set mapped to a random neuron of the same
+# layer, firing decile and SD decile, so the emotions' random sets keep the sizes, layers and overlaps) get exactly
+# the same push. The emotion direction and the random directions are added after the middle layer with the same norm.
 #
-# **The readout.** Replies to neutral openings (`A: … about <topic> …\nB:`, topics the run's data never used) are
-# sampled with common random numbers: each prompt has its own seeded noise stream, the same under every condition,
-# so a prompt's steered and unsteered replies differ only through the steering. Their emotion is read by scorers
-# that are **not the steered model**: the other embedded model's calibrated label scorer (SmolLM2 ↔ Gemma-3) and
-# the MiniLM prototype classifier of notebook 01. The outcome is the **target share**: the share of replies whose
-# top label is the steered emotion. Fluency is the reply's perplexity under the unsteered model, with empty and
-# repetitive replies counted.
-#
-# **The test**, per scorer, set and emotion, at one dose fixed in advance (`steer_random_dose`): the own set's
-# change of the target share from α = 0 against the same change for matched random sets (t prediction p, R − 1
-# df, and its inverted 95% interval), Holm-corrected over sets × emotions within each scorer, with its power. The
-# other doses are descriptive (a dose-response with paired intervals over prompts).
+# **Fixed in advance.**
+# 1. *Test dose:* per intervention, the largest dose of the grid at which its own replies' median perplexity (under
+#    the unsteered model) stays within `steer_ppl_factor` (1.5×) of the unsteered model's.
+# 2. *Outcome:* per reply, each scorer's probability of the target emotion, paired with the unsteered reply to the
+#    same prompt (the same sampling noise). A degenerate reply (empty, repetitive, or perplexity above `steer_ppl_cap`
+#    × the unsteered median) counts as no change, never as a success; a condition with more than
+#    `steer_max_degenerate` of its replies degenerate is excluded from the test and listed.
+# 3. *Test (confirmatory):* notebook 03's pooled test: the mean over emotions of the own change against the same mean
+#    for each of ≥ 20 random families (t prediction test, Holm over the named sets; TOST equivalence within
+#    ±`steer_power_delta`). Per-emotion tests are secondary.
+# 4. *Claim:* both scorers must agree. "Effect beyond random" only when both scorers' pooled tests reject in the same
+#    direction; "equivalent to random" only when both show equivalence; one rejecting alone is "scorers disagree".
+#    With one scorer (`steer_scorer: none`) no claim is made.
+# 5. *Positive control first:* the emotion direction against random directions of the same norm, by the same test.
+#    If it is not found, the instrument cannot find steering, and the neuron verdicts say little.
+# 6. *Ceiling:* the same openings after "Reply as someone who feels ⟨emotion⟩.", read by the same scorers.
 
 # %%
 from pathlib import Path
@@ -87,15 +88,17 @@ seed = 0
 batch_size = 16
 emotions = ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
 n_bootstrap = 1000
-steer_doses = [0.0, 1.0, 2.0, 4.0]
-steer_random_dose = 2.0
+steer_doses = [0.0, 0.125, 0.25, 0.5]
+steer_ppl_factor = 1.5
+steer_ppl_cap = 10.0
+steer_max_degenerate = 0.25
 steer_random_sets = 20
 steer_prompts = 20
 steer_max_new_tokens = 24
 steer_sets = None
 steer_scorer = "auto"
 steer_budget_min = 5.0
-steer_power_delta = 0.25
+steer_power_delta = 0.05
 run_dir = None
 
 # %%
@@ -111,99 +114,107 @@ scorers = steer.load_scorers(P, steered=lm)
 runner = steer.Runner(lm, tok, P, prompts, sd, scorers, Path(P["run_dir"]) / "cache")
 display(Markdown(f"**Sets** {', '.join(sets)} · **scorers** {', '.join(scorers)} (the steered model is "
                  f"{P['model']}) · **{len(prompts)} prompts**, for example:\n\n```\n{prompts[0]}\n```"))
-
-# %% [markdown]
-# ## How large one dose is
-# One SD is a different amount for every neuron, and the SDs are heavy-tailed (the line below the table): a set
-# holding a few neurons of very large spread (the attribution set's rule can favour them) gets a large push at
-# any dose, which can break the model's writing. The matched random sets are drawn from the same SD deciles, so
-# the test stays fair; the fluency figure below shows the cost.
-
-# %%
-display(steer.set_sd_table(sets, sd, P["emotions"]).round(3))
-q = sd.flatten().float().quantile(sd.new_tensor([0.5, 0.99, 0.999])).tolist()
-print(f"all {sd.numel():,} FFN neurons: median SD {q[0]:.3g}, 99th percentile {q[1]:.3g}, 99.9th {q[2]:.3g}, "
-      f"largest {sd.max().item():.3g}")
+if len(scorers) < 2:
+    display(Markdown("**One scorer only (`steer_scorer: none`): no claim can be made.** The tables below show the "
+                     "method; a claim needs two scorers that agree."))
 
 # %% [markdown]
 # ## Generating
-# The unsteered model and every own set at every dose first, then the matched random sets at the test dose,
-# several conditions per batch (one mask and dose per row). Every condition is cached as it finishes, so an
-# interrupted run resumes; the number of random sets per test is cut to fit `steer_budget_min` at the measured
-# speed (never below 2, the least the test needs), and the cut is reported.
+# The unsteered model, the prompted replies, and every own set and emotion direction at every dose first; then each
+# intervention's test dose by the fluency rule; then the random families and random directions at it. One generate
+# call carries many conditions (a push per row). Every condition is cached as it finishes, so an interrupted run
+# resumes.
 
 # %%
 records, info = steer.run_stage(runner, P, sets, sd)
+records, cap = steer.mark_degenerate(records, P["steer_ppl_cap"])
 display(Markdown(steer.budget_note(info)))
+display(Markdown(steer.dose_note(info, P["steer_ppl_factor"])))
+display(tables.narrow(info["doses"], ["intervention", "dose", "median_ppl", "ratio", "fluent", "chosen"],
+                      {"dose": "{:g}", "median_ppl": "{:.1f}", "ratio": "{:.2f}"}, csv="steering_dose_choice.csv"))
 
 # %% [markdown]
-# ## The test: own sets against matched random sets at the test dose
-# `own_d_share`: the own set's change of the target share from α = 0 (fraction of prompts); `omr_*`: own minus
-# random, with the unadjusted 95% interval of the t prediction test; `p_holm` over sets × emotions per scorer.
+# ## The verdicts: the positive control first, then the named sets
+# Per scorer, the pooled test at each intervention's test dose (`own`: the mean over emotions of the change of mean
+# P(target) from the unsteered replies; `own_minus_random` with its 95% interval; `p_holm` over the named sets;
+# `p_equivalence_holm` against ±`steer_power_delta`). Then the claim under the both-scorers rule.
 
 # %%
-tests = steer.test_table(records, P["emotions"], P["steer_random_dose"], P["steer_power_delta"])
+eff = steer.effects(records, P["emotions"], P["steer_max_degenerate"])
+dose_of = info["dose_of"]
+pooled_t = steer.pooled_table(eff, dose_of, P["emotions"], P["steer_power_delta"], P["steer_power_delta"])
+claims = steer.claims(pooled_t, len(scorers))
+secondary = steer.per_emotion_table(eff, dose_of, P["emotions"], P["steer_power_delta"], P["steer_power_delta"])
+trade = steer.tradeoff_table(eff, dose_of)
+beside = steer.beside_table(eff, dose_of)
 doses = steer.dose_table(records, P["emotions"], P["steer_doses"], P["n_bootstrap"], P["seed"])
-summary = steer.condition_summary(records, P["emotions"])
-fluency = steer.fluency_table(summary)
-for name, table in {"steering_tests.csv": tests, "steering_doses.csv": doses, "steering_fluency.csv": fluency,
-                    "steering_conditions.csv": summary}.items():
+for name, table in {"steering_pooled.csv": pooled_t, "steering_claims.csv": claims, "steering_tests.csv": secondary,
+                    "steering_tradeoff.csv": trade, "steering_prompting.csv": beside, "steering_doses.csv": doses,
+                    "steering_conditions.csv": eff, "steering_dose_choice.csv": info["doses"]}.items():
     steer.save_csv(table, P["run_dir"], name)
-shown = tests.assign(**{"own − random [95% CI]": tables.interval(tests.own_minus_random_share, tests.omr_lo,
-                                                                   tests.omr_hi, "{:+.0%}")})
-display(tables.narrow(shown, ["scorer", "set", "emotion", "baseline_share", "own_d_share", "own − random [95% CI]",
-                              "p_holm", "verdict"],
-                      {"baseline_share": "{:.0%}", "own_d_share": "{:+.0%}", "p_holm": "{:.3g}"},
-                      csv="steering_tests.csv"))
+print(steer.BOTH_SCORERS_RULE)
+display(claims.style.hide(axis="index"))
+if len(pooled_t) and "own_minus_random" in pooled_t:
+    shown = pooled_t.assign(**{"own − random [95% CI]": tables.interval(pooled_t.own_minus_random, pooled_t.lo,
+                                                                       pooled_t.hi, "{:+.3f}")})
+    display(tables.narrow(shown, ["scorer", "intervention", "dose", "n_random", "own − random [95% CI]", "p_holm",
+                                  "p_equivalence_holm", "verdict"],
+                          {"dose": "{:g}", "p_holm": "{:.3g}", "p_equivalence_holm": "{:.3g}"},
+                          csv="steering_pooled.csv"))
+excluded = eff[eff.excluded]
+display(Markdown(f"Degenerate replies: perplexity cap {cap:.1f}; {len(excluded)} condition(s) excluded from the "
+                 "tests" + (": " + ", ".join(f"{r.kind} {r.set} {r.emotion} dose {r.dose:g}"
+                                             + (f" #{r.random}" if r.random >= 0 else "")
+                                             for r in excluded.drop_duplicates(["kind", "set", "emotion", "dose",
+                                                                                "random"]).itertuples())
+                                  if len(excluded) else ".")))
 
 # %% [markdown]
-# ## Dose-response and the fluency trade-off
-# Per scorer: the own sets' change of the target share against α (paired intervals over prompts), with the random
-# sets at the test dose in grey; then the change against the replies' perplexity under the unsteered model.
+# ## Secondary: per emotion
+# The same test per emotion (Holm over the emotions within each scorer and intervention). Descriptive beside the
+# pooled verdict.
+
+# %%
+if len(secondary) and "own_minus_random" in secondary:
+    display(tables.narrow(secondary, ["scorer", "intervention", "emotion", "own", "own_minus_random", "p_holm",
+                                      "verdict"],
+                          {"own": "{:+.3f}", "own_minus_random": "{:+.3f}", "p_holm": "{:.3g}"},
+                          csv="steering_tests.csv"))
+
+# %% [markdown]
+# ## The prompting ceiling beside every steered condition, and the trade-off
+# Per scorer and emotion: the change of mean P(target) under the instruction, and under each intervention at its
+# test dose (its random families' mean beside it), with median perplexities. Then the trade-off figure: target score
+# against fluency, one panel per scorer.
+
+# %%
+display(tables.narrow(beside, (["scorer", "emotion", "prompt d_p", "prompt ppl"] + [f"{n} d_p" for n in dose_of])[:8],
+                      {c: "{:+.3f}" for c in beside.columns if c.endswith("d_p")} | {"prompt ppl": "{:.1f}"},
+                      csv="steering_prompting.csv"))
+book.show(plots.steering_tradeoff(trade, LABEL), P, "05_steering_tradeoff")
+
+# %% [markdown]
+# ## Dose-response (descriptive)
+# Each own set and the direction over the whole grid, read by each scorer, with paired 95% intervals over prompts.
 
 # %%
 for name in scorers:
     tag = name.replace(":", "_").replace("/", "_")
-    book.show(plots.steering_dose(doses, tests, P["emotions"], name, LABEL), P, f"05_steering_dose_{tag}")
-book.show(plots.steering_fluency(doses, fluency, next(iter(scorers)), LABEL), P, "05_steering_fluency")
-
-# %%
-display(tables.narrow(fluency, ["kind", "set", "emotion", "dose", "ppl", "degenerate", "n_conditions"],
-                      {"dose": "{:g}", "ppl": "{:.1f}", "degenerate": "{:.0%}"}, csv="steering_fluency.csv"))
-display(tables.row(summary.assign(kind=np.where(summary.random == steer.BASELINE, "unsteered",
-                   np.where(summary.random == steer.OWN, "own", "random"))).groupby("kind").degenerate.mean().to_dict(),
-                   "share of degenerate replies", fmt="{:.1%}"))
+    book.show(plots.steering_dose(doses, P["emotions"], name, LABEL), P, f"05_steering_dose_{tag}")
 
 # %% [markdown]
 # ## Sample continuations
-# The first prompt's reply per emotion (rows) and dose (columns) under each set's own neurons; α = 0 is the same
-# unsteered reply in every row.
+# The first prompt's reply per emotion (rows) and dose (columns) under each intervention, and the prompted reply;
+# dose 0 is the same unsteered reply in every row.
 
 # %%
-samples = {name: steer.samples_table(records, P["emotions"], P["steer_doses"], name) for name in sets}
-steer.save_csv(pd.concat(samples, names=["set", "emotion"]).reset_index(), P["run_dir"],
-               "steering_samples.csv")
+shown_sets = list(sets) + ([steer.DIRECTION_SET] if info["directions"] else [])
+samples = {name: steer.samples_table(records, P["emotions"], P["steer_doses"], name) for name in shown_sets}
+steer.save_csv(pd.concat(samples, names=["set", "emotion"]).reset_index(), P["run_dir"], "steering_samples.csv")
 display(Markdown(f"Prompt:\n\n```\n{prompts[0]}\n```"))
 for name, table in samples.items():
-    display(Markdown(f"**set {name}**"))
+    display(Markdown(f"**{name}**"))
     display(table)
-
-# %% [markdown]
-# ## A third intervention: the emotion direction
-# Issue 17's directions steer without naming neurons: at the middle decoder layer, the emotion's unit direction
-# (topic-centred, from notebook 02) is added to the residual stream, α SDs of the stream's projection on it over
-# these prompts, at the test dose. Beside it, each neuron set at the same dose: the three interventions side by side
-# (entropy neurons, contribution neurons where steered, and the direction). Descriptive: no random directions test it.
-
-# %%
-direction_records, note = steer.direction_baseline(P, runner)
-print(note)
-if direction_records is not None:
-    at_dose = records[(records.random == steer.OWN) & (records.dose == P["steer_random_dose"])]
-    side = steer.direction_table(records, direction_records, at_dose, P["emotions"])
-    steer.save_csv(side, P["run_dir"], "steering_direction.csv")
-    display(side.style.format({"dose": "{:g}", "d_target_share": "{:+.0%}", "d_target_p": "{:+.3f}",
-                               "ppl": "{:.1f}"}).hide(axis="index"))
 
 # %% [markdown]
 # ## What this run shows
@@ -215,7 +226,7 @@ findings.show(P["run_dir"], "05")
 # %% [markdown]
 # ## Try it
 # Pick an emotion, a set, a dose and a prompt to see a steered reply (in Jupyter; not built when the notebook runs
-# headless under papermill). The same from a shell:
+# headless under papermill). The widget and the shell command push in activation SDs (the older, descriptive unit):
 # `python -m emolib steer --params params/<run>.yaml --neurons outputs/<run>/neurons.json --emotion fear --alpha 5
 # --prompt "A: How was the trip?\nB:"`.
 
@@ -228,9 +239,9 @@ else:
 # %% [markdown]
 # ## Questions
 # Answerable from this notebook (fastbook-style questionnaire).
-# 1. Why is the steering dose α measured in each neuron's activation SD rather than as a multiple of its mean?
-# 2. Why are the replies scored by the *other* model and by MiniLM, never by the steered model itself?
-# 3. What do common random numbers buy in this design? What would the comparison between conditions lose without them?
-# 4. A set raises the target share but also the replies' perplexity and the share of degenerate replies. How do the
-#    dose-response and fluency figures tell steering apart from breaking the model?
-# 5. The direction intervention is descriptive here (no random directions). What control would make it a test?
+# 1. Why is a dose defined as the norm of the push written into the residual stream rather than in activation SDs?
+# 2. Why are the replies scored by the *other* model and by MiniLM, never by the steered model itself, and why must
+#    both agree before a claim is made?
+# 3. What do common random numbers buy in this design? What would the paired changes lose without them?
+# 4. Why is the test dose chosen by fluency, and why is a degenerate reply counted as no change?
+# 5. The emotion direction is tested first. What would it mean for the neuron verdicts if it were not found?

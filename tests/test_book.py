@@ -131,10 +131,12 @@ def test_steering_stage_writes_its_tables(run_dir):
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     tests = pd.read_csv(run_dir / "steering_tests.csv")
     assert set(tests.emotion) <= {"anger", "disgust", "fear", "happiness", "sadness", "surprise"} and len(tests)
-    assert {"own_d_share", "own_minus_random_share", "p", "p_holm", "verdict", "power", "n_random"} <= set(tests)
-    assert set(tests.scorer) == {"minilm"} and (tests["set"] == "paper").all()
+    assert {"own", "own_minus_random", "p", "p_holm", "verdict", "power", "n_random"} <= set(tests)
+    assert set(tests.scorer) == {"minilm"} and set(tests.intervention) <= {"paper", "direction"}
+    claims = pd.read_csv(run_dir / "steering_claims.csv")
+    assert (claims.claim == "no claim (one scorer only)").all()  # the tiny book has one scorer
     assert (run_dir / "steering_doses.csv").exists() and (run_dir / "steering_samples.csv").exists()
-    assert (run_dir / "figures" / "05_steering_fluency.png").exists()
+    assert (run_dir / "figures" / "05_steering_tradeoff.png").exists()
     text = (run_dir / "05_steering.ipynb").read_text()
     assert "headless run" in text and "widget-view+json" not in text
 

@@ -1,10 +1,12 @@
-"""Stage 5 steering on the tiny random model: the add hook, common random numbers, matched random sets, scorers
-that are never the steered model, the resumable runner and the steer command's one-line errors."""
+"""Stage 5 steering on the tiny random model: the add hook, common random numbers, random families, equal
+residual-stream pushes at each dose, degenerate replies excluded, the both-scorers rule, scorers that are never the
+steered model, the resumable runner and the steer command's one-line errors."""
 
 import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -87,19 +89,153 @@ class _Sets:
         return self.by.get(e, {})
 
 
-def test_random_sets_match_layer_counts_and_deciles():
+def test_random_families_match_layer_counts_deciles_and_overlaps():
     g = torch.Generator().manual_seed(0)
     firing, spread = torch.rand(4, 128, generator=g), torch.rand(4, 128, generator=g)
-    own = {0: [1, 5, 9], 2: [7, 100]}
-    conds = steer.random_conditions({"paper": _Sets({"anger": own})}, ["anger", "fear"], 2.0, 5,
-                                    lambda ns: firing, spread, seed=0)
-    assert [c.random for c in conds] == list(range(5)) and {c.emotion for c in conds} == {"anger"}
-    bins = ablate.firing_bins(firing)  # firing deciles within the layer (SD deciles inside them where free)
-    for c in conds:
-        assert {k: len(v) for k, v in c.neurons.items()} == {0: 3, 2: 2} and c.dose == 2.0
-        for layer, idx in own.items():
-            assert sorted(bins[layer, idx]) == sorted(bins[layer, c.neurons[layer]])
-            assert not set(idx) & set(c.neurons[layer])
+    own = {"anger": {0: [1, 5, 9], 2: [7, 100]}, "fear": {0: [5, 9], 3: [4]}}
+    conds = steer.random_conditions({"paper": _Sets(own)}, ["anger", "fear", "sadness"], {"paper": 0.5}, 5,
+                                    lambda ns: firing, None, seed=0)
+    assert [c.random for c in conds] == [j for j in range(5) for _ in range(2)]
+    assert {c.emotion for c in conds} == {"anger", "fear"} and all(c.dose == 0.5 for c in conds)
+    bins = ablate.firing_bins(firing)
+    for j in range(5):
+        fam = {c.emotion: c.neurons for c in conds if c.random == j}
+        for e, m in own.items():
+            assert {k: len(v) for k, v in fam[e].items()} == {k: len(v) for k, v in m.items()}
+            for layer, idx in m.items():
+                assert sorted(bins[layer, idx]) == sorted(bins[layer, fam[e][layer]])
+                assert not set(idx) & set(fam[e][layer])
+        assert set(fam["anger"][0]) & set(fam["fear"][0]) and len(set(fam["anger"][0]) & set(fam["fear"][0])) == 2
+
+
+@torch.inference_mode()
+def test_own_and_random_sets_get_equal_residual_pushes_at_each_dose(tiny, tmp_path):
+    """Measured with hooks on the tiny model: the mean over positions of ||change of down_proj's output||, root-sum-
+    square over layers, equals dose x unit for an own set, its random families and the directions."""
+    model, tok = tiny
+    sd = torch.rand(4, 128, generator=torch.Generator().manual_seed(1)) * 3 + 0.05
+    sd[1, 7] = 200.0  # a heavy-tailed neuron: SD units would give this set a far larger push
+    r = steer.Runner(model, tok, P, ["A: hi\nB:", "A: So, what happened?\nB:"], sd, {}, tmp_path)
+    own = {"anger": {0: [1, 2, 3], 1: [7, 9], 3: [5]}}
+    firing = torch.rand(4, 128, generator=torch.Generator().manual_seed(2))
+    conds = [steer.Condition("paper", "anger", 0.0, steer.OWN, own["anger"])]
+    conds += steer.random_conditions({"paper": _Sets(own)}, ["anger"], {"paper": 0.0}, 3, lambda ns: firing, sd, 0)
+    ids = torch.tensor([tok("A: How was the trip?\nB: It was fine, I think.")["input_ids"]])
+    downs = ablate.ffn_layers(model)
+    H = downs[0].down_proj.out_features
+    r.directions = {"anger": torch.nn.functional.normalize(torch.randn(H), dim=0)}
+
+    def measure(pushes, vectors):
+        """{layer: [T] ||W_down (input after the push - input before it)|| per position, measured at the down_proj
+        input within one pass; 'h': the decoder layer's output}."""
+        from emolib.lm.models import decoder_layers
+        before, seen = {}, {}
+        hs = [m.down_proj.register_forward_pre_hook(lambda mod, a, l=l: before.__setitem__(l, a[0].clone()))
+              for l, m in enumerate(downs)]  # registered first: runs before the steering pre-hook
+        hs += [m.down_proj.register_forward_hook(
+            lambda mod, a, o, l=l: seen.__setitem__(l, ((a[0] - before[l]) @ mod.weight.T)[0].norm(dim=-1)))
+            for l, m in enumerate(downs)]  # forward hooks see the input after every pre-hook
+        try:
+            with steer.interventions(model, pushes, vectors, r.layer, 1):
+                hs.append(decoder_layers(model)[r.layer].register_forward_hook(
+                    lambda mod, a, o: seen.__setitem__("h", (o[0] if isinstance(o, tuple) else o).clone())))
+                model(ids)
+        finally:
+            for h in hs:
+                h.remove()
+        return seen
+    plain = measure([{}], [None])
+    for dose in (0.25, 1.0):
+        sizes = []
+        for c in conds:
+            c.dose = dose
+            push, vec = r.push(c)
+            got = measure([push], [vec])
+            sizes.append(float(torch.stack([got[l].mean() for l in range(len(downs))]).pow(2).sum().sqrt()))
+        for e_dir in (steer.Condition(steer.DIRECTION_SET, "anger", dose, steer.OWN),
+                      steer.Condition(steer.DIRECTION_SET, "anger", dose, 0)):
+            push, vec = r.push(e_dir)
+            got = measure([push], [vec])
+            sizes.append(float((got["h"] - plain["h"])[0].norm(dim=-1).mean()))
+        assert sizes == pytest.approx([dose * r.unit] * len(sizes), rel=1e-3)
+
+
+def test_degenerate_replies_are_excluded_and_never_a_success():
+    """Planted: the own condition's replies are all degenerate yet read as the target emotion with certainty; a
+    random family's condition has one degenerate reply with P(target) = 1. The own emotion is excluded and listed, the
+    degenerate reply counts as no change, and the pooled test never reports a gain from them."""
+    rec = _records({("own", -1, "anger"): [1.0] * 4, ("own", -1, "fear"): [0.3] * 4},
+                   bad={("own", -1, "anger"): ["repetition"] * 4, ("random", 0, "fear"): ["perplexity", "", "", ""]},
+                   random_p={"anger": 0.2, "fear": 0.3}, n_random=6)
+    eff = steer.effects(rec, ["anger", "fear"], 0.25)
+    own_anger = eff[(eff.kind == "own") & (eff.emotion == "anger")].iloc[0]
+    assert own_anger.excluded and own_anger.bad_share == 1.0
+    r0 = eff[(eff.random == 0) & (eff.emotion == "fear")].iloc[0]
+    assert not r0.excluded and r0.d_p == pytest.approx(3 * (0.3 - 0.2) / 4 + 0.0 / 4, abs=1e-9)
+    t = steer.pooled_table(eff, {"paper": 2.0}, ["anger", "fear"], 0.05, 0.05)
+    row = t.iloc[0]
+    assert row.emotions == "fear" and "own anger" in row.excluded
+    assert "gain" not in row.verdict
+
+
+def test_claims_follow_the_both_scorers_rule():
+    def t(verdicts):
+        return pd.DataFrame([{"scorer": f"s{k}", "intervention": n, "role": "test", "dose": 0.25, "verdict": v}
+                             for n, vs in verdicts.items() for k, v in enumerate(vs)])
+    c = steer.claims(t({"a": ["effect beyond random (gain)"] * 2,
+                        "b": ["effect beyond random (gain)", "undecided"],
+                        "c": ["effect beyond random (gain)", "effect beyond random (drop)"],
+                        "d": ["equivalent to random within ±0.05 in P(target)"] * 2,
+                        "e": ["equivalent to random within ±0.05 in P(target)", "undecided"],
+                        "f": ["effect beyond random (drop)"] * 2}), 2).set_index("intervention").claim
+    assert c.to_dict() == {"a": "effect beyond random (gain)", "b": "scorers disagree", "c": "scorers disagree",
+                           "d": "equivalent to random", "e": "undecided", "f": "effect beyond random (drop)"}
+    one = steer.claims(t({"a": ["effect beyond random (gain)"]}), 1)
+    assert one.claim.iloc[0] == "no claim (one scorer only)"
+
+
+def test_pooled_steering_verdicts_follow_the_both_scorers_rule():
+    """Two scorers: a planted gain that both scorers see is an effect; one seen by one scorer only is not."""
+    E = ["anger", "fear"]
+    rows = []
+    rng = np.random.default_rng(0)
+    for scorer, gain in (("lm", 0.5), ("minilm", 0.5), ):
+        for name, g in (("both", gain), ("one", gain if scorer == "lm" else 0.0)):
+            for e in E:
+                rows.append({"scorer": scorer, "kind": "own", "set": name, "emotion": e, "dose": 0.25, "random": -1,
+                             "d_p": g, "excluded": False, "median_ppl": 5.0, "bad_share": 0.0})
+                for j in range(20):
+                    rows.append({"scorer": scorer, "kind": "random", "set": name, "emotion": e, "dose": 0.25,
+                                 "random": j, "d_p": float(rng.normal(0, 0.02)), "excluded": False,
+                                 "median_ppl": 5.0, "bad_share": 0.0})
+    eff = pd.DataFrame(rows)
+    t = steer.pooled_table(eff, {"both": 0.25, "one": 0.25}, E, 0.05, 0.05)
+    assert (t.n_random == 20).all()
+    c = steer.claims(t, 2).set_index("intervention").claim
+    assert c["both"] == "effect beyond random (gain)" and c["one"] == "scorers disagree"
+    assert findings.steering(steer.claims(t, 2), t, pd.DataFrame(), pd.DataFrame())
+
+
+def _records(own_p: dict, bad: dict, random_p: dict, n_random: int, n: int = 4) -> pd.DataFrame:
+    """Records of one scorer: the unsteered replies (P = 0.2 for every emotion), own conditions with the given P(target)
+    per prompt, and n_random random families at random_p[e], with planted degenerate labels."""
+    E = ["anger", "fear"]
+    rows = []
+
+    def add(kind, name, e, dose, rnd, ps, flags):
+        for i, (pv, f) in enumerate(zip(ps, flags)):
+            rows.append({"kind": kind, "set": name, "emotion": e, "dose": dose, "random": rnd, "prompt": i,
+                         "sample": 0, "scorer": "s", "text": "x", "ppl": 5.0, "degenerate": "",
+                         "bad": f, "p_anger": pv if e == "anger" else 0.2, "p_fear": pv if e == "fear" else 0.2,
+                         "target_p": pv, "top": e})
+    add("unsteered", "none", "none", 0.0, steer.BASELINE, [0.2] * n, [""] * n)
+    for (kind, rnd, e), ps in own_p.items():
+        add(kind, "paper", e, 2.0, rnd, ps, bad.get((kind, rnd, e), [""] * n))
+    for j in range(n_random):
+        for e in E:
+            ps = [1.0 if f else random_p[e] for f in bad.get(("random", j, e), [""] * n)]
+            add("random", "paper", e, 2.0, j, ps, bad.get(("random", j, e), [""] * n))
+    return pd.DataFrame(rows)
 
 
 def test_scorers_are_never_the_steered_model():
@@ -125,7 +261,8 @@ def test_lm_scorer_reads_other_models(tiny):
 
 @pytest.mark.parametrize("raw,needle", [
     ({"steer_doses": [1, 2]}, "'steer_doses' must include 0"),
-    ({"steer_doses": [0, 1], "steer_random_dose": 3}, "'steer_random_dose' must be one of steer_doses above 0"),
+    ({"steer_doses": [0.0]}, "'steer_doses' must include a dose above 0"),
+    ({"steer_random_dose": 2}, "unknown key 'steer_random_dose'"),
     ({"steer_doses": [0, -1]}, "'steer_doses' must be >= 0.0"),
     ({"steer_random_sets": 1}, "'steer_random_sets' must be >= 2"),
 ])
@@ -148,25 +285,26 @@ def test_runner_caches_each_condition_and_the_tables(tiny, tmp_path):
     r = steer.Runner(model, tok, P, prompts, sd, {"fake": fake}, tmp_path)
     sets = {"paper": _Sets({"anger": {0: [1, 2]}, "fear": {3: [4]}})}
     conds = [steer.baseline()] + steer.own_conditions(sets, E, [0.0, 2.0]) + [
-        steer.Condition("paper", e, 2.0, j, {1: [10 + j]}) for e in ("anger", "fear") for j in range(2)]
+        steer.Condition("paper", e, 2.0, j, {1: [10 + j]}) for e in ("anger", "fear") for j in range(2)] + \
+        steer.prompt_conditions(["anger"])
     r.run(conds)
     assert r.per_condition() and sum(calls) == 3 * len(conds)
     again = steer.Runner(model, tok, P, prompts, sd, {"fake": fake}, tmp_path)
     again.run(conds)
     assert sum(calls) == 3 * len(conds)  # all from the cache
     assert again.per_condition() == pytest.approx(r.per_condition(), abs=1e-3)  # the last session's speed
-    rec = again.records(conds)
-    tests = steer.test_table(rec, E, 2.0, 0.25)
-    assert set(tests.emotion) == {"anger", "fear"} and (tests.n_random == 2).all()
-    assert {"own_minus_random_share", "omr_lo", "omr_hi", "p", "p_holm", "verdict", "power"} <= set(tests.columns)
+    rec, cap = steer.mark_degenerate(again.records(conds), 10.0)
+    assert np.isfinite(cap) and {"kind", "bad"} <= set(rec.columns)
+    dose_t = steer.test_doses(rec, ["paper"], [0.0, 2.0], 1e6)
+    assert steer.chosen_doses(dose_t) == {"paper": 2.0}
+    eff = steer.effects(rec, E, 0.25)
+    t = steer.pooled_table(eff, {"paper": 2.0}, E, 0.05, 0.05)
+    assert t.iloc[0].n_emotions == 2 and t.iloc[0].n_random == 2
     doses = steer.dose_table(rec, E, [0.0, 2.0], 100, 0)
-    assert (doses[doses.dose == 0].d_share == 0).all()
-    fl = steer.fluency_table(steer.condition_summary(rec, E))
-    assert set(fl.kind) == {"unsteered", "own", "random"}
-    assert findings.steering(tests, fl, 3)
+    assert (doses[doses.dose == 0].d_p == 0).all()
     assert steer.choose_random_sets(again, conds, 2, budget_s=0.0, elapsed_s=1.0) == 2  # all cached
     more = conds + [steer.Condition("paper", "anger", 2.0, j, {1: [20 + j]}) for j in range(2, 6)]
-    assert steer.choose_random_sets(r, more, 6, budget_s=1.0, elapsed_s=1.0) == 2  # no time left: the least
+    assert steer.choose_random_sets(r, more, 6, budget_s=1.0, elapsed_s=1.0, floor=2) == 2  # no time left: the least
 
 
 def _stats(run_dir: Path) -> None:
@@ -219,16 +357,10 @@ def test_the_widget_is_inert_headless_and_builds_live(tiny, monkeypatch):
     assert len(form.children) == 6
 
 
-def test_random_sets_without_spread_leave_the_test_undecided():
-    import pandas as pd
+def test_random_sets_without_spread_are_not_tested():
     E = ["anger", "fear"]
-    rows = []
-    for rnd, name, emo, dose, top in [(steer.BASELINE, "none", "none", 0.0, "fear"), (steer.OWN, "paper", "anger", 2.0,
-                                      "anger"), (0, "paper", "anger", 2.0, "fear"), (1, "paper", "anger", 2.0, "fear")]:
-        for i in range(4):
-            rows.append({"scorer": "s", "set": name, "emotion": emo, "dose": dose, "random": rnd, "prompt": i,
-                         "top": top, "p_anger": float(top == "anger"), "p_fear": float(top == "fear"),
-                         "target_p": float(top == emo)})
-    t = steer.test_table(pd.DataFrame(rows), E, 2.0, 0.25)
-    r = t[t.emotion == "anger"].iloc[0]
-    assert r.own_d_share == 1.0 and not np.isfinite(r.p) and r.verdict == "not tested (random sets without spread)"
+    rows = [{"scorer": "s", "kind": k, "set": "paper", "emotion": e, "dose": 0.25, "random": j,
+             "d_p": 0.3 if j == -1 else 0.0, "excluded": False, "median_ppl": 5.0, "bad_share": 0.0}
+            for e in E for j, k in [(-1, "own"), (0, "random"), (1, "random")]]
+    t = steer.pooled_table(pd.DataFrame(rows), {"paper": 0.25}, E, 0.05, 0.05)
+    assert t.iloc[0].verdict == "not tested" and t.iloc[0].random_sd == 0

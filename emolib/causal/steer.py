@@ -1,9 +1,26 @@
-"""Stage 5 steering: are the emotion neurons sufficient? During generation, add alpha activation SDs to one
-emotion's FFN neurons (the input of mlp.down_proj, through ablate's pre-hooks, mode add) and read the emotion of
-the continuations with scorers that are not the steered model.
+"""Stage 5 steering: are the emotion neurons sufficient? During generation, push one emotion's FFN neurons (the input
+of mlp.down_proj, through ablate's pre-hook with per-row amounts) and read the emotion of the continuations with
+scorers that are not the steered model.
+
+Fixed in advance (issue 26):
+- Dose: the size of the push written into the residual stream, ||W_down Delta a|| (the same at every position, so
+  also its mean over positions), in units of the stream's median norm after the middle layer. Every own set, every
+  random family (emolib.causal.families: same sizes, layers, firing and SD deciles, overlaps), the emotion direction
+  and every random direction get the same push at a dose.
+- Test dose: per intervention, the largest dose of steer_doses at which its own replies' median perplexity under the
+  unsteered model stays within steer_ppl_factor x the unsteered model's (PPL_FACTOR_NOTE).
+- Outcome: per reply, each scorer's P(target emotion), paired with the unsteered reply on the same prompt (common
+  random numbers); a degenerate reply (empty, repetitive, or perplexity above steer_ppl_cap x the unsteered median)
+  counts as no change, and a condition with more than steer_max_degenerate of its replies degenerate is excluded
+  from every test and listed.
+- Confirmatory test: emolib.causal.pooled's pooled-over-emotions test (test_row + decide, Holm over the named sets,
+  TOST equivalence) per scorer; the direction is the positive control, tested the same way against random
+  directions of the same norm. A claim needs both scorers (BOTH_SCORERS_RULE): 'effect' only when both scorers'
+  pooled tests reject in the same direction; with one scorer no claim is made.
+- The prompting ceiling: the same openings after "Reply as someone who feels <emotion>.", read by the same scorers.
 
 Sampling uses common random numbers: every (prompt, sample) has its own seeded noise stream, the same under every
-condition, so the unsteered (alpha = 0) and steered continuations of a prompt differ only through the steering.
+condition, so the unsteered and steered continuations of a prompt differ only through the steering.
 """
 
 from __future__ import annotations
@@ -13,6 +30,7 @@ import json
 import math
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -234,28 +252,122 @@ def degenerate(text: str, ids: list[int]) -> str:
     return ""
 
 
+# ---------------------------------------------------------------- doses: pushes of the same size
+
+DIRECTION_SET, PROMPT_SET = "direction", "prompt"
+INSTRUCTION = "Reply as someone who feels {emotion}.\n"  # the prompting ceiling's instruction, before the opening
+PPL_FACTOR_NOTE = ("the test dose of an intervention is the largest dose of steer_doses at which the median perplexity "
+                   "of its own replies (under the unsteered model, over every emotion and prompt) stays within "
+                   "steer_ppl_factor x the unsteered model's median")
+
+
+def direction_layer(n_layers: int) -> int:
+    """The decoder layer the direction pushes are added after: the middle one (fixed in advance)."""
+    return n_layers // 2
+
+
+def down_weights(model) -> list[torch.Tensor]:
+    """[H, d_ff] float32 W_down of every FFN layer (on the CPU)."""
+    from ..lm.models import ffn_layers
+    return [m.down_proj.weight.detach().float().cpu() for m in ffn_layers(model)]
+
+
+def neuron_push(W: list[torch.Tensor], sd: torch.Tensor, neurons: dict[int, list[int]], size: float
+                ) -> dict[int, torch.Tensor]:
+    """Per layer the [d_ff] amounts added to the chosen neurons so that the set writes a push of norm `size` into the
+    residual stream: Delta a_l = c_l x SD_l on the layer's chosen neurons (the shape of the old alpha-in-SD doses),
+    c_l chosen so that ||W_down,l Delta a_l|| = size x sqrt(n_l / N) (n_l of the set's N neurons in layer l), so the
+    layers' writes have a root-sum-square of `size`.
+
+    Closed form, exact: down_proj is linear (no bias in Llama, SmolLM2 or Gemma-3 MLPs) and the amounts are added to
+    its input at every position, so its output changes by W_down Delta a at every position, whatever the input. The
+    mean over positions of ||W_down Delta a|| is that one number (up to the rounding of the amounts to the model's
+    dtype). A set and its random family get the same norm in every layer (families keep the layer counts)."""
+    n_all = sum(len(v) for v in neurons.values())
+    out = {}
+    for layer, idx in neurons.items():
+        if not idx:
+            continue
+        idx_t = torch.as_tensor(sorted(idx), dtype=torch.long)
+        shape = sd[layer, idx_t].float().clamp(min=1e-6)
+        norm = float((W[layer][:, idx_t] @ shape).norm())
+        a = torch.zeros(W[layer].shape[1])
+        a[idx_t] = shape * (size * math.sqrt(len(idx) / n_all) / max(norm, 1e-12))
+        out[int(layer)] = a
+    return out
+
+
+def random_direction(hidden: int, seed: int, emotion: str, j: int) -> torch.Tensor:
+    """A unit random direction (isotropic Gaussian), seeded by (seed, emotion, j) alone."""
+    h = int.from_bytes(hashlib.sha1(f"steer-direction|{seed}|{emotion}|{j}".encode()).digest()[:7], "big")
+    v = torch.randn(hidden, generator=torch.Generator().manual_seed(h))
+    return v / v.norm()
+
+
+@contextmanager
+def interventions(model, pushes: list[dict[int, torch.Tensor]], vectors: list[torch.Tensor | None], layer: int,
+                  n_items: int):
+    """Within the block, row r of a batch uses condition r // n_items: its neuron amounts (added to down_proj's input,
+    through ablate's pre-hook with per-row amounts) and its residual-stream vector (added after decoder layer
+    `layer`, at every position). Many sets, directions and the unsteered model share one generate call."""
+    from ..lm.models import decoder_layers, ffn_layers
+    mlps = ffn_layers(model)
+    d_ff, H = mlps[0].down_proj.in_features, mlps[0].down_proj.out_features
+    ctl = ablate.RowMasks(len(pushes), n_items)
+    handles = []
+    try:
+        for lay in sorted({l for p in pushes for l in p}):
+            add = torch.stack([p.get(lay, torch.zeros(d_ff)) for p in pushes])
+            handles.append(mlps[lay].down_proj.register_forward_pre_hook(ablate.down_proj_hook(ctl, None, add)))
+        if any(v is not None for v in vectors):
+            vec = torch.stack([torch.zeros(H) if v is None else v.float() for v in vectors])
+            cache: dict = {}
+
+            def hook(module, args, out):
+                h = out[0] if isinstance(out, tuple) else out
+                key = (h.device, h.dtype)
+                if key not in cache:
+                    cache[key] = vec.to(h.device, h.dtype)
+                r = ctl.index(h.shape[0], h.device)
+                h = h + cache[key][r][:, None, :]
+                return (h, *out[1:]) if isinstance(out, tuple) else h
+            handles.append(decoder_layers(model)[layer].register_forward_hook(hook))
+        yield ctl
+    finally:
+        for h in handles:
+            h.remove()
+
+
 # ---------------------------------------------------------------- conditions
 
 @dataclass
 class Condition:
-    """One generation condition: a neuron set pushed up by dose SDs (random = BASELINE, OWN or a random set's index)."""
+    """One generation condition. set: a named set, DIRECTION_SET, PROMPT_SET or 'none' (the unsteered model); random:
+    BASELINE, OWN (the set's own neurons, the emotion's direction, the instruction) or the index of a random family /
+    random direction; dose: the push's size in stream norms (0 for the baseline and the prompt)."""
 
     set: str
     emotion: str
     dose: float
     random: int
     neurons: dict[int, list[int]] = field(default_factory=dict)
-    extra: str = ""  # what else the continuations depend on (the direction baseline: its layer and vector's hash)
+    extra: str = ""  # what else the continuations depend on
+
+    @property
+    def kind(self) -> str:
+        return ("unsteered" if self.random == BASELINE else "prompt" if self.set == PROMPT_SET else
+                ("direction" if self.set == DIRECTION_SET else "own") if self.random == OWN else
+                ("random direction" if self.set == DIRECTION_SET else "random"))
 
     def key(self, context: str) -> str:
         """Cache key: what the continuations depend on (the neurons themselves, the dose and the context hash)."""
         blob = json.dumps([sorted((int(k), sorted(v)) for k, v in self.neurons.items()), float(self.dose), context]
                           + ([self.extra] if self.extra else []))
-        return f"{self.set}|{self.emotion}|a={self.dose:g}|r={self.random}|{hashlib.sha1(blob.encode()).hexdigest()[:16]}"
+        return f"{self.set}|{self.emotion}|d={self.dose:g}|r={self.random}|{hashlib.sha1(blob.encode()).hexdigest()[:16]}"
 
 
 def baseline() -> Condition:
-    """The unsteered model (alpha = 0): shared by every set and emotion."""
+    """The unsteered model (dose 0): shared by every set and emotion."""
     return Condition("none", "none", 0.0, BASELINE)
 
 
@@ -265,50 +377,76 @@ def own_conditions(sets: dict, emotions: list[str], doses: list[float]) -> list[
             for a in doses if a > 0 and sum(map(len, ns.by_layer(e).values()))]
 
 
-def random_conditions(sets: dict, emotions: list[str], dose: float, n: int, firing_of: Callable,
+def direction_conditions(emotions: list[str], doses: list[float], randoms: range | list[int] = ()) -> list[Condition]:
+    """The emotion's direction (OWN) at every positive dose, or random directions j at one dose each."""
+    if randoms:
+        return [Condition(DIRECTION_SET, e, float(doses[0]), j, {}, f"random direction {j}") for j in randoms
+                for e in emotions]
+    return [Condition(DIRECTION_SET, e, float(a), OWN, {}, "emotion direction") for e in emotions for a in doses
+            if a > 0]
+
+
+def prompt_conditions(emotions: list[str]) -> list[Condition]:
+    """The prompting ceiling: the instruction to reply with the emotion before the same openings."""
+    return [Condition(PROMPT_SET, e, 0.0, OWN, {}, INSTRUCTION.format(emotion=e)) for e in emotions]
+
+
+def random_conditions(sets: dict, emotions: list[str], dose_of: dict[str, float], n: int, firing_of: Callable,
                       spread: torch.Tensor | None, seed: int) -> list[Condition]:
-    """n matched random sets per named set x emotion at one dose, ordered by index j first (so a budget cut keeps the
-    same number of random sets in every test): stage 3's draws (same layer counts, firing and SD deciles)."""
-    from .effects import matched_sets
-    per_test = {}
+    """n random families per named set (emolib.causal.families: each neuron of the set's union mapped to a random
+    neuron of the same layer, firing decile and SD decile, so the emotions' random sets keep the own sets' sizes,
+    layers and overlaps), each pushed at its set's test dose; ordered by family index first (a budget cut keeps the
+    same families for every set)."""
+    from . import families
+    per_set = {}
     for name, ns in sets.items():
-        firing = firing_of(ns)
-        for e in emotions:
-            own = ns.by_layer(e)
-            if sum(map(len, own.values())):
-                per_test[(name, e)] = matched_sets(own, firing, n, seed, spread)
-    return [Condition(name, e, float(dose), j, masks[j]) for j in range(n) for (name, e), masks in per_test.items()]
+        if name not in dose_of:
+            continue
+        own = {e: ns.by_layer(e) for e in emotions if sum(map(len, ns.by_layer(e).values()))}
+        if own:
+            maps = families.family_maps(families.union(own), firing_of(ns), n, seed, spread)
+            per_set[name] = (own, maps)
+    return [Condition(name, e, float(dose_of[name]), j, families.image(maps[j], m))
+            for j in range(n) for name, (own, maps) in per_set.items() for e, m in own.items()]
 
 
 def context_hash(p: dict, prompts: list[str], sd: torch.Tensor, samples: int = 1) -> str:
-    """What every condition's continuations depend on besides its neurons and dose."""
+    """What every condition's continuations depend on besides its neurons and dose (v2: doses in stream norms)."""
     from .attribution import neuron_hash
     blob = json.dumps([p["model"], p["dtype"], p["seed"], p["steer_max_new_tokens"], TEMPERATURE, TOP_K, prompts,
-                       neuron_hash(sd), samples])
+                       neuron_hash(sd), samples, "push-norm-v2"])
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- running conditions
 
 class Runner:
-    """Generates, measures fluency and scores conditions in batches across conditions, caching each condition as it
-    finishes (an interrupted run resumes), and times them for the budget."""
+    """Generates, measures fluency and scores conditions in batches across conditions (one generate call carries
+    many sets', directions' and prompts' rows), caching each condition as it finishes (an interrupted run resumes),
+    and times them for the budget."""
 
     def __init__(self, model, tok, p: dict, prompts: list[str], sd: torch.Tensor, scorers: dict, cache_dir: Path,
                  samples: int = 1):
         from ..lm.classify import PredictionCache
+        from ..lm.models import decoder_layers
         self.model, self.tok, self.p, self.prompts, self.sd, self.scorers = model, tok, p, prompts, sd, scorers
         self.samples = samples
         self.stops = stop_ids(tok)
-        bos = [tok.bos_token_id] if tok("x")["input_ids"][0] == tok.bos_token_id else []
-        self.prompt_ids = [bos + tok(x, add_special_tokens=False)["input_ids"] for x in prompts]
+        self.bos = [tok.bos_token_id] if tok("x")["input_ids"][0] == tok.bos_token_id else []
+        self.prompt_ids = [self.encode(x) for x in prompts]
         self.ctx = context_hash(p, prompts, sd, samples)
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.gens = PredictionCache(cache_dir / GEN_CACHE)
         self.scores = PredictionCache(cache_dir / SCORE_CACHE)
         self.speed_file = cache_dir / SPEED_FILE
         self.seconds, self.done_new = 0.0, 0
-        self.direction: tuple[int, dict[str, torch.Tensor]] | None = None  # (layer, push per emotion at dose 1)
+        self.W = down_weights(model)
+        self.layer = direction_layer(len(decoder_layers(model)))
+        self.unit = stream_norm(model, self.prompt_ids, self.layer)  # one dose unit: the stream's median norm
+        self.directions: dict[str, torch.Tensor] | None = None  # unit emotion directions at self.layer
+
+    def encode(self, text: str) -> list[int]:
+        return self.bos + self.tok(text, add_special_tokens=False)["input_ids"]
 
     def rows(self) -> list[tuple[int, int]]:
         """(prompt, sample) of each row of a condition."""
@@ -331,9 +469,9 @@ class Runner:
         return float(got) if isinstance(got, (int, float)) and math.isfinite(got) and got > 0 else None
 
     def run(self, conds: list[Condition], desc: str = "steering", per_batch: int | None = None) -> None:
-        """Compute every uncached condition, several per batch (batch rows = 2 x batch_size)."""
+        """Compute every uncached condition, several per generate call (rows = 4 x batch_size)."""
         todo = [c for c in conds if not self.cached(c)]
-        per_batch = per_batch or max(1, (2 * self.p["batch_size"]) // len(self.rows()))
+        per_batch = per_batch or max(1, (4 * self.p["batch_size"]) // len(self.rows()))
         for s in tqdm(range(0, len(todo), per_batch), desc=desc, disable=not todo):
             t = time.time()
             self._run_group(todo[s:s + per_batch])
@@ -343,28 +481,47 @@ class Runner:
             from ..safeio import atomic_write_json
             atomic_write_json(self.speed_file, {self.ctx: round(self.per_condition(), 3)})
 
+    def push(self, c: Condition) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
+        """(neuron amounts by layer, residual-stream vector or None) of a condition; both of norm dose x unit."""
+        size = c.dose * self.unit
+        if c.set == DIRECTION_SET:
+            if c.random == OWN:
+                if self.directions is None:
+                    raise RuntimeError("the emotion directions are not loaded (Runner.load_directions)")
+                u = self.directions[c.emotion]
+            else:
+                u = random_direction(self.W[0].shape[0], self.p["seed"], c.emotion, c.random)
+            return {}, u * size
+        if c.neurons and size > 0:
+            return neuron_push(self.W, self.sd, c.neurons, size), None
+        return {}, None
+
+    def load_directions(self, run_dir: str | Path) -> bool:
+        """Load the unit emotion directions at the middle layer; False when the run has none."""
+        if not (Path(run_dir) / "directions.safetensors").exists():
+            return False
+        from ..identify.directions import load_directions, load_meta
+        U, names = load_directions(run_dir).float(), load_meta(run_dir)["emotions"]
+        self.directions = {e: U[names.index(e), self.layer] / U[names.index(e), self.layer].norm()
+                           for e in self.p["emotions"] if e in names}
+        return True
+
     def _run_group(self, group: list[Condition]) -> None:
-        """Generate one batch of conditions with per-row masks and doses, then fluency and scores per condition."""
+        """Generate one batch of conditions with per-row pushes and prompts, then fluency and scores per condition."""
         rows = self.rows()
         keys = [c.key(self.ctx) for c in group]
         need = [i for i, k in enumerate(keys) if k not in self.gens.rows]
         if need:
-            ids = [self.prompt_ids[i] for _ in need for i, _ in rows]
+            plain = [self.prompt_ids[i] for _ in need for i, _ in rows]
+            ids = [self.encode(group[n].extra + self.prompts[i]) if group[n].set == PROMPT_SET else self.prompt_ids[i]
+                   for n in need for i, _ in rows]
             gens = [row_generator(self.p["seed"], i, k) for _ in need for i, k in rows]
-            if group[need[0]].set == DIRECTION_SET:  # one direction per pass: run_directions sends one at a time
-                from ..identify.directions import add_direction
-                c = group[need[0]]
-                layer, push = self.direction
-                with add_direction(self.model, layer, push[c.emotion], c.dose):
-                    new = sample_batch(self.model, self.tok, ids, gens, self.p["steer_max_new_tokens"], self.stops)
-            else:
-                with ablate.ablate_rows(self.model, [group[i].neurons for i in need], len(rows), mode="add",
-                                        means=self.sd, scales=[group[i].dose for i in need]):
-                    new = sample_batch(self.model, self.tok, ids, gens, self.p["steer_max_new_tokens"],
-                                       self.stops)
+            pushes = [self.push(group[n]) for n in need]
+            with interventions(self.model, [a for a, _ in pushes], [v for _, v in pushes], self.layer, len(rows)):
+                new = sample_batch(self.model, self.tok, ids, gens, self.p["steer_max_new_tokens"], self.stops)
             out = [reply(self.tok, x, self.stops) for x in new]
             pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
-            ppl = perplexity(self.model, ids, [k for _, k in out], pad)  # no hooks: the unsteered model
+            ppl = perplexity(self.model, plain, [k for _, k in out], pad)  # no hooks: the unsteered model
             for n, i in enumerate(need):
                 part = slice(n * len(rows), (n + 1) * len(rows))
                 recs = [{"text": t, "n_tokens": len(k), "ppl": None if not np.isfinite(q) else round(float(q), 4),
@@ -381,7 +538,7 @@ class Runner:
                 self.scores.get_or_run(f"{name}|{k}", lambda part=part: np.round(part, 5).tolist())
 
     def dialogue(self, prompt: int, text: str) -> str:
-        """The two-turn dialogue the scorers read: the neutral opening and B's reply."""
+        """The two-turn dialogue the scorers read: the neutral opening and B's reply (never the instruction)."""
         return f"{self.prompts[prompt]} {text}".rstrip()
 
     def records(self, conds: list[Condition]) -> pd.DataFrame:
@@ -395,159 +552,304 @@ class Runner:
                 probs = np.asarray(self.scores.rows[f"{name}|{key}"])
                 for (i, k), g, pr in zip(self.rows(), gens, probs):
                     target = E.index(c.emotion) if c.emotion in E else -1
-                    out.append({"set": c.set, "emotion": c.emotion, "dose": c.dose, "random": c.random,
-                                "prompt": i, "sample": k, "scorer": name, "text": g["text"],
+                    out.append({"kind": c.kind, "set": c.set, "emotion": c.emotion, "dose": c.dose,
+                                "random": c.random, "prompt": i, "sample": k, "scorer": name, "text": g["text"],
                                 "ppl": np.nan if g["ppl"] is None else g["ppl"], "degenerate": g["degenerate"],
                                 "top": E[int(np.argmax(pr))], **{f"p_{e}": float(v) for e, v in zip(E, pr)},
                                 "target_p": float(pr[target]) if target >= 0 else np.nan})
         return pd.DataFrame(out)
 
 
-def choose_random_sets(runner: Runner, rand: list[Condition], n_max: int, budget_s: float, elapsed_s: float
-                       ) -> int:
-    """The most random sets per test (2 to n_max) whose uncached conditions fit the time left, at the measured
-    seconds per condition (the first two are always run: the test needs them)."""
+@torch.inference_mode()
+def stream_norm(model, prompt_ids: list[list[int]], layer: int) -> float:
+    """The dose unit: the median norm of the residual stream after decoder layer `layer` over the prompts' tokens
+    after the first (the unsteered model; the first position is an outlier, an attention sink)."""
+    dev = model_device(model)
+    norms = []
+    for ids in prompt_ids:
+        h = model(input_ids=torch.tensor([ids], device=dev), output_hidden_states=True).hidden_states[layer + 1][0]
+        h = h.float().cpu()
+        norms.append((h[1:] if len(h) > 1 else h).norm(dim=-1))
+    return float(torch.cat(norms).median())
+
+
+def choose_random_sets(runner: Runner, rand: list[Condition], n_max: int, budget_s: float, elapsed_s: float,
+                       floor: int = 20) -> int:
+    """The most random families per test (min(floor, n_max) to n_max) whose uncached conditions fit the time left,
+    at the measured seconds per condition (the first min(floor, n_max) are always run: a verdict needs them)."""
     per = runner.per_condition()
+    least = min(floor, n_max)
     if per is None:
         return n_max
-    best = 2
-    for k in range(2, n_max + 1):
+    best = least
+    for k in range(least, n_max + 1):
         cost = sum(1 for c in rand if c.random < k and not runner.cached(c)) * per
         if elapsed_s + cost <= budget_s:
             best = k
     return best
 
 
-# ---------------------------------------------------------------- tables and tests
+# ---------------------------------------------------------------- fluency, degenerate replies and the test dose
 
-def baseline_view(rec: pd.DataFrame, emotions: list[str]) -> pd.DataFrame:
-    """The unsteered records once per target emotion (their share of that emotion is each test's baseline)."""
-    base = rec[rec.random == BASELINE]
-    out = []
-    for e in emotions:
-        b = base.copy()
-        b["emotion"], b["target_p"] = e, b[f"p_{e}"]
-        out.append(b)
-    return pd.concat(out, ignore_index=True)
-
-
-def condition_summary(rec: pd.DataFrame, emotions: list[str]) -> pd.DataFrame:
-    """Per scorer x set x emotion x dose x random index: target share, mean P(target), fluency, degenerate share."""
-    r = pd.concat([rec[rec.random != BASELINE], baseline_view(rec, emotions)], ignore_index=True)
-    r["hit"] = (r["top"] == r["emotion"]).astype(float)
-    g = r.groupby(["scorer", "set", "emotion", "dose", "random"], sort=False)
-    return g.agg(n=("hit", "size"), target_share=("hit", "mean"), target_p=("target_p", "mean"),
-                 log_ppl=("ppl", lambda x: float(np.nanmean(np.log(x))) if np.isfinite(x).any() else np.nan),
-                 degenerate=("degenerate", lambda x: float((x != "").mean()))).reset_index().assign(
-        ppl=lambda d: np.exp(d["log_ppl"]))
+def mark_degenerate(rec: pd.DataFrame, ppl_cap: float) -> tuple[pd.DataFrame, float]:
+    """(records with `bad`: the reply is empty, repetitive or has perplexity above ppl_cap x the unsteered model's
+    median; the perplexity cap)."""
+    base = rec[rec.random == BASELINE].drop_duplicates(["prompt", "sample"])
+    cap = ppl_cap * float(np.nanmedian(base["ppl"])) if base["ppl"].notna().any() else np.inf
+    rec = rec.copy()
+    high = rec["ppl"].fillna(np.inf) > cap
+    rec["bad"] = np.where(rec["degenerate"].astype(str) != "", rec["degenerate"].astype(str),
+                          np.where(high & rec["ppl"].notna(), "perplexity", ""))
+    return rec, cap
 
 
-def _per_prompt(rec: pd.DataFrame, scorer: str, name: str, e: str, dose: float, rnd: int) -> pd.DataFrame:
-    """Per (prompt, sample): hit and P(target) of one condition (name 'none' = the baseline)."""
-    if rnd == BASELINE:
-        r = rec[(rec.scorer == scorer) & (rec.random == BASELINE)]
-        return pd.DataFrame({"hit": (r["top"] == e).astype(float).to_numpy(), "p": r[f"p_{e}"].to_numpy()})
-    r = rec[(rec.scorer == scorer) & (rec["set"] == name) & (rec.emotion == e) & (rec.dose == dose)
-            & (rec.random == rnd)]
-    return pd.DataFrame({"hit": (r["top"] == e).astype(float).to_numpy(), "p": r["target_p"].to_numpy()})
-
-
-def dose_table(rec: pd.DataFrame, emotions: list[str], doses: list[float], n_boot: int, seed: int) -> pd.DataFrame:
-    """Per scorer x set x emotion x dose (0 = unsteered): target share and its change from alpha = 0 with a paired
-    bootstrap 95% interval over prompts (the same noise per prompt in every condition)."""
+def test_doses(rec: pd.DataFrame, names: list[str], doses: list[float], factor: float) -> pd.DataFrame:
+    """Per intervention (named set or the direction) and dose: the median perplexity of its own replies (every
+    emotion and prompt) over the unsteered median, and `chosen`: the largest dose with ratio <= factor (the
+    pre-specified, fluency-matched test dose; none when no positive dose keeps it)."""
+    first = rec[rec.scorer == rec.scorer.iloc[0]]
+    base = float(np.nanmedian(first[first.random == BASELINE]["ppl"]))
     rows = []
-    own = rec[rec.random == OWN]
-    for (scorer, name), _ in own.groupby(["scorer", "set"], sort=False):
-        for e in emotions:
-            b = _per_prompt(rec, scorer, name, e, 0.0, BASELINE)
-            for a in sorted(doses):
-                x = b if a == 0 else _per_prompt(rec, scorer, name, e, a, OWN)
-                if x.empty:
-                    continue
-                d = stats.paired_delta(b["hit"].to_numpy(), x["hit"].to_numpy(), n_boot, seed=seed)
-                dp = stats.paired_delta(b["p"].to_numpy(), x["p"].to_numpy(), n_boot, seed=seed)
-                rows.append({"scorer": scorer, "set": name, "emotion": e, "dose": a, "n": len(x),
-                             "target_share": x["hit"].mean(), "d_share": d.mean, "d_share_lo": d.lo,
-                             "d_share_hi": d.hi, "target_p": x["p"].mean(), "d_p": dp.mean})
+    for name in names:
+        for a in sorted(d for d in doses if d > 0):
+            g = first[(first["set"] == name) & (first.random == OWN) & (first.dose == a)]
+            if g.empty:
+                continue
+            med = float(np.nanmedian(g["ppl"])) if g["ppl"].notna().any() else np.nan
+            rows.append({"intervention": name, "dose": a, "median_ppl": med, "unsteered_median_ppl": base,
+                         "ratio": med / base, "fluent": bool(med <= factor * base)})
+    t = pd.DataFrame(rows, columns=["intervention", "dose", "median_ppl", "unsteered_median_ppl", "ratio", "fluent"])
+    t["chosen"] = False
+    for name, g in t.groupby("intervention", sort=False):
+        ok = g[g.fluent]
+        if len(ok):
+            t.loc[ok.dose.idxmax(), "chosen"] = True
+    return t
+
+
+def chosen_doses(doses: pd.DataFrame) -> dict[str, float]:
+    """intervention -> its test dose (only those with a fluent dose)."""
+    c = doses[doses.chosen]
+    return dict(zip(c.intervention, c.dose.astype(float)))
+
+
+# ---------------------------------------------------------------- the continuous outcome and the tests
+
+def effects(rec: pd.DataFrame, emotions: list[str], max_bad: float) -> pd.DataFrame:
+    """Per scorer x condition (set, emotion, dose, random): d_p, the mean over prompts of the reply's P(target)
+    minus the unsteered reply's P(target) on the same prompt (paired: the same noise), with each degenerate reply's
+    change counted as 0 (never a success); bad_share; excluded = more than max_bad of the replies degenerate (the
+    condition is reported, never tested); median perplexity."""
+    r = rec[rec.random != BASELINE]
+    base = rec[rec.random == BASELINE]
+    rows = []
+    for scorer, g_s in r.groupby("scorer", sort=False):
+        b = base[base.scorer == scorer].set_index(["prompt", "sample"])
+        for (kind, name, e, dose, rnd), g in g_s.groupby(["kind", "set", "emotion", "dose", "random"], sort=False):
+            bp = b.loc[list(zip(g.prompt, g["sample"])), f"p_{e}"].to_numpy()
+            bad = (g["bad"] != "").to_numpy()
+            d = np.where(bad, 0.0, g["target_p"].to_numpy() - bp)
+            rows.append({"scorer": scorer, "kind": kind, "set": name, "emotion": e, "dose": dose, "random": rnd,
+                         "n": len(g), "target_p": float(g["target_p"].mean()), "baseline_p": float(bp.mean()),
+                         "d_p": float(d.mean()), "bad_share": float(bad.mean()),
+                         "excluded": bool(bad.mean() > max_bad),
+                         "median_ppl": float(np.nanmedian(g["ppl"])) if g["ppl"].notna().any() else np.nan})
     return pd.DataFrame(rows)
 
 
-def test_table(rec: pd.DataFrame, emotions: list[str], dose: float, delta: float, alpha: float = ALPHA
-               ) -> pd.DataFrame:
-    """Per scorer x set x emotion at the random sets' dose: own target-share change from alpha = 0 against the matched
-    random sets' (two-sided t prediction test, R - 1 df, and its inverted 95% interval); Holm over sets x emotions
-    within each scorer; power to see a delta shift of the share at Holm's strictest level."""
+def _unit(verdict: str) -> str:
+    return verdict.replace(" nat", " in P(target)")
+
+
+def _cells(eff: pd.DataFrame, scorer: str, name: str, dose: float, emotions: list[str]
+           ) -> tuple[pd.Series, pd.DataFrame, list[str]]:
+    """(own d_p by emotion, random d_p [family x emotion], excluded condition labels) of one set at one dose, the
+    excluded (degenerate) conditions removed."""
+    g = eff[(eff.scorer == scorer) & (eff["set"] == name) & np.isclose(eff.dose, dose)]
+    out = [f"{r.kind} {r.emotion}" + (f" #{r.random}" if r.random >= 0 else "") for r in g[g.excluded].itertuples()]
+    ok = g[~g.excluded]
+    own = ok[ok.random == OWN].set_index("emotion")["d_p"].reindex([e for e in emotions])
+    rnd = ok[ok.random >= 0].pivot_table(index="random", columns="emotion", values="d_p", aggfunc="first")
+    return own, rnd, out
+
+
+def pooled_table(eff: pd.DataFrame, dose_of: dict[str, float], emotions: list[str], delta: float,
+                 power_delta: float, alpha: float = ALPHA) -> pd.DataFrame:
+    """The confirmatory test, per scorer and intervention at its test dose: the mean over emotions of the own d_p
+    against the same mean for each random family (neuron sets) or random-direction family (the direction), by
+    emolib.causal.pooled's test_row (t prediction test, TOST equivalence within +-delta); Holm over the named sets
+    within each scorer (the direction, the positive control, apart). Emotions whose own condition is degenerate are
+    left out, and so is every family with a degenerate condition among the kept emotions; both are listed."""
+    from . import pooled
     rows = []
-    own = rec[(rec.random == OWN) & (rec.dose == dose)]
-    for (scorer, name), _ in own.groupby(["scorer", "set"], sort=False):
-        for e in emotions:
-            b = _per_prompt(rec, scorer, name, e, 0.0, BASELINE)
-            o = _per_prompt(rec, scorer, name, e, dose, OWN)
-            ks = sorted(rec[(rec.scorer == scorer) & (rec["set"] == name) & (rec.emotion == e)
-                            & (rec.random >= 0)].random.unique())
-            if o.empty:
-                continue
-            r_share = np.array([_per_prompt(rec, scorer, name, e, dose, k)["hit"].mean() for k in ks]) - b["hit"].mean()
-            r_p = np.array([_per_prompt(rec, scorer, name, e, dose, k)["p"].mean() for k in ks]) - b["p"].mean()
-            d_own, dp_own = o["hit"].mean() - b["hit"].mean(), o["p"].mean() - b["p"].mean()
-            row = {"scorer": scorer, "set": name, "emotion": e, "dose": dose, "n": len(o), "n_random": len(ks),
-                   "baseline_share": b["hit"].mean(), "own_d_share": d_own, "own_d_p": dp_own}
-            if len(ks) >= 2 and r_share.std(ddof=1) == 0:  # the random sets all changed the share alike: a
-                row.update(random_d_share=r_share.mean(), random_d_share_sd=0.0)  # t test has no spread to use
-            elif len(ks) >= 2:
-                omr, lo, hi = stats.prediction_ci(d_own, r_share)
-                row.update(random_d_share=r_share.mean(), random_d_share_sd=r_share.std(ddof=1),
-                           own_minus_random_share=omr, omr_lo=lo, omr_hi=hi,
-                           own_minus_random_p=dp_own - r_p.mean(), p=stats.normal_p(d_own, r_share, "two-sided"))
-            rows.append(row)
+    for scorer in dict.fromkeys(eff.scorer):
+        names = [n for n in dose_of if n != DIRECTION_SET]
+        for name in [n for n in dose_of if n == DIRECTION_SET] + names:
+            own, rnd, excl = _cells(eff, scorer, name, dose_of[name], emotions)
+            keep = [e for e in emotions if np.isfinite(own.get(e, np.nan)) and e in rnd.columns]
+            fams = rnd[keep].dropna() if keep else rnd.iloc[:0]
+            dropped = len(rnd) - len(fams)
+            m = max(1, len(names)) if name != DIRECTION_SET else 1
+            row = test_row_safe(float(own[keep].mean()) if keep else np.nan, fams.mean(axis=1).to_numpy(), delta, m,
+                                alpha, power_delta)
+            rows.append({"scorer": scorer, "intervention": name,
+                         "role": "positive control" if name == DIRECTION_SET else "test",
+                         "dose": dose_of[name], "n_emotions": len(keep), "emotions": ", ".join(keep),
+                         "families_dropped": dropped, "excluded": "; ".join(excl), **row})
     t = pd.DataFrame(rows)
     if t.empty:
         return t
-    for c in ("random_d_share", "random_d_share_sd", "own_minus_random_share", "omr_lo", "omr_hi",
-              "own_minus_random_p", "p"):  # every column, also where no test had random sets with spread
+    for c in ("p", "p_equivalence", "own_minus_random"):
         if c not in t:
             t[c] = np.nan
+    parts = [pooled.decide(g, delta, alpha) for _, g in t.groupby(["scorer", "role"], sort=False)]
+    out = pd.concat(parts).reindex(t.index)
+    out["verdict"] = out["verdict"].map(_unit)
+    return out
+
+
+def test_row_safe(own: float, null: np.ndarray, delta: float, m: int, alpha: float, power_delta: float) -> dict:
+    """pooled.test_row, with the random SD floored away from 0 in power (a null without spread tests nothing)."""
+    from . import pooled
+    null = np.asarray(null, dtype=float)
+    if len(null[np.isfinite(null)]) >= 2 and np.nanstd(null) == 0:
+        return {"own": own, "n_random": int(np.isfinite(null).sum()), "random_mean": float(np.nanmean(null)),
+                "random_sd": 0.0}
+    return pooled.test_row(own, null, delta, m, alpha, power_delta)
+
+
+BOTH_SCORERS_RULE = ("a claim needs both scorers: 'effect beyond random' only when both scorers' pooled tests reject "
+                     "(Holm) in the same direction; 'equivalent to random' only when both show equivalence; "
+                     "'scorers disagree' when one rejects and the other does not (or they reject in opposite "
+                     "directions); otherwise 'undecided'. With one scorer no claim is made.")
+
+
+def claims(pooled_t: pd.DataFrame, n_scorers: int) -> pd.DataFrame:
+    """Per intervention: the claim under the both-scorers rule (fixed in advance; BOTH_SCORERS_RULE)."""
+    rows = []
+    for name, g in pooled_t.groupby("intervention", sort=False):
+        v = g["verdict"].astype(str).tolist()
+        gains, drops = [x.endswith("(gain)") for x in v], [x.endswith("(drop)") for x in v]
+        eq = [x.startswith("equivalent") for x in v]
+        if n_scorers < 2 or len(g) < 2:
+            claim = "no claim (one scorer only)"
+        elif all(gains):
+            claim = "effect beyond random (gain)"
+        elif all(drops):
+            claim = "effect beyond random (drop)"
+        elif any(gains) or any(drops):
+            claim = "scorers disagree"
+        elif all(eq):
+            claim = "equivalent to random"
+        elif any(x == "not tested" for x in v):
+            claim = "not tested"
+        else:
+            claim = "undecided"
+        rows.append({"intervention": name, "role": g["role"].iloc[0], "dose": g["dose"].iloc[0],
+                     **{f"verdict [{s}]": x for s, x in zip(g.scorer, v)}, "claim": claim})
+    return pd.DataFrame(rows)
+
+
+def per_emotion_table(eff: pd.DataFrame, dose_of: dict[str, float], emotions: list[str], delta: float,
+                      power_delta: float, alpha: float = ALPHA) -> pd.DataFrame:
+    """The secondary tests: per scorer, intervention and emotion, own d_p against its random sets' (Holm within each
+    scorer and intervention); degenerate conditions left out."""
+    from . import pooled
     parts = []
-    for _, g in t.groupby("scorer", sort=False):
-        g = g.copy()
-        g["p_holm"] = stats.holm(g["p"].to_numpy())
-        m = int(g["p"].notna().sum()) or 1
-        g["verdict"] = ["not tested (random sets without spread)" if not np.isfinite(ph) and sd == 0 else
-                        "not tested" if not np.isfinite(ph) else
-                        "own gain beyond random" if ph < alpha and d > 0 else
-                        "own drop beyond random" if ph < alpha else "no detectable effect"
-                        for ph, d, sd in zip(g["p_holm"], g.get("own_minus_random_share", pd.Series(np.nan, g.index)),
-                                             g.get("random_d_share_sd", pd.Series(np.nan, g.index)))]
-        g["power_delta"] = delta
-        g["power"] = [stats.t_power(delta, sd, int(r), alpha, m) if np.isfinite(sd) and sd > 0 and r >= 2 else np.nan
-                      for sd, r in zip(g.get("random_d_share_sd", pd.Series(np.nan, g.index)), g["n_random"])]
-        parts.append(g)
-    return pd.concat(parts, ignore_index=True)
+    for scorer in dict.fromkeys(eff.scorer):
+        for name, dose in dose_of.items():
+            own, rnd, _ = _cells(eff, scorer, name, dose, emotions)
+            rows = []
+            for e in emotions:
+                null = rnd[e].dropna().to_numpy() if e in rnd.columns else np.array([])
+                m = len(emotions)
+                rows.append({"scorer": scorer, "intervention": name, "emotion": e, "dose": dose,
+                             **test_row_safe(float(own.get(e, np.nan)), null, delta, m, alpha, power_delta)})
+            t = pd.DataFrame(rows)
+            for c in ("p", "p_equivalence", "own_minus_random"):
+                if c not in t:
+                    t[c] = np.nan
+            parts.append(pooled.decide(t, delta, alpha))
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if len(out):
+        out["verdict"] = out["verdict"].map(_unit)
+    return out
 
 
-def fluency_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per set x emotion x dose (own sets and the baseline; the first scorer's rows): perplexity under the unsteered
-    model (geometric mean) and the degenerate share; random sets pooled per dose."""
-    s = summary[summary.scorer == summary.scorer.iloc[0]].copy()
-    s["kind"] = np.where(s.random == BASELINE, "unsteered", np.where(s.random == OWN, "own", "random"))
-    s = s[~((s.kind == "unsteered") & s.duplicated(["random"]))]  # the baseline once
-    return s.groupby(["kind", "set", "emotion", "dose"], sort=False).agg(
-        ppl=("log_ppl", lambda x: float(np.exp(np.nanmean(x)))), degenerate=("degenerate", "mean"),
-        n_conditions=("n", "size")).reset_index()
+def tradeoff_table(eff: pd.DataFrame, dose_of: dict[str, float]) -> pd.DataFrame:
+    """Per scorer: target-emotion score (d_p, mean over emotions) and fluency (median perplexity) of each
+    intervention at its test dose, each of its random families, and the prompting ceiling; degenerate shares."""
+    rows = []
+    for scorer in dict.fromkeys(eff.scorer):
+        e_s = eff[eff.scorer == scorer]
+        for name, dose in dose_of.items():
+            g = e_s[(e_s["set"] == name) & np.isclose(e_s.dose, dose)]
+            for rnd, x in g.groupby("random", sort=True):
+                rows.append({"scorer": scorer, "intervention": name, "kind": x.kind.iloc[0], "random": rnd,
+                             "dose": dose, "d_p": float(x.d_p.mean()), "median_ppl": float(x.median_ppl.median()),
+                             "bad_share": float(x.bad_share.mean()), "excluded": int(x.excluded.sum())})
+        pr = e_s[e_s.kind == "prompt"]
+        if len(pr):
+            rows.append({"scorer": scorer, "intervention": PROMPT_SET, "kind": "prompt", "random": OWN, "dose": 0.0,
+                         "d_p": float(pr.d_p.mean()), "median_ppl": float(pr.median_ppl.median()),
+                         "bad_share": float(pr.bad_share.mean()), "excluded": int(pr.excluded.sum())})
+    return pd.DataFrame(rows)
+
+
+def beside_table(eff: pd.DataFrame, dose_of: dict[str, float]) -> pd.DataFrame:
+    """Per scorer and emotion: the prompting ceiling beside every steered condition at its test dose (own d_p; the
+    random families' mean), with median perplexities."""
+    rows = []
+    for (scorer, e), g in eff.groupby(["scorer", "emotion"], sort=False):
+        row = {"scorer": scorer, "emotion": e}
+        pr = g[g.kind == "prompt"]
+        row["prompt d_p"] = float(pr.d_p.iloc[0]) if len(pr) else np.nan
+        row["prompt ppl"] = float(pr.median_ppl.iloc[0]) if len(pr) else np.nan
+        for name, dose in dose_of.items():
+            x = g[(g["set"] == name) & np.isclose(g.dose, dose)]
+            o, r = x[x.random == OWN], x[x.random >= 0]
+            row[f"{name} d_p"] = float(o.d_p.iloc[0]) if len(o) else np.nan
+            row[f"{name} ppl"] = float(o.median_ppl.iloc[0]) if len(o) else np.nan
+            row[f"{name} random d_p"] = float(r.d_p.mean()) if len(r) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def dose_table(rec: pd.DataFrame, emotions: list[str], doses: list[float], n_boot: int, seed: int) -> pd.DataFrame:
+    """Descriptive dose-response: per scorer x intervention x emotion x dose (0 = unsteered), mean P(target) and its
+    change from dose 0 with a paired bootstrap 95% interval over prompts (the same noise per prompt everywhere)."""
+    rows = []
+    own = rec[(rec.random == OWN) & (rec.kind != "prompt")]
+    for (scorer, name), _ in own.groupby(["scorer", "set"], sort=False):
+        base = rec[(rec.scorer == scorer) & (rec.random == BASELINE)]
+        for e in emotions:
+            b = base[f"p_{e}"].to_numpy()
+            for a in sorted(doses):
+                x = b if a == 0 else own[(own.scorer == scorer) & (own["set"] == name) & (own.emotion == e)
+                                         & np.isclose(own.dose, a)]["target_p"].to_numpy()
+                if not len(x):
+                    continue
+                dp = stats.paired_delta(b, x, n_boot, seed=seed)
+                rows.append({"scorer": scorer, "set": name, "emotion": e, "dose": a, "n": len(x),
+                             "target_p": float(np.mean(x)), "d_p": dp.mean, "d_p_lo": dp.lo, "d_p_hi": dp.hi})
+    return pd.DataFrame(rows)
 
 
 def samples_table(rec: pd.DataFrame, emotions: list[str], doses: list[float], set_name: str, prompt: int = 0
                   ) -> pd.DataFrame:
-    """One prompt's continuation per emotion (rows) and dose (columns) under a set's own neurons (first scorer)."""
+    """One prompt's continuation per emotion (rows) and dose (columns) under an intervention (first scorer)."""
     r = rec[rec.scorer == rec.scorer.iloc[0]]
     base = r[(r.random == BASELINE) & (r.prompt == prompt) & (r["sample"] == 0)]
     out = {}
     for e in emotions:
         row = {}
         for a in sorted(doses):
-            x = base if a == 0 else r[(r.random == OWN) & (r["set"] == set_name) & (r.emotion == e) & (r.dose == a)
-                                      & (r.prompt == prompt) & (r["sample"] == 0)]
-            row[f"α = {a:g}"] = x["text"].iloc[0] if len(x) else ""
+            x = base if a == 0 else r[(r.random == OWN) & (r["set"] == set_name) & (r.emotion == e)
+                                      & np.isclose(r.dose, a) & (r.prompt == prompt) & (r["sample"] == 0)]
+            row[f"dose {a:g}"] = x["text"].iloc[0] if len(x) else ""
+        pr = r[(r.kind == "prompt") & (r.emotion == e) & (r.prompt == prompt) & (r["sample"] == 0)]
+        if len(pr):
+            row["prompted"] = pr["text"].iloc[0]
         out[e] = row
     return pd.DataFrame(out).T
 
@@ -559,7 +861,7 @@ def _span(values, fmt: str) -> str:
 
 
 def set_sd_table(sets: dict, sd: torch.Tensor, emotions: list[str]) -> pd.DataFrame:
-    """Per set and emotion: neurons, and the median and largest activation SD among them (the size of one dose)."""
+    """Per set and emotion: neurons, and the median and largest activation SD among them (the shape of the push)."""
     rows = []
     for name, ns in sets.items():
         for e in emotions:
@@ -594,110 +896,57 @@ def select_sets(p: dict) -> dict:
 
 
 def run_stage(runner: Runner, p: dict, sets: dict, spread: torch.Tensor) -> tuple[pd.DataFrame, dict]:
-    """Baseline and own sets at every dose, then matched random sets at the test dose, as many per test as the
-    budget allows (2 to steer_random_sets); returns the records and what was run."""
+    """1. the unsteered model, the prompting ceiling, and every own set and the emotion direction at every dose;
+    2. the test dose of each (fluency-matched, PPL_FACTOR_NOTE); 3. at it, random families (neuron sets) and random
+    directions, min(20, steer_random_sets) to steer_random_sets per test as the budget allows. Returns the records
+    and what was run."""
     from .effects import set_firing
     start, budget = time.time(), 60 * p["steer_budget_min"]
     E, doses = p["emotions"], p["steer_doses"]
-    own = [baseline()] + own_conditions(sets, E, doses)
-    runner.run(own, "baseline and own sets")
-    rand = random_conditions(sets, E, p["steer_random_dose"], p["steer_random_sets"],
-                             lambda ns: set_firing(p, ns), spread, p["seed"])
-    first = [c for c in rand if c.random == 0]
-    runner.run(first, "random sets (first of each test)")
-    k = choose_random_sets(runner, rand, p["steer_random_sets"], budget, time.time() - start)
-    runner.run([c for c in rand if 0 < c.random < k], f"random sets (up to {k} per test)")
+    has_dir = runner.load_directions(p["run_dir"])
+    first = ([baseline()] + prompt_conditions(E) + own_conditions(sets, E, doses)
+             + (direction_conditions([e for e in E if e in runner.directions], doses) if has_dir else []))
+    runner.run(first, "unsteered, prompted, own sets and directions")
+    rec0 = runner.records(first)
+    names = list(sets) + ([DIRECTION_SET] if has_dir else [])
+    dose_t = test_doses(rec0, names, doses, p["steer_ppl_factor"])
+    dose_of = chosen_doses(dose_t)
+    n = p["steer_random_sets"]
+    rand = random_conditions(sets, E, dose_of, n, lambda ns: set_firing(p, ns), spread, p["seed"])
+    if DIRECTION_SET in dose_of:
+        dirs = [e for e in E if e in runner.directions]
+        rand += [c for j in range(n) for c in direction_conditions(dirs, [dose_of[DIRECTION_SET]], [j])]
+    rand.sort(key=lambda c: c.random)
+    least = [c for c in rand if c.random < min(20, n)]
+    runner.run(least, f"random families and directions (first {min(20, n)})")
+    k = choose_random_sets(runner, rand, n, budget, time.time() - start)
+    runner.run([c for c in rand if c.random < k], f"random families and directions (up to {k})")
     elapsed = time.time() - start
-    info = {"n_random": k, "n_random_asked": p["steer_random_sets"], "seconds": round(elapsed, 1),
-            "budget_s": budget, "per_condition_s": runner.per_condition(), "n_conditions": len(own) + len(rand)}
-    return runner.records(own + [c for c in rand if c.random < k]), info
+    conds = first + [c for c in rand if c.random < k]
+    info = {"n_random": k, "n_random_asked": n, "seconds": round(elapsed, 1), "budget_s": budget,
+            "per_condition_s": runner.per_condition(), "n_conditions": len(conds), "unit": runner.unit,
+            "layer": runner.layer, "doses": dose_t, "dose_of": dose_of, "directions": has_dir}
+    return runner.records(conds), info
 
 
 def budget_note(info: dict) -> str:
     """One line on what the budget allowed (from the stage's info)."""
     per = info["per_condition_s"]
-    speed = f"{per:.1f} s per condition measured" if per else "every condition cached"
-    cut = (f"; the budget cut the random sets from {info['n_random_asked']} to {info['n_random']} per test"
+    speed = f"{per:.2f} s per condition measured" if per else "every condition cached"
+    cut = (f"; the budget cut the random families from {info['n_random_asked']} to {info['n_random']} per test"
            if info["n_random"] < info["n_random_asked"] else "")
-    return (f"{info['n_random']} matched random sets per test; {info['seconds']:.0f} s of a "
-            f"{info['budget_s'] / 60:g}-minute budget ({speed}){cut}.")
+    return (f"{info['n_conditions']} conditions, {info['n_random']} random families (and random directions) per test; "
+            f"{info['seconds']:.0f} s of a {info['budget_s'] / 60:g}-minute budget ({speed}){cut}.")
 
 
-# ---------------------------------------------------------------- the direction baseline (issue 17)
-
-DIRECTION_SET = "direction"
-
-
-def direction_layer(n_layers: int) -> int:
-    """The decoder layer the direction baseline steers after: the middle one (fixed in advance)."""
-    return n_layers // 2
-
-
-@torch.inference_mode()
-def direction_pushes(p: dict, runner: Runner) -> tuple[int, dict[str, torch.Tensor], pd.DataFrame]:
-    """(layer, per emotion the push at dose 1, a table): the emotion's unit direction at the middle layer times the SD
-    of the residual stream's projection on it over the steering prompts' tokens after the first (the unsteered
-    model; the first position's state is an outlier in these models), so that a
-    dose of alpha moves the stream alpha SDs along the direction, as the neuron doses move each neuron."""
-    from ..identify.directions import load_directions, load_meta
-    from ..lm.models import decoder_layers
-    U, names = load_directions(p["run_dir"]).float(), load_meta(p["run_dir"])["emotions"]
-    layer = direction_layer(len(decoder_layers(runner.model)))
-    dev = model_device(runner.model)
-    states = []
-    for ids in runner.prompt_ids:
-        out = runner.model(input_ids=torch.tensor([ids], device=dev), output_hidden_states=True)
-        h = out.hidden_states[layer + 1][0].float().cpu()  # the output of decoder layer `layer`
-        states.append(h[1:] if len(h) > 1 else h)  # without the first position (its norm is an outlier: a sink)
-    X = torch.cat(states)
-    pushes, rows = {}, []
-    for e in p["emotions"]:
-        u = U[names.index(e), layer]
-        sd = float((X @ u).std())
-        pushes[e] = u * sd
-        rows.append({"emotion": e, "layer": layer, "projection_sd": sd, "push_norm_at_dose_1": sd})
-    return layer, pushes, pd.DataFrame(rows)
-
-
-def direction_baseline(p: dict, runner: Runner) -> tuple[pd.DataFrame | None, str]:
-    """The residual-stream direction-steering baseline (emolib.identify.directions): per emotion, alpha SDs of the residual
-    stream's projection on the emotion's unit direction added after the middle decoder layer, at the test dose,
-    on the same prompts with the same per-prompt noise; (records with set 'direction', a note). Descriptive: there
-    are no random directions to test it against."""
-    if not (Path(p["run_dir"]) / "directions.safetensors").exists():
-        return None, ("Direction-steering baseline skipped: this run has no emotion directions "
-                      "(find_directions: false in stage 2).")
-    from ..identify.directions import load_meta
-    from .attribution import neuron_hash
-    layer, pushes, table = direction_pushes(p, runner)
-    runner.direction = (layer, pushes)
-    dose = p["steer_random_dose"]
-    conds = [Condition(DIRECTION_SET, e, float(dose), OWN, {}, f"direction layer {layer} {neuron_hash(pushes[e])}")
-             for e in p["emotions"]]
-    runner.run(conds, "direction baseline", per_batch=1)
-    meta = load_meta(p["run_dir"])
-    return runner.records(conds), (f"Direction baseline: the {meta['site']} directions ({meta['tokens']} tokens) "
-                                   f"added after decoder layer {layer} (the middle one) at dose {dose:g}, in SDs of "
-                                   "the stream's projection on each direction over these prompts.")
-
-
-def direction_table(rec: pd.DataFrame, direction: pd.DataFrame, neurons: pd.DataFrame, emotions: list[str]
-                    ) -> pd.DataFrame:
-    """Per scorer and emotion at the test dose: the target share and P(target) change from alpha = 0 under the
-    direction and under each steered neuron set, with the perplexity (the three interventions side by side)."""
-    base = baseline_view(rec, emotions)
-    both = pd.concat([neurons, direction], ignore_index=True)
-    rows = []
-    for (scorer, e, name), g in both.groupby(["scorer", "emotion", "set"], sort=False):
-        b = base[(base.scorer == scorer) & (base.emotion == e)]
-        if b.empty:
-            continue
-        rows.append({"scorer": scorer, "emotion": e, "intervention": name if name == DIRECTION_SET else f"set {name}",
-                     "dose": float(g["dose"].iloc[0]),
-                     "d_target_share": float((g["top"] == e).mean() - (b["top"] == e).mean()),
-                     "d_target_p": float(g["target_p"].mean() - b["target_p"].mean()),
-                     "ppl": float(np.exp(np.log(g["ppl"].dropna()).mean())) if g["ppl"].notna().any() else np.nan})
-    return pd.DataFrame(rows)
+def dose_note(info: dict, factor: float) -> str:
+    """The pre-specified rule and the doses it chose."""
+    chosen = ", ".join(f"{k}: {v:g}" for k, v in info["dose_of"].items()) or "none"
+    missing = [n for n in info["doses"].intervention.unique() if n not in info["dose_of"]]
+    return (f"One dose unit is the residual stream's median norm after decoder layer {info['layer']} over the "
+            f"prompts' tokens ({info['unit']:.3g}). Rule, fixed in advance: {PPL_FACTOR_NOTE} "
+            f"(steer_ppl_factor = {factor:g}). Test doses: {chosen}."
+            + (f" Not tested (no positive dose kept fluency): {', '.join(missing)}." if missing else ""))
 
 
 # ---------------------------------------------------------------- saving, the CLI and the widget
@@ -753,8 +1002,7 @@ def widget(model, tok, p: dict, sets: dict, sd: torch.Tensor, scorers: dict, pro
     from IPython.display import display
     emo = w.Dropdown(options=p["emotions"], description="emotion")
     name = w.Dropdown(options=list(sets), description="set")
-    dose = w.FloatSlider(value=p["steer_random_dose"], min=0, max=max(p["steer_doses"]) * 2, step=0.5,
-                         description="α (SDs)")
+    dose = w.FloatSlider(value=2.0, min=0, max=10.0, step=0.5, description="α (SDs)")
     text = w.Textarea(value=prompts[0], description="prompt", layout=w.Layout(width="90%"))
     go, out = w.Button(description="generate"), w.Output()
 

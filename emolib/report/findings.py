@@ -178,36 +178,48 @@ def detection_lines(d: Path) -> list[str]:
             f"neurons, {int(curve.draws.min())} draws per share, each through the same pooled test): {parts}; {tail}."]
 
 
-def steering(tests: pd.DataFrame, fluency: pd.DataFrame, n_prompts: int) -> list[str]:
-    """'What this run shows', one line per scorer and set plus one on fluency, from the tables (nothing typed)."""
-    from ..causal.steer import _span
+def steering(claims: pd.DataFrame, pooled_t: pd.DataFrame, trade: pd.DataFrame, doses: pd.DataFrame) -> list[str]:
+    """'What this run shows' for stage 5, from its tables (nothing typed): the direction (the positive control) first,
+    then each named set's claim under the both-scorers rule, the prompting ceiling, and fluency."""
     lines = []
-    for (scorer, name), g in tests.groupby(["scorer", "set"], sort=False):
-        untested = g[g.verdict.str.startswith("not tested")].emotion.tolist()
-        gain = g[g.verdict == "own gain beyond random"].emotion.tolist()
-        drop = g[g.verdict == "own drop beyond random"].emotion.tolist()
-        dose = g["dose"].iloc[0]
-        best = g.loc[g["own_d_share"].idxmax()]
-        pw = g["power"].dropna()
-        lines.append(
-            f"Scorer {scorer}, set {name}, at α = {dose:g} SD against {_span(g['n_random'], '{:.0f}')} matched "
-            f"random sets per emotion over {n_prompts} prompts: "
-            + (f"the target share rose beyond random (Holm) for {', '.join(gain)}" if gain else
-               "no emotion's target share rose beyond the random sets (Holm)")
-            + (f"; it fell beyond random for {', '.join(drop)}" if drop else "")
-            + (f"; not tested for {', '.join(untested)} (the random sets showed no spread)" if untested else "")
-            + f". Largest own change from α = 0: {best.emotion} {best.own_d_share:+.0%} of prompts"
-            + (f"; power to see a {g['power_delta'].iloc[0]:.0%}-point shift: {_span(pw, '{:.0%}')}."
-               if len(pw) else "."))
-    own = fluency[fluency.kind == "own"]
-    base = fluency[fluency.kind == "unsteered"]
-    if len(own) and len(base):
-        top = own[own.dose == own.dose.max()]
-        lines.append(f"Fluency: perplexity under the unsteered model was {base.ppl.iloc[0]:.1f} unsteered and "
-                     f"{top.ppl.min():.1f} to {top.ppl.max():.1f} at α = {top.dose.iloc[0]:g} SD (own sets); "
-                     f"degenerate replies {base.degenerate.iloc[0]:.0%} unsteered, up to {top.degenerate.max():.0%} "
-                     "steered.")
+    order = list(claims.sort_values("role", key=lambda r: r != "positive control").intervention) if len(claims) else []
+
+    def per_scorer(name: str) -> str:
+        g = pooled_t[pooled_t.intervention == name]
+        return "; ".join(f"{r.scorer}: own − random {r.own_minus_random:+.3f} P(target) over {r.n_emotions} emotions "
+                         f"against {r.n_random:.0f} random, {r.verdict}"
+                         if np.isfinite(r.get("own_minus_random", np.nan)) else f"{r.scorer}: {r.verdict}"
+                         for _, r in g.iterrows())
+    for name in order:
+        c = claims[claims.intervention == name].iloc[0]
+        what = ("The steering positive control, the emotion direction against random directions of the same norm"
+                if name == "direction" else f"Set `{name}` against random families")
+        tail = ""
+        if name == "direction" and not str(c.claim).startswith("effect"):
+            tail = (" The instrument did not find the direction's steering, so a neuron set's null result below says "
+                    "little about sufficiency.")
+        lines.append(f"{what}, at its fluency-matched dose {c.dose:g}: {c.claim} ({per_scorer(name)}).{tail}")
+    missing = sorted(set(doses.intervention) - set(doses[doses.chosen].intervention)) if len(doses) else []
+    if missing:
+        lines.append(f"Not tested (no dose kept the median perplexity within the factor): {', '.join(missing)}.")
+    for sc, g in (trade.groupby("scorer", sort=False) if len(trade) else []):
+        p_ = g[g.kind == "prompt"]
+        own = g[(g.random == -1) & (g.kind != "prompt")]
+        if len(p_) and len(own):
+            lines.append(f"Prompting ceiling ({sc}): the instruction moved P(target) by {p_.d_p.iloc[0]:+.3f} "
+                         f"(median perplexity {p_.median_ppl.iloc[0]:.1f}); steering at the test doses: "
+                         + ", ".join(f"{r.intervention} {r.d_p:+.3f} (perplexity {r.median_ppl:.1f})"
+                                     for r in own.itertuples()) + ".")
+    if len(doses):
+        base = doses.unsteered_median_ppl.iloc[0]
+        lines.append(f"Fluency: the unsteered model's median perplexity was {base:.1f}; at the largest dose the own "
+                     f"interventions reached {_spanf(doses[doses.dose == doses.dose.max()].median_ppl)}.")
     return lines
+
+
+def _spanf(v) -> str:
+    v = [x for x in v if np.isfinite(x)]
+    return "n/a" if not v else (f"{min(v):.1f}" if len(v) == 1 else f"{min(v):.1f} to {max(v):.1f}")
 
 
 def headline(d: str | Path) -> list[str]:
@@ -280,19 +292,17 @@ def set_lines(d: Path, tests: pd.DataFrame) -> list[str]:
 
 
 def steering_summary(d: Path) -> list[str]:
-    """Stage 5 (sufficiency), per scorer and set: how many emotions' target share rose beyond matched random sets
-    after Holm, at the test dose, with the random sets per test (nothing for runs without the stage)."""
-    path = d / "steering_tests.csv"
+    """Stage 5 (sufficiency) in one sentence: the direction's claim first, then each named set's, under the
+    both-scorers rule at the fluency-matched dose (nothing for runs without the stage or with an earlier table)."""
+    path = d / "steering_claims.csv"
     if not path.exists():
         return []
     t = pd.read_csv(path)
-    parts = []
-    for (scorer, name), g in t.groupby(["scorer", "set"], sort=False):
-        tested = g[~g.verdict.astype(str).str.startswith("not tested")]
-        k = int((tested.verdict == "own gain beyond random").sum())
-        parts.append(f"set {name} read by {scorer}: {k} of {len(tested)} emotions rose beyond random "
-                     f"(α = {g['dose'].iloc[0]:g} SD, {int(g['n_random'].min())} random sets per test)")
-    return ["Stage 5, steering (sufficiency): " + "; ".join(parts) + "."] if parts else []
+    t = t.sort_values("role", key=lambda r: r != "positive control", kind="stable")
+    parts = [f"{'the emotion direction (positive control)' if r.role == 'positive control' else 'set ' + r.intervention}"
+             f" at dose {r.dose:g}: {r.claim}" for r in t.itertuples()]
+    return ["Stage 5, steering (sufficiency; pooled over emotions, both scorers must agree): " + "; ".join(parts)
+            + "."] if parts else []
 
 
 def head_to_head(d: Path) -> list[str]:
@@ -383,11 +393,12 @@ def layers(d: Path) -> list[str]:
 
 
 def steered(d: Path) -> list[str]:
-    """Stage 5: steering against matched random sets, and fluency."""
-    t, fl = _csv(d, "steering_tests.csv"), _csv(d, "steering_fluency.csv")
-    if t is None or fl is None:
+    """Stage 5: the direction control and the sets under the both-scorers rule, the prompting ceiling, fluency."""
+    c, pt = _csv(d, "steering_claims.csv"), _csv(d, "steering_pooled.csv")
+    tr, ds = _csv(d, "steering_tradeoff.csv"), _csv(d, "steering_dose_choice.csv")
+    if c is None or pt is None or tr is None or ds is None:
         return []
-    return steering(t, fl, int(t["n"].max()) if "n" in t and len(t) else 0)
+    return steering(c, pt, tr, ds)
 
 
 BUILDERS = {"01": data, "02": identification, "03": ablation, "04": layers, "05": steered}

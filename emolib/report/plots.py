@@ -685,62 +685,59 @@ def shift_heatmap(table: pd.DataFrame, label: str, title: str, unit: str) -> Fig
 
 # ---------------------------------------------------------------- steering (stage 5)
 
-def steering_dose(doses: pd.DataFrame, tests: pd.DataFrame, emotions: list[str], scorer: str, label: str) -> Figure:
-    """Change of the target share from α = 0 against the dose (SDs added), per emotion: one line per set with its
-    paired 95% interval over prompts, and the matched random sets at the test dose (mean ± SD, grey)."""
+def steering_dose(doses: pd.DataFrame, emotions: list[str], scorer: str, label: str) -> Figure:
+    """Descriptive dose-response: change of mean P(target) from dose 0 against the push size (stream norms), per
+    emotion: one line per intervention (named sets, the direction) with its paired 95% interval over prompts."""
     d = doses[doses.scorer == scorer]
-    t = tests[tests.scorer == scorer] if len(tests) else tests
     fig, axes = _grid(len(emotions), ncols=3, w=3.8, h=3.0, sharey=True)
     for ax, e in zip(axes, _ordered(emotions)):
-        for s, ls in zip(dict.fromkeys(d["set"]), ["-", "--", ":", "-."]):
+        for s, ls in zip(dict.fromkeys(d["set"]), ["-", "--", ":", "-.", (0, (1, 3))]):
             r = d[(d.emotion == e) & (d["set"] == s)].sort_values("dose")
             if r.empty:
                 continue
-            ax.fill_between(r["dose"], r["d_share_lo"] * 100, r["d_share_hi"] * 100, color=_color(e), alpha=0.12)
-            ax.plot(r["dose"], r["d_share"] * 100, ls=ls, marker="o", ms=4, color=_color(e), label=f"set {s}")
-        rt = t[t.emotion == e] if len(t) else t
-        for k, (_, r) in enumerate(rt.iterrows()):
-            if np.isfinite(r.get("random_d_share", np.nan)):
-                ax.errorbar(r["dose"] + 0.15 * (k + 1), r["random_d_share"] * 100, yerr=r["random_d_share_sd"] * 100,
-                            fmt="s", ms=3, color=OTHER_COLOR, capsize=2,
-                            label="random sets (mean ± SD)" if k == 0 else None)
+            ax.fill_between(r["dose"], r["d_p_lo"] * 100, r["d_p_hi"] * 100, color=_color(e), alpha=0.12)
+            ax.plot(r["dose"], r["d_p"] * 100, ls=ls, marker="o", ms=4, color=_color(e), label=s)
         ax.axhline(0, color="black", lw=0.8)
         ax.set_title(e, fontsize=10)
-        ax.set_xlabel("dose α (activation SDs added)")
-        ax.set_ylabel(f"target share change ({PP})" if ax.get_subplotspec().is_first_col() else "")
+        ax.set_xlabel("push size (stream norms)")
+        ax.set_ylabel(f"P(target) change ({PP})" if ax.get_subplotspec().is_first_col() else "")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    return _title(fig, f"Steering dose-response, read by {scorer}: share of replies whose top label is the steered "
-                       "emotion, minus α = 0\nband: paired 95% bootstrap interval over prompts", label)
+    return _title(fig, f"Steering dose-response (descriptive), read by {scorer}: mean P(target) minus dose 0\n"
+                       "band: paired 95% bootstrap interval over prompts", label)
 
 
-def steering_fluency(doses: pd.DataFrame, fluency: pd.DataFrame, scorer: str, label: str) -> Figure:
-    """The fluency trade-off: target-share change against perplexity under the unsteered model, per own set,
-    emotion and dose (marker size grows with the dose); the unsteered model as a black star."""
-    d = doses[(doses.scorer == scorer) & (doses.dose > 0)].merge(
-        fluency[fluency.kind == "own"][["set", "emotion", "dose", "ppl", "degenerate"]], on=["set", "emotion", "dose"])
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
-    markers = dict(zip(dict.fromkeys(d["set"]), ["o", "s", "^", "D", "v"]))
-    top = max(d["dose"].max(), 1) if len(d) else 1
-    for _, r in d.iterrows():
-        ax.scatter(r["ppl"], r["d_share"] * 100, s=15 + 60 * r["dose"] / top, color=_color(r["emotion"]),
-                   marker=markers[r["set"]], alpha=0.8, edgecolor="black", linewidth=0.3)
-    base = fluency[fluency.kind == "unsteered"]
-    if len(base):
-        ax.scatter(base["ppl"].iloc[0], 0, marker="*", s=160, color="black", zorder=3)
-    handles = [Line2D([], [], color=_color(e), marker="o", ls="", label=e) for e in _ordered(d["emotion"])]
-    handles += [Line2D([], [], color="grey", marker=m, ls="", label=f"set {s}") for s, m in markers.items()]
-    handles += [Line2D([], [], color="black", marker="*", ls="", ms=10, label="unsteered (α = 0)")]
-    ax.legend(handles=handles, fontsize=7, loc="best")
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    lo, hi = ax.get_xlim()
-    # minor ticks labelled only within one decade: over several, their labels (…, 7, 8, 9, 10, 20, …) collide
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}") if hi / max(lo, 1e-9) < 10 else NullFormatter())
-    ax.set_xlabel("perplexity of the reply under the unsteered model (geometric mean, log scale)")
-    ax.set_ylabel(f"target share change from α = 0 ({PP})")
-    return _title(fig, f"Fluency trade-off, read by {scorer} (larger marker = larger dose)", label)
+def steering_tradeoff(trade: pd.DataFrame, label: str) -> Figure:
+    """The trade-off, one panel per scorer: target-emotion score (change of mean P(target) from the unsteered model,
+    mean over emotions) against fluency (median perplexity under the unsteered model) for each named set and the
+    direction at its test dose, their random families / directions (grey), and the prompting ceiling (star)."""
+    scorers = list(dict.fromkeys(trade["scorer"]))
+    fig, axes = _grid(max(1, len(scorers)), ncols=min(2, max(1, len(scorers))), w=5.2, h=4.0)
+    markers = ["o", "s", "^", "D", "v", "P"]
+    for ax, sc in zip(axes, scorers):
+        t = trade[trade.scorer == sc]
+        rnd = t[t.random >= 0]
+        ax.scatter(rnd["median_ppl"], rnd["d_p"] * 100, s=14, color=OTHER_COLOR, alpha=0.6,
+                   label="random families / directions")
+        own = t[(t.random == -1) & (t.kind != "prompt")]
+        for (_, r), m in zip(own.iterrows(), markers):
+            ax.scatter(r["median_ppl"], r["d_p"] * 100, s=60, marker=m, edgecolor="black", linewidth=0.5,
+                       label=f"{r['intervention']} (dose {r['dose']:g})", zorder=3)
+        pr = t[t.kind == "prompt"]
+        if len(pr):
+            ax.scatter(pr["median_ppl"], pr["d_p"] * 100, s=160, marker="*", color="black", label="prompted", zorder=3)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        lo, hi = ax.get_xlim()  # minor ticks labelled only within one decade (their labels collide over several)
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.3g}") if hi / max(lo, 1e-9) < 10
+                                     else NullFormatter())
+        ax.set_title(f"read by {sc}", fontsize=10)
+        ax.set_xlabel("median perplexity under the unsteered model (log)")
+        ax.set_ylabel(f"P(target) change, mean over emotions ({PP})")
+        ax.legend(fontsize=7, loc="best")
+    return _title(fig, "Steering trade-off at each intervention's test dose: target-emotion score against fluency",
+                  label)
 
 
 # ---------------------------------------------------------------- emotion directions (emolib.identify.directions)
