@@ -727,13 +727,16 @@ def steering_tradeoff(trade: pd.DataFrame, label: str) -> Figure:
         if len(pr):
             ax.scatter(pr["median_ppl"], pr["d_p"] * 100, s=160, marker="*", color="black", label="prompted", zorder=3)
         ax.axhline(0, color="black", lw=0.8)
-        ax.set_xscale("log")
+        lo, hi = ax.get_xlim()
+        log = hi / max(lo, 1e-9) >= 10  # a log axis only over a decade or more (narrower: plain ticks that fit)
+        if log:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(4))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-        lo, hi = ax.get_xlim()  # minor ticks labelled only within one decade (their labels collide over several)
-        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.3g}") if hi / max(lo, 1e-9) < 10
-                                     else NullFormatter())
         ax.set_title(f"read by {sc}", fontsize=10)
-        ax.set_xlabel("median perplexity under the unsteered model (log)")
+        ax.set_xlabel("median perplexity under the unsteered model" + (" (log)" if log else ""))
         ax.set_ylabel(f"P(target) change, mean over emotions ({PP})")
         ax.legend(fontsize=7, loc="best")
     return _title(fig, "Steering trade-off at each intervention's test dose: target-emotion score against fluency",
