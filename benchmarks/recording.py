@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/recording.py [--n 96] [--before OLD_RECORD_PY] [--profile]
 
 - plain forward (batch 16, no LM head) over the same batches;
-- emolib's recording (both tensors, halves), without and with a 20-permutation null;
+- emolib's recording (both tensors, halves), without and with a 20- and a 99-permutation null (the showcase's);
 - a batch-1 loop in the style of the 10kH rebuild (hooks copy each layer's activations to CPU float32);
 - optionally the recorder of an earlier version (--before path/to/record.py), for a before/after table;
 - optionally (--profile) where the recording's time goes, by operator.
@@ -98,6 +98,8 @@ def main() -> None:
                  "recording (both tensors, halves)": lambda: record.record_counts(model, tok, by, batch_size=16),
                  "recording + null (20 permutations)": lambda: record.record_counts(model, tok, by, batch_size=16,
                                                                                    n_null=20),
+                 "recording + null (99 permutations)": lambda: record.record_counts(model, tok, by, batch_size=16,
+                                                                                   n_null=99),
                  "batch-1 loop, CPU float32 copies (10kH style)": lambda: batch1_loop(model, tok, texts)}
         if old is not None:
             paths["recording before (one tensor, float64 sums)"] = lambda: old.record_counts(model, tok, by,

@@ -331,6 +331,27 @@ for name in neurons.set_names(path):
     print(f"{name:<10} " + ", ".join(f"{e} {len(v)}" for e, v in ns.sets.items()))
 
 # %% [markdown]
+# ## How often do the named sets fire? Emotion-specific or always on
+# The entropy ranking picks neurons whose firing is spread least evenly over the emotions, but says nothing about
+# how often they fire. A neuron that fires on 90% of anger tokens and 86% of every other emotion's has a low
+# entropy, yet it is closer to always on than to an anger neuron. Per named set: the mean firing probability of each
+# emotion's neurons on the tokens of each emotion, and a summary (the lowest and highest rate of the set's union
+# over the emotions' tokens, and how much more its emotion sets fire on their own emotion than on the others).
+
+# %%
+from emolib.identify import rates
+
+stage2_sets = {n: neurons.load(path, n) for n in neurons.set_names(path) if n not in neurons.CONTROL_SETS}
+settings = {n: s.meta["named_sets"][n].get("settings") or s.meta["named_sets"]["paper"]["settings"]
+            for n, s in stage2_sets.items()}
+rate_table = rates.summary(P["run_dir"], stage2_sets, settings)
+display(rate_table.style.format({"lowest rate": "{:.0%}", "highest rate": "{:.0%}", "own/other rate": "{:.2f}"})
+        .hide(axis="index"))
+book.show(plots.set_rates({n: rates.set_rates(rates.probabilities(P["run_dir"], settings[n]), s)
+                           for n, s in stage2_sets.items()}, LABEL), P, "02_set_rates")
+display(Markdown(" ".join(rates.lines(rate_table))))
+
+# %% [markdown]
 # ## A second method: emotion directions and per-neuron contributions
 # Wang et al. (2025, "Do LLMs 'Feel'? Emotion Circuits Discovery and Control") look for neurons that **push the
 # hidden state towards an emotion**, not neurons that fire differently. In the same recording pass:

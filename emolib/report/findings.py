@@ -355,6 +355,7 @@ def identification(d: Path) -> list[str]:
     choice = nj.get("selective_choice", {})
     lines = selection(table.set_index("variant"), choice.get("variant"), choice.get("why", ""),
                       int(nj.get("params", {}).get("n_null", 0)))
+    lines += firing_lines(d, nj)
     entry = nj.get("named_sets", {}).get("directions")
     if entry:
         from ..identify import headtohead, neurons
@@ -365,6 +366,19 @@ def identification(d: Path) -> list[str]:
         lines.append("Median relative depth: " + ", ".join(
             f"`{n}` {v:.2f}" for n, v in headtohead.median_depth(two).items()) + ".")
     return lines
+
+
+def firing_lines(d: Path, nj: dict) -> list[str]:
+    """Stage 2's named sets: how often they fire on each emotion's tokens (near-saturated or not), from
+    probabilities.safetensors (nothing without it)."""
+    from ..identify import neurons, rates
+    if not (d / rates.PROBABILITIES_FILE).exists():
+        return []
+    named = nj.get("named_sets", {})
+    names = [n for n in neurons.set_names(d / "neurons.json") if n not in neurons.CONTROL_SETS]
+    sets = {n: neurons.load(d / "neurons.json", n) for n in names}
+    settings = {n: (named.get(n) or {}).get("settings") or named["paper"]["settings"] for n in names}
+    return rates.lines(rates.summary(d, sets, settings))
 
 
 def ablation(d: Path) -> list[str]:

@@ -853,3 +853,18 @@ def detection_curve(tit: pd.DataFrame, curve: pd.DataFrame, label: str) -> Figur
     ax.set_xlabel("|real pooled effect| of the titrated family (nat)")
     ax.set_ylabel("detected by the pooled test")
     return _title(fig, "Detection curve: shares of each emotion's random set replaced by attribution neurons", label)
+
+
+def set_rates(tables: dict[str, pd.DataFrame], label: str) -> Figure:
+    """Per named set: emotion set (rows) x token emotion (columns), the mean firing probability of the set's
+    neurons on that emotion's tokens (a near-saturated set is dark everywhere)."""
+    fig, axes = _grid(len(tables), ncols=min(3, len(tables)), w=4.4, h=3.6)
+    for ax, (name, t) in zip(axes, tables.items()):
+        sns.heatmap(t.astype(float), ax=ax, vmin=0, vmax=1, cmap="rocket_r", annot=True, fmt=".2f",
+                    annot_kws={"fontsize": 8}, cbar_kws={"label": "P(fire | token of the emotion)"})
+        ax.set_title(f"set {name}", fontsize=10)
+        ax.set_xlabel("tokens of")
+        ax.set_ylabel("neurons selected for")
+        ax.tick_params(axis="x", rotation=45, labelsize=8)
+        ax.tick_params(axis="y", rotation=0, labelsize=8)
+    return _title(fig, "How often each named set's neurons fire on each emotion's tokens", label)
