@@ -96,16 +96,17 @@ def window(tok, ids: list[int], acts: torch.Tensor, width: int = WINDOW) -> dict
             "cut_left": a > 0, "cut_right": b < len(ids)}
 
 
-def build(p: dict, model, tok, state: dict, named: dict[str, dict], parts=None) -> dict:
+def build(p: dict, model, tok, state: dict, named: dict[str, dict], parts=None,
+          dialogues: dict[str, list[str]] | None = None) -> dict:
     """The cards of a run: named maps a set name to {"neurons": {emotion: [[layer, index], ...]}, "score": [L, D]
     (or [E, L, D], one score per emotion), "lowest": bool, "criterion": its name, "P": [E, L, D] firing
     probabilities}. Per set and emotion, its PER_SET best neurons by score get a card. Needs the recording's top-k
-    (record_counts with top_k)."""
+    (record_counts with top_k) over the train dialogues (by default the run's; or `dialogues`, as recorded)."""
     if "top_values" not in state:
         raise ValueError("the stage 2 recording has no top contexts (recorded before neuron cards); delete "
                          f"{Path(p['run_dir']) / 'cache' / 'counts.pt'} and rerun notebook 02")
     t0 = time.time()
-    dialogues = by_emotion(p)
+    dialogues = by_emotion(p) if dialogues is None else dialogues
     emotions = list(dialogues)
     flat = [(e, d) for e in emotions for d in dialogues[e]]
     if len(flat) != int(state["top_items"]):

@@ -22,8 +22,6 @@ SITES = ("residual", "mlp")  # where emotion directions are read: a decoder laye
 STATE_VERSION = 2
 TOP_K = 8  # per neuron, the dialogues with the highest maximum activation kept by the recording (neuron cards)
 
-warnings.filterwarnings("ignore", message=r"index_reduce\(\) is in beta")  # the per-dialogue max of top_update
-
 
 def half_of(dialogue: str, seed: int) -> int:
     """Which of two disjoint halves (0/1) a dialogue belongs to, for the split-half stability check."""
@@ -88,7 +86,9 @@ def top_update(values: torch.Tensor, ids: torch.Tensor, sel: torch.Tensor, rows:
     counted position count as -inf. Returns the new (values, ids)."""
     k, D = values.shape
     m = torch.full((len(row_ids), D), -torch.inf, dtype=sel.dtype, device=sel.device)
-    m.index_reduce_(0, rows, sel, "amax")
+    with warnings.catch_warnings():  # "index_reduce() is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        m.index_reduce_(0, rows, sel, "amax")
     v = torch.cat([values, m.float()])
     i = torch.cat([ids, row_ids.view(-1, 1).expand(-1, D)])
     top, at = v.topk(k, dim=0)
