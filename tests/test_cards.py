@@ -213,3 +213,59 @@ def test_notebook_02_shows_cards(tiny_book):
     assert saved and len(html) == len([s for s in saved["sets"] if any(c["set"] == s for c in saved["cards"])])
     assert any("top contexts** come from" in t and "expected by chance" in t for t in text)
     assert not BeautifulSoup("".join(html), "html.parser").find_all("script")
+
+
+def test_card_page_in_browser(tmp_path):
+    """A card page with hostile text, opened in headless Chromium: it loads without console errors, runs no script,
+    draws its chart, and notebook 02's link to it works (skips without Chromium)."""
+    import functools
+    import http.server
+    import threading
+
+    from test_site import Quiet, browser, tiny_repo
+
+    from emolib.report import site
+    if browser() is None:
+        pytest.skip("no Chromium/chromedriver installed (Debian/Ubuntu: apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    from selenium.webdriver.chrome.service import Service
+    repo = tmp_path / "repo"
+    tiny_repo(repo)
+    d = repo / "outputs" / "smollm2-135m"
+    nb = nbformat.read(d / "02_y.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell(f"## {view.SHOWN_TITLE}\n\nCards."))
+    nbformat.write(nb, d / "02_y.ipynb")
+    ctx = {"tokens": ["<script>window.pwned=1</script>", "<img src=x onerror='window.pwned=2'>", " hi"],
+           "acts": [1.0, -0.5, 0.2], "max": 1.0, "at": 0, "emotion": "anger", "dialogue": 0}
+    card = {"set": "paper", "emotion": "anger", "rank": 1, "layer": 0, "index": 1, "criterion": "entropy",
+            "score": 1.0, "firing_rate": {"anger": 0.5, "fear": 0.2}, "top": [ctx], "random": [ctx],
+            "promoted": [["<b>a</b>", 1.0]], "suppressed": [["b", -1.0]]}
+    meta = {"tensor": "act", "window": 12, "dialogues_per_emotion": {"anger": 1, "fear": 1}, "k": 8, "n_random": 1,
+            "per_set": 5, "emotions": ["anger", "fear"], "sets": ["paper"], "cards": [card]}
+    (d / "cards.json").write_text(json.dumps(meta))
+    out = site.build(tmp_path / "site", repo, runs=("smollm2-135m",)).parent
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(out)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    chrome, driver_path = browser()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chrome
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    try:
+        driver.get(base + "outputs/smollm2-135m/02_y.html")
+        link = driver.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"
+                                     ".find(h => h.includes('cards-paper.html'))")
+        assert link and link.startswith(base)
+        driver.get(link)
+        assert driver.execute_script("return document.readyState") == "complete"
+        assert driver.execute_script("return window.pwned === undefined")
+        assert driver.execute_script("return document.querySelectorAll('.emolib-card svg rect').length") == 2
+        assert "<script>window.pwned=1</script>" in driver.execute_script("return document.body.innerText")
+        assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    finally:
+        driver.quit()
+        server.shutdown()
