@@ -454,6 +454,45 @@ book.show(plots.stability_bars(stab, LABEL), P, "02_stability")
 findings.show(P["run_dir"], "02")
 
 # %% [markdown]
+# ## What a selected neuron looks like
+# The sections above count neurons; here are a few of them. For the first neurons of each named set and emotion
+# (five per set and emotion, ranked by the set's own criterion: the entropy for `paper` and `selective`, the
+# contribution for `directions`), a **neuron card** shows what the neuron fires on and what it writes:
+#
+# - its firing rate per emotion (the share of each emotion's tokens on which it is $> 0$);
+# - its **top contexts**: the train dialogues on which its largest activation is highest, each as a window of
+#   tokens around that maximum, shaded by the activation (orange positive, blue negative), with the dialogue's
+#   emotion; and the same view of a few **random** train dialogues (the same ones for every card), to show how
+#   typical the top ones are;
+# - the tokens its `down_proj` column promotes and suppresses most, read through the unembedding (first order, as
+#   the `weights` control reads them).
+#
+# Which neurons get cards is known only after the selection, so the recording pass keeps, for every neuron, just
+# its best few dialogues (their numbers and maxima); the dialogues the cards need are then read again, once. If the
+# selected neurons are emotion neurons, their top contexts should come from their own emotion far more often than
+# that emotion's share of the train dialogues. Below, one card per set, for the emotion with the most neurons in
+# that set; every card is in `cards.json` and, on the site, on one page per set.
+
+# %%
+from IPython.display import HTML
+
+from emolib.identify import cards
+from emolib.report import cards as card_view
+
+card_sets = cards.stage2_sets(results, chosen, states.get(P["direction_tokens"]) if dentry else None, path)
+run_cards = cards.build(P, lm, tok, state, card_sets)
+cards.save(P["run_dir"], run_cards)
+print(f"{len(run_cards['cards'])} cards; {run_cards['dialogues_rerun']} of {run_cards['dialogues_total']} train "
+      f"dialogues read again, in {run_cards['seconds']:.0f} s")
+own = cards.own_share(run_cards)
+display(own.style.format({"share": "{:.0%}", "chance share": "{:.0%}"}))
+display(Markdown(card_view.share_sentence(own)))
+sizes = {n: {e: len(v) for e, v in neurons.load(path, n).sets.items()} for n in run_cards["sets"]}
+for card in cards.pick_shown(run_cards, sizes):
+    display(HTML(card_view.card_html(card, run_cards)))
+    display(Markdown(card_view.card_sentence(card, run_cards)))
+
+# %% [markdown]
 # ## Questions
 # Answerable from this notebook (fastbook-style questionnaire).
 # 1. Write out the five steps of LAPE's selection. Which step would select neurons that fired a handful of times in

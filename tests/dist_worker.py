@@ -18,7 +18,7 @@ if __name__ == "__main__":
     model, tok = models.load_model("tiny-random-llama", "float32", "cpu")
     rows = generate_dialogues(["cats", "knitting", "rain"], list(EMOTIONS), 1, 3)
     by = {e: [r["dialogue"] for r in rows if r["theme"] == e] for e in EMOTIONS}
-    st = record.record_counts(model, tok, by, batch_size=3, n_null=4, state_path=partial, save_every=0)
+    st = record.record_counts(model, tok, by, batch_size=3, n_null=4, state_path=partial, save_every=0, top_k=4)
     if dist.get_rank() == 0:
         torch.save({k: v for k, v in st.items() if isinstance(v, torch.Tensor)}, out)
     dist.destroy_process_group()

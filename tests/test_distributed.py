@@ -18,7 +18,7 @@ def test_two_processes_record_the_same_counts_as_one(tiny, tmp_path):
     model, tok = tiny
     rows = generate_dialogues(["cats", "knitting", "rain"], list(EMOTIONS), 1, 3)
     by = {e: [r["dialogue"] for r in rows if r["theme"] == e] for e in EMOTIONS}
-    single = record.record_counts(model, tok, by, batch_size=3, n_null=4)
+    single = record.record_counts(model, tok, by, batch_size=3, n_null=4, top_k=4)
     out = tmp_path / "dist.pt"
     torchrun = Path(sys.executable).with_name("torchrun")
     # loopback only and generous timeouts: on a busy CPU (other tests, the tiny book in the background) a rank can
@@ -32,6 +32,7 @@ def test_two_processes_record_the_same_counts_as_one(tiny, tmp_path):
     for key in ("counts_act", "counts_product", "null_act", "null_product", "tokens", "null_tokens"):
         assert torch.equal(dist[key], single[key]), key
     assert torch.allclose(dist["sums"], single["sums"], rtol=1e-6, atol=1e-6)
+    assert torch.allclose(dist["top_values"], single["top_values"], atol=1e-5)  # the ranks' top-k merged (cards)
     # each rank kept its own resumable state
     assert {p.name for p in tmp_path.glob("partial.rank*.pt")} == {"partial.rank0.pt", "partial.rank1.pt"}
 

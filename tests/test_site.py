@@ -201,4 +201,6 @@ def test_site_in_browser(served, tmp_path):
     finally:
         driver.quit()
     assert len(pages) >= len(site.pages(ROOT)) + 1
+    if any((ROOT / "outputs" / run / "cards.json").is_file() for run in site.RUNS):  # neuron cards (issue 28)
+        assert any("/cards-" in p for p in pages), "no card page was opened"
     assert not problems, "\n".join(problems)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ TENSORS = ("act", "product")  # act_fn(gate_proj(x)), and the input of down_proj
 TOKENS = ("dialogue", "answer")  # every dialogue token, or the prompt's last position (where the label comes)
 SITES = ("residual", "mlp")  # where emotion directions are read: a decoder layer's output, or its MLP's output
 STATE_VERSION = 2
+TOP_K = 8  # per neuron, the dialogues with the highest maximum activation kept by the recording (neuron cards)
 
 
 def half_of(dialogue: str, seed: int) -> int:
@@ -77,12 +79,29 @@ def fired_per_row(h: torch.Tensor, flat: torch.Tensor, rows: torch.Tensor,
     return fired, sel
 
 
+def top_update(values: torch.Tensor, ids: torch.Tensor, sel: torch.Tensor, rows: torch.Tensor,
+               row_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The streaming top-k of neuron cards: each batch row's maximum over its counted positions (sel [N, D], rows
+    [N]) merged into the k best so far (values [k, D] float32, ids [k, D] int64 dialogue numbers); rows with no
+    counted position count as -inf. Returns the new (values, ids)."""
+    k, D = values.shape
+    m = torch.full((len(row_ids), D), -torch.inf, dtype=sel.dtype, device=sel.device)
+    with warnings.catch_warnings():  # "index_reduce() is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        m.index_reduce_(0, rows, sel, "amax")
+    v = torch.cat([values, m.float()])
+    i = torch.cat([ids, row_ids.view(-1, 1).expand(-1, D)])
+    top, at = v.topk(k, dim=0)
+    return top, i.gather(0, at)
+
+
 class Recorder:
     """Hooks on every layer's act_fn (output) and down_proj (input). Each batch row belongs to several count
     groups (its emotion and half; its emotion under each null permutation); per layer and tensor, the rows' firing
     counts are added to their groups with one small matrix product, on the model's devices."""
 
-    def __init__(self, model, n_groups: int, site: str | None = None, n_dir_rows: int = 0):
+    def __init__(self, model, n_groups: int, site: str | None = None, n_dir_rows: int = 0, top_k: int = 0,
+                 top_tensor: str = "act"):
         self.model = model
         self.mlps = ffn_layers(model)
         L, D = len(self.mlps), self.mlps[0].down_proj.in_features
@@ -102,26 +121,40 @@ class Recorder:
             H = self.mlps[0].down_proj.out_features
             self.dir_sums = [torch.zeros((n_dir_rows, H), dtype=torch.float64, device=d) for d in devs]
             self.act_sums = [torch.zeros((n_groups, D), dtype=torch.float32, device=d) for d in devs]
+        # neuron cards (top_k > 0): per layer, the top_k dialogues by maximum activation of top_tensor [k, D]
+        self.top_k, self.top_tensor = top_k, top_tensor
+        self.top_values = [torch.full((top_k, D), -torch.inf, device=d) for d in devs]
+        self.top_ids = [torch.full((top_k, D), -1, dtype=torch.long, device=d) for d in devs]
+        self.row_ids = None
 
-    def set_batch(self, count: torch.Tensor, groups: torch.Tensor, dir_weights: torch.Tensor | None = None) -> None:
-        """The counted positions [B, T], the group membership matrix [G, B] and (with a site) the direction
-        weights [R, B] of the next forward pass."""
+    def set_batch(self, count: torch.Tensor, groups: torch.Tensor, dir_weights: torch.Tensor | None = None,
+                  row_ids: torch.Tensor | None = None) -> None:
+        """The counted positions [B, T], the group membership matrix [G, B], (with a site) the direction
+        weights [R, B] and (with top_k) each row's dialogue number [B] of the next forward pass."""
         self.flat = count.flatten().nonzero().squeeze(1)
         self.rows = torch.div(self.flat, count.shape[1], rounding_mode="floor")
         self.n_rows = count.shape[0]
         self._dev = {}
         self.groups = groups
         self.dir_weights = dir_weights
+        self.row_ids = row_ids
 
     def _put(self, dev) -> tuple:
         """The batch's index tensors on one device (cached: layers split over devices share them)."""
         if dev not in self._dev:
-            self._dev[dev] = (self.flat.to(dev), self.rows.to(dev), self.groups.to(dev))
+            self._dev[dev] = (self.flat.to(dev), self.rows.to(dev), self.groups.to(dev),
+                              None if self.row_ids is None else self.row_ids.to(dev))
         return self._dev[dev]
 
     def _count(self, tensor: str, layer: int, h: torch.Tensor) -> None:
-        flat, rows, groups = self._put(h.device)
+        flat, rows, groups, row_ids = self._put(h.device)
         fired, sel = fired_per_row(h, flat, rows, self.n_rows)
+        if self.top_k and tensor == self.top_tensor and row_ids is not None:
+            if self.top_values[layer].device != h.device:
+                self.top_values[layer] = self.top_values[layer].to(h.device)
+                self.top_ids[layer] = self.top_ids[layer].to(h.device)
+            self.top_values[layer], self.top_ids[layer] = top_update(self.top_values[layer], self.top_ids[layer],
+                                                                     sel, rows, row_ids)
         if self.counts[tensor][layer].device != h.device:
             self.counts[tensor][layer] = self.counts[tensor][layer].to(h.device)
         self.counts[tensor][layer] += (groups @ fired).to(torch.int32)
@@ -142,7 +175,7 @@ class Recorder:
     def _direct(self, layer: int, out) -> None:
         """Add the batch's direction-weighted sums of the site's vectors (MLP output or residual stream)."""
         h = out[0] if isinstance(out, tuple) else out
-        flat, rows, _ = self._put(h.device)
+        flat, rows, _, _ = self._put(h.device)
         s = self._row_sums(h.flatten(0, 1).index_select(0, flat), rows, h.device)
         if self.dir_sums[layer].device != h.device:
             self.dir_sums[layer] = self.dir_sums[layer].to(h.device)
@@ -166,7 +199,8 @@ class Recorder:
         return False
 
     def load(self, counts: dict[str, torch.Tensor], sums: torch.Tensor, extra: dict | None = None) -> None:
-        """Continue from saved [G, L, D] counts and [L, D] sums (and the direction sums, with a site)."""
+        """Continue from saved [G, L, D] counts and [L, D] sums (and the direction sums, with a site; and the
+        top-k of neuron cards, [L, k, D], with top_k)."""
         for t in TENSORS:
             for layer, c in enumerate(self.counts[t]):
                 c.copy_(counts[t][:, layer])
@@ -176,6 +210,17 @@ class Recorder:
             for layer in range(self.shape[0]):
                 self.dir_sums[layer].copy_(extra["dir_sums"][:, layer])
                 self.act_sums[layer].copy_(extra["act_sums"][:, layer])
+        if self.top_k and extra and "top_values" in extra:
+            for layer in range(self.shape[0]):
+                self.top_values[layer].copy_(extra["top_values"][layer])
+                self.top_ids[layer].copy_(extra["top_ids"][layer])
+
+    def export_top(self) -> dict[str, torch.Tensor]:
+        """With top_k: the top-k of neuron cards, values [L, k, D] float32 and dialogue numbers [L, k, D] int64."""
+        if not self.top_k:
+            return {}
+        return {"top_values": torch.stack([v.cpu() for v in self.top_values]),
+                "top_ids": torch.stack([i.cpu() for i in self.top_ids])}
 
     def export(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The counts so far as {tensor: [G, L, D]} int32 and the sums as [L, D] float64, on the CPU."""
@@ -207,11 +252,14 @@ def record_counts(model, tokenizer, dialogues: dict[str, list[str]], tensor: str
                   framing: str = "raw", parts: prompts.PromptParts | None = None, batch_size: int = 16,
                   seed: int = 0, state_path: str | Path | None = None, save_every: float = 60.0,
                   n_null: int = 0, direction_site: str | None = None,
-                  topics: dict[str, list[str]] | None = None) -> dict:
+                  topics: dict[str, list[str]] | None = None, top_k: int = 0) -> dict:
     """Count firing tokens per (emotion, layer, neuron) for both tensors, per half and under n_null label
     permutations, over the dialogues; resumable from state_path. `tensor` names the counts returned as "counts".
     With direction_site (mlp or residual), the same pass also sums what emotion directions need (topic-centred,
-    emolib.identify.directions; topics: each dialogue's topic, aligned with `dialogues`; none = centred globally)."""
+    emolib.identify.directions; topics: each dialogue's topic, aligned with `dialogues`; none = centred globally).
+    With top_k, the same pass keeps per neuron of `tensor` the top_k dialogues by maximum activation over their counted
+    tokens ("top_values", "top_ids" [L, k, D]; dialogues numbered emotion by emotion, as in `dialogues`), from which
+    emolib.identify.cards re-extracts the contexts of a few neurons."""
     if tensor not in TENSORS:
         raise ValueError(f"record_tensor: must be one of {', '.join(TENSORS)}, got {tensor!r}")
     if tokens not in TOKENS:
@@ -227,6 +275,8 @@ def record_counts(model, tokenizer, dialogues: dict[str, list[str]], tensor: str
           rank, world, {e: dialogues[e] for e in emotions}]
     if direction_site is not None:  # (kept out of the list otherwise: earlier states stay valid)
         fp += [direction_site, topics]
+    if top_k:  # (likewise)
+        fp += [["top", top_k, tensor]]
     fingerprint = hashlib.sha1(json.dumps(fp).encode()).hexdigest()
     base = getattr(model, "model", model)
     G = 2 * E + n_null * E
@@ -244,12 +294,12 @@ def record_counts(model, tokenizer, dialogues: dict[str, list[str]], tensor: str
         n_tok = np.array([1 if tokens == "answer" else b - a for (_, a, b), _, _, _ in items])
         weights = torch.from_numpy(weight_rows(np.array([it[1] for it in items]), np.array([it[2] for it in items]),
                                                null, topic_list, n_tok, E))  # float64
-    rec = Recorder(model, G, direction_site, 0 if weights is None else weights.shape[0])
+    rec = Recorder(model, G, direction_site, 0 if weights is None else weights.shape[0], top_k, tensor)
     L, D = rec.shape
     state = {"version": STATE_VERSION, "fingerprint": fingerprint, "done": 0, "group_tokens": torch.zeros(G, dtype=torch.long),
              "seconds": 0.0}
     counts0, sums0 = rec.export()
-    extra0 = rec.export_directions()
+    extra0 = {**rec.export_directions(), **rec.export_top()}
     state_path = Path(state_path) if state_path else None
     if state_path and world > 1:  # each rank keeps its own resumable state
         state_path = state_path.with_name(f"{state_path.stem}.rank{rank}{state_path.suffix}")
@@ -272,7 +322,8 @@ def record_counts(model, tokenizer, dialogues: dict[str, list[str]], tensor: str
             batch = jobs[j]
             ids, attn, count = make_batch([it for it, _, _, _ in batch], tokenizer.pad_token_id, tokens)
             groups = group_matrix([b[1] for b in batch], [b[2] for b in batch], null[:, [b[3] for b in batch]], E)
-            rec.set_batch(count.to(dev), groups, None if weights is None else weights[:, [b[3] for b in batch]])
+            rec.set_batch(count.to(dev), groups, None if weights is None else weights[:, [b[3] for b in batch]],
+                          torch.tensor([b[3] for b in batch]) if top_k else None)
             base(input_ids=ids.to(dev), attention_mask=attn.to(dev), use_cache=False)
             state["group_tokens"] += (groups @ count.sum(1).float()).long()
             state["done"] = j + 1
@@ -285,6 +336,8 @@ def record_counts(model, tokenizer, dialogues: dict[str, list[str]], tensor: str
     out = _unpack(state, rec, emotions, n_null, tensor)
     if direction_site is not None:
         out["direction_site"] = direction_site
+    if top_k:
+        out.update(rec.export_top(), top_k=top_k, top_tensor=tensor, top_items=len(items))
     return out
 
 
@@ -307,6 +360,14 @@ def all_reduce(state: dict, rec: Recorder) -> None:
     if rec.site is not None:
         for s in rec.dir_sums + rec.act_sums:
             dist.all_reduce(s)
+    for layer in range(rec.shape[0] if rec.top_k else 0):  # every rank's top-k, merged
+        v, i = rec.top_values[layer], rec.top_ids[layer]
+        vs, ids = [torch.empty_like(v) for _ in range(dist.get_world_size())], \
+            [torch.empty_like(i) for _ in range(dist.get_world_size())]
+        dist.all_gather(vs, v)
+        dist.all_gather(ids, i)
+        top, at = torch.cat(vs).topk(rec.top_k, dim=0)
+        rec.top_values[layer], rec.top_ids[layer] = top, torch.cat(ids).gather(0, at)
     dev = rec.counts[TENSORS[0]][0].device
     gt = state["group_tokens"].to(dev)
     dist.all_reduce(gt)
@@ -347,7 +408,7 @@ def _save(state: dict, rec: Recorder, t0: float, path: Path) -> None:
     state["seconds"] = time.time() - t0
     path.parent.mkdir(parents=True, exist_ok=True)
     from ..safeio import atomic_save# a fresh temporary name, and never through a planted link
-    atomic_save(path, lambda tmp: torch.save({**state, "sums": sums, **rec.export_directions(),
+    atomic_save(path, lambda tmp: torch.save({**state, "sums": sums, **rec.export_directions(), **rec.export_top(),
                                               **{f"group_counts_{t}": counts[t] for t in TENSORS}}, tmp))
 
 

@@ -64,7 +64,7 @@ def record_train(p: dict, model=None, tokenizer=None, tokens: str = "dialogue") 
     key = _key(p, by_emotion, tokens, framing, [site, topics] if site else None)
     if final.exists():
         state = load_counts(p["run_dir"], tokens)
-        if state.get("key") == key:
+        if state.get("key") == key and (tokens != "dialogue" or "top_values" in state):  # (earlier: no card top-k)
             state["counts"] = state[f"counts_{p['record_tensor']}"]
             return state
     if model is None:
@@ -75,7 +75,8 @@ def record_train(p: dict, model=None, tokenizer=None, tokens: str = "dialogue") 
         parts = prompts.build(tokenizer, p["emotions"], chat, p["few_shot"], p["prompt_template"])
     state = record.record_counts(model, tokenizer, by_emotion, p["record_tensor"], tokens, framing, parts,
                                  p["batch_size"], p["seed"], state_path=final.with_suffix(".partial.pt"),
-                                 n_null=p["n_null"], direction_site=site, topics=topics)
+                                 n_null=p["n_null"], direction_site=site, topics=topics,
+                                 top_k=record.TOP_K if tokens == "dialogue" else 0)
     if site:
         directions.finish(state, model)
     state["key"] = key

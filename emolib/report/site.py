@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import html
 import io
 import os
 import re
@@ -69,12 +70,14 @@ def pages(root: Path, runs: tuple[str, ...] = RUNS) -> list[Path]:
 
 
 def title_of(nb: nbformat.NotebookNode, fallback: str) -> str:
-    """The first markdown heading of a notebook, or fallback."""
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            m = re.search(r"^#+\s+(.+)$", cell.source, re.M)
-            if m:
-                return re.sub(r"[*_`]", "", m.group(1)).strip()
+    """The notebook's title: its first level-1 markdown heading (the findings box that the runner puts first is a
+    level-2 one), else its first heading, else fallback."""
+    for pattern in (r"^#\s+(.+)$", r"^#+\s+(.+)$"):
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                m = re.search(pattern, cell.source, re.M)
+                if m:
+                    return re.sub(r"[*_`]", "", m.group(1)).strip()
     return fallback
 
 
@@ -310,6 +313,16 @@ class Site:
         items.append(f'<span class="site-nav-here">{label}</span>')
         return '<nav class="site-nav">' + " ".join(items) + "</nav>"
 
+    def write_html(self, page: Path, body: str, nav: str) -> None:
+        """A page written without nbconvert (the neuron cards): body (escaped HTML) in a plain document."""
+        title = BeautifulSoup(body, "html.parser").find("h1")
+        doc = ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+               f'<title>{html.escape(title.get_text() if title else page.stem)}</title><link rel="icon" href="data:,">'
+               f"<style>{PLAIN_CSS}</style></head><body><main>{body}</main></body></html>")
+        dest = self.out / page
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(self.rewrite(page, doc, nav), encoding="utf-8")
+
     def write(self, page: Path, nb: nbformat.NotebookNode, nav: str, ex: HTMLExporter) -> None:
         """Export one notebook to its page."""
         ex.page = page.as_posix()
@@ -338,14 +351,25 @@ def build(out: str | Path = "site", root: str | Path = ".", runs: tuple[str, ...
     site, ex = Site(root, out, found), exporter()
     nbs = {p: nbformat.read(root / p, as_version=4) for p in found}
     titles = {p: title_of(nb, p.stem) for p, nb in nbs.items()}
+    cards = card_pages(root, found)
+    for run, entries in cards.items():  # card pages are pages of the site: links to them are kept
+        site.html.update({page: page for _, page, _ in entries})
     for i, p in enumerate(found):
         prev, nxt = (found[i - 1] if i else None), (found[i + 1] if i + 1 < len(found) else None)
         nb = nbs[p]
         nb.metadata["title"] = f"{p.parts[1]} · {titles[p]}"
         add_alt_texts(nb, root / p.parent / "figures")
+        if p.stem.startswith("02_") and cards.get(p.parts[1]):
+            add_card_links(nb, p, cards[p.parts[1]])
         site.write(p.with_suffix(".html"), nb, site.nav(p, prev, nxt, f"{p.parts[1]} / {p.stem}"), ex)
     index = Path("index.html")
-    site.write(index, index_notebook(root, found, titles), site.nav(index, None, found[0], "Index"), ex)
+    index_nb = index_notebook(root, found, titles)
+    if cards:
+        index_nb.cells.insert(2, card_index_cell(cards))
+    site.write(index, index_nb, site.nav(index, None, found[0], "Index"), ex)
+    for run, entries in cards.items():
+        for name, page, html in entries:
+            site.write_html(page, html, site.nav(page, None, None, f"{run} / neuron cards · {name}"))
     done: set[Path] = set()
     while site.queue:
         md = site.queue.pop(0)
@@ -355,6 +379,58 @@ def build(out: str | Path = "site", root: str | Path = ".", runs: tuple[str, ...
             site.write(page, markdown_notebook(root / md), site.nav(page, None, None, md.as_posix()), ex)
     for w in site.warnings + ex.warnings:
         print(f"warning: {w}")
-    n = len(found) + 1 + len(done)
+    n = len(found) + 1 + len(done) + sum(map(len, cards.values()))
     print(f"site: {n} pages in {out} (open {out / 'index.html'}), built in {time.perf_counter() - t0:.1f} s")
     return out / "index.html"
+
+
+# ---- neuron cards (issue 28): one page per run and named set, from the run's cards.json ---------------------------
+
+PLAIN_CSS = """body { margin: 0; font-family: sans-serif; } main { padding: 0 1.5em 2em; }
+nav.site-nav { position: sticky; top: 0; z-index: 10; display: flex; gap: 1.5em; padding: 0.5em 1em;
+  background: #f3f3f3; border-bottom: 1px solid #ccc; }
+nav.site-nav a { text-decoration: none; } nav.site-nav .site-nav-here { font-weight: bold; }
+span.repo-path { font-family: monospace; }"""
+
+
+def card_file(run: str, name: str) -> Path:
+    """The page of one run's cards of one named set (the name reduced to safe characters)."""
+    return Path("outputs") / run / f"cards-{re.sub(r'[^A-Za-z0-9_-]', '_', name)}.html"
+
+
+def card_pages(root: Path, found: list[Path]) -> dict[str, list[tuple[str, Path, str]]]:
+    """Per run with a cards.json: (set name, page, page body) for each named set that has cards."""
+    from ..identify.cards import load
+    from .cards import set_page
+    out = {}
+    for run in dict.fromkeys(p.parts[1] for p in found):
+        cards = load(root / "outputs" / run)
+        if cards:
+            out[run] = [(name, card_file(run, name), set_page(cards, name, run)) for name in cards["sets"]
+                        if any(c["set"] == name for c in cards["cards"])]
+    return {run: entries for run, entries in out.items() if entries}
+
+
+def card_links(page: Path, entries: list[tuple[str, Path, str]]) -> str:
+    """Markdown links from page to a run's card pages, named by their set."""
+    return " · ".join(f"[{html.escape(name)}]({os.path.relpath(p, page.parent).replace(os.sep, '/')})"
+                      for name, p, _ in entries)
+
+
+def add_card_links(nb: nbformat.NotebookNode, page: Path, entries: list[tuple[str, Path, str]]) -> None:
+    """Notebook 02 on the site: a line linking every card page of its run, after the cards' section heading (at the
+    end when the notebook has no such section)."""
+    from .cards import SHOWN_TITLE
+    cell = nbformat.v4.new_markdown_cell("On this site, every neuron card of this run, one page per named set: "
+                                         + card_links(page, entries) + ".")
+    at = next((i + 1 for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and SHOWN_TITLE in c.source),
+              len(nb.cells))
+    nb.cells.insert(at, cell)
+
+
+def card_index_cell(cards: dict[str, list[tuple[str, Path, str]]]) -> nbformat.NotebookNode:
+    """The index's list of card pages, per run."""
+    lines = ["## Neuron cards", "", "What the first selected neurons of each named set fire on and what they write "
+             "(notebook 02, section “What a selected neuron looks like”).", ""]
+    lines += [f"- `{html.escape(run)}`: " + card_links(Path("index.html"), entries) for run, entries in cards.items()]
+    return nbformat.v4.new_markdown_cell("\n".join(lines))
