@@ -200,7 +200,9 @@ def markdown(run_dirs: list[str | Path]) -> str:
     for s in S:
         t = s["tests"]
         names = [n for n in set_names([s])]
-        lines += ["", f"`{s['name']}`, per emotion (secondary): `paper` neurons and split-half stability (J), baseline accuracy, "
+        old = " (a run of the earlier design, not yet re-executed with the fixed design: Holm over every set × emotion)" \
+            if s["pooled"].empty else ""
+        lines += ["", f"`{s['name']}`{old}, per emotion (secondary): `paper` neurons and split-half stability (J), baseline accuracy, "
                   "then for each set the own-minus-random margin change (nat) [unadjusted 95% interval against the "
                   "random families' sets] · Holm p within the set · verdict.", "",
                   "| emotion | neurons · J · baseline | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
