@@ -19,6 +19,7 @@ from latex2mathml.converter import convert as tex_to_mathml
 from nbconvert import HTMLExporter
 from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
+from .. import safeio
 from .summary import END, START
 
 RUNS = ("smollm2-135m", "gemma3-270m", "comparison")
@@ -58,6 +59,38 @@ details.site-hidden-input > summary { cursor: pointer; color: var(--jp-ui-font-c
 </style>
 {% endblock extra_css %}
 """
+
+
+MARKER = ".emolib-site"  # written into every site folder: only a folder holding it is ever replaced
+MARKER_TEXT = "This folder is written by `python -m emolib site`; the next build replaces all of it.\n"
+LEGACY = re.compile(r".*\.html|outputs|notebooks")  # what a site built before the marker existed holds
+
+
+def check_out(out: Path, root: Path) -> Path:
+    """The site's folder, checked before anything is written: a new folder, an empty one, or one a build wrote
+    (it holds MARKER); never a symbolic link, the repository, its outputs/, the home folder or /, or a folder that
+    holds any of them. One ValueError line otherwise; nothing is deleted."""
+    out = Path(os.path.abspath(out))
+    if os.path.islink(out):
+        raise ValueError(f"--out: {out} is a symbolic link; the site is written into a real folder, never through a "
+                         "link (give another folder)")
+    real = out.parent.resolve() / out.name
+    home = Path(os.path.expanduser("~")).resolve()
+    guarded = {root, root / "outputs", home, Path("/")}
+    if any(g == real or g.is_relative_to(real) for g in guarded) or real.is_relative_to(root / "outputs"):
+        raise ValueError(f"--out: {out} is (or holds) the repository, its outputs/, the home folder or /; the "
+                         "site needs a folder of its own (e.g. --out site)")
+    if not os.path.lexists(out):
+        return out
+    if not out.is_dir():
+        raise ValueError(f"--out: {out} is a file; give a folder for the site")
+    entries = list(out.iterdir())
+    ours = (out / MARKER).is_file() and not (out / MARKER).is_symlink()
+    legacy = any(e.name == "index.html" for e in entries) and all(LEGACY.fullmatch(e.name) for e in entries)
+    if entries and not (ours or legacy):
+        raise ValueError(f"--out: {out} is a folder the site did not write (it lacks {MARKER}); the site replaces "
+                         "only its own folder: give a new or empty folder, or remove this one yourself")
+    return out
 
 
 def pages(root: Path, runs: tuple[str, ...] = RUNS) -> list[Path]:
@@ -322,19 +355,31 @@ class Site:
 def build(out: str | Path = "site", root: str | Path = ".", runs: tuple[str, ...] = RUNS) -> Path:
     """Write the site (index.html, one page per executed notebook, linked files) into out; return index.html."""
     t0 = time.perf_counter()
-    root, out = Path(root).resolve(), Path(out).resolve()
+    root, out = Path(root).resolve(), Path(os.path.abspath(out))
     if not (root / "README.md").is_file():
         raise ValueError(f"root: {root} has no README.md; give the repository's root folder")
     found = pages(root, runs)
     if not found:
         raise ValueError(f"runs: no executed notebooks under {root / 'outputs'} for {', '.join(runs)}; "
                          "the site is built from the committed showcase runs")
-    if out == root or root.is_relative_to(out) or (out.exists() and not out.is_dir()):
-        raise ValueError(f"--out: {out} must be a new or existing folder inside or beside the repository, "
-                         "not the repository itself or a file")
-    if out.exists():
+    final = check_out(out, root)
+    out = final.with_name(f".{final.name}.building-{os.getpid()}")
+    if os.path.lexists(out):
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    try:
+        n = _build_into(out, root, found)
+        (out / MARKER).write_text(MARKER_TEXT)
+        safeio.replace_dir(out, final)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    print(f"site: {n} pages in {final} (open {final / 'index.html'}), built in {time.perf_counter() - t0:.1f} s")
+    return final / "index.html"
+
+
+def _build_into(out: Path, root: Path, found: list[Path]) -> int:
+    """Write every page into the (new, empty) folder out; returns the number of pages."""
     site, ex = Site(root, out, found), exporter()
     nbs = {p: nbformat.read(root / p, as_version=4) for p in found}
     titles = {p: title_of(nb, p.stem) for p, nb in nbs.items()}
@@ -355,6 +400,4 @@ def build(out: str | Path = "site", root: str | Path = ".", runs: tuple[str, ...
             site.write(page, markdown_notebook(root / md), site.nav(page, None, None, md.as_posix()), ex)
     for w in site.warnings + ex.warnings:
         print(f"warning: {w}")
-    n = len(found) + 1 + len(done)
-    print(f"site: {n} pages in {out} (open {out / 'index.html'}), built in {time.perf_counter() - t0:.1f} s")
-    return out / "index.html"
+    return len(found) + 1 + len(done)
