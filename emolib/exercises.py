@@ -123,14 +123,34 @@ def write(out: str | Path = "exercises", notebooks: str | Path | None = None,
     pys = sorted(p for p in src.glob("[0-9][0-9]_*.py") if p.name[:2] in STAGES)
     if not pys:
         raise ValueError(f"--notebooks: no stage notebooks (01_*.py ... 05_*.py) in {src}")
+    from .runner import write_notebook
+    from .safeio import check_target
     out = Path(out)
+    targets = [out / f"{py.stem}.ipynb" for py in pys]
+    for path in targets:  # before any work: no link, folder, pipe or executed notebook where a copy goes
+        check_target(path)
+        if path.is_file() and not overwritable(path):
+            raise ValueError(f"--out: {path} is not an exercise copy (an executed notebook, or your own work); "
+                             "write the exercises into another folder")
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    for py in pys:
+    for py, path in zip(pys, targets):
         nb, names = exercise_notebook(py)
         if params:
             nb = inject(nb, params, py.name[:2], out)
-        path = out / f"{py.stem}.ipynb"
-        nbformat.write(nb, path)
+        write_notebook(path, nb)
         written[path] = names
     return written
+
+
+def overwritable(path: Path) -> bool:
+    """Whether an existing file may be replaced by an exercise copy: it is one (its first cell says so, and no
+    cell has run), so neither an executed notebook of a run nor a notebook of the learner's own is overwritten."""
+    from .safeio import read_text
+    try:
+        nb = nbformat.reads(read_text(path, "notebook", 50 * 2 ** 20), as_version=4)
+    except Exception:  # noqa: BLE001 - not a readable notebook: not ours
+        return False
+    first = nb.cells[0].source if nb.cells else ""
+    ran = any(c.get("execution_count") or c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    return "*Exercise copy of `notebooks/" in first and not ran

@@ -44,11 +44,15 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path = ROOT) -> float:
     """Execute one notebook with papermill (kernel python3); returns the wall time in seconds."""
     import papermill as pm
     t = time.time()
+    out = Path(out)
+    safeio.check_target(out)  # before executing: no link, folder or pipe where the notebook goes
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".ipynb")  # papermill writes here
+    os.close(fd)
     before = os.environ.get(HEADLESS)
     os.environ[HEADLESS] = "1"  # the kernel inherits it: interactive widgets are not built (see steer.interactive)
     sockets = tempfile.TemporaryDirectory(prefix="emolib-kernel-")
     try:
-        pm.execute_notebook(str(nb), str(out), parameters=parameters, kernel_name="python3", progress_bar=True,
+        pm.execute_notebook(str(nb), tmp, parameters=parameters, kernel_name="python3", progress_bar=True,
                             cwd=str(cwd), log_output=False, config=kernel_config(sockets.name))
     finally:
         sockets.cleanup()
@@ -56,8 +60,14 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path = ROOT) -> float:
             os.environ.pop(HEADLESS, None)
         else:
             os.environ[HEADLESS] = before
-        if Path(out).exists():
-            clean_outputs(Path(out))
+        try:
+            if os.path.getsize(tmp):  # what papermill wrote (a failed notebook too, to read its error), cleaned
+                clean_outputs(Path(tmp))
+                safeio.check_target(out)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, out)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
     return time.time() - t
 
 
@@ -101,7 +111,14 @@ def clean_outputs(path: Path) -> None:
             if {"parameters", "injected-parameters"} & set(cell.metadata.get("tags", [])):
                 cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
     nb.metadata.pop("widgets", None)
-    nbformat.write(nbformat.from_dict(strip_local_paths(nb)), path)
+    write_notebook(path, nbformat.from_dict(strip_local_paths(nb)))
+
+
+def write_notebook(path: Path, nb, base: Path | None = None) -> None:
+    """Write a notebook as nbformat.write does, atomically and never through a link (safeio.check_target)."""
+    import nbformat
+    text = nbformat.writes(nb)
+    safeio.atomic_write_text(path, text if text.endswith("\n") else text + "\n", base)
 
 
 def local_roots() -> list[str]:
@@ -206,7 +223,7 @@ def add_findings_cell(path: Path, lines: list[str], runtime: str) -> None:
     if nb.nbformat_minor < 5:  # cell ids came with nbformat 4.5
         cell.pop("id", None)
     nb.cells.insert(0, cell)
-    nbformat.write(nb, path)
+    write_notebook(path, nb)
 
 
 def check_out_dir(run_dir: Path, flag: str = "--out") -> None:

@@ -84,7 +84,7 @@ def synthesize(p: dict, cache_dir: Path) -> tuple[list[dict], dict]:
         stats["duplicates_removed"] = stats.get("duplicates_removed", 0) + removed
     if stats.get("duplicates_removed"):
         print(f"{stats['duplicates_removed']} duplicate dialogue(s) removed before the split (first copy kept)")
-    safeio.atomic_write_json(path, {"rows": rows, "stats": stats})
+    safeio.atomic_write_json(path, {"rows": rows, "stats": stats}, base=cache_dir.parent)
     return rows, stats
 
 

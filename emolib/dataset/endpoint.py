@@ -188,7 +188,8 @@ class RequestCache:
     def __init__(self, path: Path):
         from ..safeio import open_append
         self.path = Path(path)
-        self.fd = open_append(self.path, readable=True)  # a link, a folder or a device is refused
+        # a link, a folder or a device is refused, and so is a linked cache folder (outputs/cache -> elsewhere)
+        self.fd = open_append(self.path, readable=True, base=self.path.parent.parent)
         chunks = []
         while chunk := os.read(self.fd, 1 << 20):
             chunks.append(chunk)
