@@ -249,3 +249,211 @@ def test_a_linked_outputs_cache_folder_is_refused(tmp_path, cache, monkeypatch):
             p["run_dir"] = str(outputs / "run")
             build_data.synthesize(p, cache_dir)
     assert not list(elsewhere.iterdir())
+
+
+# --- 3. keys and URL credentials stay out of every file and message; 4. servers cannot exhaust or hang a build ---
+
+SECRET = "sk-test-secret-0123456789"
+
+
+class Server:
+    """A local server (127.0.0.1 only) whose handler(self) writes the whole reply itself, GET and POST alike."""
+
+    def __init__(self, handler):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self.calls = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server.calls += 1
+                self.body = None
+                self._run()
+
+            def do_POST(self):
+                server.calls += 1
+                self.body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                self._run()
+
+            def _run(self):
+                try:
+                    handler(self)
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    made = []
+
+    def make(handler):
+        made.append(Server(handler))
+        return made[-1]
+    yield make
+    for s in made:
+        s.close()
+
+
+def send_json(h, obj, status=200):
+    data = json.dumps(obj).encode()
+    h.send_response(status)
+    h.send_header("Content-Type", "application/json")
+    h.send_header("Content-Length", str(len(data)))
+    h.end_headers()
+    h.wfile.write(data)
+
+
+def completion(text, finish="stop", model="fake"):
+    return {"id": "x", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+
+
+def ep_for(s, **kw):
+    from emolib.dataset.endpoint import Endpoint
+    kw = {"model": "fake", "backoff": 0.01, "request_timeout": 5.0, "max_concurrency": 1, "max_tokens": 10, **kw}
+    return Endpoint(base_url=s.base_url, **kw)
+
+
+def models_reply(name):
+    def handler(h):
+        if h.command == "GET":
+            send_json(h, {"object": "list", "data": [{"id": name.replace("<key>", h.headers["Authorization"]
+                                                                          .split()[-1]), "object": "model"}]})
+        else:
+            send_json(h, completion("Anger"))
+    return handler
+
+
+@pytest.mark.parametrize("name", ["Bearer <key>", "<key>", "a b", "x" * 129, "../../etc/passwd\n"])
+def test_an_auto_model_name_that_is_not_a_name_is_refused(server, tmp_path, monkeypatch, capsys, name):
+    from emolib.dataset import endpoint
+    monkeypatch.setenv("EMOLIB_TEST_KEY", SECRET)
+    s = server(models_reply(name))
+    with pytest.raises(endpoint.EndpointError) as e:
+        endpoint.vote(["A: hi\nB: yo"], ["anger", "fear"], ep_for(s, model="auto", api_key_env="EMOLIB_TEST_KEY"),
+                      tmp_path)
+    msg = str(e.value)
+    assert one_line(msg) and SECRET not in msg and "not a plain model name" in msg
+    assert SECRET not in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_a_plain_auto_model_name_is_used(server, tmp_path):
+    from emolib.dataset import endpoint
+    s = server(models_reply("org/Model-1.5:q4"))
+    assert endpoint.resolve_model(ep_for(s, model="auto")).model == "org/Model-1.5:q4"
+
+
+@pytest.mark.parametrize("field", ["finish_reason", "model"])
+def test_reply_fields_that_echo_the_key_are_never_cached(server, tmp_path, monkeypatch, field):
+    from emolib.dataset import endpoint
+
+    def handler(h):
+        echo = f"you sent {h.headers['Authorization']}"
+        send_json(h, completion("Anger", finish=echo) if field == "finish_reason" else completion("Anger", model=echo))
+    monkeypatch.setenv("EMOLIB_TEST_KEY", SECRET)
+    s = server(handler)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the model field: another model's answer is warned about
+        labels, _ = endpoint.vote(["A: so angry\nB: yo"], ["anger", "fear"],
+                                  ep_for(s, api_key_env="EMOLIB_TEST_KEY"), tmp_path)
+    assert labels == ["anger"]
+    for f in tmp_path.rglob("*"):
+        assert SECRET.encode() not in f.read_bytes() and b"test-secret" not in f.read_bytes()
+
+
+def test_a_password_in_the_url_is_never_printed(server, tmp_path, capsys):
+    from emolib.dataset import endpoint
+    s = server(lambda h: send_json(h, completion("Anger")))
+    url = s.base_url.replace("http://", "http://user:hunter2pass@")
+    ep = endpoint.Endpoint(base_url=url, model="fake", backoff=0.01, request_timeout=5.0, max_concurrency=1)
+    endpoint.vote(["A: so angry\nB: yo"], ["anger", "fear"], ep, tmp_path)
+    err = capsys.readouterr().err
+    assert "hunter2pass" not in err and "***@127.0.0.1" in err
+    assert "hunter2pass" not in endpoint.redact(f"failed for {url}")
+    for f in tmp_path.rglob("*"):
+        assert b"hunter2pass" not in f.read_bytes()
+
+
+def test_a_dated_snapshot_passes_the_model_check_and_a_sibling_does_not(server, tmp_path):
+    import warnings
+    from emolib.dataset import endpoint
+    s = server(lambda h: send_json(h, completion("Anger", model="fake-mini")))
+    with pytest.warns(UserWarning, match="answered by 'fake-mini'"):
+        endpoint.vote(["A: so angry\nB: yo"], ["anger", "fear"], ep_for(s), tmp_path)
+    s2 = server(lambda h: send_json(h, completion("Anger", model="fake-2024-08-06")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        endpoint.vote(["A: so angry\nB: yo"], ["anger", "fear"], ep_for(s2), tmp_path / "b")
+
+
+def endless(h):
+    """A chunked body that never ends (bounded here: 30 s or 400 MB, whichever first)."""
+    h.send_response(200)
+    h.send_header("Content-Type", "application/json")
+    h.send_header("Transfer-Encoding", "chunked")
+    h.end_headers()
+    chunk = b"x" * (1 << 20)
+    start = b'{"choices": [{"message": {"content": "'
+    h.wfile.write(f"{len(start):x}\r\n".encode() + start + b"\r\n")
+    t0 = time.monotonic()
+    for _ in range(400):
+        if time.monotonic() - t0 > 30:
+            break
+        h.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+
+
+def big(h):
+    """A 300 MB body, announced."""
+    h.send_response(200)
+    h.send_header("Content-Type", "application/json")
+    h.send_header("Content-Length", str(300 * 2 ** 20))
+    h.end_headers()
+    for _ in range(300):
+        h.wfile.write(b" " * (1 << 20))
+
+
+def trickle(h):
+    """One byte every 0.5 s (bounded: 60 bytes)."""
+    h.send_response(200)
+    h.send_header("Content-Type", "application/json")
+    h.send_header("Content-Length", "60")
+    h.end_headers()
+    for _ in range(60):
+        h.wfile.write(b" ")
+        h.wfile.flush()
+        time.sleep(0.5)
+
+
+def peak_rss_mb() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.mark.parametrize("kind", ["endless", "300 MB", "trickle"])
+def test_a_server_cannot_exhaust_memory_or_hang_the_build(server, tmp_path, kind):
+    from emolib.dataset import endpoint
+    s = server({"endless": endless, "300 MB": big, "trickle": trickle}[kind])
+    before, t0 = peak_rss_mb(), time.monotonic()
+    with pytest.raises(endpoint.EndpointError) as e:
+        endpoint.vote(["A: so angry\nB: yo"], ["anger", "fear"],
+                      ep_for(s, request_timeout=2.0, max_retries=0, malformed_retries=0), tmp_path)
+    took = time.monotonic() - t0
+    assert one_line(str(e.value)) and took < 15
+    assert peak_rss_mb() - before < 200
+    assert ("above" in str(e.value)) if kind != "trickle" else ("timeout" in str(e.value))
