@@ -130,6 +130,30 @@ def read_text(path: str | os.PathLike, what: str = "file", limit: int = MAX_READ
         raise ValueError(f"{path}: {what} is not UTF-8 text (byte {e.object[e.start]:#04x} at {e.start})") from None
 
 
+MAX_NOTEBOOK_BYTES = 200 * 2 ** 20
+
+
+def read_notebook(path: str | os.PathLike, limit: int = MAX_NOTEBOOK_BYTES):
+    """A notebook (nbformat 4) read from a regular file of at most limit bytes and validated against nbformat's
+    schema, so a cell list or a stream's text that is a number is one ValueError line naming the file, not a
+    TypeError deep in a reader."""
+    import warnings
+
+    import nbformat
+    text = read_text(path, "notebook", limit)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # missing cell ids and the like: normalised, not errors
+            nb = nbformat.reads(text, as_version=4)
+            nbformat.validate(nb)
+    except RecursionError:
+        raise ValueError(f"{path}: is not a valid notebook (nested too deeply)") from None
+    except Exception as e:  # noqa: BLE001 - NotJSONError, ValidationError, and nbformat's own conversions
+        what = " ".join(str(getattr(e, "message", None) or e).split())[:160]
+        raise ValueError(f"{path}: is not a valid notebook ({type(e).__name__}: {what})") from None
+    return nb
+
+
 def open_append(path: str | os.PathLike, readable: bool = False, base: str | os.PathLike | None = None) -> int:
     """A file descriptor for appending to a regular file (created if missing; O_NOFOLLOW: a symbolic link is
     refused, not followed), readable from the start when asked."""

@@ -457,3 +457,129 @@ def test_a_server_cannot_exhaust_memory_or_hang_the_build(server, tmp_path, kind
     assert one_line(str(e.value)) and took < 15
     assert peak_rss_mb() - before < 200
     assert ("above" in str(e.value)) if kind != "trickle" else ("timeout" in str(e.value))
+
+
+# --- 5. the site carries no script; names are text; nothing from outside the repository is copied ---------------
+
+def hostile_notebook(d: Path, name: str = "01_x.ipynb") -> None:
+    import base64
+    import nbformat
+    md = ("# Title\n\n<script>alert('md')</script> [click](javascript:alert('link')) "
+          "<a href=\"JaVaScRiPt:alert('a')\">a</a> <img src=x onerror=\"alert('img')\"> "
+          "<iframe src=\"https://evil.example/\"></iframe> ok text `P > 0`")
+    html_out = nbformat.v4.new_output("display_data", data={
+        "text/html": "<div onclick=\"alert('div')\"><table><tr><td>1</td></tr></table>"
+                     "<script>alert('out')</script><img src=x onerror=\"alert('out-img')\"></div>",
+        "application/javascript": "alert('js')", "text/plain": "x"})
+    svg = nbformat.v4.new_output("display_data", data={
+        "image/svg+xml": "<svg onload=\"alert('svg')\"><script>alert('svg2')</script></svg>", "text/plain": "s"})
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(md),
+                                         nbformat.v4.new_code_cell("x", outputs=[html_out, svg])])
+    nbformat.write(nb, d / name)
+
+
+def test_the_site_carries_no_script(repo, tmp_path):
+    d = repo / "outputs" / "smollm2-135m"
+    hostile_notebook(d)
+    hostile_notebook(d, "03_<img src=x onerror=alert('name')>.ipynb")
+    index = build(repo, tmp_path / "site")
+    pages = [p.read_text() for p in index.parent.rglob("*.html")]
+    from bs4 import BeautifulSoup
+    for page in pages:
+        soup = BeautifulSoup(page, "html.parser")
+        assert not soup.find_all(["script", "iframe"])
+        for tag in soup.find_all(True):
+            for attr, value in tag.attrs.items():
+                assert not attr.lower().startswith("on"), (tag.name, attr)
+                assert "javascript:" not in str(value).lower().replace(" ", ""), (tag.name, attr, value)
+    page = (index.parent / "outputs" / "smollm2-135m" / "01_x.html").read_text()
+    assert "<td>1</td>" in page and "ok text" in page and "P &gt; 0" in page  # what is safe is kept
+
+
+def test_the_site_never_copies_a_file_from_outside_the_repository(repo, tmp_path):
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(PNG + b"SECRET")
+    d = repo / "outputs" / "smollm2-135m"
+    (d / "figures" / "x.png").unlink()
+    (d / "figures" / "x.png").symlink_to(secret)  # linked from the notebooks: ![fig](figures/x.png)
+    (d / "table.csv").unlink()
+    (d / "table.csv").symlink_to("/etc/passwd")
+    out = build(repo, tmp_path / "site").parent
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert b"SECRET" not in f.read_bytes() and b"root:" not in f.read_bytes()
+
+
+# --- 8/11. the site and the lint: special files, PNG bombs, notebooks that are not notebooks -----------------------
+
+def png_bomb() -> bytes:
+    """A small PNG that claims 60000 x 60000 pixels."""
+    import struct
+    import zlib
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff)
+    raw = zlib.compress(b"\0" * 1000)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+
+
+def notebook_with_image(path: Path, data: bytes) -> None:
+    import base64
+    import nbformat
+    out = nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(data).decode()})
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[out])]), path)
+
+
+@pytest.mark.parametrize("kind", ["bomb", "not an image"])
+def test_lint_reports_an_undecodable_figure(tmp_path, capsys, kind):
+    run = tmp_path / "run"
+    run.mkdir()
+    notebook_with_image(run / "06_x.ipynb", png_bomb() if kind == "bomb" else b"\x89PNG not at all")
+    assert main(["lint", str(run)]) == 1
+    out = capsys.readouterr()
+    assert "cell 0: an image that cannot be decoded" in out.out and "Traceback" not in out.err
+
+
+@pytest.mark.parametrize("content", ['{"cells": 5, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}',
+                                     '{"cells": [{"cell_type": "code", "source": "x", "metadata": {}, '
+                                     '"execution_count": 1, "outputs": [{"output_type": "stream", "name": "stdout", '
+                                     '"text": 12345}]}], "metadata": {}, "nbformat": 4, "nbformat_minor": 4}',
+                                     "not json at all", "[" * 100000])
+def test_lint_and_site_name_a_notebook_that_is_not_one(tmp_path, capsys, repo, content, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "01_x.ipynb").write_text(content)
+    assert main(["lint", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "01_x.ipynb: is not a valid notebook" in err
+    (repo / "outputs" / "smollm2-135m" / "01_x.ipynb").write_text(content)
+    monkeypatch.chdir(repo)
+    with pytest.raises(ValueError, match="is not a valid notebook"):
+        build(repo, tmp_path / "site")
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+def test_lint_refuses_special_files(tmp_path, capsys, special):
+    run = tmp_path / "run"
+    run.mkdir()
+    if special == "fifo":
+        os.mkfifo(run / "01_x.ipynb")
+    else:
+        (run / "01_x.ipynb").symlink_to("/dev/zero")
+    assert main(["lint", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "not a regular file" in err
+
+
+def test_site_figures_that_are_special_files_are_skipped(repo, tmp_path):
+    d = repo / "outputs" / "smollm2-135m"
+    import nbformat
+    fig = nbformat.v4.new_output("display_data", data={"image/png": __import__("base64").b64encode(PNG).decode()})
+    show = nbformat.v4.new_code_cell('book.show(fig, P, f"04_{n}")', outputs=[fig])
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# T"), show]), d / "02_y.ipynb")
+    (d / "figures" / "04_a.png").symlink_to("/dev/zero")
+    os.mkfifo(d / "figures" / "04_b.png")
+    (d / "figures" / "04_c.png").write_bytes(png_bomb())
+    t0 = time.monotonic()
+    build(repo, tmp_path / "site")
+    assert time.monotonic() - t0 < 60
