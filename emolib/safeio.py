@@ -297,18 +297,30 @@ def check_neurons(d: Any, source: str, model: str | None = None, shape: tuple[in
         bad(f"'emotions' lists an emotion twice: {E!r}")
     if not isinstance(d["neurons"], dict):
         bad("'neurons' must map each emotion to a list of [layer, index] pairs")
-    for e in E:
-        pairs = d["neurons"].get(e)
-        if not isinstance(pairs, list):
-            bad(f"'neurons' has no list of [layer, index] pairs for {e}")
-        for x in pairs:
-            if not (isinstance(x, (list, tuple)) and len(x) == 2 and all(_is_int(v) for v in x)):
-                bad(f"'neurons.{e}' entries must be [layer, index] integer pairs, got {x!r}")
-            if not (0 <= x[0] < L and 0 <= x[1] < D):
-                bad(f"'neurons.{e}' has [{x[0]}, {x[1]}] outside layers 0..{L - 1} and indices 0..{D - 1}")
+    def check_sets(sets: Any, where: str) -> None:
+        if not isinstance(sets, dict):
+            bad(f"'{where}' must map each emotion to a list of [layer, index] pairs")
+        for e in E:
+            pairs = sets.get(e)
+            if not isinstance(pairs, list):
+                bad(f"'{where}' has no list of [layer, index] pairs for {e}")
+            for x in pairs:
+                if not (isinstance(x, (list, tuple)) and len(x) == 2 and all(_is_int(v) for v in x)):
+                    bad(f"'{where}.{e}' entries must be [layer, index] integer pairs, got {x!r}")
+                if not (0 <= x[0] < L and 0 <= x[1] < D):
+                    bad(f"'{where}.{e}' has [{x[0]}, {x[1]}] outside layers 0..{L - 1} and indices 0..{D - 1}")
+    check_sets(d["neurons"], "neurons")
+    named = d.get("named_sets")  # every named set, not only the first: classify --ablate, steer and 03-05 use them
+    if named is not None:
+        if not isinstance(named, dict) or not named:
+            bad("'named_sets' must map set names to {neurons: {emotion: [[layer, index], ...]}}")
+        for name, entry in named.items():
+            if not isinstance(entry, dict):
+                bad(f"'named_sets.{name}' must be an object with 'neurons', got {type(entry).__name__}")
+            check_sets(entry.get("neurons"), f"named_sets.{name}.neurons")
     if model is not None and d["model"] != model:
         bad(f"was made for model {d['model']!r}, not {model!r}")
-    if shape is not None and (L, D) != tuple(shape):
+    if shape is not None and (L, D) != tuple(shape):  # so every set's [layer, index], checked above, fits the model
         bad(f"was made for an FFN of {L} layers x {D} neurons; the loaded model has {shape[0]} x {shape[1]}")
     if emotions is not None and list(E) != list(emotions):
         bad(f"has emotions {', '.join(E)}; the parameters have {', '.join(emotions)} (rerun stage 02, or set "

@@ -583,3 +583,58 @@ def test_site_figures_that_are_special_files_are_skipped(repo, tmp_path):
     t0 = time.monotonic()
     build(repo, tmp_path / "site")
     assert time.monotonic() - t0 < 60
+
+
+# --- 6. every named set of neurons.json is checked where it is read ------------------------------------------------
+
+def neurons_with_named(run: Path, paper, named_name="paper") -> Path:
+    d = {"model": "tiny-random-llama", "n_layers": 4, "d_ff": 128, "emotions": ["anger", "fear"], "params": {},
+         "neurons": {"anger": [[0, 1]], "fear": [[1, 2]]},
+         "named_sets": {"paper": {"neurons": {"anger": [[0, 1]], "fear": [[1, 2]]}}}}
+    d["named_sets"][named_name] = {"neurons": paper}
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "neurons.json").write_text(json.dumps(d))
+    return run / "neurons.json"
+
+
+BAD_SETS = {
+    "index -1": ({"anger": [[0, -1]], "fear": []}, "[0, -1] outside"),
+    "layer -1": ({"anger": [[-1, 3]], "fear": []}, "[-1, 3] outside"),
+    "index d_ff": ({"anger": [[0, 128]], "fear": []}, "[0, 128] outside"),
+    "layer too deep": ({"anger": [[9, 0]], "fear": []}, "[9, 0] outside"),
+    "a float": ({"anger": [[0, 1.5]], "fear": []}, "integer pairs"),
+    "a string": ({"anger": "all", "fear": []}, "no list of [layer, index] pairs for anger"),
+    "an emotion missing": ({"anger": [[0, 1]]}, "no list of [layer, index] pairs for fear"),
+    "not a mapping": ([[0, 1]], "must map each emotion"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_SETS))
+def test_named_sets_are_checked_by_classify_before_the_model_loads(tmp_path, capsys, monkeypatch, kind):
+    from emolib.lm import classify
+    sets, needle = BAD_SETS[kind]
+    path = neurons_with_named(tmp_path / "run", sets)
+    monkeypatch.setattr(classify, "load_classifier", lambda p: pytest.fail("model loaded"))
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"dialogue": "A: hi\\nB: hello"}\n')
+    code = main(["classify", "--params", TINY, "--input", str(src), "--output", str(tmp_path / "o.jsonl"),
+                 "--neurons", str(path), "--ablate", "anger"])
+    err = capsys.readouterr().err
+    assert code == 2 and one_line(err) and needle in err and str(path) in err and "named_sets.paper" in err
+
+
+def test_named_sets_are_checked_by_steer_and_the_notebooks(tmp_path, capsys, monkeypatch):
+    from emolib.identify import neurons
+    from emolib.lm import models
+    path = neurons_with_named(tmp_path / "run", {"anger": [[1, -1]], "fear": []}, "selective")
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    code = main(["steer", "--params", TINY, "--neurons", str(path), "--emotion", "anger", "--alpha", "2",
+                 "--prompt", "A: hi\\nB:", "--set", "selective"])
+    err = capsys.readouterr().err
+    assert code == 2 and one_line(err) and "named_sets.selective.neurons.anger' has [1, -1] outside" in err
+    with pytest.raises(ValueError, match="named_sets.selective"):
+        neurons.named_sets({"run_dir": str(tmp_path / "run")})
+    good = neurons_with_named(tmp_path / "ok", {"anger": [[3, 127]], "fear": []}, "selective")
+    assert set(neurons.named_sets({"run_dir": str(good.parent)})) == {"paper", "selective"}
+    with pytest.raises(ValueError, match="the loaded model has 2 x 64"):
+        neurons.named_sets({"run_dir": str(good.parent)}, shape=(2, 64))
