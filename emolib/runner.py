@@ -230,7 +230,12 @@ def add_findings_cell(path: Path, lines: list[str], runtime: str) -> None:
 
 
 def check_out_dir(run_dir: Path, flag: str = "--out") -> None:
-    """Create the output folder and prove it writable, before any work; one ParamError line otherwise."""
+    """Create the output folder and prove it writable, before any work; one ParamError line otherwise. Never /, the
+    home folder, the project or its outputs/ (a run writes and replaces files in its folder)."""
+    real = Path(run_dir).expanduser().resolve()
+    if real in (Path("/"), Path(os.path.expanduser("~")).resolve(), ROOT.resolve(), (ROOT / "outputs").resolve()):
+        raise params_mod.ParamError(f"{flag}: {run_dir} is /, the home folder, the project or its outputs/; give a "
+                                    "folder of its own (e.g. outputs/<name>)")
     for parent in [run_dir, *run_dir.parents]:
         if parent.exists():
             if not parent.is_dir():

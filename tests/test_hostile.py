@@ -638,3 +638,62 @@ def test_named_sets_are_checked_by_steer_and_the_notebooks(tmp_path, capsys, mon
     assert set(neurons.named_sets({"run_dir": str(good.parent)})) == {"paper", "selective"}
     with pytest.raises(ValueError, match="the loaded model has 2 x 64"):
         neurons.named_sets({"run_dir": str(good.parent)}, shape=(2, 64))
+
+
+# --- 9. parameter files a run cannot use are refused by check -------------------------------------------------
+
+LAUGHS = ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+          "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n")
+
+BAD_PARAMS = {
+    "billion laughs": (LAUGHS, "more than 20 aliases"),
+    "deep nesting": ("seed: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested more than 16 levels"),
+    "deep mappings": ("a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 40)) + "  " * 40 + "x: 1\n",
+                      "nested more than 16 levels"),
+    "a key twice": ("seed: 1\nn_topics: 3\nseed: 2\n", "key 'seed' is given twice"),
+    "seed 2**32": ("seed: 4294967296\n", "'seed' must be <= 4294967295"),
+    "n_random_sets 1e12": ("n_random_sets: 1000000000000\n", "'n_random_sets' must be <="),
+    "n_bootstrap 1e12": ("n_bootstrap: 1000000000000\n", "'n_bootstrap' must be <="),
+    "batch_size 1e12": ("batch_size: 1000000000000\n", "'batch_size' must be <= 1024"),
+    "timeout 1e300": ("endpoint_request_timeout: 1.0e+300\n", "'endpoint_request_timeout' must be <= 3600"),
+    "run_dir /": ("run_dir: /\n", "'run_dir' must be a folder of its own"),
+    "run_dir ~": ("run_dir: '~'\n", "'run_dir' must be a folder of its own"),
+    "{dialogue} twice": ("prompt_template: 'A {dialogue} and {dialogue}'\n", "{dialogue} slot (exactly one), got 2"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_PARAMS))
+def test_check_refuses_parameter_files_a_run_cannot_use(tmp_path, capsys, kind):
+    text, needle = BAD_PARAMS[kind]
+    f = tmp_path / "p.yaml"
+    f.write_text(text)
+    t0 = time.monotonic()
+    assert main(["check", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and needle in err and str(f) in err and time.monotonic() - t0 < 10
+
+
+@pytest.mark.parametrize("special", ["/dev/null", "/dev/zero", "fifo"])
+def test_check_names_a_special_file_as_such(tmp_path, capsys, special):
+    path = special
+    if special == "fifo":
+        path = str(tmp_path / "p.yaml")
+        os.mkfifo(path)
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "not a regular file" in err and "is a folder" not in err
+
+
+def test_anchors_and_a_few_aliases_still_load(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("emotions: &e [anger, fear]\nannotator_endpoints: {}\nseed: 4294967295\n")
+    assert params.load(f)["seed"] == 2 ** 32 - 1
+
+
+@pytest.mark.parametrize("out", ["/", "~", "ROOT", "outputs"])
+def test_run_refuses_slash_home_the_project_and_outputs(tmp_path, capsys, monkeypatch, out):
+    monkeypatch.setattr(runner, "execute", lambda *a, **k: pytest.fail("notebook executed"))
+    path = {"/": "/", "~": os.path.expanduser("~"), "ROOT": str(ROOT), "outputs": str(ROOT / "outputs")}[out]
+    assert main(["run", TINY, "--out", path]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "give a folder of its own" in err
