@@ -697,3 +697,20 @@ def test_run_refuses_slash_home_the_project_and_outputs(tmp_path, capsys, monkey
     assert main(["run", TINY, "--out", path]) == 2
     err = capsys.readouterr().err
     assert one_line(err) and "give a folder of its own" in err
+
+
+# --- 10. an eval file needs its minimum of every emotion ----------------------------------------------------------
+
+def test_an_eval_file_with_emotions_missing_is_refused(tmp_path, capsys):
+    f = tmp_path / "e.jsonl"
+    f.write_text("".join(json.dumps({"dialogue": f"A: angry {i}\nB: ok", "label": "anger"}) + "\n" for i in range(2)))
+    p = tmp_path / "p.yaml"
+    p.write_text(f"eval_source: file\neval_path: {f}\n")
+    assert main(["check", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "disgust 0" in err and "surprise 0" in err and "ok" not in err.split(":")[-1]
+    p.write_text(f"eval_source: file\neval_path: {f}\nemotions: [anger, fear]\n")
+    assert main(["check", str(p)]) == 2  # fear has none
+    f.write_text(f.read_text() + "".join(json.dumps({"dialogue": f"A: scared {i}", "label": "fear"}) + "\n"
+                                         for i in range(2)))
+    assert main(["check", str(p)]) == 0 and capsys.readouterr().out.endswith(": ok\n")
