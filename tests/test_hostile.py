@@ -714,3 +714,75 @@ def test_an_eval_file_with_emotions_missing_is_refused(tmp_path, capsys):
     f.write_text(f.read_text() + "".join(json.dumps({"dialogue": f"A: scared {i}", "label": "fear"}) + "\n"
                                          for i in range(2)))
     assert main(["check", str(p)]) == 0 and capsys.readouterr().out.endswith(": ok\n")
+
+
+# --- 7. run artefacts: checked where read, one line naming the file and the fix --------------------------------------
+
+def stats_file(run: Path, **change) -> Path:
+    import torch
+    from emolib.causal import attribution
+    sums = {"count": torch.tensor(40), "sum": torch.ones(4, 128) * 40, "sumsq": torch.ones(4, 128) * 80,
+            "g": torch.zeros(2, 4, 128)}
+    sums.update(change)
+    run.mkdir(parents=True, exist_ok=True)
+    return attribution.save(run, sums, "t")
+
+
+STATS_CASES = {
+    "NaN sums": (lambda t: {"sum": t.full((4, 128), float("nan"))}, "'sum' holds NaN"),
+    "SD 1e10": (lambda t: {"sumsq": t.full((4, 128), 1e20 * 40)}, "beyond any activation"),
+    "inf": (lambda t: {"sumsq": t.full((4, 128), float("inf"))}, "'sumsq' holds NaN or infinite"),
+    "no count": (lambda t: {"count": None}, "lacks count"),
+    "count 0": (lambda t: {"count": t.tensor(0)}, "'count' must be one positive whole number"),
+    "shapes differ": (lambda t: {"sumsq": t.ones(3, 128)}, "share one [layers, neurons] shape"),
+}
+
+
+@pytest.mark.parametrize("kind", list(STATS_CASES) + ["corrupt"])
+def test_activation_stats_are_checked_where_read(tmp_path, kind):
+    import torch
+    from emolib.causal import attribution, steer
+    run = tmp_path / "run"
+    if kind == "corrupt":
+        run.mkdir()
+        (run / attribution.STATS_FILE).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
+        needle = "cannot be read"
+    else:
+        change, needle = STATS_CASES[kind]
+        change = change(torch)
+        if change.get("count", 1) is None:
+            stats_file(run)
+            from safetensors.torch import load_file, save_file
+            d = load_file(run / attribution.STATS_FILE)
+            del d["count"]
+            save_file(d, run / attribution.STATS_FILE)
+        else:
+            stats_file(run, **change)
+    with pytest.raises(ValueError) as e:
+        steer.activation_sd(run)
+    msg = str(e.value)
+    assert one_line(msg) and msg.startswith(str(run / attribution.STATS_FILE)) and needle in msg and "rm '" in msg
+
+
+def test_good_activation_stats_load(tmp_path):
+    from emolib.causal import steer
+    stats_file(tmp_path / "run")
+    mean, sd = steer.activation_sd(tmp_path / "run")
+    assert mean.shape == (4, 128) and float(sd.max()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("row", [{"dialogue": 12345, "topic": "t", "theme": "anger"}, "just text",
+                                 {"topic": "t", "theme": "anger"}, {"dialogue": "A: hi", "topic": 5, "theme": "anger"}])
+def test_a_hand_edited_dialogues_cache_row_is_one_line(tmp_path, row):
+    from emolib.dataset import build_data
+    p = params.validate({"n_topics": 2, "dialogues_per_topic": 1})
+    p["run_dir"] = str(tmp_path / "run")
+    rows, _ = build_data.synthesize(p, tmp_path / "cache")
+    (cached,) = (tmp_path / "cache").glob("dialogues-*.json")
+    saved = json.loads(cached.read_text())
+    saved["rows"][1] = row
+    cached.write_text(json.dumps(saved))
+    with pytest.raises(ValueError) as e:
+        build_data.synthesize(p, tmp_path / "cache")
+    msg = str(e.value)
+    assert one_line(msg) and msg.startswith(str(cached)) and "row 2" in msg and f"rm '{cached}'" in msg

@@ -41,6 +41,13 @@ def _read_cache(path: Path) -> tuple[list[dict], dict]:
         reason, ok = str(e).split(": ", 1)[1], False
     else:
         reason = "missing rows or stats"
+        if ok:  # every row: a dict with a non-empty dialogue, and topic and theme strings
+            bad = next(((i, r) for i, r in enumerate(saved["rows"], 1) if not (
+                isinstance(r, dict) and isinstance(r.get("dialogue"), str) and r["dialogue"].strip()
+                and isinstance(r.get("topic"), str) and isinstance(r.get("theme"), str))), None)
+            if bad is not None:
+                ok, reason = False, (f"row {bad[0]} is not a dialogue with topic and theme strings "
+                                     f"({str(bad[1])[:60]})")
     if not ok:
         raise ValueError(f"{path}: corrupt dialogues cache ({reason}); delete it to rebuild "
                          f"({safeio.clear_hint(path)})")
