@@ -15,20 +15,24 @@ from . import params as params_mod
 from .emotions import normalize
 
 
+MAX_INPUT_BYTES = 256 * 2 ** 20  # classify --input: a JSON-lines file above this is refused (it is read whole)
+
+
 def read_jsonl(path: str) -> list[dict]:
     """Read a JSON-lines file of dialogues (field dialogue or text; label optional), checking every line."""
+    from .safeio import read_regular
     p = Path(path)
     if not p.exists():
         raise ValueError(f"--input: file not found: {path}")
     if p.is_dir():
         raise ValueError(f"--input: {path} is a folder; give a JSON-lines file")
-    try:
-        content = p.read_bytes().decode("utf-8")
+    try:  # a regular file of at most MAX_INPUT_BYTES (a pipe or /dev/zero is refused, never read)
+        content = read_regular(p, "input", MAX_INPUT_BYTES).decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"--input: {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
                          "give a JSON-lines file") from None
-    except OSError as e:
-        raise ValueError(f"--input: {path} cannot be read ({e.strerror})") from None
+    except ValueError as e:
+        raise ValueError(f"--input: {e}") from None
     rows = []
     for n, line in enumerate(content.splitlines(), 1):
         if not line.strip():

@@ -85,6 +85,7 @@ def exercise_notebook(py: Path) -> tuple[nbformat.NotebookNode, list[str]]:
         except ValueError as e:
             raise ValueError(f"{origin}, exercise '{name}': {e}") from None
         names.append(name)
+    nb.metadata["emolib"] = {"exercise_copy": origin}  # what --out may overwrite on the next call (see overwritable)
     if names:
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(
             f"*Exercise copy of `{origin}`, written by `make exercises`.* Its exercises: "
@@ -130,8 +131,8 @@ def write(out: str | Path = "exercises", notebooks: str | Path | None = None,
     for path in targets:  # before any work: no link, folder, pipe or executed notebook where a copy goes
         check_target(path)
         if path.is_file() and not overwritable(path):
-            raise ValueError(f"--out: {path} is not an exercise copy (an executed notebook, or your own work); "
-                             "write the exercises into another folder")
+            raise ValueError(f"--out: {path} is not an exercise copy, or one you have run (an executed notebook, or "
+                             "your own work); write the exercises into another folder, or move it away")
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for py, path in zip(pys, targets):
@@ -153,4 +154,5 @@ def overwritable(path: Path) -> bool:
         return False
     first = nb.cells[0].source if nb.cells else ""
     ran = any(c.get("execution_count") or c.get("outputs") for c in nb.cells if c.cell_type == "code")
-    return "*Exercise copy of `notebooks/" in first and not ran
+    ours = "exercise_copy" in (nb.metadata.get("emolib") or {}) or "*Exercise copy of `notebooks/" in first
+    return ours and not ran

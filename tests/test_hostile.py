@@ -786,3 +786,67 @@ def test_a_hand_edited_dialogues_cache_row_is_one_line(tmp_path, row):
         build_data.synthesize(p, tmp_path / "cache")
     msg = str(e.value)
     assert one_line(msg) and msg.startswith(str(cached)) and "row 2" in msg and f"rm '{cached}'" in msg
+
+
+# --- 8. special files: never read, never hung on --------------------------------------------------------------------
+
+def special(tmp_path: Path, kind: str, name: str) -> Path:
+    path = tmp_path / name
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "/dev/zero":
+        return Path("/dev/zero")
+    else:
+        path.symlink_to("/dev/zero")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "link to /dev/zero"])
+def test_classify_input_refuses_special_files(tmp_path, capsys, monkeypatch, kind):
+    from emolib.lm import classify
+    monkeypatch.setattr(classify, "load_classifier", lambda p: pytest.fail("model loaded"))
+    src = special(tmp_path, kind, "in.jsonl")
+    assert main(["classify", "--params", TINY, "--input", str(src), "--output", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "not a regular file" in err
+
+
+def test_classify_input_above_the_cap_is_refused(tmp_path, capsys, monkeypatch):
+    import emolib.__main__ as cli
+    monkeypatch.setattr(cli, "MAX_INPUT_BYTES", 100)
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"dialogue": "A: hi"}\n' * 10)
+    assert main(["classify", "--params", TINY, "--input", str(src), "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert "above the 100 bytes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "link to /dev/zero"])
+def test_report_readme_refuses_special_files(tmp_path, capsys, kind):
+    readme = special(tmp_path, kind, "README.md")
+    assert main(["report", "--readme", str(readme), str(ROOT / "outputs" / "smollm2-135m")]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and ("not a regular file" in err or "symbolic link" in err)
+
+
+def test_exercises_refuse_a_pipe_named_like_a_notebook(tmp_path, capsys):
+    d = tmp_path / "ex"
+    d.mkdir()
+    os.mkfifo(d / "03_ablation.ipynb")
+    assert main(["exercises", "--out", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "not a regular file" in err
+
+
+def test_exercises_never_overwrite_an_executed_notebook(tmp_path, capsys):
+    import nbformat
+    d = tmp_path / "run"
+    d.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1", execution_count=1)])
+    nbformat.write(nb, d / "02_neuron_identification.ipynb")
+    before = (d / "02_neuron_identification.ipynb").read_text()
+    assert main(["exercises", "--out", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "is not an exercise copy" in err
+    assert (d / "02_neuron_identification.ipynb").read_text() == before
+    assert main(["exercises", "--out", str(tmp_path / "ex")]) == 0  # its own copies: rewritten on each call
+    assert main(["exercises", "--out", str(tmp_path / "ex")]) == 0

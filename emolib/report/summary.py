@@ -171,8 +171,10 @@ def markdown(run_dirs: list[str | Path]) -> str:
 
 def update_readme(readme: str | Path, run_dirs: list[str | Path]) -> None:
     """Replace the block between the results markers of the README with a fresh summary."""
+    from ..safeio import check_target, read_text
     readme = Path(readme)
-    text = readme.read_text()
+    check_target(readme)  # written back in place: a link, a pipe or a device is refused before it is read
+    text = read_text(readme, "README", 16 * 2 ** 20)
     if START not in text or END not in text:
         raise ValueError(f"{readme} lacks the markers {START} ... {END}")
     block = f"{START}\n{markdown(run_dirs)}{END}"
