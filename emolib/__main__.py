@@ -152,6 +152,9 @@ def cmd_classify(a: argparse.Namespace) -> None:
                 print(f"  {e:<10} accuracy {v:6.1%}  (n={n})")
 
 
+MAX_PROMPT_CHARS = 4000  # steer --prompt: an opening, well within any model's context
+
+
 def check_steer_args(a: argparse.Namespace, p: dict) -> tuple[str, str]:
     """Validate steer's arguments before any model loads: (emotion, prompt), or one ValueError line."""
     spec = params_mod.SCHEMA["steer_random_dose"]
@@ -163,6 +166,9 @@ def check_steer_args(a: argparse.Namespace, p: dict) -> tuple[str, str]:
     if a.max_new_tokens is not None and not tokens.low <= a.max_new_tokens <= tokens.high:
         raise ValueError(f"--max-new-tokens must be from {tokens.low:g} to {tokens.high:g}, got {a.max_new_tokens}")
     prompt = a.prompt.replace("\\n", "\n")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(f"--prompt is {len(prompt):,} characters; an opening of at most {MAX_PROMPT_CHARS:,} is "
+                         "steered (a dialogue's first turn or two)")
     if not prompt.strip():
         raise ValueError("--prompt must not be empty (e.g. --prompt 'A: How was the trip?\\nB:')")
     emotion = normalize(a.emotion, "--emotion")
@@ -197,6 +203,11 @@ def cmd_steer(a: argparse.Namespace) -> None:
     p["steer_max_new_tokens"] = a.max_new_tokens or p["steer_max_new_tokens"]
     _, sd = steer.activation_sd(run_dir)
     model, tok = models.load_model(p["model"], p["dtype"], p["device"], p["device_map"], p["seed"])
+    from .lm.classify import context_length
+    n_ctx, n_prompt = context_length(model), len(tok(prompt).input_ids)
+    if n_ctx is not None and n_prompt + p["steer_max_new_tokens"] > n_ctx:
+        raise ValueError(f"--prompt is {n_prompt} tokens; with {p['steer_max_new_tokens']} new tokens it passes the "
+                         f"model's context of {n_ctx}; shorten it")
     shape = models.ffn_shape(model)
     safeio.check_neurons(nj, a.neurons, shape=shape)
     if tuple(sd.shape) != tuple(shape):

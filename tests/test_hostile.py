@@ -850,3 +850,80 @@ def test_exercises_never_overwrite_an_executed_notebook(tmp_path, capsys):
     assert (d / "02_neuron_identification.ipynb").read_text() == before
     assert main(["exercises", "--out", str(tmp_path / "ex")]) == 0  # its own copies: rewritten on each call
     assert main(["exercises", "--out", str(tmp_path / "ex")]) == 0
+
+
+# --- 11. one line naming the file, never a raw traceback -------------------------------------------------------------
+
+def report_run(tmp_path: Path) -> Path:
+    """A copy of the committed showcase run's files the report reads."""
+    import shutil
+    src = ROOT / "outputs" / "smollm2-135m"
+    run = tmp_path / "smollm2-135m"
+    run.mkdir()
+    for f in src.iterdir():
+        if f.is_file() and f.suffix in (".json", ".csv", ".jsonl"):
+            shutil.copy(f, run / f.name)
+    return run
+
+
+@pytest.mark.parametrize("case", ["annotations garbage", "annotations binary", "design json broken",
+                                  "instrument json broken", "design seconds abc"])
+def test_report_names_the_file_of_a_damaged_run(tmp_path, capsys, case):
+    run = report_run(tmp_path)
+    if case == "annotations garbage":
+        (run / "annotations.csv").write_text("a,b\n1,2\n")
+    elif case == "annotations binary":
+        (run / "annotations.csv").write_bytes(b"\x00\xff\xfe" * 100)
+    elif case == "design json broken":
+        (run / "design.json").write_text('{"seconds": ')
+    elif case == "instrument json broken":
+        (run / "instrument.json").write_text("[")
+    else:
+        d = json.loads((run / "design.json").read_text()) if (run / "design.json").exists() else {}
+        d["seconds"] = "abc"
+        (run / "design.json").write_text(json.dumps(d))
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and str(run) in err
+    if case.startswith(("annotations", "design json", "instrument")):
+        assert case.split()[0] in err
+
+
+def test_a_deeply_nested_vote_cache_is_recomputed(tmp_path, monkeypatch):
+    from emolib.dataset import annotate
+    monkeypatch.setattr(annotate, "minilm_voter", lambda emotions: lambda ds: ["anger"] * len(ds))
+    annotate.annotate("minilm", ["A: hi\nB: yo"], ["anger", "fear"], {}, tmp_path)
+    [path] = tmp_path.glob("annotator-minilm-*.json")
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.warns(UserWarning, match="nested too deeply"):
+        assert annotate.annotate("minilm", ["A: hi\nB: yo"], ["anger", "fear"], {}, tmp_path) == ["anger"]
+
+
+def test_site_with_an_absolute_link_neither_fails_nor_copies_onto_itself(repo, tmp_path):
+    import nbformat
+    d = repo / "outputs" / "smollm2-135m"
+    fig = d / "figures" / "x.png"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# T\n\n![abs]({fig}) [etc](/etc/passwd)")])
+    nbformat.write(nb, d / "01_x.ipynb")
+    out = build(repo, tmp_path / "site").parent
+    assert fig.read_bytes() == PNG and not any(b"root:" in f.read_bytes() for f in out.rglob("*") if f.is_file())
+
+
+# --- 12. smaller ---------------------------------------------------------------------------------------------------
+
+def test_the_rm_hint_is_shell_quoted(tmp_path):
+    import shlex
+    path = tmp_path / "it's a $(touch pwned) file.json"
+    hint = safeio.clear_hint(path)
+    assert shlex.split(hint) == ["rm", str(path)]
+
+
+def test_steer_refuses_a_prompt_past_the_context(tmp_path, capsys, monkeypatch):
+    from test_safety import tiny_neurons
+    path = tiny_neurons(tmp_path / "run")
+    monkeypatch.setattr(__import__("emolib.lm.models", fromlist=["x"]), "load_model",
+                        lambda *a, **k: pytest.fail("model loaded"))
+    code = main(["steer", "--params", TINY, "--neurons", str(path), "--emotion", "anger", "--alpha", "2",
+                 "--prompt", "A: " + "x" * 100_000])
+    err = capsys.readouterr().err
+    assert code == 2 and one_line(err) and "--prompt is 100,003 characters" in err

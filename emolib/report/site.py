@@ -392,6 +392,8 @@ class Site:
             return value
         path, sep, frag = value.partition("#")
         path = path.split("?", 1)[0]
+        if os.path.isabs(path):  # an absolute path is a local file, never part of the site (nor copied onto itself)
+            return None
         rel = Path(os.path.normpath(page.parent / path))
         if rel.parts and rel.parts[0] == "..":
             return None
