@@ -146,7 +146,9 @@ def build(p: dict) -> tuple[object, pd.DataFrame, dict]:
              "eval_topics": int(df.loc[df["split"] == "eval", "topic"].nunique()),
              "eval_unfiltered": int((df["split"] == "eval").sum()), "eval_voters": voters_on_eval(p)}
     counts = {s: Counter(dd[s]["label"]) for s in dd}
-    tmp = run_dir / f".data.tmp-{os.getpid()}"  # written whole, then moved into place
+    import tempfile
+    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".data.tmp-"))  # a fresh folder, written whole, moved into place
+    os.chmod(tmp, 0o755)
     dd.save_to_disk(str(tmp))
     (tmp / "README.md").write_text(data.dataset_card(p, counts, stats))
     data.save_eval_unfiltered(unfiltered_eval(df), tmp)

@@ -9,6 +9,7 @@ import io
 import os
 import re
 import shutil
+import tempfile
 import time
 import urllib.parse
 from pathlib import Path
@@ -486,10 +487,9 @@ def build(out: str | Path = "site", root: str | Path = ".", runs: tuple[str, ...
         raise ValueError(f"runs: no executed notebooks under {root / 'outputs'} for {', '.join(runs)}; "
                          "the site is built from the committed showcase runs")
     final = check_out(out, root)
-    out = final.with_name(f".{final.name}.building-{os.getpid()}")
-    if os.path.lexists(out):
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.building-"))  # fresh: no planted link
+    os.chmod(out, 0o755)
     try:
         n = _build_into(out, root, found)
         (out / MARKER).write_text(MARKER_TEXT)
