@@ -62,7 +62,7 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path = ROOT) -> float:
             os.environ[HEADLESS] = before
         try:
             if os.path.getsize(tmp):  # what papermill wrote (a failed notebook too, to read its error), cleaned
-                clean_outputs(Path(tmp))
+                clean_outputs(Path(tmp), shown_as=out)
                 safeio.check_target(out)
                 os.chmod(tmp, 0o644)
                 os.replace(tmp, out)
@@ -82,10 +82,10 @@ def kernel_config(folder: str):
     return c
 
 
-def clean_outputs(path: Path) -> None:
+def clean_outputs(path: Path, shown_as: Path | None = None) -> None:
     """Drop what a reader should not see in an executed notebook: progress-bar widgets and their stderr lines, a
     figure shown twice (pixel-equal to one shown before), every local absolute path (metadata, sources, outputs); and
-    collapse the parameter cells."""
+    collapse the parameter cells. shown_as: the notebook's final path, recorded as papermill's output_path."""
     import nbformat
 
     from .report import lint
@@ -114,6 +114,8 @@ def clean_outputs(path: Path) -> None:
             if {"parameters", "injected-parameters"} & set(cell.metadata.get("tags", [])):
                 cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
     nb.metadata.pop("widgets", None)
+    if shown_as is not None and isinstance(nb.metadata.get("papermill"), dict):  # not papermill's temporary file
+        nb.metadata["papermill"]["output_path"] = str(shown_as)
     write_notebook(path, nbformat.from_dict(strip_local_paths(nb)))
 
 
