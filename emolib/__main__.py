@@ -15,20 +15,24 @@ from . import params as params_mod
 from .emotions import normalize
 
 
+MAX_INPUT_BYTES = 256 * 2 ** 20  # classify --input: a JSON-lines file above this is refused (it is read whole)
+
+
 def read_jsonl(path: str) -> list[dict]:
     """Read a JSON-lines file of dialogues (field dialogue or text; label optional), checking every line."""
+    from .safeio import read_regular
     p = Path(path)
     if not p.exists():
         raise ValueError(f"--input: file not found: {path}")
     if p.is_dir():
         raise ValueError(f"--input: {path} is a folder; give a JSON-lines file")
-    try:
-        content = p.read_bytes().decode("utf-8")
+    try:  # a regular file of at most MAX_INPUT_BYTES (a pipe or /dev/zero is refused, never read)
+        content = read_regular(p, "input", MAX_INPUT_BYTES).decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"--input: {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
                          "give a JSON-lines file") from None
-    except OSError as e:
-        raise ValueError(f"--input: {path} cannot be read ({e.strerror})") from None
+    except ValueError as e:
+        raise ValueError(f"--input: {e}") from None
     rows = []
     for n, line in enumerate(content.splitlines(), 1):
         if not line.strip():
@@ -149,6 +153,7 @@ def cmd_classify(a: argparse.Namespace) -> None:
 
 
 ALPHA_MAX = 100.0  # the steer command's largest dose, in activation SDs
+MAX_PROMPT_CHARS = 4000  # steer --prompt: an opening, well within any model's context
 
 
 def check_steer_args(a: argparse.Namespace, p: dict) -> tuple[str, str]:
@@ -161,6 +166,9 @@ def check_steer_args(a: argparse.Namespace, p: dict) -> tuple[str, str]:
     if a.max_new_tokens is not None and not tokens.low <= a.max_new_tokens <= tokens.high:
         raise ValueError(f"--max-new-tokens must be from {tokens.low:g} to {tokens.high:g}, got {a.max_new_tokens}")
     prompt = a.prompt.replace("\\n", "\n")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(f"--prompt is {len(prompt):,} characters; an opening of at most {MAX_PROMPT_CHARS:,} is "
+                         "steered (a dialogue's first turn or two)")
     if not prompt.strip():
         raise ValueError("--prompt must not be empty (e.g. --prompt 'A: How was the trip?\\nB:')")
     emotion = normalize(a.emotion, "--emotion")
@@ -195,6 +203,11 @@ def cmd_steer(a: argparse.Namespace) -> None:
     p["steer_max_new_tokens"] = a.max_new_tokens or p["steer_max_new_tokens"]
     _, sd = steer.activation_sd(run_dir)
     model, tok = models.load_model(p["model"], p["dtype"], p["device"], p["device_map"], p["seed"])
+    from .lm.classify import context_length
+    n_ctx, n_prompt = context_length(model), len(tok(prompt).input_ids)
+    if n_ctx is not None and n_prompt + p["steer_max_new_tokens"] > n_ctx:
+        raise ValueError(f"--prompt is {n_prompt} tokens; with {p['steer_max_new_tokens']} new tokens it passes the "
+                         f"model's context of {n_ctx}; shorten it")
     shape = models.ffn_shape(model)
     safeio.check_neurons(nj, a.neurons, shape=shape)
     if tuple(sd.shape) != tuple(shape):

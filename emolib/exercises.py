@@ -85,6 +85,7 @@ def exercise_notebook(py: Path) -> tuple[nbformat.NotebookNode, list[str]]:
         except ValueError as e:
             raise ValueError(f"{origin}, exercise '{name}': {e}") from None
         names.append(name)
+    nb.metadata["emolib"] = {"exercise_copy": origin}  # what --out may overwrite on the next call (see overwritable)
     if names:
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(
             f"*Exercise copy of `{origin}`, written by `make exercises`.* Its exercises: "
@@ -123,14 +124,35 @@ def write(out: str | Path = "exercises", notebooks: str | Path | None = None,
     pys = sorted(p for p in src.glob("[0-9][0-9]_*.py") if p.name[:2] in STAGES)
     if not pys:
         raise ValueError(f"--notebooks: no stage notebooks (01_*.py ... 05_*.py) in {src}")
+    from .runner import write_notebook
+    from .safeio import check_target
     out = Path(out)
+    targets = [out / f"{py.stem}.ipynb" for py in pys]
+    for path in targets:  # before any work: no link, folder, pipe or executed notebook where a copy goes
+        check_target(path)
+        if path.is_file() and not overwritable(path):
+            raise ValueError(f"--out: {path} is not an exercise copy, or one you have run (an executed notebook, or "
+                             "your own work); write the exercises into another folder, or move it away")
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    for py in pys:
+    for py, path in zip(pys, targets):
         nb, names = exercise_notebook(py)
         if params:
             nb = inject(nb, params, py.name[:2], out)
-        path = out / f"{py.stem}.ipynb"
-        nbformat.write(nb, path)
+        write_notebook(path, nb)
         written[path] = names
     return written
+
+
+def overwritable(path: Path) -> bool:
+    """Whether an existing file may be replaced by an exercise copy: it is one (its first cell says so, and no
+    cell has run), so neither an executed notebook of a run nor a notebook of the learner's own is overwritten."""
+    from .safeio import read_text
+    try:
+        nb = nbformat.reads(read_text(path, "notebook", 50 * 2 ** 20), as_version=4)
+    except Exception:  # noqa: BLE001 - not a readable notebook: not ours
+        return False
+    first = nb.cells[0].source if nb.cells else ""
+    ran = any(c.get("execution_count") or c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    ours = "exercise_copy" in (nb.metadata.get("emolib") or {}) or "*Exercise copy of `notebooks/" in first
+    return ours and not ran

@@ -47,8 +47,8 @@ SCHEMA: dict[str, Param] = {
     "device": Param("auto", ALL, "str", "auto, cpu, cuda, cuda:N or mps"),
     "device_map": Param(None, ALL, "str", "accelerate device_map (e.g. auto) for models larger than one GPU",
                         nullable=True),
-    "seed": Param(0, ALL, "int", "seed for sampling, splits and random controls", low=0),
-    "batch_size": Param(16, ALL, "int", "sequences per forward pass", low=1),
+    "seed": Param(0, ALL, "int", "seed for sampling, splits and random controls", low=0, high=2 ** 32 - 1),
+    "batch_size": Param(16, ALL, "int", "sequences per forward pass", low=1, high=1024),
     "emotions": Param(list(EMOTIONS), ALL, "emotions", "emotions studied (joy = happiness)"),
     # --- classification prompt (annotators, framing, ablation)
     "prompt_style": Param("auto", CLASSIFY, "choice", "chat = chat template, plain = text prompt, auto = chat if "
@@ -72,8 +72,8 @@ SCHEMA: dict[str, Param] = {
     "explicit_share": Param(0.5, ("01",), "float", "share of template dialogues that name the emotion",
                             low=0.0, high=1.0),
     "synth_model": Param("smollm2-135m-instruct", ("01",), "model", "chat model that writes dialogues (hf)"),
-    "synth_max_new_tokens": Param(160, ("01",), "int", "generation budget per dialogue (hf)", low=16),
-    "synth_retries": Param(2, ("01",), "int", "retries for outputs not in A:/B: format (hf)", low=0),
+    "synth_max_new_tokens": Param(160, ("01",), "int", "generation budget per dialogue (hf)", low=16, high=4096),
+    "synth_retries": Param(2, ("01",), "int", "retries for outputs not in A:/B: format (hf)", low=0, high=20),
     "annotators": Param(["smollm2-135m-instruct", "gemma3-270m", "minilm"], ("01",), "list[str]",
                         "three labelling models: model specs, 'minilm', or 'openai:<model>' (an endpoint model)"),
     "endpoint_base_url": Param("http://127.0.0.1:8000/v1", ("01",), "str", "OpenAI-compatible server for "
@@ -86,9 +86,9 @@ SCHEMA: dict[str, Param] = {
     "endpoint_max_concurrency": Param(8, ("01",), "int", "requests in flight at once", low=1, high=1024),
     "endpoint_temperature": Param(0.7, ("01",), "float", "sampling temperature of the dialogue writer "
                                   "(annotators: 0.1, as EmoPrism)", low=0.0, high=2.0),
-    "endpoint_max_tokens": Param(1024, ("01",), "int", "token budget per dialogue (annotators: 10)", low=1),
+    "endpoint_max_tokens": Param(1024, ("01",), "int", "token budget per dialogue (annotators: 10)", low=1, high=131072),
     "endpoint_request_timeout": Param(120.0, ("01",), "float", "seconds before a request is abandoned and retried",
-                                      low=0.0, low_open=True),
+                                      low=0.0, high=3600.0, low_open=True),
     "endpoint_max_retries": Param(6, ("01",), "int", "retries after 429, 5xx, a timeout or a lost connection, with "
                                   "exponential back-off from 1 s", low=0, high=20),
     "endpoint_malformed_retries": Param(2, ("01",), "int", "new requests for a malformed reply (dialogue not in "
@@ -103,7 +103,7 @@ SCHEMA: dict[str, Param] = {
                            "topic, nor template situations, reactions or follow-ups)", low=0.0, high=1.0,
                            low_open=True),
     "max_per_emotion": Param(None, ("01",), "int", "cap on kept dialogues per emotion (split eval_fraction : rest)",
-                             low=2, nullable=True),
+                             low=2, high=1_000_000, nullable=True),
     "eval_exclude_studied": Param(True, ("01",), "bool", "drop the vote of an annotator that is the studied model "
                                   "(model) on eval items, so eval labels do not depend on it"),
     "eval_source": Param("split", ("01", "03", "04"), "choice", "split = the eval split of stage 1; file = eval_path "
@@ -124,7 +124,7 @@ SCHEMA: dict[str, Param] = {
     "assign": Param("threshold", ("02",), "choice", "assign a neuron to every emotion over the threshold, or to "
                     "its argmax", choices=("threshold", "argmax")),
     "min_count": Param(20, ("02",), "int", "a neuron must fire on at least this many train tokens to be eligible "
-                       "(keeps rarely-firing neurons from ranking first when there is no filter)", low=0),
+                       "(keeps rarely-firing neurons from ranking first when there is no filter)", low=0, high=10 ** 9),
     "selection_scope": Param("global", ("02",), "choice", "rank all neurons together (global top-k) or take k/E "
                              "per emotion among the neurons whose top emotion it is", choices=("global", "per_emotion")),
     "n_null": Param(20, ("02",), "int", "seeded permutations of the emotion labels over the train dialogues, "
@@ -145,61 +145,64 @@ SCHEMA: dict[str, Param] = {
     # --- 03 ablation test
     "protocol": Param("score", (), "choice", "classify CLI: score label likelihoods, or generate and parse",
                       choices=("score", "generate")),
-    "max_new_tokens": Param(4, ("03",), "int", "tokens generated by the generate protocol (protocol table)", low=1),
+    "max_new_tokens": Param(4, ("03",), "int", "tokens generated by the generate protocol (protocol table)", low=1, high=256),
     "ablation_scale": Param(0.5, (), "float", "classify CLI: factor for --mode scale", low=0.0, high=10.0),
-    "eval_limit": Param(None, ("03", "04"), "int", "cap on eval dialogues per emotion", low=1, nullable=True),
+    "eval_limit": Param(None, ("03", "04"), "int", "cap on eval dialogues per emotion", low=1, high=1_000_000, nullable=True),
     "instrument_search": Param(True, ("03",), "bool", "choose the prompt (chat/plain, few-shot k, calibration) on a "
                                "dev split of train dialogues; false = use prompt_style, few_shot and calibrate"),
-    "dev_per_emotion": Param(12, ("03",), "int", "dev dialogues per emotion for the instrument choice", low=2),
+    "dev_per_emotion": Param(12, ("03",), "int", "dev dialogues per emotion for the instrument choice", low=2,
+                             high=100_000),
     "n_random_sets": Param(20, ("03",), "int", "random families per test (each neuron of a set's union mapped to "
                            "one random neuron of its layer, firing decile and activation-SD decile; each emotion's "
-                           "random set the image of its own set): the null of the pooled and per-emotion tests", low=2),
+                           "random set the image of its own set): the null of the pooled and per-emotion tests", low=2,
+                           high=10_000),
     "items_per_emotion": Param(8, ("03", "04"), "int", "eval items per emotion in stage 3's tests (the first in a "
                                "seeded order; fewer when an emotion has fewer): fixed here, never by a timing",
-                               low=1, nullable=True),
+                               low=1, high=1_000_000, nullable=True),
     "pilot_random_sets": Param(10, ("03",), "int", "random sets per emotion in the descriptive pilot of the arms "
-                               "(seeds disjoint from the families'); 0 = no pilot", low=0),
+                               "(seeds disjoint from the families'); 0 = no pilot", low=0, high=10_000),
     "equivalence_margin": Param(0.25, ("03", "04"), "float", "delta (nat) of the equivalence test: a set is "
                                 "'equivalent to random' when its pooled effect is shown within +-delta (TOST)",
-                                low=0.0, low_open=True),
+                                low=0.0, high=100.0, low_open=True),
     "titration_shares": Param([0.1, 0.25, 0.5, 1.0], ("03",), "list[float]", "shares of a paper-sized random family "
                               "replaced by the control's neurons (the detection curve); [] = none",
                               extra={"low": 0.0, "high": 1.0}),
-    "titration_draws": Param(5, ("03",), "int", "titrated families per share", low=0),
+    "titration_draws": Param(5, ("03",), "int", "titrated families per share", low=0, high=10_000),
     "effects_budget_min": Param(None, ("03",), "float", "the planner's budget (minutes of scoring for 03-04): "
                                 "`python -m emolib plan PARAMS` and notebook 03 propose n_random_sets and "
                                 "items_per_emotion for it; the run's design never changes from it",
-                                low=0.0, low_open=True, nullable=True),
-    "protocol_random_sets": Param(3, ("03",), "int", "random sets per emotion in the protocol table", low=1),
+                                low=0.0, high=10_080.0, low_open=True, nullable=True),
+    "protocol_random_sets": Param(3, ("03",), "int", "random sets per emotion in the protocol table", low=1,
+                                  high=10_000),
     "protocol_generate": Param(False, ("03",), "bool", "also run the greedy-generation protocol table (slow: "
                                "generates for every random set)"),
     "attribution_per_emotion": Param(24, ("03",), "int", "train dialogues per emotion for the scoring-sequence "
                                      "pass (means and SDs for mean ablation and matching; the attribution set)",
-                                     low=2),
+                                     low=2, high=100_000),
     "intervention": Param("zero/recomputed", ("03",), "choice", "the primary arm, fixed before the data: zero or "
                           "mean ablation / calibration fixed or recomputed under the mask (the others are secondary "
                           "columns)", choices=("zero/fixed", "zero/recomputed", "mean/fixed", "mean/recomputed")),
     "secondary_random_sets": Param(3, ("03",), "int", "random sets per test under the non-primary arms where the "
-                                   "pilot did not score them (descriptive columns)", low=2),
+                                   "pilot did not score them (descriptive columns)", low=2, high=10_000),
     "specificity_random_sets": Param(3, ("03",), "int", "matched random sets per emotion scored on all items, "
-                                     "beside the masked x true table", low=0),
+                                     "beside the masked x true table", low=0, high=10_000),
     "power_delta": Param(0.25, ("03", "04"), "float", "margin shift (nat) beyond random that power is reported "
-                         "for", low=0.0, low_open=True),
-    "n_bootstrap": Param(1000, ("03", "04", "05"), "int", "bootstrap resamples for 95% intervals", low=100),
+                         "for", low=0.0, high=100.0, low_open=True),
+    "n_bootstrap": Param(1000, ("03", "04", "05"), "int", "bootstrap resamples for 95% intervals", low=100, high=100_000),
     # --- 04 dose-response and depth
     "dose_rates": Param([0.001, 0.0025, 0.005, 0.01, 0.02, 0.05], ("03", "04"), "list[float]",
                         "shares of all FFN neurons masked in the dose-response (each emotion's lowest-entropy ones)",
                         extra={"low": 0.0, "high": 1.0}),
     "layer_bins": Param(3, ("03", "04"), "int", "equal depth ranges (bottom/middle/top for 3)", low=1, high=12),
     "grid_random_sets": Param(20, ("03", "04"), "int", "matched random series per pre-specified grid contrast (each "
-                              "series: one random set per cell)", low=2),
+                              "series: one random set per cell)", low=2, high=10_000),
     "grid_ranges": Param(None, ("03", "04"), "list[str]", "depth ranges scored (null = every range of layer_bins and "
                          "all; the tested contrast needs bottom and top)", nullable=True,
                          extra={"choices": ("bottom", "middle", "top", "all")}),
     "grid_sets": Param(None, ("03", "04"), "list[str]", "named sets the grids test (null = every named set)",
                        nullable=True, extra={"choices": ("attribution", "weights", "paper", "selective", "directions")}),
     "grid_eval_limit": Param(None, ("03", "04"), "int", "cap on eval dialogues per emotion in the grids (null = "
-                             "eval_limit)", low=1, nullable=True),
+                             "eval_limit)", low=1, high=1_000_000, nullable=True),
     # --- 05 steering (sufficiency)
     "steer_doses": Param([0.0, 0.125, 0.25, 0.5], ("05",), "list[float]", "push sizes: each intervention writes a "
                          "push of this norm into the residual stream (||W_down Delta a|| for a neuron set, the vector's "
@@ -215,7 +218,8 @@ SCHEMA: dict[str, Param] = {
     "steer_max_degenerate": Param(0.25, ("05",), "float", "a condition with more than this share of degenerate "
                                   "replies is excluded from every test (and listed)", low=0.0, high=1.0),
     "steer_random_sets": Param(20, ("05",), "int", "random families per named set (and random directions per emotion) "
-                               "at each test dose (cut by steer_budget_min, never below min(20, this))", low=2),
+                               "at each test dose (cut by steer_budget_min, never below min(20, this))", low=2,
+                               high=10_000),
     "steer_prompts": Param(20, ("05",), "int", "neutral dialogue openings, about topics the run's data never used",
                            low=2, high=500),
     "steer_max_new_tokens": Param(24, ("05",), "int", "tokens sampled per reply (it ends at the first newline)",
@@ -226,7 +230,8 @@ SCHEMA: dict[str, Param] = {
                           "embedded model (SmolLM2 <-> Gemma-3), none = MiniLM only, or a model spec other than "
                           "model"),
     "steer_budget_min": Param(5.0, ("05",), "float", "minutes the stage may take; random families per test are cut "
-                              "(to no fewer than min(20, steer_random_sets)) to fit, at the measured speed", low=0.0, low_open=True),
+                              "(to no fewer than min(20, steer_random_sets)) to fit, at the measured speed", low=0.0,
+                              high=10_080.0, low_open=True),
     "steer_power_delta": Param(0.05, ("05",), "float", "equivalence margin and power shift of the pooled steering "
                                "test: own minus random change of mean P(target), probability units", low=0.0, high=1.0,
                                low_open=True),
@@ -375,7 +380,7 @@ def validate(raw: dict[str, Any], source: str = "params") -> dict[str, Any]:
     out = defaults()
     for key, value in raw.items():
         if key in RUN_KEYS:
-            out[key] = value
+            out[key] = check_run_dir(value, source)
             continue
         out[key] = check_value(key, value, source)
     if out["data_source"] == "emoprism" and not out["data_path"]:
@@ -406,8 +411,9 @@ def validate(raw: dict[str, Any], source: str = "params") -> dict[str, Any]:
     if stray:
         _fail(source, "annotator_endpoints", f"names {', '.join(stray)}, not among annotators "
               f"({', '.join(out['annotators'])})")
-    if out["prompt_template"] is not None and "{dialogue}" not in out["prompt_template"]:
-        _fail(source, "prompt_template", "must contain a {dialogue} slot")
+    if out["prompt_template"] is not None and out["prompt_template"].count("{dialogue}") != 1:
+        _fail(source, "prompt_template", "must contain a {dialogue} slot (exactly one), got "
+              f"{out['prompt_template'].count('{dialogue}')}")
     if out["selective_variant"] not in ("auto", "paper", *VARIANTS):
         _fail(source, "selective_variant", f"must be auto, paper or one of {', '.join(VARIANTS)}, "
               f"got {out['selective_variant']!r}")
@@ -418,6 +424,16 @@ def validate(raw: dict[str, Any], source: str = "params") -> dict[str, Any]:
         _fail(source, "selective_variant", f"{out['selective_variant']} needs answer_pass: true")
     check_steering(out, source)
     return out
+
+
+def check_run_dir(value: Any, source: str = "params") -> str:
+    """A run folder: a non-empty path, never / or the home folder (a run writes and replaces files in it)."""
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        _fail(source, "run_dir", f"must be a folder path, got {value!r}")
+    real = Path(value).expanduser().resolve()
+    if real in (Path("/"), Path(os.path.expanduser("~")).resolve()):
+        _fail(source, "run_dir", f"must be a folder of its own, not / or the home folder, got {value!r}")
+    return value
 
 
 def check_steering(out: dict[str, Any], source: str) -> None:
@@ -442,21 +458,69 @@ def check_steering(out: dict[str, Any], source: str) -> None:
                   "another model")
 
 
+MAX_ALIASES = 20  # YAML aliases (*name) a parameter file may use: a "billion laughs" file is refused, not expanded
+MAX_DEPTH = 16  # nesting of lists and mappings (annotator_endpoints needs 3)
+MAX_PARAMS_BYTES = 1 << 20
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice, more than MAX_ALIASES aliases and nesting past MAX_DEPTH (each a
+    yaml.MarkedYAMLError, so the message names the line)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.aliases, self.depth = 0, 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise yaml.composer.ComposerError(None, None, f"more than {MAX_ALIASES} aliases (*name); write the "
+                                                  "values out", self.peek_event().start_mark)
+        elif self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
+            if self.depth >= MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                                                  self.peek_event().start_mark)
+            self.depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                twice = key in seen
+            except TypeError:  # an unhashable key: the base class says so
+                break
+            if twice:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice (the last would "
+                                                        "win silently); keep one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML parameter file and validate it; errors name the file and the key."""
     path = Path(path)
     if not path.exists():
         raise ParamError(f"{path}: parameter file not found")
-    if not path.is_file():
+    if path.is_dir():
         raise ParamError(f"{path}: is a folder, not a parameter file (give a .yaml file, e.g. params/quick.yaml)")
+    from .safeio import read_regular
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_regular(path, "parameter file", MAX_PARAMS_BYTES).decode("utf-8")
     except UnicodeDecodeError as e:
         raise ParamError(f"{path}: is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
-    except OSError as e:
-        raise ParamError(f"{path}: cannot be read ({e.strerror})") from None
+    except ValueError as e:  # a device, a pipe, a file above the cap
+        raise ParamError(str(e).replace("parameter file is not a regular", "is not a regular")) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except RecursionError:
+        raise ParamError(f"{path}: is nested too deeply to be a parameter file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

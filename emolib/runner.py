@@ -44,11 +44,15 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path = ROOT) -> float:
     """Execute one notebook with papermill (kernel python3); returns the wall time in seconds."""
     import papermill as pm
     t = time.time()
+    out = Path(out)
+    safeio.check_target(out)  # before executing: no link, folder or pipe where the notebook goes
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".ipynb")  # papermill writes here
+    os.close(fd)
     before = os.environ.get(HEADLESS)
     os.environ[HEADLESS] = "1"  # the kernel inherits it: interactive widgets are not built (see steer.interactive)
     sockets = tempfile.TemporaryDirectory(prefix="emolib-kernel-")
     try:
-        pm.execute_notebook(str(nb), str(out), parameters=parameters, kernel_name="python3", progress_bar=True,
+        pm.execute_notebook(str(nb), tmp, parameters=parameters, kernel_name="python3", progress_bar=True,
                             cwd=str(cwd), log_output=False, config=kernel_config(sockets.name))
     finally:
         sockets.cleanup()
@@ -56,8 +60,14 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path = ROOT) -> float:
             os.environ.pop(HEADLESS, None)
         else:
             os.environ[HEADLESS] = before
-        if Path(out).exists():
-            clean_outputs(Path(out))
+        try:
+            if os.path.getsize(tmp):  # what papermill wrote (a failed notebook too, to read its error), cleaned
+                clean_outputs(Path(tmp), shown_as=out)
+                safeio.check_target(out)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, out)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
     return time.time() - t
 
 
@@ -72,10 +82,10 @@ def kernel_config(folder: str):
     return c
 
 
-def clean_outputs(path: Path) -> None:
+def clean_outputs(path: Path, shown_as: Path | None = None) -> None:
     """Drop what a reader should not see in an executed notebook: progress-bar widgets and their stderr lines, a
     figure shown twice (pixel-equal to one shown before), every local absolute path (metadata, sources, outputs); and
-    collapse the parameter cells."""
+    collapse the parameter cells. shown_as: the notebook's final path, recorded as papermill's output_path."""
     import nbformat
 
     from .report import lint
@@ -90,7 +100,10 @@ def clean_outputs(path: Path) -> None:
                 "%|" in o.get("text", "") or "it/s]" in o.get("text", "")):
             return False
         if "image/png" in data:
-            img = lint.decode_png(data["image/png"])
+            try:
+                img = lint.decode_png(data["image/png"])
+            except ValueError:  # kept as it is; the lint reports it
+                return True
             if any(lint.same_image(img, s) for s in seen):
                 return False
             seen.append(img)
@@ -101,7 +114,16 @@ def clean_outputs(path: Path) -> None:
             if {"parameters", "injected-parameters"} & set(cell.metadata.get("tags", [])):
                 cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
     nb.metadata.pop("widgets", None)
-    nbformat.write(nbformat.from_dict(strip_local_paths(nb)), path)
+    if shown_as is not None and isinstance(nb.metadata.get("papermill"), dict):  # not papermill's temporary file
+        nb.metadata["papermill"]["output_path"] = str(shown_as)
+    write_notebook(path, nbformat.from_dict(strip_local_paths(nb)))
+
+
+def write_notebook(path: Path, nb, base: Path | None = None) -> None:
+    """Write a notebook as nbformat.write does, atomically and never through a link (safeio.check_target)."""
+    import nbformat
+    text = nbformat.writes(nb)
+    safeio.atomic_write_text(path, text if text.endswith("\n") else text + "\n", base)
 
 
 def local_roots() -> list[str]:
@@ -206,11 +228,16 @@ def add_findings_cell(path: Path, lines: list[str], runtime: str) -> None:
     if nb.nbformat_minor < 5:  # cell ids came with nbformat 4.5
         cell.pop("id", None)
     nb.cells.insert(0, cell)
-    nbformat.write(nb, path)
+    write_notebook(path, nb)
 
 
 def check_out_dir(run_dir: Path, flag: str = "--out") -> None:
-    """Create the output folder and prove it writable, before any work; one ParamError line otherwise."""
+    """Create the output folder and prove it writable, before any work; one ParamError line otherwise. Never /, the
+    home folder, the project or its outputs/ (a run writes and replaces files in its folder)."""
+    real = Path(run_dir).expanduser().resolve()
+    if real in (Path("/"), Path(os.path.expanduser("~")).resolve(), ROOT.resolve(), (ROOT / "outputs").resolve()):
+        raise params_mod.ParamError(f"{flag}: {run_dir} is /, the home folder, the project or its outputs/; give a "
+                                    "folder of its own (e.g. outputs/<name>)")
     for parent in [run_dir, *run_dir.parents]:
         if parent.exists():
             if not parent.is_dir():

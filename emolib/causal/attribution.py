@@ -201,14 +201,46 @@ def save(run_dir: str | Path, sums: dict, tag: str) -> Path:
 def load(run_dir: str | Path, tag: str | None = None) -> dict | None:
     """The stored sums, or None when absent or made for another instrument or other dialogues (tag)."""
     from safetensors import safe_open
+
+    from ..safeio import check_target, clear_hint
     path = Path(run_dir) / STATS_FILE
     if not path.exists():
         return None
-    with safe_open(str(path), "pt") as f:
-        if tag is not None and (f.metadata() or {}).get("tag") != tag:
-            return None
-        out = {k: f.get_tensor(k) for k in f.keys()}
-    out["count"] = int(out["count"])
+    fix = f"it is stage 3's cache: delete it ({clear_hint(path)}) and rerun notebook 03 to recompute it"
+    try:
+        check_target(path)  # a regular file, not a link to one elsewhere
+        with safe_open(str(path), "pt") as f:
+            if tag is not None and (f.metadata() or {}).get("tag") != tag:
+                return None
+            out = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - SafetensorError (torn, not safetensors), OSError, a link
+        raise ValueError(f"{path}: cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:100]}); "
+                         f"{fix}") from None
+    return check_stats(out, path, fix)
+
+
+def check_stats(out: dict, path: Path, fix: str) -> dict:
+    """The schema of activation_stats.safetensors: a positive integer count, sum and sumsq of one [L, D] shape, every
+    value finite, and SDs no larger than an activation can be; one ValueError line naming the file otherwise."""
+    def bad(what: str) -> None:
+        raise ValueError(f"{path}: {what}; {fix}")
+    missing = [k for k in ("count", "sum", "sumsq") if k not in out]
+    if missing:
+        bad(f"lacks {', '.join(missing)}")
+    c = out["count"]
+    if c.numel() != 1 or not torch.isfinite(c.double()).all() or float(c) < 1 or float(c) != int(float(c)):
+        bad(f"'count' must be one positive whole number, got {c.flatten()[:3].tolist()}")
+    out["count"] = int(float(c))
+    if out["sum"].dim() != 2 or out["sum"].shape != out["sumsq"].shape:
+        bad(f"'sum' and 'sumsq' must share one [layers, neurons] shape, got {list(out['sum'].shape)} and "
+            f"{list(out['sumsq'].shape)}")
+    for k, v in out.items():
+        if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all():
+            bad(f"'{k}' holds NaN or infinite values")
+    mean, sd = moments(out)
+    if not (torch.isfinite(sd).all() and torch.isfinite(mean).all()) or float(sd.max()) > 1e6 \
+            or float(mean.abs().max()) > 1e6:
+        bad(f"its activation SDs reach {float(sd.max()):.3g}, beyond any activation (at most 1e6)")
     return out
 
 

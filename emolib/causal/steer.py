@@ -955,7 +955,7 @@ def save_csv(table: pd.DataFrame, run_dir: str | Path, name: str) -> Path:
     """Write a table to run_dir/name atomically."""
     from ..safeio import atomic_save
     path = Path(run_dir) / name
-    atomic_save(path, lambda tmp: table.to_csv(tmp, index=False))
+    atomic_save(path, lambda tmp: table.to_csv(tmp, index=False), base=run_dir)
     return path
 
 

@@ -82,7 +82,7 @@ def read_vote_cache(path: Path, emotions: list[str]) -> dict[str, str]:
     if not path.exists() and not path.is_symlink():
         return {}
     from ..safeio import check_target, clear_hint, read_json
-    check_target(path)  # a link or a folder in its place is refused, not read
+    check_target(path, Path(path).parent.parent)  # a link or a folder in its place (or the cache folder's) is refused
     try:
         cache = read_json(path, "annotator vote cache")
     except ValueError as e:
@@ -113,6 +113,8 @@ def annotate(name: str, dialogues: list[str], emotions: list[str], p: dict, cach
                 p["calibrate"]] if name != "minilm" else [name, emotions]
     tag = hashlib.sha1(json.dumps(settings).encode()).hexdigest()[:10]
     path = Path(cache_dir) / f"annotator-{re.sub(r'[^A-Za-z0-9.-]+', '_', name)}-{tag}.json"
+    from ..safeio import check_target
+    check_target(path, Path(cache_dir).parent)  # a linked cache folder is refused before any work
     cache = read_vote_cache(path, emotions)
     todo = [d for d in dialogues if dialogue_id(d) not in cache]
     if todo:
@@ -123,7 +125,7 @@ def annotate(name: str, dialogues: list[str], emotions: list[str], p: dict, cach
         for s in tqdm(range(0, len(todo), chunk), desc=f"annotating with {name}"):
             part = todo[s:s + chunk]
             cache.update({dialogue_id(d): lab for d, lab in zip(part, voter(part))})
-            atomic_write_json(path, cache)
+            atomic_write_json(path, cache, base=Path(cache_dir).parent)
         del voter
         gc.collect()
     return [cache[dialogue_id(d)] for d in dialogues]

@@ -41,6 +41,13 @@ def _read_cache(path: Path) -> tuple[list[dict], dict]:
         reason, ok = str(e).split(": ", 1)[1], False
     else:
         reason = "missing rows or stats"
+        if ok:  # every row: a dict with a non-empty dialogue, and topic and theme strings
+            bad = next(((i, r) for i, r in enumerate(saved["rows"], 1) if not (
+                isinstance(r, dict) and isinstance(r.get("dialogue"), str) and r["dialogue"].strip()
+                and isinstance(r.get("topic"), str) and isinstance(r.get("theme"), str))), None)
+            if bad is not None:
+                ok, reason = False, (f"row {bad[0]} is not a dialogue with topic and theme strings "
+                                     f"({str(bad[1])[:60]})")
     if not ok:
         raise ValueError(f"{path}: corrupt dialogues cache ({reason}); delete it to rebuild "
                          f"({safeio.clear_hint(path)})")
@@ -84,7 +91,7 @@ def synthesize(p: dict, cache_dir: Path) -> tuple[list[dict], dict]:
         stats["duplicates_removed"] = stats.get("duplicates_removed", 0) + removed
     if stats.get("duplicates_removed"):
         print(f"{stats['duplicates_removed']} duplicate dialogue(s) removed before the split (first copy kept)")
-    safeio.atomic_write_json(path, {"rows": rows, "stats": stats})
+    safeio.atomic_write_json(path, {"rows": rows, "stats": stats}, base=cache_dir.parent)
     return rows, stats
 
 
@@ -139,7 +146,9 @@ def build(p: dict) -> tuple[object, pd.DataFrame, dict]:
              "eval_topics": int(df.loc[df["split"] == "eval", "topic"].nunique()),
              "eval_unfiltered": int((df["split"] == "eval").sum()), "eval_voters": voters_on_eval(p)}
     counts = {s: Counter(dd[s]["label"]) for s in dd}
-    tmp = run_dir / f".data.tmp-{os.getpid()}"  # written whole, then moved into place
+    import tempfile
+    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".data.tmp-"))  # a fresh folder, written whole, moved into place
+    os.chmod(tmp, 0o755)
     dd.save_to_disk(str(tmp))
     (tmp / "README.md").write_text(data.dataset_card(p, counts, stats))
     data.save_eval_unfiltered(unfiltered_eval(df), tmp)

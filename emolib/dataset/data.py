@@ -325,8 +325,8 @@ def _read_eval_records(path: Path) -> list[dict]:
 
 def load_eval_file(path: str | Path, emotions: list[str], min_per_emotion: int = MIN_EVAL_PER_EMOTION) -> list[dict]:
     """An external eval set: records with dialogue (or text) and label (joy = happiness), those of the emotions;
-    repeated dialogues kept once (with a warning), and refused with fewer than min_per_emotion items of an emotion
-    it has, or above MAX_EVAL_FILE_MB."""
+    repeated dialogues kept once (with a warning), and refused with fewer than min_per_emotion items of any of the
+    emotions, or above MAX_EVAL_FILE_MB."""
     path = Path(path).expanduser()
     if path.suffix not in EVAL_FILE_SUFFIXES:
         raise ValueError(f"eval_path: must be a {', '.join(EVAL_FILE_SUFFIXES)} file, got {path}")
@@ -361,7 +361,7 @@ def load_eval_file(path: str | Path, emotions: list[str], min_per_emotion: int =
 
 def _distinct_eval_rows(rows: list[dict], path: Path, emotions: list[str], min_per_emotion: int) -> list[dict]:
     """The first record of each dialogue (a warning counts the rest), refused with fewer than min_per_emotion of
-    an emotion present."""
+    any of the emotions."""
     first: dict[str, str] = {}
     for r in rows:
         first.setdefault(r["dialogue"], r["label"])
@@ -371,11 +371,11 @@ def _distinct_eval_rows(rows: list[dict], path: Path, emotions: list[str], min_p
                       f"{len(first)} distinct kept" + (f" ({clash} repeat(s) had another label; the first kept)"
                                                        if clash else ""), stacklevel=3)
     counts = Counter(first.values())
-    few = [f"{e} {counts[e]}" for e in emotions if 0 < counts[e] < min_per_emotion]
+    few = [f"{e} {counts[e]}" for e in emotions if counts[e] < min_per_emotion]  # every emotion of the run
     if few:
         raise ValueError(f"eval_path: {path} has fewer than {min_per_emotion} distinct items for {', '.join(few)}; "
-                         f"an eval set needs at least {min_per_emotion} per emotion it has (add items, or remove "
-                         "that emotion's)")
+                         f"an eval set needs at least {min_per_emotion} for each of the run's emotions (add items, "
+                         "or leave the missing emotions out of 'emotions')")
     return [{"dialogue": d, "label": lab} for d, lab in first.items()]
 
 

@@ -42,6 +42,10 @@ HOW_IT_WORKS = (  # shown by notebook 01 when a run uses an endpoint
     "and timeouts are retried with exponential back-off. Every reply is appended to a content-keyed cache before it "
     "is used, so an interrupted build resumes without paying for a request twice. API keys are read from the "
     "environment variable that `endpoint_api_key_env` names, and never written anywhere.")
+MAX_REPLY_BYTES = 8 * 2 ** 20  # a reply's body is read up to this size, then refused (a dialogue is a few KB)
+MODEL_NAME = re.compile(r"[A-Za-z0-9._:/-]{1,128}")  # a model name taken from a server (auto, a reply's model)
+FINISH = re.compile(r"[A-Za-z0-9_.-]{1,40}")  # a finish_reason worth keeping (stop, length, ...); else "other"
+URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")
 SECRET = re.compile(r"(?i)(\bbearer\s+|\b(?:authorization|x-api-key|api[-_]?key|token)[\"']?\s*[:=]\s*[\"']?"
                     r"(?:bearer\s+)?)[^\s\"',;}]+|\bsk-[A-Za-z0-9_-]{6,}")
 
@@ -116,26 +120,48 @@ def api_key(ep: Endpoint) -> str:
     key = os.environ.get(ep.api_key_env, "")
     if not key:
         raise EndpointError(f"endpoint_api_key_env: the environment variable {ep.api_key_env} (API key for "
-                            f"{ep.base_url}, model {ep.model}) is not set; export it, or set the key's variable "
+                            f"{shown_url(ep.base_url)}, model {ep.model}) is not set; export it, or set the key's variable "
                             "name to null for a local server")
     return key
 
 
+def shown_url(url: str) -> str:
+    """A URL as it may be printed: any user:password@ replaced by ***@."""
+    return URL_CREDENTIALS.sub(r"\1***@", url)
+
+
 def redact(text: object, secrets: tuple[str, ...] = ()) -> str:
-    """Server text made safe to print: the given secrets, bearer tokens and key-like strings replaced by ***,
-    on one line, at most MAX_MESSAGE_CHARS characters."""
+    """Server text made safe to print: the given secrets, bearer tokens, key-like strings and URL credentials
+    replaced by ***, on one line, at most MAX_MESSAGE_CHARS characters."""
     text = " ".join(str(text).split())
     for secret in secrets:
         if secret and secret != NO_KEY:
             text = text.replace(secret, "***")
     text = SECRET.sub(lambda m: (m.group(1) or "") + "***", text)
+    text = shown_url(text)
     return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + " ..."
 
 
 def _secrets(ep: Endpoint) -> tuple[str, ...]:
-    """The endpoint's API key (when set), to be kept out of every message."""
+    """The endpoint's API key (when set) and the password of its URL (when it has one), to be kept out of every
+    message and every file."""
+    from urllib.parse import unquote, urlsplit
     key = os.environ.get(ep.api_key_env, "") if ep.api_key_env else ""
-    return (key,) if key else ()
+    try:
+        parts = urlsplit(ep.base_url)
+        url = [x for x in (parts.password, unquote(parts.password or "")) if x and len(x) >= 3]
+    except ValueError:
+        url = []
+    return tuple(x for x in (key, *url) if x)
+
+
+def scrub(text: str, ep: Endpoint) -> str:
+    """Text kept from a reply (a dialogue, a label) with the endpoint's secrets replaced by ***; nothing else
+    changes (a dialogue may well say 'token: ...')."""
+    for secret in _secrets(ep):
+        if secret != NO_KEY:
+            text = text.replace(secret, "***")
+    return text
 
 
 def check_keys(p: dict) -> None:
@@ -188,7 +214,8 @@ class RequestCache:
     def __init__(self, path: Path):
         from ..safeio import open_append
         self.path = Path(path)
-        self.fd = open_append(self.path, readable=True)  # a link, a folder or a device is refused
+        # a link, a folder or a device is refused, and so is a linked cache folder (outputs/cache -> elsewhere)
+        self.fd = open_append(self.path, readable=True, base=self.path.parent.parent)
         chunks = []
         while chunk := os.read(self.fd, 1 << 20):
             chunks.append(chunk)
@@ -267,10 +294,101 @@ def parse_vote_reply(text: str, emotions: list[str]) -> tuple[str | None, str]:
 # --- requests
 
 
+class ReplyTooLarge(Exception):
+    """A reply's body passed MAX_REPLY_BYTES while it was read (or its Content-Length said it would)."""
+
+
+class RequestDeadline(Exception):
+    """A request's reply was still arriving when its whole-request deadline (request_timeout) passed."""
+
+
+def _httpx():
+    """The HTTP library the installed openai client is built on (httpx2 in newer releases, httpx before)."""
+    import openai._base_client as base
+    return getattr(base, "httpx2", None) or getattr(base, "httpx")
+
+
+def http_client(ep: Endpoint, sync: bool = False):
+    """The openai client's HTTP client, whose every reply is read at most MAX_REPLY_BYTES and by a deadline of
+    request_timeout seconds from the request (the library's own timeout applies to each read, so a body sent one
+    byte at a time, or without end, would otherwise never stop)."""
+    hx = _httpx()
+    cap, limit = MAX_REPLY_BYTES, ep.request_timeout
+
+    def check(n: int, deadline: float) -> None:
+        if n > cap:
+            raise ReplyTooLarge(f"a reply above {cap:,} bytes")
+        if time.monotonic() > deadline:
+            raise RequestDeadline(f"a reply still arriving after {limit:g} s")
+
+    def head(response, deadline: float) -> None:
+        size = response.headers.get("content-length")
+        if size and size.isdigit() and int(size) > cap:
+            raise ReplyTooLarge(f"a reply announced as {int(size):,} bytes, above {cap:,}")
+        check(0, deadline)
+
+    class Capped(hx.SyncByteStream):
+        def __init__(self, stream, deadline):
+            self.stream, self.deadline = stream, deadline
+
+        def __iter__(self):
+            n = 0
+            for chunk in self.stream:
+                n += len(chunk)
+                check(n, self.deadline)
+                yield chunk
+
+        def close(self):
+            self.stream.close()
+
+    class AsyncCapped(hx.AsyncByteStream):
+        def __init__(self, stream, deadline):
+            self.stream, self.deadline = stream, deadline
+
+        async def __aiter__(self):
+            n = 0
+            async for chunk in self.stream:
+                n += len(chunk)
+                check(n, self.deadline)
+                yield chunk
+
+        async def aclose(self):
+            await self.stream.aclose()
+
+    class Transport(hx.HTTPTransport):
+        def handle_request(self, request):
+            deadline = time.monotonic() + limit
+            response = super().handle_request(request)
+            head(response, deadline)
+            response.stream = Capped(response.stream, deadline)
+            return response
+
+    class AsyncTransport(hx.AsyncHTTPTransport):
+        async def handle_async_request(self, request):
+            deadline = time.monotonic() + limit
+            response = await super().handle_async_request(request)
+            head(response, deadline)
+            response.stream = AsyncCapped(response.stream, deadline)
+            return response
+
+    if sync:
+        return hx.Client(transport=Transport(), timeout=limit, follow_redirects=True)
+    return hx.AsyncClient(transport=AsyncTransport(), timeout=limit, follow_redirects=True)
+
+
+def _ours(err: BaseException | None):
+    """The ReplyTooLarge or RequestDeadline behind an error (the client library may wrap them), or None."""
+    for _ in range(10):
+        if err is None or isinstance(err, (ReplyTooLarge, RequestDeadline)):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def _retry_reason(err: Exception) -> str | None:
     """Why an error is worth retrying (http_429, http_5xx, timeout, connection), or None when it is not."""
     import openai
-    if isinstance(err, openai.APITimeoutError):
+    if isinstance(err, (openai.APITimeoutError, asyncio.TimeoutError)) or isinstance(_ours(err), RequestDeadline):
         return "timeout"
     if isinstance(err, openai.APIConnectionError):
         return "connection"
@@ -311,11 +429,14 @@ def _reply(r: object, ep: Endpoint) -> dict:
     text = (text or "").encode("utf-8", "replace").decode("utf-8")  # lone surrogates cannot be written
     if len(text) > MAX_REPLY_CHARS:  # kept up to the cap, as if cut off by max_tokens
         text, finish = text[:MAX_REPLY_CHARS], "length"
-    for secret in _secrets(ep):
-        text = text.replace(secret, "***")
+    text = scrub(text, ep)
+    if finish is not None and not FINISH.fullmatch(finish):  # e.g. an echo of the request's headers
+        finish = "other"
     model, u = getattr(r, "model", None), getattr(r, "usage", None)
-    model = redact(model, _secrets(ep)).encode("utf-8", "replace").decode("utf-8")[:200] \
-        if isinstance(model, str) and model.strip() else ep.model
+    if not isinstance(model, str) or not model.strip():
+        model = ep.model
+    elif not MODEL_NAME.fullmatch(model) or scrub(model, ep) != model:  # never a key or a header in a name
+        model = "(a name that is not a model name)"
     return {"model": model, "text": text, "finish_reason": finish,
             "usage": {k: v if _count(v := getattr(u, k, 0)) else 0 for k in ("prompt_tokens", "completion_tokens")}}
 
@@ -323,11 +444,11 @@ def _reply(r: object, ep: Endpoint) -> dict:
 def _check_model(ep: Endpoint, answered: str, stats: Counter) -> None:
     """Count replies from a model other than the one asked for (a dated snapshot of it counts as the same), and
     warn at the first."""
-    if answered == ep.model or answered.startswith(ep.model + "-"):
-        return
+    if answered == ep.model or re.fullmatch(re.escape(ep.model) + r"-(?:\d{4}-\d{2}-\d{2}|\d{4}|\d{8})", answered):
+        return  # the model asked for, or a dated snapshot of it (gpt-4o-2024-08-06; never gpt-4o-mini for gpt-4o)
     stats["answered_by_other_model"] += 1
     if stats["answered_by_other_model"] == 1:
-        warnings.warn(f"{ep.base_url}: asked for model {ep.model!r}, answered by {answered!r}; the cache records "
+        warnings.warn(f"{shown_url(ep.base_url)}: asked for model {ep.model!r}, answered by {answered!r}; the cache records "
                       "the model that answered", stacklevel=2)
 
 
@@ -343,7 +464,7 @@ def _fatal(ep: Endpoint, err: Exception) -> EndpointError:
         hint = "; check endpoint_base_url (usually ending in /v1) and the model name the server lists"
     elif code in (400, 422):
         hint = "; check the model name and endpoint_max_tokens / endpoint_temperature"
-    return EndpointError(f"{ep.base_url} refused a request for model {ep.model!r} ({code or type(err).__name__}): "
+    return EndpointError(f"{shown_url(ep.base_url)} refused a request for model {ep.model!r} ({code or type(err).__name__}): "
                          f"{redact(getattr(err, 'message', err), _secrets(ep))}{hint}. Replies so far are cached; "
                          "a rerun resumes.")
 
@@ -354,25 +475,30 @@ async def _ask(client, ep: Endpoint, messages: list[dict], stats: Counter) -> di
     retry = bad = 0
     while True:
         try:
-            r = await client.chat.completions.create(model=ep.model, messages=messages, temperature=ep.temperature,
-                                                     max_tokens=ep.max_tokens)
+            r = await asyncio.wait_for(client.chat.completions.create(
+                model=ep.model, messages=messages, temperature=ep.temperature, max_tokens=ep.max_tokens),
+                ep.request_timeout + 1.0)  # the whole request, not each read (see http_client)
             return _reply(r, ep)
         except (BadReply, ValueError, RecursionError) as err:  # ValueError: the JSONDecodeError of a 200 reply
             stats["malformed_not_a_completion"] += 1
             if bad == ep.malformed_retries:
                 what = str(err) if isinstance(err, BadReply) else f"invalid JSON: {redact(err, _secrets(ep))}"
-                raise EndpointError(f"{ep.base_url}, model {ep.model!r}: {bad + 1} replies in a row were not chat "
+                raise EndpointError(f"{shown_url(ep.base_url)}, model {ep.model!r}: {bad + 1} replies in a row were not chat "
                                     f"completions ({what}); check that endpoint_base_url is an OpenAI-compatible "
                                     "API (usually ending in /v1). Replies so far are cached; a rerun resumes."
                                     ) from None
             delay = min(ep.backoff_max, ep.backoff * 2 ** bad)
             bad += 1
         except Exception as err:  # noqa: BLE001 - sorted into retryable and fatal below
+            if isinstance(_ours(err), ReplyTooLarge):
+                raise EndpointError(f"{shown_url(ep.base_url)}, model {ep.model!r}: sent {_ours(err)}; check that "
+                                    "endpoint_base_url is an OpenAI-compatible API. Replies so far are cached; a "
+                                    "rerun resumes.") from None
             reason = _retry_reason(err)
             if reason is None:
                 raise _fatal(ep, err) from None
             if retry == ep.max_retries:
-                raise EndpointError(f"{ep.base_url}, model {ep.model!r}: still failing ({reason}) after "
+                raise EndpointError(f"{shown_url(ep.base_url)}, model {ep.model!r}: still failing ({reason}) after "
                                     f"{ep.max_retries} retries; replies so far are cached, a rerun resumes") from None
             stats[f"retried_{reason}"] += 1
             delay = max(min(ep.backoff_max, ep.backoff * 2 ** retry) * (1 + 0.1 * random.random()),
@@ -416,7 +542,8 @@ async def _run(ep: Endpoint, jobs: list[Job], parse: Callable, cache: RequestCac
                pending: list[int], results: list, bar) -> None:
     """Ask for the pending jobs with max_concurrency workers; every reply is cached before it is used."""
     from openai import AsyncOpenAI
-    client = AsyncOpenAI(base_url=ep.base_url, api_key=api_key(ep), max_retries=0, timeout=ep.request_timeout)
+    client = AsyncOpenAI(base_url=ep.base_url, api_key=api_key(ep), max_retries=0, timeout=ep.request_timeout,
+                         http_client=http_client(ep))
     queue = iter(pending)
 
     async def worker() -> None:
@@ -504,7 +631,7 @@ def summary(ep: Endpoint, stats: Counter) -> str:
     """One line: items, new and cached, retries, malformed and dropped replies, tokens."""
     bad = {k: v for k, v in sorted(stats.items())
            if k.startswith(("retried_", "malformed_", "dropped_", "torn_", "answered_by_"))}
-    return (f"{ep.model} @ {ep.base_url}: {stats['jobs']} items ({stats['from_cache']} from cache), "
+    return (f"{ep.model} @ {shown_url(ep.base_url)}: {stats['jobs']} items ({stats['from_cache']} from cache), "
             f"{stats['requests']} new requests in {stats['seconds']:.1f} s, tokens {stats['prompt_tokens']:,} prompt "
             f"+ {stats['completion_tokens']:,} completion" + ("; " + ", ".join(f"{k} {v}" for k, v in bad.items())
                                                              if bad else ""))
@@ -517,15 +644,17 @@ def resolve_model(ep: Endpoint) -> Endpoint:
     from openai import OpenAI
     try:
         models = [m.id for m in OpenAI(base_url=ep.base_url, api_key=api_key(ep), max_retries=2,
-                                       timeout=ep.request_timeout).models.list()]
+                                       timeout=ep.request_timeout, http_client=http_client(ep, sync=True)
+                                       ).models.list()]
     except Exception as err:  # noqa: BLE001 - any failure here means the server is not usable
-        raise EndpointError(f"endpoint_model: auto asks {ep.base_url} for its models, which failed: "
+        raise EndpointError(f"endpoint_model: auto asks {shown_url(ep.base_url)} for its models, which failed: "
                             f"{redact(err, _secrets(ep))}") from None
     if not models:
-        raise EndpointError(f"endpoint_model: auto, but {ep.base_url} lists no models; name one")
-    if not isinstance(models[0], str) or not models[0].strip() or len(models[0]) > 200:
-        raise EndpointError(f"endpoint_model: auto, but {ep.base_url} lists a model whose name is not a short "
-                            f"string ({redact(repr(models[0]), _secrets(ep))[:80]}); name the model")
+        raise EndpointError(f"endpoint_model: auto, but {shown_url(ep.base_url)} lists no models; name one")
+    if not isinstance(models[0], str) or not MODEL_NAME.fullmatch(models[0]) or scrub(models[0], ep) != models[0]:
+        raise EndpointError(f"endpoint_model: auto, but {shown_url(ep.base_url)} lists a model whose name is not "
+                            "a plain model name (letters, digits and ._:/- only, at most 128); name the model "
+                            "(endpoint_model) instead of auto")
     return replace(ep, model=models[0])
 
 

@@ -188,22 +188,24 @@ def save(path: str | Path, model: str, params: dict, result: dict, tokens: torch
 
 def set_names(path: str | Path) -> list[str]:
     """The named neuron sets in a neurons.json (['paper'] for files written before named sets)."""
-    return set_names_of(json.loads(Path(path).read_text()))
+    from ..safeio import load_neurons_json
+    return set_names_of(load_neurons_json(path))
 
 
 def set_names_of(meta: dict) -> list[str]:
     """The named neuron sets of a loaded neurons.json mapping."""
-    return list(meta.get("named_sets", {"paper": None}))
+    return list(meta.get("named_sets") or {"paper": None})
 
 
-def load(path: str | Path, name: str = "paper") -> NeuronSets:
-    """Read one named set of a neurons.json written by stage 2 (files without named sets hold only 'paper')."""
+def load(path: str | Path, name: str = "paper", shape: tuple[int, int] | None = None) -> NeuronSets:
+    """Read one named set of a neurons.json written by stage 2 (files without named sets hold only 'paper'); every
+    named set is checked (safeio.check_neurons), against the model's FFN shape when given."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run notebook 02 (stage 2) for this run first")
     from ..safeio import load_neurons_json
-    d = load_neurons_json(path)
-    named = d.get("named_sets", {"paper": {"neurons": d["neurons"]}})
+    d = load_neurons_json(path, shape=shape)
+    named = d.get("named_sets") or {"paper": {"neurons": d["neurons"]}}
     if name not in named:
         raise ValueError(f"{path}: has no neuron set named {name!r}; it has {', '.join(named)}")
     sets = {e: [tuple(x) for x in named[name]["neurons"][e]] for e in d["emotions"]}
@@ -256,10 +258,11 @@ def bin_shares(layers: list[int], n_layers: int, bins: int) -> np.ndarray:
     return h / max(1.0, h.sum())
 
 
-def named_sets(p: dict) -> dict[str, NeuronSets]:
-    """Every named neuron set of the run's neurons.json ('paper' first, then 'selective' when stage 2 found one)."""
+def named_sets(p: dict, shape: tuple[int, int] | None = None) -> dict[str, NeuronSets]:
+    """Every named neuron set of the run's neurons.json ('paper' first, then 'selective' when stage 2 found one),
+    each checked (against the model's FFN shape when given)."""
     path = Path(p["run_dir"]) / "neurons.json"
-    return {name: load(path, name) for name in set_names(path)}
+    return {name: load(path, name, shape) for name in set_names(path)}
 
 
 def depth_profile(ns: NeuronSets, bins: int = 10) -> pd.DataFrame:

@@ -406,10 +406,10 @@ def _save(state: dict, rec: Recorder, t0: float, path: Path) -> None:
     """Write the partial state atomically, so an interrupted run resumes after the last saved batch."""
     counts, sums = rec.export()
     state["seconds"] = time.time() - t0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from ..safeio import atomic_save# a fresh temporary name, and never through a planted link
+    from ..safeio import atomic_save  # a fresh temporary name, never through a planted link (file or cache/)
     atomic_save(path, lambda tmp: torch.save({**state, "sums": sums, **rec.export_directions(), **rec.export_top(),
-                                              **{f"group_counts_{t}": counts[t] for t in TENSORS}}, tmp))
+                                              **{f"group_counts_{t}": counts[t] for t in TENSORS}}, tmp),
+                base=Path(path).parent.parent)
 
 
 def means_from_counts(run_dir: str | Path, shape: tuple[int, int] | None = None) -> torch.Tensor | None:

@@ -262,11 +262,11 @@ def save_neurons(p: dict, states: dict[str, dict], results: dict, nulls: dict, t
     neurons.save(path, p["model"], {k: p[k] for k in PARAMS_SAVED}, results["paper"],
                  paper_state["tokens"].sum(0), state["emotions"], tuple(state["shape"]), extra)
     from ..safeio import atomic_save
-    atomic_save(run / "variants.csv", lambda tmp: table.to_csv(tmp))
+    atomic_save(run / "variants.csv", lambda tmp: table.to_csv(tmp), base=run)
     diag = pd.DataFrame([{"set": n, **{k: v for k, v in r.items() if k != "p"}, **{f"P_{e}": v for e, v in r["p"].items()}}
                          for n, entry in named.items() for r in entry["diagnostics"]])
     diag["emotions"] = diag["emotions"].map("+".join)
-    atomic_save(run / "neuron_diagnostics.csv", lambda tmp: diag.to_csv(tmp, index=False))
+    atomic_save(run / "neuron_diagnostics.csv", lambda tmp: diag.to_csv(tmp, index=False), base=run)
     save_probabilities(run / "probabilities.safetensors", states, p)
     return path
 
@@ -299,7 +299,8 @@ def stability(state: dict, p: dict, n_draws: int = 200, result: dict | None = No
                      "random_jaccard_all_neurons": neurons.random_jaccard(len(a), len(b), L * D, n_draws, p["seed"])
                      if a and b else float("nan")})
     table = pd.DataFrame(rows).set_index("emotion")
-    table.to_csv(Path(p["run_dir"]) / "stability.csv")
+    from ..safeio import atomic_save
+    atomic_save(Path(p["run_dir"]) / "stability.csv", lambda tmp: table.to_csv(tmp), base=p["run_dir"])
     return table
 
 

@@ -262,6 +262,7 @@ class PredictionCache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.base = self.path.parent.parent if self.path.parent.name == "cache" else None  # a linked cache/ refused
         self.rows: dict[str, list] = {}
         if self.path.exists():
             self._read()
@@ -287,7 +288,7 @@ class PredictionCache:
             if not ok and not any(x.strip() for x in lines[n:]):  # the last line, cut short by an interruption
                 warnings.warn(f"{self.path}: line {n} is incomplete (an interrupted write); dropped, that condition "
                               "will be recomputed", stacklevel=3)
-                atomic_write_text(self.path, "".join(x + "\n" for x in good))
+                atomic_write_text(self.path, "".join(x + "\n" for x in good), self.base)
                 break
             if not ok:
                 raise ValueError(f"{self.path}: line {n} is corrupt; delete the file to recompute its predictions "
@@ -296,14 +297,14 @@ class PredictionCache:
             self.rows[r["key"]] = r["preds"]
         else:
             if good and lines[-1].strip():  # complete last line without its newline: end it before appending
-                atomic_write_text(self.path, "".join(x + "\n" for x in good))
+                atomic_write_text(self.path, "".join(x + "\n" for x in good), self.base)
 
     def get_or_run(self, key: str, fn) -> list:
         """Cached predictions for key, or run fn() and append its result as one line in one write."""
         from ..safeio import append_line
         if key not in self.rows:
             self.rows[key] = fn()
-            append_line(self.path, json.dumps({"key": key, "preds": self.rows[key]}))
+            append_line(self.path, json.dumps({"key": key, "preds": self.rows[key]}), self.base)
         return self.rows[key]
 
     def put_many(self, rows: dict[str, list]) -> None:
@@ -312,7 +313,7 @@ class PredictionCache:
         new = {k: v for k, v in rows.items() if k not in self.rows}
         if new:
             self.rows.update(new)
-            append_line(self.path, "\n".join(json.dumps({"key": k, "preds": v}) for k, v in new.items()))
+            append_line(self.path, "\n".join(json.dumps({"key": k, "preds": v}) for k, v in new.items()), self.base)
 
 
 def lm_voter(spec: str, emotions: list[str], p: dict) -> Callable[[list[str]], list[str]]:

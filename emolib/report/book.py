@@ -53,7 +53,7 @@ def save_table(p: dict, tables: dict[str, pd.DataFrame], name: str) -> pd.DataFr
     """Concatenate the per-set tables (column 'set') and write run_dir/<name>."""
     table = pd.concat(list(tables.values()), ignore_index=True)
     from ..safeio import atomic_save
-    atomic_save(Path(p["run_dir"]) / name, lambda tmp: table.to_csv(tmp, index=False))
+    atomic_save(Path(p["run_dir"]) / name, lambda tmp: table.to_csv(tmp, index=False), base=p["run_dir"])
     return table
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..runner import local_roots
 
+MAX_PIXELS = 50_000_000  # a figure larger than this is not decoded (a PNG bomb), but reported
 MAX_COLUMNS = 8  # a notebook table shows at most this many columns; the full tables stay in the CSVs
 STAGE = re.compile(r"^0[1-5]_")  # stage notebooks (the comparison, 06, has no findings cell or course header)
 FINDINGS_TAG = "findings"
@@ -23,9 +24,19 @@ FINDINGS_TITLE = "Findings of this run"
 
 def decode_png(data: str | list[str]) -> np.ndarray:
     """A base64 PNG (as stored in a notebook) decoded to an RGB array."""
+    import warnings
+
     from PIL import Image
-    raw = base64.b64decode("".join(data) if isinstance(data, list) else data)
-    return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
+    try:
+        raw = base64.b64decode("".join(data) if isinstance(data, list) else data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # PIL's DecompressionBombWarning
+            img = Image.open(io.BytesIO(raw))
+            if img.width * img.height > MAX_PIXELS:
+                raise ValueError(f"{img.width} x {img.height} pixels, above {MAX_PIXELS:,}")
+            return np.asarray(img.convert("RGB"))
+    except Exception as e:  # noqa: BLE001 - binascii.Error, PIL's UnidentifiedImageError and DecompressionBomb*
+        raise ValueError(f"an image that cannot be decoded ({type(e).__name__}: {str(e)[:80]})") from None
 
 
 def same_image(a: np.ndarray, b: np.ndarray, tol: float = 2.0, share: float = 0.995) -> bool:
@@ -50,7 +61,11 @@ def figures_shown_twice(nb) -> list[str]:
             png = o.get("data", {}).get("image/png")
             if png is None:
                 continue
-            img = decode_png(png)
+            try:
+                img = decode_png(png)
+            except ValueError as e:
+                out.append(f"cell {i}: {e}")
+                continue
             twin = next((j for j, s in seen if same_image(img, s)), None)
             if twin is not None:
                 out.append(f"cell {i}: a figure shown twice (the same pixels as in cell {twin})")
@@ -206,9 +221,9 @@ STAGE_RULES = (findings_first, header_and_questions)
 
 def lint_notebook(path: str | Path) -> list[str]:
     """Every rule's problems in one executed notebook, as '<notebook> cell N: what'."""
-    import nbformat
+    from ..safeio import read_notebook
     path = Path(path)
-    nb = nbformat.read(path, as_version=4)
+    nb = read_notebook(path)  # a regular file, capped, and a valid notebook; else one line naming it
     rules = RULES + (STAGE_RULES if STAGE.match(path.name) else ())
     return [f"{path.name} {problem}" for rule in rules for problem in rule(nb)]
 

@@ -166,10 +166,10 @@ def save(fig: Figure, run_dir: str | Path, name: str) -> Path:
     """Check the figure is readable (check), write it to run_dir/figures/{name}.png (dpi 120, tight) and return the
     path."""
     check(fig, name)
-    out = Path(run_dir) / "figures"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.png"
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    from ..safeio import atomic_save
+    path = Path(run_dir) / "figures" / f"{name}.png"
+    # a fresh temporary file renamed into place: never written through a link at the file or at figures/
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"), base=run_dir)
     return path
 
 

@@ -9,7 +9,9 @@ import io
 import os
 import re
 import shutil
+import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 import jinja2
@@ -20,6 +22,7 @@ from latex2mathml.converter import convert as tex_to_mathml
 from nbconvert import HTMLExporter
 from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 
+from .. import safeio
 from .summary import END, START
 
 RUNS = ("smollm2-135m", "gemma3-270m", "comparison")
@@ -59,6 +62,126 @@ details.site-hidden-input > summary { cursor: pointer; color: var(--jp-ui-font-c
 </style>
 {% endblock extra_css %}
 """
+
+
+MARKER = ".emolib-site"  # written into every site folder: only a folder holding it is ever replaced
+MARKER_TEXT = "This folder is written by `python -m emolib site`; the next build replaces all of it.\n"
+LEGACY = re.compile(r".*\.html|outputs|notebooks")  # what a site built before the marker existed holds
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether a path, every link in it followed, lies inside root."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+SAFE_TAGS = ["a", "abbr", "b", "blockquote", "br", "caption", "code", "col", "colgroup", "dd", "del", "details", "div",
+             "dl", "dt", "em", "figcaption", "figure", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins",
+             "kbd", "li", "ol", "p", "pre", "q", "s", "samp", "small", "span", "strong", "style", "sub", "summary",
+             "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul", "var"]
+SAFE_ATTRIBUTES = ["class", "id", "title", "alt", "src", "href", "colspan", "rowspan", "width", "height", "align",
+                   "border", "style", "name", "open", "valign", "start", "type", "scope"]
+UNSAFE_TAGS = ("script", "iframe", "frame", "frameset", "object", "embed", "applet", "base", "form", "meta",
+               "noscript", "portal")
+URL_ATTRIBUTES = ("href", "src", "xlink:href", "action", "formaction", "srcdoc", "data", "poster", "background")
+
+
+MATHML_TAGS = ["math", "semantics", "annotation", "mrow", "mi", "mn", "mo", "ms", "mtext", "mspace", "msub", "msup",
+               "msubsup", "mfrac", "msqrt", "mroot", "mover", "munder", "munderover", "mtable", "mtr", "mtd",
+               "mstyle", "mpadded", "mphantom", "menclose", "mfenced", "merror"]
+MATHML_ATTRIBUTES = ["display", "mathvariant", "stretchy", "fence", "separator", "lspace", "rspace", "accent",
+                     "accentunder", "displaystyle", "scriptlevel", "columnalign", "linethickness", "movablelimits",
+                     "form", "largeop", "symmetric", "minsize", "maxsize", "depth", "encoding", "notation"]
+
+
+def clean_html(text: str) -> str:
+    """HTML from a notebook (a rendered markdown cell, an HTML output) through a maintained sanitiser (bleach, as
+    nbconvert's own SanitizeHTML): tables, figures, text, math and CSS kept; script, handlers, forms and embedding
+    tags dropped (as escaped text); javascript: URLs removed."""
+    import bleach
+    try:
+        from bleach.css_sanitizer import CSSSanitizer
+        css = CSSSanitizer()
+    except ImportError:  # bleach without tinycss2: style attributes are then dropped
+        css = None
+    return bleach.clean(text, tags=SAFE_TAGS + MATHML_TAGS, attributes={"*": SAFE_ATTRIBUTES + MATHML_ATTRIBUTES},
+                        protocols=["http", "https", "mailto", "data"], css_sanitizer=css, strip=False,
+                        strip_comments=True)
+
+
+SAFE_OUTPUTS = {"text/plain", "text/html", "text/markdown", "text/latex", "image/png", "image/jpeg"}
+
+
+def sanitise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of a notebook whose HTML outputs went through clean_html and whose outputs of other kinds that could
+    run script (JavaScript, SVG, widgets) are dropped; raw cells are shown as text. (Markdown is cleaned as it is
+    rendered, in SiteExporter.markdown2html.)"""
+    import copy
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "raw":
+            cell.cell_type, cell.source = "markdown", "```\n" + cell.source.replace("```", "` ` `") + "\n```"
+            cell.pop("outputs", None)
+        for o in cell.get("outputs", []):
+            data = o.get("data")
+            if isinstance(data, dict):
+                for k in [k for k in data if k not in SAFE_OUTPUTS]:
+                    del data[k]
+                if "text/html" in data:
+                    h = data["text/html"]
+                    data["text/html"] = clean_html("".join(h) if isinstance(h, list) else str(h))
+    return nb
+
+
+def defuse(soup) -> list[str]:
+    """Remove from a parsed page whatever could run script: script and embedding tags, on* handlers, and links or
+    sources with a javascript:, vbscript: or (outside images) data: URL; returns what was removed, as warnings."""
+    removed = []
+    for tag in soup.find_all(UNSAFE_TAGS):
+        removed.append(f"<{tag.name}> removed")
+        tag.decompose()
+    for tag in soup.find_all(True):
+        for attr in list(tag.attrs):
+            value = tag.attrs[attr]
+            value = " ".join(value) if isinstance(value, list) else str(value)
+            url = re.sub(r"[\s\x00-\x1f]+", "", html.unescape(value)).lower()
+            if attr.lower().startswith("on"):
+                removed.append(f"handler {attr} removed from <{tag.name}>")
+                del tag.attrs[attr]
+            elif attr.lower() in URL_ATTRIBUTES and (url.startswith(("javascript:", "vbscript:")) or (
+                    url.startswith("data:") and not (tag.name == "img" and url.startswith("data:image/")))):
+                removed.append(f"a {url.split(':')[0]}: link removed from <{tag.name}>")
+                del tag.attrs[attr]
+    return removed
+
+
+def check_out(out: Path, root: Path) -> Path:
+    """The site's folder, checked before anything is written: a new folder, an empty one, or one a build wrote
+    (it holds MARKER); never a symbolic link, the repository, its outputs/, the home folder or /, or a folder that
+    holds any of them. One ValueError line otherwise; nothing is deleted."""
+    out = Path(os.path.abspath(out))
+    if os.path.islink(out):
+        raise ValueError(f"--out: {out} is a symbolic link; the site is written into a real folder, never through a "
+                         "link (give another folder)")
+    real = out.parent.resolve() / out.name
+    home = Path(os.path.expanduser("~")).resolve()
+    guarded = {root, root / "outputs", home, Path("/")}
+    if any(g == real or g.is_relative_to(real) for g in guarded) or real.is_relative_to(root / "outputs"):
+        raise ValueError(f"--out: {out} is (or holds) the repository, its outputs/, the home folder or /; the "
+                         "site needs a folder of its own (e.g. --out site)")
+    if not os.path.lexists(out):
+        return out
+    if not out.is_dir():
+        raise ValueError(f"--out: {out} is a file; give a folder for the site")
+    entries = list(out.iterdir())
+    ours = (out / MARKER).is_file() and not (out / MARKER).is_symlink()
+    legacy = any(e.name == "index.html" for e in entries) and all(LEGACY.fullmatch(e.name) for e in entries)
+    if entries and not (ours or legacy):
+        raise ValueError(f"--out: {out} is a folder the site did not write (it lacks {MARKER}); the site replaces "
+                         "only its own folder: give a new or empty folder, or remove this one yourself")
+    return out
 
 
 def pages(root: Path, runs: tuple[str, ...] = RUNS) -> list[Path]:
@@ -125,7 +248,7 @@ class SiteExporter(HTMLExporter):
             path=context.get("resources", {}).get("metadata", {}).get("path", ""),
             anchor_link_text=self.anchor_link_text, exclude_anchor_links=self.exclude_anchor_links,
             warn=lambda w: self.warnings.append(f"{self.page}: {w}"), **self.lexer_options)
-        return MarkdownWithMath(renderer=renderer).render(source)
+        return clean_html(MarkdownWithMath(renderer=renderer).render(source))
 
 
 def exporter() -> SiteExporter:
@@ -161,7 +284,22 @@ def shown_names(source: str) -> list[str]:
 def thumbnail(data: bytes) -> np.ndarray:
     """A small grey copy of an image, to tell which saved figure a displayed one is (dpi differs, so bytes do)."""
     from PIL import Image
-    return np.asarray(Image.open(io.BytesIO(data)).convert("L").resize((32, 32)), dtype=np.float32)
+    img = Image.open(io.BytesIO(data))
+    if img.width * img.height > 50_000_000:
+        raise ValueError(f"an image of {img.width} x {img.height} pixels")
+    return np.asarray(img.convert("L").resize((32, 32)), dtype=np.float32)
+
+
+def safe_thumbnail(read) -> np.ndarray | None:
+    """thumbnail(read()), or None where the file is not a regular one, too large, or not an image (a PNG bomb,
+    random bytes): such a figure simply gets no file name in its alt text."""
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # PIL's DecompressionBombWarning: an image too large to decode
+            return thumbnail(read())
+    except Exception:  # noqa: BLE001 - ValueError from read_regular, PIL's errors, binascii.Error
+        return None
 
 
 def plain(markdown: str) -> str:
@@ -190,9 +328,11 @@ def add_alt_texts(nb: nbformat.NotebookNode, figures: Path) -> None:
             elif files:
                 for f in files:
                     if f not in thumbs:
-                        thumbs[f] = thumbnail(f.read_bytes())
-                shown = thumbnail(base64.b64decode(o.data.get("image/png") or o.data["image/jpeg"]))
-                name = min(files, key=lambda f: float(np.abs(thumbs[f] - shown).mean())).name
+                        thumbs[f] = safe_thumbnail(lambda: safeio.read_regular(f, "figure", COPY_MAX_BYTES))
+                shown = safe_thumbnail(lambda: base64.b64decode(o.data.get("image/png") or o.data["image/jpeg"]))
+                known = [f for f in files if thumbs[f] is not None]
+                if shown is not None and known:
+                    name = min(known, key=lambda f: float(np.abs(thumbs[f] - shown).mean())).name
             parts = [f"Figure {name}" if name else "Figure", heading and f"in section “{heading}”"]
             o.setdefault("metadata", {})["alt"] = " ".join(p for p in parts if p)
 
@@ -234,7 +374,8 @@ def index_notebook(root: Path, found: list[Path], titles: dict[Path, str]) -> nb
 
 def markdown_notebook(path: Path) -> nbformat.NotebookNode:
     """A markdown file as a one-cell notebook, so it renders with the same template."""
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(path.read_text(encoding="utf-8"))])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(safeio.read_text(path, "markdown file",
+                                                                                        COPY_MAX_BYTES))])
     nb.metadata["title"] = path.name
     return nb
 
@@ -254,10 +395,14 @@ class Site:
             return value
         path, sep, frag = value.partition("#")
         path = path.split("?", 1)[0]
+        if os.path.isabs(path):  # an absolute path is a local file, never part of the site (nor copied onto itself)
+            return None
         rel = Path(os.path.normpath(page.parent / path))
         if rel.parts and rel.parts[0] == "..":
             return None
         src = self.root / rel
+        if src.exists() and not inside(src, self.root):  # through a link: outside the repository, never shown
+            return None
         if rel in self.html:
             new = self.html[rel]
         elif rel.suffix == ".md" and src.is_file():
@@ -268,8 +413,16 @@ class Site:
                 p.parts[1] == rel.parts[1] for p in self.html):
             return os.path.relpath("index.html", page.parent).replace(os.sep, "/") + "#" + rel.parts[1]
         elif src.is_file() and rel.suffix.lower() in COPY_SUFFIXES and src.stat().st_size <= COPY_MAX_BYTES:
+            if not inside(src, self.root):  # a link to a file outside the repository: never copied
+                self.warnings.append(f"{page}: {value} is a link to a file outside the repository; not copied")
+                return None
+            try:
+                data = safeio.read_regular(src, "linked file", COPY_MAX_BYTES)
+            except ValueError as e:
+                self.warnings.append(f"{page}: {e}; not copied")
+                return None
             (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, self.out / rel)
+            (self.out / rel).write_bytes(data)
             new = rel
         elif src.exists():
             return None
@@ -278,9 +431,11 @@ class Site:
             return value
         return os.path.relpath(new, page.parent).replace(os.sep, "/") + (sep + frag if sep else "")
 
-    def rewrite(self, page: Path, html: str, nav: str) -> str:
-        """Point links at pages and copied files; links to the repository outside the site become plain text."""
-        soup = BeautifulSoup(html, "html.parser")
+    def rewrite(self, page: Path, text: str, nav: str) -> str:
+        """Point links at pages and copied files; links to the repository outside the site become plain text;
+        whatever could run script (script and embedding tags, on* handlers, javascript: links) is removed."""
+        soup = BeautifulSoup(text, "html.parser")
+        self.warnings += [f"{page}: {w}" for w in defuse(soup.body or soup)]  # the head is the template's own
         for tag in soup.find_all(["a", "img", "source", "link", "script"]):
             attr = "href" if tag.name in ("a", "link") else "src"
             if not tag.has_attr(attr):
@@ -305,12 +460,12 @@ class Site:
 
     def nav(self, page: Path, prev: Path | None, nxt: Path | None, label: str) -> str:
         """The header bar: index, previous and next notebook, the page's own name."""
-        def link(p: Path, text: str) -> str:
-            return f'<a href="{os.path.relpath(p, page.parent)}">{text}</a>'
+        def link(p: Path, text: str) -> str:  # names are escaped: a file name is text, never markup
+            return f'<a href="{html.escape(urllib.parse.quote(os.path.relpath(p, page.parent)))}">{html.escape(text)}</a>'
         items = [link(Path("index.html"), "Index")]
         items.append(link(self.html[prev], f"← {prev.parts[1]}/{prev.stem}") if prev else "<span>← (first)</span>")
         items.append(link(self.html[nxt], f"{nxt.parts[1]}/{nxt.stem} →") if nxt else "<span>(last) →</span>")
-        items.append(f'<span class="site-nav-here">{label}</span>')
+        items.append(f'<span class="site-nav-here">{html.escape(label)}</span>')
         return '<nav class="site-nav">' + " ".join(items) + "</nav>"
 
     def write_html(self, page: Path, body: str, nav: str) -> None:
@@ -324,8 +479,9 @@ class Site:
         dest.write_text(self.rewrite(page, doc, nav), encoding="utf-8")
 
     def write(self, page: Path, nb: nbformat.NotebookNode, nav: str, ex: HTMLExporter) -> None:
-        """Export one notebook to its page."""
+        """Export one notebook to its page (its markdown and HTML outputs sanitised first, see sanitise)."""
         ex.page = page.as_posix()
+        nb = sanitise(nb)
         body, _ = ex.from_notebook_node(nb, resources={"metadata": {"name": nb.metadata.get("title", page.stem)}})
         dest = self.out / page
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -335,21 +491,32 @@ class Site:
 def build(out: str | Path = "site", root: str | Path = ".", runs: tuple[str, ...] = RUNS) -> Path:
     """Write the site (index.html, one page per executed notebook, linked files) into out; return index.html."""
     t0 = time.perf_counter()
-    root, out = Path(root).resolve(), Path(out).resolve()
+    root, out = Path(root).resolve(), Path(os.path.abspath(out))
     if not (root / "README.md").is_file():
         raise ValueError(f"root: {root} has no README.md; give the repository's root folder")
     found = pages(root, runs)
     if not found:
         raise ValueError(f"runs: no executed notebooks under {root / 'outputs'} for {', '.join(runs)}; "
                          "the site is built from the committed showcase runs")
-    if out == root or root.is_relative_to(out) or (out.exists() and not out.is_dir()):
-        raise ValueError(f"--out: {out} must be a new or existing folder inside or beside the repository, "
-                         "not the repository itself or a file")
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    final = check_out(out, root)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.building-"))  # fresh: no planted link
+    os.chmod(out, 0o755)
+    try:
+        n = _build_into(out, root, found)
+        (out / MARKER).write_text(MARKER_TEXT)
+        safeio.replace_dir(out, final)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    print(f"site: {n} pages in {final} (open {final / 'index.html'}), built in {time.perf_counter() - t0:.1f} s")
+    return final / "index.html"
+
+
+def _build_into(out: Path, root: Path, found: list[Path]) -> int:
+    """Write every page into the (new, empty) folder out; returns the number of pages."""
     site, ex = Site(root, out, found), exporter()
-    nbs = {p: nbformat.read(root / p, as_version=4) for p in found}
+    nbs = {p: safeio.read_notebook(root / p) for p in found}
     titles = {p: title_of(nb, p.stem) for p, nb in nbs.items()}
     cards = card_pages(root, found)
     for run, entries in cards.items():  # card pages are pages of the site: links to them are kept
@@ -379,9 +546,7 @@ def build(out: str | Path = "site", root: str | Path = ".", runs: tuple[str, ...
             site.write(page, markdown_notebook(root / md), site.nav(page, None, None, md.as_posix()), ex)
     for w in site.warnings + ex.warnings:
         print(f"warning: {w}")
-    n = len(found) + 1 + len(done) + sum(map(len, cards.values()))
-    print(f"site: {n} pages in {out} (open {out / 'index.html'}), built in {time.perf_counter() - t0:.1f} s")
-    return out / "index.html"
+    return len(found) + 1 + len(done) + sum(map(len, cards.values()))
 
 
 # ---- neuron cards (issue 28): one page per run and named set, from the run's cards.json ---------------------------

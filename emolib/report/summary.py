@@ -32,18 +32,20 @@ def first_timings(run_dir: Path) -> dict[str, float]:
 
 def run_summary(run_dir: str | Path) -> dict:
     """The headline numbers of one run, read from its committed tables."""
+    from ..safeio import read_json
     d = Path(run_dir)
     ns = neurons.load(d / "neurons.json")
-    ann = pd.read_csv(d / "annotations.csv")
+    ann = _csv(d / "annotations.csv", ("theme", "kept"))
     params = ns.meta["params"]
     skip = ("topic", "theme", "dialogue", "style", "label", "kept", "split")
     annotators = [c for c in ann.columns if c not in skip]
-    tests = pd.read_csv(d / "own_vs_random.csv")
-    stab = pd.read_csv(d / "stability.csv").set_index("emotion") if (d / "stability.csv").exists() else None
-    inst = json.loads((d / "instrument.json").read_text()) if (d / "instrument.json").exists() else {}
+    tests = _csv(d / "own_vs_random.csv", ("set", "emotion"))
+    stab = _csv(d / "stability.csv", ("emotion", "jaccard")).set_index("emotion") \
+        if (d / "stability.csv").exists() else None
+    inst = read_json(d / "instrument.json", "instrument file") if (d / "instrument.json").exists() else {}
     grid = pd.read_csv(d / "grid_contrasts.csv") if (d / "grid_contrasts.csv").exists() else None
-    design = json.loads((d / "design.json").read_text()) if (d / "design.json").exists() else {}
-    timing = json.loads((d / "scoring_time.json").read_text()) if (d / "scoring_time.json").exists() else {}
+    design = read_json(d / "design.json", "design file") if (d / "design.json").exists() else {}
+    timing = read_json(d / "scoring_time.json", "timing file") if (d / "scoring_time.json").exists() else {}
     pooled_t = pd.read_csv(d / "pooled.csv") if (d / "pooled.csv").exists() else pd.DataFrame()
     tit = pd.read_csv(d / "titration.csv") if (d / "titration.csv").exists() else pd.DataFrame()
     return {"name": d.name, "model": ns.model, "layers": ns.n_layers, "d_ff": ns.d_ff,
@@ -56,6 +58,22 @@ def run_summary(run_dir: str | Path) -> dict:
             "tests": tests, "pilot": inst.get("pilot", {}), "grid": grid, "design": design, "timing": timing,
             "pooled": pooled_t, "titration": tit,
             "timings": first_timings(d), "findings": findings.headline(d)}
+
+
+def _csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A table of the run with the columns the report reads; one ValueError line naming the file otherwise."""
+    from ..safeio import read_regular
+    read_regular(path, "table", 256 * 2 ** 20)  # a regular file of sane size (else its own line), before pandas
+    try:
+        table = pd.read_csv(path)
+    except Exception as e:  # noqa: BLE001 - pandas' ParserError, EmptyDataError, UnicodeDecodeError
+        raise ValueError(f"{path}: is not a readable CSV table ({type(e).__name__}); rerun the stage that "
+                         "writes it") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: lacks the column(s) {', '.join(missing)}; is it the table the book writes? "
+                         "Rerun the stage that writes it")
+    return table
 
 
 def _num(v, fmt: str) -> str:
@@ -128,6 +146,16 @@ def _cell(t: pd.DataFrame, name: str, e: str) -> str:
 def markdown(run_dirs: list[str | Path]) -> str:
     """Tables of the runs: data, the pilot and positive control, per emotion each set's test, the paper's claims,
     findings and timings."""
+    try:
+        return _markdown(run_dirs)
+    except (KeyError, AttributeError, TypeError, IndexError) as e:  # a value of a run's files of the wrong kind
+        raise ValueError(f"report: a file of {', '.join(map(str, run_dirs))} holds a value the book does not write "
+                         f"({type(e).__name__}: {' '.join(str(e).split())[:100]}); rerun the stage that wrote it"
+                         ) from None
+
+
+def _markdown(run_dirs: list[str | Path]) -> str:
+    """markdown(), without the one-line error."""
     S = [run_summary(d) for d in run_dirs]
     lines = ["| run | model | FFN neurons | selected | dialogues kept | annotator agreement with theme | Fleiss' κ |",
              "|---|---|---|---|---|---|---|"]
@@ -237,8 +265,10 @@ def markdown(run_dirs: list[str | Path]) -> str:
 
 def update_readme(readme: str | Path, run_dirs: list[str | Path]) -> None:
     """Replace the block between the results markers of the README with a fresh summary."""
+    from ..safeio import check_target, read_text
     readme = Path(readme)
-    text = readme.read_text()
+    check_target(readme)  # written back in place: a link, a pipe or a device is refused before it is read
+    text = read_text(readme, "README", 16 * 2 ** 20)
     if START not in text or END not in text:
         raise ValueError(f"{readme} lacks the markers {START} ... {END}")
     block = f"{START}\n{markdown(run_dirs)}{END}"
