@@ -869,7 +869,7 @@ def report_run(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", ["annotations garbage", "annotations binary", "design json broken",
-                                  "instrument json broken", "design seconds abc"])
+                                  "instrument json broken", "timing seconds abc"])
 def test_report_names_the_file_of_a_damaged_run(tmp_path, capsys, case):
     run = report_run(tmp_path)
     if case == "annotations garbage":
@@ -881,9 +881,7 @@ def test_report_names_the_file_of_a_damaged_run(tmp_path, capsys, case):
     elif case == "instrument json broken":
         (run / "instrument.json").write_text("[")
     else:
-        d = json.loads((run / "design.json").read_text()) if (run / "design.json").exists() else {}
-        d["seconds"] = "abc"
-        (run / "design.json").write_text(json.dumps(d))
+        (run / "scoring_time.json").write_text(json.dumps({"throughput": 8.0, "stage3_scoring_seconds": "abc"}))
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err
     assert one_line(err) and str(run) in err
