@@ -141,7 +141,7 @@ for d in runs:
                    f"06_methods_depth_{name}")
     lines.append("Median relative depth: " + ", ".join(f"`{n}` {v:.2f}" for n, v in
                                                        headtohead.median_depth(sets).items()) + ".")
-    display(headtohead.causal_table(d).style.format(precision=2, na_rep="-"))
+    display(headtohead.causal_table(d, ("attribution", "paper", "directions")).style.format(precision=2, na_rep="-"))
     lines += headtohead.causal_lines(d)
     display(Markdown("\n".join(f"- {line}" for line in lines)))
 
