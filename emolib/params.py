@@ -205,13 +205,13 @@ SCHEMA: dict[str, Param] = {
                              "eval_limit)", low=1, high=1_000_000, nullable=True),
     # --- 05 steering (sufficiency)
     "steer_doses": Param([0.0, 0.125, 0.25, 0.5], ("05",), "list[float]", "push sizes: each intervention writes a "
-                         "push of this norm into the residual stream (||W_down Delta a|| for a neuron set, the vector's "
-                         "norm for a direction), in units of the stream's median norm after the middle layer; must "
+                         "push of this norm into the residual stream (||W_down Delta a|| for a neuron set, measured after the "
+                         "post-FFN norm where the model has one, as Gemma; the vector's norm for a direction), in units of the stream's median norm after the middle layer; must "
                          "include 0 (the unsteered model); the test dose is chosen among them by steer_ppl_factor",
                          extra={"low": 0.0, "high": 10.0}),
     "steer_ppl_factor": Param(1.5, ("05",), "float", "the test dose of each intervention is the largest dose at which "
-                              "its own replies' median perplexity (under the unsteered model) stays within this factor "
-                              "of the unsteered model's median", low=1.0, high=100.0),
+                              "the median over its own replies of the perplexity ratio to the unsteered reply on the same "
+                              "prompt and noise (both under the unsteered model) stays within this factor", low=1.0, high=100.0),
     "steer_ppl_cap": Param(10.0, ("05",), "float", "a reply whose perplexity exceeds this factor x the unsteered "
                            "median is degenerate (as are empty and repetitive replies)", low=1.0, high=1e6,
                            low_open=True),

@@ -160,6 +160,84 @@ def test_own_and_random_sets_get_equal_residual_pushes_at_each_dose(tiny, tmp_pa
         assert sizes == pytest.approx([dose * r.unit] * len(sizes), rel=1e-3)
 
 
+@torch.inference_mode()
+def test_pushes_through_a_post_ffn_norm_are_measured_where_they_enter_the_stream(tiny, tmp_path):
+    """Gemma's FFN output passes post_feedforward_layernorm before the residual add, so W_down Delta a is not the push.
+    Measured with hooks on a random Gemma3, one layer's push at a time (so the norm sees the unsteered FFN output, as
+    in the calibration): the mean over the prompts' tokens (after the first) of ||change of the norm's output||,
+    root-sum-square over layers, equals dose x unit for an own set and its random families; the closed form of the
+    Llama layout would give another push (the test could fail)."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    from emolib.lm.models import decoder_layers, post_ffn_norms
+    _, tok = tiny
+    torch.manual_seed(0)
+    g = Gemma3ForCausalLM(Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=48,
+                                           num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                                           head_dim=8, pad_token_id=tok.pad_token_id)).eval()
+    for layer in decoder_layers(g):  # a non-trivial norm weight, as in the real model
+        layer.post_feedforward_layernorm.weight.normal_(0, 2)
+    assert post_ffn_norms(g) is not None and post_ffn_norms(tiny[0]) is None
+    sd = torch.rand(3, 48, generator=torch.Generator().manual_seed(1)) + 0.05
+    prompt = "A: So, what happened?\nB:"
+    r = steer.Runner(g, tok, P, [prompt], sd, {}, tmp_path)
+    own = {"anger": {0: [1, 2, 3], 2: [7, 9]}}
+    firing = torch.rand(3, 48, generator=torch.Generator().manual_seed(2))
+    conds = [steer.Condition("paper", "anger", 0.0, steer.OWN, own["anger"])]
+    conds += steer.random_conditions({"paper": _Sets(own)}, ["anger"], {"paper": 0.0}, 2, lambda ns: firing, sd, 0)
+    ids = torch.tensor([r.prompt_ids[0]])
+    norms = post_ffn_norms(g)
+
+    def written(pushes):
+        seen = {}
+        hs = [n.register_forward_hook(lambda mod, a, o, l=l: seen.__setitem__(l, o[0, 1:].float().clone()))
+              for l, n in enumerate(norms)]
+        try:
+            with steer.interventions(g, pushes, [None] * len(pushes), r.layer, 1):
+                g(ids)
+        finally:
+            for h in hs:
+                h.remove()
+        return seen
+    plain = written([{}])
+    for dose in (0.05, 0.2):
+        sizes, closed = [], []
+        for c in conds:
+            c.dose = dose
+            for push, out in ((r.push(c)[0], sizes), (steer.neuron_push(r.W, sd, c.neurons, dose * r.unit), closed)):
+                per = [(written([{l: a}])[l] - plain[l]).norm(dim=-1).mean() for l, a in push.items()]
+                out.append(float(torch.stack(per).pow(2).sum().sqrt()))
+        assert sizes == pytest.approx([dose * r.unit] * len(sizes), rel=2e-3)
+        assert closed != pytest.approx([dose * r.unit] * len(closed), rel=0.05)
+
+
+def test_the_test_dose_follows_paired_perplexity_ratios_not_a_median_of_few_unsteered_replies():
+    """Planted: five unsteered replies whose median (3) understates their spread (2 to 9); at dose 0.1 every steered
+    reply equals its prompt's unsteered perplexity x 1.2 (fluent), at 0.2 x 2 (not). The paired rule picks 0.1; a
+    ratio of medians (6 / 3 = 2 at dose 0.1) would have picked none."""
+    base = [2.0, 2.5, 3.0, 8.0, 9.0]
+    rows = [{"scorer": "s", "kind": "unsteered", "set": "none", "emotion": "none", "dose": 0.0, "random": steer.BASELINE,
+             "prompt": i, "sample": 0, "ppl": q} for i, q in enumerate(base)]
+    for a, f in ((0.1, 1.2), (0.2, 2.0)):
+        for e in ("anger", "fear"):
+            rows += [{"scorer": "s", "kind": "own", "set": "paper", "emotion": e, "dose": a, "random": steer.OWN,
+                      "prompt": i, "sample": 0, "ppl": q * f} for i, q in enumerate(base)]
+    t = steer.test_doses(pd.DataFrame(rows), ["paper"], [0.0, 0.1, 0.2], 1.5)
+    assert t.ratio.tolist() == pytest.approx([1.2, 2.0])
+    assert steer.chosen_doses(t) == {"paper": 0.1}
+
+
+def test_no_fluent_dose_gives_empty_tables_not_an_error():
+    """When no intervention keeps fluency, nothing is tested and every table is empty with its columns."""
+    eff = pd.DataFrame([{"scorer": "s", "kind": "own", "set": "paper", "emotion": "anger", "dose": 0.5, "random": -1,
+                         "n": 3, "target_p": 0.2, "baseline_p": 0.1, "d_p": 0.1, "bad_share": 0.0, "excluded": False,
+                         "median_ppl": 9.0}])
+    t = steer.pooled_table(eff, {}, ["anger"], 0.05, 0.05)
+    assert t.empty and {"intervention", "verdict"} <= set(t.columns)
+    c = steer.claims(t, 2)
+    assert c.empty and {"intervention", "claim"} <= set(c.columns)
+    assert steer.per_emotion_table(eff, {}, ["anger"], 0.05, 0.05).empty
+
+
 def test_degenerate_replies_are_excluded_and_never_a_success():
     """Planted: the own condition's replies are all degenerate yet read as the target emotion with certainty; a
     random family's condition has one degenerate reply with P(target) = 1. The own emotion is excluded and listed, the

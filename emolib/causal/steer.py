@@ -3,12 +3,15 @@ of mlp.down_proj, through ablate's pre-hook with per-row amounts) and read the e
 scorers that are not the steered model.
 
 Fixed in advance (issue 26):
-- Dose: the size of the push written into the residual stream, ||W_down Delta a|| (the same at every position, so
-  also its mean over positions), in units of the stream's median norm after the middle layer. Every own set, every
+- Dose: the size of the push written into the residual stream, in units of the stream's median norm after the
+  middle layer. Where the FFN writes into the stream directly (Llama, SmolLM2) that is ||W_down Delta a|| (the same
+  at every position). Where a norm sits between the FFN and the stream (Gemma's post_feedforward_layernorm), it is
+  the mean over the prompts' tokens of ||norm(m + W_down Delta a) - norm(m)||, m the unsteered FFN output there. Every own set, every
   random family (emolib.causal.families: same sizes, layers, firing and SD deciles, overlaps), the emotion direction
   and every random direction get the same push at a dose.
-- Test dose: per intervention, the largest dose of steer_doses at which its own replies' median perplexity under the
-  unsteered model stays within steer_ppl_factor x the unsteered model's (PPL_FACTOR_NOTE).
+- Test dose: per intervention, the largest dose of steer_doses at which the median over its own replies of the
+  perplexity ratio to the unsteered reply on the same prompt and noise stays within steer_ppl_factor
+  (PPL_FACTOR_NOTE).
 - Outcome: per reply, each scorer's P(target emotion), paired with the unsteered reply on the same prompt (common
   random numbers); a degenerate reply (empty, repetitive, or perplexity above steer_ppl_cap x the unsteered median)
   counts as no change, and a condition with more than steer_max_degenerate of its replies degenerate is excluded
@@ -256,9 +259,9 @@ def degenerate(text: str, ids: list[int]) -> str:
 
 DIRECTION_SET, PROMPT_SET = "direction", "prompt"
 INSTRUCTION = "Reply as someone who feels {emotion}.\n"  # the prompting ceiling's instruction, before the opening
-PPL_FACTOR_NOTE = ("the test dose of an intervention is the largest dose of steer_doses at which the median perplexity "
-                   "of its own replies (under the unsteered model, over every emotion and prompt) stays within "
-                   "steer_ppl_factor x the unsteered model's median")
+PPL_FACTOR_NOTE = ("the test dose of an intervention is the largest dose of steer_doses at which the median over its "
+                   "own replies (every emotion and prompt) of the reply's perplexity over the unsteered reply's on the "
+                   "same prompt and noise (both under the unsteered model) stays within steer_ppl_factor")
 
 
 def direction_layer(n_layers: int) -> int:
@@ -272,8 +275,55 @@ def down_weights(model) -> list[torch.Tensor]:
     return [m.down_proj.weight.detach().float().cpu() for m in ffn_layers(model)]
 
 
-def neuron_push(W: list[torch.Tensor], sd: torch.Tensor, neurons: dict[int, list[int]], size: float
-                ) -> dict[int, torch.Tensor]:
+def written(norm, m: torch.Tensor, v: torch.Tensor, c: float) -> float:
+    """Mean over positions of ||norm(m + c v) - norm(m)||: the push a post-FFN norm lets into the stream."""
+    return float((norm(m + c * v) - norm(m)).float().norm(dim=-1).mean())
+
+
+def normed_scale(norm, m: torch.Tensor, v: torch.Tensor, target: float, steps: int = 40) -> float:
+    """The c >= 0 at which written(norm, m, v, c) = target, by doubling then bisection; where the norm caps the push
+    below target (it saturates at ||norm(v) - norm(m)||), the c of the largest push found."""
+    if target <= 0:
+        return 0.0
+    hi = target / max(float(v.norm()), 1e-12)
+    best, best_f = hi, written(norm, m, v, hi)
+    for _ in range(60):
+        if best_f >= target:
+            break
+        hi *= 2
+        f = written(norm, m, v, hi)
+        if f <= best_f * (1 + 1e-6):  # saturated: the norm lets no more through
+            return best
+        best, best_f = hi, f
+    if best_f < target:
+        return best
+    lo = 0.0
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if written(norm, m, v, mid) < target else (lo, mid)
+    return (lo + hi) / 2
+
+
+@torch.inference_mode()
+def ffn_outputs(model, prompt_ids: list[list[int]]) -> list[torch.Tensor]:
+    """Per layer, [T, H] float32 output of down_proj over the prompts' tokens after the first (the unsteered model,
+    on its device): the m that a post-FFN norm sees."""
+    from ..lm.models import ffn_layers
+    mlps, dev = ffn_layers(model), model_device(model)
+    got: list[list[torch.Tensor]] = [[] for _ in mlps]
+    hooks = [m.down_proj.register_forward_hook(lambda mod, a, o, l=l: got[l].append(o[0, 1:].float()))
+             for l, m in enumerate(mlps)]
+    try:
+        for ids in prompt_ids:
+            model(input_ids=torch.tensor([ids], device=dev))
+    finally:
+        for h in hooks:
+            h.remove()
+    return [torch.cat(g) for g in got]
+
+
+def neuron_push(W: list[torch.Tensor], sd: torch.Tensor, neurons: dict[int, list[int]], size: float,
+                norms: list | None = None, outs: list[torch.Tensor] | None = None) -> dict[int, torch.Tensor]:
     """Per layer the [d_ff] amounts added to the chosen neurons so that the set writes a push of norm `size` into the
     residual stream: Delta a_l = c_l x SD_l on the layer's chosen neurons (the shape of the old alpha-in-SD doses),
     c_l chosen so that ||W_down,l Delta a_l|| = size x sqrt(n_l / N) (n_l of the set's N neurons in layer l), so the
@@ -282,7 +332,11 @@ def neuron_push(W: list[torch.Tensor], sd: torch.Tensor, neurons: dict[int, list
     Closed form, exact: down_proj is linear (no bias in Llama, SmolLM2 or Gemma-3 MLPs) and the amounts are added to
     its input at every position, so its output changes by W_down Delta a at every position, whatever the input. The
     mean over positions of ||W_down Delta a|| is that one number (up to the rounding of the amounts to the model's
-    dtype). A set and its random family get the same norm in every layer (families keep the layer counts)."""
+    dtype). A set and its random family get the same norm in every layer (families keep the layer counts).
+
+    With post-FFN norms (norms and outs, the unsteered FFN outputs m of ffn_outputs), c_l is found by bisection so
+    that the mean over the prompts' tokens of ||norm_l(m + c_l W_down,l shape) - norm_l(m)|| is that size; where the
+    norm caps the push below it, the largest push it allows."""
     n_all = sum(len(v) for v in neurons.values())
     out = {}
     for layer, idx in neurons.items():
@@ -290,9 +344,15 @@ def neuron_push(W: list[torch.Tensor], sd: torch.Tensor, neurons: dict[int, list
             continue
         idx_t = torch.as_tensor(sorted(idx), dtype=torch.long)
         shape = sd[layer, idx_t].float().clamp(min=1e-6)
-        norm = float((W[layer][:, idx_t] @ shape).norm())
+        v = W[layer][:, idx_t] @ shape
+        target = size * math.sqrt(len(idx) / n_all)
+        if norms is None:
+            c = target / max(float(v.norm()), 1e-12)
+        else:
+            m = outs[layer]
+            c = normed_scale(norms[layer], m, v.to(m.device), target)
         a = torch.zeros(W[layer].shape[1])
-        a[idx_t] = shape * (size * math.sqrt(len(idx) / n_all) / max(norm, 1e-12))
+        a[idx_t] = shape * c
         out[int(layer)] = a
     return out
 
@@ -410,11 +470,12 @@ def random_conditions(sets: dict, emotions: list[str], dose_of: dict[str, float]
             for j in range(n) for name, (own, maps) in per_set.items() for e, m in own.items()]
 
 
-def context_hash(p: dict, prompts: list[str], sd: torch.Tensor, samples: int = 1) -> str:
-    """What every condition's continuations depend on besides its neurons and dose (v2: doses in stream norms)."""
+def context_hash(p: dict, prompts: list[str], sd: torch.Tensor, samples: int = 1, post_norm: bool = False) -> str:
+    """What every condition's continuations depend on besides its neurons and dose (v2: doses in stream norms; a
+    model with post-FFN norms is also keyed by how its pushes are measured)."""
     from .attribution import neuron_hash
     blob = json.dumps([p["model"], p["dtype"], p["seed"], p["steer_max_new_tokens"], TEMPERATURE, TOP_K, prompts,
-                       neuron_hash(sd), samples, "push-norm-v2"])
+                       neuron_hash(sd), samples, "push-norm-v2"] + (["post-ffn-norm"] if post_norm else []))
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -428,13 +489,14 @@ class Runner:
     def __init__(self, model, tok, p: dict, prompts: list[str], sd: torch.Tensor, scorers: dict, cache_dir: Path,
                  samples: int = 1):
         from ..lm.classify import PredictionCache
-        from ..lm.models import decoder_layers
+        from ..lm.models import decoder_layers, post_ffn_norms
         self.model, self.tok, self.p, self.prompts, self.sd, self.scorers = model, tok, p, prompts, sd, scorers
         self.samples = samples
         self.stops = stop_ids(tok)
         self.bos = [tok.bos_token_id] if tok("x")["input_ids"][0] == tok.bos_token_id else []
         self.prompt_ids = [self.encode(x) for x in prompts]
-        self.ctx = context_hash(p, prompts, sd, samples)
+        self.norms = post_ffn_norms(model)  # Gemma: the push is measured after them
+        self.ctx = context_hash(p, prompts, sd, samples, self.norms is not None)
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.gens = PredictionCache(cache_dir / GEN_CACHE)
         self.scores = PredictionCache(cache_dir / SCORE_CACHE)
@@ -443,6 +505,7 @@ class Runner:
         self.W = down_weights(model)
         self.layer = direction_layer(len(decoder_layers(model)))
         self.unit = stream_norm(model, self.prompt_ids, self.layer)  # one dose unit: the stream's median norm
+        self.outs = ffn_outputs(model, self.prompt_ids) if self.norms is not None else None
         self.directions: dict[str, torch.Tensor] | None = None  # unit emotion directions at self.layer
 
     def encode(self, text: str) -> list[int]:
@@ -493,7 +556,7 @@ class Runner:
                 u = random_direction(self.W[0].shape[0], self.p["seed"], c.emotion, c.random)
             return {}, u * size
         if c.neurons and size > 0:
-            return neuron_push(self.W, self.sd, c.neurons, size), None
+            return neuron_push(self.W, self.sd, c.neurons, size, self.norms, self.outs), None
         return {}, None
 
     def load_directions(self, run_dir: str | Path) -> bool:
@@ -604,20 +667,27 @@ def mark_degenerate(rec: pd.DataFrame, ppl_cap: float) -> tuple[pd.DataFrame, fl
 
 
 def test_doses(rec: pd.DataFrame, names: list[str], doses: list[float], factor: float) -> pd.DataFrame:
-    """Per intervention (named set or the direction) and dose: the median perplexity of its own replies (every
-    emotion and prompt) over the unsteered median, and `chosen`: the largest dose with ratio <= factor (the
-    pre-specified, fluency-matched test dose; none when no positive dose keeps it)."""
+    """Per intervention (named set or the direction) and dose: `ratio`, the median over its own replies (every emotion
+    and prompt) of the reply's perplexity over the unsteered reply's on the same prompt and noise (paired by the
+    common random numbers: a median of many paired ratios, not one over a median of a few unsteered replies), the
+    medians beside it, and `chosen`: the largest dose with ratio <= factor (the pre-specified, fluency-matched test
+    dose; none when no positive dose keeps it)."""
     first = rec[rec.scorer == rec.scorer.iloc[0]]
-    base = float(np.nanmedian(first[first.random == BASELINE]["ppl"]))
+    plain = first[first.random == BASELINE]
+    base = float(np.nanmedian(plain["ppl"]))
+    base_of = plain.drop_duplicates(["prompt", "sample"]).set_index(["prompt", "sample"])["ppl"].astype(float)
     rows = []
     for name in names:
         for a in sorted(d for d in doses if d > 0):
             g = first[(first["set"] == name) & (first.random == OWN) & (first.dose == a)]
             if g.empty:
                 continue
-            med = float(np.nanmedian(g["ppl"])) if g["ppl"].notna().any() else np.nan
+            ppl = g["ppl"].astype(float).to_numpy()
+            paired = ppl / base_of.reindex(list(zip(g.prompt, g["sample"]))).to_numpy()
+            med = float(np.nanmedian(ppl)) if np.isfinite(ppl).any() else np.nan
+            ratio = float(np.nanmedian(paired)) if np.isfinite(paired).any() else np.nan
             rows.append({"intervention": name, "dose": a, "median_ppl": med, "unsteered_median_ppl": base,
-                         "ratio": med / base, "fluent": bool(med <= factor * base)})
+                         "ratio": ratio, "fluent": bool(ratio <= factor)})
     t = pd.DataFrame(rows, columns=["intervention", "dose", "median_ppl", "unsteered_median_ppl", "ratio", "fluent"])
     t["chosen"] = False
     for name, g in t.groupby("intervention", sort=False):
@@ -697,8 +767,9 @@ def pooled_table(eff: pd.DataFrame, dose_of: dict[str, float], emotions: list[st
                          "dose": dose_of[name], "n_emotions": len(keep), "emotions": ", ".join(keep),
                          "families_dropped": dropped, "excluded": "; ".join(excl), **row})
     t = pd.DataFrame(rows)
-    if t.empty:
-        return t
+    if t.empty:  # no intervention kept fluency at any dose: nothing is tested
+        return pd.DataFrame(columns=["scorer", "intervention", "role", "dose", "n_emotions", "own_minus_random",
+                                     "lo", "hi", "p", "p_holm", "p_equivalence", "p_equivalence_holm", "verdict"])
     for c in ("p", "p_equivalence", "own_minus_random"):
         if c not in t:
             t[c] = np.nan
@@ -747,7 +818,7 @@ def claims(pooled_t: pd.DataFrame, n_scorers: int) -> pd.DataFrame:
             claim = "undecided"
         rows.append({"intervention": name, "role": g["role"].iloc[0], "dose": g["dose"].iloc[0],
                      **{f"verdict [{s}]": x for s, x in zip(g.scorer, v)}, "claim": claim})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["intervention", "role", "dose", "claim"])
 
 
 def per_emotion_table(eff: pd.DataFrame, dose_of: dict[str, float], emotions: list[str], delta: float,

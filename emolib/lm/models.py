@@ -219,6 +219,13 @@ def ffn_layers(model: nn.Module) -> list[nn.Module]:
     return mlps
 
 
+def post_ffn_norms(model: nn.Module) -> list[nn.Module] | None:
+    """Each decoder layer's norm between the FFN's output and the residual add (Gemma's post_feedforward_layernorm);
+    None when the FFN writes into the stream directly (Llama, SmolLM2, Mistral, Qwen)."""
+    norms = [getattr(layer, "post_feedforward_layernorm", None) for layer in decoder_layers(model)]
+    return norms if all(n is not None for n in norms) else None
+
+
 def ffn_shape(model: nn.Module) -> tuple[int, int]:
     """(number of layers, neurons per layer), i.e. L x d_ff."""
     mlps = ffn_layers(model)
