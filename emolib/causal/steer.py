@@ -275,6 +275,7 @@ def down_weights(model) -> list[torch.Tensor]:
     return [m.down_proj.weight.detach().float().cpu() for m in ffn_layers(model)]
 
 
+@torch.no_grad()
 def written(norm, m: torch.Tensor, v: torch.Tensor, c: float) -> float:
     """Mean over positions of ||norm(m + c v) - norm(m)||: the push a post-FFN norm lets into the stream."""
     return float((norm(m + c * v) - norm(m)).float().norm(dim=-1).mean())
@@ -770,7 +771,7 @@ def pooled_table(eff: pd.DataFrame, dose_of: dict[str, float], emotions: list[st
     if t.empty:  # no intervention kept fluency at any dose: nothing is tested
         return pd.DataFrame(columns=["scorer", "intervention", "role", "dose", "n_emotions", "own_minus_random",
                                      "lo", "hi", "p", "p_holm", "p_equivalence", "p_equivalence_holm", "verdict"])
-    for c in ("p", "p_equivalence", "own_minus_random"):
+    for c in ("p", "p_equivalence", "own_minus_random", "lo", "hi"):  # absent when no row could be tested
         if c not in t:
             t[c] = np.nan
     parts = [pooled.decide(g, delta, alpha) for _, g in t.groupby(["scorer", "role"], sort=False)]
@@ -837,7 +838,7 @@ def per_emotion_table(eff: pd.DataFrame, dose_of: dict[str, float], emotions: li
                 rows.append({"scorer": scorer, "intervention": name, "emotion": e, "dose": dose,
                              **test_row_safe(float(own.get(e, np.nan)), null, delta, m, alpha, power_delta)})
             t = pd.DataFrame(rows)
-            for c in ("p", "p_equivalence", "own_minus_random"):
+            for c in ("p", "p_equivalence", "own_minus_random", "lo", "hi"):
                 if c not in t:
                     t[c] = np.nan
             parts.append(pooled.decide(t, delta, alpha))

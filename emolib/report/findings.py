@@ -188,8 +188,14 @@ def steering(claims: pd.DataFrame, pooled_t: pd.DataFrame, trade: pd.DataFrame, 
         g = pooled_t[pooled_t.intervention == name]
         return "; ".join(f"{r.scorer}: own − random {r.own_minus_random:+.3f} P(target) over {r.n_emotions} emotions "
                          f"against {r.n_random:.0f} random, {r.verdict}"
-                         if np.isfinite(r.get("own_minus_random", np.nan)) else f"{r.scorer}: {r.verdict}"
+                         if np.isfinite(r.get("own_minus_random", np.nan)) else f"{r.scorer}: {r.verdict}{why(r)}"
                          for _, r in g.iterrows())
+
+    def why(r) -> str:
+        dropped = int(r.get("families_dropped", 0) or 0)
+        left = r.get("n_random", np.nan)
+        return (f", {dropped} random families left out for a degenerate condition"
+                + (f", {left:.0f} left" if np.isfinite(left) else "") if dropped else "")
     for name in order:
         c = claims[claims.intervention == name].iloc[0]
         what = ("The steering positive control, the emotion direction against random directions of the same norm"
