@@ -48,7 +48,7 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
-from emolib.report import compare, plots
+from emolib.report import compare, plots_identify
 from emolib.identify import headtohead, neurons
 
 # %% tags=["parameters"] jupyter={"source_hidden": true}
@@ -70,7 +70,7 @@ display(compare.overview(R))
 # %%
 counts = compare.neurons_per_emotion(R)
 display(counts)
-_ = plots.save(plots.compare_bars(counts.div(counts.sum()), "share of the run's emotion neurons", LABEL), out_dir,
+_ = plots_identify.save(plots_identify.compare_bars(counts.div(counts.sum()), "share of the run's emotion neurons", LABEL), out_dir,
            "06_neurons_per_emotion")
 
 # %% [markdown]
@@ -79,7 +79,7 @@ _ = plots.save(plots.compare_bars(counts.div(counts.sum()), "share of the run's 
 
 # %%
 profiles = compare.depth_profiles(R)
-_ = plots.save(plots.depth_lines(profiles, LABEL), out_dir, "06_depth_profiles")
+_ = plots_identify.save(plots_identify.depth_lines(profiles, LABEL), out_dir, "06_depth_profiles")
 display(compare.median_depth(R).round(2))
 
 # %% [markdown]
@@ -91,7 +91,7 @@ display(compare.median_depth(R).round(2))
 # %%
 sens = compare.sensitivity(R)
 display((100 * sens).round(1))
-_ = plots.save(plots.compare_bars(100 * sens, "own minus random accuracy change (pp)", LABEL), out_dir,
+_ = plots_identify.save(plots_identify.compare_bars(100 * sens, "own minus random accuracy change (pp)", LABEL), out_dir,
            "06_sensitivity")
 
 # %% [markdown]
@@ -137,7 +137,7 @@ for d in runs:
         display(ov.style.format({"jaccard": "{:.3f}", "chance jaccard": "{:.4f}", "x chance": "{:.1f}"})
                 .set_caption(f"{a} vs {b}"))
         lines += headtohead.overlap_lines(ov, a, b)
-    _ = plots.save(plots.depth_vs_pool(headtohead.depth_shares(sets), f"{LABEL} · run {name}"), out_dir,
+    _ = plots_identify.save(plots_identify.depth_vs_pool(headtohead.depth_shares(sets), f"{LABEL} · run {name}"), out_dir,
                    f"06_methods_depth_{name}")
     lines.append("Median relative depth: " + ", ".join(f"`{n}` {v:.2f}" for n, v in
                                                        headtohead.median_depth(sets).items()) + ".")
