@@ -379,7 +379,8 @@ if "directions" in neurons.set_names(path):
     book.show(plots_identify.direction_cosines(directions.cosines(dstate["dir_unit"]).numpy(), E, LABEL), P,
               "02_direction_cosines")
     book.show(plots_identify.direction_stability(directions.half_cosines(dstate).numpy(),
-                                        directions.null_cosines(dstate).numpy(), E, LABEL), P, "02_direction_stability")
+                                                 directions.null_cosines(dstate).numpy(), E, LABEL),
+              P, "02_direction_stability")
     display(pd.DataFrame(dentry["split_half"]).set_index("emotion").style.format(
         {"cosine_mean": "{:.2f}", "cosine_min": "{:.2f}", "jaccard": "{:.2f}", "random_jaccard": "{:.4f}"}))
     if dentry["null"].get("n_null"):
@@ -432,7 +433,7 @@ for name in names:
     r = results[name]
     Pm = r["P"].numpy()
     book.show(plots_identify.activation_profiles(Pm, identify.profile_picks(r, state["emotions"]), state["emotions"],
-                                        f"{LABEL} · set {name}", identify.picked_for(r, state["emotions"])),
+                                                 f"{LABEL} · set {name}", identify.picked_for(r, state["emotions"])),
               P, f"02_profiles_{name}")
 
 # %% [markdown]

@@ -1,4 +1,5 @@
-"""Tests for emolib.report.plots_identify: every figure builds from small synthetic inputs, labelled; grid values are right."""
+"""Tests for the figure modules emolib.report.plots_*: every figure builds from small synthetic inputs, labelled; grid
+values are right."""
 
 import matplotlib
 
@@ -12,9 +13,9 @@ import pytest
 import pandas as pd
 from matplotlib.figure import Figure
 
-from emolib.report import plots_identify
+from emolib.report import plots_ablation, plots_common, plots_compare, plots_data, plots_identify
 
-EMO = list(plots_identify.EMOTION_ORDER)
+EMO = list(plots_common.EMOTION_ORDER)
 LABEL = "TestModel-1M · run test"
 RNG = np.random.default_rng(0)
 
@@ -26,7 +27,7 @@ def _check(fig: Figure) -> None:
         assert fig._suptitle is not None and LABEL in fig._suptitle.get_text()
         labelled = [ax for ax in fig.axes if ax.get_xlabel() or ax.get_ylabel()]
         assert labelled, "no axis has a label"
-        plots_identify.check(fig, "under test")  # readable: no offset text, ticks >= 8 pt and not overlapping, titled
+        plots_common.check(fig, "under test")  # readable: no offset text, ticks >= 8 pt and not overlapping, titled
     finally:
         plt.close(fig)
 
@@ -56,7 +57,7 @@ def _profile(bins: int = 10) -> pd.DataFrame:
 
 def test_save_writes_png(tmp_path):
     fig = plots_identify.neurons_per_emotion({e: i + 1 for i, e in enumerate(EMO)}, LABEL)
-    path = plots_identify.save(fig, tmp_path / "run", "neurons")
+    path = plots_common.save(fig, tmp_path / "run", "neurons")
     plt.close(fig)
     assert path == tmp_path / "run" / "figures" / "neurons.png"
     assert path.exists() and path.stat().st_size > 1000
@@ -67,20 +68,20 @@ def test_annotator_confusions():
     df = pd.DataFrame({"theme": theme,
                        "judgeA": theme,
                        "judgeB": [t if i % 3 else "none" for i, t in enumerate(theme)]})
-    _check(plots_identify.annotator_confusions(df, ["judgeA", "judgeB"], EMO, LABEL))
+    _check(plots_data.annotator_confusions(df, ["judgeA", "judgeB"], EMO, LABEL))
 
 
 def test_kept_fraction_and_split_counts():
     df = pd.DataFrame({"theme": [EMO[i % 6] for i in range(30)], "kept": [i % 4 != 0 for i in range(30)]})
-    _check(plots_identify.kept_fraction(df, EMO, LABEL))
-    _check(plots_identify.split_counts({"train": {e: 10 for e in EMO}, "eval": {e: 3 for e in EMO}}, LABEL))
+    _check(plots_data.kept_fraction(df, EMO, LABEL))
+    _check(plots_data.split_counts({"train": {e: 10 for e in EMO}, "eval": {e: 3 for e in EMO}}, LABEL))
 
 
 def test_length_distribution_drops_unlabelled():
     df = pd.DataFrame({"dialogue": [_dialogue(2 + i % 5) for i in range(20)],
                        "label": [EMO[i % 6] if i % 7 else None for i in range(20)]})
     df.loc[3, "label"] = np.nan
-    _check(plots_identify.length_distribution(df, LABEL))
+    _check(plots_data.length_distribution(df, LABEL))
 
 
 def test_entropy_hist_handles_inf():
@@ -111,9 +112,9 @@ def test_selection_figures():
 
 def test_classification_figures():
     conf = pd.DataFrame(RNG.integers(0, 10, (6, 7)), index=EMO, columns=EMO + ["none"])
-    _check(plots_identify.confusion_heatmap(conf, LABEL))
+    _check(plots_ablation.confusion_heatmap(conf, LABEL))
     shift = pd.DataFrame(RNG.uniform(-0.3, 0.1, (6, 6)), index=EMO, columns=EMO)
-    _check(plots_identify.shift_heatmap(shift, LABEL, "margin change", "mean margin change"))
+    _check(plots_ablation.shift_heatmap(shift, LABEL, "margin change", "mean margin change"))
 
 
 def test_stage2_null_figures():
@@ -134,10 +135,10 @@ def test_effect_figures():
                        "own_d_margin_hi": -0.2 * i + 0.1, "own_d_accuracy": -0.05 * i, "verdict": "no detectable effect"}
                       for i, e in enumerate(EMO)])
     rnd = {("paper", e): RNG.normal(0, 0.1, 5) for e in EMO}
-    _check(plots_identify.effect_forest(t, rnd, LABEL, "margin"))
-    _check(plots_identify.effect_forest(t, rnd, LABEL, "accuracy"))
-    _check(plots_identify.dose_response(_grid_table("rate", [0.001, 0.01, 0.05]), EMO, LABEL, 46080))
-    fig = plots_identify.range_heatmap(_grid_table("range", ["bottom", "top", "all"]), EMO, LABEL, "paper")
+    _check(plots_ablation.effect_forest(t, rnd, LABEL, "margin"))
+    _check(plots_ablation.effect_forest(t, rnd, LABEL, "accuracy"))
+    _check(plots_ablation.dose_response(_grid_table("rate", [0.001, 0.01, 0.05]), EMO, LABEL, 46080))
+    fig = plots_ablation.range_heatmap(_grid_table("range", ["bottom", "top", "all"]), EMO, LABEL, "paper")
     data = np.asarray(fig.axes[0].collections[0].get_array(), dtype=float)
     assert np.allclose(np.unique(np.round(data, 3)), [-0.1, 0.02])  # own minus random margin, in nat
     _check(fig)
@@ -146,17 +147,17 @@ def test_effect_figures():
                        "verdict": "own drop beyond random" if i > 3 else "no detectable effect"}
                       for s_ in ("attribution", "paper") for k in ("dose slope", "top minus bottom")
                       for i, e in enumerate(EMO)])
-    _check(plots_identify.contrast_forest(c, LABEL))
+    _check(plots_ablation.contrast_forest(c, LABEL))
     own = pd.DataFrame(RNG.normal(0, 0.3, (6, 6)), index=EMO, columns=EMO)
-    fig = plots_identify.specificity_pair(own, own * 0.1, LABEL)
+    fig = plots_ablation.specificity_pair(own, own * 0.1, LABEL)
     assert len([a for a in fig.axes if a.get_title()]) == 2
     _check(fig)
 
 
 def test_cross_model_figures():
-    _check(plots_identify.depth_lines({"small": _profile(5), "big": _profile(10)}, LABEL))
+    _check(plots_compare.depth_lines({"small": _profile(5), "big": _profile(10)}, LABEL))
     vals = pd.DataFrame(RNG.random((6, 3)), index=EMO, columns=["run-a", "run-b", "run-c"])
-    _check(plots_identify.compare_bars(vals, "emotion neurons", LABEL))
+    _check(plots_compare.compare_bars(vals, "emotion neurons", LABEL))
 
 
 def test_check_names_the_figure_and_each_unreadable_part():
@@ -165,8 +166,8 @@ def test_check_names_the_figure_and_each_unreadable_part():
     ax.set_yticks([0, 0.5, 1], ["zero", "half", "one"], fontsize=6)  # tiny
     ax.set_xlabel("x")
     try:
-        with pytest.raises(plots_identify.FigureError, match="figure bad one:.*no title.*offset.*6 pt"):
-            plots_identify.save(fig, "unused", "bad one")
+        with pytest.raises(plots_common.FigureError, match="figure bad one:.*no title.*offset.*6 pt"):
+            plots_common.save(fig, "unused", "bad one")
     finally:
         plt.close(fig)
     fig, ax = plt.subplots(figsize=(2, 2))
@@ -174,8 +175,8 @@ def test_check_names_the_figure_and_each_unreadable_part():
     ax.set_xlabel("x")
     fig.suptitle("crowded")
     try:
-        with pytest.raises(plots_identify.FigureError, match="x tick labels overlap"):
-            plots_identify.check(fig, "crowded")
+        with pytest.raises(plots_common.FigureError, match="x tick labels overlap"):
+            plots_common.check(fig, "crowded")
     finally:
         plt.close(fig)
 
