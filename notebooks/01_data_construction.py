@@ -63,7 +63,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from emolib.dataset import annotate, build_data, data, endpoint
-from emolib.report import book, plots, tables
+from emolib.report import book, plots_data, tables
 
 # %% tags=["parameters"] jupyter={"source_hidden": true}
 run_name = "smollm2-135m"
@@ -190,7 +190,7 @@ if P["data_source"] != "emoprism":
     print(f"Fleiss' kappa over the four votes (theme + 3 annotators): {kappa:.3f}")
     best = agree.sort_values("agreement_with_theme").iloc[-1]
     print(f"Most faithful annotator: {best.annotator} ({best.agreement_with_theme:.0%} agreement with the theme).")
-    book.show(plots.annotator_confusions(df, P["annotators"], P["emotions"], LABEL), P, "01_annotator_confusions")
+    book.show(plots_data.annotator_confusions(df, P["annotators"], P["emotions"], LABEL), P, "01_annotator_confusions")
 
 # %% [markdown]
 # ## Which dialogues survive the vote?
@@ -205,7 +205,7 @@ if P["data_source"] != "emoprism":
           f"{(kept['label'] != kept['theme']).sum()} kept with a label other than their theme")
     by_style = df.groupby("style")["kept"].mean()
     print("kept fraction by style:", ", ".join(f"{s} {v:.0%}" for s, v in by_style.items()))
-    book.show(plots.kept_fraction(df, P["emotions"], LABEL), P, "01_kept_fraction")
+    book.show(plots_data.kept_fraction(df, P["emotions"], LABEL), P, "01_kept_fraction")
 
 # %% [markdown]
 # ## The final dataset
@@ -216,7 +216,7 @@ if P["data_source"] != "emoprism":
 # %%
 counts = {s: dict(Counter(dd[s]["label"])) for s in dd}
 display(pd.DataFrame(counts).reindex(P["emotions"]).fillna(0).astype(int))
-book.show(plots.split_counts(counts, LABEL), P, "01_split_counts")
+book.show(plots_data.split_counts(counts, LABEL), P, "01_split_counts")
 
 # %% [markdown]
 # ## Is the eval split independent?
@@ -232,7 +232,7 @@ book.show(plots.split_counts(counts, LABEL), P, "01_split_counts")
 display(build_data.eval_construction(df, P).style.hide(axis="index"))
 
 # %%
-book.show(plots.length_distribution(kept, LABEL), P, "01_lengths")
+book.show(plots_data.length_distribution(kept, LABEL), P, "01_lengths")
 
 # %% [markdown]
 # The dataset is saved with `DatasetDict.save_to_disk` under `<run>/data/`, with a dataset card beside it.

@@ -72,7 +72,7 @@ from IPython.display import Markdown, display
 
 import pandas as pd
 
-from emolib.report import book, findings, plots, tables
+from emolib.report import book, findings, plots_identify, tables
 from emolib.identify import directions, headtohead, selection as identify, neurons
 from emolib.lm import models
 
@@ -194,7 +194,7 @@ print(f"selected {len(result['selected'])} of {L * D:,} neurons ({len(result['se
       f"{result['n_eligible']:,} passed the filter (threshold P >= {result['threshold']:.3f})")
 display(tables.row(per_emotion, "neurons per emotion"))
 H = result["entropy"].numpy().ravel()
-book.show(plots.entropy_hist(H, neurons.summary_cutoff(result), result["eligible"].numpy().ravel(), LABEL),
+book.show(plots_identify.entropy_hist(H, neurons.summary_cutoff(result), result["eligible"].numpy().ravel(), LABEL),
           P, "02_entropy")
 
 # %% [markdown]
@@ -269,7 +269,7 @@ for k in range(paper_state["n_null"]):
 groups = {"selected (paper)": [float(ratio[l, i]) for l, i in sel_idx],
           "eligible pool": ratio[result["eligible"]].numpy(),
           "selected under the null (all permutations)": null_ratios}
-book.show(plots.selectivity_distributions(groups, LABEL), P, "02_selectivity")
+book.show(plots_identify.selectivity_distributions(groups, LABEL), P, "02_selectivity")
 served = identify.emotions_per_neuron(result)
 display(tables.row({f"{k} emotion{'s' * (k > 1)}": v for k, v in served.items()}, "selected neurons",
                    caption="Selected neurons by the number of emotions each is assigned to"))
@@ -298,7 +298,7 @@ display(Markdown(f"With {P['n_null']} permutations the smallest possible `p_cuto
                  f"{identify.ALPHA:g}; stable when jaccard ≥ {identify.STABLE_FACTOR:g}× chance. "
                  f"{int(table.beats_null.sum())} of {len(table)} variants beat the null and "
                  f"{int(table.stable.sum())} are stable; each variant's depth shares are in the CSV."))
-book.show(plots.null_cutoffs(table, nulls, LABEL), P, "02_null")
+book.show(plots_identify.null_cutoffs(table, nulls, LABEL), P, "02_null")
 
 # %% [markdown]
 # How to read it: each row is a variant, named by its tensor, tokens, filter, assignment and scope (those columns,
@@ -347,7 +347,7 @@ settings = {n: s.meta["named_sets"][n].get("settings") or s.meta["named_sets"]["
 rate_table = rates.summary(P["run_dir"], stage2_sets, settings)
 display(rate_table.style.format({"lowest rate": "{:.0%}", "highest rate": "{:.0%}", "own/other rate": "{:.2f}"})
         .hide(axis="index"))
-book.show(plots.set_rates({n: rates.set_rates(rates.probabilities(P["run_dir"], settings[n]), s)
+book.show(plots_identify.set_rates({n: rates.set_rates(rates.probabilities(P["run_dir"], settings[n]), s)
                            for n, s in stage2_sets.items()}, LABEL), P, "02_set_rates")
 display(Markdown(" ".join(rates.lines(rate_table))))
 
@@ -376,14 +376,15 @@ if "directions" in neurons.set_names(path):
     E = state["emotions"]
     print(f"directions at the {dentry['method']['site']} stream, {dentry['method']['tokens']} tokens; "
           f"{dentry['n_selected']} neurons: " + ", ".join(f"{e} {len(v)}" for e, v in dentry["neurons"].items()))
-    book.show(plots.direction_cosines(directions.cosines(dstate["dir_unit"]).numpy(), E, LABEL), P,
+    book.show(plots_identify.direction_cosines(directions.cosines(dstate["dir_unit"]).numpy(), E, LABEL), P,
               "02_direction_cosines")
-    book.show(plots.direction_stability(directions.half_cosines(dstate).numpy(),
-                                        directions.null_cosines(dstate).numpy(), E, LABEL), P, "02_direction_stability")
+    book.show(plots_identify.direction_stability(directions.half_cosines(dstate).numpy(),
+                                                 directions.null_cosines(dstate).numpy(), E, LABEL),
+              P, "02_direction_stability")
     display(pd.DataFrame(dentry["split_half"]).set_index("emotion").style.format(
         {"cosine_mean": "{:.2f}", "cosine_min": "{:.2f}", "jaccard": "{:.2f}", "random_jaccard": "{:.4f}"}))
     if dentry["null"].get("n_null"):
-        book.show(plots.contribution_null(dentry["null"], E, LABEL), P, "02_direction_null")
+        book.show(plots_identify.contribution_null(dentry["null"], E, LABEL), P, "02_direction_null")
 else:
     dentry = None
     print("find_directions: false, so this run has no directions set")
@@ -399,7 +400,7 @@ if dentry is not None:
     two = {n: neurons.load(path, n) for n in ("paper", "directions")}
     methods = headtohead.overlap(two["paper"], two["directions"], seed=P["seed"])
     display(methods.style.format({"jaccard": "{:.3f}", "chance jaccard": "{:.4f}", "x chance": "{:.1f}"}))
-    book.show(plots.depth_vs_pool(headtohead.depth_shares(two), LABEL), P, "02_methods_depth")
+    book.show(plots_identify.depth_vs_pool(headtohead.depth_shares(two), LABEL), P, "02_methods_depth")
 
 # %% [markdown]
 # ## Where are they? Depth against the right baseline
@@ -410,9 +411,9 @@ if dentry is not None:
 # %%
 names = ["paper"] + ([chosen] if chosen and chosen != "paper" else [])
 depth = identify.depth_table(results, names, L)
-book.show(plots.depth_vs_pool(depth, LABEL), P, "02_depth")
+book.show(plots_identify.depth_vs_pool(depth, LABEL), P, "02_depth")
 table_layers = identify.counts_table(result, state["emotions"], L)
-book.show(plots.layer_heatmap(table_layers, LABEL), P, "02_layer_heatmap")
+book.show(plots_identify.layer_heatmap(table_layers, LABEL), P, "02_layer_heatmap")
 
 # %% [markdown]
 # ## Do emotions share neurons?
@@ -420,7 +421,7 @@ book.show(plots.layer_heatmap(table_layers, LABEL), P, "02_layer_heatmap")
 
 # %%
 overlap = identify.overlap_table(result["sets"], state["emotions"])
-book.show(plots.overlap_heatmap(overlap, LABEL), P, "02_overlap")
+book.show(plots_identify.overlap_heatmap(overlap, LABEL), P, "02_overlap")
 
 # %% [markdown]
 # ## Activation profiles
@@ -431,8 +432,8 @@ book.show(plots.overlap_heatmap(overlap, LABEL), P, "02_overlap")
 for name in names:
     r = results[name]
     Pm = r["P"].numpy()
-    book.show(plots.activation_profiles(Pm, identify.profile_picks(r, state["emotions"]), state["emotions"],
-                                        f"{LABEL} · set {name}", identify.picked_for(r, state["emotions"])),
+    book.show(plots_identify.activation_profiles(Pm, identify.profile_picks(r, state["emotions"]), state["emotions"],
+                                                 f"{LABEL} · set {name}", identify.picked_for(r, state["emotions"])),
               P, f"02_profiles_{name}")
 
 # %% [markdown]
@@ -444,7 +445,7 @@ for name in names:
 # %%
 stab = identify.stability(paper_state, P, result=result)
 display(stab.style.format({"jaccard": "{:.2f}", "random_jaccard": "{:.3f}", "random_jaccard_all_neurons": "{:.4f}"}))
-book.show(plots.stability_bars(stab, LABEL), P, "02_stability")
+book.show(plots_identify.stability_bars(stab, LABEL), P, "02_stability")
 
 # %% [markdown]
 # ## What this run shows

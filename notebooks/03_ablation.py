@@ -77,7 +77,7 @@ import pandas as pd
 
 from emolib.causal import attribution, budget, effects, metrics, pooled
 from emolib.identify import weights
-from emolib.report import book, findings, plots, tables
+from emolib.report import book, findings, plots_ablation, tables
 from emolib.identify import neurons
 
 # %% tags=["parameters"] jupyter={"source_hidden": true}
@@ -211,7 +211,7 @@ pred = [P["emotions"][j] for j in base.argmax(1)]
 summary = metrics.summary(items.label.tolist(), pred, P["emotions"], P["n_bootstrap"], P["seed"], scores=base)
 print(f"macro-F1 {metrics.macro_f1(items.label.tolist(), pred, P['emotions']):.3f}; chance {1 / len(P['emotions']):.1%}")
 display(summary.style.format({"accuracy": "{:.1%}", "ci_low": "{:.1%}", "ci_high": "{:.1%}"}))
-book.show(plots.confusion_heatmap(metrics.confusion(items.label.tolist(), pred, P["emotions"]), LABEL), P,
+book.show(plots_ablation.confusion_heatmap(metrics.confusion(items.label.tolist(), pred, P["emotions"]), LABEL), P,
           "03_baseline_confusion")
 unfiltered = effects.unfiltered_eval_table(P, P["eval_limit"]) if P["eval_source"] == "split" else None
 if unfiltered is not None:
@@ -329,7 +329,8 @@ display(tables.narrow(primary.assign(**{"own − random [95% CI]": tables.interv
     primary.own_minus_random, primary.lo, primary.hi)}),
     ["set", "role", "own − random [95% CI]", "in_sds", "p_holm", "equivalence_bound", "verdict"],
     {"in_sds": "{:+.2f}", "p_holm": "{:.3g}", "equivalence_bound": "{:.2f}"}, csv=pooled.POOLED_FILE, na_rep="–"))
-book.show(plots.pooled_forest(primary, P["equivalence_margin"], LABEL + f" · arm {scorer.arm}"), P, "03_pooled")
+book.show(plots_ablation.pooled_forest(primary, P["equivalence_margin"], LABEL + f" · arm {scorer.arm}"), P,
+          "03_pooled")
 
 # %% [markdown]
 # ## What the test could have found: the detection curve
@@ -343,7 +344,7 @@ curve = pooled.detection_curve(tit)
 display(tables.narrow(curve, ["share", "effect", "effect_sd", "draws", "detected"],
                       {"share": "{:.0%}", "effect": "{:+.2f}", "effect_sd": "{:.2f}", "detected": "{:.0%}"},
                       csv=pooled.TITRATION_FILE))
-book.show(plots.detection_curve(tit, curve, LABEL + f" · arm {scorer.arm}"), P, "03_detection_curve")
+book.show(plots_ablation.detection_curve(tit, curve, LABEL + f" · arm {scorer.arm}"), P, "03_detection_curve")
 
 # %% [markdown]
 # ## Per emotion (secondary): own set against matched random sets
@@ -361,7 +362,7 @@ display(tables.narrow(shown, ["set", "emotion", "n_neurons", "own_d_margin", "ra
                       {"own_d_margin": "{:+.2f}", "random_d_margin": "{:+.2f}", "p_holm": "{:.3g}"},
                       csv="own_vs_random.csv"))
 means_by_set = effects.random_means(arrays, P["emotions"])
-book.show(plots.effect_forest(table, means_by_set["margin"], LABEL, "margin"), P, "03_own_vs_random_margin")
+book.show(plots_ablation.effect_forest(table, means_by_set["margin"], LABEL, "margin"), P, "03_own_vs_random_margin")
 
 # %% [markdown]
 # ## Every arm
@@ -399,7 +400,7 @@ effects.specificity_random(scorer, P, sets, items, arrays, P["specificity_random
 for name in sets:
     own_t = effects.masked_by_true(arrays, name, P["emotions"])
     rnd_t = effects.masked_by_true(arrays, name, P["emotions"], random=True) if P["specificity_random_sets"] else None
-    book.show(plots.specificity_pair(own_t, rnd_t, f"{LABEL} · set {name} · arm {scorer.arm}"), P,
+    book.show(plots_ablation.specificity_pair(own_t, rnd_t, f"{LABEL} · set {name} · arm {scorer.arm}"), P,
               f"03_masked_by_true_{name}")
 spec = effects.specificity_all(arrays, sets, P["emotions"])
 book.save_table(P, {"all": spec}, "specificity.csv")

@@ -54,7 +54,7 @@
 # %%
 from IPython.display import Markdown, display
 
-from emolib.report import book, findings, plots, tables
+from emolib.report import book, findings, plots_ablation, plots_identify, tables
 from emolib.causal import budget, effects
 from emolib.lm import models
 from emolib.identify import neurons
@@ -107,7 +107,8 @@ display(tables.row(items.label.value_counts().reindex(P["emotions"]).fillna(0).a
 
 # %%
 for name, ns in sets.items():
-    book.show(plots.depth_heatmap(neurons.depth_profile(ns), f"{LABEL} · set {name}"), P, f"04_depth_profile_{name}")
+    book.show(plots_identify.depth_heatmap(neurons.depth_profile(ns), f"{LABEL} · set {name}"), P,
+              f"04_depth_profile_{name}")
 
 # %% [markdown]
 # ## Dose-response
@@ -120,7 +121,7 @@ dose_g = {name: effects.grid_scores(scorer, P, ns, items, {r: effects.dose_sets(
                                     P["grid_random_sets"], spread) for name, ns in grid_sets.items()}
 dose = effects.grid_table(dose_g, "rate")
 book.save_table(P, {"all": dose}, "dose_response.csv")
-book.show(plots.dose_response(dose, P["emotions"], LABEL, L * D), P, "04_dose_response")
+book.show(plots_ablation.dose_response(dose, P["emotions"], LABEL, L * D), P, "04_dose_response")
 acc = dose.dropna(subset=["own_minus_random_accuracy"])
 if len(acc):
     ext = acc.loc[[acc.own_minus_random_accuracy.idxmin(), acc.own_minus_random_accuracy.idxmax()]]
@@ -147,7 +148,7 @@ range_g = {name: effects.grid_scores(scorer, P, ns, items, effects.range_cells(n
 ranges = effects.grid_table(range_g, "range")
 book.save_table(P, {"all": ranges}, "layer_sweep.csv")
 for name in grid_sets:
-    book.show(plots.range_heatmap(ranges, P["emotions"], LABEL, name), P, f"04_ranges_{name}")
+    book.show(plots_ablation.range_heatmap(ranges, P["emotions"], LABEL, name), P, f"04_ranges_{name}")
 
 # %% [markdown]
 # ## The tested contrasts
@@ -164,7 +165,7 @@ display(tables.narrow(contrasts.assign(**{"own − random [95% CI]": tables.inte
     contrasts.own_minus_random, contrasts.lo, contrasts.hi)}),
     ["set", "role", "contrast", "own − random [95% CI]", "p_holm", "equivalence_bound", "verdict"],
     {"p_holm": "{:.3g}", "equivalence_bound": "{:.2f}"}, csv="grid_contrasts.csv", na_rep="–"))
-book.show(plots.contrast_forest(per_emotion, LABEL + f" · arm {scorer.arm}"), P, "04_contrasts")
+book.show(plots_ablation.contrast_forest(per_emotion, LABEL + f" · arm {scorer.arm}"), P, "04_contrasts")
 display(tables.narrow(per_emotion, ["set", "emotion", "contrast", "own", "random_mean", "random_d_margin_sd",
                                     "p_holm", "verdict"],
                       {"own": "{:+.2f}", "random_mean": "{:+.2f}", "random_d_margin_sd": "{:.2f}", "p_holm": "{:.3g}"},

@@ -74,7 +74,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from emolib.report import book, findings, plots, tables
+from emolib.report import book, findings, plots_steering, tables
 from emolib.lm import models
 from emolib.causal import steer
 
@@ -191,7 +191,7 @@ if len(secondary) and "own_minus_random" in secondary:
 display(tables.narrow(beside, (["scorer", "emotion", "prompt d_p", "prompt ppl"] + [f"{n} d_p" for n in dose_of])[:8],
                       {c: "{:+.3f}" for c in beside.columns if c.endswith("d_p")} | {"prompt ppl": "{:.1f}"},
                       csv="steering_prompting.csv"))
-book.show(plots.steering_tradeoff(trade, LABEL), P, "05_steering_tradeoff")
+book.show(plots_steering.steering_tradeoff(trade, LABEL), P, "05_steering_tradeoff")
 
 # %% [markdown]
 # ## Dose-response (descriptive)
@@ -200,7 +200,7 @@ book.show(plots.steering_tradeoff(trade, LABEL), P, "05_steering_tradeoff")
 # %%
 for name in scorers:
     tag = name.replace(":", "_").replace("/", "_")
-    book.show(plots.steering_dose(doses, P["emotions"], name, LABEL), P, f"05_steering_dose_{tag}")
+    book.show(plots_steering.steering_dose(doses, P["emotions"], name, LABEL), P, f"05_steering_dose_{tag}")
 
 # %% [markdown]
 # ## Sample continuations

@@ -48,7 +48,7 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
-from emolib.report import compare, plots
+from emolib.report import compare, plots_common, plots_compare, plots_identify
 from emolib.identify import headtohead, neurons
 
 # %% tags=["parameters"] jupyter={"source_hidden": true}
@@ -70,8 +70,8 @@ display(compare.overview(R))
 # %%
 counts = compare.neurons_per_emotion(R)
 display(counts)
-_ = plots.save(plots.compare_bars(counts.div(counts.sum()), "share of the run's emotion neurons", LABEL), out_dir,
-           "06_neurons_per_emotion")
+_ = plots_common.save(plots_compare.compare_bars(counts.div(counts.sum()), "share of the run's emotion neurons", LABEL),
+                      out_dir, "06_neurons_per_emotion")
 
 # %% [markdown]
 # ## Where they sit, by relative depth
@@ -79,7 +79,7 @@ _ = plots.save(plots.compare_bars(counts.div(counts.sum()), "share of the run's 
 
 # %%
 profiles = compare.depth_profiles(R)
-_ = plots.save(plots.depth_lines(profiles, LABEL), out_dir, "06_depth_profiles")
+_ = plots_common.save(plots_compare.depth_lines(profiles, LABEL), out_dir, "06_depth_profiles")
 display(compare.median_depth(R).round(2))
 
 # %% [markdown]
@@ -91,8 +91,8 @@ display(compare.median_depth(R).round(2))
 # %%
 sens = compare.sensitivity(R)
 display((100 * sens).round(1))
-_ = plots.save(plots.compare_bars(100 * sens, "own minus random accuracy change (pp)", LABEL), out_dir,
-           "06_sensitivity")
+_ = plots_common.save(plots_compare.compare_bars(100 * sens, "own minus random accuracy change (pp)", LABEL), out_dir,
+                      "06_sensitivity")
 
 # %% [markdown]
 # ## Stage 3's answer in each run
@@ -137,8 +137,8 @@ for d in runs:
         display(ov.style.format({"jaccard": "{:.3f}", "chance jaccard": "{:.4f}", "x chance": "{:.1f}"})
                 .set_caption(f"{a} vs {b}"))
         lines += headtohead.overlap_lines(ov, a, b)
-    _ = plots.save(plots.depth_vs_pool(headtohead.depth_shares(sets), f"{LABEL} · run {name}"), out_dir,
-                   f"06_methods_depth_{name}")
+    _ = plots_common.save(plots_identify.depth_vs_pool(headtohead.depth_shares(sets), f"{LABEL} · run {name}"),
+                          out_dir, f"06_methods_depth_{name}")
     lines.append("Median relative depth: " + ", ".join(f"`{n}` {v:.2f}" for n, v in
                                                        headtohead.median_depth(sets).items()) + ".")
     display(headtohead.causal_table(d, ("attribution", "paper", "directions")).style.format(precision=2, na_rep="-"))

@@ -155,7 +155,7 @@ def test_figures_are_never_written_through_a_link(tmp_path, where):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from emolib.report import plots
+    from emolib.report import plots_common
     v = victim(tmp_path)
     run = tmp_path / "run"
     if where == "file":
@@ -170,13 +170,13 @@ def test_figures_are_never_written_through_a_link(tmp_path, where):
     ax.set_ylabel("y")
     ax.set_title("t")
     fig.suptitle("s")
-    monkeypatch_check = plots.check
+    monkeypatch_check = plots_common.check
     try:
-        plots.check = lambda fig, name: None  # the readability rules are not what is tested here
+        plots_common.check = lambda fig, name: None  # the readability rules are not what is tested here
         with pytest.raises(ValueError, match="symbolic link"):
-            plots.save(fig, run, "02_x")
+            plots_common.save(fig, run, "02_x")
     finally:
-        plots.check = monkeypatch_check
+        plots_common.check = monkeypatch_check
         plt.close(fig)
     assert v.read_text() == "keep me\n"
     if where != "file":

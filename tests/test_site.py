@@ -73,7 +73,7 @@ def test_math_and_alt_text(tmp_path, capsys):
           "price \\$5 and \\$6.\n\n$$\\mathrm{act}(W_{gate}x) > 0$$\n\n```\n$not math$\n```\n\n"
           "Broken $\\notacommand x$.")
     fig = nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(PNG).decode()})
-    show = nbformat.v4.new_code_cell('book.show(plots.hist(H),\n          P, "02_entropy")', outputs=[fig])
+    show = nbformat.v4.new_code_cell('book.show(plots_identify.entropy_hist(H),\n          P, "02_entropy")', outputs=[fig])
     loop = nbformat.v4.new_code_cell('for n in sets:\n    book.show(fig, P, f"04_ranges_{n}")', outputs=[fig])
     (d / "figures" / "02_entropy.png").write_bytes(PNG)
     (d / "figures" / "04_ranges_paper.png").write_bytes(PNG)

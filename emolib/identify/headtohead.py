@@ -31,7 +31,7 @@ def overlap(a: neurons.NeuronSets, b: neurons.NeuronSets, n_draws: int = 200, se
 
 def depth_shares(sets: dict[str, neurons.NeuronSets]) -> pd.DataFrame:
     """Share of each set's neurons (all emotions) per layer at relative depth, beside all neurons; columns named
-    for plots.depth_vs_pool."""
+    for plots_identify.depth_vs_pool."""
     any_set = next(iter(sets.values()))
     L = any_set.n_layers
     out = {"relative depth": [neurons.relative_depth(l, L) for l in range(L)]}

@@ -41,7 +41,7 @@ def show(fig, p: dict, name: str) -> None:
     import matplotlib.pyplot as plt
     from IPython.display import display
 
-    from .plots import save
+    from .plots_common import save
     try:
         save(fig, p["run_dir"], name)
         display(fig)

@@ -260,7 +260,7 @@ def exporter() -> SiteExporter:
 
 
 def shown_names(source: str) -> list[str]:
-    """The figure names given to book.show(fig, P, name) or plots.save(fig, dir, name) in a cell, as regexes.
+    """The figure names given to book.show(fig, P, name) or plots_common.save(fig, dir, name) in a cell, as regexes.
 
     An f-string's fields match .+ (a figure saved in a loop); which file an image is then is told by add_alt_texts.
     """
