@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emolib.dataset.synth_template import generate_dialogues  # noqa: E402
+from emolib.lm.synth_template import generate_dialogues  # noqa: E402
 from emolib.emotions import EMOTIONS  # noqa: E402
 from emolib.identify import cards, record  # noqa: E402
 from emolib.lm import models  # noqa: E402

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emolib.causal import ablate
+from emolib.lm import ablate
 from emolib.lm import batched, classify, models, prompts
 from emolib.emotions import EMOTIONS
-from emolib.dataset.synth_template import generate_dialogues
+from emolib.lm.synth_template import generate_dialogues
 
 
 def timed(fn):

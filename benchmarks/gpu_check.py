@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from emolib.lm import batched, classify, models, prompts
 from emolib.identify import record# noqa: E402
 from emolib.emotions import EMOTIONS  # noqa: E402
-from emolib.dataset.synth_template import generate_dialogues# noqa: E402
+from emolib.lm.synth_template import generate_dialogues# noqa: E402
 
 PAPER_TOKENS = 42_000_000  # EmoPrism's kept dialogues, about 143 tokens each, 293,725 of them
 PAPER_GRID = {"emotions": 6, "sets": 2, "random_sets": 20, "dose_levels": 6, "dose_random": 5, "ranges": 4,

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from emolib.lm import models
 from emolib.identify import record# noqa: E402
 from emolib.emotions import EMOTIONS  # noqa: E402
-from emolib.dataset.synth_template import generate_dialogues# noqa: E402
+from emolib.lm.synth_template import generate_dialogues# noqa: E402
 
 
 BATCH1 = "batch-1 loop, CPU float32 copies (10kH style)"

@@ -21,7 +21,7 @@ import torch
 from emolib.lm import classify, models, prompts
 from emolib.identify import record
 from emolib.emotions import EMOTIONS
-from emolib.dataset.synth_template import generate_dialogues
+from emolib.lm.synth_template import generate_dialogues
 
 
 def timed(fn, repeats: int = 2) -> float:

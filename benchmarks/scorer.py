@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emolib.causal import ablate, effects
+from emolib.causal import effects
+from emolib.lm import ablate
 from emolib.lm import classify, models, prompts
 from emolib.emotions import EMOTIONS
-from emolib.dataset.synth_template import generate_dialogues
+from emolib.lm.synth_template import generate_dialogues
 
 
 def plain_forward(clf, texts: list[str], k: int) -> float:

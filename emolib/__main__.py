@@ -88,9 +88,9 @@ def check_output(output: str, input_path: str) -> None:
 
 def cmd_classify(a: argparse.Namespace) -> None:
     """Classify a JSON-lines file, optionally with emotion neurons ablated."""
-    from .causal import ablate, metrics
+    from .causal import metrics
     from .identify import record, neurons
-    from .lm import classify, models
+    from .lm import ablate, classify, models
     from . import safeio
     from .lm.classify import predict
     p = params_mod.load(a.params)

@@ -13,8 +13,7 @@ from functools import lru_cache
 
 import torch
 
-from .causal import ablate
-from .lm import models
+from .lm import ablate, models
 from .identify import neurons, record
 
 DIALOGUES = ["A: You broke it again!\nB: I said I was sorry.",
@@ -335,7 +334,7 @@ def check_ablation_hook(hook_factory) -> bool:
     if err:
         return _report(name, f"with {len(idx)} neurons of layer 2 masked, {err.replace('your function', 'your hook')}", "")
     if not torch.allclose(out, want, atol=1e-5, rtol=1e-5):
-        return _report(name, f"with {len(idx)} neurons of layer 2 masked, your logits differ from emolib.causal.ablate's by up "
+        return _report(name, f"with {len(idx)} neurons of layer 2 masked, your logits differ from emolib.lm.ablate's by up "
                              f"to {float((out - want).abs().max()):.3g}", "")
-    steps.append(f"{len(idx)} masked neurons match emolib.causal.ablate")
+    steps.append(f"{len(idx)} masked neurons match emolib.lm.ablate")
     return _report(name, None, ", ".join(steps) + " (tiny random Llama)")

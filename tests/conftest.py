@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from emolib.lm import models# noqa: E402
 from emolib.emotions import EMOTIONS  # noqa: E402
-from emolib.dataset.synth_template import generate_dialogues# noqa: E402
+from emolib.lm.synth_template import generate_dialogues# noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_PARAMS = ROOT / "params/test-tiny.yaml"

@@ -9,7 +9,7 @@ import torch.distributed as dist
 from emolib.lm import models
 from emolib.identify import record
 from emolib.emotions import EMOTIONS
-from emolib.dataset.synth_template import generate_dialogues
+from emolib.lm.synth_template import generate_dialogues
 
 if __name__ == "__main__":
     out, partial = sys.argv[1], sys.argv[2]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from emolib.causal import ablate
+from emolib.lm import ablate
 from emolib.identify import neurons, selection
 from emolib.lm import models
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from emolib.causal import ablate
+from emolib.lm import ablate
 from emolib.lm import batched, classify, models
 from emolib.emotions import EMOTIONS
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from bs4 import BeautifulSoup
 
-from emolib.dataset.synth_template import generate_dialogues
+from emolib.lm.synth_template import generate_dialogues
 from emolib.emotions import EMOTIONS
 from emolib.identify import cards, record, weights
 from emolib.lm import models

@@ -29,8 +29,8 @@ def test_multi_token_labels_match_brute_force(tiny, dialogues):
     bodies = [tok(d, add_special_tokens=False)["input_ids"] for d in dialogues[0][:3]]
     labels = [[11, 12, 13], [14], [15, 16]]
     with torch.inference_mode():
-        got = classify._score_batch(model, prefix, bodies, labels, tok.pad_token_id,
-                                    classify._prefix_cache(model, prefix))
+        got = classify.score_batch(model, prefix, bodies, labels, tok.pad_token_id,
+                                   classify.cache_prefix(model, prefix))
         for i, b in enumerate(bodies):
             for j, lab in enumerate(labels):
                 logp = torch.log_softmax(model(torch.tensor([prefix + b + lab])).logits.float(), -1)[0]

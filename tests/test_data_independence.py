@@ -9,7 +9,7 @@ import pytest
 
 from emolib.dataset import build_data, data
 from emolib import params
-from emolib.dataset import synth_template as st
+from emolib.lm import synth_template as st
 from emolib.emotions import EMOTIONS
 from emolib.params import ParamError
 

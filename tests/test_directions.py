@@ -9,7 +9,7 @@ import torch
 from emolib.identify import directions, record
 from emolib.lm import models
 from emolib.emotions import EMOTIONS
-from emolib.dataset.synth_template import generate_dialogues
+from emolib.lm.synth_template import generate_dialogues
 
 E = len(EMOTIONS)
 

@@ -9,7 +9,7 @@ import torch
 
 from emolib.identify import record
 from emolib.emotions import EMOTIONS
-from emolib.dataset.synth_template import generate_dialogues
+from emolib.lm.synth_template import generate_dialogues
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ def test_device_map_placement_keeps_hooks_on_the_right_device(tiny, tmp_path):
     run): recording counts and ablation equal the unsplit model's. A GPU split is the same code path."""
     from transformers import AutoModelForCausalLM
 
-    from emolib.causal import ablate
+    from emolib.lm import ablate
     from emolib.lm import models
     model, tok = tiny
     model.save_pretrained(tmp_path / "m")

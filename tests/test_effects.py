@@ -66,7 +66,7 @@ def test_scorer_caches_and_matches_one_mask_at_a_time(tiny, tmp_path):
     masks = [{}, {1: [3, 5]}, {0: [1], 2: [7]}]
     raw = sc.scores(d, masks)
     assert raw.shape == (3, 2, 6)
-    from emolib.causal import ablate
+    from emolib.lm import ablate
     for m, r in zip(masks, raw):
         with ablate.ablate(model, m):
             ref = classify.label_scores(classify.make_classifier(model, tok, list(EMOTIONS), True, 0, None, 4, False), d)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from emolib.causal import ablate, families
+from emolib.causal import families
+from emolib.lm import ablate
 
 
 def _sets():

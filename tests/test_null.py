@@ -9,7 +9,7 @@ import torch
 
 from emolib.identify import selection as identify, neurons, record
 from emolib.emotions import EMOTIONS
-from emolib.dataset.synth_template import generate_dialogues
+from emolib.lm.synth_template import generate_dialogues
 
 NOFILTER = dict(tensor="act", tokens="dialogue", filter_quantile=None, assign="argmax", scope="global")
 PAPER = dict(tensor="act", tokens="dialogue", filter_quantile=0.95, assign="threshold", scope="global")

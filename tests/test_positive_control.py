@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from emolib.causal import ablate, attribution, effects, stats
+from emolib.causal import attribution, effects, stats
+from emolib.lm import ablate
 from emolib.lm import batched, classify, prompts
 from emolib.emotions import EMOTIONS
 

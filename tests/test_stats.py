@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from emolib.causal import ablate, stats
+from emolib.causal import stats
+from emolib.lm import ablate
 
 
 def test_margin_and_correct_by_hand():
@@ -113,7 +114,7 @@ def test_spread_of_random_sets_gives_item_sd_and_tau():
     assert stats.item_sd_from_null(rng.normal(0, sd / math.sqrt(n), 4000), n) == pytest.approx(sd, rel=0.05)
 
 
-# the firing-matched random neuron sampler (emolib.causal.ablate.random_matched)
+# the firing-matched random neuron sampler (emolib.lm.ablate.random_matched)
 
 @pytest.fixture
 def firing():

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from emolib.causal import ablate, steer
+from emolib.causal import steer
+from emolib.lm import ablate
 from emolib.report import findings
 from emolib import params
 from emolib.__main__ import main

@@ -1,4 +1,4 @@
-"""Tests for emolib.dataset.synth_template: format, determinism, uniqueness, style purity, variety."""
+"""Tests for emolib.lm.synth_template: format, determinism, uniqueness, style purity, variety."""
 
 import collections
 import json
@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from emolib.dataset import synth_template as st
-from emolib.dataset.synth_template import EMOTION_LEXICON, EMOTIONS, STYLES, generate_dialogue, generate_dialogues
+from emolib.lm import synth_template as st
+from emolib.lm.synth_template import EMOTION_LEXICON, EMOTIONS, STYLES, generate_dialogue, generate_dialogues
 
 # Topics free of lexicon words and of sentence punctuation (so sentence counts are exact).
 TOPICS = [
@@ -93,7 +93,7 @@ def test_deterministic_and_seed_dependent():
 def test_deterministic_across_processes():
     """Derived RNGs must not depend on Python's randomized hash()."""
     code = (
-        "import json; from emolib.dataset.synth_template import generate_dialogues as g;"
+        "import json; from emolib.lm.synth_template import generate_dialogues as g;"
         "print(json.dumps(g(['chess', 'yoga'], ['anger', 'fear'], 2, seed=5)))"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -387,12 +387,12 @@ def test_dialogues_longer_than_the_context_are_cut_and_counted(tiny, monkeypatch
     n_ctx = classify.context_length(model)
     lengths = []
     if protocol == "score":
-        real = classify._score_batch
+        real = classify.score_batch
 
         def score(m, prefix, bodies, *a, **k):  # records the lengths, scores a short tail (fast)
             lengths.extend(len(prefix) + len(b) for b in bodies)
             return real(m, prefix, [b[-8:] for b in bodies], *a, **k)
-        monkeypatch.setattr(classify, "_score_batch", score)
+        monkeypatch.setattr(classify, "score_batch", score)
     else:
         monkeypatch.setattr(model, "generate", lambda input_ids, **k: (lengths.append(input_ids.shape[1]),
                                                                        input_ids)[1])

@@ -20,7 +20,7 @@ import torch
 from ..progress import tqdm
 
 from ..lm import prompts
-from ..lm.classify import Classifier, _score_batch, encode_dialogues
+from ..lm.classify import Classifier, score_batch, encode_dialogues
 from ..lm.models import ffn_layers
 
 STATS_FILE = "activation_stats.safetensors"
@@ -100,7 +100,7 @@ def scoring_pass(clf: Classifier, dialogues: list[str], y: np.ndarray, calibrati
             for s in tqdm(range(0, len(bodies), batch_size), desc=progress, disable=progress is None, leave=False):
                 idx = list(range(s, min(s + batch_size, len(bodies))))
                 cap.clear()
-                sc = _score_batch(model, parts.prefix, [bodies[i] for i in idx], parts.labels, tok.pad_token_id)
+                sc = score_batch(model, parts.prefix, [bodies[i] for i in idx], parts.labels, tok.pad_token_id)
                 sc = sc.float() - cal
                 yy = torch.as_tensor(y[idx], dtype=torch.long)
                 other = sc.detach().clone()
@@ -139,7 +139,7 @@ def _content_free_sums(clf: Classifier, cal: torch.Tensor, cap: _Capture, L: int
     free = prompts.encode_dialogue(tok, prompts.CONTENT_FREE) + parts.suffix
     n = len(parts.labels)
     cap.clear()
-    sc = _score_batch(clf.model, parts.prefix, [free] * n, parts.labels, tok.pad_token_id)
+    sc = score_batch(clf.model, parts.prefix, [free] * n, parts.labels, tok.pad_token_id)
     sc.diagonal().sum().backward()
     g, xg = torch.zeros(n, L, D), torch.zeros(n, L, D)
     for layer, xs in cap.calls.items():

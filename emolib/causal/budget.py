@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import ablate, stats
-from ..lm import batched
+from . import stats
+from ..lm import ablate, batched
+from ..progress import mmss as _mmss
 
 POWER_SLACK = 0.02    # designs whose detectable shift is within 2% of the smallest count as equal; the cheapest wins
 R_STEPS = (20, 25, 30, 40, 50, 60, 80, 100, 130, 160, 200)  # the random-set counts the planner considers (>= min)
@@ -263,12 +264,6 @@ def progress_line(path: Path) -> str | None:
                 f"{_mmss(s['elapsed_s'])} elapsed · about {_mmss(s['eta_s'])} left")
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def _mmss(seconds: float) -> str:
-    """Seconds as 'M min S s'."""
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m} min {s:02d} s"
 
 
 # ---------------------------------------------------------------- the notebooks' calls

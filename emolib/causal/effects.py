@@ -29,8 +29,8 @@ import pandas as pd
 import torch
 from ..progress import tqdm
 
-from . import ablate, attribution, budget, families, pooled, stats
-from ..lm import batched, classify, models, prompts
+from . import attribution, budget, families, pooled, stats
+from ..lm import ablate, batched, classify, models, prompts
 from ..dataset import data
 from ..identify import selection as identify, neurons
 from ..lm.classify import PredictionCache

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .ablate import joint_bins
+from ..lm.ablate import joint_bins
 
 FAMILY_SEED = 4243     # the families' stream (the pilot's matched sets use another)
 TITRATION_SEED = 7717  # the titrated families' stream

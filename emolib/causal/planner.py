@@ -28,7 +28,7 @@ def planning_items(p: dict) -> pd.DataFrame:
     try:
         return effects.eval_table(p, p.get("eval_limit"))
     except (FileNotFoundError, ValueError, OSError):
-        from ..dataset.synth_template import generate_dialogues
+        from ..lm.synth_template import generate_dialogues
         rows = generate_dialogues(["a trip", "a new job", "the weekend"], p["emotions"], 4, p["seed"])
         return pd.DataFrame({"dialogue": [r["dialogue"] for r in rows], "label": [r["theme"] for r in rows]})
 

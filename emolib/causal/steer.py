@@ -43,7 +43,8 @@ import pandas as pd
 import torch
 from ..progress import tqdm
 
-from . import ablate, stats
+from . import stats
+from ..lm import ablate
 from ..lm.models import model_device
 
 TEMPERATURE = 0.8  # sampling temperature of the continuations

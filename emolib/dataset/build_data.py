@@ -172,7 +172,7 @@ def unfiltered_eval(df: pd.DataFrame) -> list[dict]:
 
 def eval_construction(df: pd.DataFrame, p: dict) -> pd.DataFrame:
     """How the eval split was built: disjoint topics and template pools, who voted on it, its size before the vote."""
-    from . import synth_template as st
+    from ..lm import synth_template as st
     topics = {s: set(df.loc[df["split"] == s, "topic"]) for s in ("train", "eval")}
     voters = voters_on_eval(p)
     ev = df[df["split"] == "eval"]

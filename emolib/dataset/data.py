@@ -7,13 +7,13 @@ import hashlib
 import json
 import random
 import re
-import warnings
 import zlib
 from collections import Counter
 from importlib.resources import files
 from pathlib import Path
 
 from ..emotions import EMOTIONS, normalize
+from ..params import MIN_EVAL_PER_EMOTION, load_eval_file  # noqa: F401 (read and checked with the parameters)
 
 EMOPRISM_FIELDS = ("topic", "dialogue", "theme", "label")
 EMOPRISM_ANNOTATORS = ("gpt-4o-mini", "gemini-1.5-flash", "claude-3-haiku-20240307")
@@ -58,7 +58,7 @@ def mark_splits(rows: list[dict], splits: dict[str, str]) -> list[dict]:
 def synthesize_template(topics: list[str], emotions: list[str], per_pair: int, seed: int,
                         explicit_share: float, splits: dict[str, str] | None = None) -> list[dict]:
     """Dialogues from the offline generator (see synth_template); with splits, each topic from its split's pool."""
-    from .synth_template import generate_dialogues
+    from ..lm.synth_template import generate_dialogues
     if splits is None:
         return generate_dialogues(topics, emotions, per_pair, seed, explicit_share)
     rows = []
@@ -300,83 +300,6 @@ def load_eval_unfiltered(run_dir: str | Path) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run notebook 01 (stage 1) for this run first")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-EVAL_FILE_SUFFIXES = (".jsonl", ".json", ".csv")
-MAX_EVAL_FILE_MB = 50  # an external eval set is read whole; larger files are refused before reading
-MIN_EVAL_PER_EMOTION = 2  # fewer distinct items of an emotion present in an external eval set: refused
-
-
-def _read_eval_records(path: Path) -> list[dict]:
-    """Records of an eval file: CSV rows, or JSON lines (a JSON list is accepted too)."""
-    import csv
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            if path.suffix == ".csv":
-                return list(csv.DictReader(f))
-            text = f.read().strip()
-        if text.startswith("["):
-            return json.loads(text)
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError, csv.Error, json.JSONDecodeError, RecursionError) as e:
-        kind = "CSV" if path.suffix == ".csv" else "JSON-lines"
-        raise ValueError(f"eval_path: {path} is not a readable {kind} file ({str(e).replace(chr(10), ' ')})") from None
-
-
-def load_eval_file(path: str | Path, emotions: list[str], min_per_emotion: int = MIN_EVAL_PER_EMOTION) -> list[dict]:
-    """An external eval set: records with dialogue (or text) and label (joy = happiness), those of the emotions;
-    repeated dialogues kept once (with a warning), and refused with fewer than min_per_emotion items of any of the
-    emotions, or above MAX_EVAL_FILE_MB."""
-    path = Path(path).expanduser()
-    if path.suffix not in EVAL_FILE_SUFFIXES:
-        raise ValueError(f"eval_path: must be a {', '.join(EVAL_FILE_SUFFIXES)} file, got {path}")
-    if path.is_dir():
-        raise ValueError(f"eval_path: {path} is a directory, not a {', '.join(EVAL_FILE_SUFFIXES)} file")
-    if not path.is_file():
-        raise ValueError(f"eval_path: file not found: {path}" if not path.exists() else
-                         f"eval_path: {path} is not a regular file")
-    size = path.stat().st_size
-    if size > MAX_EVAL_FILE_MB * 2 ** 20:
-        raise ValueError(f"eval_path: {path} is {size / 2 ** 20:.0f} MB; an eval set above {MAX_EVAL_FILE_MB} MB is "
-                         "refused (it is read whole): take a sample of it")
-    records = _read_eval_records(path)
-    if not isinstance(records, list) or not records:
-        raise ValueError(f"eval_path: {path} holds no records")
-    rows = []
-    for i, r in enumerate(records, 1):
-        text = (r.get("dialogue") or r.get("text")) if isinstance(r, dict) else None
-        if not isinstance(text, str) or not text.strip() or not isinstance(r.get("label"), str):
-            raise ValueError(f"eval_path: record {i} of {path} needs a non-empty 'dialogue' (or 'text') and a "
-                             "'label' (anger, disgust, fear, happiness or joy, sadness, surprise)")
-        try:
-            label = normalize(r["label"], f"record {i} label")
-        except ValueError as e:
-            raise ValueError(f"eval_path: {path}: {e}") from None
-        if label in emotions:
-            rows.append({"dialogue": text.strip(), "label": label})
-    if not rows:
-        raise ValueError(f"eval_path: {path} has no record labelled with one of {', '.join(emotions)}")
-    return _distinct_eval_rows(rows, path, emotions, min_per_emotion)
-
-
-def _distinct_eval_rows(rows: list[dict], path: Path, emotions: list[str], min_per_emotion: int) -> list[dict]:
-    """The first record of each dialogue (a warning counts the rest), refused with fewer than min_per_emotion of
-    any of the emotions."""
-    first: dict[str, str] = {}
-    for r in rows:
-        first.setdefault(r["dialogue"], r["label"])
-    if len(first) < len(rows):
-        clash = sum(first[r["dialogue"]] != r["label"] for r in rows)
-        warnings.warn(f"eval_path: {path}: {len(rows) - len(first)} repeated dialogue(s) removed, "
-                      f"{len(first)} distinct kept" + (f" ({clash} repeat(s) had another label; the first kept)"
-                                                       if clash else ""), stacklevel=3)
-    counts = Counter(first.values())
-    few = [f"{e} {counts[e]}" for e in emotions if counts[e] < min_per_emotion]  # every emotion of the run
-    if few:
-        raise ValueError(f"eval_path: {path} has fewer than {min_per_emotion} distinct items for {', '.join(few)}; "
-                         f"an eval set needs at least {min_per_emotion} for each of the run's emotions (add items, "
-                         "or leave the missing emotions out of 'emotions')")
-    return [{"dialogue": d, "label": lab} for d, lab in first.items()]
 
 
 def dataset_card(p: dict, counts: dict, stats: dict) -> str:

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..lm.ablate import depth_bins
+
 # Named sets built as controls (attribution: gradients on the readout; weights: the weights alone), never in the
 # family of the named sets whose claims are tested.
 CONTROL_SETS = ("attribution", "weights")
@@ -240,15 +242,6 @@ def pool_jaccard(n_a: int, n_b: int, pool: int, n_draws: int = 200, seed: int = 
 def relative_depth(layer: int, n_layers: int) -> float:
     """Layer position in [0, 1] (centre of the layer), so models of different depth compare."""
     return (layer + 0.5) / n_layers
-
-
-def depth_bins(n_layers: int, bins: int) -> list[range]:
-    """The layers of `bins` equal depth ranges, first layers first: range k ends at round(k x n_layers / bins),
-    half to even (every depth binning of the book: stage 3-4 ranges, depth profiles, the b/m/t thirds)."""
-    if bins < 1:
-        raise ValueError(f"bins: must be a whole number of at least 1, got {bins!r}")
-    edges = np.linspace(0, n_layers, bins + 1).round().astype(int)
-    return [range(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def bin_shares(layers: list[int], n_layers: int, bins: int) -> np.ndarray:

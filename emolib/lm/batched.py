@@ -3,7 +3,7 @@
 Row k * b + i of a pass is item i under mask k. Layers below the first masked layer are the same for every mask,
 so they run once on the b items; from that layer on (`tile_from`) every batch tensor is tiled K times. The
 prefix key/value cache is built the same way (lower layers batch 1, upper layers batch K), and classify's
-_score_batch repeats it per item, so row order stays k * b + i throughout, multi-token labels included.
+score_batch repeats it per item, so row order stays k * b + i throughout, multi-token labels included.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import numpy as np
 import torch
 from ..progress import tqdm
 
-from ..causal import ablate
-from . import prompts
-from .classify import Classifier, _prefix_cache, _score_batch, encode_dialogues
+from . import ablate, prompts
+from .classify import Classifier, cache_prefix, score_batch, encode_dialogues
 from .models import decoder_layers
 
 
@@ -86,16 +85,16 @@ def score_masks(clf: Classifier, dialogues: list[str], masks: list[dict[int, lis
     with ablate.ablate_rows(model, masks, mode=mode, means=means, scale=scale) as rows, \
             tile_from(model, start, K):
         rows.set_rows(every)
-        cache = _prefix_cache(model, parts.prefix) if clf.prefix_cache else None
+        cache = cache_prefix(model, parts.prefix) if clf.prefix_cache else None
         for s in tqdm(range(0, N, b), desc=progress, disable=progress is None, leave=False):
             idx = order[s:s + b]
             rows.set_rows(every.repeat_interleave(len(idx)))
-            sc = _score_batch(model, parts.prefix, [bodies[i] for i in idx], parts.labels, tok.pad_token_id, cache)
+            sc = score_batch(model, parts.prefix, [bodies[i] for i in idx], parts.labels, tok.pad_token_id, cache)
             out[:, idx] = sc.view(K, len(idx), n_lab)
         if calibration is None and clf.calibrate:
             rows.set_rows(every)
             free = prompts.encode_dialogue(tok, prompts.CONTENT_FREE) + parts.suffix
-            out -= _score_batch(model, parts.prefix, [free], parts.labels, tok.pad_token_id, cache).view(K, 1, n_lab)
+            out -= score_batch(model, parts.prefix, [free], parts.labels, tok.pad_token_id, cache).view(K, 1, n_lab)
     if calibration is not None:
         out -= torch.as_tensor(np.asarray(calibration), dtype=out.dtype)
     return out.numpy()

@@ -82,7 +82,7 @@ def encode_dialogues(clf: Classifier, dialogues: list[str], reserve: int | None 
     return [ids for ids, _ in fitted]
 
 
-def _prefix_cache(model, prefix: list[int]):
+def cache_prefix(model, prefix: list[int]):
     """Key/value cache of the shared prompt prefix (batch of one)."""
     ids = torch.tensor([prefix], device=model_device(model))
     out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
@@ -113,8 +113,8 @@ def float32_readout(model):
         h.remove()
 
 
-def _score_batch(model, prefix: list[int], bodies: list[list[int]], labels: list[list[int]], pad_id: int,
-                 cache=None) -> torch.Tensor:
+def score_batch(model, prefix: list[int], bodies: list[list[int]], labels: list[list[int]], pad_id: int,
+                cache=None) -> torch.Tensor:
     """Sum of label-token log-probs after prefix + body, for a batch; bodies are padded between prefix and body;
     the logits are computed in float32 (float32_readout)."""
     with float32_readout(model):
@@ -123,7 +123,7 @@ def _score_batch(model, prefix: list[int], bodies: list[list[int]], labels: list
 
 def _score_batch_inner(model, prefix: list[int], bodies: list[list[int]], labels: list[list[int]], pad_id: int,
                        cache=None) -> torch.Tensor:
-    """_score_batch's work, in whatever precision the head computes."""
+    """score_batch's work, in whatever precision the head computes."""
     dev = model_device(model)
     B, P = len(bodies), len(prefix)
     L = max(len(b) for b in bodies)
@@ -174,8 +174,8 @@ def calibration_vector(clf: Classifier) -> np.ndarray:
     """Label scores of the content-free dialogue, [labels]: the calibration to hold fixed (compute it unablated)."""
     tok, parts = clf.tokenizer, clf.parts
     free = prompts.encode_dialogue(tok, prompts.CONTENT_FREE) + parts.suffix
-    cache = _prefix_cache(clf.model, parts.prefix) if clf.prefix_cache else None
-    return _score_batch(clf.model, parts.prefix, [free], parts.labels, tok.pad_token_id, cache)[0].numpy()
+    cache = cache_prefix(clf.model, parts.prefix) if clf.prefix_cache else None
+    return score_batch(clf.model, parts.prefix, [free], parts.labels, tok.pad_token_id, cache)[0].numpy()
 
 
 @torch.inference_mode()
@@ -186,18 +186,18 @@ def label_scores(clf: Classifier, dialogues: list[str], progress: str | None = N
     tok, parts = clf.tokenizer, clf.parts
     bodies = [ids + parts.suffix for ids in encode_dialogues(clf, dialogues)]
     order = sorted(range(len(bodies)), key=lambda i: -len(bodies[i]))  # similar lengths batch together
-    cache = _prefix_cache(clf.model, parts.prefix) if clf.prefix_cache else None
+    cache = cache_prefix(clf.model, parts.prefix) if clf.prefix_cache else None
     out = torch.zeros((len(bodies), len(parts.labels)))
     steps = range(0, len(order), clf.batch_size)
     for s in tqdm(steps, desc=progress, disable=progress is None, leave=False):
         idx = order[s:s + clf.batch_size]
-        out[idx] = _score_batch(clf.model, parts.prefix, [bodies[i] for i in idx], parts.labels,
-                                tok.pad_token_id, cache)
+        out[idx] = score_batch(clf.model, parts.prefix, [bodies[i] for i in idx], parts.labels,
+                               tok.pad_token_id, cache)
     if calibration is not None:
         out -= torch.as_tensor(np.asarray(calibration), dtype=out.dtype)
     elif clf.calibrate:
         free = prompts.encode_dialogue(tok, prompts.CONTENT_FREE) + parts.suffix
-        out -= _score_batch(clf.model, parts.prefix, [free], parts.labels, tok.pad_token_id, cache)[0]
+        out -= score_batch(clf.model, parts.prefix, [free], parts.labels, tok.pad_token_id, cache)[0]
     return out.numpy()
 
 

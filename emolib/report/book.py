@@ -11,7 +11,7 @@ import torch
 
 from .. import params as params_mod
 from ..lm.models import set_threads
-from ..runner import relative_to_root
+from .paths import relative_to_root
 
 PRETTY = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct", "gemma3-270m": "Gemma-3-270M",
           "llama-3.1-8b-instruct": "Llama-3.1-8B-Instruct", "llama-3.1-70b-instruct": "Llama-3.1-70B-Instruct",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runner import local_roots
+from .paths import local_roots
 
 MAX_PIXELS = 50_000_000  # a figure larger than this is not decoded (a PNG bomb), but reported
 MAX_COLUMNS = 8  # a notebook table shows at most this many columns; the full tables stay in the CSVs

@@ -8,8 +8,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from ..identify.neurons import depth_bins
-from ..lm.models import ffn_layers
+from .models import ffn_layers
 
 MODES = ("zero", "mean", "scale")  # ablation
 HOOK_MODES = MODES + ("add",)  # add: the neuron gets scale x means[layer, i] added (stage 5: alpha x its SD)
@@ -49,6 +48,15 @@ def restrict(neurons: dict[int, list[int]], layers: range | list[int], fraction:
     for layer, idx in keep:
         out.setdefault(layer, []).append(idx)
     return out
+
+
+def depth_bins(n_layers: int, bins: int) -> list[range]:
+    """The layers of `bins` equal depth ranges, first layers first: range k ends at round(k x n_layers / bins),
+    half to even (every depth binning of the book: stage 3-4 ranges, depth profiles, the b/m/t thirds)."""
+    if bins < 1:
+        raise ValueError(f"bins: must be a whole number of at least 1, got {bins!r}")
+    edges = np.linspace(0, n_layers, bins + 1).round().astype(int)
+    return [range(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def layer_bins(n_layers: int, bins: int) -> dict[str, range]:

@@ -1,6 +1,6 @@
 """Stage 2's recording on several processes or GPUs, launched with torchrun:
 
-    torchrun --nproc_per_node=N -m emolib.lm.distributed params/<name>.yaml [--out outputs/<run>]
+    torchrun --nproc_per_node=N -m emolib.identify.distributed params/<name>.yaml [--out outputs/<run>]
 
 Each rank records a deterministic shard of the train batches (keeping its own resumable state), the counts, null
 counts, token totals and sums are all-reduced, and rank 0 writes the run's cache/counts.pt: notebook 02 then finds
@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..identify import selection as identify
-from . import models
+from . import selection as identify
+from ..lm import models
 from .. import params as params_mod
 
 
 def main(argv: list[str] | None = None) -> None:
     """Record stage 2's counts for a run folder, one shard per torchrun process."""
-    ap = argparse.ArgumentParser(prog="torchrun ... -m emolib.lm.distributed", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="torchrun ... -m emolib.identify.distributed", description=__doc__.split("\n")[0])
     ap.add_argument("params")
     ap.add_argument("--out", help="run folder (default outputs/<run_name>)")
     a = ap.parse_args(argv)
