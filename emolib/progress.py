@@ -50,13 +50,18 @@ def write_bar(path: str, desc: str, done: float, total: float | None, elapsed: f
         pass  # a report that cannot be written never stops the work
 
 
+def mmss(seconds: float) -> str:
+    """Seconds as 'M min S s'."""
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m} min {s:02d} s"
+
+
 def bar_line(path: str, stage: str) -> str | None:
     """One terminal line from a bar file (None if absent or unreadable)."""
-    from .causal.budget import _mmss
     try:
         s = json.loads(open(path).read())
         count = f"{int(s['done'])} of {int(s['total'])}" if s.get("total") else f"{int(s['done'])}"
-        eta = f" · about {_mmss(s['eta_s'])} left" if s.get("eta_s") is not None else ""
-        return f"  {stage} · {s['step']} · {count} · {_mmss(s['elapsed_s'])} elapsed{eta}"
+        eta = f" · about {mmss(s['eta_s'])} left" if s.get("eta_s") is not None else ""
+        return f"  {stage} · {s['step']} · {count} · {mmss(s['elapsed_s'])} elapsed{eta}"
     except (OSError, ValueError, KeyError, TypeError):
         return None
