@@ -2,7 +2,7 @@
 
 Rows, all on the same items in one run (a noisy machine: read the ratios):
   plain forward        model(prefix + dialogue + question) per item and mask, batched, nothing masked, no cache
-  scorer, all layers   effects.Scorer on K random masks over every layer (a stage-3 neuron set)
+  scorer, all layers   instrument.Scorer on K random masks over every layer (a stage-3 neuron set)
   grid cell, before    a notebook-04 "top third" cell (own + R random masks), masks_per_pass=8 per pass (the old path:
                        the unmasked lower layers run once per item per 8 masks)
   grid cell, after     the same cell with every mask of the cell in one pass (lower layers once per item)
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emolib.causal import effects
+from emolib.causal import instrument
 from emolib.lm import ablate
 from emolib.lm import classify, models, prompts
 from emolib.emotions import EMOTIONS
@@ -48,7 +48,7 @@ def plain_forward(clf, texts: list[str], k: int) -> float:
     return time.perf_counter() - t
 
 
-def timed_scores(scorer: effects.Scorer, texts: list[str], masks: list[dict]) -> tuple[float, np.ndarray]:
+def timed_scores(scorer: instrument.Scorer, texts: list[str], masks: list[dict]) -> tuple[float, np.ndarray]:
     """(seconds, scores) of an uncached call."""
     t = time.perf_counter()
     out = scorer.scores(texts, masks, mode="zero")
@@ -80,20 +80,20 @@ def main() -> None:
     out: dict = {"model": a.model, "dtype": str(model.dtype), "items": len(texts), "threads": torch.get_num_threads(),
                  "cpu_capability": torch.backends.cpu.get_cpu_capability(), "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
-        def scorer(per: int, name: str) -> effects.Scorer:
+        def scorer(per: int, name: str) -> instrument.Scorer:
             p = {"run_dir": f"{tmp}/{name}", "model": a.model, "prompt_template": None}
-            return effects.Scorer(clf, p, tag, masks_per_pass=per)
+            return instrument.Scorer(clf, p, tag, masks_per_pass=per)
 
         plain_forward(clf, texts[:2], 1)  # warm-up
         t_plain = plain_forward(clf, texts, a.k) / (a.k * len(texts))
         t_all, s_all = timed_scores(scorer(8, "all"), texts, all_layers)
         old = scorer(8, "before")
-        old_reuse = effects.REUSE_MASKS_PER_PASS
-        effects.REUSE_MASKS_PER_PASS = 8  # the old path: the lower layers once per 8 masks
+        old_reuse = instrument.REUSE_MASKS_PER_PASS
+        instrument.REUSE_MASKS_PER_PASS = 8  # the old path: the lower layers once per 8 masks
         try:
             t_before, s_before = timed_scores(old, texts, cell)
         finally:
-            effects.REUSE_MASKS_PER_PASS = old_reuse
+            instrument.REUSE_MASKS_PER_PASS = old_reuse
         t_after, s_after = timed_scores(scorer(8, "after"), texts, cell)
         n_cell = len(cell) * len(texts)
         for name, sec, n in (("plain forward (full prompt)", t_plain * a.k * len(texts), a.k * len(texts)),
@@ -115,7 +115,7 @@ def main() -> None:
     print(f"written to {path}")
 
 
-def mini_stage3(sc: effects.Scorer, texts: list[str], masks: list[dict]) -> dict:
+def mini_stage3(sc: instrument.Scorer, texts: list[str], masks: list[dict]) -> dict:
     """Item-masks a miniature stage 3 scores when cached per item list (before) and per item (after)."""
     halves = [texts[: len(texts) // 2], texts[len(texts) // 2:]]  # two "emotions"
     own, rnd = masks[:2], masks[2:]

@@ -182,8 +182,8 @@ def cmd_steer(a: argparse.Namespace) -> None:
     from .lm import models
     from .identify import neurons
     from . import safeio
-    from .causal import steer
-    from .causal.attribution import STATS_FILE
+    from .causal import emotion_scorers, steer
+    from .causal.matched import STATS_FILE
     p = params_mod.load(a.params)
     emotion, prompt = check_steer_args(a, p)
     nj = safeio.load_neurons_json(a.neurons, model=p["model"])
@@ -198,7 +198,7 @@ def cmd_steer(a: argparse.Namespace) -> None:
     if not (run_dir / STATS_FILE).exists():
         raise ValueError(f"--neurons: {run_dir / STATS_FILE} is missing next to it (stage 3 writes each neuron's SD "
                          "there); run notebook 03 for this run first")
-    steer.resolve_scorer(p["model"], p["steer_scorer"])  # the scorer is never the steered model
+    emotion_scorers.resolve_scorer(p["model"], p["steer_scorer"])  # the scorer is never the steered model
     p["run_dir"] = str(run_dir)
     p["steer_max_new_tokens"] = a.max_new_tokens or p["steer_max_new_tokens"]
     _, sd = steer.activation_sd(run_dir)
@@ -213,7 +213,7 @@ def cmd_steer(a: argparse.Namespace) -> None:
     if tuple(sd.shape) != tuple(shape):
         raise ValueError(f"{run_dir / STATS_FILE}: statistics of an FFN of {sd.shape[0]} x {sd.shape[1]}; the loaded "
                          f"model has {shape[0]} x {shape[1]}")
-    scorers = steer.load_scorers(p, steered=model)
+    scorers = emotion_scorers.load_scorers(p, steered=model)
     table = steer.steer_text(model, tok, p, ns.by_layer(emotion), a.alpha, sd, prompt, a.n, scorers)
     print(f"{p['model']} · set {a.set} · {emotion} neurons +{a.alpha:g} SD · prompt {prompt!r}")
     for i, r in table.iterrows():

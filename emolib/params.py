@@ -476,6 +476,14 @@ def check_run_dir(value: Any, source: str = "params") -> str:
     return value
 
 
+def same_model(a: str, b: str) -> bool:
+    """Whether two model specs name the same model (equal names, or the same file or folder)."""
+    if a.strip().lower() == b.strip().lower():
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
 def check_steering(out: dict[str, Any], source: str) -> None:
     """Stage 5's cross-checks: doses include 0 and a positive dose; the scorer is not the steered model."""
     doses = out["steer_doses"]
@@ -491,7 +499,6 @@ def check_steering(out: dict[str, Any], source: str) -> None:
             check_model_spec(sc)
         except ValueError as e:
             _fail(source, "steer_scorer", f"must be auto, none or a model spec: {e}")
-        from .causal.steer import same_model
         if same_model(sc, out["model"]):
             _fail(source, "steer_scorer", f"must not be the steered model ({out['model']}); use auto, none or "
                   "another model")

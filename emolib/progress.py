@@ -50,6 +50,12 @@ def write_bar(path: str, desc: str, done: float, total: float | None, elapsed: f
         pass  # a report that cannot be written never stops the work
 
 
+def mmss(seconds: float) -> str:
+    """Seconds as 'M min S s'."""
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m} min {s:02d} s"
+
+
 def bar_line(path: str, stage: str) -> str | None:
     """One terminal line from a bar file (None if absent or unreadable)."""
     try:
@@ -59,9 +65,3 @@ def bar_line(path: str, stage: str) -> str | None:
         return f"  {stage} · {s['step']} · {count} · {mmss(s['elapsed_s'])} elapsed{eta}"
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def mmss(seconds: float) -> str:
-    """Seconds as 'M min S s'."""
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m} min {s:02d} s"

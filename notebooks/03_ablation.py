@@ -75,7 +75,7 @@ from IPython.display import Markdown, display
 
 import pandas as pd
 
-from emolib.causal import attribution, budget, effects, metrics, pooled
+from emolib.causal import attribution, budget, effect_tables, effects, instrument, matched, metrics, pooled, splits
 from emolib.identify import weights
 from emolib.report import book, findings, plots_ablation, tables
 from emolib.identify import neurons
@@ -136,13 +136,13 @@ print("neuron sets from stage 2:", ", ".join(f"{n} ({sum(map(len, s.sets.values(
 # table of every candidate is in the details at the end.
 
 # %%
-lm, tok, clf, inst = effects.load_instrument(P)
+lm, tok, clf, inst = instrument.load_instrument(P)
 candidates = None
 if P["instrument_search"]:
-    dev = effects.dev_table(P, P["dev_per_emotion"])
-    candidates, inst = effects.choose_instrument(lm, tok, P, dev)
-    effects.save_instrument(P, candidates, inst, len(dev))
-    clf = effects.make_clf(lm, tok, P, inst)
+    dev = splits.dev_table(P, P["dev_per_emotion"])
+    candidates, inst = instrument.choose_instrument(lm, tok, P, dev)
+    instrument.save_instrument(P, candidates, inst, len(dev))
+    clf = instrument.make_clf(lm, tok, P, inst)
 display(Markdown(f"**Instrument:** {tables.inline(inst)} ({'chat template' if clf.parts.chat else 'plain text'}, "
                  f"{len(clf.parts.prefix)} prefix tokens)"
                  + (f", the best of {len(candidates)} candidates on {len(dev)} dev dialogues." if candidates is not None
@@ -156,9 +156,9 @@ display(Markdown(f"**Instrument:** {tables.inline(inst)} ({'chat template' if cl
 
 # %%
 sums = attribution.prepare(P, clf, inst)
-means, spread = attribution.moments(sums)
-scorer = effects.Scorer(clf, P, inst, means=means)
-print(f"{int(sums['n'].sum())} train dialogues, {sums['count']:,} positions; stored in {attribution.STATS_FILE}")
+means, spread = matched.moments(sums)
+scorer = instrument.Scorer(clf, P, inst, means=means)
+print(f"{int(sums['n'].sum())} train dialogues, {sums['count']:,} positions; stored in {matched.STATS_FILE}")
 
 # %% [markdown]
 # ### The ablation hook and the attribution estimate, in code
@@ -203,7 +203,7 @@ checks.check_ablation_hook(make_ablation_hook);
 # eval-topic dialogues before any vote (labelled with their intended emotion).
 
 # %%
-items = effects.eval_table(P, P["eval_limit"])
+items = splits.eval_table(P, P["eval_limit"])
 display(tables.row(items.label.value_counts().reindex(P["emotions"]).fillna(0).astype(int).to_dict(),
                    f"eval items ({P['eval_source']})"))
 base = scorer.calibrate(scorer.scores(items.dialogue.tolist(), [{}], "baseline", mode="zero")[0])
@@ -213,7 +213,7 @@ print(f"macro-F1 {metrics.macro_f1(items.label.tolist(), pred, P['emotions']):.3
 display(summary.style.format({"accuracy": "{:.1%}", "ci_low": "{:.1%}", "ci_high": "{:.1%}"}))
 book.show(plots_ablation.confusion_heatmap(metrics.confusion(items.label.tolist(), pred, P["emotions"]), LABEL), P,
           "03_baseline_confusion")
-unfiltered = effects.unfiltered_eval_table(P, P["eval_limit"]) if P["eval_source"] == "split" else None
+unfiltered = splits.unfiltered_eval_table(P, P["eval_limit"]) if P["eval_source"] == "split" else None
 if unfiltered is not None:
     u = scorer.calibrate(scorer.scores(unfiltered.dialogue.tolist(), [{}], "unfiltered baseline", mode="zero")[0])
     upred = [P["emotions"][j] for j in u.argmax(1)]
@@ -246,7 +246,7 @@ display(Markdown(f"**Design:** {design.n_random} random families per test, {desi
                  + budget.estimate_line(design, rate)))
 if P["effects_budget_min"]:
     proposal = budget.plan(60 * P["effects_budget_min"], rate, budget.pilot_comps(P), P, len(names),
-                           len(grid_names), budget.available_items(effects.eval_table(P, P["eval_limit"]),
+                           len(grid_names), budget.available_items(splits.eval_table(P, P["eval_limit"]),
                                                                   P["emotions"]), clf.calibrate, len(P["emotions"]))
     display(Markdown("**The planner** (`python -m emolib plan`), for a budget of "
                      f"{P['effects_budget_min']:g} min on this machine, would write:\n```yaml\n"
@@ -265,7 +265,7 @@ progress.step("pilot")
 if design.pilot_random:
     pilot, decision = effects.pilot(scorer, P, sets["paper"], items, design.pilot_random, spread)
     decision = {**decision, "chosen": design.intervention, "primary": "fixed in the parameter file (intervention)"}
-    effects.save_pilot(P, pilot, decision)
+    instrument.save_pilot(P, pilot, decision)
     display(Markdown(f"**Median SD per arm** ({design.pilot_random} random sets per emotion): " + ", ".join(
         f"{a} {v:.3f} ({decision['sd_ratio_to_paper_arm'][a] or float('nan'):.2f}× the paper's arm)" for a, v in
         decision["median_sd"].items() if v is not None) + f"; the quietest is {decision['quietest']}.  \n"
@@ -361,7 +361,7 @@ display(tables.narrow(shown, ["set", "emotion", "n_neurons", "own_d_margin", "ra
                               "own − random [95% CI]", "p_holm", "verdict"],
                       {"own_d_margin": "{:+.2f}", "random_d_margin": "{:+.2f}", "p_holm": "{:.3g}"},
                       csv="own_vs_random.csv"))
-means_by_set = effects.random_means(arrays, P["emotions"])
+means_by_set = effect_tables.random_means(arrays, P["emotions"])
 book.show(plots_ablation.effect_forest(table, means_by_set["margin"], LABEL, "margin"), P, "03_own_vs_random_margin")
 
 # %% [markdown]
@@ -370,7 +370,7 @@ book.show(plots_ablation.effect_forest(table, means_by_set["margin"], LABEL, "ma
 # some with fewer random sets (`secondary_random_sets`), and the paper's intervention is labelled.
 
 # %%
-display(effects.arm_summary(table, scorer.arms(), scorer.arm).style.format(
+display(effect_tables.arm_summary(table, scorer.arms(), scorer.arm).style.format(
     {"median own − random margin": "{:+.2f}"}).hide(axis="index"))
 
 # %% [markdown]
@@ -398,11 +398,11 @@ display(Markdown(f"Scoring took {scorer.seconds / 60:.1f} min here for notebook 
 progress.step("specificity")
 effects.specificity_random(scorer, P, sets, items, arrays, P["specificity_random_sets"])
 for name in sets:
-    own_t = effects.masked_by_true(arrays, name, P["emotions"])
-    rnd_t = effects.masked_by_true(arrays, name, P["emotions"], random=True) if P["specificity_random_sets"] else None
+    own_t = effect_tables.masked_by_true(arrays, name, P["emotions"])
+    rnd_t = effect_tables.masked_by_true(arrays, name, P["emotions"], random=True) if P["specificity_random_sets"] else None
     book.show(plots_ablation.specificity_pair(own_t, rnd_t, f"{LABEL} · set {name} · arm {scorer.arm}"), P,
               f"03_masked_by_true_{name}")
-spec = effects.specificity_all(arrays, sets, P["emotions"])
+spec = effect_tables.specificity_all(arrays, sets, P["emotions"])
 book.save_table(P, {"all": spec}, "specificity.csv")
 display(tables.narrow(spec, [c for c in spec.columns if c not in ("n_neurons", "arm")][:8],
                       {"shared_neurons": "{:.0%}", "own_d": "{:+.2f}", "others_d": "{:+.2f}",
@@ -423,7 +423,7 @@ else:
 # verdicts beside those claims; the lines below are generated from the tests, the positive control first.
 
 # %%
-display(effects.paper_comparison(table[~table["set"].isin(pooled.CONTROLS)]).style.hide(axis="index"))
+display(effect_tables.paper_comparison(table[~table["set"].isin(pooled.CONTROLS)]).style.hide(axis="index"))
 findings.show(P["run_dir"], "03")
 
 # %% [markdown]

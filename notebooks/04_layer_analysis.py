@@ -55,7 +55,7 @@
 from IPython.display import Markdown, display
 
 from emolib.report import book, findings, plots_ablation, plots_identify, tables
-from emolib.causal import budget, effects
+from emolib.causal import budget, grids, instrument, splits
 from emolib.lm import models
 from emolib.identify import neurons
 
@@ -92,8 +92,8 @@ P = book.setup(globals(), "04")
 LABEL = book.run_title(P)
 sets = neurons.named_sets(P)
 grid_sets = {n: s for n, s in sets.items() if P["grid_sets"] is None or n in P["grid_sets"]}
-lm, tok, clf, inst, scorer, spread = effects.load_scorer(P)
-items = effects.eval_table(P, budget.grid_items(P))
+lm, tok, clf, inst, scorer, spread = instrument.load_scorer(P)
+items = splits.eval_table(P, budget.grid_items(P))
 L, D = models.ffn_shape(lm)
 progress = budget.progress_for_grids(P)
 scorer.on_progress = progress.add
@@ -117,9 +117,9 @@ for name, ns in sets.items():
 # %%
 progress.step("dose-response")
 rates = sorted(P["dose_rates"])
-dose_g = {name: effects.grid_scores(scorer, P, ns, items, {r: effects.dose_sets(P, ns, r) for r in rates},
+dose_g = {name: grids.grid_scores(scorer, P, ns, items, {r: grids.dose_sets(P, ns, r) for r in rates},
                                     P["grid_random_sets"], spread) for name, ns in grid_sets.items()}
-dose = effects.grid_table(dose_g, "rate")
+dose = grids.grid_table(dose_g, "rate")
 book.save_table(P, {"all": dose}, "dose_response.csv")
 book.show(plots_ablation.dose_response(dose, P["emotions"], LABEL, L * D), P, "04_dose_response")
 acc = dose.dropna(subset=["own_minus_random_accuracy"])
@@ -143,9 +143,9 @@ if len(acc):
 
 # %%
 progress.step("depth ranges")
-range_g = {name: effects.grid_scores(scorer, P, ns, items, effects.range_cells(ns, P["layer_bins"], P["grid_ranges"]),
+range_g = {name: grids.grid_scores(scorer, P, ns, items, grids.range_cells(ns, P["layer_bins"], P["grid_ranges"]),
                                      P["grid_random_sets"], spread) for name, ns in grid_sets.items()}
-ranges = effects.grid_table(range_g, "range")
+ranges = grids.grid_table(range_g, "range")
 book.save_table(P, {"all": ranges}, "layer_sweep.csv")
 for name in grid_sets:
     book.show(plots_ablation.range_heatmap(ranges, P["emotions"], LABEL, name), P, f"04_ranges_{name}")
@@ -158,7 +158,7 @@ for name in grid_sets:
 # contrasts follow as secondary tests (Holm within each set and contrast).
 
 # %%
-contrasts, per_emotion = effects.grid_contrasts(dose_g, range_g, P["emotions"], rates, P["equivalence_margin"])
+contrasts, per_emotion = grids.grid_contrasts(dose_g, range_g, P["emotions"], rates, P["equivalence_margin"])
 book.save_table(P, {"all": contrasts}, "grid_contrasts.csv")
 book.save_table(P, {"all": per_emotion}, "grid_contrasts_per_emotion.csv")
 display(tables.narrow(contrasts.assign(**{"own − random [95% CI]": tables.interval(

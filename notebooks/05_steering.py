@@ -76,7 +76,7 @@ from IPython.display import Markdown, display
 
 from emolib.report import book, findings, plots_steering, tables
 from emolib.lm import models
-from emolib.causal import steer
+from emolib.causal import emotion_scorers, generation, intervene, outcomes, steer
 
 # %% tags=["parameters"] jupyter={"source_hidden": true}
 run_name = "smollm2-135m"
@@ -109,9 +109,9 @@ _, sd = steer.activation_sd(P["run_dir"])
 lm, tok = models.load_model(P["model"], P["dtype"], P["device"], P["device_map"], P["seed"])
 if tuple(sd.shape) != models.ffn_shape(lm):
     raise ValueError(f"{P['run_dir']}: activation statistics of another FFN shape; rerun notebook 03")
-prompts = steer.neutral_prompts(P["steer_prompts"], P["seed"], steer.run_topics(P["run_dir"]))
-scorers = steer.load_scorers(P, steered=lm)
-runner = steer.Runner(lm, tok, P, prompts, sd, scorers, Path(P["run_dir"]) / "cache")
+prompts = generation.neutral_prompts(P["steer_prompts"], P["seed"], generation.run_topics(P["run_dir"]))
+scorers = emotion_scorers.load_scorers(P, steered=lm)
+runner = generation.Runner(lm, tok, P, prompts, sd, scorers, Path(P["run_dir"]) / "cache")
 display(Markdown(f"**Sets** {', '.join(sets)} · **scorers** {', '.join(scorers)} (the steered model is "
                  f"{P['model']}) · **{len(prompts)} prompts**, for example:\n\n```\n{prompts[0]}\n```"))
 if len(scorers) < 2:
@@ -127,7 +127,7 @@ if len(scorers) < 2:
 
 # %%
 records, info = steer.run_stage(runner, P, sets, sd)
-records, cap = steer.mark_degenerate(records, P["steer_ppl_cap"])
+records, cap = outcomes.mark_degenerate(records, P["steer_ppl_cap"])
 display(Markdown(steer.budget_note(info)))
 display(Markdown(steer.dose_note(info, P["steer_ppl_factor"])))
 display(tables.narrow(info["doses"], ["intervention", "dose", "median_ppl", "ratio", "fluent", "chosen"],
@@ -140,19 +140,19 @@ display(tables.narrow(info["doses"], ["intervention", "dose", "median_ppl", "rat
 # `p_equivalence_holm` against ±`steer_power_delta`). Then the claim under the both-scorers rule.
 
 # %%
-eff = steer.effects(records, P["emotions"], P["steer_max_degenerate"])
+eff = outcomes.effects(records, P["emotions"], P["steer_max_degenerate"])
 dose_of = info["dose_of"]
-pooled_t = steer.pooled_table(eff, dose_of, P["emotions"], P["steer_power_delta"], P["steer_power_delta"])
-claims = steer.claims(pooled_t, len(scorers))
-secondary = steer.per_emotion_table(eff, dose_of, P["emotions"], P["steer_power_delta"], P["steer_power_delta"])
-trade = steer.tradeoff_table(eff, dose_of)
-beside = steer.beside_table(eff, dose_of)
-doses = steer.dose_table(records, P["emotions"], P["steer_doses"], P["n_bootstrap"], P["seed"])
+pooled_t = outcomes.pooled_table(eff, dose_of, P["emotions"], P["steer_power_delta"], P["steer_power_delta"])
+claims = outcomes.claims(pooled_t, len(scorers))
+secondary = outcomes.per_emotion_table(eff, dose_of, P["emotions"], P["steer_power_delta"], P["steer_power_delta"])
+trade = outcomes.tradeoff_table(eff, dose_of)
+beside = outcomes.beside_table(eff, dose_of)
+doses = outcomes.dose_table(records, P["emotions"], P["steer_doses"], P["n_bootstrap"], P["seed"])
 for name, table in {"steering_pooled.csv": pooled_t, "steering_claims.csv": claims, "steering_tests.csv": secondary,
                     "steering_tradeoff.csv": trade, "steering_prompting.csv": beside, "steering_doses.csv": doses,
                     "steering_conditions.csv": eff, "steering_dose_choice.csv": info["doses"]}.items():
     steer.save_csv(table, P["run_dir"], name)
-print(steer.BOTH_SCORERS_RULE)
+print(outcomes.BOTH_SCORERS_RULE)
 display(claims.style.hide(axis="index"))
 if len(pooled_t) and "own_minus_random" in pooled_t:
     shown = pooled_t.assign(**{"own − random [95% CI]": tables.interval(pooled_t.own_minus_random, pooled_t.lo,
@@ -208,8 +208,8 @@ for name in scorers:
 # dose 0 is the same unsteered reply in every row.
 
 # %%
-shown_sets = list(sets) + ([steer.DIRECTION_SET] if info["directions"] else [])
-samples = {name: steer.samples_table(records, P["emotions"], P["steer_doses"], name) for name in shown_sets}
+shown_sets = list(sets) + ([intervene.DIRECTION_SET] if info["directions"] else [])
+samples = {name: outcomes.samples_table(records, P["emotions"], P["steer_doses"], name) for name in shown_sets}
 steer.save_csv(pd.concat(samples, names=["set", "emotion"]).reset_index(), P["run_dir"], "steering_samples.csv")
 display(Markdown(f"Prompt:\n\n```\n{prompts[0]}\n```"))
 for name, table in samples.items():

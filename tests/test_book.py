@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emolib.causal import effects
+from emolib.causal import instrument
 from emolib.report import findings, lint
 from emolib.identify import neurons
 from emolib import runner
@@ -57,7 +57,7 @@ def test_every_stage_writes_its_outputs(run_dir):
     assert inst["chosen"]["prompt_style"] in ("chat", "plain")
     design = json.loads((run_dir / "design.json").read_text())
     assert design["intervention"] == "zero/recomputed" == inst["pilot"]["chosen"]  # the params', not the pilot's
-    assert inst["pilot"]["quietest"] in effects.ARMS and "descriptive" in inst["pilot"]["rule"]
+    assert inst["pilot"]["quietest"] in instrument.ARMS and "descriptive" in inst["pilot"]["rule"]
     assert set(ov["arm"].dropna()) == {design["intervention"]}
     assert neurons.load(run_dir / "neurons.json", "attribution").meta["named_sets"]["attribution"]["arm"] == \
         design["intervention"]
@@ -173,7 +173,7 @@ def test_every_verdict_is_recomputed_from_random_sets_csv(run_dir):
         assert (per.loc[k, "lo"], per.loc[k, "hi"]) == pytest.approx((r.omr_margin_lo, r.omr_margin_hi), abs=1e-9)
         assert per.loc[k, "power"] == pytest.approx(r.power, abs=1e-9) or not np.isfinite(r.power)
     saved = pd.read_csv(run_dir / "pooled.csv")
-    again = pooled.pooled_all(rs, list(effects.ARMS), arm, delta, 0.25)
+    again = pooled.pooled_all(rs, list(instrument.ARMS), arm, delta, 0.25)
     cols = ["own_minus_random", "lo", "hi", "p", "p_holm", "p_equivalence_holm", "equivalence_bound"]
     assert np.allclose(again[cols].to_numpy(float), saved[cols].to_numpy(float), equal_nan=True, atol=1e-12)
     assert again.verdict.fillna("").tolist() == saved.verdict.fillna("").tolist()

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from emolib.lm import classify
-from emolib.causal import effects, stats
+from emolib.causal import effect_tables, effects, grids, instrument, splits, stats
 from emolib.report import findings
 from emolib.emotions import EMOTIONS
 
@@ -61,7 +61,7 @@ def test_scorer_caches_and_matches_one_mask_at_a_time(tiny, tmp_path):
     model, tok = tiny
     p = {"run_dir": str(tmp_path), "model": "tiny", "prompt_template": None, "emotions": list(EMOTIONS)}
     clf = classify.make_classifier(model, tok, list(EMOTIONS), chat=True, batch_size=4, calibrate=True)
-    sc = effects.Scorer(clf, p, {"prompt_style": "chat", "few_shot": 0})
+    sc = instrument.Scorer(clf, p, {"prompt_style": "chat", "few_shot": 0})
     d = ["A: I am so angry.\nB: Why?", "A: What a lovely day!\nB: Indeed."]
     masks = [{}, {1: [3, 5]}, {0: [1], 2: [7]}]
     raw = sc.scores(d, masks)
@@ -72,7 +72,7 @@ def test_scorer_caches_and_matches_one_mask_at_a_time(tiny, tmp_path):
             ref = classify.label_scores(classify.make_classifier(model, tok, list(EMOTIONS), True, 0, None, 4, False), d)
         assert np.allclose(r, ref, atol=1e-4)
     n_lines = len((tmp_path / "cache" / "scores.jsonl").read_text().splitlines())
-    again = effects.Scorer(clf, p, {"prompt_style": "chat", "few_shot": 0}).scores(d, masks)  # from the cache
+    again = instrument.Scorer(clf, p, {"prompt_style": "chat", "few_shot": 0}).scores(d, masks)  # from the cache
     assert np.allclose(again, raw) and len((tmp_path / "cache" / "scores.jsonl").read_text().splitlines()) == n_lines
     assert np.allclose(sc.calibrate(raw[0]), raw[0] - sc.base_cf)  # calibration held fixed
 
@@ -81,7 +81,7 @@ def test_scorer_scores_only_the_pairs_it_lacks(tiny, tmp_path):
     model, tok = tiny
     p = {"run_dir": str(tmp_path), "model": "tiny", "prompt_template": None, "emotions": list(EMOTIONS)}
     clf = classify.make_classifier(model, tok, list(EMOTIONS), chat=True, batch_size=4, calibrate=True)
-    sc = effects.Scorer(clf, p, {"prompt_style": "chat", "few_shot": 0}, masks_per_pass=2)
+    sc = instrument.Scorer(clf, p, {"prompt_style": "chat", "few_shot": 0}, masks_per_pass=2)
     d = ["A: I am so angry.\nB: Why?", "A: What a lovely day!\nB: Indeed.", "A: A spider!\nB: Where?"]
     masks = [{1: [3, 5]}, {0: [1], 2: [7]}, {3: [2]}]
     n0 = sc.computed  # the content-free item, scored unmasked at construction
@@ -91,7 +91,7 @@ def test_scorer_scores_only_the_pairs_it_lacks(tiny, tmp_path):
     both = sc.scores(d + d[:1], masks + masks[:1])  # a repeated item or mask is scored once
     assert sc.computed - n == 2 * 1 + 1 * 3  # the new item under the two old masks, every item under the new mask
     assert both.shape == (4, 4, 6) and np.allclose(both[:2, :2], first) and np.allclose(both[3], both[0])
-    fresh = effects.Scorer(clf, {**p, "run_dir": str(tmp_path / "fresh")}, {"prompt_style": "chat", "few_shot": 0})
+    fresh = instrument.Scorer(clf, {**p, "run_dir": str(tmp_path / "fresh")}, {"prompt_style": "chat", "few_shot": 0})
     assert np.allclose(fresh.scores(d, masks), both[:3, :3], atol=1e-5)  # the same scores, however they were batched
 
 
@@ -100,8 +100,8 @@ def test_instrument_rule_prefers_what_holds_on_both_halves(monkeypatch, tiny, tm
     p = {"run_dir": str(tmp_path), "model": "tiny-random-llama", "prompt_template": None, "emotions": list(EMOTIONS),
          "batch_size": 4}
     dev = pd.DataFrame({"dialogue": [f"A: line {i}.\nB: ok." for i in range(12)], "label": list(EMOTIONS) * 2})
-    table, chosen = effects.choose_instrument(model, tok, p, dev)
-    assert len(table) == len(effects.instrument_candidates(p, tok)) == 12
+    table, chosen = instrument.choose_instrument(model, tok, p, dev)
+    assert len(table) == len(instrument.instrument_candidates(p, tok)) == 12
     best = table["holds_on_both_halves"].max()
     row = table[(table.prompt_style == chosen["prompt_style"]) & (table.few_shot == chosen["few_shot"])
                 & (table.calibrate == chosen["calibrate"])].iloc[0]
@@ -114,10 +114,10 @@ def test_instrument_rule_prefers_what_holds_on_both_halves(monkeypatch, tiny, tm
 def test_external_eval_file_feeds_stage_3(tmp_path):
     p = {"eval_source": "file", "eval_path": str(ROOT / "tests/fixtures/external-eval.jsonl"),
          "emotions": list(EMOTIONS), "seed": 0, "run_dir": str(tmp_path)}
-    items = effects.eval_table(p, per_emotion=1)
+    items = splits.eval_table(p, per_emotion=1)
     assert sorted(items.label) == sorted(EMOTIONS) and items.dialogue.str.len().min() > 0
     p["eval_path"] = str(ROOT / "tests/fixtures/external-eval.csv")
-    assert len(effects.eval_table(p)) == 12
+    assert len(splits.eval_table(p)) == 12
 
 
 def test_findings_say_what_the_numbers_say():
@@ -129,7 +129,7 @@ def test_findings_say_what_the_numbers_say():
     lines = findings.tests(t)
     assert "own drop beyond random" in lines[0] and "-1.20 nat" in lines[0] and "20 random sets" in lines[0]
     assert "no detectable effect" in lines[1] and "80% power needs a shift of" in lines[1]
-    comp = effects.paper_comparison(t)
+    comp = effect_tables.paper_comparison(t)
     assert comp.set_index("emotion").loc["anger", "agrees"] and not comp.set_index("emotion").loc["fear", "agrees"]
 
 
@@ -153,8 +153,8 @@ def test_grid_contrasts_are_pooled_one_family_and_read_the_control():
 
     dose = {"attribution": grid(-2.0, [0.01, 0.1]), "paper": grid(0.0, [0.01, 0.1])}
     rng_ = {"attribution": grid(0.0, ["bottom", "top"]), "paper": grid(0.0, ["bottom", "top"])}
-    pooled_t, per = effects.grid_contrasts(dose, rng_, list(EMOTIONS), [0.01, 0.1], delta=0.25)
-    rows = effects.contrast_rows(dose["attribution"], "attribution", list(EMOTIONS), "dose slope", [0.01, 0.1])
+    pooled_t, per = grids.grid_contrasts(dose, rng_, list(EMOTIONS), [0.01, 0.1], delta=0.25)
+    rows = grids.contrast_rows(dose["attribution"], "attribution", list(EMOTIONS), "dose slope", [0.01, 0.1])
     assert rows[0]["own"] == pytest.approx(-2.0) and rows[0]["n_random"] == 20  # per tenfold dose
     t = pooled_t.set_index(["set", "contrast"])
     assert t.loc[("attribution", "dose slope"), "role"] == "control"

@@ -722,12 +722,12 @@ def test_an_eval_file_with_emotions_missing_is_refused(tmp_path, capsys):
 
 def stats_file(run: Path, **change) -> Path:
     import torch
-    from emolib.causal import attribution
+    from emolib.causal import matched
     sums = {"count": torch.tensor(40), "sum": torch.ones(4, 128) * 40, "sumsq": torch.ones(4, 128) * 80,
             "g": torch.zeros(2, 4, 128)}
     sums.update(change)
     run.mkdir(parents=True, exist_ok=True)
-    return attribution.save(run, sums, "t")
+    return matched.save(run, sums, "t")
 
 
 STATS_CASES = {
@@ -743,11 +743,11 @@ STATS_CASES = {
 @pytest.mark.parametrize("kind", list(STATS_CASES) + ["corrupt"])
 def test_activation_stats_are_checked_where_read(tmp_path, kind):
     import torch
-    from emolib.causal import attribution, steer
+    from emolib.causal import matched, steer
     run = tmp_path / "run"
     if kind == "corrupt":
         run.mkdir()
-        (run / attribution.STATS_FILE).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
+        (run / matched.STATS_FILE).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
         needle = "cannot be read"
     else:
         change, needle = STATS_CASES[kind]
@@ -755,15 +755,15 @@ def test_activation_stats_are_checked_where_read(tmp_path, kind):
         if change.get("count", 1) is None:
             stats_file(run)
             from safetensors.torch import load_file, save_file
-            d = load_file(run / attribution.STATS_FILE)
+            d = load_file(run / matched.STATS_FILE)
             del d["count"]
-            save_file(d, run / attribution.STATS_FILE)
+            save_file(d, run / matched.STATS_FILE)
         else:
             stats_file(run, **change)
     with pytest.raises(ValueError) as e:
         steer.activation_sd(run)
     msg = str(e.value)
-    assert one_line(msg) and msg.startswith(str(run / attribution.STATS_FILE)) and needle in msg and "rm '" in msg
+    assert one_line(msg) and msg.startswith(str(run / matched.STATS_FILE)) and needle in msg and "rm '" in msg
 
 
 def test_good_activation_stats_load(tmp_path):

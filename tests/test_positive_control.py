@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from emolib.causal import attribution, effects, stats
+from emolib.causal import attribution, effects, instrument, matched, stats
 from emolib.lm import ablate
 from emolib.lm import batched, classify, prompts
 from emolib.emotions import EMOTIONS
@@ -76,7 +76,7 @@ def test_pilot_names_the_quietest_arm_and_ties_go_to_the_papers():
     assert d["sd_ratio_to_paper_arm"]["zero/recomputed"] == pytest.approx(0.12 / 0.3) and "descriptive" in d["rule"]
     assert "chosen" not in d  # the primary arm is the parameter file's, never the pilot's
     tie = pd.DataFrame([{**r, "random_d_margin_sd": 0.2} for r in rows])
-    assert effects.pilot_decision(tie)["quietest"] == effects.PAPER_ARM
+    assert effects.pilot_decision(tie)["quietest"] == instrument.PAPER_ARM
 
 
 def test_cache_key_changes_with_the_intervention_and_the_means(tiny, tmp_path):
@@ -85,8 +85,8 @@ def test_cache_key_changes_with_the_intervention_and_the_means(tiny, tmp_path):
     clf = classify.make_classifier(model, tok, list(EMOTIONS), chat=True, batch_size=4, calibrate=True)
     tag = {"prompt_style": "chat", "few_shot": 0}
     mu = torch.rand(4, 128)
-    a = effects.Scorer(clf, p, tag, means=mu)
-    b = effects.Scorer(clf, p, tag, means=mu + 1)
+    a = instrument.Scorer(clf, p, tag, means=mu)
+    b = instrument.Scorer(clf, p, tag, means=mu + 1)
     d, m = ["A: hi.\nB: hello."], {1: [3, 5]}
     keys = {a.key(d[0], m, "zero"), a.key(d[0], m, "mean"), b.key(d[0], m, "mean"), a.key(d[0], m, "scale")}
     assert len(keys) == 4 and a.key(d[0], m, "zero") == b.key(d[0], m, "zero")
@@ -103,7 +103,7 @@ def test_arms_apply_fixed_or_recomputed_calibration(tiny, tmp_path):
     model, tok = tiny
     p = {"run_dir": str(tmp_path), "model": "tiny", "prompt_template": None, "emotions": list(EMOTIONS)}
     clf = classify.make_classifier(model, tok, list(EMOTIONS), chat=True, batch_size=4, calibrate=True)
-    sc = effects.Scorer(clf, p, {"prompt_style": "chat", "few_shot": 0}, means=torch.zeros(4, 128))
+    sc = instrument.Scorer(clf, p, {"prompt_style": "chat", "few_shot": 0}, means=torch.zeros(4, 128))
     d, masks = ["A: I am so angry.\nB: Why?"], [{}, {2: list(range(0, 128, 2))}]
     raw = sc.scores(d, masks, mode="zero")
     assert np.allclose(sc.arm_scores(d, masks, "zero/fixed"), raw - sc.base_cf)
@@ -137,7 +137,7 @@ def test_scoring_pass_moments_match_a_brute_force_recount(tiny, dialogues):
         h.remove()
     x = torch.cat(seen)
     assert sums["count"] == x.shape[0]
-    mean, sd = attribution.moments(sums)
+    mean, sd = matched.moments(sums)
     assert torch.allclose(mean[2], x.mean(0), atol=1e-5)
     assert torch.allclose(sd[2], x.std(0, unbiased=False), atol=1e-4)
     assert sums["n"].sum() == 5
@@ -198,7 +198,7 @@ def test_a_planted_causal_set_is_rejected_and_found_by_attribution(tiny, dialogu
     model, tok, own = _planted(tiny, texts)
     y = np.full(len(texts), EMOTIONS.index("anger"))
     clf, cal, sums = _pass(model, tok, texts, y)
-    mean, sd = attribution.moments(sums)
+    mean, sd = matched.moments(sums)
     firing = (mean.abs() > 0).float() * torch.rand(mean.shape)  # any firing proxy: matching is what is tested
     rnd = [dict(ablate.random_matched(own, firing, 100 + j, exclude=own, spread=sd)) for j in range(20)]
     sc = batched.score_masks(clf, texts, [{}, own] + rnd, calibration=cal)
@@ -295,7 +295,7 @@ def test_a_planted_pooled_effect_is_rejected_by_the_pooled_test(tiny, dialogues)
     model, tok, sets = _planted_all(tiny, texts)
     y = np.array([EMOTIONS.index(t) for t in themes])
     clf, cal, sums = _pass(model, tok, texts, y)
-    _, sd = attribution.moments(sums)
+    _, sd = matched.moments(sums)
     firing = torch.rand(sd.shape)
     maps = families.family_maps(families.union(sets), firing, 20, seed=0, spread=sd)
     rows = []

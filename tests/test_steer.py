@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from emolib.causal import steer
+from emolib.causal import emotion_scorers, generation, intervene, outcomes, steer
 from emolib.lm import ablate
 from emolib.report import findings
 from emolib import params
@@ -67,14 +67,14 @@ def test_the_hook_touches_only_the_chosen_neurons(tiny):
 
 def test_common_random_numbers_make_alpha_zero_the_baseline(tiny):
     model, tok = tiny
-    stops = steer.stop_ids(tok)
+    stops = generation.stop_ids(tok)
     ids = [tok("A: So, how did it go?\nB:")["input_ids"], tok("A: Any news?\nB:")["input_ids"]]
     sd = torch.ones(4, 128)
 
     def gen(masks, doses):
-        gens = [steer.row_generator(0, i) for _ in masks for i in range(2)]
+        gens = [generation.row_generator(0, i) for _ in masks for i in range(2)]
         with ablate.ablate_rows(model, masks, 2, mode="add", means=sd, scales=doses):
-            return steer.sample_batch(model, tok, ids * len(masks), gens, 6, stops)
+            return generation.sample_batch(model, tok, ids * len(masks), gens, 6, stops)
     a = gen([{}, {0: list(range(64))}], [0.0, 0.0])  # the baseline and a set at alpha = 0, batched together
     b = gen([{0: list(range(64))}], [0.0])
     assert a[:2] == a[2:] == b
@@ -94,7 +94,7 @@ def test_random_families_match_layer_counts_deciles_and_overlaps():
     g = torch.Generator().manual_seed(0)
     firing, spread = torch.rand(4, 128, generator=g), torch.rand(4, 128, generator=g)
     own = {"anger": {0: [1, 5, 9], 2: [7, 100]}, "fear": {0: [5, 9], 3: [4]}}
-    conds = steer.random_conditions({"paper": _Sets(own)}, ["anger", "fear", "sadness"], {"paper": 0.5}, 5,
+    conds = intervene.random_conditions({"paper": _Sets(own)}, ["anger", "fear", "sadness"], {"paper": 0.5}, 5,
                                     lambda ns: firing, None, seed=0)
     assert [c.random for c in conds] == [j for j in range(5) for _ in range(2)]
     assert {c.emotion for c in conds} == {"anger", "fear"} and all(c.dose == 0.5 for c in conds)
@@ -116,11 +116,11 @@ def test_own_and_random_sets_get_equal_residual_pushes_at_each_dose(tiny, tmp_pa
     model, tok = tiny
     sd = torch.rand(4, 128, generator=torch.Generator().manual_seed(1)) * 3 + 0.05
     sd[1, 7] = 200.0  # a heavy-tailed neuron: SD units would give this set a far larger push
-    r = steer.Runner(model, tok, P, ["A: hi\nB:", "A: So, what happened?\nB:"], sd, {}, tmp_path)
+    r = generation.Runner(model, tok, P, ["A: hi\nB:", "A: So, what happened?\nB:"], sd, {}, tmp_path)
     own = {"anger": {0: [1, 2, 3], 1: [7, 9], 3: [5]}}
     firing = torch.rand(4, 128, generator=torch.Generator().manual_seed(2))
-    conds = [steer.Condition("paper", "anger", 0.0, steer.OWN, own["anger"])]
-    conds += steer.random_conditions({"paper": _Sets(own)}, ["anger"], {"paper": 0.0}, 3, lambda ns: firing, sd, 0)
+    conds = [intervene.Condition("paper", "anger", 0.0, intervene.OWN, own["anger"])]
+    conds += intervene.random_conditions({"paper": _Sets(own)}, ["anger"], {"paper": 0.0}, 3, lambda ns: firing, sd, 0)
     ids = torch.tensor([tok("A: How was the trip?\nB: It was fine, I think.")["input_ids"]])
     downs = ablate.ffn_layers(model)
     H = downs[0].down_proj.out_features
@@ -137,7 +137,7 @@ def test_own_and_random_sets_get_equal_residual_pushes_at_each_dose(tiny, tmp_pa
             lambda mod, a, o, l=l: seen.__setitem__(l, ((a[0] - before[l]) @ mod.weight.T)[0].norm(dim=-1)))
             for l, m in enumerate(downs)]  # forward hooks see the input after every pre-hook
         try:
-            with steer.interventions(model, pushes, vectors, r.layer, 1):
+            with intervene.interventions(model, pushes, vectors, r.layer, 1):
                 hs.append(decoder_layers(model)[r.layer].register_forward_hook(
                     lambda mod, a, o: seen.__setitem__("h", (o[0] if isinstance(o, tuple) else o).clone())))
                 model(ids)
@@ -153,8 +153,8 @@ def test_own_and_random_sets_get_equal_residual_pushes_at_each_dose(tiny, tmp_pa
             push, vec = r.push(c)
             got = measure([push], [vec])
             sizes.append(float(torch.stack([got[l].mean() for l in range(len(downs))]).pow(2).sum().sqrt()))
-        for e_dir in (steer.Condition(steer.DIRECTION_SET, "anger", dose, steer.OWN),
-                      steer.Condition(steer.DIRECTION_SET, "anger", dose, 0)):
+        for e_dir in (intervene.Condition(intervene.DIRECTION_SET, "anger", dose, intervene.OWN),
+                      intervene.Condition(intervene.DIRECTION_SET, "anger", dose, 0)):
             push, vec = r.push(e_dir)
             got = measure([push], [vec])
             sizes.append(float((got["h"] - plain["h"])[0].norm(dim=-1).mean()))
@@ -180,11 +180,11 @@ def test_pushes_through_a_post_ffn_norm_are_measured_where_they_enter_the_stream
     assert post_ffn_norms(g) is not None and post_ffn_norms(tiny[0]) is None
     sd = torch.rand(3, 48, generator=torch.Generator().manual_seed(1)) + 0.05
     prompt = "A: So, what happened?\nB:"
-    r = steer.Runner(g, tok, P, [prompt], sd, {}, tmp_path)
+    r = generation.Runner(g, tok, P, [prompt], sd, {}, tmp_path)
     own = {"anger": {0: [1, 2, 3], 2: [7, 9]}}
     firing = torch.rand(3, 48, generator=torch.Generator().manual_seed(2))
-    conds = [steer.Condition("paper", "anger", 0.0, steer.OWN, own["anger"])]
-    conds += steer.random_conditions({"paper": _Sets(own)}, ["anger"], {"paper": 0.0}, 2, lambda ns: firing, sd, 0)
+    conds = [intervene.Condition("paper", "anger", 0.0, intervene.OWN, own["anger"])]
+    conds += intervene.random_conditions({"paper": _Sets(own)}, ["anger"], {"paper": 0.0}, 2, lambda ns: firing, sd, 0)
     ids = torch.tensor([r.prompt_ids[0]])
     norms = post_ffn_norms(g)
 
@@ -193,7 +193,7 @@ def test_pushes_through_a_post_ffn_norm_are_measured_where_they_enter_the_stream
         hs = [n.register_forward_hook(lambda mod, a, o, l=l: seen.__setitem__(l, o[0, 1:].float().clone()))
               for l, n in enumerate(norms)]
         try:
-            with steer.interventions(g, pushes, [None] * len(pushes), r.layer, 1):
+            with intervene.interventions(g, pushes, [None] * len(pushes), r.layer, 1):
                 g(ids)
         finally:
             for h in hs:
@@ -204,7 +204,7 @@ def test_pushes_through_a_post_ffn_norm_are_measured_where_they_enter_the_stream
         sizes, closed = [], []
         for c in conds:
             c.dose = dose
-            for push, out in ((r.push(c)[0], sizes), (steer.neuron_push(r.W, sd, c.neurons, dose * r.unit), closed)):
+            for push, out in ((r.push(c)[0], sizes), (intervene.neuron_push(r.W, sd, c.neurons, dose * r.unit), closed)):
                 per = [(written([{l: a}])[l] - plain[l]).norm(dim=-1).mean() for l, a in push.items()]
                 out.append(float(torch.stack(per).pow(2).sum().sqrt()))
         assert sizes == pytest.approx([dose * r.unit] * len(sizes), rel=2e-3)
@@ -216,15 +216,15 @@ def test_the_test_dose_follows_paired_perplexity_ratios_not_a_median_of_few_unst
     reply equals its prompt's unsteered perplexity x 1.2 (fluent), at 0.2 x 2 (not). The paired rule picks 0.1; a
     ratio of medians (6 / 3 = 2 at dose 0.1) would have picked none."""
     base = [2.0, 2.5, 3.0, 8.0, 9.0]
-    rows = [{"scorer": "s", "kind": "unsteered", "set": "none", "emotion": "none", "dose": 0.0, "random": steer.BASELINE,
+    rows = [{"scorer": "s", "kind": "unsteered", "set": "none", "emotion": "none", "dose": 0.0, "random": intervene.BASELINE,
              "prompt": i, "sample": 0, "ppl": q} for i, q in enumerate(base)]
     for a, f in ((0.1, 1.2), (0.2, 2.0)):
         for e in ("anger", "fear"):
-            rows += [{"scorer": "s", "kind": "own", "set": "paper", "emotion": e, "dose": a, "random": steer.OWN,
+            rows += [{"scorer": "s", "kind": "own", "set": "paper", "emotion": e, "dose": a, "random": intervene.OWN,
                       "prompt": i, "sample": 0, "ppl": q * f} for i, q in enumerate(base)]
-    t = steer.test_doses(pd.DataFrame(rows), ["paper"], [0.0, 0.1, 0.2], 1.5)
+    t = outcomes.test_doses(pd.DataFrame(rows), ["paper"], [0.0, 0.1, 0.2], 1.5)
     assert t.ratio.tolist() == pytest.approx([1.2, 2.0])
-    assert steer.chosen_doses(t) == {"paper": 0.1}
+    assert outcomes.chosen_doses(t) == {"paper": 0.1}
 
 
 def test_no_fluent_dose_gives_empty_tables_not_an_error():
@@ -232,11 +232,11 @@ def test_no_fluent_dose_gives_empty_tables_not_an_error():
     eff = pd.DataFrame([{"scorer": "s", "kind": "own", "set": "paper", "emotion": "anger", "dose": 0.5, "random": -1,
                          "n": 3, "target_p": 0.2, "baseline_p": 0.1, "d_p": 0.1, "bad_share": 0.0, "excluded": False,
                          "median_ppl": 9.0}])
-    t = steer.pooled_table(eff, {}, ["anger"], 0.05, 0.05)
+    t = outcomes.pooled_table(eff, {}, ["anger"], 0.05, 0.05)
     assert t.empty and {"intervention", "verdict"} <= set(t.columns)
-    c = steer.claims(t, 2)
+    c = outcomes.claims(t, 2)
     assert c.empty and {"intervention", "claim"} <= set(c.columns)
-    assert steer.per_emotion_table(eff, {}, ["anger"], 0.05, 0.05).empty
+    assert outcomes.per_emotion_table(eff, {}, ["anger"], 0.05, 0.05).empty
 
 
 def test_degenerate_replies_are_excluded_and_never_a_success():
@@ -246,12 +246,12 @@ def test_degenerate_replies_are_excluded_and_never_a_success():
     rec = _records({("own", -1, "anger"): [1.0] * 4, ("own", -1, "fear"): [0.3] * 4},
                    bad={("own", -1, "anger"): ["repetition"] * 4, ("random", 0, "fear"): ["perplexity", "", "", ""]},
                    random_p={"anger": 0.2, "fear": 0.3}, n_random=6)
-    eff = steer.effects(rec, ["anger", "fear"], 0.25)
+    eff = outcomes.effects(rec, ["anger", "fear"], 0.25)
     own_anger = eff[(eff.kind == "own") & (eff.emotion == "anger")].iloc[0]
     assert own_anger.excluded and own_anger.bad_share == 1.0
     r0 = eff[(eff.random == 0) & (eff.emotion == "fear")].iloc[0]
     assert not r0.excluded and r0.d_p == pytest.approx(3 * (0.3 - 0.2) / 4 + 0.0 / 4, abs=1e-9)
-    t = steer.pooled_table(eff, {"paper": 2.0}, ["anger", "fear"], 0.05, 0.05)
+    t = outcomes.pooled_table(eff, {"paper": 2.0}, ["anger", "fear"], 0.05, 0.05)
     row = t.iloc[0]
     assert row.emotions == "fear" and "own anger" in row.excluded
     assert "gain" not in row.verdict
@@ -261,7 +261,7 @@ def test_claims_follow_the_both_scorers_rule():
     def t(verdicts):
         return pd.DataFrame([{"scorer": f"s{k}", "intervention": n, "role": "test", "dose": 0.25, "verdict": v}
                              for n, vs in verdicts.items() for k, v in enumerate(vs)])
-    c = steer.claims(t({"a": ["effect beyond random (gain)"] * 2,
+    c = outcomes.claims(t({"a": ["effect beyond random (gain)"] * 2,
                         "b": ["effect beyond random (gain)", "undecided"],
                         "c": ["effect beyond random (gain)", "effect beyond random (drop)"],
                         "d": ["equivalent to random within ±0.05 in P(target)"] * 2,
@@ -269,7 +269,7 @@ def test_claims_follow_the_both_scorers_rule():
                         "f": ["effect beyond random (drop)"] * 2}), 2).set_index("intervention").claim
     assert c.to_dict() == {"a": "effect beyond random (gain)", "b": "scorers disagree", "c": "scorers disagree",
                            "d": "equivalent to random", "e": "undecided", "f": "effect beyond random (drop)"}
-    one = steer.claims(t({"a": ["effect beyond random (gain)"]}), 1)
+    one = outcomes.claims(t({"a": ["effect beyond random (gain)"]}), 1)
     assert one.claim.iloc[0] == "no claim (one scorer only)"
 
 
@@ -288,11 +288,11 @@ def test_pooled_steering_verdicts_follow_the_both_scorers_rule():
                                  "random": j, "d_p": float(rng.normal(0, 0.02)), "excluded": False,
                                  "median_ppl": 5.0, "bad_share": 0.0})
     eff = pd.DataFrame(rows)
-    t = steer.pooled_table(eff, {"both": 0.25, "one": 0.25}, E, 0.05, 0.05)
+    t = outcomes.pooled_table(eff, {"both": 0.25, "one": 0.25}, E, 0.05, 0.05)
     assert (t.n_random == 20).all()
-    c = steer.claims(t, 2).set_index("intervention").claim
+    c = outcomes.claims(t, 2).set_index("intervention").claim
     assert c["both"] == "effect beyond random (gain)" and c["one"] == "scorers disagree"
-    assert findings.steering(steer.claims(t, 2), t, pd.DataFrame(), pd.DataFrame())
+    assert findings.steering(outcomes.claims(t, 2), t, pd.DataFrame(), pd.DataFrame())
 
 
 def _records(own_p: dict, bad: dict, random_p: dict, n_random: int, n: int = 4) -> pd.DataFrame:
@@ -307,7 +307,7 @@ def _records(own_p: dict, bad: dict, random_p: dict, n_random: int, n: int = 4) 
                          "sample": 0, "scorer": "s", "text": "x", "ppl": 5.0, "degenerate": "",
                          "bad": f, "p_anger": pv if e == "anger" else 0.2, "p_fear": pv if e == "fear" else 0.2,
                          "target_p": pv, "top": e})
-    add("unsteered", "none", "none", 0.0, steer.BASELINE, [0.2] * n, [""] * n)
+    add("unsteered", "none", "none", 0.0, intervene.BASELINE, [0.2] * n, [""] * n)
     for (kind, rnd, e), ps in own_p.items():
         add(kind, "paper", e, 2.0, rnd, ps, bad.get((kind, rnd, e), [""] * n))
     for j in range(n_random):
@@ -318,22 +318,22 @@ def _records(own_p: dict, bad: dict, random_p: dict, n_random: int, n: int = 4) 
 
 
 def test_scorers_are_never_the_steered_model():
-    assert steer.resolve_scorer("smollm2-135m-instruct", "auto") == "gemma3-270m"
-    assert steer.resolve_scorer("gemma3-270m", "auto") == "smollm2-135m-instruct"
-    assert steer.resolve_scorer("tiny-random-llama", "none") is None
+    assert emotion_scorers.resolve_scorer("smollm2-135m-instruct", "auto") == "gemma3-270m"
+    assert emotion_scorers.resolve_scorer("gemma3-270m", "auto") == "smollm2-135m-instruct"
+    assert emotion_scorers.resolve_scorer("tiny-random-llama", "none") is None
     for model in ("smollm2-135m-instruct", "gemma3-270m", "tiny-random-llama"):
-        assert not steer.same_model(steer.resolve_scorer(model, "auto"), model)
+        assert not params.same_model(emotion_scorers.resolve_scorer(model, "auto"), model)
     with pytest.raises(ValueError, match="is the steered model"):
-        steer.resolve_scorer("tiny-random-llama", "tiny-random-llama")
+        emotion_scorers.resolve_scorer("tiny-random-llama", "tiny-random-llama")
     with pytest.raises(ValueError, match="is the steered model"):  # refused before anything loads
-        steer.lm_scorer("tiny-random-llama", ["anger", "fear"], P)
+        emotion_scorers.lm_scorer("tiny-random-llama", ["anger", "fear"], P)
     with pytest.raises(params.ParamError, match="'steer_scorer' must not be the steered model"):
         params.validate({"model": "tiny-random-llama", "steer_scorer": "tiny-random-llama"})
 
 
 def test_lm_scorer_reads_other_models(tiny):
     model, _ = tiny
-    fn = steer.lm_scorer("tiny-random-llama", ["anger", "fear"], {**P, "model": "smollm2-135m-instruct"}, model)
+    fn = emotion_scorers.lm_scorer("tiny-random-llama", ["anger", "fear"], {**P, "model": "smollm2-135m-instruct"}, model)
     probs = fn(["A: hi\nB: I am furious.", "A: hi\nB: I'm scared."])
     assert probs.shape == (2, 2) and np.allclose(probs.sum(1), 1)
 
@@ -358,39 +358,39 @@ def test_runner_caches_each_condition_and_the_tables(tiny, tmp_path):
 
     def fake(texts):
         calls.append(len(texts))
-        return steer.softmax(np.random.default_rng(len(texts)).normal(size=(len(texts), len(E))))
-    prompts = steer.neutral_prompts(3, 0, {"cats"})
+        return emotion_scorers.softmax(np.random.default_rng(len(texts)).normal(size=(len(texts), len(E))))
+    prompts = generation.neutral_prompts(3, 0, {"cats"})
     assert len(set(prompts)) == 3 and all(x.startswith("A: ") and x.endswith("\nB:") for x in prompts)
-    r = steer.Runner(model, tok, P, prompts, sd, {"fake": fake}, tmp_path)
+    r = generation.Runner(model, tok, P, prompts, sd, {"fake": fake}, tmp_path)
     sets = {"paper": _Sets({"anger": {0: [1, 2]}, "fear": {3: [4]}})}
-    conds = [steer.baseline()] + steer.own_conditions(sets, E, [0.0, 2.0]) + [
-        steer.Condition("paper", e, 2.0, j, {1: [10 + j]}) for e in ("anger", "fear") for j in range(2)] + \
-        steer.prompt_conditions(["anger"])
+    conds = [intervene.baseline()] + intervene.own_conditions(sets, E, [0.0, 2.0]) + [
+        intervene.Condition("paper", e, 2.0, j, {1: [10 + j]}) for e in ("anger", "fear") for j in range(2)] + \
+        intervene.prompt_conditions(["anger"])
     r.run(conds)
     assert r.per_condition() and sum(calls) == 3 * len(conds)
-    again = steer.Runner(model, tok, P, prompts, sd, {"fake": fake}, tmp_path)
+    again = generation.Runner(model, tok, P, prompts, sd, {"fake": fake}, tmp_path)
     again.run(conds)
     assert sum(calls) == 3 * len(conds)  # all from the cache
     assert again.per_condition() == pytest.approx(r.per_condition(), abs=1e-3)  # the last session's speed
-    rec, cap = steer.mark_degenerate(again.records(conds), 10.0)
+    rec, cap = outcomes.mark_degenerate(again.records(conds), 10.0)
     assert np.isfinite(cap) and {"kind", "bad"} <= set(rec.columns)
-    dose_t = steer.test_doses(rec, ["paper"], [0.0, 2.0], 1e6)
-    assert steer.chosen_doses(dose_t) == {"paper": 2.0}
-    eff = steer.effects(rec, E, 0.25)
-    t = steer.pooled_table(eff, {"paper": 2.0}, E, 0.05, 0.05)
+    dose_t = outcomes.test_doses(rec, ["paper"], [0.0, 2.0], 1e6)
+    assert outcomes.chosen_doses(dose_t) == {"paper": 2.0}
+    eff = outcomes.effects(rec, E, 0.25)
+    t = outcomes.pooled_table(eff, {"paper": 2.0}, E, 0.05, 0.05)
     assert t.iloc[0].n_emotions == 2 and t.iloc[0].n_random == 2
-    doses = steer.dose_table(rec, E, [0.0, 2.0], 100, 0)
+    doses = outcomes.dose_table(rec, E, [0.0, 2.0], 100, 0)
     assert (doses[doses.dose == 0].d_p == 0).all()
-    assert steer.choose_random_sets(again, conds, 2, budget_s=0.0, elapsed_s=1.0) == 2  # all cached
-    more = conds + [steer.Condition("paper", "anger", 2.0, j, {1: [20 + j]}) for j in range(2, 6)]
-    assert steer.choose_random_sets(r, more, 6, budget_s=1.0, elapsed_s=1.0, floor=2) == 2  # no time left: the least
+    assert generation.choose_random_sets(again, conds, 2, budget_s=0.0, elapsed_s=1.0) == 2  # all cached
+    more = conds + [intervene.Condition("paper", "anger", 2.0, j, {1: [20 + j]}) for j in range(2, 6)]
+    assert generation.choose_random_sets(r, more, 6, budget_s=1.0, elapsed_s=1.0, floor=2) == 2  # no time left: the least
 
 
 def _stats(run_dir: Path) -> None:
-    from emolib.causal import attribution
+    from emolib.causal import matched
     sums = {"sum": torch.zeros(4, 128, dtype=torch.float64), "sumsq": torch.ones(4, 128, dtype=torch.float64),
             "count": 1}
-    attribution.save(run_dir, sums, "t")
+    matched.save(run_dir, sums, "t")
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -441,5 +441,5 @@ def test_random_sets_without_spread_are_not_tested():
     rows = [{"scorer": "s", "kind": k, "set": "paper", "emotion": e, "dose": 0.25, "random": j,
              "d_p": 0.3 if j == -1 else 0.0, "excluded": False, "median_ppl": 5.0, "bad_share": 0.0}
             for e in E for j, k in [(-1, "own"), (0, "random"), (1, "random")]]
-    t = steer.pooled_table(pd.DataFrame(rows), {"paper": 0.25}, E, 0.05, 0.05)
+    t = outcomes.pooled_table(pd.DataFrame(rows), {"paper": 0.25}, E, 0.05, 0.05)
     assert t.iloc[0].verdict == "not tested" and t.iloc[0].random_sd == 0

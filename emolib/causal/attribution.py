@@ -19,11 +19,10 @@ import pandas as pd
 import torch
 from ..progress import tqdm
 
+from .matched import load, moments, save
 from ..lm import prompts
 from ..lm.classify import Classifier, score_batch, encode_dialogues
 from ..lm.models import ffn_layers
-
-STATS_FILE = "activation_stats.safetensors"
 
 
 class _Capture:
@@ -147,14 +146,6 @@ def _content_free_sums(clf: Classifier, cal: torch.Tensor, cap: _Capture, L: int
     return {"cf_g": g, "cf_xg": xg}
 
 
-def moments(sums: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """([L, D] mean, [L, D] SD) of the down_proj input over the scoring sequences' non-pad positions."""
-    n = max(1, sums["count"])
-    mean = sums["sum"] / n
-    var = (sums["sumsq"] / n - mean ** 2).clamp(min=0)
-    return mean.float(), var.sqrt().float()
-
-
 def estimate(sums: dict, mode: str, calibration: str) -> torch.Tensor:
     """[E, L, D] estimated mean change of each emotion's true-label margin when one neuron is ablated (mode zero or
     mean; calibration fixed or recomputed under the mask), first order."""
@@ -188,73 +179,12 @@ def stats_tag(tag: dict, dialogues: list[str]) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def save(run_dir: str | Path, sums: dict, tag: str) -> Path:
-    """Write the pass's sums (and the tag they belong to) to run_dir/activation_stats.safetensors."""
-    from safetensors.torch import save_file
-    from ..safeio import atomic_save
-    path = Path(run_dir) / STATS_FILE
-    tensors = {k: (v.contiguous() if torch.is_tensor(v) else torch.tensor(v)) for k, v in sums.items()}
-    atomic_save(path, lambda tmp: save_file(tensors, str(tmp), metadata={"tag": tag}))
-    return path
-
-
-def load(run_dir: str | Path, tag: str | None = None) -> dict | None:
-    """The stored sums, or None when absent or made for another instrument or other dialogues (tag)."""
-    from safetensors import safe_open
-
-    from ..safeio import check_target, clear_hint
-    path = Path(run_dir) / STATS_FILE
-    if not path.exists():
-        return None
-    fix = f"it is stage 3's cache: delete it ({clear_hint(path)}) and rerun notebook 03 to recompute it"
-    try:
-        check_target(path)  # a regular file, not a link to one elsewhere
-        with safe_open(str(path), "pt") as f:
-            if tag is not None and (f.metadata() or {}).get("tag") != tag:
-                return None
-            out = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # noqa: BLE001 - SafetensorError (torn, not safetensors), OSError, a link
-        raise ValueError(f"{path}: cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:100]}); "
-                         f"{fix}") from None
-    return check_stats(out, path, fix)
-
-
-def check_stats(out: dict, path: Path, fix: str) -> dict:
-    """The schema of activation_stats.safetensors: a positive integer count, sum and sumsq of one [L, D] shape, every
-    value finite, and SDs no larger than an activation can be; one ValueError line naming the file otherwise."""
-    def bad(what: str) -> None:
-        raise ValueError(f"{path}: {what}; {fix}")
-    missing = [k for k in ("count", "sum", "sumsq") if k not in out]
-    if missing:
-        bad(f"lacks {', '.join(missing)}")
-    c = out["count"]
-    if c.numel() != 1 or not torch.isfinite(c.double()).all() or float(c) < 1 or float(c) != int(float(c)):
-        bad(f"'count' must be one positive whole number, got {c.flatten()[:3].tolist()}")
-    out["count"] = int(float(c))
-    if out["sum"].dim() != 2 or out["sum"].shape != out["sumsq"].shape:
-        bad(f"'sum' and 'sumsq' must share one [layers, neurons] shape, got {list(out['sum'].shape)} and "
-            f"{list(out['sumsq'].shape)}")
-    for k, v in out.items():
-        if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all():
-            bad(f"'{k}' holds NaN or infinite values")
-    mean, sd = moments(out)
-    if not (torch.isfinite(sd).all() and torch.isfinite(mean).all()) or float(sd.max()) > 1e6 \
-            or float(mean.abs().max()) > 1e6:
-        bad(f"its activation SDs reach {float(sd.max()):.3g}, beyond any activation (at most 1e6)")
-    return out
-
-
 def train_sample(p: dict, per_emotion: int) -> pd.DataFrame:
     """Train dialogues for the pass: per_emotion of each emotion, in a seeded order (never eval topics)."""
-    from .effects import _take
+    from .splits import take_seeded
     from ..dataset.data import load_splits
     tr = load_splits(p["run_dir"])["train"].to_pandas()[["dialogue", "label"]]
-    return _take(tr, p["emotions"], per_emotion, p["seed"] + 2)
-
-
-def neuron_hash(t: torch.Tensor) -> str:
-    """A short hash of a tensor's values (the means of mean ablation, for the scoring cache key)."""
-    return hashlib.sha1(t.detach().float().cpu().numpy().tobytes()).hexdigest()[:16]
+    return take_seeded(tr, p["emotions"], per_emotion, p["seed"] + 2)
 
 
 ESTIMATE_FILE = "attribution.safetensors"

@@ -30,7 +30,7 @@ import pandas as pd
 
 from . import stats
 from ..lm import ablate, batched
-from ..progress import mmss as _mmss
+from ..progress import mmss
 
 POWER_SLACK = 0.02    # designs whose detectable shift is within 2% of the smallest count as equal; the cheapest wins
 R_STEPS = (20, 25, 30, 40, 50, 60, 80, 100, 130, 160, 200)  # the random-set counts the planner considers (>= min)
@@ -259,9 +259,9 @@ def progress_line(path: Path) -> str | None:
     try:
         s = json.loads(Path(path).read_text())
         if not s["total"]:  # no estimate
-            return f"  {s['stage']} · {s['step']} · {s['done']:,} item-masks · {_mmss(s['elapsed_s'])} elapsed"
+            return f"  {s['stage']} · {s['step']} · {s['done']:,} item-masks · {mmss(s['elapsed_s'])} elapsed"
         return (f"  {s['stage']} · {s['step']} · {s['done']:,} of about {s['total']:,} item-masks · "
-                f"{_mmss(s['elapsed_s'])} elapsed · about {_mmss(s['eta_s'])} left")
+                f"{mmss(s['elapsed_s'])} elapsed · about {mmss(s['eta_s'])} left")
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

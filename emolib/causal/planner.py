@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import budget, effects
+from . import budget, instrument, splits
 from ..lm import models
 
 
@@ -26,7 +26,7 @@ def shape_guess(p: dict, n_layers: int, d_ff: int) -> dict[int, list[int]]:
 def planning_items(p: dict) -> pd.DataFrame:
     """The run's eval items when stage 1 has run, else template dialogues of every emotion."""
     try:
-        return effects.eval_table(p, p.get("eval_limit"))
+        return splits.eval_table(p, p.get("eval_limit"))
     except (FileNotFoundError, ValueError, OSError):
         from ..lm.synth_template import generate_dialogues
         rows = generate_dialogues(["a trip", "a new job", "the weekend"], p["emotions"], 4, p["seed"])
@@ -36,7 +36,7 @@ def planning_items(p: dict) -> pd.DataFrame:
 def propose(p: dict, budget_min: float) -> dict:
     """Load the model, time the scorer here and return the planner's proposal for budget_min minutes."""
     from ..identify import neurons
-    model, tok, clf, _ = effects.load_instrument(p)
+    model, tok, clf, _ = instrument.load_instrument(p)
     L, D = models.ffn_shape(model)
     path = Path(p["run_dir"]) / "neurons.json"
     names = neurons.set_names(path) if path.exists() else ["paper", "selective", "directions"]

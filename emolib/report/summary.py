@@ -243,7 +243,7 @@ def _markdown(run_dirs: list[str | Path]) -> str:
               "`paper` set:",
               "", "| emotion | paper | " + " | ".join(f"`{s['name']}`" for s in S) + " |",
               "|---" * (len(S) + 2) + "|"]
-    from ..causal.effects import PAPER_CLAIMS
+    from ..causal.effect_tables import PAPER_CLAIMS
     for e, claim in PAPER_CLAIMS.items():
         cells = []
         for s in S:
