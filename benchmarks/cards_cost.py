@@ -24,10 +24,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emolib.lm.synth_template import generate_dialogues  # noqa: E402
 from emolib.emotions import EMOTIONS  # noqa: E402
 from emolib.identify import cards, record  # noqa: E402
 from emolib.lm import models  # noqa: E402
+from emolib.lm.synth_template import generate_dialogues  # noqa: E402
 
 
 def main() -> None:
@@ -52,13 +52,20 @@ def main() -> None:
         return out
 
     record.top_update = timed
-    out = {"model": a.model, "dialogues": sum(map(len, by.values())), "threads": torch.get_num_threads(),
-           "cpu": models.cpu_description(), "repeats": a.repeats, "rows": []}
+    out = {
+        "model": a.model,
+        "dialogues": sum(map(len, by.values())),
+        "threads": torch.get_num_threads(),
+        "cpu": models.cpu_description(),
+        "repeats": a.repeats,
+        "rows": [],
+    }
     for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         model.to(dt)
 
         def rec(k):
             return record.record_counts(model, tok, by, batch_size=16, n_null=20, top_k=k)
+
         rec(0), rec(record.TOP_K)  # warm-up
         t = {0: [], record.TOP_K: []}
         inside = []
@@ -76,18 +83,28 @@ def main() -> None:
         g = torch.Generator().manual_seed(0)
         picks = sorted({(int(u) // D, int(u) % D) for u in torch.randperm(L * D, generator=g)[:90]})
         flat = [d for e in by for d in by[e]]
-        need = sorted({int(j) for l, i in picks for j in st["top_ids"][l, :, i] if j >= 0}
-                      | set(cards.random_dialogues(len(flat), 0)))
+        need = sorted(
+            {int(j) for l, i in picks for j in st["top_ids"][l, :, i] if j >= 0}
+            | set(cards.random_dialogues(len(flat), 0))
+        )
         s = time.perf_counter()
         cards.read_dialogues(model, tok, [flat[j] for j in need], picks, "act", batch_size=16)
         reread = time.perf_counter() - s
-        out["rows"].append({"dtype": name, "recording_s": round(without, 3), "recording_with_cards_s": round(with_, 3),
-                            "ratio": round(with_ / without, 4), "ratio_median": round(
-                                sorted(t[record.TOP_K])[a.repeats // 2] / sorted(t[0])[a.repeats // 2], 4),
-                            "top_update_s": round(min(inside), 3), "top_update_share": round(min(inside) / without, 4),
-                            "reread_dialogues": len(need), "reread_s": round(reread, 3),
-                            "reread_s_per_dialogue": round(reread / len(need), 4),
-                            "recording_s_per_dialogue": round(without / len(flat), 4)})
+        out["rows"].append(
+            {
+                "dtype": name,
+                "recording_s": round(without, 3),
+                "recording_with_cards_s": round(with_, 3),
+                "ratio": round(with_ / without, 4),
+                "ratio_median": round(sorted(t[record.TOP_K])[a.repeats // 2] / sorted(t[0])[a.repeats // 2], 4),
+                "top_update_s": round(min(inside), 3),
+                "top_update_share": round(min(inside) / without, 4),
+                "reread_dialogues": len(need),
+                "reread_s": round(reread, 3),
+                "reread_s_per_dialogue": round(reread / len(need), 4),
+                "recording_s_per_dialogue": round(without / len(flat), 4),
+            }
+        )
     path = Path(__file__).parent / "results-cards.json"
     path.write_text(json.dumps(out, indent=1))
     print(f"{out['cpu']}; {out['dialogues']} dialogues, best of {a.repeats}")

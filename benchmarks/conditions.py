@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emolib.lm import ablate
-from emolib.lm import batched, classify, models, prompts
 from emolib.emotions import EMOTIONS
+from emolib.lm import ablate, batched, classify, models, prompts
 from emolib.lm.synth_template import generate_dialogues
 
 
@@ -62,8 +61,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16, help="items")
     ap.add_argument("--repeats", type=int, default=2, help="timings per cell, the best kept")
     ap.add_argument("--k", type=int, default=8, help="masks")
-    ap.add_argument("--per-layer", type=int, default=7,
-                    help="neurons per layer in each mask (about 1%% of 30 x 1536 / 6 emotions)")
+    ap.add_argument(
+        "--per-layer", type=int, default=7, help="neurons per layer in each mask (about 1%% of 30 x 1536 / 6 emotions)"
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: every core this process may use)")
     a = ap.parse_args()
     models.set_threads()
@@ -79,47 +79,70 @@ def main() -> None:
     families["top_third"] = [{l: v for l, v in m.items() if l in top} for m in families["all_layers"]]
     chat = prompts.use_chat("auto", models.is_instruct(a.model, tok), tok)
     clf = classify.make_classifier(model, tok, list(EMOTIONS), chat, batch_size=16, calibrate=True)
-    out: dict = {"model": a.model, "items": len(texts), "masks": a.k, "repeats": a.repeats, "neurons_per_mask":
-                 sum(map(len, families["all_layers"][0].values())), "threads": torch.get_num_threads(),
-                 "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16_flags": bf16_flags(),
-                 "load_average_at_start": os.getloadavg()[0], "results": []}
+    out: dict = {
+        "model": a.model,
+        "items": len(texts),
+        "masks": a.k,
+        "repeats": a.repeats,
+        "neurons_per_mask": sum(map(len, families["all_layers"][0].values())),
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16_flags": bf16_flags(),
+        "load_average_at_start": os.getloadavg()[0],
+        "results": [],
+    }
     for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         model.to(dt)
         cal = classify.calibration_vector(clf)
         for fam, masks in families.items():
-            runs = {"one_at_a_time": lambda: one_at_a_time(clf, texts, masks, cal),
-                    "batched": lambda: batched.score_masks(clf, texts, masks, calibration=cal, reuse_lower=False)}
+            runs = {
+                "one_at_a_time": lambda: one_at_a_time(clf, texts, masks, cal),  # noqa: B023 (run within this iteration)
+                "batched": lambda: batched.score_masks(clf, texts, masks, calibration=cal, reuse_lower=False),  # noqa: B023 (run within this iteration)
+            }
             if fam == "top_third":
-                runs["batched_reuse"] = lambda: batched.score_masks(clf, texts, masks, calibration=cal)
+                runs["batched_reuse"] = lambda: batched.score_masks(clf, texts, masks, calibration=cal)  # noqa: B023 (run within this iteration)
             order = list(runs) if fam == "all_layers" else list(runs)[::-1]  # alternate, as the load drifts
             paths = {}
             for rep in range(a.repeats):  # the best of a few: the first call of a shape pays for kernel set-up
-                for p in (order if rep % 2 == 0 else order[::-1]):
+                for p in order if rep % 2 == 0 else order[::-1]:
                     t = timed(runs[p])
                     print(f"  {name} {fam} {p}: {t[0]:.1f} s", flush=True)
                     paths[p] = min(paths.get(p, t), t, key=lambda x: x[0])
             t_one, c_one, ref = paths["one_at_a_time"]
             for path, (t, c, got) in sorted(paths.items(), key=lambda kv: list(runs).index(kv[0])):
-                out["results"].append({
-                    "dtype": name, "masks": fam, "path": path, "seconds": round(t, 2), "cpu_seconds": round(c, 2),
-                    "conditions_per_s": round(len(masks) * len(texts) / t, 1),
-                    "speedup_vs_one_at_a_time": round(t_one / t, 2),
-                    "cpu_time_ratio": round(c_one / c, 2),
-                    "max_abs_diff_vs_one_at_a_time": float(np.abs(got - ref).max()),
-                    "same_argmax": float((got.argmax(-1) == ref.argmax(-1)).mean())})
+                out["results"].append(
+                    {
+                        "dtype": name,
+                        "masks": fam,
+                        "path": path,
+                        "seconds": round(t, 2),
+                        "cpu_seconds": round(c, 2),
+                        "conditions_per_s": round(len(masks) * len(texts) / t, 1),
+                        "speedup_vs_one_at_a_time": round(t_one / t, 2),
+                        "cpu_time_ratio": round(c_one / c, 2),
+                        "max_abs_diff_vs_one_at_a_time": float(np.abs(got - ref).max()),
+                        "same_argmax": float((got.argmax(-1) == ref.argmax(-1)).mean()),
+                    }
+                )
     model.to(torch.float32)
     out["load_average_at_end"] = os.getloadavg()[0]
     path = Path(__file__).parent / "results-conditions.json"
     path.write_text(json.dumps(out, indent=1))
-    print(f"{a.model}: {len(texts)} items x {a.k} masks, {out['threads']} threads, CPU {out['cpu_capability']} "
-          f"{' '.join(out['cpu_bf16_flags'])}, load average {out['load_average_at_start']:.1f} -> "
-          f"{out['load_average_at_end']:.1f}")
-    print(f"{'dtype':<9} {'masks':<11} {'path':<14} {'s':>7} {'cpu s':>7} {'cond/s':>7} {'ratio':>6} {'cpu ratio':>9} "
-          f"{'max|diff|':>9} {'argmax=':>7}")
+    print(
+        f"{a.model}: {len(texts)} items x {a.k} masks, {out['threads']} threads, CPU {out['cpu_capability']} "
+        f"{' '.join(out['cpu_bf16_flags'])}, load average {out['load_average_at_start']:.1f} -> "
+        f"{out['load_average_at_end']:.1f}"
+    )
+    print(
+        f"{'dtype':<9} {'masks':<11} {'path':<14} {'s':>7} {'cpu s':>7} {'cond/s':>7} {'ratio':>6} {'cpu ratio':>9} "
+        f"{'max|diff|':>9} {'argmax=':>7}"
+    )
     for r in out["results"]:
-        print(f"{r['dtype']:<9} {r['masks']:<11} {r['path']:<14} {r['seconds']:>7} {r['cpu_seconds']:>7} "
-              f"{r['conditions_per_s']:>7} {r['speedup_vs_one_at_a_time']:>6} {r['cpu_time_ratio']:>9} "
-              f"{r['max_abs_diff_vs_one_at_a_time']:>9.1e} {r['same_argmax']:>7.2f}")
+        print(
+            f"{r['dtype']:<9} {r['masks']:<11} {r['path']:<14} {r['seconds']:>7} {r['cpu_seconds']:>7} "
+            f"{r['conditions_per_s']:>7} {r['speedup_vs_one_at_a_time']:>6} {r['cpu_time_ratio']:>9} "
+            f"{r['max_abs_diff_vs_one_at_a_time']:>9.1e} {r['same_argmax']:>7.2f}"
+        )
     print(f"written to {path}")
 
 

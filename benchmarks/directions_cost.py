@@ -1,4 +1,5 @@
-"""What recording emotion directions (emolib.identify.directions) adds to stage 2's pass: the same recording (both tensors,
+"""What recording emotion directions (emolib.identify.directions) adds to stage 2's pass: the same recording (both
+tensors,
 halves, a 20-permutation null) with and without direction_site, interleaved, best of several repeats. On the CPU
 it times the process's CPU seconds on one thread (robust to other load on a shared machine); on a GPU, wall time:
 
@@ -20,10 +21,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emolib.lm import models
-from emolib.identify import record# noqa: E402
 from emolib.emotions import EMOTIONS  # noqa: E402
-from emolib.lm.synth_template import generate_dialogues# noqa: E402
+from emolib.identify import record  # noqa: E402
+from emolib.lm import models
+from emolib.lm.synth_template import generate_dialogues  # noqa: E402
 
 
 def main() -> None:
@@ -59,10 +60,17 @@ def main() -> None:
     for _ in range(a.repeats):  # interleaved, so drifting load hits every condition alike
         for c in conds:
             best[str(c)] = min(best[str(c)], once(c))
-    out = {"model": a.model, "device": a.device, "dtype": a.dtype,
-           "clock": "CPU seconds, one thread" if on_cpu else "wall seconds", "dialogues": len(rows), "n_null": 20,
-           "batch_size": 16, "seconds_best": best,
-           "ratio_with_directions": {s: best[s] / best["None"] for s in ("residual", "mlp")}}
+    out = {
+        "model": a.model,
+        "device": a.device,
+        "dtype": a.dtype,
+        "clock": "CPU seconds, one thread" if on_cpu else "wall seconds",
+        "dialogues": len(rows),
+        "n_null": 20,
+        "batch_size": 16,
+        "seconds_best": best,
+        "ratio_with_directions": {s: best[s] / best["None"] for s in ("residual", "mlp")},
+    }
     Path(a.out).write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))
 

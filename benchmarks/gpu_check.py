@@ -28,25 +28,48 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emolib.lm import batched, classify, models, prompts
-from emolib.identify import record# noqa: E402
 from emolib.emotions import EMOTIONS  # noqa: E402
-from emolib.lm.synth_template import generate_dialogues# noqa: E402
+from emolib.identify import record  # noqa: E402
+from emolib.lm import batched, classify, models, prompts
+from emolib.lm.synth_template import generate_dialogues  # noqa: E402
 
 PAPER_TOKENS = 42_000_000  # EmoPrism's kept dialogues, about 143 tokens each, 293,725 of them
-PAPER_GRID = {"emotions": 6, "sets": 2, "random_sets": 20, "dose_levels": 6, "dose_random": 5, "ranges": 4,
-              "items_per_emotion": 200}
+PAPER_GRID = {
+    "emotions": 6,
+    "sets": 2,
+    "random_sets": 20,
+    "dose_levels": 6,
+    "dose_random": 5,
+    "ranges": 4,
+    "items_per_emotion": 200,
+}
 
 
 def llama8b_config(tiny: bool, vocab: int):
     """Llama-3.1-8B's dimensions (or a toy version), random weights."""
     from transformers import LlamaConfig
+
     if tiny:
-        return LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048)
-    return LlamaConfig(vocab_size=vocab, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                       num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
-                       rope_theta=500000.0, rms_norm_eps=1e-5)
+        return LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=64,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+        )
+    return LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=8192,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+    )
 
 
 def sync(device: str) -> None:
@@ -88,10 +111,26 @@ def main(argv: list[str] | None = None) -> dict:
         torch.cuda.empty_cache()
     if not a.no_book:
         t = time.time()
-        res = subprocess.run([sys.executable, "-m", "emolib", "run", "params/quick.yaml", "--out",
-                              str(Path(a.out) / "quick-cuda"), "--force"], cwd=ROOT, capture_output=True, text=True)
-        out["quick_book_on_device"] = {"returncode": res.returncode, "seconds": round(time.time() - t),
-                                       "tail": res.stdout[-400:] + res.stderr[-800:]}
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "emolib",
+                "run",
+                "params/quick.yaml",
+                "--out",
+                str(Path(a.out) / "quick-cuda"),
+                "--force",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        out["quick_book_on_device"] = {
+            "returncode": res.returncode,
+            "seconds": round(time.time() - t),
+            "tail": res.stdout[-400:] + res.stderr[-800:],
+        }
     path = Path(a.out) / ("gpu_check.json" if a.out != str(ROOT / "benchmarks") else "results-gpu-check.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
@@ -105,6 +144,7 @@ def measure(a: argparse.Namespace, device: str) -> dict:
     dtype = torch.bfloat16 if device == "cuda" or models.cpu_has_fast_bf16() else torch.float32
     tok = models.load_tokenizer(models.PRESETS["smollm2-135m-instruct"])
     from transformers import LlamaForCausalLM
+
     torch.manual_seed(0)
     cfg = llama8b_config(a.tiny, 128256 if not a.tiny else len(tok))
     with torch.device(device):
@@ -115,25 +155,36 @@ def measure(a: argparse.Namespace, device: str) -> dict:
     rows = generate_dialogues([f"topic {i}" for i in range(8)], list(EMOTIONS), 2, 0)[: a.n]
     by = {e: [r["dialogue"] for r in rows if r["theme"] == e] for e in EMOTIONS}
     texts = [r["dialogue"] for r in rows]
-    out: dict = {"device": torch.cuda.get_device_name() if device == "cuda" else models.cpu_description(),
-                 "dtype": str(dtype).replace("torch.", ""), "config": "tiny" if a.tiny else "llama-3.1-8b-shaped",
-                 "layers_x_d_ff": list(models.ffn_shape(model)), "dialogues": len(texts)}
+    out: dict = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else models.cpu_description(),
+        "dtype": str(dtype).replace("torch.", ""),
+        "config": "tiny" if a.tiny else "llama-3.1-8b-shaped",
+        "layers_x_d_ff": list(models.ffn_shape(model)),
+        "dialogues": len(texts),
+    }
     items = [record.encode(tok, d, "raw", None) for d in texts]
-    batches = [record.make_batch(items[s:s + 32], tok.pad_token_id) for s in range(0, len(items), 32)]
+    batches = [record.make_batch(items[s : s + 32], tok.pad_token_id) for s in range(0, len(items), 32)]
     n_tok = sum(int(b[2].sum()) for b in batches)
 
     def plain():
         with torch.inference_mode():
             for ids, attn, _ in batches:
                 model.model(input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False)
+
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t_plain = timed(plain, device)
     t_rec = timed(lambda: record.record_counts(model, tok, by, batch_size=32), device)
     t_null = timed(lambda: record.record_counts(model, tok, by, batch_size=32, n_null=20), device)
-    out.update({"forward_tokens_per_s": round(n_tok / t_plain), "recording_tokens_per_s": round(n_tok / t_rec),
-                "recording_null20_tokens_per_s": round(n_tok / t_null),
-                "recording_over_forward": round(t_rec / t_plain, 2), "null20_over_forward": round(t_null / t_plain, 2)})
+    out.update(
+        {
+            "forward_tokens_per_s": round(n_tok / t_plain),
+            "recording_tokens_per_s": round(n_tok / t_rec),
+            "recording_null20_tokens_per_s": round(n_tok / t_null),
+            "recording_over_forward": round(t_rec / t_plain, 2),
+            "null20_over_forward": round(t_null / t_plain, 2),
+        }
+    )
     chat = prompts.use_chat("auto", True, tok)
     clf = classify.make_classifier(model, tok, list(EMOTIONS), chat, batch_size=16, calibrate=False)
     L, D = models.ffn_shape(model)
@@ -142,7 +193,7 @@ def measure(a: argparse.Namespace, device: str) -> dict:
     t_score = timed(lambda: batched.score_masks(clf, texts[:16], masks, calibration=None), device)
     out["scoring_item_masks_per_s"] = round(16 * len(masks) / t_score, 1)
     if device == "cuda":
-        out["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 1)
+        out["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
     out["projected_identification_minutes"] = round(PAPER_TOKENS / out["recording_null20_tokens_per_s"] / 60, 1)
     out["paper_grid_item_masks"] = grid_conditions()
     out["projected_grid_minutes"] = round(grid_conditions() / out["scoring_item_masks_per_s"] / 60, 1)

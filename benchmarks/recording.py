@@ -28,11 +28,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from emolib.lm import models
-from emolib.identify import record# noqa: E402
 from emolib.emotions import EMOTIONS  # noqa: E402
-from emolib.lm.synth_template import generate_dialogues# noqa: E402
-
+from emolib.identify import record  # noqa: E402
+from emolib.lm import models
+from emolib.lm.synth_template import generate_dialogues  # noqa: E402
 
 BATCH1 = "batch-1 loop, CPU float32 copies (10kH style)"
 
@@ -93,7 +92,7 @@ def main() -> None:
     model, tok = models.load_model(a.model, "float32", "cpu")
     items = [record.encode(tok, d, "raw", None) for d in texts]
     items.sort(key=lambda x: -len(x[0]))
-    batches = [record.make_batch(items[s:s + 16], tok.pad_token_id) for s in range(0, len(items), 16)]
+    batches = [record.make_batch(items[s : s + 16], tok.pad_token_id) for s in range(0, len(items), 16)]
     n_tok = sum(int(b[2].sum()) for b in batches)
     old = None
     if a.before:
@@ -107,32 +106,51 @@ def main() -> None:
             for ids, attn, _ in batches:
                 model.model(input_ids=ids, attention_mask=attn, use_cache=False)
 
-    out = {"model": a.model, "dialogues": len(texts), "counted_tokens": n_tok, "threads": torch.get_num_threads(),
-           "cpu": models.cpu_description(), "auto_dtype_on_cpu": str(models.resolve_dtype("auto", "cpu")),
-           "nulls": a.nulls, "repeats": a.repeats, "rows": []}
+    out = {
+        "model": a.model,
+        "dialogues": len(texts),
+        "counted_tokens": n_tok,
+        "threads": torch.get_num_threads(),
+        "cpu": models.cpu_description(),
+        "auto_dtype_on_cpu": str(models.resolve_dtype("auto", "cpu")),
+        "nulls": a.nulls,
+        "repeats": a.repeats,
+        "rows": [],
+    }
     for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         model.to(dt)
-        paths = {"plain forward, batch 16": plain,
-                 "recording (both tensors, halves)": lambda: record.record_counts(model, tok, by, batch_size=16)}
+        paths = {
+            "plain forward, batch 16": plain,
+            "recording (both tensors, halves)": lambda: record.record_counts(model, tok, by, batch_size=16),
+        }
         for k in a.nulls:
-            paths[f"recording + null ({k} permutations)"] = (
-                lambda k=k: record.record_counts(model, tok, by, batch_size=16, n_null=k))
+            paths[f"recording + null ({k} permutations)"] = lambda k=k: record.record_counts(
+                model, tok, by, batch_size=16, n_null=k
+            )
         if not a.no_batch1:
             paths[BATCH1] = lambda: batch1_loop(model, tok, texts)
         if old is not None:
-            paths["recording before (one tensor, float64 sums)"] = lambda: old.record_counts(model, tok, by,
-                                                                                               batch_size=16)
+            paths["recording before (one tensor, float64 sums)"] = lambda: old.record_counts(
+                model, tok, by, batch_size=16
+            )
         print(f"{name}:", flush=True)
         t = interleaved(paths, a.repeats, once=(BATCH1,))
         base = t["plain forward, batch 16"]
         for k, v in t.items():  # ratios: the median over rounds of the path's time over the plain forward's
             ratios = [a / b for a, b in zip(v, base)]
-            out["rows"].append({"dtype": name, "path": k, "tokens_per_s": round(n_tok / min(v)),
-                                "time_over_plain_forward": round(float(np.median(ratios)), 2),
-                                "per_round": [round(x, 2) for x in ratios],
-                                "speed_over_batch1_loop": round(min(t[BATCH1]) / min(v), 2) if BATCH1 in t else None})
+            out["rows"].append(
+                {
+                    "dtype": name,
+                    "path": k,
+                    "tokens_per_s": round(n_tok / min(v)),
+                    "time_over_plain_forward": round(float(np.median(ratios)), 2),
+                    "per_round": [round(x, 2) for x in ratios],
+                    "speed_over_batch1_loop": round(min(t[BATCH1]) / min(v), 2) if BATCH1 in t else None,
+                }
+            )
         if a.profile:
             from torch.profiler import ProfilerActivity, profile
+
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 record.record_counts(model, tok, by, batch_size=16, n_null=max(a.nulls))
             out[f"profile_{name}"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10)
@@ -141,8 +159,10 @@ def main() -> None:
     print(f"{out['cpu']}; {n_tok:,} counted tokens; auto dtype on this CPU: {out['auto_dtype_on_cpu']}")
     print(f"{'dtype':<9} {'path':<48} {'tok/s':>7} {'x plain':>8} {'x batch-1':>10}")
     for r in out["rows"]:
-        print(f"{r['dtype']:<9} {r['path']:<48} {r['tokens_per_s']:>7} {r['time_over_plain_forward']:>8} "
-              f"{r['speed_over_batch1_loop'] or '-':>10}")
+        print(
+            f"{r['dtype']:<9} {r['path']:<48} {r['tokens_per_s']:>7} {r['time_over_plain_forward']:>8} "
+            f"{r['speed_over_batch1_loop'] or '-':>10}"
+        )
     for k in out:
         if k.startswith("profile_"):
             print(k, "\n", out[k])

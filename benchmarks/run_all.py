@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from emolib.lm import classify, models, prompts
-from emolib.identify import record
 from emolib.emotions import EMOTIONS
+from emolib.identify import record
+from emolib.lm import classify, models, prompts
 from emolib.lm.synth_template import generate_dialogues
 
 
@@ -45,10 +45,15 @@ def main() -> None:
     rows = generate_dialogues(["cooking", "Jamaica", "knitting", "Football"], list(EMOTIONS), 2, 0)[: a.n]
     texts = [r["dialogue"] for r in rows]
     by_emotion = {e: [r["dialogue"] for r in rows if r["theme"] == e] for e in EMOTIONS}
-    out: dict = {"model": a.model, "dialogues": len(texts), "threads": torch.get_num_threads(),
-                 "cpu": models.cpu_description(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                 "cpu_fast_bf16": models.cpu_has_fast_bf16(),
-                 "auto_dtype_on_cpu": str(models.resolve_dtype("auto", "cpu")).replace("torch.", "")}
+    out: dict = {
+        "model": a.model,
+        "dialogues": len(texts),
+        "threads": torch.get_num_threads(),
+        "cpu": models.cpu_description(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_fast_bf16": models.cpu_has_fast_bf16(),
+        "auto_dtype_on_cpu": str(models.resolve_dtype("auto", "cpu")).replace("torch.", ""),
+    }
 
     # 1. dtype
     model, tok = models.load_model(a.model, "float32", "cpu")
@@ -61,16 +66,19 @@ def main() -> None:
             s = timed(lambda: model.model(input_ids=ids, attention_mask=attn))
         out[f"forward_tokens_per_s_{name}"] = round(n_tok / s)
     model.to(torch.float32)
-    out["bfloat16_over_float32_speed"] = round(out["forward_tokens_per_s_bfloat16"] / out["forward_tokens_per_s_float32"], 2)
+    out["bfloat16_over_float32_speed"] = round(
+        out["forward_tokens_per_s_bfloat16"] / out["forward_tokens_per_s_float32"], 2
+    )
 
     # 2. recording vs plain forward over the same batches
-    batches = [record.make_batch(items[s:s + 16], tok.pad_token_id, False) for s in range(0, len(items), 16)]
+    batches = [record.make_batch(items[s : s + 16], tok.pad_token_id, False) for s in range(0, len(items), 16)]
     total = sum(int(b[1].sum()) for b in batches)
 
     def plain():
         with torch.inference_mode():
             for ids_, attn_, _ in batches:
                 model.model(input_ids=ids_, attention_mask=attn_, use_cache=False)
+
     for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         model.to(dt)
         t_plain = timed(plain, 1)

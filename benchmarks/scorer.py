@@ -26,9 +26,8 @@ import numpy as np
 import torch
 
 from emolib.causal import instrument
-from emolib.lm import ablate
-from emolib.lm import classify, models, prompts
 from emolib.emotions import EMOTIONS
+from emolib.lm import ablate, classify, models, prompts
 from emolib.lm.synth_template import generate_dialogues
 
 
@@ -40,7 +39,7 @@ def plain_forward(clf, texts: list[str], k: int) -> float:
     with torch.inference_mode():
         for _ in range(k):
             for s in range(0, len(seqs), clf.batch_size):
-                batch = seqs[s:s + clf.batch_size]
+                batch = seqs[s : s + clf.batch_size]
                 L = max(map(len, batch))
                 ids = torch.tensor([[tok.pad_token_id] * (L - len(x)) + x for x in batch])
                 mask = torch.tensor([[0] * (L - len(x)) + [1] * len(x) for x in batch])
@@ -74,12 +73,20 @@ def main() -> None:
     shape = {l: list(range(7)) for l in range(L)}
     all_layers = [ablate.random_like(shape, D, s) for s in range(a.k)]
     top = ablate.layer_bins(L, 3)["top"]
-    cell = [{l: v for l, v in ablate.random_like(shape, D, 100 + s).items() if l in top}
-            for s in range(1 + a.grid_random)]
+    cell = [
+        {l: v for l, v in ablate.random_like(shape, D, 100 + s).items() if l in top} for s in range(1 + a.grid_random)
+    ]
     tag = {"prompt_style": "chat" if chat else "plain", "few_shot": 0}
-    out: dict = {"model": a.model, "dtype": str(model.dtype), "items": len(texts), "threads": torch.get_num_threads(),
-                 "cpu_capability": torch.backends.cpu.get_cpu_capability(), "rows": []}
+    out: dict = {
+        "model": a.model,
+        "dtype": str(model.dtype),
+        "items": len(texts),
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "rows": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
+
         def scorer(per: int, name: str) -> instrument.Scorer:
             p = {"run_dir": f"{tmp}/{name}", "model": a.model, "prompt_template": None}
             return instrument.Scorer(clf, p, tag, masks_per_pass=per)
@@ -96,13 +103,21 @@ def main() -> None:
             instrument.REUSE_MASKS_PER_PASS = old_reuse
         t_after, s_after = timed_scores(scorer(8, "after"), texts, cell)
         n_cell = len(cell) * len(texts)
-        for name, sec, n in (("plain forward (full prompt)", t_plain * a.k * len(texts), a.k * len(texts)),
-                             ("scorer, all layers", t_all, a.k * len(texts)),
-                             ("grid cell (top third), before: 8 masks per pass", t_before, n_cell),
-                             ("grid cell (top third), after: the whole cell per pass", t_after, n_cell)):
-            out["rows"].append({"path": name, "item_masks": n, "seconds": round(sec, 2),
-                                "item_masks_per_s": round(n / sec, 2),
-                                "speed_vs_plain_forward": round((n / sec) / (1 / t_plain), 2)})
+        for name, sec, n in (
+            ("plain forward (full prompt)", t_plain * a.k * len(texts), a.k * len(texts)),
+            ("scorer, all layers", t_all, a.k * len(texts)),
+            ("grid cell (top third), before: 8 masks per pass", t_before, n_cell),
+            ("grid cell (top third), after: the whole cell per pass", t_after, n_cell),
+        ):
+            out["rows"].append(
+                {
+                    "path": name,
+                    "item_masks": n,
+                    "seconds": round(sec, 2),
+                    "item_masks_per_s": round(n / sec, 2),
+                    "speed_vs_plain_forward": round((n / sec) / (1 / t_plain), 2),
+                }
+            )
         out["max_abs_diff_cell_before_after"] = float(np.abs(s_before - s_after).max())
         out["stage3_item_masks"] = mini_stage3(scorer(8, "mini"), texts, all_layers)
     path = Path(__file__).parent / "results-scorer.json"
@@ -117,13 +132,15 @@ def main() -> None:
 
 def mini_stage3(sc: instrument.Scorer, texts: list[str], masks: list[dict]) -> dict:
     """Item-masks a miniature stage 3 scores when cached per item list (before) and per item (after)."""
-    halves = [texts[: len(texts) // 2], texts[len(texts) // 2:]]  # two "emotions"
+    halves = [texts[: len(texts) // 2], texts[len(texts) // 2 :]]  # two "emotions"
     own, rnd = masks[:2], masks[2:]
-    calls = [(texts, own, "zero")]                                      # own sets on all items
+    calls = [(texts, own, "zero")]  # own sets on all items
     for j, items in enumerate(halves):
-        calls += [(items, [{}] + [own[j]] + rnd, "zero"),                # base, own and random on the emotion's items
-                  (items, [{}, own[j]] + rnd[:2], "scale")]              # the other arm (secondary random sets)
-    calls += [(texts, rnd[:1], "zero"), (texts, rnd[1:2], "zero")]      # specificity: random sets on all items
+        calls += [
+            (items, [{}] + [own[j]] + rnd, "zero"),  # base, own and random on the emotion's items
+            (items, [{}, own[j]] + rnd[:2], "scale"),
+        ]  # the other arm (secondary random sets)
+    calls += [(texts, rnd[:1], "zero"), (texts, rnd[1:2], "zero")]  # specificity: random sets on all items
     before, seen = 0, set()
     for items, ms, mode in calls:
         for m in ms:

@@ -14,13 +14,13 @@ from pathlib import Path
 from . import params as params_mod
 from .emotions import normalize
 
-
-MAX_INPUT_BYTES = 256 * 2 ** 20  # classify --input: a JSON-lines file above this is refused (it is read whole)
+MAX_INPUT_BYTES = 256 * 2**20  # classify --input: a JSON-lines file above this is refused (it is read whole)
 
 
 def read_jsonl(path: str) -> list[dict]:
     """Read a JSON-lines file of dialogues (field dialogue or text; label optional), checking every line."""
     from .safeio import read_regular
+
     p = Path(path)
     if not p.exists():
         raise ValueError(f"--input: file not found: {path}")
@@ -29,8 +29,10 @@ def read_jsonl(path: str) -> list[dict]:
     try:  # a regular file of at most MAX_INPUT_BYTES (a pipe or /dev/zero is refused, never read)
         content = read_regular(p, "input", MAX_INPUT_BYTES).decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"--input: {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
-                         "give a JSON-lines file") from None
+        raise ValueError(
+            f"--input: {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+            "give a JSON-lines file"
+        ) from None
     except ValueError as e:
         raise ValueError(f"--input: {e}") from None
     rows = []
@@ -76,8 +78,10 @@ def check_output(output: str, input_path: str) -> None:
         raise ValueError(f"--output: {out} is the input file; write the predictions to another file")
     folder = out.parent
     if not folder.is_dir():
-        raise ValueError(f"--output: folder {folder} does not exist" + (" (it is a file)" if folder.exists() else
-                                                                        "; create it first"))
+        raise ValueError(
+            f"--output: folder {folder} does not exist"
+            + (" (it is a file)" if folder.exists() else "; create it first")
+        )
     try:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
         os.close(fd)
@@ -88,11 +92,12 @@ def check_output(output: str, input_path: str) -> None:
 
 def cmd_classify(a: argparse.Namespace) -> None:
     """Classify a JSON-lines file, optionally with emotion neurons ablated."""
-    from .causal import metrics
-    from .identify import record, neurons
-    from .lm import ablate, classify, models
     from . import safeio
+    from .causal import metrics
+    from .identify import neurons, record
+    from .lm import ablate, classify, models
     from .lm.classify import predict
+
     p = params_mod.load(a.params)
     check_scale(a.mode, a.scale)
     check_output(a.output, a.input)
@@ -122,8 +127,10 @@ def cmd_classify(a: argparse.Namespace) -> None:
         shape = models.ffn_shape(clf.model)
         safeio.check_neurons(nj, a.neurons, shape=shape)
         if means is not None and tuple(means.shape) != tuple(shape):
-            raise ValueError(f"{Path(a.neurons).parent / 'cache' / 'counts.pt'}: counts of an FFN of "
-                             f"{means.shape[0]} x {means.shape[1]}; the loaded model has {shape[0]} x {shape[1]}")
+            raise ValueError(
+                f"{Path(a.neurons).parent / 'cache' / 'counts.pt'}: counts of an FFN of "
+                f"{means.shape[0]} x {means.shape[1]}; the loaded model has {shape[0]} x {shape[1]}"
+            )
     scale = a.scale if a.mode == "scale" else 0.5
     p["ablation_scale"] = scale
     dialogues = [r.get("dialogue", r.get("text")) for r in rows]
@@ -137,8 +144,9 @@ def cmd_classify(a: argparse.Namespace) -> None:
         try:
             lines.append(json.dumps(out, allow_nan=False) + "\n")
         except ValueError:
-            raise RuntimeError(f"--output: the scores of input line {i + 1} are not finite (NaN or inf); "
-                               f"nothing written to {a.output}") from None
+            raise RuntimeError(
+                f"--output: the scores of input line {i + 1} are not finite (NaN or inf); nothing written to {a.output}"
+            ) from None
     safeio.atomic_write_text(a.output, "".join(lines))
     labelled = [(r["label"], pr) for r, pr in zip(rows, preds) if r.get("label")]
     print(f"wrote {len(rows)} predictions to {a.output}")
@@ -167,8 +175,10 @@ def check_steer_args(a: argparse.Namespace, p: dict) -> tuple[str, str]:
         raise ValueError(f"--max-new-tokens must be from {tokens.low:g} to {tokens.high:g}, got {a.max_new_tokens}")
     prompt = a.prompt.replace("\\n", "\n")
     if len(prompt) > MAX_PROMPT_CHARS:
-        raise ValueError(f"--prompt is {len(prompt):,} characters; an opening of at most {MAX_PROMPT_CHARS:,} is "
-                         "steered (a dialogue's first turn or two)")
+        raise ValueError(
+            f"--prompt is {len(prompt):,} characters; an opening of at most {MAX_PROMPT_CHARS:,} is "
+            "steered (a dialogue's first turn or two)"
+        )
     if not prompt.strip():
         raise ValueError("--prompt must not be empty (e.g. --prompt 'A: How was the trip?\\nB:')")
     emotion = normalize(a.emotion, "--emotion")
@@ -179,11 +189,12 @@ def check_steer_args(a: argparse.Namespace, p: dict) -> tuple[str, str]:
 
 def cmd_steer(a: argparse.Namespace) -> None:
     """Print sampled replies to one prompt with one emotion's neurons pushed up by alpha SDs, and their scores."""
-    from .lm import models
-    from .identify import neurons
     from . import safeio
     from .causal import emotion_scorers, steer
     from .causal.matched import STATS_FILE
+    from .identify import neurons
+    from .lm import models
+
     p = params_mod.load(a.params)
     emotion, prompt = check_steer_args(a, p)
     nj = safeio.load_neurons_json(a.neurons, model=p["model"])
@@ -192,27 +203,35 @@ def cmd_steer(a: argparse.Namespace) -> None:
         raise ValueError(f"--set: {a.set!r} is not in {a.neurons} (has {', '.join(names)})")
     ns = neurons.load(a.neurons, a.set)
     if emotion not in ns.emotions:
-        raise ValueError(f"--emotion: {emotion!r} has no neurons in set {a.set} of {a.neurons} "
-                         f"(has {', '.join(ns.emotions)})")
+        raise ValueError(
+            f"--emotion: {emotion!r} has no neurons in set {a.set} of {a.neurons} (has {', '.join(ns.emotions)})"
+        )
     run_dir = Path(a.neurons).parent
     if not (run_dir / STATS_FILE).exists():
-        raise ValueError(f"--neurons: {run_dir / STATS_FILE} is missing next to it (stage 3 writes each neuron's SD "
-                         "there); run notebook 03 for this run first")
+        raise ValueError(
+            f"--neurons: {run_dir / STATS_FILE} is missing next to it (stage 3 writes each neuron's SD "
+            "there); run notebook 03 for this run first"
+        )
     emotion_scorers.resolve_scorer(p["model"], p["steer_scorer"])  # the scorer is never the steered model
     p["run_dir"] = str(run_dir)
     p["steer_max_new_tokens"] = a.max_new_tokens or p["steer_max_new_tokens"]
     _, sd = steer.activation_sd(run_dir)
     model, tok = models.load_model(p["model"], p["dtype"], p["device"], p["device_map"], p["seed"])
     from .lm.classify import context_length
+
     n_ctx, n_prompt = context_length(model), len(tok(prompt).input_ids)
     if n_ctx is not None and n_prompt + p["steer_max_new_tokens"] > n_ctx:
-        raise ValueError(f"--prompt is {n_prompt} tokens; with {p['steer_max_new_tokens']} new tokens it passes the "
-                         f"model's context of {n_ctx}; shorten it")
+        raise ValueError(
+            f"--prompt is {n_prompt} tokens; with {p['steer_max_new_tokens']} new tokens it passes the "
+            f"model's context of {n_ctx}; shorten it"
+        )
     shape = models.ffn_shape(model)
     safeio.check_neurons(nj, a.neurons, shape=shape)
     if tuple(sd.shape) != tuple(shape):
-        raise ValueError(f"{run_dir / STATS_FILE}: statistics of an FFN of {sd.shape[0]} x {sd.shape[1]}; the loaded "
-                         f"model has {shape[0]} x {shape[1]}")
+        raise ValueError(
+            f"{run_dir / STATS_FILE}: statistics of an FFN of {sd.shape[0]} x {sd.shape[1]}; the loaded "
+            f"model has {shape[0]} x {shape[1]}"
+        )
     scorers = emotion_scorers.load_scorers(p, steered=model)
     table = steer.steer_text(model, tok, p, ns.by_layer(emotion), a.alpha, sd, prompt, a.n, scorers)
     print(f"{p['model']} · set {a.set} · {emotion} neurons +{a.alpha:g} SD · prompt {prompt!r}")
@@ -228,9 +247,12 @@ def cmd_plan(a: argparse.Namespace) -> None:
     p = params_mod.load(a.params)
     minutes = a.budget_min if a.budget_min is not None else p.get("effects_budget_min")
     if minutes is None or not math.isfinite(minutes) or not 0 < minutes <= 100_000:
-        raise params_mod.ParamError("plan: --budget-min (or the params' effects_budget_min) must be a number of "
-                                    f"minutes in (0, 100000], got {minutes!r}")
+        raise params_mod.ParamError(
+            "plan: --budget-min (or the params' effects_budget_min) must be a number of "
+            f"minutes in (0, 100000], got {minutes!r}"
+        )
     from .causal import budget, planner
+
     p = {**p, "run_dir": str(params_mod.ROOT / "outputs" / p["run_name"])}  # its stages 01-03, where they ran
     print(budget.plan_lines(planner.propose(p, minutes)))
 
@@ -276,18 +298,23 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--params", help="set this parameter file's values (and its run folder) in the copies")
     pl = sub.add_parser("plan", help="time this machine and propose stage 3-4's design for a budget (params lines)")
     pl.add_argument("params")
-    pl.add_argument("--budget-min", type=float, help="minutes of scoring for notebooks 03-04 (default: the params' "
-                    "effects_budget_min)")
+    pl.add_argument(
+        "--budget-min",
+        type=float,
+        help="minutes of scoring for notebooks 03-04 (default: the params' effects_budget_min)",
+    )
     si = sub.add_parser("site", help="build static HTML of the committed showcase runs (index, notebooks, figures)")
     si.add_argument("--out", default="site", help="folder to write (default site/; replaced on each build)")
     a = ap.parse_args(argv)
     from . import runner
+
     try:
         if a.cmd == "run":
             run_dir = runner.run(a.params, [o.zfill(2) for o in a.only] if a.only else None, a.out, a.force)
             print("\n".join(runner.closing_lines(run_dir)))
         elif a.cmd == "lint":
             from .report import lint
+
             problems = [x for r in a.runs for x in lint.lint_run(r)]
             print("\n".join(problems) if problems else f"lint: no problems in {', '.join(a.runs)}")
             return 1 if problems else 0
@@ -295,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             runner.compare(a.runs, a.out)
         elif a.cmd == "report":
             from .report import summary as report
+
             if a.readme:
                 report.update_readme(a.readme, a.runs)
                 print(f"results block of {a.readme} updated from {', '.join(a.runs)}")
@@ -312,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         elif a.cmd == "exercises":
             from . import exercises
             from .runner import check_out_dir
+
             check_out_dir(Path(a.out))  # one line before any work: the folder must be creatable and writable
             if a.params:
                 params_mod.load(a.params)
@@ -323,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd_plan(a)
         elif a.cmd == "site":
             from .report import site
+
             site.build(a.out)
         else:
             cmd_classify(a)

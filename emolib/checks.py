@@ -3,6 +3,9 @@
 Each check prints one line, a pass (✓) or precisely what is wrong (✗), and returns True or False. A wrong answer, or
 an error inside the learner's function, is reported, never raised; only NotImplementedError (an exercise's stub) is
 let through, so an exercise notebook stops at its first unsolved exercise.
+
+Longer than 400 lines: one short check per exercise of the course, each with its brute-force reference; splitting
+them would scatter the course's answer key.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ from functools import lru_cache
 
 import torch
 
-from .lm import ablate, models
 from .identify import neurons, record
+from .lm import ablate, models
 
-DIALOGUES = ["A: You broke it again!\nB: I said I was sorry.",
-             "A: The results came in.\nB: And?\nA: We won!",
-             "A: Did you hear that noise?",
-             "A: Look at this.\nB: Oh no, it is covered in mould.\nA: I know."]
+DIALOGUES = [
+    "A: You broke it again!\nB: I said I was sorry.",
+    "A: The results came in.\nB: And?\nA: We won!",
+    "A: Did you hear that noise?",
+    "A: Look at this.\nB: Oh no, it is covered in mould.\nA: I know.",
+]
 
 
 def _report(name: str, problem: str | None, passed: str) -> bool:
@@ -45,8 +50,11 @@ def _tensor(x, shape: tuple[int, ...]) -> tuple[torch.Tensor | None, str | None]
     except Exception:
         return None, f"returned a {type(x).__name__}; return a tensor of shape {list(shape)}"
     if tuple(t.shape) != shape:
-        return None, f"returned shape {list(t.shape)}; expected {list(shape)} ([layers, neurons]: the sum runs " \
-                     f"over emotions, dim 0)"
+        return (
+            None,
+            f"returned shape {list(t.shape)}; expected {list(shape)} ([layers, neurons]: the sum runs "
+            f"over emotions, dim 0)",
+        )
     return t, None
 
 
@@ -55,11 +63,15 @@ def _tensor(x, shape: tuple[int, ...]) -> tuple[torch.Tensor | None, str | None]
 
 def _entropy_cases() -> tuple[torch.Tensor, dict[str, float]]:
     """Hand-computable neurons (6 emotions x 1 layer x 4 neurons, not normalised) and their entropies in nats."""
-    cols = {"uniform over 6 emotions (ln 6)": ([0.3] * 6, math.log(6)),
-            "one emotion only (0)": ([0.4, 0, 0, 0, 0, 0], 0.0),
-            "two emotions equally, four never (ln 2, needs 0 log 0 = 0)": ([0.2, 0.2, 0, 0, 0, 0], math.log(2)),
-            "worked example P = (0.2, 0.1, 0.1, 0, 0, 0) -> (1/2, 1/4, 1/4) -> 1.5 ln 2": (
-                [0.2, 0.1, 0.1, 0, 0, 0], 1.5 * math.log(2))}
+    cols = {
+        "uniform over 6 emotions (ln 6)": ([0.3] * 6, math.log(6)),
+        "one emotion only (0)": ([0.4, 0, 0, 0, 0, 0], 0.0),
+        "two emotions equally, four never (ln 2, needs 0 log 0 = 0)": ([0.2, 0.2, 0, 0, 0, 0], math.log(2)),
+        "worked example P = (0.2, 0.1, 0.1, 0, 0, 0) -> (1/2, 1/4, 1/4) -> 1.5 ln 2": (
+            [0.2, 0.1, 0.1, 0, 0, 0],
+            1.5 * math.log(2),
+        ),
+    }
     P = torch.tensor([c for c, _ in cols.values()], dtype=torch.float64).T.reshape(6, 1, len(cols))
     return P, {k: h for k, (_, h) in cols.items()}
 
@@ -75,19 +87,30 @@ def check_entropy(fn) -> bool:
     H = H[0]
     if torch.isnan(H).any():
         bad = [k for k, v in zip(expected, H) if torch.isnan(v)]
-        return _report(name, f"NaN for: {bad[0]}. A probability of 0 gives 0 x log 0 = NaN in floating point; "
-                             "define 0 log 0 = 0, e.g. torch.where(q > 0, q * q.log(), 0)", "")
+        return _report(
+            name,
+            f"NaN for: {bad[0]}. A probability of 0 gives 0 x log 0 = NaN in floating point; "
+            "define 0 log 0 = 0, e.g. torch.where(q > 0, q * q.log(), 0)",
+            "",
+        )
     uniform = float(H[0])
     if math.isclose(uniform, math.log2(6), rel_tol=1e-6):
-        return _report(name, f"uniform over 6 emotions gave {uniform:.4f} = log2(6): use the natural log "
-                             f"(nats), ln 6 = {math.log(6):.4f}", "")
+        return _report(
+            name,
+            f"uniform over 6 emotions gave {uniform:.4f} = log2(6): use the natural log "
+            f"(nats), ln 6 = {math.log(6):.4f}",
+            "",
+        )
     if math.isclose(uniform, -math.log(6), rel_tol=1e-6):
         return _report(name, f"uniform gave {uniform:.4f} = -ln 6: the entropy is -sum q log q (mind the sign)", "")
     for (case, h), got in zip(expected.items(), H.tolist()):
         if not math.isclose(got, h, rel_tol=1e-6, abs_tol=1e-9):
             raw = -(torch.where(P > 0, P * P.clamp(min=1e-300).log(), torch.zeros_like(P))).sum(0)[0]
-            hint = " (that is the entropy of P itself: normalise each neuron's P over emotions to sum 1 first)" \
-                if torch.allclose(H, raw) else ""
+            hint = (
+                " (that is the entropy of P itself: normalise each neuron's P over emotions to sum 1 first)"
+                if torch.allclose(H, raw)
+                else ""
+            )
             return _report(name, f"case {case}: expected {h:.4f}, got {got:.4f}{hint}", "")
     g = torch.Generator().manual_seed(0)
     R = torch.rand((6, 3, 5), generator=g, dtype=torch.float64)
@@ -100,10 +123,18 @@ def check_entropy(fn) -> bool:
     ref = neurons.entropy(R)
     worst = float((Hr - ref).abs().max())
     if not worst < 1e-6:
-        return _report(name, f"hand cases pass, but on random P [6, 3, 5] you differ from emolib.identify.neurons.entropy by "
-                             f"up to {worst:.3g} nats", "")
-    return _report(name, None, f"{len(expected)} hand-computed cases and {R.shape[1] * R.shape[2]} random neurons "
-                               f"agree with emolib.identify.neurons.entropy")
+        return _report(
+            name,
+            f"hand cases pass, but on random P [6, 3, 5] you differ from emolib.identify.neurons.entropy by "
+            f"up to {worst:.3g} nats",
+            "",
+        )
+    return _report(
+        name,
+        None,
+        f"{len(expected)} hand-computed cases and {R.shape[1] * R.shape[2]} random neurons "
+        f"agree with emolib.identify.neurons.entropy",
+    )
 
 
 # ------------------------------------------------------------------ selection
@@ -144,25 +175,41 @@ def check_selection(fn, top_rate: float = 0.1, filter_quantile: float = 0.8) -> 
     if got is None:
         return _report(name, f"returned {type(out).__name__}; return a list of (layer, index) pairs", "")
     if got == want:
-        return _report(name, None, f"the same {len(want)} of {L * D} neurons as emolib.identify.neurons.select "
-                                   f"(top_rate {top_rate}, filter_quantile {filter_quantile})")
+        return _report(
+            name,
+            None,
+            f"the same {len(want)} of {L * D} neurons as emolib.identify.neurons.select "
+            f"(top_rate {top_rate}, filter_quantile {filter_quantile})",
+        )
     H = ref["entropy"]
     unfiltered = neurons.select(counts, tokens, emotions, top_rate, None, min_count=0)
     if got == {(a, b) for a, b, _ in unfiltered["selected"]}:
-        return _report(name, "you selected without LAPE's filter: keep only neurons whose largest P is at least the "
-                             f"filter_quantile of all P values (here {ref['threshold']:.3f}); rarely firing neurons "
-                             "otherwise win with zero entropy", "")
+        return _report(
+            name,
+            "you selected without LAPE's filter: keep only neurons whose largest P is at least the "
+            f"filter_quantile of all P values (here {ref['threshold']:.3f}); rarely firing neurons "
+            "otherwise win with zero entropy",
+            "",
+        )
     if len(got) != len(want):
         return _report(name, f"{len(got)} neurons selected; expected k = round(top_rate x L x D) = {ref['k']}", "")
     ineligible = [u for u in got if not (0 <= u[0] < L and 0 <= u[1] < D) or not ref["eligible"][u]]
     if ineligible:
-        return _report(name, f"{len(ineligible)} of your neurons do not pass the filter (largest P >= "
-                             f"{ref['threshold']:.3f}), e.g. {ineligible[0]}", "")
+        return _report(
+            name,
+            f"{len(ineligible)} of your neurons do not pass the filter (largest P >= "
+            f"{ref['threshold']:.3f}), e.g. {ineligible[0]}",
+            "",
+        )
     if min(float(H[u]) for u in got) > max(float(H[u]) for u in want):
         return _report(name, "you picked the highest entropies: emotion neurons are the lowest-entropy ones", "")
-    return _report(name, f"{len(got - want)} of your {len(got)} neurons differ from emolib's, e.g. {sorted(got - want)[0]}"
-                         f" (entropy {float(H[sorted(got - want)[0]]):.4f}; the largest selected entropy is "
-                         f"{max(float(H[u]) for u in want):.4f})", "")
+    return _report(
+        name,
+        f"{len(got - want)} of your {len(got)} neurons differ from emolib's, e.g. {sorted(got - want)[0]}"
+        f" (entropy {float(H[sorted(got - want)[0]]):.4f}; the largest selected entropy is "
+        f"{max(float(H[u]) for u in want):.4f})",
+        "",
+    )
 
 
 # ------------------------------------------------------------------ counting hook
@@ -184,8 +231,10 @@ def _hook_unit(hook_factory) -> str | None:
         return err
     ret, err = _call(hook, None, (out.clone(),), out)
     if err and "UnboundLocalError" in err:
-        return err.replace("your function", "your hook") + " (inside the hook, `counts += ...` makes counts a new " \
+        return (
+            err.replace("your function", "your hook") + " (inside the hook, `counts += ...` makes counts a new "
             "local name: add in place with counts.add_(...))"
+        )
     if err:
         return err.replace("your function", "your hook")
     if ret is not None:
@@ -198,23 +247,30 @@ def _hook_unit(hook_factory) -> str | None:
     if got == [0, 0, 0, 0]:
         return f"on {hand}, counts stayed zero: add into the given tensor in place (counts.add_(...))"
     if got == [2, 2, 1, 1]:
-        return f"on {hand}, you counted activations equal to 0 as firing ({got}, expected {want}): a neuron fires " \
-               f"when its activation is > 0, strictly"
+        return (
+            f"on {hand}, you counted activations equal to 0 as firing ({got}, expected {want}): a neuron fires "
+            f"when its activation is > 0, strictly"
+        )
     if got == [3, 1, 1, 2]:
-        return f"on {hand}, you counted positions outside keep ({got}, expected {want}): count only where keep is " \
-               f"True (not padding, not the prompt)"
+        return (
+            f"on {hand}, you counted positions outside keep ({got}, expected {want}): count only where keep is "
+            f"True (not padding, not the prompt)"
+        )
     return f"on {hand}: expected counts {want}, got {got}"
 
 
 def _recount(model, tok, texts: list[str]) -> tuple[torch.Tensor, int]:
-    """Brute force: ([L, D] firing counts over the dialogues' own tokens, tokens counted), one unpadded text at a time."""
+    """Brute force: ([L, D] firing counts over the dialogues' own tokens, tokens counted), one unpadded text at a
+    time."""
     L, D = models.ffn_shape(model)
     counts, n = torch.zeros((L, D), dtype=torch.long), 0
     for d in texts:
         ids, a, b = record.encode(tok, d, "raw", None)
         acts: list[torch.Tensor] = []
-        hs = [m.act_fn.register_forward_hook(lambda mod, args, o: acts.append(o[0, a:b].clone()))
-              for m in models.ffn_layers(model)]
+        hs = [
+            m.act_fn.register_forward_hook(lambda mod, args, o: acts.append(o[0, a:b].clone()))  # noqa: B023 (the hook runs within this iteration)
+            for m in models.ffn_layers(model)
+        ]
         try:
             with torch.inference_mode():
                 model.model(input_ids=torch.tensor([ids]))
@@ -254,24 +310,34 @@ def check_counting_hook(hook_factory) -> bool:
     got = torch.stack(counts).long()
     brute, n_tokens = _recount(model, tok, DIALOGUES)
     if (got > n_tokens).any():
-        return _report(name, f"some neuron fires on more than the {n_tokens} counted tokens: count only where keep "
-                             "is True", "")
+        return _report(
+            name, f"some neuron fires on more than the {n_tokens} counted tokens: count only where keep is True", ""
+        )
     ours = record.record_counts(model, tok, {"all": DIALOGUES}, tensor="act", batch_size=2)
     ours = ours["counts"].sum(0)[0]
     if not torch.equal(got, brute):
         n = int((got != brute).sum())
-        return _report(name, f"on the tiny model ({len(DIALOGUES)} padded dialogues, {n_tokens} counted tokens) your "
-                             f"counts differ from a brute-force recount for {n} of {L * D} neurons", "")
-    assert torch.equal(brute, ours), "emolib.identify.record disagrees with the brute-force recount"  # the book's own bug
-    return _report(name, None, f"{L} layers x {D} neurons over {n_tokens} counted tokens ({len(DIALOGUES)} padded "
-                               f"dialogues) equal a brute-force recount and emolib.identify.record's counts")
+        return _report(
+            name,
+            f"on the tiny model ({len(DIALOGUES)} padded dialogues, {n_tokens} counted tokens) your "
+            f"counts differ from a brute-force recount for {n} of {L * D} neurons",
+            "",
+        )
+    assert torch.equal(brute, ours), (
+        "emolib.identify.record disagrees with the brute-force recount"
+    )  # the book's own bug
+    return _report(
+        name,
+        None,
+        f"{L} layers x {D} neurons over {n_tokens} counted tokens ({len(DIALOGUES)} padded "
+        f"dialogues) equal a brute-force recount and emolib.identify.record's counts",
+    )
 
 
 # ------------------------------------------------------------------ ablation hook
 
 
-def _logits(model, ids: torch.Tensor, layer: int | None = None, hook=None,
-            capture: dict | None = None) -> torch.Tensor:
+def _logits(model, ids: torch.Tensor, layer: int | None = None, hook=None, capture: dict | None = None) -> torch.Tensor:
     """Logits with an optional forward pre-hook on a layer's down_proj (and that MLP's output kept in capture)."""
     mlp = models.ffn_layers(model)[layer if layer is not None else 0]
     handles = [mlp.down_proj.register_forward_pre_hook(hook)] if hook is not None else []
@@ -303,16 +369,24 @@ def check_ablation_hook(hook_factory) -> bool:
     except (TypeError, ValueError):
         n_args = 2
     if n_args == 3:
-        return _report(name, "your hook takes (module, args, output): that is a forward hook, acting on down_proj's "
-                             "output (the residual stream's dimensions). Ablation acts on its input, the FFN neurons: "
-                             "write a forward pre-hook (module, args) that zeroes args[0][..., idx]", "")
+        return _report(
+            name,
+            "your hook takes (module, args, output): that is a forward hook, acting on down_proj's "
+            "output (the residual stream's dimensions). Ablation acts on its input, the FFN neurons: "
+            "write a forward pre-hook (module, args) that zeroes args[0][..., idx]",
+            "",
+        )
     steps = []
     out, err = _call(_logits, model, ids, 1, hook)
     if err:
         return _report(name, f"with an empty mask, {err.replace('your function', 'your hook')}", "")
     if not torch.equal(out, ref):
-        return _report(name, f"an empty mask changed the logits (by up to {float((out - ref).abs().max()):.3g}): "
-                             "only neurons idx may change", "")
+        return _report(
+            name,
+            f"an empty mask changed the logits (by up to {float((out - ref).abs().max()):.3g}): "
+            "only neurons idx may change",
+            "",
+        )
     steps.append("an empty mask changes no logit")
     hook, err = _call(hook_factory, torch.arange(D))
     cap: dict = {}
@@ -321,9 +395,13 @@ def check_ablation_hook(hook_factory) -> bool:
     if err:
         return _report(name, f"with every neuron of a layer masked, {err.replace('your function', 'your hook')}", "")
     if float(cap["out"].abs().max()) != 0:
-        return _report(name, "with all neurons of layer 1 masked, that MLP's output is not zero (largest "
-                             f"{float(cap['out'].abs().max()):.3g}): set args[0][..., idx] = 0 and return the input "
-                             "(or change it in place)", "")
+        return _report(
+            name,
+            "with all neurons of layer 1 masked, that MLP's output is not zero (largest "
+            f"{float(cap['out'].abs().max()):.3g}): set args[0][..., idx] = 0 and return the input "
+            "(or change it in place)",
+            "",
+        )
     steps.append("a fully masked layer zeroes that MLP's output")
     idx = torch.arange(3, D, 7)
     with ablate.ablate(model, {2: idx.tolist()}, "zero"), torch.no_grad():
@@ -332,9 +410,15 @@ def check_ablation_hook(hook_factory) -> bool:
     if not err:
         out, err = _call(_logits, model, ids, 2, hook)
     if err:
-        return _report(name, f"with {len(idx)} neurons of layer 2 masked, {err.replace('your function', 'your hook')}", "")
+        return _report(
+            name, f"with {len(idx)} neurons of layer 2 masked, {err.replace('your function', 'your hook')}", ""
+        )
     if not torch.allclose(out, want, atol=1e-5, rtol=1e-5):
-        return _report(name, f"with {len(idx)} neurons of layer 2 masked, your logits differ from emolib.lm.ablate's by up "
-                             f"to {float((out - want).abs().max()):.3g}", "")
+        return _report(
+            name,
+            f"with {len(idx)} neurons of layer 2 masked, your logits differ from emolib.lm.ablate's by up "
+            f"to {float((out - want).abs().max()):.3g}",
+            "",
+        )
     steps.append(f"{len(idx)} masked neurons match emolib.lm.ablate")
     return _report(name, None, ", ".join(steps) + " (tiny random Llama)")

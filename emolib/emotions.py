@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 EMOTIONS: tuple[str, ...] = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
-ALIASES: dict[str, str] = {"joy": "happiness", "happy": "happiness", "angry": "anger",
-                           "sad": "sadness", "afraid": "fear", "surprised": "surprise",
-                           "disgusted": "disgust"}
+ALIASES: dict[str, str] = {
+    "joy": "happiness",
+    "happy": "happiness",
+    "angry": "anger",
+    "sad": "sadness",
+    "afraid": "fear",
+    "surprised": "surprise",
+    "disgusted": "disgust",
+}
 
 
 def normalize(name: str, key: str = "emotion") -> str:

@@ -37,7 +37,7 @@ def _task(source: str) -> str:
 
 def _check(cells: list, i: int) -> str:
     """The check that follows cell i (e.g. 'checks.check_entropy(my_entropy)'), or a generic pointer."""
-    for c in cells[i + 1:]:
+    for c in cells[i + 1 :]:
         m = re.search(r"checks\.check_\w+\([^)]*\)", c.source) if c.cell_type == "code" else None
         if m:
             return m.group(0)
@@ -54,7 +54,10 @@ def stub(source: str, message: str) -> str:
             if inside:
                 raise ValueError(f"a second {BEGIN} before {END}")
             indent = line[: len(line) - len(line.lstrip())]
-            out += [f"{indent}# YOUR CODE HERE (then run the check below)", f"{indent}raise NotImplementedError({message!r})"]
+            out += [
+                f"{indent}# YOUR CODE HERE (then run the check below)",
+                f"{indent}raise NotImplementedError({message!r})",
+            ]
             inside = True
         elif line.strip() == END:
             if not inside:
@@ -70,6 +73,7 @@ def stub(source: str, message: str) -> str:
 def exercise_notebook(py: Path) -> tuple[nbformat.NotebookNode, list[str]]:
     """A stage notebook's exercise copy from its jupytext twin, and the names of the exercises stubbed in it."""
     import jupytext
+
     nb = jupytext.read(py)
     origin = f"notebooks/{py.name}"
     names = []
@@ -77,9 +81,12 @@ def exercise_notebook(py: Path) -> tuple[nbformat.NotebookNode, list[str]]:
         if cell.cell_type != "code" or BEGIN not in cell.source:
             continue
         name = _title(nb.cells, i)
-        msg = (f"Exercise '{name}' (notebook {py.name[:2]}): {_task(cell.source)} where it says YOUR CODE HERE, then "
-               f"run that cell and its check, {_check(nb.cells, i)}, which says what is right or wrong. The reference solution is in {origin}, "
-               "between its BEGIN SOLUTION and END SOLUTION markers.")
+        msg = (
+            f"Exercise '{name}' (notebook {py.name[:2]}): {_task(cell.source)} where it says YOUR CODE HERE, then "
+            f"run that cell and its check, {_check(nb.cells, i)}, which says what is right or wrong. The reference "
+            f"solution is in {origin}, "
+            "between its BEGIN SOLUTION and END SOLUTION markers."
+        )
         try:
             cell.source = stub(cell.source, msg)
         except ValueError as e:
@@ -87,10 +94,15 @@ def exercise_notebook(py: Path) -> tuple[nbformat.NotebookNode, list[str]]:
         names.append(name)
     nb.metadata["emolib"] = {"exercise_copy": origin}  # what --out may overwrite on the next call (see overwritable)
     if names:
-        nb.cells.insert(0, nbformat.v4.new_markdown_cell(
-            f"*Exercise copy of `{origin}`, written by `make exercises`.* Its exercises: "
-            + "; ".join(f"**{n}**" for n in names) + ". Each raises `NotImplementedError` until you write it; the "
-            "check after it says what is right or wrong."))
+        nb.cells.insert(
+            0,
+            nbformat.v4.new_markdown_cell(
+                f"*Exercise copy of `{origin}`, written by `make exercises`.* Its exercises: "
+                + "; ".join(f"**{n}**" for n in names)
+                + ". Each raises `NotImplementedError` until you write it; the "
+                "check after it says what is right or wrong."
+            ),
+        )
     return nb, names
 
 
@@ -102,9 +114,12 @@ def inject(nb: nbformat.NotebookNode, params_path: str | Path, stage: str, out: 
     from papermill.parameterize import parameterize_notebook
 
     from . import params as params_mod
+
     p = params_mod.load(str(params_path))
-    values = {**params_mod.for_notebook(p, stage),
-              "run_dir": os.path.relpath(ROOT / "outputs" / p["run_name"], out.resolve())}
+    values = {
+        **params_mod.for_notebook(p, stage),
+        "run_dir": os.path.relpath(ROOT / "outputs" / p["run_name"], out.resolve()),
+    }
     nb.metadata.setdefault("papermill", {})  # papermill reads these, as its own notebooks have them
     for c in nb.cells:
         c.metadata.setdefault("tags", [])
@@ -116,8 +131,9 @@ def inject(nb: nbformat.NotebookNode, params_path: str | Path, stage: str, out: 
     return nb
 
 
-def write(out: str | Path = "exercises", notebooks: str | Path | None = None,
-          params: str | Path | None = None) -> dict[Path, list[str]]:
+def write(
+    out: str | Path = "exercises", notebooks: str | Path | None = None, params: str | Path | None = None
+) -> dict[Path, list[str]]:
     """Write the exercise copies of the stage notebooks (01-05) into out, with a parameter file's values set when
     given; returns each copy and its exercises."""
     src = Path(notebooks) if notebooks else ROOT / "notebooks"
@@ -126,13 +142,16 @@ def write(out: str | Path = "exercises", notebooks: str | Path | None = None,
         raise ValueError(f"--notebooks: no stage notebooks (01_*.py ... 05_*.py) in {src}")
     from .runner import write_notebook
     from .safeio import check_target
+
     out = Path(out)
     targets = [out / f"{py.stem}.ipynb" for py in pys]
     for path in targets:  # before any work: no link, folder, pipe or executed notebook where a copy goes
         check_target(path)
         if path.is_file() and not overwritable(path):
-            raise ValueError(f"--out: {path} is not an exercise copy, or one you have run (an executed notebook, or "
-                             "your own work); write the exercises into another folder, or move it away")
+            raise ValueError(
+                f"--out: {path} is not an exercise copy, or one you have run (an executed notebook, or "
+                "your own work); write the exercises into another folder, or move it away"
+            )
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for py, path in zip(pys, targets):
@@ -148,8 +167,9 @@ def overwritable(path: Path) -> bool:
     """Whether an existing file may be replaced by an exercise copy: it is one (its first cell says so, and no
     cell has run), so neither an executed notebook of a run nor a notebook of the learner's own is overwritten."""
     from .safeio import read_text
+
     try:
-        nb = nbformat.reads(read_text(path, "notebook", 50 * 2 ** 20), as_version=4)
+        nb = nbformat.reads(read_text(path, "notebook", 50 * 2**20), as_version=4)
     except Exception:  # noqa: BLE001 - not a readable notebook: not ours
         return False
     first = nb.cells[0].source if nb.cells else ""

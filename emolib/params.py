@@ -1,4 +1,8 @@
-"""Parameter sets: the schema every notebook shares, YAML loading and validation before any model loads."""
+"""Parameter sets: the schema every notebook shares, YAML loading and validation before any model loads.
+
+Longer than 400 lines: the schema is one table of every parameter (about half the file after `ruff format`) and its
+validation, so a parameter is added in one place.
+"""
 
 from __future__ import annotations
 
@@ -45,203 +49,561 @@ SCHEMA: dict[str, Param] = {
     # --- shared by every stage
     "run_name": Param("smollm2-135m", ALL, "str", "folder name under outputs/"),
     "model": Param("smollm2-135m-instruct", ALL, "model", "preset name, hub id, local directory or .gguf file"),
-    "dtype": Param("auto", ALL, "choice", "weights dtype; auto = bfloat16 on GPU, float32 on CPU",
-                   choices=("auto", "float32", "bfloat16", "float16")),
+    "dtype": Param(
+        "auto",
+        ALL,
+        "choice",
+        "weights dtype; auto = bfloat16 on GPU, float32 on CPU",
+        choices=("auto", "float32", "bfloat16", "float16"),
+    ),
     "device": Param("auto", ALL, "str", "auto, cpu, cuda, cuda:N or mps"),
-    "device_map": Param(None, ALL, "str", "accelerate device_map (e.g. auto) for models larger than one GPU",
-                        nullable=True),
-    "seed": Param(0, ALL, "int", "seed for sampling, splits and random controls", low=0, high=2 ** 32 - 1),
+    "device_map": Param(
+        None, ALL, "str", "accelerate device_map (e.g. auto) for models larger than one GPU", nullable=True
+    ),
+    "seed": Param(0, ALL, "int", "seed for sampling, splits and random controls", low=0, high=2**32 - 1),
     "batch_size": Param(16, ALL, "int", "sequences per forward pass", low=1, high=1024),
     "emotions": Param(list(EMOTIONS), ALL, "emotions", "emotions studied (joy = happiness)"),
     # --- classification prompt (annotators, framing, ablation)
-    "prompt_style": Param("auto", CLASSIFY, "choice", "chat = chat template, plain = text prompt, auto = chat if "
-                          "the tokenizer has a template", choices=("auto", "chat", "plain")),
-    "prompt_template": Param(None, CLASSIFY, "str", "custom prompt with a {dialogue} slot (and {labels})",
-                             nullable=True),
-    "few_shot": Param(0, CLASSIFY, "int", "worked examples (one per emotion, cycled) shown before the dialogue",
-                      low=0, high=12),
+    "prompt_style": Param(
+        "auto",
+        CLASSIFY,
+        "choice",
+        "chat = chat template, plain = text prompt, auto = chat if the tokenizer has a template",
+        choices=("auto", "chat", "plain"),
+    ),
+    "prompt_template": Param(
+        None, CLASSIFY, "str", "custom prompt with a {dialogue} slot (and {labels})", nullable=True
+    ),
+    "few_shot": Param(
+        0, CLASSIFY, "int", "worked examples (one per emotion, cycled) shown before the dialogue", low=0, high=12
+    ),
     "calibrate": Param(True, CLASSIFY, "bool", "subtract the label scores of a content-free input"),
-    "annotator_few_shot": Param(0, ("01",), "int", "worked examples shown to base-model annotators (instruct "
-                                "annotators are prompted zero-shot through their chat template)", low=0, high=12),
+    "annotator_few_shot": Param(
+        0,
+        ("01",),
+        "int",
+        "worked examples shown to base-model annotators (instruct "
+        "annotators are prompted zero-shot through their chat template)",
+        low=0,
+        high=12,
+    ),
     # --- 01 data construction
-    "data_source": Param("template", ("01",), "choice", "where dialogues come from (openai = an OpenAI-compatible "
-                         "endpoint, see the endpoint_* keys)", choices=("template", "hf", "emoprism", "openai")),
+    "data_source": Param(
+        "template",
+        ("01",),
+        "choice",
+        "where dialogues come from (openai = an OpenAI-compatible endpoint, see the endpoint_* keys)",
+        choices=("template", "hf", "emoprism", "openai"),
+    ),
     "data_path": Param(None, ("01",), "path", "emoprism.json(.gz) for data_source: emoprism", nullable=True),
-    "topic_pool": Param("all", ("01",), "choice", "sample from the 315 base topics or all 5,040",
-                        choices=("base", "all")),
-    "n_topics": Param(40, ("01",), "int", "topics sampled (at least 2: train and eval have disjoint topics)",
-                      low=2, high=5040),
+    "topic_pool": Param(
+        "all", ("01",), "choice", "sample from the 315 base topics or all 5,040", choices=("base", "all")
+    ),
+    "n_topics": Param(
+        40, ("01",), "int", "topics sampled (at least 2: train and eval have disjoint topics)", low=2, high=5040
+    ),
     "dialogues_per_topic": Param(2, ("01",), "int", "dialogues per topic and emotion", low=1, high=50),
-    "explicit_share": Param(0.5, ("01",), "float", "share of template dialogues that name the emotion",
-                            low=0.0, high=1.0),
+    "explicit_share": Param(
+        0.5, ("01",), "float", "share of template dialogues that name the emotion", low=0.0, high=1.0
+    ),
     "synth_model": Param("smollm2-135m-instruct", ("01",), "model", "chat model that writes dialogues (hf)"),
     "synth_max_new_tokens": Param(160, ("01",), "int", "generation budget per dialogue (hf)", low=16, high=4096),
     "synth_retries": Param(2, ("01",), "int", "retries for outputs not in A:/B: format (hf)", low=0, high=20),
-    "annotators": Param(["smollm2-135m-instruct", "gemma3-270m", "minilm"], ("01",), "list[str]",
-                        "three labelling models: model specs, 'minilm', or 'openai:<model>' (an endpoint model)"),
-    "endpoint_base_url": Param("http://127.0.0.1:8000/v1", ("01",), "str", "OpenAI-compatible server for "
-                               "data_source: openai and openai:<model> annotators (vLLM, llama.cpp, transformers "
-                               "serve, a hosted API)"),
-    "endpoint_model": Param(None, ("01",), "str", "model that writes dialogues (data_source: openai); auto = the "
-                            "first model the server lists", nullable=True),
-    "endpoint_api_key_env": Param(None, ("01",), "str", "NAME of the environment variable holding the API key "
-                                  "(never the key itself); null for a local server without keys", nullable=True),
+    "annotators": Param(
+        ["smollm2-135m-instruct", "gemma3-270m", "minilm"],
+        ("01",),
+        "list[str]",
+        "three labelling models: model specs, 'minilm', or 'openai:<model>' (an endpoint model)",
+    ),
+    "endpoint_base_url": Param(
+        "http://127.0.0.1:8000/v1",
+        ("01",),
+        "str",
+        "OpenAI-compatible server for "
+        "data_source: openai and openai:<model> annotators (vLLM, llama.cpp, transformers "
+        "serve, a hosted API)",
+    ),
+    "endpoint_model": Param(
+        None,
+        ("01",),
+        "str",
+        "model that writes dialogues (data_source: openai); auto = the first model the server lists",
+        nullable=True,
+    ),
+    "endpoint_api_key_env": Param(
+        None,
+        ("01",),
+        "str",
+        "NAME of the environment variable holding the API key "
+        "(never the key itself); null for a local server without keys",
+        nullable=True,
+    ),
     "endpoint_max_concurrency": Param(8, ("01",), "int", "requests in flight at once", low=1, high=1024),
-    "endpoint_temperature": Param(0.7, ("01",), "float", "sampling temperature of the dialogue writer "
-                                  "(annotators: 0.1, as EmoPrism)", low=0.0, high=2.0),
-    "endpoint_max_tokens": Param(1024, ("01",), "int", "token budget per dialogue (annotators: 10)", low=1, high=131072),
-    "endpoint_request_timeout": Param(120.0, ("01",), "float", "seconds before a request is abandoned and retried",
-                                      low=0.0, high=3600.0, low_open=True),
-    "endpoint_max_retries": Param(6, ("01",), "int", "retries after 429, 5xx, a timeout or a lost connection, with "
-                                  "exponential back-off from 1 s", low=0, high=20),
-    "endpoint_malformed_retries": Param(2, ("01",), "int", "new requests for a malformed reply (dialogue not in "
-                                        "A:/B: format, no single emotion word) before the item is dropped",
-                                        low=0, high=10),
-    "annotator_endpoints": Param({}, ("01",), "mapping", "per openai:<model> annotator, endpoint settings that "
-                                 "differ from the endpoint_* keys: base_url, api_key_env, max_concurrency, "
-                                 "temperature, max_tokens, request_timeout"),
-    "min_agreement": Param(3, ("01",), "int", "votes of 4 (theme + annotators) that must agree to keep a dialogue; "
-                           "with fewer voters (eval), the same share rounded up", low=1, high=4),
-    "eval_fraction": Param(0.4, ("01",), "float", "share of topics in the eval split (train and eval share no "
-                           "topic, nor template situations, reactions or follow-ups)", low=0.0, high=1.0,
-                           low_open=True),
-    "max_per_emotion": Param(None, ("01",), "int", "cap on kept dialogues per emotion (split eval_fraction : rest)",
-                             low=2, high=1_000_000, nullable=True),
-    "eval_exclude_studied": Param(True, ("01",), "bool", "drop the vote of an annotator that is the studied model "
-                                  "(model) on eval items, so eval labels do not depend on it"),
-    "eval_source": Param("split", ("01", "03", "04"), "choice", "split = the eval split of stage 1; file = eval_path "
-                         "(stage 3 runs the same tests on it)", choices=("split", "file")),
-    "eval_path": Param(None, ("01", "03", "04"), "path", "external eval set for eval_source: file: .jsonl, .json or .csv "
-                       "with dialogue (or text) and label", nullable=True),
+    "endpoint_temperature": Param(
+        0.7,
+        ("01",),
+        "float",
+        "sampling temperature of the dialogue writer (annotators: 0.1, as EmoPrism)",
+        low=0.0,
+        high=2.0,
+    ),
+    "endpoint_max_tokens": Param(
+        1024, ("01",), "int", "token budget per dialogue (annotators: 10)", low=1, high=131072
+    ),
+    "endpoint_request_timeout": Param(
+        120.0,
+        ("01",),
+        "float",
+        "seconds before a request is abandoned and retried",
+        low=0.0,
+        high=3600.0,
+        low_open=True,
+    ),
+    "endpoint_max_retries": Param(
+        6,
+        ("01",),
+        "int",
+        "retries after 429, 5xx, a timeout or a lost connection, with exponential back-off from 1 s",
+        low=0,
+        high=20,
+    ),
+    "endpoint_malformed_retries": Param(
+        2,
+        ("01",),
+        "int",
+        "new requests for a malformed reply (dialogue not in "
+        "A:/B: format, no single emotion word) before the item is dropped",
+        low=0,
+        high=10,
+    ),
+    "annotator_endpoints": Param(
+        {},
+        ("01",),
+        "mapping",
+        "per openai:<model> annotator, endpoint settings that "
+        "differ from the endpoint_* keys: base_url, api_key_env, max_concurrency, "
+        "temperature, max_tokens, request_timeout",
+    ),
+    "min_agreement": Param(
+        3,
+        ("01",),
+        "int",
+        "votes of 4 (theme + annotators) that must agree to keep a dialogue; "
+        "with fewer voters (eval), the same share rounded up",
+        low=1,
+        high=4,
+    ),
+    "eval_fraction": Param(
+        0.4,
+        ("01",),
+        "float",
+        "share of topics in the eval split (train and eval share no "
+        "topic, nor template situations, reactions or follow-ups)",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+    ),
+    "max_per_emotion": Param(
+        None,
+        ("01",),
+        "int",
+        "cap on kept dialogues per emotion (split eval_fraction : rest)",
+        low=2,
+        high=1_000_000,
+        nullable=True,
+    ),
+    "eval_exclude_studied": Param(
+        True,
+        ("01",),
+        "bool",
+        "drop the vote of an annotator that is the studied model "
+        "(model) on eval items, so eval labels do not depend on it",
+    ),
+    "eval_source": Param(
+        "split",
+        ("01", "03", "04"),
+        "choice",
+        "split = the eval split of stage 1; file = eval_path (stage 3 runs the same tests on it)",
+        choices=("split", "file"),
+    ),
+    "eval_path": Param(
+        None,
+        ("01", "03", "04"),
+        "path",
+        "external eval set for eval_source: file: .jsonl, .json or .csv with dialogue (or text) and label",
+        nullable=True,
+    ),
     # --- 02 identification
-    "record_tensor": Param("act", ("02",), "choice", "act = act_fn(gate_proj(x)); product = input of down_proj",
-                           choices=("act", "product")),
-    "record_tokens": Param("dialogue", ("02",), "choice", "the 'paper' set counts every dialogue token, or "
-                           "(answer) the classification prompt's last position, where the model names the emotion",
-                           choices=("dialogue", "answer")),
-    "record_framing": Param("raw", ("02",), "choice", "feed the raw dialogue, or the dialogue inside the "
-                            "classification prompt", choices=("raw", "prompt")),
+    "record_tensor": Param(
+        "act", ("02",), "choice", "act = act_fn(gate_proj(x)); product = input of down_proj", choices=("act", "product")
+    ),
+    "record_tokens": Param(
+        "dialogue",
+        ("02",),
+        "choice",
+        "the 'paper' set counts every dialogue token, or "
+        "(answer) the classification prompt's last position, where the model names the emotion",
+        choices=("dialogue", "answer"),
+    ),
+    "record_framing": Param(
+        "raw",
+        ("02",),
+        "choice",
+        "feed the raw dialogue, or the dialogue inside the classification prompt",
+        choices=("raw", "prompt"),
+    ),
     "top_rate": Param(0.01, ("02",), "float", "share of all neurons selected", low=0.0, high=1.0, low_open=True),
-    "filter_quantile": Param(0.95, ("02",), "float", "keep neurons whose max P reaches this quantile of all P "
-                             "(null = no filter)", low=0.0, high=1.0, nullable=True),
-    "assign": Param("threshold", ("02",), "choice", "assign a neuron to every emotion over the threshold, or to "
-                    "its argmax", choices=("threshold", "argmax")),
-    "min_count": Param(20, ("02",), "int", "a neuron must fire on at least this many train tokens to be eligible "
-                       "(keeps rarely-firing neurons from ranking first when there is no filter)", low=0, high=10 ** 9),
-    "selection_scope": Param("global", ("02",), "choice", "rank all neurons together (global top-k) or take k/E "
-                             "per emotion among the neurons whose top emotion it is", choices=("global", "per_emotion")),
-    "n_null": Param(20, ("02",), "int", "seeded permutations of the emotion labels over the train dialogues, "
-                    "counted in the same pass (the null)", low=0, high=200),
-    "answer_pass": Param(True, ("02",), "bool", "also record the prompt's answer position (a second, shorter pass) "
-                         "so the answer-token variants are compared"),
-    "find_directions": Param(True, ("02",), "bool", "also find the second method's set (emolib.identify.directions: topic-"
-                        "centred emotion directions and per-neuron contributions, Wang et al. 2025), named "
-                        "'directions', from the same recording pass"),
-    "direction_site": Param("residual", ("02",), "choice", "where emotion directions are read: the residual "
-                            "stream (a decoder layer's output) or the MLP's output", choices=("residual", "mlp")),
-    "direction_tokens": Param("dialogue", ("02",), "choice", "directions from every dialogue token, or the "
-                              "classification prompt's answer position (needs the answer pass)",
-                              choices=("dialogue", "answer")),
-    "selective_variant": Param("auto", ("02",), "str", "the second named set: auto (the book's rule: the most "
-                               "selective variant that beats the null and is stable) or a variant name from "
-                               "emolib.params.VARIANTS"),
+    "filter_quantile": Param(
+        0.95,
+        ("02",),
+        "float",
+        "keep neurons whose max P reaches this quantile of all P (null = no filter)",
+        low=0.0,
+        high=1.0,
+        nullable=True,
+    ),
+    "assign": Param(
+        "threshold",
+        ("02",),
+        "choice",
+        "assign a neuron to every emotion over the threshold, or to its argmax",
+        choices=("threshold", "argmax"),
+    ),
+    "min_count": Param(
+        20,
+        ("02",),
+        "int",
+        "a neuron must fire on at least this many train tokens to be eligible "
+        "(keeps rarely-firing neurons from ranking first when there is no filter)",
+        low=0,
+        high=10**9,
+    ),
+    "selection_scope": Param(
+        "global",
+        ("02",),
+        "choice",
+        "rank all neurons together (global top-k) or take k/E per emotion among the neurons whose top emotion it is",
+        choices=("global", "per_emotion"),
+    ),
+    "n_null": Param(
+        20,
+        ("02",),
+        "int",
+        "seeded permutations of the emotion labels over the train dialogues, counted in the same pass (the null)",
+        low=0,
+        high=200,
+    ),
+    "answer_pass": Param(
+        True,
+        ("02",),
+        "bool",
+        "also record the prompt's answer position (a second, shorter pass) so the answer-token variants are compared",
+    ),
+    "find_directions": Param(
+        True,
+        ("02",),
+        "bool",
+        "also find the second method's set (emolib.identify.directions: topic-"
+        "centred emotion directions and per-neuron contributions, Wang et al. 2025), named "
+        "'directions', from the same recording pass",
+    ),
+    "direction_site": Param(
+        "residual",
+        ("02",),
+        "choice",
+        "where emotion directions are read: the residual stream (a decoder layer's output) or the MLP's output",
+        choices=("residual", "mlp"),
+    ),
+    "direction_tokens": Param(
+        "dialogue",
+        ("02",),
+        "choice",
+        "directions from every dialogue token, or the classification prompt's answer position (needs the answer pass)",
+        choices=("dialogue", "answer"),
+    ),
+    "selective_variant": Param(
+        "auto",
+        ("02",),
+        "str",
+        "the second named set: auto (the book's rule: the most "
+        "selective variant that beats the null and is stable) or a variant name from "
+        "emolib.params.VARIANTS",
+    ),
     # --- 03 ablation test
-    "protocol": Param("score", (), "choice", "classify CLI: score label likelihoods, or generate and parse",
-                      choices=("score", "generate")),
-    "max_new_tokens": Param(4, ("03",), "int", "tokens generated by the generate protocol (protocol table)", low=1, high=256),
+    "protocol": Param(
+        "score",
+        (),
+        "choice",
+        "classify CLI: score label likelihoods, or generate and parse",
+        choices=("score", "generate"),
+    ),
+    "max_new_tokens": Param(
+        4, ("03",), "int", "tokens generated by the generate protocol (protocol table)", low=1, high=256
+    ),
     "ablation_scale": Param(0.5, (), "float", "classify CLI: factor for --mode scale", low=0.0, high=10.0),
-    "eval_limit": Param(None, ("03", "04"), "int", "cap on eval dialogues per emotion", low=1, high=1_000_000, nullable=True),
-    "instrument_search": Param(True, ("03",), "bool", "choose the prompt (chat/plain, few-shot k, calibration) on a "
-                               "dev split of train dialogues; false = use prompt_style, few_shot and calibrate"),
-    "dev_per_emotion": Param(12, ("03",), "int", "dev dialogues per emotion for the instrument choice", low=2,
-                             high=100_000),
-    "n_random_sets": Param(20, ("03",), "int", "random families per test (each neuron of a set's union mapped to "
-                           "one random neuron of its layer, firing decile and activation-SD decile; each emotion's "
-                           "random set the image of its own set): the null of the pooled and per-emotion tests", low=2,
-                           high=10_000),
-    "items_per_emotion": Param(8, ("03", "04"), "int", "eval items per emotion in stage 3's tests (the first in a "
-                               "seeded order; fewer when an emotion has fewer): fixed here, never by a timing",
-                               low=1, high=1_000_000, nullable=True),
-    "pilot_random_sets": Param(10, ("03",), "int", "random sets per emotion in the descriptive pilot of the arms "
-                               "(seeds disjoint from the families'); 0 = no pilot", low=0, high=10_000),
-    "equivalence_margin": Param(0.25, ("03", "04"), "float", "delta (nat) of the equivalence test: a set is "
-                                "'equivalent to random' when its pooled effect is shown within +-delta (TOST)",
-                                low=0.0, high=100.0, low_open=True),
-    "titration_shares": Param([0.1, 0.25, 0.5, 1.0], ("03",), "list[float]", "shares of a paper-sized random family "
-                              "replaced by the control's neurons (the detection curve); [] = none",
-                              extra={"low": 0.0, "high": 1.0}),
+    "eval_limit": Param(
+        None, ("03", "04"), "int", "cap on eval dialogues per emotion", low=1, high=1_000_000, nullable=True
+    ),
+    "instrument_search": Param(
+        True,
+        ("03",),
+        "bool",
+        "choose the prompt (chat/plain, few-shot k, calibration) on a "
+        "dev split of train dialogues; false = use prompt_style, few_shot and calibrate",
+    ),
+    "dev_per_emotion": Param(
+        12, ("03",), "int", "dev dialogues per emotion for the instrument choice", low=2, high=100_000
+    ),
+    "n_random_sets": Param(
+        20,
+        ("03",),
+        "int",
+        "random families per test (each neuron of a set's union mapped to "
+        "one random neuron of its layer, firing decile and activation-SD decile; each emotion's "
+        "random set the image of its own set): the null of the pooled and per-emotion tests",
+        low=2,
+        high=10_000,
+    ),
+    "items_per_emotion": Param(
+        8,
+        ("03", "04"),
+        "int",
+        "eval items per emotion in stage 3's tests (the first in a "
+        "seeded order; fewer when an emotion has fewer): fixed here, never by a timing",
+        low=1,
+        high=1_000_000,
+        nullable=True,
+    ),
+    "pilot_random_sets": Param(
+        10,
+        ("03",),
+        "int",
+        "random sets per emotion in the descriptive pilot of the arms "
+        "(seeds disjoint from the families'); 0 = no pilot",
+        low=0,
+        high=10_000,
+    ),
+    "equivalence_margin": Param(
+        0.25,
+        ("03", "04"),
+        "float",
+        "delta (nat) of the equivalence test: a set is "
+        "'equivalent to random' when its pooled effect is shown within +-delta (TOST)",
+        low=0.0,
+        high=100.0,
+        low_open=True,
+    ),
+    "titration_shares": Param(
+        [0.1, 0.25, 0.5, 1.0],
+        ("03",),
+        "list[float]",
+        "shares of a paper-sized random family replaced by the control's neurons (the detection curve); [] = none",
+        extra={"low": 0.0, "high": 1.0},
+    ),
     "titration_draws": Param(5, ("03",), "int", "titrated families per share", low=0, high=10_000),
-    "effects_budget_min": Param(None, ("03",), "float", "the planner's budget (minutes of scoring for 03-04): "
-                                "`python -m emolib plan PARAMS` and notebook 03 propose n_random_sets and "
-                                "items_per_emotion for it; the run's design never changes from it",
-                                low=0.0, high=10_080.0, low_open=True, nullable=True),
-    "protocol_random_sets": Param(3, ("03",), "int", "random sets per emotion in the protocol table", low=1,
-                                  high=10_000),
-    "protocol_generate": Param(False, ("03",), "bool", "also run the greedy-generation protocol table (slow: "
-                               "generates for every random set)"),
-    "attribution_per_emotion": Param(24, ("03",), "int", "train dialogues per emotion for the scoring-sequence "
-                                     "pass (means and SDs for mean ablation and matching; the attribution set)",
-                                     low=2, high=100_000),
-    "intervention": Param("zero/recomputed", ("03",), "choice", "the primary arm, fixed before the data: zero or "
-                          "mean ablation / calibration fixed or recomputed under the mask (the others are secondary "
-                          "columns)", choices=("zero/fixed", "zero/recomputed", "mean/fixed", "mean/recomputed")),
-    "secondary_random_sets": Param(3, ("03",), "int", "random sets per test under the non-primary arms where the "
-                                   "pilot did not score them (descriptive columns)", low=2, high=10_000),
-    "specificity_random_sets": Param(3, ("03",), "int", "matched random sets per emotion scored on all items, "
-                                     "beside the masked x true table", low=0, high=10_000),
-    "power_delta": Param(0.25, ("03", "04"), "float", "margin shift (nat) beyond random that power is reported "
-                         "for", low=0.0, high=100.0, low_open=True),
-    "n_bootstrap": Param(1000, ("03", "04", "05"), "int", "bootstrap resamples for 95% intervals", low=100, high=100_000),
+    "effects_budget_min": Param(
+        None,
+        ("03",),
+        "float",
+        "the planner's budget (minutes of scoring for 03-04): "
+        "`python -m emolib plan PARAMS` and notebook 03 propose n_random_sets and "
+        "items_per_emotion for it; the run's design never changes from it",
+        low=0.0,
+        high=10_080.0,
+        low_open=True,
+        nullable=True,
+    ),
+    "protocol_random_sets": Param(
+        3, ("03",), "int", "random sets per emotion in the protocol table", low=1, high=10_000
+    ),
+    "protocol_generate": Param(
+        False, ("03",), "bool", "also run the greedy-generation protocol table (slow: generates for every random set)"
+    ),
+    "attribution_per_emotion": Param(
+        24,
+        ("03",),
+        "int",
+        "train dialogues per emotion for the scoring-sequence "
+        "pass (means and SDs for mean ablation and matching; the attribution set)",
+        low=2,
+        high=100_000,
+    ),
+    "intervention": Param(
+        "zero/recomputed",
+        ("03",),
+        "choice",
+        "the primary arm, fixed before the data: zero or "
+        "mean ablation / calibration fixed or recomputed under the mask (the others are secondary "
+        "columns)",
+        choices=("zero/fixed", "zero/recomputed", "mean/fixed", "mean/recomputed"),
+    ),
+    "secondary_random_sets": Param(
+        3,
+        ("03",),
+        "int",
+        "random sets per test under the non-primary arms where the pilot did not score them (descriptive columns)",
+        low=2,
+        high=10_000,
+    ),
+    "specificity_random_sets": Param(
+        3,
+        ("03",),
+        "int",
+        "matched random sets per emotion scored on all items, beside the masked x true table",
+        low=0,
+        high=10_000,
+    ),
+    "power_delta": Param(
+        0.25,
+        ("03", "04"),
+        "float",
+        "margin shift (nat) beyond random that power is reported for",
+        low=0.0,
+        high=100.0,
+        low_open=True,
+    ),
+    "n_bootstrap": Param(
+        1000, ("03", "04", "05"), "int", "bootstrap resamples for 95% intervals", low=100, high=100_000
+    ),
     # --- 04 dose-response and depth
-    "dose_rates": Param([0.001, 0.0025, 0.005, 0.01, 0.02, 0.05], ("03", "04"), "list[float]",
-                        "shares of all FFN neurons masked in the dose-response (each emotion's lowest-entropy ones)",
-                        extra={"low": 0.0, "high": 1.0}),
+    "dose_rates": Param(
+        [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05],
+        ("03", "04"),
+        "list[float]",
+        "shares of all FFN neurons masked in the dose-response (each emotion's lowest-entropy ones)",
+        extra={"low": 0.0, "high": 1.0},
+    ),
     "layer_bins": Param(3, ("03", "04"), "int", "equal depth ranges (bottom/middle/top for 3)", low=1, high=12),
-    "grid_random_sets": Param(20, ("03", "04"), "int", "matched random series per pre-specified grid contrast (each "
-                              "series: one random set per cell)", low=2, high=10_000),
-    "grid_ranges": Param(None, ("03", "04"), "list[str]", "depth ranges scored (null = every range of layer_bins and "
-                         "all; the tested contrast needs bottom and top)", nullable=True,
-                         extra={"choices": ("bottom", "middle", "top", "all")}),
-    "grid_sets": Param(None, ("03", "04"), "list[str]", "named sets the grids test (null = every named set)",
-                       nullable=True, extra={"choices": ("attribution", "weights", "paper", "selective", "directions")}),
-    "grid_eval_limit": Param(None, ("03", "04"), "int", "cap on eval dialogues per emotion in the grids (null = "
-                             "eval_limit)", low=1, high=1_000_000, nullable=True),
+    "grid_random_sets": Param(
+        20,
+        ("03", "04"),
+        "int",
+        "matched random series per pre-specified grid contrast (each series: one random set per cell)",
+        low=2,
+        high=10_000,
+    ),
+    "grid_ranges": Param(
+        None,
+        ("03", "04"),
+        "list[str]",
+        "depth ranges scored (null = every range of layer_bins and all; the tested contrast needs bottom and top)",
+        nullable=True,
+        extra={"choices": ("bottom", "middle", "top", "all")},
+    ),
+    "grid_sets": Param(
+        None,
+        ("03", "04"),
+        "list[str]",
+        "named sets the grids test (null = every named set)",
+        nullable=True,
+        extra={"choices": ("attribution", "weights", "paper", "selective", "directions")},
+    ),
+    "grid_eval_limit": Param(
+        None,
+        ("03", "04"),
+        "int",
+        "cap on eval dialogues per emotion in the grids (null = eval_limit)",
+        low=1,
+        high=1_000_000,
+        nullable=True,
+    ),
     # --- 05 steering (sufficiency)
-    "steer_doses": Param([0.0, 0.125, 0.25, 0.5], ("05",), "list[float]", "push sizes: each intervention writes a "
-                         "push of this norm into the residual stream (||W_down Delta a|| for a neuron set, measured after the "
-                         "post-FFN norm where the model has one, as Gemma; the vector's norm for a direction), in units of the stream's median norm after the middle layer; must "
-                         "include 0 (the unsteered model); the test dose is chosen among them by steer_ppl_factor",
-                         extra={"low": 0.0, "high": 10.0}),
-    "steer_ppl_factor": Param(1.5, ("05",), "float", "the test dose of each intervention is the largest dose at which "
-                              "the median over its own replies of the perplexity ratio to the unsteered reply on the same "
-                              "prompt and noise (both under the unsteered model) stays within this factor", low=1.0, high=100.0),
-    "steer_ppl_cap": Param(10.0, ("05",), "float", "a reply whose perplexity exceeds this factor x the unsteered "
-                           "median is degenerate (as are empty and repetitive replies)", low=1.0, high=1e6,
-                           low_open=True),
-    "steer_max_degenerate": Param(0.25, ("05",), "float", "a condition with more than this share of degenerate "
-                                  "replies is excluded from every test (and listed)", low=0.0, high=1.0),
-    "steer_random_sets": Param(20, ("05",), "int", "random families per named set (and random directions per emotion) "
-                               "at each test dose (cut by steer_budget_min, never below min(20, this))", low=2,
-                               high=10_000),
-    "steer_prompts": Param(20, ("05",), "int", "neutral dialogue openings, about topics the run's data never used",
-                           low=2, high=500),
-    "steer_max_new_tokens": Param(24, ("05",), "int", "tokens sampled per reply (it ends at the first newline)",
-                                  low=4, high=256),
-    "steer_sets": Param(None, ("05",), "list[str]", "named sets of neurons.json to steer (null = every named set)",
-                        nullable=True),
-    "steer_scorer": Param("auto", ("05",), "str", "label scorer of the replies besides MiniLM: auto = the other "
-                          "embedded model (SmolLM2 <-> Gemma-3), none = MiniLM only, or a model spec other than "
-                          "model"),
-    "steer_budget_min": Param(5.0, ("05",), "float", "minutes the stage may take; random families per test are cut "
-                              "(to no fewer than min(20, steer_random_sets)) to fit, at the measured speed", low=0.0,
-                              high=10_080.0, low_open=True),
-    "steer_power_delta": Param(0.05, ("05",), "float", "equivalence margin and power shift of the pooled steering "
-                               "test: own minus random change of mean P(target), probability units", low=0.0, high=1.0,
-                               low_open=True),
+    "steer_doses": Param(
+        [0.0, 0.125, 0.25, 0.5],
+        ("05",),
+        "list[float]",
+        "push sizes: each intervention writes a "
+        "push of this norm into the residual stream (||W_down Delta a|| for a neuron set, measured after the "
+        "post-FFN norm where the model has one, as Gemma; the vector's norm for a direction), in units of the "
+        "stream's median norm after the middle layer; must "
+        "include 0 (the unsteered model); the test dose is chosen among them by steer_ppl_factor",
+        extra={"low": 0.0, "high": 10.0},
+    ),
+    "steer_ppl_factor": Param(
+        1.5,
+        ("05",),
+        "float",
+        "the test dose of each intervention is the largest dose at which "
+        "the median over its own replies of the perplexity ratio to the unsteered reply on the same "
+        "prompt and noise (both under the unsteered model) stays within this factor",
+        low=1.0,
+        high=100.0,
+    ),
+    "steer_ppl_cap": Param(
+        10.0,
+        ("05",),
+        "float",
+        "a reply whose perplexity exceeds this factor x the unsteered "
+        "median is degenerate (as are empty and repetitive replies)",
+        low=1.0,
+        high=1e6,
+        low_open=True,
+    ),
+    "steer_max_degenerate": Param(
+        0.25,
+        ("05",),
+        "float",
+        "a condition with more than this share of degenerate replies is excluded from every test (and listed)",
+        low=0.0,
+        high=1.0,
+    ),
+    "steer_random_sets": Param(
+        20,
+        ("05",),
+        "int",
+        "random families per named set (and random directions per emotion) "
+        "at each test dose (cut by steer_budget_min, never below min(20, this))",
+        low=2,
+        high=10_000,
+    ),
+    "steer_prompts": Param(
+        20, ("05",), "int", "neutral dialogue openings, about topics the run's data never used", low=2, high=500
+    ),
+    "steer_max_new_tokens": Param(
+        24, ("05",), "int", "tokens sampled per reply (it ends at the first newline)", low=4, high=256
+    ),
+    "steer_sets": Param(
+        None, ("05",), "list[str]", "named sets of neurons.json to steer (null = every named set)", nullable=True
+    ),
+    "steer_scorer": Param(
+        "auto",
+        ("05",),
+        "str",
+        "label scorer of the replies besides MiniLM: auto = the other "
+        "embedded model (SmolLM2 <-> Gemma-3), none = MiniLM only, or a model spec other than "
+        "model",
+    ),
+    "steer_budget_min": Param(
+        5.0,
+        ("05",),
+        "float",
+        "minutes the stage may take; random families per test are cut "
+        "(to no fewer than min(20, steer_random_sets)) to fit, at the measured speed",
+        low=0.0,
+        high=10_080.0,
+        low_open=True,
+    ),
+    "steer_power_delta": Param(
+        0.05,
+        ("05",),
+        "float",
+        "equivalence margin and power shift of the pooled steering "
+        "test: own minus random change of mean P(target), probability units",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+    ),
 }
 
 RUN_KEYS = ("run_dir",)
-ENDPOINT_SETTINGS = ("base_url", "api_key_env", "max_concurrency", "temperature", "max_tokens", "request_timeout")  # injected by the runner, not written in parameter files
+ENDPOINT_SETTINGS = (
+    "base_url",
+    "api_key_env",
+    "max_concurrency",
+    "temperature",
+    "max_tokens",
+    "request_timeout",
+)  # injected by the runner, not written in parameter files
 
 # Faithful readings of the method, all computed from the same recordings (answer-token variants from the second
 # pass). "paper" is not listed: it is the run's own setting (record_tensor, filter_quantile, ...; LAPE's defaults).
@@ -250,13 +612,16 @@ VARIANTS: dict[str, dict] = {
     "product": dict(tensor="product", tokens="dialogue", filter_quantile=0.95, assign="threshold", scope="global"),
     "q0.5-argmax": dict(tensor="act", tokens="dialogue", filter_quantile=0.5, assign="argmax", scope="global"),
     "nofilter-argmax": dict(tensor="act", tokens="dialogue", filter_quantile=None, assign="argmax", scope="global"),
-    "nofilter-per-emotion": dict(tensor="act", tokens="dialogue", filter_quantile=None, assign="argmax",
-                                 scope="per_emotion"),
-    "product-nofilter-per-emotion": dict(tensor="product", tokens="dialogue", filter_quantile=None, assign="argmax",
-                                         scope="per_emotion"),
+    "nofilter-per-emotion": dict(
+        tensor="act", tokens="dialogue", filter_quantile=None, assign="argmax", scope="per_emotion"
+    ),
+    "product-nofilter-per-emotion": dict(
+        tensor="product", tokens="dialogue", filter_quantile=None, assign="argmax", scope="per_emotion"
+    ),
     "answer": dict(tensor="act", tokens="answer", filter_quantile=0.95, assign="threshold", scope="global"),
-    "answer-nofilter-per-emotion": dict(tensor="act", tokens="answer", filter_quantile=None, assign="argmax",
-                                        scope="per_emotion"),
+    "answer-nofilter-per-emotion": dict(
+        tensor="act", tokens="answer", filter_quantile=None, assign="argmax", scope="per_emotion"
+    ),
 }
 
 
@@ -296,9 +661,10 @@ def check_model_spec(spec: str) -> str:
     parts = spec.split("/")
     if len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~")):
         return "hub"
-    raise ValueError(f"unknown model {spec!r}; allowed: a preset ({', '.join(PRESETS)}), "
-                     "a hub id like org/name, a local model directory or a .gguf file")
-
+    raise ValueError(
+        f"unknown model {spec!r}; allowed: a preset ({', '.join(PRESETS)}), "
+        "a hub id like org/name, a local model directory or a .gguf file"
+    )
 
 
 def _fail(source: str, key: str, msg: str) -> None:
@@ -314,8 +680,13 @@ def _check_number(source: str, key: str, value: Any, p: Param, as_int: bool, low
     if not math.isfinite(value):
         _fail(source, key, f"must be a finite number, got {value!r}")
     if low is not None and (value < low or (p.low_open and value <= low)):
-        _fail(source, key, f"must be {'>' if p.low_open else '>='} {low}" + (f" and <= {high}" if high is not None
-                                                                          else "") + f", got {value!r}")
+        _fail(
+            source,
+            key,
+            f"must be {'>' if p.low_open else '>='} {low}"
+            + (f" and <= {high}" if high is not None else "")
+            + f", got {value!r}",
+        )
     if high is not None and value > high:
         _fail(source, key, f"must be <= {high}" + (f" and >= {low}" if low is not None else "") + f", got {value!r}")
     return value if as_int else float(value)
@@ -345,8 +716,9 @@ def check_value(key: str, value: Any, source: str = "params") -> Any:
         if key == "endpoint_base_url" and not re.fullmatch(r"https?://\S+", value):
             _fail(source, key, f"must be an http:// or https:// URL (e.g. http://127.0.0.1:8000/v1), got {value!r}")
         if key == "endpoint_api_key_env" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-            _fail(source, key, "must be the NAME of an environment variable (e.g. OPENAI_API_KEY), never the key "
-                  "itself")
+            _fail(
+                source, key, "must be the NAME of an environment variable (e.g. OPENAI_API_KEY), never the key itself"
+            )
         return value
     if p.kind == "choice":
         if value not in p.choices:
@@ -380,10 +752,13 @@ def check_value(key: str, value: Any, source: str = "params") -> Any:
                     _fail(source, key, f"items must be among {', '.join(p.extra['choices'])}, got {v!r}")
             if key == "annotators":
                 if len(value) != 3:
-                    _fail(source, key, f"must name exactly three annotators (models, 'minilm' or 'openai:<model>'), "
-                          f"got {len(value)}")
+                    _fail(
+                        source,
+                        key,
+                        f"must name exactly three annotators (models, 'minilm' or 'openai:<model>'), got {len(value)}",
+                    )
                 for v in value:
-                    if v.startswith("openai:") and not v[len("openai:"):].strip():
+                    if v.startswith("openai:") and not v[len("openai:") :].strip():
                         _fail(source, key, f"'openai:' must be followed by the endpoint's model name, got {v!r}")
                     if v != "minilm" and not v.startswith("openai:"):
                         try:
@@ -426,13 +801,20 @@ def validate(raw: dict[str, Any], source: str = "params") -> dict[str, Any]:
         out[key] = check_value(key, value, source)
     if out["data_source"] == "emoprism" and not out["data_path"]:
         _fail(source, "data_path", "is required when data_source is emoprism (path to emoprism.json or .json.gz)")
-    if out["data_source"] == "emoprism" and out["data_path"] and not str(out["data_path"]).endswith((".json", ".json.gz")):
+    if (
+        out["data_source"] == "emoprism"
+        and out["data_path"]
+        and not str(out["data_path"]).endswith((".json", ".json.gz"))
+    ):
         _fail(source, "data_path", f"must end in .json or .json.gz, got {out['data_path']!r}")
     if out["data_source"] != "emoprism" and out["data_path"]:
         _fail(source, "data_path", "is only used with data_source: emoprism")
     if out["eval_source"] == "file" and not out["eval_path"]:
-        _fail(source, "eval_path", "is required when eval_source is file (a .jsonl, .json or .csv file with "
-              "dialogue or text, and label)")
+        _fail(
+            source,
+            "eval_path",
+            "is required when eval_source is file (a .jsonl, .json or .csv file with dialogue or text, and label)",
+        )
     if out["eval_path"] and not str(out["eval_path"]).endswith((".jsonl", ".json", ".csv")):
         _fail(source, "eval_path", f"must end in .jsonl, .json or .csv, got {out['eval_path']!r}")
     if out["eval_source"] != "file" and out["eval_path"]:
@@ -445,20 +827,36 @@ def validate(raw: dict[str, Any], source: str = "params") -> dict[str, Any]:
     if not out["run_name"].replace("-", "").replace("_", "").replace(".", "").isalnum():
         _fail(source, "run_name", f"must use letters, digits, '-', '_' or '.', got {out['run_name']!r}")
     if out["data_source"] == "openai" and not out["endpoint_model"]:
-        _fail(source, "endpoint_model", "is required when data_source is openai (the model name the server lists, "
-              "or auto)")
+        _fail(
+            source,
+            "endpoint_model",
+            "is required when data_source is openai (the model name the server lists, or auto)",
+        )
     stray = [n for n in out["annotator_endpoints"] if n not in out["annotators"]]
     if stray:
-        _fail(source, "annotator_endpoints", f"names {', '.join(stray)}, not among annotators "
-              f"({', '.join(out['annotators'])})")
+        _fail(
+            source,
+            "annotator_endpoints",
+            f"names {', '.join(stray)}, not among annotators ({', '.join(out['annotators'])})",
+        )
     if out["prompt_template"] is not None and out["prompt_template"].count("{dialogue}") != 1:
-        _fail(source, "prompt_template", "must contain a {dialogue} slot (exactly one), got "
-              f"{out['prompt_template'].count('{dialogue}')}")
+        _fail(
+            source,
+            "prompt_template",
+            f"must contain a {{dialogue}} slot (exactly one), got {out['prompt_template'].count('{dialogue}')}",
+        )
     if out["selective_variant"] not in ("auto", "paper", *VARIANTS):
-        _fail(source, "selective_variant", f"must be auto, paper or one of {', '.join(VARIANTS)}, "
-              f"got {out['selective_variant']!r}")
-    if out["find_directions"] and out["direction_tokens"] == "answer" and not out["answer_pass"] \
-            and out["record_tokens"] != "answer":
+        _fail(
+            source,
+            "selective_variant",
+            f"must be auto, paper or one of {', '.join(VARIANTS)}, got {out['selective_variant']!r}",
+        )
+    if (
+        out["find_directions"]
+        and out["direction_tokens"] == "answer"
+        and not out["answer_pass"]
+        and out["record_tokens"] != "answer"
+    ):
         _fail(source, "direction_tokens", "answer reads the answer pass, so it needs answer_pass: true")
     if not out["answer_pass"] and VARIANTS.get(out["selective_variant"], {}).get("tokens") == "answer":
         _fail(source, "selective_variant", f"{out['selective_variant']} needs answer_pass: true")
@@ -500,8 +898,11 @@ def check_steering(out: dict[str, Any], source: str) -> None:
         except ValueError as e:
             _fail(source, "steer_scorer", f"must be auto, none or a model spec: {e}")
         if same_model(sc, out["model"]):
-            _fail(source, "steer_scorer", f"must not be the steered model ({out['model']}); use auto, none or "
-                  "another model")
+            _fail(
+                source,
+                "steer_scorer",
+                f"must not be the steered model ({out['model']}); use auto, none or another model",
+            )
 
 
 # The external eval set (eval_source: file): read and checked when the parameters are validated, before any model
@@ -514,6 +915,7 @@ MIN_EVAL_PER_EMOTION = 2  # fewer distinct items of an emotion present in an ext
 def _read_eval_records(path: Path) -> list[dict]:
     """Records of an eval file: CSV rows, or JSON lines (a JSON list is accepted too)."""
     import csv
+
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             if path.suffix == ".csv":
@@ -537,12 +939,15 @@ def load_eval_file(path: str | Path, emotions: list[str], min_per_emotion: int =
     if path.is_dir():
         raise ValueError(f"eval_path: {path} is a directory, not a {', '.join(EVAL_FILE_SUFFIXES)} file")
     if not path.is_file():
-        raise ValueError(f"eval_path: file not found: {path}" if not path.exists() else
-                         f"eval_path: {path} is not a regular file")
+        raise ValueError(
+            f"eval_path: file not found: {path}" if not path.exists() else f"eval_path: {path} is not a regular file"
+        )
     size = path.stat().st_size
-    if size > MAX_EVAL_FILE_MB * 2 ** 20:
-        raise ValueError(f"eval_path: {path} is {size / 2 ** 20:.0f} MB; an eval set above {MAX_EVAL_FILE_MB} MB is "
-                         "refused (it is read whole): take a sample of it")
+    if size > MAX_EVAL_FILE_MB * 2**20:
+        raise ValueError(
+            f"eval_path: {path} is {size / 2**20:.0f} MB; an eval set above {MAX_EVAL_FILE_MB} MB is "
+            "refused (it is read whole): take a sample of it"
+        )
     records = _read_eval_records(path)
     if not isinstance(records, list) or not records:
         raise ValueError(f"eval_path: {path} holds no records")
@@ -550,8 +955,10 @@ def load_eval_file(path: str | Path, emotions: list[str], min_per_emotion: int =
     for i, r in enumerate(records, 1):
         text = (r.get("dialogue") or r.get("text")) if isinstance(r, dict) else None
         if not isinstance(text, str) or not text.strip() or not isinstance(r.get("label"), str):
-            raise ValueError(f"eval_path: record {i} of {path} needs a non-empty 'dialogue' (or 'text') and a "
-                             "'label' (anger, disgust, fear, happiness or joy, sadness, surprise)")
+            raise ValueError(
+                f"eval_path: record {i} of {path} needs a non-empty 'dialogue' (or 'text') and a "
+                "'label' (anger, disgust, fear, happiness or joy, sadness, surprise)"
+            )
         try:
             label = normalize(r["label"], f"record {i} label")
         except ValueError as e:
@@ -571,15 +978,20 @@ def _distinct_eval_rows(rows: list[dict], path: Path, emotions: list[str], min_p
         first.setdefault(r["dialogue"], r["label"])
     if len(first) < len(rows):
         clash = sum(first[r["dialogue"]] != r["label"] for r in rows)
-        warnings.warn(f"eval_path: {path}: {len(rows) - len(first)} repeated dialogue(s) removed, "
-                      f"{len(first)} distinct kept" + (f" ({clash} repeat(s) had another label; the first kept)"
-                                                       if clash else ""), stacklevel=3)
+        warnings.warn(
+            f"eval_path: {path}: {len(rows) - len(first)} repeated dialogue(s) removed, "
+            f"{len(first)} distinct kept"
+            + (f" ({clash} repeat(s) had another label; the first kept)" if clash else ""),
+            stacklevel=3,
+        )
     counts = Counter(first.values())
     few = [f"{e} {counts[e]}" for e in emotions if counts[e] < min_per_emotion]  # every emotion of the run
     if few:
-        raise ValueError(f"eval_path: {path} has fewer than {min_per_emotion} distinct items for {', '.join(few)}; "
-                         f"an eval set needs at least {min_per_emotion} for each of the run's emotions (add items, "
-                         "or leave the missing emotions out of 'emotions')")
+        raise ValueError(
+            f"eval_path: {path} has fewer than {min_per_emotion} distinct items for {', '.join(few)}; "
+            f"an eval set needs at least {min_per_emotion} for each of the run's emotions (add items, "
+            "or leave the missing emotions out of 'emotions')"
+        )
     return [{"dialogue": d, "label": lab} for d, lab in first.items()]
 
 
@@ -600,12 +1012,17 @@ class _Loader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             self.aliases += 1
             if self.aliases > MAX_ALIASES:
-                raise yaml.composer.ComposerError(None, None, f"more than {MAX_ALIASES} aliases (*name); write the "
-                                                  "values out", self.peek_event().start_mark)
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"more than {MAX_ALIASES} aliases (*name); write the values out",
+                    self.peek_event().start_mark,
+                )
         elif self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
             if self.depth >= MAX_DEPTH:
-                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
-                                                  self.peek_event().start_mark)
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark
+                )
             self.depth += 1
             try:
                 return super().compose_node(parent, index)
@@ -622,8 +1039,12 @@ class _Loader(yaml.SafeLoader):
             except TypeError:  # an unhashable key: the base class says so
                 break
             if twice:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice (the last would "
-                                                        "win silently); keep one", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice (the last would win silently); keep one",
+                    key_node.start_mark,
+                )
             seen.add(key)
         return super().construct_mapping(node, deep)
 
@@ -636,6 +1057,7 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     if path.is_dir():
         raise ParamError(f"{path}: is a folder, not a parameter file (give a .yaml file, e.g. params/quick.yaml)")
     from .safeio import read_regular
+
     try:
         text = read_regular(path, "parameter file", MAX_PARAMS_BYTES).decode("utf-8")
     except UnicodeDecodeError as e:
@@ -652,8 +1074,7 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
         what = " ".join(str(getattr(e, "problem", None) or e).split())
         raise ParamError(f"{path}: is not valid YAML ({where}{what})") from None
     if raw is None:
-        raise ParamError(f"{path}: parameter file is empty; set at least run_name and model "
-                         "(see params/quick.yaml)")
+        raise ParamError(f"{path}: parameter file is empty; set at least run_name and model (see params/quick.yaml)")
     return validate(raw, str(path))
 
 

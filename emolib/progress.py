@@ -43,6 +43,7 @@ class tqdm(_tqdm):  # noqa: N801  (a drop-in for tqdm.auto.tqdm)
 def write_bar(path: str, desc: str, done: float, total: float | None, elapsed: float) -> None:
     """Write one bar's state (an atomic replace, so the reader never sees half a file)."""
     from .safeio import atomic_write_json
+
     eta = (total - done) * elapsed / done if total and done else None
     try:
         atomic_write_json(path, {"step": desc, "done": done, "total": total, "elapsed_s": elapsed, "eta_s": eta})

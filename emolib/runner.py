@@ -1,4 +1,8 @@
-"""Run the numbered notebooks in order with papermill into outputs/<run>/, and the comparison notebook."""
+"""Run the numbered notebooks in order with papermill into outputs/<run>/, and the comparison notebook.
+
+Longer than 400 lines: the run loop, its resume and lock, the timings and the terminal's progress lines are one
+command's job (lines counted after `ruff format`).
+"""
 
 from __future__ import annotations
 
@@ -30,7 +34,9 @@ def notebook_paths(only: list[str] | None = None) -> list[Path]:
     wanted = only or sorted(found)
     missing = [n for n in wanted if n not in found]
     if missing:
-        raise params_mod.ParamError(f"--only: unknown notebook(s) {', '.join(missing)}; allowed: {', '.join(sorted(found))}")
+        raise params_mod.ParamError(
+            f"--only: unknown notebook(s) {', '.join(missing)}; allowed: {', '.join(sorted(found))}"
+        )
     return [found[n] for n in wanted]
 
 
@@ -44,6 +50,7 @@ def _fail_message(nb: Path, err: Exception) -> str:
 def execute(nb: Path, out: Path, parameters: dict, cwd: Path = ROOT) -> float:
     """Execute one notebook with papermill (kernel python3); returns the wall time in seconds."""
     import papermill as pm
+
     t = time.time()
     out = Path(out)
     safeio.check_target(out)  # before executing: no link, folder or pipe where the notebook goes
@@ -53,8 +60,16 @@ def execute(nb: Path, out: Path, parameters: dict, cwd: Path = ROOT) -> float:
     os.environ[HEADLESS] = "1"  # the kernel inherits it: interactive widgets are not built (see steer.interactive)
     sockets = tempfile.TemporaryDirectory(prefix="emolib-kernel-")
     try:
-        pm.execute_notebook(str(nb), tmp, parameters=parameters, kernel_name="python3", progress_bar=True,
-                            cwd=str(cwd), log_output=False, config=kernel_config(sockets.name))
+        pm.execute_notebook(
+            str(nb),
+            tmp,
+            parameters=parameters,
+            kernel_name="python3",
+            progress_bar=True,
+            cwd=str(cwd),
+            log_output=False,
+            config=kernel_config(sockets.name),
+        )
     finally:
         sockets.cleanup()
         if before is None:
@@ -76,6 +91,7 @@ def kernel_config(folder: str):
     """Talk to the kernel over local IPC sockets in `folder` (POSIX): nothing listens on TCP, so the kernel has no
     reason to warn that it runs over TCP without encryption. Elsewhere the default (TCP) stays."""
     from traitlets.config import Config
+
     c = Config()
     if os.name == "posix":
         c.KernelManager.transport = "ipc"
@@ -90,6 +106,7 @@ def clean_outputs(path: Path, shown_as: Path | None = None) -> None:
     import nbformat
 
     from .report import lint
+
     nb = nbformat.read(path, as_version=4)
     seen: list = []
 
@@ -97,8 +114,11 @@ def clean_outputs(path: Path, shown_as: Path | None = None) -> None:
         data = o.get("data", {})
         if "application/vnd.jupyter.widget-view+json" in data:
             return False
-        if o.get("output_type") == "stream" and o.get("name") == "stderr" and (
-                "%|" in o.get("text", "") or "it/s]" in o.get("text", "")):
+        if (
+            o.get("output_type") == "stream"
+            and o.get("name") == "stderr"
+            and ("%|" in o.get("text", "") or "it/s]" in o.get("text", ""))
+        ):
             return False
         if "image/png" in data:
             try:
@@ -109,6 +129,7 @@ def clean_outputs(path: Path, shown_as: Path | None = None) -> None:
                 return False
             seen.append(img)
         return True
+
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = [o for o in cell.outputs if keep(o)]
@@ -123,6 +144,7 @@ def clean_outputs(path: Path, shown_as: Path | None = None) -> None:
 def write_notebook(path: Path, nb, base: Path | None = None) -> None:
     """Write a notebook as nbformat.write does, atomically and never through a link (safeio.check_target)."""
     import nbformat
+
     text = nbformat.writes(nb)
     safeio.atomic_write_text(path, text if text.endswith("\n") else text + "\n", base)
 
@@ -130,6 +152,7 @@ def write_notebook(path: Path, nb, base: Path | None = None) -> None:
 def _strip(text: str, roots: list[str]) -> str:
     """text with every path under a local root shown relative to the project (inside it) or by its last part."""
     import re
+
     for root in roots:
         pat = re.compile(r"(?<![\w/.~-])" + re.escape(root) + r"(?![\w.~-])(/[^\s\"'<>()\[\],:;]*)?")
         if root in (str(ROOT), str(ROOT.resolve())):
@@ -161,10 +184,14 @@ def record_timing(run_dir: Path, name: str, seconds: float) -> None:
     if not isinstance(timings, dict):
         timings = {}
     if not history.exists():  # keep what earlier runs recorded before the history existed
-        safeio.atomic_write_text(history, "".join(json.dumps({"notebook": k, "seconds": v, "finished": None}) + "\n"
-                                                  for k, v in timings.items()))
-    safeio.append_line(history, json.dumps({"notebook": name, "seconds": round(seconds, 1),
-                                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        safeio.atomic_write_text(
+            history,
+            "".join(json.dumps({"notebook": k, "seconds": v, "finished": None}) + "\n" for k, v in timings.items()),
+        )
+    safeio.append_line(
+        history,
+        json.dumps({"notebook": name, "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}),
+    )
     timings[name] = round(seconds, 1)
     safeio.atomic_write_json(path, timings, indent=1)
 
@@ -189,15 +216,18 @@ def runtime_line(name: str, seconds: float | None, quick: Path = QUICK_TIMINGS, 
         q = json.loads(quick.read_text()).get(name) if quick.exists() else None
     except (ValueError, OSError):
         q = None
-    there = (f"with `params/quick.yaml` it takes {q['seconds']:.0f} s (measured {q['measured']} on {q['cpus']} CPUs)"
-             if isinstance(q, dict) and "seconds" in q else
-             "no quick run is recorded yet (`make quick` measures one)")
+    there = (
+        f"with `params/quick.yaml` it takes {q['seconds']:.0f} s (measured {q['measured']} on {q['cpus']} CPUs)"
+        if isinstance(q, dict) and "seconds" in q
+        else "no quick run is recorded yet (`make quick` measures one)"
+    )
     return f"Runtime: {here}; {there}."
 
 
 def reused_every_score(run_dir: Path) -> bool:
     """Whether notebook 03 scored nothing itself (scoring_time.json: every score was found in the run's cache)."""
     from .causal import budget
+
     return budget.reused_every_score(budget.load_timing({"run_dir": str(run_dir)}))
 
 
@@ -207,10 +237,12 @@ def add_findings_cell(path: Path, lines: list[str], runtime: str) -> None:
     import nbformat
 
     from .report import findings, lint
+
     nb = nbformat.read(path, as_version=4)
     nb.cells = [c for c in nb.cells if lint.FINDINGS_TAG not in c.metadata.get("tags", [])]
-    cell = nbformat.v4.new_markdown_cell(f"## {lint.FINDINGS_TITLE}\n\n{findings.markdown(lines)}\n\n*{runtime}*",
-                                         metadata={"tags": [lint.FINDINGS_TAG]})
+    cell = nbformat.v4.new_markdown_cell(
+        f"## {lint.FINDINGS_TITLE}\n\n{findings.markdown(lines)}\n\n*{runtime}*", metadata={"tags": [lint.FINDINGS_TAG]}
+    )
     if nb.nbformat_minor < 5:  # cell ids came with nbformat 4.5
         cell.pop("id", None)
     nb.cells.insert(0, cell)
@@ -222,8 +254,10 @@ def check_out_dir(run_dir: Path, flag: str = "--out") -> None:
     home folder, the project or its outputs/ (a run writes and replaces files in its folder)."""
     real = Path(run_dir).expanduser().resolve()
     if real in (Path("/"), Path(os.path.expanduser("~")).resolve(), ROOT.resolve(), (ROOT / "outputs").resolve()):
-        raise params_mod.ParamError(f"{flag}: {run_dir} is /, the home folder, the project or its outputs/; give a "
-                                    "folder of its own (e.g. outputs/<name>)")
+        raise params_mod.ParamError(
+            f"{flag}: {run_dir} is /, the home folder, the project or its outputs/; give a "
+            "folder of its own (e.g. outputs/<name>)"
+        )
     for parent in [run_dir, *run_dir.parents]:
         if parent.exists():
             if not parent.is_dir():
@@ -235,8 +269,9 @@ def check_out_dir(run_dir: Path, flag: str = "--out") -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise params_mod.ParamError(f"{flag}: cannot write into {run_dir} ({e.strerror or e}); choose a writable "
-                                    "folder") from None
+        raise params_mod.ParamError(
+            f"{flag}: cannot write into {run_dir} ({e.strerror or e}); choose a writable folder"
+        ) from None
 
 
 def _saved_params(path: Path) -> dict | None:
@@ -256,8 +291,11 @@ def _saved_params(path: Path) -> dict | None:
 
 def differing_keys(old: dict, new: dict) -> list[str]:
     """Keys whose values differ between two parameter sets (defaults filled)."""
-    return sorted(k for k in set(old) | set(new) if old.get(k, params_mod.SCHEMA[k].default if k in params_mod.SCHEMA
-                                                         else None) != new.get(k))
+    return sorted(
+        k
+        for k in set(old) | set(new)
+        if old.get(k, params_mod.SCHEMA[k].default if k in params_mod.SCHEMA else None) != new.get(k)
+    )
 
 
 def check_existing_run(run_dir: Path, p: dict, force: bool) -> None:
@@ -267,8 +305,10 @@ def check_existing_run(run_dir: Path, p: dict, force: bool) -> None:
         return
     diff = differing_keys(old, p)
     if diff:
-        raise params_mod.ParamError(f"--out: {run_dir} holds a run with other parameters (differing: "
-                                    f"{', '.join(diff)}); choose another --out, or add --force to overwrite it")
+        raise params_mod.ParamError(
+            f"--out: {run_dir} holds a run with other parameters (differing: "
+            f"{', '.join(diff)}); choose another --out, or add --force to overwrite it"
+        )
 
 
 def check_neurons_match(run_dir: Path, p: dict, stages: list[str]) -> None:
@@ -303,6 +343,7 @@ def _run_stages(nbs: list[Path], p: dict, run_dir: Path, quick: bool = False) ->
     """Execute the stage notebooks in order, recording their wall times (in the quick record too for quick.yaml),
     then write findings.json and open each executed notebook with its findings."""
     from .report import findings
+
     for i, nb in enumerate(nbs, 1):
         parameters = params_mod.for_notebook(p, nb.name[:2])
         parameters["run_dir"] = relative_to_root(run_dir)
@@ -316,8 +357,11 @@ def _run_stages(nbs: list[Path], p: dict, run_dir: Path, quick: bool = False) ->
         if quick:
             record_quick_timing(nb.stem, seconds)
         found = findings.write(run_dir)
-        add_findings_cell(run_dir / nb.name, found.get(nb.stem + findings.SUMMARY) or found.get(nb.stem, []),
-                          runtime_line(nb.stem, seconds, run_dir=run_dir))
+        add_findings_cell(
+            run_dir / nb.name,
+            found.get(nb.stem + findings.SUMMARY) or found.get(nb.stem, []),
+            runtime_line(nb.stem, seconds, run_dir=run_dir),
+        )
         print(f"      done in {seconds:.0f} s", flush=True)
 
 
@@ -325,24 +369,32 @@ def closing_lines(run_dir: Path) -> list[str]:
     """The three lines a finished run ends with: where its outputs are, its headline result (from findings.json),
     and how to open it."""
     from .report import findings
+
     shown = relative_to_root(run_dir)
     path = Path(run_dir) / findings.FILE
     found = json.loads(path.read_text()) if path.exists() else {}
     head = [x for x in found.get("headline", []) if x.startswith(("Stage 3's answer", "Detection curve"))]
-    result = " ".join(head) if head else ("the stages run did not reach the causal tests (notebook 03); see "
-                                          f"{shown}/{findings.FILE}")
-    return [f"Outputs: {shown}/ (executed notebooks 0*.ipynb, tables, figures/, findings.json)",
-            f"Result: {result}",
-            f"Open: `make lab` (JupyterLab with the project's kernel), or the notebooks {shown}/0*.ipynb"]
+    result = (
+        " ".join(head)
+        if head
+        else (f"the stages run did not reach the causal tests (notebook 03); see {shown}/{findings.FILE}")
+    )
+    return [
+        f"Outputs: {shown}/ (executed notebooks 0*.ipynb, tables, figures/, findings.json)",
+        f"Result: {result}",
+        f"Open: `make lab` (JupyterLab with the project's kernel), or the notebooks {shown}/0*.ipynb",
+    ]
 
 
 @contextmanager
 def watch_progress(run_dir: Path, stage: str = "", every: float = 20.0):
     """While the block runs, print the notebook's progress line whenever it changed, at most every `every` seconds:
-    the stage's estimate where it has one (emolib.causal.budget.Progress, notebooks 03-04), else its current progress bar
+    the stage's estimate where it has one (emolib.causal.budget.Progress, notebooks 03-04), else its current progress
+    bar
     (emolib.progress, which the kernel finds through EMOLIB_PROGRESS)."""
     from . import progress
     from .causal.budget import PROGRESS_FILE, progress_line
+
     path, bar = run_dir / PROGRESS_FILE, run_dir / "progress-bar.json"
     for f in (path, bar):
         f.unlink(missing_ok=True)
@@ -375,27 +427,37 @@ def watch_progress(run_dir: Path, stage: str = "", every: float = 20.0):
 
 def compare(run_dirs: list[str], out: str | None = None) -> Path:
     """Run notebooks/06_model_comparison.ipynb over finished run folders."""
-    bad = [r for r in run_dirs if not (Path(r) / "neurons.json").exists() or not (Path(r) / "own_vs_random.csv").exists()]
+    bad = [
+        r for r in run_dirs if not (Path(r) / "neurons.json").exists() or not (Path(r) / "own_vs_random.csv").exists()
+    ]
     if len(run_dirs) < 2:
         raise params_mod.ParamError("compare: give at least two run folders (outputs/<run>)")
     if bad:
-        raise params_mod.ParamError(f"compare: {', '.join(bad)} lack neurons.json or own_vs_random.csv; run stages 01-03 first")
+        raise params_mod.ParamError(
+            f"compare: {', '.join(bad)} lack neurons.json or own_vs_random.csv; run stages 01-03 first"
+        )
     from .report import compare as compare_mod
+
     try:
         shared, left_out = compare_mod.shared_emotions(compare_mod.load_runs(run_dirs))
     except ValueError as e:
         raise params_mod.ParamError(str(e)) from None
     if any(left_out.values()):
-        print(f"note: the runs are compared on the emotions they share ({', '.join(shared)}); left out: "
-              + "; ".join(f"{n}: {', '.join(v)}" for n, v in left_out.items() if v), flush=True)
+        print(
+            f"note: the runs are compared on the emotions they share ({', '.join(shared)}); left out: "
+            + "; ".join(f"{n}: {', '.join(v)}" for n, v in left_out.items() if v),
+            flush=True,
+        )
     out_dir = Path(out) if out else ROOT / "outputs" / "comparison"
     check_out_dir(out_dir)
     nb = NOTEBOOKS / "06_model_comparison.ipynb"
     try:
-        seconds = execute(nb, out_dir / nb.name, {"runs": [relative_to_root(Path(r)) for r in run_dirs],
-                                                   "out_dir": relative_to_root(out_dir)})
+        seconds = execute(
+            nb,
+            out_dir / nb.name,
+            {"runs": [relative_to_root(Path(r)) for r in run_dirs], "out_dir": relative_to_root(out_dir)},
+        )
     except Exception as err:  # papermill's PapermillExecutionError and kernel failures
         raise RuntimeError(_fail_message(nb, err)) from None
     print(f"comparison written to {out_dir} in {seconds:.0f} s")
     return out_dir
-

@@ -1,4 +1,8 @@
-"""Safe file handling for run folders: atomic writes, tensor loads that run no code, neurons.json checks, a lock."""
+"""Safe file handling for run folders: atomic writes, tensor loads that run no code, neurons.json checks, a lock.
+
+Longer than 400 lines: every guard the run folders rely on (no link followed, atomic writes, code-free loads, the
+lock) sits in one place, so a reviewer reads all of them together.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,10 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .emotions import EMOTIONS
 
@@ -65,8 +70,10 @@ def check_target(path: str | os.PathLike, base: str | os.PathLike | None = None)
     if stat.S_ISDIR(mode):
         raise ValueError(f"{path}: is a folder where emolib writes a file; move it away")
     if not stat.S_ISREG(mode):
-        raise ValueError(f"{path}: is not a regular file (a device, pipe or socket); emolib writes only regular "
-                         "files there; move it away")
+        raise ValueError(
+            f"{path}: is not a regular file (a device, pipe or socket); emolib writes only regular "
+            "files there; move it away"
+        )
     return path
 
 
@@ -80,7 +87,7 @@ def make_dirs(folder: str | os.PathLike, base: str | os.PathLike | None = None) 
     return folder
 
 
-MAX_READ_BYTES = 256 * 2 ** 20  # the default cap of read_regular: no file the book reads as a whole is larger
+MAX_READ_BYTES = 256 * 2**20  # the default cap of read_regular: no file the book reads as a whole is larger
 
 
 def read_regular(path: str | os.PathLike, what: str = "file", limit: int = MAX_READ_BYTES) -> bytes:
@@ -97,8 +104,10 @@ def read_regular(path: str | os.PathLike, what: str = "file", limit: int = MAX_R
     if stat.S_ISDIR(st.st_mode):
         raise ValueError(f"{path}: {what} is a folder, not a file")
     if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"{path}: {what} is not a regular file (a pipe, device or socket), which emolib does not "
-                         "read; give a regular file")
+        raise ValueError(
+            f"{path}: {what} is not a regular file (a pipe, device or socket), which emolib does not "
+            "read; give a regular file"
+        )
     if st.st_size > limit:
         raise ValueError(f"{path}: {what} is {st.st_size:,} bytes, above the {limit:,} bytes emolib reads")
     try:
@@ -130,7 +139,7 @@ def read_text(path: str | os.PathLike, what: str = "file", limit: int = MAX_READ
         raise ValueError(f"{path}: {what} is not UTF-8 text (byte {e.object[e.start]:#04x} at {e.start})") from None
 
 
-MAX_NOTEBOOK_BYTES = 200 * 2 ** 20
+MAX_NOTEBOOK_BYTES = 200 * 2**20
 
 
 def read_notebook(path: str | os.PathLike, limit: int = MAX_NOTEBOOK_BYTES):
@@ -140,6 +149,7 @@ def read_notebook(path: str | os.PathLike, limit: int = MAX_NOTEBOOK_BYTES):
     import warnings
 
     import nbformat
+
     text = read_text(path, "notebook", limit)
     try:
         with warnings.catch_warnings():
@@ -191,8 +201,9 @@ def atomic_write_text(path: str | os.PathLike, text: str, base: str | os.PathLik
         raise
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = None,
-                      base: str | os.PathLike | None = None) -> None:
+def atomic_write_json(
+    path: str | os.PathLike, obj: Any, indent: int | None = None, base: str | os.PathLike | None = None
+) -> None:
     """Write obj as strict JSON (NaN and inf refused) atomically."""
     atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=False), base)
 
@@ -239,6 +250,7 @@ def load_tensors(path: str | os.PathLike, hint: str | None = None) -> Any:
     """torch.load with weights_only=True (tensors, numbers, strings and containers only: no code runs);
     any failure is one ValueError line naming the file and how to clear it."""
     import torch
+
     path = Path(path)
     hint = hint or f"it is a cache file: delete it to recompute ({clear_hint(path)})"
     try:
@@ -273,12 +285,19 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def check_neurons(d: Any, source: str, model: str | None = None, shape: tuple[int, int] | None = None,
-                  emotions: list[str] | None = None) -> dict:
+def check_neurons(
+    d: Any,
+    source: str,
+    model: str | None = None,
+    shape: tuple[int, int] | None = None,
+    emotions: list[str] | None = None,
+) -> dict:
     """Check a neurons.json mapping (keys model, n_layers, d_ff, emotions, neurons; extra keys ignored), and when
     given, that it matches the model id, the FFN shape (n_layers, d_ff) and the emotions; one ValueError line."""
+
     def bad(msg: str) -> None:
         raise ValueError(f"{source}: {msg}")
+
     if not isinstance(d, dict):
         bad(f"must be a JSON object with model, n_layers, d_ff, emotions, neurons; got {type(d).__name__}")
     missing = [k for k in ("model", "n_layers", "d_ff", "emotions", "neurons") if k not in d]
@@ -297,6 +316,7 @@ def check_neurons(d: Any, source: str, model: str | None = None, shape: tuple[in
         bad(f"'emotions' lists an emotion twice: {E!r}")
     if not isinstance(d["neurons"], dict):
         bad("'neurons' must map each emotion to a list of [layer, index] pairs")
+
     def check_sets(sets: Any, where: str) -> None:
         if not isinstance(sets, dict):
             bad(f"'{where}' must map each emotion to a list of [layer, index] pairs")
@@ -309,6 +329,7 @@ def check_neurons(d: Any, source: str, model: str | None = None, shape: tuple[in
                     bad(f"'{where}.{e}' entries must be [layer, index] integer pairs, got {x!r}")
                 if not (0 <= x[0] < L and 0 <= x[1] < D):
                     bad(f"'{where}.{e}' has [{x[0]}, {x[1]}] outside layers 0..{L - 1} and indices 0..{D - 1}")
+
     check_sets(d["neurons"], "neurons")
     named = d.get("named_sets")  # every named set, not only the first: classify --ablate, steer and 03-05 use them
     if named is not None:
@@ -323,13 +344,19 @@ def check_neurons(d: Any, source: str, model: str | None = None, shape: tuple[in
     if shape is not None and (L, D) != tuple(shape):  # so every set's [layer, index], checked above, fits the model
         bad(f"was made for an FFN of {L} layers x {D} neurons; the loaded model has {shape[0]} x {shape[1]}")
     if emotions is not None and list(E) != list(emotions):
-        bad(f"has emotions {', '.join(E)}; the parameters have {', '.join(emotions)} (rerun stage 02, or set "
-            "emotions to match)")
+        bad(
+            f"has emotions {', '.join(E)}; the parameters have {', '.join(emotions)} (rerun stage 02, or set "
+            "emotions to match)"
+        )
     return d
 
 
-def load_neurons_json(path: str | os.PathLike, model: str | None = None, shape: tuple[int, int] | None = None,
-                      emotions: list[str] | None = None) -> dict:
+def load_neurons_json(
+    path: str | os.PathLike,
+    model: str | None = None,
+    shape: tuple[int, int] | None = None,
+    emotions: list[str] | None = None,
+) -> dict:
     """Read and check a neurons.json (see check_neurons); one ValueError line naming the file on any problem."""
     return check_neurons(read_json(path, "neurons file"), str(path), model, shape, emotions)
 
@@ -348,6 +375,7 @@ def folder_lock(folder: str | os.PathLike, name: str = ".emolib.lock") -> Iterat
     """Hold an exclusive lock on a folder (fcntl.flock on folder/name, released when the process ends);
     a second holder gets FolderBusy naming the folder and the holder's pid."""
     import fcntl
+
     folder = Path(folder)
     path = folder / name
     check_target(path)
@@ -366,8 +394,10 @@ def folder_lock(folder: str | os.PathLike, name: str = ".emolib.lock") -> Iterat
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise FolderBusy(f"{folder} is in use by another run (pid {holder}); wait for it to finish, "
-                             "or run into another folder with --out") from None
+            raise FolderBusy(
+                f"{folder} is in use by another run (pid {holder}); wait for it to finish, "
+                "or run into another folder with --out"
+            ) from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino  # not unlinked by a holder releasing meanwhile
         except FileNotFoundError:

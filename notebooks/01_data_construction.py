@@ -133,13 +133,28 @@ if endpoint.uses_endpoints(P):
     display(Markdown(endpoint.HOW_IT_WORKS))
     for name in ("synthesis", "labelling"):
         display(Markdown(f"**{name}** (`emolib/data/endpoint-prompts/{name}.txt`)\n\n```\n{endpoint.prompt(name)}```"))
-    display(pd.DataFrame([{"model": ep.model, "server": ep.base_url, "temperature": ep.temperature,
-                           "max_tokens": ep.max_tokens, "concurrent": ep.max_concurrency,
-                           "key from": ep.api_key_env or "(none)"} for ep in endpoint.endpoints(P)])
-            .style.hide(axis="index"))
+    display(
+        pd.DataFrame(
+            [
+                {
+                    "model": ep.model,
+                    "server": ep.base_url,
+                    "temperature": ep.temperature,
+                    "max_tokens": ep.max_tokens,
+                    "concurrent": ep.max_concurrency,
+                    "key from": ep.api_key_env or "(none)",
+                }
+                for ep in endpoint.endpoints(P)
+            ]
+        ).style.hide(axis="index")
+    )
 else:
-    display(Markdown(f"*This run uses no endpoint* (`data_source: {P['data_source']}`, local annotators "
-                     f"{', '.join(P['annotators'])}), so no prompt is sent anywhere and this section is skipped."))
+    display(
+        Markdown(
+            f"*This run uses no endpoint* (`data_source: {P['data_source']}`, local annotators "
+            f"{', '.join(P['annotators'])}), so no prompt is sent anywhere and this section is skipped."
+        )
+    )
 
 # %% [markdown]
 # ## Synthesis, labelling and splitting
@@ -201,8 +216,10 @@ if P["data_source"] != "emoprism":
 if P["data_source"] != "emoprism":
     by_emotion = df.groupby("theme")["kept"].mean()
     print("kept fraction per theme:", ", ".join(f"{e} {by_emotion[e]:.0%}" for e in P["emotions"]))
-    print(f"kept {df['kept'].sum()} of {len(df)} dialogues ({df['kept'].mean():.0%}); "
-          f"{(kept['label'] != kept['theme']).sum()} kept with a label other than their theme")
+    print(
+        f"kept {df['kept'].sum()} of {len(df)} dialogues ({df['kept'].mean():.0%}); "
+        f"{(kept['label'] != kept['theme']).sum()} kept with a label other than their theme"
+    )
     by_style = df.groupby("style")["kept"].mean()
     print("kept fraction by style:", ", ".join(f"{s} {v:.0%}" for s, v in by_style.items()))
     book.show(plots_data.kept_fraction(df, P["emotions"], LABEL), P, "01_kept_fraction")

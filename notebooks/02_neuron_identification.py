@@ -68,13 +68,13 @@
 # selective those neurons look.
 
 # %%
+import pandas as pd
 from IPython.display import Markdown, display
 
-import pandas as pd
-
-from emolib.report import book, findings, plots_identify, tables
-from emolib.identify import directions, headtohead, selection as identify, neurons
+from emolib.identify import directions, headtohead, neurons
+from emolib.identify import selection as identify
 from emolib.lm import models
+from emolib.report import book, findings, plots_identify, tables
 
 # %% tags=["parameters"] jupyter={"source_hidden": true}
 run_name = "smollm2-135m"
@@ -108,9 +108,13 @@ run_dir = None
 # %%
 P = book.setup(globals(), "02")
 LABEL = book.run_title(P)
-display(Markdown(f"This run: LAPE filter at the **{P['filter_quantile']:g}** quantile of $P$ "
-                 f"(`filter_quantile`), the lowest-entropy **{P['top_rate']:.2%}** of neurons selected (`top_rate`), "
-                 f"**{P['n_null']}** label permutations for the null (`n_null`)."))
+display(
+    Markdown(
+        f"This run: LAPE filter at the **{P['filter_quantile']:g}** quantile of $P$ "
+        f"(`filter_quantile`), the lowest-entropy **{P['top_rate']:.2%}** of neurons selected (`top_rate`), "
+        f"**{P['n_null']}** label permutations for the null (`n_null`)."
+    )
+)
 
 # %% [markdown]
 # ## Recording
@@ -129,8 +133,10 @@ if identify.needs_answer_pass(P):
     states["answer"] = identify.record_train(P, lm, tok, tokens="answer")
 state = states["dialogue"]
 T = state["tokens"].sum(0)
-print(f"{L} layers x {D} neurons = {L * D:,} FFN neurons, {state['dtype']}; both tensors counted, "
-      f"{P['n_null']} label permutations")
+print(
+    f"{L} layers x {D} neurons = {L * D:,} FFN neurons, {state['dtype']}; both tensors counted, "
+    f"{P['n_null']} label permutations"
+)
 display(tables.row(dict(zip(state["emotions"], T.tolist())), "tokens counted (T_e)", fmt="{:,}"))
 for name, st in states.items():
     n = int(st["tokens"].sum())
@@ -168,19 +174,22 @@ book.show_source(record.fired_per_row)
 # an activation $> 0$. The check runs your hook on every layer of a tiny random Llama and compares its counts with
 # a brute-force recount and with `emolib.identify.record`.
 
+
 # %%
 def make_counting_hook(counts, keep):
-    """A forward hook for mlp.act_fn: counts [D] gets, per neuron, the kept positions (keep [B, T]) where it fires (> 0)."""
+    """A forward hook for mlp.act_fn: counts [D] gets, per neuron, the kept positions (keep [B, T]) where it fires (>
+    0)."""
+
     def hook(module, args, output):
         # BEGIN SOLUTION
         counts.add_((output[keep] > 0).sum(0))
         # END SOLUTION
+
     return hook
 
 
 # %%
-checks.check_counting_hook(make_counting_hook);
-
+checks.check_counting_hook(make_counting_hook)
 # %% [markdown]
 # ## The paper's selection
 # The run's own setting (`record_tensor`, `filter_quantile`, `assign`, `selection_scope`, `record_tokens`; by
@@ -190,12 +199,17 @@ checks.check_counting_hook(make_counting_hook);
 paper_state = states[P["record_tokens"]]
 result = identify.select_all(paper_state, P)
 per_emotion = {e: len(v) for e, v in result["sets"].items()}
-print(f"selected {len(result['selected'])} of {L * D:,} neurons ({len(result['selected']) / (L * D):.2%}); "
-      f"{result['n_eligible']:,} passed the filter (threshold P >= {result['threshold']:.3f})")
+print(
+    f"selected {len(result['selected'])} of {L * D:,} neurons ({len(result['selected']) / (L * D):.2%}); "
+    f"{result['n_eligible']:,} passed the filter (threshold P >= {result['threshold']:.3f})"
+)
 display(tables.row(per_emotion, "neurons per emotion"))
 H = result["entropy"].numpy().ravel()
-book.show(plots_identify.entropy_hist(H, neurons.summary_cutoff(result), result["eligible"].numpy().ravel(), LABEL),
-          P, "02_entropy")
+book.show(
+    plots_identify.entropy_hist(H, neurons.summary_cutoff(result), result["eligible"].numpy().ravel(), LABEL),
+    P,
+    "02_entropy",
+)
 
 # %% [markdown]
 # ### Entropy and selection, in code
@@ -225,14 +239,16 @@ def my_entropy(P):
 
 
 # %%
-checks.check_entropy(my_entropy);
+checks.check_entropy(my_entropy)
 
 # %% [markdown]
 # ### Exercise: LAPE's selection
 # Write `my_select(P, top_rate, filter_quantile)`: the `(layer, index)` pairs of the `round(top_rate × L × D)`
 # lowest-entropy neurons among those whose largest firing probability is at least the `filter_quantile` of all
-# values of `P` (LAPE's filter). Use `neurons.entropy` or your own. The check compares it with `emolib.identify.neurons.select`
+# values of `P` (LAPE's filter). Use `neurons.entropy` or your own. The check compares it with
+# `emolib.identify.neurons.select`
 # on a small table that contains rarely firing, single-emotion neurons.
+
 
 # %%
 def my_select(P, top_rate, filter_quantile):
@@ -249,8 +265,7 @@ def my_select(P, top_rate, filter_quantile):
 
 
 # %%
-checks.check_selection(my_select);
-
+checks.check_selection(my_select)
 # %% [markdown]
 # ## Are the selected neurons selective?
 # For each neuron, **selectivity** is the ratio of its highest to its lowest firing probability across emotions
@@ -266,13 +281,20 @@ for k in range(paper_state["n_null"]):
     r = identify.select_variant(paper_state, identify.paper_settings(P), P["top_rate"], P["min_count"], null=k)
     rk = neurons.selectivity(r["P"], paper_state["null_tokens"][k])
     null_ratios += [float(rk[l, i]) for l, i, _ in r["selected"]]
-groups = {"selected (paper)": [float(ratio[l, i]) for l, i in sel_idx],
-          "eligible pool": ratio[result["eligible"]].numpy(),
-          "selected under the null (all permutations)": null_ratios}
+groups = {
+    "selected (paper)": [float(ratio[l, i]) for l, i in sel_idx],
+    "eligible pool": ratio[result["eligible"]].numpy(),
+    "selected under the null (all permutations)": null_ratios,
+}
 book.show(plots_identify.selectivity_distributions(groups, LABEL), P, "02_selectivity")
 served = identify.emotions_per_neuron(result)
-display(tables.row({f"{k} emotion{'s' * (k > 1)}": v for k, v in served.items()}, "selected neurons",
-                   caption="Selected neurons by the number of emotions each is assigned to"))
+display(
+    tables.row(
+        {f"{k} emotion{'s' * (k > 1)}": v for k, v in served.items()},
+        "selected neurons",
+        caption="Selected neurons by the number of emotions each is assigned to",
+    )
+)
 
 # %% [markdown]
 # ## Every faithful variant, from the same recordings
@@ -287,23 +309,39 @@ display(tables.row({f"{k} emotion{'s' * (k > 1)}": v for k, v in served.items()}
 
 # %%
 table, results, nulls = identify.evaluate_variants(states, P)
-shown = table.assign(**{"selectivity (null)": [f"{a:.2f}x ({b:.2f}x)" for a, b in
-                                                  zip(table.median_selectivity, table.null_selectivity)],
-                         "jaccard (chance)": [f"{a:.2f} ({b:.3f})" for a, b in zip(table.jaccard, table.jaccard_chance)]})
-display(tables.narrow(shown, ["n_selected", "selectivity (null)", "p_cutoff", "fdr", "jaccard (chance)",
-                              "beats_null", "stable"], {"p_cutoff": "{:.3f}", "fdr": "{:.3f}"},
-                      csv="variants.csv", index=True))
-display(Markdown(f"With {P['n_null']} permutations the smallest possible `p_cutoff` is 1/{P['n_null'] + 1} ≈ "
-                 f"{1 / (P['n_null'] + 1):.3f}. Rules: beats the null when p_cutoff < {identify.ALPHA:g} and fdr ≤ "
-                 f"{identify.ALPHA:g}; stable when jaccard ≥ {identify.STABLE_FACTOR:g}× chance. "
-                 f"{int(table.beats_null.sum())} of {len(table)} variants beat the null and "
-                 f"{int(table.stable.sum())} are stable; each variant's depth shares are in the CSV."))
+shown = table.assign(
+    **{
+        "selectivity (null)": [
+            f"{a:.2f}x ({b:.2f}x)" for a, b in zip(table.median_selectivity, table.null_selectivity)
+        ],
+        "jaccard (chance)": [f"{a:.2f} ({b:.3f})" for a, b in zip(table.jaccard, table.jaccard_chance)],
+    }
+)
+display(
+    tables.narrow(
+        shown,
+        ["n_selected", "selectivity (null)", "p_cutoff", "fdr", "jaccard (chance)", "beats_null", "stable"],
+        {"p_cutoff": "{:.3f}", "fdr": "{:.3f}"},
+        csv="variants.csv",
+        index=True,
+    )
+)
+display(
+    Markdown(
+        f"With {P['n_null']} permutations the smallest possible `p_cutoff` is 1/{P['n_null'] + 1} ≈ "
+        f"{1 / (P['n_null'] + 1):.3f}. Rules: beats the null when p_cutoff < {identify.ALPHA:g} and fdr ≤ "
+        f"{identify.ALPHA:g}; stable when jaccard ≥ {identify.STABLE_FACTOR:g}× chance. "
+        f"{int(table.beats_null.sum())} of {len(table)} variants beat the null and "
+        f"{int(table.stable.sum())} are stable; each variant's depth shares are in the CSV."
+    )
+)
 book.show(plots_identify.null_cutoffs(table, nulls, LABEL), P, "02_null")
 
 # %% [markdown]
 # How to read it: each row is a variant, named by its tensor, tokens, filter, assignment and scope (those columns,
 # and the eligible pool, are in `variants.csv`). **p_cutoff** is the share of permutations (plus one) whose cut-off
-# is as low as the real one, so it cannot go below 1/(`n_null` + 1) (printed above). **expected_false** is the mean number of neurons the
+# is as low as the real one, so it cannot go below 1/(`n_null` + 1) (printed above). **expected_false** is the mean
+# number of neurons the
 # null puts below the real cut-off, so **fdr** = expected_false / n_selected. A variant **beats the null** when both
 # p_cutoff and fdr are below a fixed level, and is **stable** when its split-half Jaccard is a fixed multiple of the
 # chance level (both rules are printed under the table).
@@ -342,13 +380,23 @@ for name in neurons.set_names(path):
 from emolib.identify import rates
 
 stage2_sets = {n: neurons.load(path, n) for n in neurons.set_names(path) if n not in neurons.CONTROL_SETS}
-settings = {n: s.meta["named_sets"][n].get("settings") or s.meta["named_sets"]["paper"]["settings"]
-            for n, s in stage2_sets.items()}
+settings = {
+    n: s.meta["named_sets"][n].get("settings") or s.meta["named_sets"]["paper"]["settings"]
+    for n, s in stage2_sets.items()
+}
 rate_table = rates.summary(P["run_dir"], stage2_sets, settings)
-display(rate_table.style.format({"lowest rate": "{:.0%}", "highest rate": "{:.0%}", "own/other rate": "{:.2f}"})
-        .hide(axis="index"))
-book.show(plots_identify.set_rates({n: rates.set_rates(rates.probabilities(P["run_dir"], settings[n]), s)
-                           for n, s in stage2_sets.items()}, LABEL), P, "02_set_rates")
+display(
+    rate_table.style.format({"lowest rate": "{:.0%}", "highest rate": "{:.0%}", "own/other rate": "{:.2f}"}).hide(
+        axis="index"
+    )
+)
+book.show(
+    plots_identify.set_rates(
+        {n: rates.set_rates(rates.probabilities(P["run_dir"], settings[n]), s) for n, s in stage2_sets.items()}, LABEL
+    ),
+    P,
+    "02_set_rates",
+)
 display(Markdown(" ".join(rates.lines(rate_table))))
 
 # %% [markdown]
@@ -374,15 +422,29 @@ if "directions" in neurons.set_names(path):
     dstate = states[P["direction_tokens"]]
     dentry = neurons.load(path, "directions").meta["named_sets"]["directions"]
     E = state["emotions"]
-    print(f"directions at the {dentry['method']['site']} stream, {dentry['method']['tokens']} tokens; "
-          f"{dentry['n_selected']} neurons: " + ", ".join(f"{e} {len(v)}" for e, v in dentry["neurons"].items()))
-    book.show(plots_identify.direction_cosines(directions.cosines(dstate["dir_unit"]).numpy(), E, LABEL), P,
-              "02_direction_cosines")
-    book.show(plots_identify.direction_stability(directions.half_cosines(dstate).numpy(),
-                                                 directions.null_cosines(dstate).numpy(), E, LABEL),
-              P, "02_direction_stability")
-    display(pd.DataFrame(dentry["split_half"]).set_index("emotion").style.format(
-        {"cosine_mean": "{:.2f}", "cosine_min": "{:.2f}", "jaccard": "{:.2f}", "random_jaccard": "{:.4f}"}))
+    print(
+        f"directions at the {dentry['method']['site']} stream, {dentry['method']['tokens']} tokens; "
+        f"{dentry['n_selected']} neurons: " + ", ".join(f"{e} {len(v)}" for e, v in dentry["neurons"].items())
+    )
+    book.show(
+        plots_identify.direction_cosines(directions.cosines(dstate["dir_unit"]).numpy(), E, LABEL),
+        P,
+        "02_direction_cosines",
+    )
+    book.show(
+        plots_identify.direction_stability(
+            directions.half_cosines(dstate).numpy(), directions.null_cosines(dstate).numpy(), E, LABEL
+        ),
+        P,
+        "02_direction_stability",
+    )
+    display(
+        pd.DataFrame(dentry["split_half"])
+        .set_index("emotion")
+        .style.format(
+            {"cosine_mean": "{:.2f}", "cosine_min": "{:.2f}", "jaccard": "{:.2f}", "random_jaccard": "{:.4f}"}
+        )
+    )
     if dentry["null"].get("n_null"):
         book.show(plots_identify.contribution_null(dentry["null"], E, LABEL), P, "02_direction_null")
 else:
@@ -432,9 +494,17 @@ book.show(plots_identify.overlap_heatmap(overlap, LABEL), P, "02_overlap")
 for name in names:
     r = results[name]
     Pm = r["P"].numpy()
-    book.show(plots_identify.activation_profiles(Pm, identify.profile_picks(r, state["emotions"]), state["emotions"],
-                                                 f"{LABEL} · set {name}", identify.picked_for(r, state["emotions"])),
-              P, f"02_profiles_{name}")
+    book.show(
+        plots_identify.activation_profiles(
+            Pm,
+            identify.profile_picks(r, state["emotions"]),
+            state["emotions"],
+            f"{LABEL} · set {name}",
+            identify.picked_for(r, state["emotions"]),
+        ),
+        P,
+        f"02_profiles_{name}",
+    )
 
 # %% [markdown]
 # ## Is the `paper` selection stable?
@@ -483,8 +553,10 @@ from emolib.report import cards as card_view
 card_sets = cards.stage2_sets(results, chosen, states.get(P["direction_tokens"]) if dentry else None, path)
 run_cards = cards.build(P, lm, tok, state, card_sets)
 cards.save(P["run_dir"], run_cards)
-print(f"{len(run_cards['cards'])} cards; {run_cards['dialogues_rerun']} of {run_cards['dialogues_total']} train "
-      f"dialogues read again, in {run_cards['seconds']:.0f} s")
+print(
+    f"{len(run_cards['cards'])} cards; {run_cards['dialogues_rerun']} of {run_cards['dialogues_total']} train "
+    f"dialogues read again, in {run_cards['seconds']:.0f} s"
+)
 own = cards.own_share(run_cards)
 display(own.style.format({"share": "{:.0%}", "chance share": "{:.0%}"}))
 display(Markdown(card_view.share_sentence(own)))

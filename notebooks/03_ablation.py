@@ -71,14 +71,12 @@
 #   Every own and random value is saved in `random_sets.csv`, from which every verdict can be recomputed.
 
 # %%
+import pandas as pd
 from IPython.display import Markdown, display
 
-import pandas as pd
-
 from emolib.causal import attribution, budget, effect_tables, effects, instrument, matched, metrics, pooled, splits
-from emolib.identify import weights
+from emolib.identify import neurons, weights
 from emolib.report import book, findings, plots_ablation, tables
-from emolib.identify import neurons
 
 # %% tags=["parameters"] jupyter={"source_hidden": true}
 run_name = "smollm2-135m"
@@ -126,8 +124,14 @@ run_dir = None
 P = book.setup(globals(), "03")
 LABEL = book.run_title(P)
 sets = neurons.named_sets(P)
-print("neuron sets from stage 2:", ", ".join(f"{n} ({sum(map(len, s.sets.values()))} emotion-neuron assignments)"
-                                           for n, s in sets.items() if n not in neurons.CONTROL_SETS))
+print(
+    "neuron sets from stage 2:",
+    ", ".join(
+        f"{n} ({sum(map(len, s.sets.values()))} emotion-neuron assignments)"
+        for n, s in sets.items()
+        if n not in neurons.CONTROL_SETS
+    ),
+)
 
 # %% [markdown]
 # ## The instrument, chosen on dev
@@ -143,10 +147,17 @@ if P["instrument_search"]:
     candidates, inst = instrument.choose_instrument(lm, tok, P, dev)
     instrument.save_instrument(P, candidates, inst, len(dev))
     clf = instrument.make_clf(lm, tok, P, inst)
-display(Markdown(f"**Instrument:** {tables.inline(inst)} ({'chat template' if clf.parts.chat else 'plain text'}, "
-                 f"{len(clf.parts.prefix)} prefix tokens)"
-                 + (f", the best of {len(candidates)} candidates on {len(dev)} dev dialogues." if candidates is not None
-                    else ", from `instrument.json` (no search in this run).")))
+display(
+    Markdown(
+        f"**Instrument:** {tables.inline(inst)} ({'chat template' if clf.parts.chat else 'plain text'}, "
+        f"{len(clf.parts.prefix)} prefix tokens)"
+        + (
+            f", the best of {len(candidates)} candidates on {len(dev)} dev dialogues."
+            if candidates is not None
+            else ", from `instrument.json` (no search in this run)."
+        )
+    )
+)
 
 # %% [markdown]
 # ## The scoring sequence: means, spreads and attribution estimates
@@ -170,8 +181,8 @@ print(f"{int(sums['n'].sum())} train dialogues, {sums['count']:,} positions; sto
 # order change of the margin, (replacement − activation) × gradient, averaged over an emotion's items.
 
 # %%
-from emolib.lm import ablate
 from emolib import checks
+from emolib.lm import ablate
 
 book.show_source(ablate.down_proj_hook, attribution.estimate)
 
@@ -182,21 +193,23 @@ book.show_source(ablate.down_proj_hook, attribution.estimate)
 # a tiny random Llama: an empty mask changes no logit, masking every neuron of a layer zeroes that MLP's output, and
 # a partial mask gives the logits of `emolib.lm.ablate`.
 
+
 # %%
 def make_ablation_hook(idx):
     """A forward pre-hook for mlp.down_proj that zeroes neurons idx of its input."""
+
     def hook(module, args):
         # BEGIN SOLUTION
         x = args[0]
         x[..., idx] = 0
         return (x,) + tuple(args[1:])
         # END SOLUTION
+
     return hook
 
 
 # %%
-checks.check_ablation_hook(make_ablation_hook);
-
+checks.check_ablation_hook(make_ablation_hook)
 # %% [markdown]
 # ## Baseline on the eval data
 # How well the unmodified model classifies the eval dialogues with the chosen instrument, and, for comparison, the
@@ -204,21 +217,32 @@ checks.check_ablation_hook(make_ablation_hook);
 
 # %%
 items = splits.eval_table(P, P["eval_limit"])
-display(tables.row(items.label.value_counts().reindex(P["emotions"]).fillna(0).astype(int).to_dict(),
-                   f"eval items ({P['eval_source']})"))
+display(
+    tables.row(
+        items.label.value_counts().reindex(P["emotions"]).fillna(0).astype(int).to_dict(),
+        f"eval items ({P['eval_source']})",
+    )
+)
 base = scorer.calibrate(scorer.scores(items.dialogue.tolist(), [{}], "baseline", mode="zero")[0])
 pred = [P["emotions"][j] for j in base.argmax(1)]
 summary = metrics.summary(items.label.tolist(), pred, P["emotions"], P["n_bootstrap"], P["seed"], scores=base)
-print(f"macro-F1 {metrics.macro_f1(items.label.tolist(), pred, P['emotions']):.3f}; chance {1 / len(P['emotions']):.1%}")
+print(
+    f"macro-F1 {metrics.macro_f1(items.label.tolist(), pred, P['emotions']):.3f}; chance {1 / len(P['emotions']):.1%}"
+)
 display(summary.style.format({"accuracy": "{:.1%}", "ci_low": "{:.1%}", "ci_high": "{:.1%}"}))
-book.show(plots_ablation.confusion_heatmap(metrics.confusion(items.label.tolist(), pred, P["emotions"]), LABEL), P,
-          "03_baseline_confusion")
+book.show(
+    plots_ablation.confusion_heatmap(metrics.confusion(items.label.tolist(), pred, P["emotions"]), LABEL),
+    P,
+    "03_baseline_confusion",
+)
 unfiltered = splits.unfiltered_eval_table(P, P["eval_limit"]) if P["eval_source"] == "split" else None
 if unfiltered is not None:
     u = scorer.calibrate(scorer.scores(unfiltered.dialogue.tolist(), [{}], "unfiltered baseline", mode="zero")[0])
     upred = [P["emotions"][j] for j in u.argmax(1)]
-    print(f"unfiltered eval ({len(unfiltered)} dialogues, intended emotion as label): accuracy "
-          f"{metrics.per_emotion_accuracy(unfiltered.label.tolist(), upred, P['emotions'], u)['overall']:.1%}")
+    print(
+        f"unfiltered eval ({len(unfiltered)} dialogues, intended emotion as label): accuracy "
+        f"{metrics.per_emotion_accuracy(unfiltered.label.tolist(), upred, P['emotions'], u)['overall']:.1%}"
+    )
 
 # %% [markdown]
 # ## The design, fixed in the parameter file
@@ -231,8 +255,14 @@ if unfiltered is not None:
 # %%
 names = list(dict.fromkeys(["attribution", "weights", *sets]))
 grid_names = [n for n in names if P["grid_sets"] is None or n in P["grid_sets"]]
-design = budget.fixed_design(P, budget.available_items(items, P["emotions"]), len(names), len(grid_names),
-                             clf.calibrate, str(lm.dtype).replace("torch.", ""))
+design = budget.fixed_design(
+    P,
+    budget.available_items(items, P["emotions"]),
+    len(names),
+    len(grid_names),
+    clf.calibrate,
+    str(lm.dtype).replace("torch.", ""),
+)
 budget.save(P, design)
 items = budget.take(items, design.n_items, P["emotions"])
 scorer.arm = design.intervention
@@ -240,17 +270,34 @@ rate = budget.measure(P, clf, lm, sets["paper"].by_layer(P["emotions"][0]), item
 budget.save_timing(P, throughput=rate)
 progress = budget.Progress(P, "03_ablation", design.total_item_masks() - design.item_masks["grids (04)"], rate)
 scorer.on_progress = progress.add
-display(Markdown(f"**Design:** {design.n_random} random families per test, {design.n_items} items per emotion "
-                 f"({design.note}), primary arm **{design.intervention}**, {len(design.titration_shares)} titration "
-                 f"shares × {design.titration_draws} families, scored in {design.dtype}.  \n"
-                 + budget.estimate_line(design, rate)))
+display(
+    Markdown(
+        f"**Design:** {design.n_random} random families per test, {design.n_items} items per emotion "
+        f"({design.note}), primary arm **{design.intervention}**, {len(design.titration_shares)} titration "
+        f"shares × {design.titration_draws} families, scored in {design.dtype}.  \n"
+        + budget.estimate_line(design, rate)
+    )
+)
 if P["effects_budget_min"]:
-    proposal = budget.plan(60 * P["effects_budget_min"], rate, budget.pilot_comps(P), P, len(names),
-                           len(grid_names), budget.available_items(splits.eval_table(P, P["eval_limit"]),
-                                                                  P["emotions"]), clf.calibrate, len(P["emotions"]))
-    display(Markdown("**The planner** (`python -m emolib plan`), for a budget of "
-                     f"{P['effects_budget_min']:g} min on this machine, would write:\n```yaml\n"
-                     + budget.plan_lines(proposal) + "\n```"))
+    proposal = budget.plan(
+        60 * P["effects_budget_min"],
+        rate,
+        budget.pilot_comps(P),
+        P,
+        len(names),
+        len(grid_names),
+        budget.available_items(splits.eval_table(P, P["eval_limit"]), P["emotions"]),
+        clf.calibrate,
+        len(P["emotions"]),
+    )
+    display(
+        Markdown(
+            "**The planner** (`python -m emolib plan`), for a budget of "
+            f"{P['effects_budget_min']:g} min on this machine, would write:\n```yaml\n"
+            + budget.plan_lines(proposal)
+            + "\n```"
+        )
+    )
 
 # %% [markdown]
 # ## The pilot: how much each intervention moves random sets (descriptive)
@@ -266,10 +313,18 @@ if design.pilot_random:
     pilot, decision = effects.pilot(scorer, P, sets["paper"], items, design.pilot_random, spread)
     decision = {**decision, "chosen": design.intervention, "primary": "fixed in the parameter file (intervention)"}
     instrument.save_pilot(P, pilot, decision)
-    display(Markdown(f"**Median SD per arm** ({design.pilot_random} random sets per emotion): " + ", ".join(
-        f"{a} {v:.3f} ({decision['sd_ratio_to_paper_arm'][a] or float('nan'):.2f}× the paper's arm)" for a, v in
-        decision["median_sd"].items() if v is not None) + f"; the quietest is {decision['quietest']}.  \n"
-        f"**Primary arm: {design.intervention}** (fixed in the parameter file)."))
+    display(
+        Markdown(
+            f"**Median SD per arm** ({design.pilot_random} random sets per emotion): "
+            + ", ".join(
+                f"{a} {v:.3f} ({decision['sd_ratio_to_paper_arm'][a] or float('nan'):.2f}× the paper's arm)"
+                for a, v in decision["median_sd"].items()
+                if v is not None
+            )
+            + f"; the quietest is {decision['quietest']}.  \n"
+            f"**Primary arm: {design.intervention}** (fixed in the parameter file)."
+        )
+    )
 else:
     pilot = None
     display(Markdown(f"No pilot in this run (`pilot_random_sets: 0`). **Primary arm: {design.intervention}**."))
@@ -302,12 +357,27 @@ display(weights.summary(wentry))
 
 # %%
 progress.step("main test")
-table, arrays, random_sets = effects.main_test(scorer, P, sets, items, design.n_random, spread,
-                                               P["secondary_random_sets"])
+table, arrays, random_sets = effects.main_test(
+    scorer, P, sets, items, design.n_random, spread, P["secondary_random_sets"]
+)
 progress.step("titration")
-random_sets = pd.concat([random_sets, effects.titration(scorer, P, sets["paper"], sets["attribution"], items,
-                                                        design.titration_shares, design.titration_draws,
-                                                        design.n_random, spread)], ignore_index=True)
+random_sets = pd.concat(
+    [
+        random_sets,
+        effects.titration(
+            scorer,
+            P,
+            sets["paper"],
+            sets["attribution"],
+            items,
+            design.titration_shares,
+            design.titration_draws,
+            design.n_random,
+            spread,
+        ),
+    ],
+    ignore_index=True,
+)
 book.save_table(P, {"all": random_sets}, pooled.RANDOM_SETS_FILE)
 book.save_table(P, {"all": table}, "own_vs_random.csv")
 pooled_t = pooled.pooled_all(random_sets, scorer.arms(), scorer.arm, P["equivalence_margin"], P["power_delta"])
@@ -325,12 +395,18 @@ book.save_table(P, {"all": tit}, pooled.TITRATION_FILE)
 
 # %%
 primary = pooled_t[pooled_t.primary]
-display(tables.narrow(primary.assign(**{"own − random [95% CI]": tables.interval(
-    primary.own_minus_random, primary.lo, primary.hi)}),
-    ["set", "role", "own − random [95% CI]", "in_sds", "p_holm", "equivalence_bound", "verdict"],
-    {"in_sds": "{:+.2f}", "p_holm": "{:.3g}", "equivalence_bound": "{:.2f}"}, csv=pooled.POOLED_FILE, na_rep="–"))
-book.show(plots_ablation.pooled_forest(primary, P["equivalence_margin"], LABEL + f" · arm {scorer.arm}"), P,
-          "03_pooled")
+display(
+    tables.narrow(
+        primary.assign(**{"own − random [95% CI]": tables.interval(primary.own_minus_random, primary.lo, primary.hi)}),
+        ["set", "role", "own − random [95% CI]", "in_sds", "p_holm", "equivalence_bound", "verdict"],
+        {"in_sds": "{:+.2f}", "p_holm": "{:.3g}", "equivalence_bound": "{:.2f}"},
+        csv=pooled.POOLED_FILE,
+        na_rep="–",
+    )
+)
+book.show(
+    plots_ablation.pooled_forest(primary, P["equivalence_margin"], LABEL + f" · arm {scorer.arm}"), P, "03_pooled"
+)
 
 # %% [markdown]
 # ## What the test could have found: the detection curve
@@ -341,9 +417,14 @@ book.show(plots_ablation.pooled_forest(primary, P["equivalence_margin"], LABEL +
 
 # %%
 curve = pooled.detection_curve(tit)
-display(tables.narrow(curve, ["share", "effect", "effect_sd", "draws", "detected"],
-                      {"share": "{:.0%}", "effect": "{:+.2f}", "effect_sd": "{:.2f}", "detected": "{:.0%}"},
-                      csv=pooled.TITRATION_FILE))
+display(
+    tables.narrow(
+        curve,
+        ["share", "effect", "effect_sd", "draws", "detected"],
+        {"share": "{:.0%}", "effect": "{:+.2f}", "effect_sd": "{:.2f}", "detected": "{:.0%}"},
+        csv=pooled.TITRATION_FILE,
+    )
+)
 book.show(plots_ablation.detection_curve(tit, curve, LABEL + f" · arm {scorer.arm}"), P, "03_detection_curve")
 
 # %% [markdown]
@@ -355,12 +436,30 @@ book.show(plots_ablation.detection_curve(tit, curve, LABEL + f" · arm {scorer.a
 # %%
 check = findings.control(table)
 display(Markdown(f"**{check}**" if check else "No positive control in this run."))
-shown = table.assign(**{"own − random [95% CI]": tables.interval(table.own_minus_random_margin, table.omr_margin_lo,
-                                                                   table.omr_margin_hi)})
-display(tables.narrow(shown, ["set", "emotion", "n_neurons", "own_d_margin", "random_d_margin",
-                              "own − random [95% CI]", "p_holm", "verdict"],
-                      {"own_d_margin": "{:+.2f}", "random_d_margin": "{:+.2f}", "p_holm": "{:.3g}"},
-                      csv="own_vs_random.csv"))
+shown = table.assign(
+    **{
+        "own − random [95% CI]": tables.interval(
+            table.own_minus_random_margin, table.omr_margin_lo, table.omr_margin_hi
+        )
+    }
+)
+display(
+    tables.narrow(
+        shown,
+        [
+            "set",
+            "emotion",
+            "n_neurons",
+            "own_d_margin",
+            "random_d_margin",
+            "own − random [95% CI]",
+            "p_holm",
+            "verdict",
+        ],
+        {"own_d_margin": "{:+.2f}", "random_d_margin": "{:+.2f}", "p_holm": "{:.3g}"},
+        csv="own_vs_random.csv",
+    )
+)
 means_by_set = effect_tables.random_means(arrays, P["emotions"])
 book.show(plots_ablation.effect_forest(table, means_by_set["margin"], LABEL, "margin"), P, "03_own_vs_random_margin")
 
@@ -370,8 +469,11 @@ book.show(plots_ablation.effect_forest(table, means_by_set["margin"], LABEL, "ma
 # some with fewer random sets (`secondary_random_sets`), and the paper's intervention is labelled.
 
 # %%
-display(effect_tables.arm_summary(table, scorer.arms(), scorer.arm).style.format(
-    {"median own − random margin": "{:+.2f}"}).hide(axis="index"))
+display(
+    effect_tables.arm_summary(table, scorer.arms(), scorer.arm)
+    .style.format({"median own − random margin": "{:+.2f}"})
+    .hide(axis="index")
+)
 
 # %% [markdown]
 # ## Power
@@ -381,11 +483,18 @@ display(effect_tables.arm_summary(table, scorer.arms(), scorer.arm).style.format
 
 # %%
 pcols = ["set", "emotion", "n_items", "n_random", "random_d_margin_sd", "power", "delta_80"]
-display(table[[c for c in pcols if c in table]].style.format(
-    {"random_d_margin_sd": "{:.3f}", "power": "{:.0%}", "delta_80": "{:.2f}"}).hide(axis="index"))
+display(
+    table[[c for c in pcols if c in table]]
+    .style.format({"random_d_margin_sd": "{:.3f}", "power": "{:.0%}", "delta_80": "{:.2f}"})
+    .hide(axis="index")
+)
 budget.save_timing(P, stage3_scoring_seconds=scorer.seconds, stage3_item_masks_scored=progress.by_step)
-display(Markdown(f"Scoring took {scorer.seconds / 60:.1f} min here for notebook 03 ({scorer.computed:,} item-masks "
-                 "scored, the rest read from the run's cache)."))
+display(
+    Markdown(
+        f"Scoring took {scorer.seconds / 60:.1f} min here for notebook 03 ({scorer.computed:,} item-masks "
+        "scored, the rest read from the run's cache)."
+    )
+)
 
 # %% [markdown]
 # ## Specificity: whose items does each set move?
@@ -399,22 +508,44 @@ progress.step("specificity")
 effects.specificity_random(scorer, P, sets, items, arrays, P["specificity_random_sets"])
 for name in sets:
     own_t = effect_tables.masked_by_true(arrays, name, P["emotions"])
-    rnd_t = effect_tables.masked_by_true(arrays, name, P["emotions"], random=True) if P["specificity_random_sets"] else None
-    book.show(plots_ablation.specificity_pair(own_t, rnd_t, f"{LABEL} · set {name} · arm {scorer.arm}"), P,
-              f"03_masked_by_true_{name}")
+    rnd_t = (
+        effect_tables.masked_by_true(arrays, name, P["emotions"], random=True) if P["specificity_random_sets"] else None
+    )
+    book.show(
+        plots_ablation.specificity_pair(own_t, rnd_t, f"{LABEL} · set {name} · arm {scorer.arm}"),
+        P,
+        f"03_masked_by_true_{name}",
+    )
 spec = effect_tables.specificity_all(arrays, sets, P["emotions"])
 book.save_table(P, {"all": spec}, "specificity.csv")
-display(tables.narrow(spec, [c for c in spec.columns if c not in ("n_neurons", "arm")][:8],
-                      {"shared_neurons": "{:.0%}", "own_d": "{:+.2f}", "others_d": "{:+.2f}",
-                       "own_minus_others": "{:+.2f}", "shared_effect": "{:.2f}"}, csv="specificity.csv"))
+display(
+    tables.narrow(
+        spec,
+        [c for c in spec.columns if c not in ("n_neurons", "arm")][:8],
+        {
+            "shared_neurons": "{:.0%}",
+            "own_d": "{:+.2f}",
+            "others_d": "{:+.2f}",
+            "own_minus_others": "{:+.2f}",
+            "shared_effect": "{:.2f}",
+        },
+        csv="specificity.csv",
+    )
+)
 
 # %%
 if P["protocol_generate"]:
     proto = effects.protocol_table(scorer, clf, P, sets["paper"], items, P["protocol_random_sets"])
-    display(proto.style.format({c: "{:+.1%}" for c in proto.columns if c != "n_items"} | {"generate_baseline": "{:.0%}"}))
+    display(
+        proto.style.format({c: "{:+.1%}" for c in proto.columns if c != "n_items"} | {"generate_baseline": "{:.0%}"})
+    )
 else:
-    display(Markdown("The paper's generation protocol (greedy replies read for the emotion word) is off in this run "
-                     "(`protocol_generate: false`, it is slow); the label scores above are the measure."))
+    display(
+        Markdown(
+            "The paper's generation protocol (greedy replies read for the emotion word) is off in this run "
+            "(`protocol_generate: false`, it is slow); the label scores above are the measure."
+        )
+    )
 
 # %% [markdown]
 # ## Against the paper, and what this run shows
@@ -433,16 +564,36 @@ findings.show(P["run_dir"], "03")
 
 # %%
 if candidates is not None:
-    display(tables.narrow(candidates.sort_values("holds_on_both_halves", ascending=False),
-                          ["prompt_style", "few_shot", "calibrate", "holds_on_both_halves", "dev_accuracy",
-                           "min_emotion_accuracy", "mean_margin"],
-                          {c: "{:.1%}" for c in ("dev_accuracy", "min_emotion_accuracy", "holds_on_both_halves")}
-                          | {"mean_margin": "{:+.2f}"}, csv="instrument.json"))
+    display(
+        tables.narrow(
+            candidates.sort_values("holds_on_both_halves", ascending=False),
+            [
+                "prompt_style",
+                "few_shot",
+                "calibrate",
+                "holds_on_both_halves",
+                "dev_accuracy",
+                "min_emotion_accuracy",
+                "mean_margin",
+            ],
+            {c: "{:.1%}" for c in ("dev_accuracy", "min_emotion_accuracy", "holds_on_both_halves")}
+            | {"mean_margin": "{:+.2f}"},
+            csv="instrument.json",
+        )
+    )
 if pilot is not None:
-    display(pilot.pivot_table(index="emotion", columns="arm", values="random_d_margin_sd").reindex(P["emotions"])
-            .style.format("{:.3f}").set_caption("Pilot: SD of the random sets' mean margin change (nat)"))
-display(budget.table(design, rate).style.format({"item-masks": "{:,.0f}", "minutes (estimate)": "{:.1f}"})
-        .hide(axis="index").set_caption("The design's steps, and their time estimated at this machine's rate"))
+    display(
+        pilot.pivot_table(index="emotion", columns="arm", values="random_d_margin_sd")
+        .reindex(P["emotions"])
+        .style.format("{:.3f}")
+        .set_caption("Pilot: SD of the random sets' mean margin change (nat)")
+    )
+display(
+    budget.table(design, rate)
+    .style.format({"item-masks": "{:,.0f}", "minutes (estimate)": "{:.1f}"})
+    .hide(axis="index")
+    .set_caption("The design's steps, and their time estimated at this machine's rate")
+)
 
 # %% [markdown]
 # ## Questions

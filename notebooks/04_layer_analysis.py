@@ -48,16 +48,17 @@
 #   neurons, against the same difference for each random series (matched per layer, so in the same range).
 #
 # The family (named sets × two contrasts, pooled over emotions) is Holm-corrected as one, with an equivalence test
-# beside each; the control sets are tested apart, and the per-emotion contrasts are secondary. The full grids (every dose, every depth range) are shown too, as
+# beside each; the control sets are tested apart, and the per-emotion contrasts are secondary. The full grids (every
+# dose, every depth range) are shown too, as
 # descriptive figures with intervals: no cell of them is tested or picked afterwards.
 
 # %%
 from IPython.display import Markdown, display
 
-from emolib.report import book, findings, plots_ablation, plots_identify, tables
 from emolib.causal import budget, grids, instrument, splits
-from emolib.lm import models
 from emolib.identify import neurons
+from emolib.lm import models
+from emolib.report import book, findings, plots_ablation, plots_identify, tables
 
 # %% tags=["parameters"] jupyter={"source_hidden": true}
 run_name = "smollm2-135m"
@@ -98,8 +99,11 @@ L, D = models.ffn_shape(lm)
 progress = budget.progress_for_grids(P)
 scorer.on_progress = progress.add
 display(Markdown(f"**Instrument** {tables.inline(inst)}; **arm** {scorer.arm}; **sets** {', '.join(grid_sets)}."))
-display(tables.row(items.label.value_counts().reindex(P["emotions"]).fillna(0).astype(int).to_dict(),
-                   "eval items per emotion"))
+display(
+    tables.row(
+        items.label.value_counts().reindex(P["emotions"]).fillna(0).astype(int).to_dict(), "eval items per emotion"
+    )
+)
 
 # %% [markdown]
 # ## Where each set's neurons sit
@@ -107,8 +111,9 @@ display(tables.row(items.label.value_counts().reindex(P["emotions"]).fillna(0).a
 
 # %%
 for name, ns in sets.items():
-    book.show(plots_identify.depth_heatmap(neurons.depth_profile(ns), f"{LABEL} · set {name}"), P,
-              f"04_depth_profile_{name}")
+    book.show(
+        plots_identify.depth_heatmap(neurons.depth_profile(ns), f"{LABEL} · set {name}"), P, f"04_depth_profile_{name}"
+    )
 
 # %% [markdown]
 # ## Dose-response
@@ -117,24 +122,34 @@ for name, ns in sets.items():
 # %%
 progress.step("dose-response")
 rates = sorted(P["dose_rates"])
-dose_g = {name: grids.grid_scores(scorer, P, ns, items, {r: grids.dose_sets(P, ns, r) for r in rates},
-                                    P["grid_random_sets"], spread) for name, ns in grid_sets.items()}
+dose_g = {
+    name: grids.grid_scores(
+        scorer, P, ns, items, {r: grids.dose_sets(P, ns, r) for r in rates}, P["grid_random_sets"], spread
+    )
+    for name, ns in grid_sets.items()
+}
 dose = grids.grid_table(dose_g, "rate")
 book.save_table(P, {"all": dose}, "dose_response.csv")
 book.show(plots_ablation.dose_response(dose, P["emotions"], LABEL, L * D), P, "04_dose_response")
 acc = dose.dropna(subset=["own_minus_random_accuracy"])
 if len(acc):
     ext = acc.loc[[acc.own_minus_random_accuracy.idxmin(), acc.own_minus_random_accuracy.idxmax()]]
-    display(Markdown(
-        "The two extreme cells of the dose grid (descriptive; no grid cell is tested): " + "; ".join(
-            f"**{r.set} / {r.emotion} at {r.rate:.2%}** of neurons, own − random accuracy "
-            f"{100 * r.own_minus_random_accuracy:+.0f} pp (margin {r.own_minus_random_margin:+.2f} nat), "
-            f"between random sets SD {100 * r.random_d_accuracy_sd:.0f} pp and {r.random_d_margin_sd:.2f} nat over "
-            f"{r.n_random} sets" for r in ext.drop_duplicates().itertuples())
-        + f". Each cell has {'-'.join(map(str, sorted({int(acc.n_items.min()), int(acc.n_items.max())})))} items "
-        "per emotion, so its accuracy "
-        f"moves in steps of at least {100 / acc.n_items.max():.0f} pp; read the margin and its SD, not the "
-        "accuracy, and only the tested contrasts below for conclusions."))
+    display(
+        Markdown(
+            "The two extreme cells of the dose grid (descriptive; no grid cell is tested): "
+            + "; ".join(
+                f"**{r.set} / {r.emotion} at {r.rate:.2%}** of neurons, own − random accuracy "
+                f"{100 * r.own_minus_random_accuracy:+.0f} pp (margin {r.own_minus_random_margin:+.2f} nat), "
+                f"between random sets SD {100 * r.random_d_accuracy_sd:.0f} pp and {r.random_d_margin_sd:.2f} nat over "
+                f"{r.n_random} sets"
+                for r in ext.drop_duplicates().itertuples()
+            )
+            + f". Each cell has {'-'.join(map(str, sorted({int(acc.n_items.min()), int(acc.n_items.max())})))} items "
+            "per emotion, so its accuracy "
+            f"moves in steps of at least {100 / acc.n_items.max():.0f} pp; read the margin and its SD, not the "
+            "accuracy, and only the tested contrasts below for conclusions."
+        )
+    )
 
 # %% [markdown]
 # ## Depth ranges
@@ -143,8 +158,12 @@ if len(acc):
 
 # %%
 progress.step("depth ranges")
-range_g = {name: grids.grid_scores(scorer, P, ns, items, grids.range_cells(ns, P["layer_bins"], P["grid_ranges"]),
-                                     P["grid_random_sets"], spread) for name, ns in grid_sets.items()}
+range_g = {
+    name: grids.grid_scores(
+        scorer, P, ns, items, grids.range_cells(ns, P["layer_bins"], P["grid_ranges"]), P["grid_random_sets"], spread
+    )
+    for name, ns in grid_sets.items()
+}
 ranges = grids.grid_table(range_g, "range")
 book.save_table(P, {"all": ranges}, "layer_sweep.csv")
 for name in grid_sets:
@@ -161,15 +180,27 @@ for name in grid_sets:
 contrasts, per_emotion = grids.grid_contrasts(dose_g, range_g, P["emotions"], rates, P["equivalence_margin"])
 book.save_table(P, {"all": contrasts}, "grid_contrasts.csv")
 book.save_table(P, {"all": per_emotion}, "grid_contrasts_per_emotion.csv")
-display(tables.narrow(contrasts.assign(**{"own − random [95% CI]": tables.interval(
-    contrasts.own_minus_random, contrasts.lo, contrasts.hi)}),
-    ["set", "role", "contrast", "own − random [95% CI]", "p_holm", "equivalence_bound", "verdict"],
-    {"p_holm": "{:.3g}", "equivalence_bound": "{:.2f}"}, csv="grid_contrasts.csv", na_rep="–"))
+display(
+    tables.narrow(
+        contrasts.assign(
+            **{"own − random [95% CI]": tables.interval(contrasts.own_minus_random, contrasts.lo, contrasts.hi)}
+        ),
+        ["set", "role", "contrast", "own − random [95% CI]", "p_holm", "equivalence_bound", "verdict"],
+        {"p_holm": "{:.3g}", "equivalence_bound": "{:.2f}"},
+        csv="grid_contrasts.csv",
+        na_rep="–",
+    )
+)
 book.show(plots_ablation.contrast_forest(per_emotion, LABEL + f" · arm {scorer.arm}"), P, "04_contrasts")
-display(tables.narrow(per_emotion, ["set", "emotion", "contrast", "own", "random_mean", "random_d_margin_sd",
-                                    "p_holm", "verdict"],
-                      {"own": "{:+.2f}", "random_mean": "{:+.2f}", "random_d_margin_sd": "{:.2f}", "p_holm": "{:.3g}"},
-                      csv="grid_contrasts_per_emotion.csv", na_rep="–"))
+display(
+    tables.narrow(
+        per_emotion,
+        ["set", "emotion", "contrast", "own", "random_mean", "random_d_margin_sd", "p_holm", "verdict"],
+        {"own": "{:+.2f}", "random_mean": "{:+.2f}", "random_d_margin_sd": "{:.2f}", "p_holm": "{:.3g}"},
+        csv="grid_contrasts_per_emotion.csv",
+        na_rep="–",
+    )
+)
 
 # %% [markdown]
 # ## What this run shows

@@ -70,13 +70,12 @@
 # %%
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from emolib.report import book, findings, plots_steering, tables
-from emolib.lm import models
 from emolib.causal import emotion_scorers, generation, intervene, outcomes, steer
+from emolib.lm import models
+from emolib.report import book, findings, plots_steering, tables
 
 # %% tags=["parameters"] jupyter={"source_hidden": true}
 run_name = "smollm2-135m"
@@ -112,11 +111,19 @@ if tuple(sd.shape) != models.ffn_shape(lm):
 prompts = generation.neutral_prompts(P["steer_prompts"], P["seed"], generation.run_topics(P["run_dir"]))
 scorers = emotion_scorers.load_scorers(P, steered=lm)
 runner = generation.Runner(lm, tok, P, prompts, sd, scorers, Path(P["run_dir"]) / "cache")
-display(Markdown(f"**Sets** {', '.join(sets)} · **scorers** {', '.join(scorers)} (the steered model is "
-                 f"{P['model']}) · **{len(prompts)} prompts**, for example:\n\n```\n{prompts[0]}\n```"))
+display(
+    Markdown(
+        f"**Sets** {', '.join(sets)} · **scorers** {', '.join(scorers)} (the steered model is "
+        f"{P['model']}) · **{len(prompts)} prompts**, for example:\n\n```\n{prompts[0]}\n```"
+    )
+)
 if len(scorers) < 2:
-    display(Markdown("**One scorer only (`steer_scorer: none`): no claim can be made.** The tables below show the "
-                     "method; a claim needs two scorers that agree."))
+    display(
+        Markdown(
+            "**One scorer only (`steer_scorer: none`): no claim can be made.** The tables below show the "
+            "method; a claim needs two scorers that agree."
+        )
+    )
 
 # %% [markdown]
 # ## Generating
@@ -130,8 +137,14 @@ records, info = steer.run_stage(runner, P, sets, sd)
 records, cap = outcomes.mark_degenerate(records, P["steer_ppl_cap"])
 display(Markdown(steer.budget_note(info)))
 display(Markdown(steer.dose_note(info, P["steer_ppl_factor"])))
-display(tables.narrow(info["doses"], ["intervention", "dose", "median_ppl", "ratio", "fluent", "chosen"],
-                      {"dose": "{:g}", "median_ppl": "{:.1f}", "ratio": "{:.2f}"}, csv="steering_dose_choice.csv"))
+display(
+    tables.narrow(
+        info["doses"],
+        ["intervention", "dose", "median_ppl", "ratio", "fluent", "chosen"],
+        {"dose": "{:g}", "median_ppl": "{:.1f}", "ratio": "{:.2f}"},
+        csv="steering_dose_choice.csv",
+    )
+)
 
 # %% [markdown]
 # ## The verdicts: the positive control first, then the named sets
@@ -148,26 +161,56 @@ secondary = outcomes.per_emotion_table(eff, dose_of, P["emotions"], P["steer_pow
 trade = outcomes.tradeoff_table(eff, dose_of)
 beside = outcomes.beside_table(eff, dose_of)
 doses = outcomes.dose_table(records, P["emotions"], P["steer_doses"], P["n_bootstrap"], P["seed"])
-for name, table in {"steering_pooled.csv": pooled_t, "steering_claims.csv": claims, "steering_tests.csv": secondary,
-                    "steering_tradeoff.csv": trade, "steering_prompting.csv": beside, "steering_doses.csv": doses,
-                    "steering_conditions.csv": eff, "steering_dose_choice.csv": info["doses"]}.items():
+for name, table in {
+    "steering_pooled.csv": pooled_t,
+    "steering_claims.csv": claims,
+    "steering_tests.csv": secondary,
+    "steering_tradeoff.csv": trade,
+    "steering_prompting.csv": beside,
+    "steering_doses.csv": doses,
+    "steering_conditions.csv": eff,
+    "steering_dose_choice.csv": info["doses"],
+}.items():
     steer.save_csv(table, P["run_dir"], name)
 print(outcomes.BOTH_SCORERS_RULE)
 display(claims.style.hide(axis="index"))
 if len(pooled_t) and "own_minus_random" in pooled_t:
-    shown = pooled_t.assign(**{"own − random [95% CI]": tables.interval(pooled_t.own_minus_random, pooled_t.lo,
-                                                                       pooled_t.hi, "{:+.3f}")})
-    display(tables.narrow(shown, ["scorer", "intervention", "dose", "n_random", "own − random [95% CI]", "p_holm",
-                                  "p_equivalence_holm", "verdict"],
-                          {"dose": "{:g}", "p_holm": "{:.3g}", "p_equivalence_holm": "{:.3g}"},
-                          csv="steering_pooled.csv"))
+    shown = pooled_t.assign(
+        **{"own − random [95% CI]": tables.interval(pooled_t.own_minus_random, pooled_t.lo, pooled_t.hi, "{:+.3f}")}
+    )
+    display(
+        tables.narrow(
+            shown,
+            [
+                "scorer",
+                "intervention",
+                "dose",
+                "n_random",
+                "own − random [95% CI]",
+                "p_holm",
+                "p_equivalence_holm",
+                "verdict",
+            ],
+            {"dose": "{:g}", "p_holm": "{:.3g}", "p_equivalence_holm": "{:.3g}"},
+            csv="steering_pooled.csv",
+        )
+    )
 excluded = eff[eff.excluded]
-display(Markdown(f"Degenerate replies: perplexity cap {cap:.1f}; {len(excluded)} condition(s) excluded from the "
-                 "tests" + (": " + ", ".join(f"{r.kind} {r.set} {r.emotion} dose {r.dose:g}"
-                                             + (f" #{r.random}" if r.random >= 0 else "")
-                                             for r in excluded.drop_duplicates(["kind", "set", "emotion", "dose",
-                                                                                "random"]).itertuples())
-                                  if len(excluded) else ".")))
+display(
+    Markdown(
+        f"Degenerate replies: perplexity cap {cap:.1f}; {len(excluded)} condition(s) excluded from the "
+        "tests"
+        + (
+            ": "
+            + ", ".join(
+                f"{r.kind} {r.set} {r.emotion} dose {r.dose:g}" + (f" #{r.random}" if r.random >= 0 else "")
+                for r in excluded.drop_duplicates(["kind", "set", "emotion", "dose", "random"]).itertuples()
+            )
+            if len(excluded)
+            else "."
+        )
+    )
+)
 
 # %% [markdown]
 # ## Secondary: per emotion
@@ -176,10 +219,14 @@ display(Markdown(f"Degenerate replies: perplexity cap {cap:.1f}; {len(excluded)}
 
 # %%
 if len(secondary) and "own_minus_random" in secondary:
-    display(tables.narrow(secondary, ["scorer", "intervention", "emotion", "own", "own_minus_random", "p_holm",
-                                      "verdict"],
-                          {"own": "{:+.3f}", "own_minus_random": "{:+.3f}", "p_holm": "{:.3g}"},
-                          csv="steering_tests.csv"))
+    display(
+        tables.narrow(
+            secondary,
+            ["scorer", "intervention", "emotion", "own", "own_minus_random", "p_holm", "verdict"],
+            {"own": "{:+.3f}", "own_minus_random": "{:+.3f}", "p_holm": "{:.3g}"},
+            csv="steering_tests.csv",
+        )
+    )
 
 # %% [markdown]
 # ## The prompting ceiling beside every steered condition, and the trade-off
@@ -188,9 +235,14 @@ if len(secondary) and "own_minus_random" in secondary:
 # against fluency, one panel per scorer.
 
 # %%
-display(tables.narrow(beside, (["scorer", "emotion", "prompt d_p", "prompt ppl"] + [f"{n} d_p" for n in dose_of])[:8],
-                      {c: "{:+.3f}" for c in beside.columns if c.endswith("d_p")} | {"prompt ppl": "{:.1f}"},
-                      csv="steering_prompting.csv"))
+display(
+    tables.narrow(
+        beside,
+        (["scorer", "emotion", "prompt d_p", "prompt ppl"] + [f"{n} d_p" for n in dose_of])[:8],
+        {c: "{:+.3f}" for c in beside.columns if c.endswith("d_p")} | {"prompt ppl": "{:.1f}"},
+        csv="steering_prompting.csv",
+    )
+)
 book.show(plots_steering.steering_tradeoff(trade, LABEL), P, "05_steering_tradeoff")
 
 # %% [markdown]

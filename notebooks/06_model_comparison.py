@@ -48,8 +48,8 @@ from pathlib import Path
 
 from IPython.display import Markdown, display
 
-from emolib.report import compare, plots_common, plots_compare, plots_identify
 from emolib.identify import headtohead, neurons
+from emolib.report import compare, plots_common, plots_compare, plots_identify
 
 # %% tags=["parameters"] jupyter={"source_hidden": true}
 runs = ["outputs/smollm2-135m", "outputs/gemma3-270m"]
@@ -70,8 +70,11 @@ display(compare.overview(R))
 # %%
 counts = compare.neurons_per_emotion(R)
 display(counts)
-_ = plots_common.save(plots_compare.compare_bars(counts.div(counts.sum()), "share of the run's emotion neurons", LABEL),
-                      out_dir, "06_neurons_per_emotion")
+_ = plots_common.save(
+    plots_compare.compare_bars(counts.div(counts.sum()), "share of the run's emotion neurons", LABEL),
+    out_dir,
+    "06_neurons_per_emotion",
+)
 
 # %% [markdown]
 # ## Where they sit, by relative depth
@@ -91,8 +94,9 @@ display(compare.median_depth(R).round(2))
 # %%
 sens = compare.sensitivity(R)
 display((100 * sens).round(1))
-_ = plots_common.save(plots_compare.compare_bars(100 * sens, "own minus random accuracy change (pp)", LABEL), out_dir,
-                      "06_sensitivity")
+_ = plots_common.save(
+    plots_compare.compare_bars(100 * sens, "own minus random accuracy change (pp)", LABEL), out_dir, "06_sensitivity"
+)
 
 # %% [markdown]
 # ## Stage 3's answer in each run
@@ -134,13 +138,20 @@ for d in runs:
     lines = []
     for a, b in pairs:
         ov = headtohead.overlap(sets[a], sets[b])
-        display(ov.style.format({"jaccard": "{:.3f}", "chance jaccard": "{:.4f}", "x chance": "{:.1f}"})
-                .set_caption(f"{a} vs {b}"))
+        display(
+            ov.style.format({"jaccard": "{:.3f}", "chance jaccard": "{:.4f}", "x chance": "{:.1f}"}).set_caption(
+                f"{a} vs {b}"
+            )
+        )
         lines += headtohead.overlap_lines(ov, a, b)
-    _ = plots_common.save(plots_identify.depth_vs_pool(headtohead.depth_shares(sets), f"{LABEL} · run {name}"),
-                          out_dir, f"06_methods_depth_{name}")
-    lines.append("Median relative depth: " + ", ".join(f"`{n}` {v:.2f}" for n, v in
-                                                       headtohead.median_depth(sets).items()) + ".")
+    _ = plots_common.save(
+        plots_identify.depth_vs_pool(headtohead.depth_shares(sets), f"{LABEL} · run {name}"),
+        out_dir,
+        f"06_methods_depth_{name}",
+    )
+    lines.append(
+        "Median relative depth: " + ", ".join(f"`{n}` {v:.2f}" for n, v in headtohead.median_depth(sets).items()) + "."
+    )
     display(headtohead.causal_table(d, ("attribution", "paper", "directions")).style.format(precision=2, na_rep="-"))
     lines += headtohead.causal_lines(d)
     display(Markdown("\n".join(f"- {line}" for line in lines)))

@@ -26,9 +26,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from emolib.lm import models# noqa: E402
 from emolib.emotions import EMOTIONS  # noqa: E402
-from emolib.lm.synth_template import generate_dialogues# noqa: E402
+from emolib.lm import models  # noqa: E402
+from emolib.lm.synth_template import generate_dialogues  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_PARAMS = ROOT / "params/test-tiny.yaml"
@@ -87,11 +87,20 @@ def _tiny_book_in_background(request, tmp_path_factory):
         return
     base = tmp_path_factory.mktemp("book")
     first, rerun, log_path = base / "test-tiny", base / "test-tiny-rerun", base / "run.log"
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "tests/book_worker.py"), str(first), str(rerun)],
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests/book_worker.py"), str(first), str(rerun)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
     yield proc, first, rerun, log_path
     if proc.poll() is None:  # the session ended early (-x, a failure, ^C): stop the runs and their kernels
         os.killpg(proc.pid, signal.SIGKILL)
@@ -132,13 +141,15 @@ def _smollm2_server_in_background(request, tmp_path_factory):
         yield None
         return
     from emolib.dataset import endpoint
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     log_path = tmp_path_factory.mktemp("server") / "serve.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(endpoint.serve_command(port), env=endpoint.serve_env(threads=1),
-                                stdout=subprocess.DEVNULL, stderr=log)
+        proc = subprocess.Popen(
+            endpoint.serve_command(port), env=endpoint.serve_env(threads=1), stdout=subprocess.DEVNULL, stderr=log
+        )
     yield proc, port, log_path
     proc.terminate()
     try:

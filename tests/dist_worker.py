@@ -6,9 +6,9 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from emolib.lm import models
-from emolib.identify import record
 from emolib.emotions import EMOTIONS
+from emolib.identify import record
+from emolib.lm import models
 from emolib.lm.synth_template import generate_dialogues
 
 if __name__ == "__main__":

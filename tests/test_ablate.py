@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from emolib.lm import ablate
 from emolib.identify import neurons, selection
-from emolib.lm import models
+from emolib.lm import ablate, models
 
 
 def _ids(tok):
@@ -88,8 +87,12 @@ def test_random_controls_match_per_layer_counts_and_avoid_own():
 
 def test_restrict_and_layer_bins():
     bins = ablate.layer_bins(30, 3)
-    assert [(n, r.start, r.stop) for n, r in bins.items()] == [("bottom", 0, 10), ("middle", 10, 20), ("top", 20, 30),
-                                                                ("all", 0, 30)]
+    assert [(n, r.start, r.stop) for n, r in bins.items()] == [
+        ("bottom", 0, 10),
+        ("middle", 10, 20),
+        ("top", 20, 30),
+        ("all", 0, 30),
+    ]
     own = {1: [1, 2], 12: [3, 4, 5, 6], 25: [7]}
     assert ablate.restrict(own, bins["middle"]) == {12: [3, 4, 5, 6]}
     half = ablate.restrict(own, bins["all"], 0.5, seed=0)

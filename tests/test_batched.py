@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from emolib.lm import ablate
-from emolib.lm import batched, classify, models
 from emolib.emotions import EMOTIONS
+from emolib.lm import ablate, batched, classify, models
 
 MASKS = [{}, {0: [1, 2, 3], 2: [5]}, {1: list(range(0, 128, 3))}, {3: [7, 8]}, {0: []}]
 UPPER = [{2: [4, 9, 30]}, {}, {3: list(range(40))}, {2: [1], 3: [2]}]
@@ -41,11 +40,15 @@ def test_batched_fixed_calibration_uncalibrated_and_no_prefix_cache(tiny, dialog
     texts = dialogues[0][:7]
     assert np.allclose(batched.score_masks(clf, texts, MASKS), _one_at_a_time(clf, texts, MASKS), atol=1e-4)
     cal = classify.calibration_vector(clf)
-    assert np.allclose(batched.score_masks(clf, texts, UPPER, calibration=cal),
-                       _one_at_a_time(clf, texts, UPPER, calibration=cal), atol=1e-4)
+    assert np.allclose(
+        batched.score_masks(clf, texts, UPPER, calibration=cal),
+        _one_at_a_time(clf, texts, UPPER, calibration=cal),
+        atol=1e-4,
+    )
     clf.prefix_cache = False
-    assert np.allclose(batched.score_masks(clf, texts, UPPER, items_per_batch=3), _one_at_a_time(clf, texts, UPPER),
-                       atol=1e-4)
+    assert np.allclose(
+        batched.score_masks(clf, texts, UPPER, items_per_batch=3), _one_at_a_time(clf, texts, UPPER), atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("reuse_lower", [False, True])
@@ -64,8 +67,11 @@ def test_batched_mean_and_scale_modes(tiny, dialogues, mode):
     clf = classify.make_classifier(model, tok, list(EMOTIONS), True, batch_size=6)
     means = torch.randn(4, 128)
     kw = {"mode": mode, "means": means, "scale": 0.25}
-    assert np.allclose(batched.score_masks(clf, dialogues[0][:6], MASKS, **kw),
-                       _one_at_a_time(clf, dialogues[0][:6], MASKS, **kw), atol=1e-4)
+    assert np.allclose(
+        batched.score_masks(clf, dialogues[0][:6], MASKS, **kw),
+        _one_at_a_time(clf, dialogues[0][:6], MASKS, **kw),
+        atol=1e-4,
+    )
 
 
 def _ids(tok):
@@ -126,6 +132,7 @@ def test_first_masked_layer():
 
 
 # calibration held fixed (classify.calibration_vector)
+
 
 def test_fixed_calibration_equals_recomputed_without_ablation(tiny, dialogues):
     model, tok = tiny

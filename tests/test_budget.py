@@ -6,11 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emolib.causal import budget, stats
+from emolib.causal import budget
 from emolib.emotions import EMOTIONS
 
-P = {"emotions": list(EMOTIONS), "n_random_sets": 20, "power_delta": 0.25, "secondary_random_sets": 3,
-     "specificity_random_sets": 1, "grid_random_sets": 20, "grid_eval_limit": 4}
+P = {
+    "emotions": list(EMOTIONS),
+    "n_random_sets": 20,
+    "power_delta": 0.25,
+    "secondary_random_sets": 3,
+    "specificity_random_sets": 1,
+    "grid_random_sets": 20,
+    "grid_eval_limit": 4,
+}
 
 
 def test_components_recover_planted_variances():
@@ -24,9 +31,17 @@ def test_components_recover_planted_variances():
     assert np.isnan(budget.components(d[:1])[0])
 
 
-P_FIXED = {**P, "items_per_emotion": 6, "pilot_random_sets": 6, "intervention": "zero/recomputed",
-           "titration_shares": [0.1, 0.25, 0.5, 1.0], "titration_draws": 5, "dose_rates": [0.0025, 0.01],
-           "layer_bins": 3, "grid_ranges": ["bottom", "top"]}
+P_FIXED = {
+    **P,
+    "items_per_emotion": 6,
+    "pilot_random_sets": 6,
+    "intervention": "zero/recomputed",
+    "titration_shares": [0.1, 0.25, 0.5, 1.0],
+    "titration_draws": 5,
+    "dose_rates": [0.0025, 0.01],
+    "layer_bins": 3,
+    "grid_ranges": ["bottom", "top"],
+}
 
 
 def test_the_design_is_the_parameter_files_and_no_timing_changes_it():
@@ -92,6 +107,7 @@ def test_runner_prints_the_progress_line_while_a_stage_runs(tmp_path, capsys):
     import time
 
     from emolib import runner
+
     with runner.watch_progress(tmp_path, every=0.05):
         prog = budget.Progress({"run_dir": str(tmp_path)}, "04_layer_analysis", 0, 5.0)
         prog.step("dose-response")
@@ -104,6 +120,7 @@ def test_runner_prints_the_progress_line_while_a_stage_runs(tmp_path, capsys):
 
 def test_progress_bars_report_to_the_runner(tmp_path, monkeypatch):
     from emolib import progress
+
     path = tmp_path / "bar.json"
     monkeypatch.setattr(progress, "EVERY", 0.0)
     monkeypatch.setenv(progress.ENV, str(path))

@@ -11,10 +11,10 @@ import pytest
 import torch
 from bs4 import BeautifulSoup
 
-from emolib.lm.synth_template import generate_dialogues
 from emolib.emotions import EMOTIONS
 from emolib.identify import cards, record, weights
 from emolib.lm import models
+from emolib.lm.synth_template import generate_dialogues
 from emolib.report import cards as view
 
 
@@ -81,8 +81,16 @@ def test_top_k_resumes_from_a_partial_state(tiny, by_emotion, tmp_path):
     assert torch.equal(again["top_values"], whole["top_values"]) and torch.equal(again["top_ids"], whole["top_ids"])
 
 
-def _planted(model, tok, texts: list[str], token: str = " about", up: str = " happy", down: str = " gloomy",
-             layer: int = 0, index: int = 7):
+def _planted(
+    model,
+    tok,
+    texts: list[str],
+    token: str = " about",
+    up: str = " happy",
+    down: str = " gloomy",
+    layer: int = 0,
+    index: int = 7,
+):
     """A copy of the tiny model whose neuron (layer, index) reads the direction that tells `token`'s positions from
     the others' in its MLP input (gate and up rows), so its activation is large only on that token, and whose
     down_proj column is W_U[up] - W_U[down] (divided by the final norm's scale)."""
@@ -123,8 +131,15 @@ def test_a_planted_one_token_neuron_gets_its_card(tiny, by_emotion):
     E, L, D = len(EMOTIONS), 4, st["counts_act"].shape[-1]
     score = torch.ones(L, D)
     score[0, 7] = 0.0  # the planted neuron ranks first
-    named = {"planted": {"neurons": {"anger": [[0, 7], [1, 3]]}, "score": score, "lowest": True,
-                         "criterion": "test", "P": torch.rand(E, L, D)}}
+    named = {
+        "planted": {
+            "neurons": {"anger": [[0, 7], [1, 3]]},
+            "score": score,
+            "lowest": True,
+            "criterion": "test",
+            "P": torch.rand(E, L, D),
+        }
+    }
     out = cards.build(p, m, tok, st, named, dialogues=by_emotion)
     card = next(c for c in out["cards"] if (c["layer"], c["index"]) == (0, 7))
     assert card["rank"] == 1 and len(card["top"]) == 8 and len(card["random"]) == cards.N_RANDOM
@@ -140,13 +155,39 @@ def test_a_planted_one_token_neuron_gets_its_card(tiny, by_emotion):
 def test_card_html_escapes_every_text(tiny):
     model, tok = tiny
     hostile = '"><img src=x onerror=alert(1)>'
-    ctx = {"tokens": ["<script>", "alert(1)", "</script>", "&amp;"], "acts": [0.5, 2.0, -1.0, 0.1], "max": 2.0,
-           "at": 1, "emotion": hostile, "dialogue": 0}
-    card = {"set": "<b>set</b>", "emotion": hostile, "rank": 1, "layer": 0, "index": 1, "criterion": "<i>c</i>",
-            "score": 1.0, "firing_rate": {hostile: 0.5, "anger": 0.2}, "top": [ctx], "random": [ctx],
-            "promoted": [["<script>", 1.0]], "suppressed": [["</div>", -1.0]]}
-    meta = {"tensor": "<act>", "window": 12, "dialogues_per_emotion": {hostile: 1, "anger": 1}, "k": 8,
-            "n_random": 1, "per_set": 5, "emotions": [hostile, "anger"], "sets": ["<b>set</b>"], "cards": [card]}
+    ctx = {
+        "tokens": ["<script>", "alert(1)", "</script>", "&amp;"],
+        "acts": [0.5, 2.0, -1.0, 0.1],
+        "max": 2.0,
+        "at": 1,
+        "emotion": hostile,
+        "dialogue": 0,
+    }
+    card = {
+        "set": "<b>set</b>",
+        "emotion": hostile,
+        "rank": 1,
+        "layer": 0,
+        "index": 1,
+        "criterion": "<i>c</i>",
+        "score": 1.0,
+        "firing_rate": {hostile: 0.5, "anger": 0.2},
+        "top": [ctx],
+        "random": [ctx],
+        "promoted": [["<script>", 1.0]],
+        "suppressed": [["</div>", -1.0]],
+    }
+    meta = {
+        "tensor": "<act>",
+        "window": 12,
+        "dialogues_per_emotion": {hostile: 1, "anger": 1},
+        "k": 8,
+        "n_random": 1,
+        "per_set": 5,
+        "emotions": [hostile, "anger"],
+        "sets": ["<b>set</b>"],
+        "cards": [card],
+    }
     for html in (view.card_html(card, meta), view.set_page(meta, "<b>set</b>", "<run>")):
         soup = BeautifulSoup(html, "html.parser")
         assert not soup.find_all(["script", "img", "b", "i"])
@@ -155,8 +196,15 @@ def test_card_html_escapes_every_text(tiny):
     # and a dialogue that contains markup, through the model and the tokenizer
     by = {"anger": ["A: <script>alert(1)</script> is what they wrote!\nB: How rude."], "fear": ["A: I am scared."]}
     st = record.record_counts(model, tok, by, batch_size=2, top_k=2)
-    named = {"x": {"neurons": {"anger": [[1, 2]]}, "score": torch.zeros(4, 128), "lowest": True, "criterion": "c",
-                   "P": torch.rand(2, 4, 128)}}
+    named = {
+        "x": {
+            "neurons": {"anger": [[1, 2]]},
+            "score": torch.zeros(4, 128),
+            "lowest": True,
+            "criterion": "c",
+            "P": torch.rand(2, 4, 128),
+        }
+    }
     out = cards.build({"seed": 0, "record_framing": "raw", "batch_size": 2}, model, tok, st, named, dialogues=by)
     html = view.card_html(out["cards"][0], out)
     soup = BeautifulSoup(html, "html.parser")
@@ -165,17 +213,24 @@ def test_card_html_escapes_every_text(tiny):
 
 def test_own_share_counts_top_contexts_of_the_cards_emotion():
     ctx = lambda e: {"emotion": e}  # noqa: E731
-    meta = {"sets": ["a"], "dialogues_per_emotion": {"x": 1, "y": 3},
-            "cards": [{"set": "a", "emotion": "x", "top": [ctx("x"), ctx("x"), ctx("y"), ctx("y")]},
-                      {"set": "a", "emotion": "y", "top": [ctx("y"), ctx("x")]}]}
+    meta = {
+        "sets": ["a"],
+        "dialogues_per_emotion": {"x": 1, "y": 3},
+        "cards": [
+            {"set": "a", "emotion": "x", "top": [ctx("x"), ctx("x"), ctx("y"), ctx("y")]},
+            {"set": "a", "emotion": "y", "top": [ctx("y"), ctx("x")]},
+        ],
+    }
     t = cards.own_share(meta).loc["a"]
     assert (t["top contexts"], t["own emotion"]) == (6, 3)
     assert t["chance share"] == pytest.approx((4 * 0.25 + 2 * 0.75) / 6)
 
 
 def test_site_has_card_pages_linked_from_the_index_and_notebook_02(tmp_path):
-    from emolib.report import site
     from test_site import tiny_repo
+
+    from emolib.report import site
+
     repo = tmp_path / "repo"
     tiny_repo(repo)
     d = repo / "outputs" / "smollm2-135m"
@@ -184,11 +239,31 @@ def test_site_has_card_pages_linked_from_the_index_and_notebook_02(tmp_path):
     nb.cells.append(nbformat.v4.new_markdown_cell(f"## {view.SHOWN_TITLE}\n\nCards."))
     nbformat.write(nb, d / "02_y.ipynb")
     ctx = {"tokens": ["<script>", " hi"], "acts": [1.0, 0.2], "max": 1.0, "at": 0, "emotion": "anger", "dialogue": 0}
-    card = {"set": "paper", "emotion": "anger", "rank": 1, "layer": 0, "index": 1, "criterion": "entropy",
-            "score": 1.0, "firing_rate": {"anger": 0.5, "fear": 0.2}, "top": [ctx], "random": [ctx],
-            "promoted": [["a", 1.0]], "suppressed": [["b", -1.0]]}
-    meta = {"tensor": "act", "window": 12, "dialogues_per_emotion": {"anger": 1, "fear": 1}, "k": 8, "n_random": 1,
-            "per_set": 5, "emotions": ["anger", "fear"], "sets": ["paper", "../evil"], "cards": [card]}
+    card = {
+        "set": "paper",
+        "emotion": "anger",
+        "rank": 1,
+        "layer": 0,
+        "index": 1,
+        "criterion": "entropy",
+        "score": 1.0,
+        "firing_rate": {"anger": 0.5, "fear": 0.2},
+        "top": [ctx],
+        "random": [ctx],
+        "promoted": [["a", 1.0]],
+        "suppressed": [["b", -1.0]],
+    }
+    meta = {
+        "tensor": "act",
+        "window": 12,
+        "dialogues_per_emotion": {"anger": 1, "fear": 1},
+        "k": 8,
+        "n_random": 1,
+        "per_set": 5,
+        "emotions": ["anger", "fear"],
+        "sets": ["paper", "../evil"],
+        "cards": [card],
+    }
     (d / "cards.json").write_text(json.dumps(meta))
     out = site.build(tmp_path / "site", repo, runs=("smollm2-135m", "gemma3-270m")).parent
     page = out / "outputs" / "smollm2-135m" / "cards-paper.html"
@@ -205,7 +280,7 @@ def test_site_has_card_pages_linked_from_the_index_and_notebook_02(tmp_path):
 def test_notebook_02_shows_cards(tiny_book):
     nb = nbformat.read(tiny_book / "02_neuron_identification.ipynb", as_version=4)
     at = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and view.SHOWN_TITLE in c.source)
-    assert "## Questions" in next(c.source for c in nb.cells[at + 1:] if c.cell_type == "markdown")
+    assert "## Questions" in next(c.source for c in nb.cells[at + 1 :] if c.cell_type == "markdown")
     outs = [o for o in nb.cells[at + 1].outputs if "data" in o]
     html = [o["data"]["text/html"] for o in outs if "emolib-card" in o["data"].get("text/html", "")]
     text = [o["data"]["text/markdown"] for o in outs if "text/markdown" in o["data"]]
@@ -225,23 +300,51 @@ def test_card_page_in_browser(tmp_path):
     from test_site import Quiet, browser, tiny_repo
 
     from emolib.report import site
+
     if browser() is None:
         pytest.skip("no Chromium/chromedriver installed (Debian/Ubuntu: apt-get install chromium chromium-driver)")
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
     from selenium.webdriver.chrome.service import Service
+
     repo = tmp_path / "repo"
     tiny_repo(repo)
     d = repo / "outputs" / "smollm2-135m"
     nb = nbformat.read(d / "02_y.ipynb", as_version=4)
     nb.cells.append(nbformat.v4.new_markdown_cell(f"## {view.SHOWN_TITLE}\n\nCards."))
     nbformat.write(nb, d / "02_y.ipynb")
-    ctx = {"tokens": ["<script>window.pwned=1</script>", "<img src=x onerror='window.pwned=2'>", " hi"],
-           "acts": [1.0, -0.5, 0.2], "max": 1.0, "at": 0, "emotion": "anger", "dialogue": 0}
-    card = {"set": "paper", "emotion": "anger", "rank": 1, "layer": 0, "index": 1, "criterion": "entropy",
-            "score": 1.0, "firing_rate": {"anger": 0.5, "fear": 0.2}, "top": [ctx], "random": [ctx],
-            "promoted": [["<b>a</b>", 1.0]], "suppressed": [["b", -1.0]]}
-    meta = {"tensor": "act", "window": 12, "dialogues_per_emotion": {"anger": 1, "fear": 1}, "k": 8, "n_random": 1,
-            "per_set": 5, "emotions": ["anger", "fear"], "sets": ["paper"], "cards": [card]}
+    ctx = {
+        "tokens": ["<script>window.pwned=1</script>", "<img src=x onerror='window.pwned=2'>", " hi"],
+        "acts": [1.0, -0.5, 0.2],
+        "max": 1.0,
+        "at": 0,
+        "emotion": "anger",
+        "dialogue": 0,
+    }
+    card = {
+        "set": "paper",
+        "emotion": "anger",
+        "rank": 1,
+        "layer": 0,
+        "index": 1,
+        "criterion": "entropy",
+        "score": 1.0,
+        "firing_rate": {"anger": 0.5, "fear": 0.2},
+        "top": [ctx],
+        "random": [ctx],
+        "promoted": [["<b>a</b>", 1.0]],
+        "suppressed": [["b", -1.0]],
+    }
+    meta = {
+        "tensor": "act",
+        "window": 12,
+        "dialogues_per_emotion": {"anger": 1, "fear": 1},
+        "k": 8,
+        "n_random": 1,
+        "per_set": 5,
+        "emotions": ["anger", "fear"],
+        "sets": ["paper"],
+        "cards": [card],
+    }
     (d / "cards.json").write_text(json.dumps(meta))
     out = site.build(tmp_path / "site", repo, runs=("smollm2-135m",)).parent
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(out)))
@@ -250,15 +353,22 @@ def test_card_page_in_browser(tmp_path):
     chrome, driver_path = browser()
     opts = webdriver.ChromeOptions()
     opts.binary_location = chrome
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 f"--user-data-dir={tmp_path / 'profile'}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=opts)
     try:
         driver.get(base + "outputs/smollm2-135m/02_y.html")
-        link = driver.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"
-                                     ".find(h => h.includes('cards-paper.html'))")
+        link = driver.execute_script(
+            "return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"
+            ".find(h => h.includes('cards-paper.html'))"
+        )
         assert link and link.startswith(base)
         driver.get(link)
         assert driver.execute_script("return document.readyState") == "complete"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from emolib.lm import classify, prompts
 from emolib.emotions import EMOTIONS
+from emolib.lm import classify, prompts
 
 
 @pytest.mark.parametrize("chat", [True, False])
@@ -29,8 +29,9 @@ def test_multi_token_labels_match_brute_force(tiny, dialogues):
     bodies = [tok(d, add_special_tokens=False)["input_ids"] for d in dialogues[0][:3]]
     labels = [[11, 12, 13], [14], [15, 16]]
     with torch.inference_mode():
-        got = classify.score_batch(model, prefix, bodies, labels, tok.pad_token_id,
-                                   classify.cache_prefix(model, prefix))
+        got = classify.score_batch(
+            model, prefix, bodies, labels, tok.pad_token_id, classify.cache_prefix(model, prefix)
+        )
         for i, b in enumerate(bodies):
             for j, lab in enumerate(labels):
                 logp = torch.log_softmax(model(torch.tensor([prefix + b + lab])).logits.float(), -1)[0]
@@ -70,12 +71,22 @@ def test_prompt_parts_surround_the_dialogue(tiny):
 def test_exact_on_gemma3_layout_with_sliding_window(tiny, dialogues, sliding_window):
     """Gemma3 mixes sliding-window and global attention layers; the prefix cache and padding stay exact."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
     _, tok = tiny
     torch.manual_seed(0)
-    g = Gemma3ForCausalLM(Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=48,
-                                           num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                                           head_dim=8, sliding_window=sliding_window,
-                                           pad_token_id=tok.pad_token_id)).eval()
+    g = Gemma3ForCausalLM(
+        Gemma3TextConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            sliding_window=sliding_window,
+            pad_token_id=tok.pad_token_id,
+        )
+    ).eval()
     clf = classify.make_classifier(g, tok, list(EMOTIONS), False, few_shot=1, batch_size=5)
     batched = classify.label_scores(clf, dialogues[0])
     clf.batch_size, clf.prefix_cache = 1, False

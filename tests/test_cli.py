@@ -19,8 +19,10 @@ def test_classify_command_on_a_small_file(tmp_path, capsys, dialogues):
     src = tmp_path / "in.jsonl"
     _write(src, [{"dialogue": t, "label": e} for t, e in zip(texts[:4], emos[:4])] + [{"text": texts[5]}])
     out = tmp_path / "pred.jsonl"
-    assert main(["classify", "--params", str(ROOT / "params/test-tiny.yaml"), "--input", str(src),
-                 "--output", str(out)]) == 0
+    assert (
+        main(["classify", "--params", str(ROOT / "params/test-tiny.yaml"), "--input", str(src), "--output", str(out)])
+        == 0
+    )
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 5 and [r.get("dialogue", r.get("text")) for r in rows] == texts[:4] + [texts[5]]
     assert all(r["prediction"] in r["scores"] and len(r["scores"]) == 6 for r in rows)
@@ -32,27 +34,62 @@ def test_classify_with_ablation(tmp_path, dialogues):
     texts, _ = dialogues
     src = tmp_path / "in.jsonl"
     _write(src, [{"dialogue": t} for t in texts[:3]])
-    ns = {"model": "tiny-random-llama", "n_layers": 4, "d_ff": 128, "emotions": ["anger", "fear"], "params": {},
-          "n_selected": 2, "neurons": {"anger": [[0, 1], [3, 5]], "fear": [[1, 2]]}}
+    ns = {
+        "model": "tiny-random-llama",
+        "n_layers": 4,
+        "d_ff": 128,
+        "emotions": ["anger", "fear"],
+        "params": {},
+        "n_selected": 2,
+        "neurons": {"anger": [[0, 1], [3, 5]], "fear": [[1, 2]]},
+    }
     (tmp_path / "neurons.json").write_text(json.dumps(ns))
     for target in ("anger", "all"):
         out = tmp_path / f"pred-{target}.jsonl"
-        assert main(["classify", "--params", str(ROOT / "params/test-tiny.yaml"), "--input", str(src), "--output",
-                     str(out), "--neurons", str(tmp_path / "neurons.json"), "--ablate", target]) == 0
+        assert (
+            main(
+                [
+                    "classify",
+                    "--params",
+                    str(ROOT / "params/test-tiny.yaml"),
+                    "--input",
+                    str(src),
+                    "--output",
+                    str(out),
+                    "--neurons",
+                    str(tmp_path / "neurons.json"),
+                    "--ablate",
+                    target,
+                ]
+            )
+            == 0
+        )
         assert len(out.read_text().splitlines()) == 3
 
 
-@pytest.mark.parametrize("content,needle", [
-    ('{"dialogue": "A: hi"}\nnot json\n', "line 2 of"),
-    ('{"label": "anger"}\n', "needs a non-empty 'dialogue' or 'text'"),
-    ('{"dialogue": "A: hi", "label": "boredom"}\n', "unknown emotion 'boredom'"),
-    ('\n', "has no dialogues"),
-])
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        ('{"dialogue": "A: hi"}\nnot json\n', "line 2 of"),
+        ('{"label": "anger"}\n', "needs a non-empty 'dialogue' or 'text'"),
+        ('{"dialogue": "A: hi", "label": "boredom"}\n', "unknown emotion 'boredom'"),
+        ("\n", "has no dialogues"),
+    ],
+)
 def test_bad_input_files(tmp_path, capsys, content, needle):
     src = tmp_path / "in.jsonl"
     src.write_text(content)
-    code = main(["classify", "--params", str(ROOT / "params/test-tiny.yaml"), "--input", str(src),
-                 "--output", str(tmp_path / "o.jsonl")])
+    code = main(
+        [
+            "classify",
+            "--params",
+            str(ROOT / "params/test-tiny.yaml"),
+            "--input",
+            str(src),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and needle in err and err.count("\n") == 1
 
@@ -60,13 +97,28 @@ def test_bad_input_files(tmp_path, capsys, content, needle):
 def test_ablate_needs_neurons(tmp_path, capsys):
     src = tmp_path / "in.jsonl"
     src.write_text('{"dialogue": "A: hi"}\n')
-    assert main(["classify", "--params", str(ROOT / "params/test-tiny.yaml"), "--input", str(src),
-                 "--output", str(tmp_path / "o.jsonl"), "--ablate", "anger"]) == 2
+    assert (
+        main(
+            [
+                "classify",
+                "--params",
+                str(ROOT / "params/test-tiny.yaml"),
+                "--input",
+                str(src),
+                "--output",
+                str(tmp_path / "o.jsonl"),
+                "--ablate",
+                "anger",
+            ]
+        )
+        == 2
+    )
     assert "--ablate needs --neurons" in capsys.readouterr().err
 
 
 def test_lint_command_reports_problems_and_exits_1(tmp_path, capsys):
     import nbformat
+
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("x", metadata={"tags": ["parameters"]})]
     nbformat.write(nb, tmp_path / "06_model_comparison.ipynb")
@@ -81,6 +133,7 @@ def test_lint_command_reports_problems_and_exits_1(tmp_path, capsys):
 
 def test_quick_timings_record_and_the_runtime_line(tmp_path):
     from emolib import runner
+
     path = tmp_path / "quick-timings.json"
     assert "no quick run is recorded yet" in runner.runtime_line("03_ablation", 12.3, path)
     runner.record_quick_timing("03_ablation", 41.6, path)
@@ -94,6 +147,7 @@ def test_papermill_kernel_talks_over_ipc():
     import os
 
     from emolib import runner
+
     c = runner.kernel_config("/tmp/x")
     if os.name == "posix":
         assert c.KernelManager.transport == "ipc" and c.KernelManager.ip == "/tmp/x/kernel"

@@ -24,7 +24,7 @@ def test_vote_follows_emoprism_rule():
     assert data.vote("anger", ["anger", "anger", "fear"], 3) == "anger"
     assert data.vote("anger", ["anger", "fear", "fear"], 3) is None
     assert data.vote("anger", ["fear", "fear", "fear"], 3) == "fear"
-    assert data.vote("anger", ["fear", "sadness", "disgust"], 1) == "anger"   # ties favour the theme
+    assert data.vote("anger", ["fear", "sadness", "disgust"], 1) == "anger"  # ties favour the theme
 
 
 def test_stratified_split_keeps_every_emotion():
@@ -70,18 +70,26 @@ def test_emoprism_loader_rejects_bad_files(tmp_path):
 
 
 def test_parse_generated_dialogue():
-    assert data.parse_dialogue("A: hi\nB: hey\nA: so sad\nB: sorry\nThanks for reading!") == \
-        "A: hi\nB: hey\nA: so sad\nB: sorry"
-    assert data.parse_dialogue("A: hi\nB: hey") is None           # too short
+    assert (
+        data.parse_dialogue("A: hi\nB: hey\nA: so sad\nB: sorry\nThanks for reading!")
+        == "A: hi\nB: hey\nA: so sad\nB: sorry"
+    )
+    assert data.parse_dialogue("A: hi\nB: hey") is None  # too short
     assert data.parse_dialogue("A: hi\nA: again\nB: hey") is None  # not alternating
     assert data.parse_dialogue("Sure! Here it is") is None
 
 
 def test_hf_synthesis_keeps_formatted_outputs_and_counts_the_rest(tiny):
     import torch
+
     model, tok = tiny
-    replies = iter([" I lost my keys again!\nB: Oh no, where?\nA: No idea, I'm so mad.",  # good
-                    "Sure, here is a dialogue about it."] * 10)                              # off-format
+    replies = iter(
+        [
+            " I lost my keys again!\nB: Oh no, where?\nA: No idea, I'm so mad.",  # good
+            "Sure, here is a dialogue about it.",
+        ]
+        * 10
+    )  # off-format
 
     class Fake(torch.nn.Module):
         def __init__(self):
@@ -92,8 +100,12 @@ def test_hf_synthesis_keeps_formatted_outputs_and_counts_the_rest(tiny):
             return model.get_input_embeddings()
 
         def generate(self, input_ids, attention_mask, **kw):
-            outs = [torch.cat([row, torch.tensor(tok(next(replies), add_special_tokens=False)["input_ids"]
-                                                 + [tok.eos_token_id])]) for row in input_ids]
+            outs = [
+                torch.cat(
+                    [row, torch.tensor(tok(next(replies), add_special_tokens=False)["input_ids"] + [tok.eos_token_id])]
+                )
+                for row in input_ids
+            ]
             L = max(len(o) for o in outs)
             return torch.stack([torch.nn.functional.pad(o, (0, L - len(o)), value=tok.pad_token_id) for o in outs])
 

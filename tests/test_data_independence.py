@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from emolib.dataset import build_data, data
 from emolib import params
-from emolib.lm import synth_template as st
+from emolib.dataset import build_data, data
 from emolib.emotions import EMOTIONS
+from emolib.lm import synth_template as st
 from emolib.params import ParamError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -26,12 +26,14 @@ def _p(tmp_path, **kw) -> dict:
 
 def _fake_annotate(studied_vote):
     """annotate.annotate stand-in: the studied model votes studied_vote(theme, i), the others follow fixed rules."""
+
     def annotate(name, dialogues, emotions, p, cache_dir, lm_voter=None):
         themes = [FAKE_THEMES[d] for d in dialogues]
         if name == STUDIED:
             return [studied_vote(t, i) for i, t in enumerate(themes)]
         rng = random.Random(name)  # each other annotator: right 70% of the time, else a fixed wrong label
         return [t if rng.random() < 0.7 else emotions[(emotions.index(t) + 1) % len(emotions)] for t in themes]
+
     return annotate
 
 
@@ -59,6 +61,7 @@ def _noise(theme, i):
 
 
 # --- disjointness -------------------------------------------------------------------------------------------------
+
 
 def test_topic_split_is_seeded_disjoint_and_covers_every_topic():
     topics = data.sample_topics("all", 40, 0)
@@ -89,7 +92,7 @@ def test_template_pools_partition_the_story_tables(emotion):
 
 def test_split_dialogues_use_only_their_pool():
     topics = ["chess", "yoga", "tax law", "opera"]
-    for split, other in (("train", "eval"), ("eval", "train")):
+    for split, _other in (("train", "eval"), ("eval", "train")):
         rows = st.generate_dialogues(topics, list(EMOTIONS), 25, seed=3, split=split)
         assert len({r["dialogue"] for r in rows}) == len(rows)
         for r in rows:
@@ -98,10 +101,12 @@ def test_split_dialogues_use_only_their_pool():
             assert st.foreign_templates(r["dialogue"], r["topic"], r["theme"], split) == [], r["dialogue"]
         # the check can fail: the unpartitioned generator does use the other pool's templates
         mixed = st.generate_dialogues(topics, list(EMOTIONS), 25, seed=3)
-        assert sum(bool(st.foreign_templates(r["dialogue"], r["topic"], r["theme"], split)) for r in mixed) \
-            > 0.5 * len(mixed)
-    assert st.generate_dialogues(topics, ["fear"], 3, 3, split="eval") == \
-        st.generate_dialogues(topics, ["fear"], 3, 3, split="eval")
+        assert sum(bool(st.foreign_templates(r["dialogue"], r["topic"], r["theme"], split)) for r in mixed) > 0.5 * len(
+            mixed
+        )
+    assert st.generate_dialogues(topics, ["fear"], 3, 3, split="eval") == st.generate_dialogues(
+        topics, ["fear"], 3, 3, split="eval"
+    )
 
 
 def test_stage1_dialogues_are_disjoint_by_topic_and_pool(tmp_path):
@@ -118,25 +123,30 @@ def test_stage1_dialogues_are_disjoint_by_topic_and_pool(tmp_path):
 
 
 def test_split_by_topic_keeps_splits_and_caps(tmp_path):
-    rows = [{"label": e, "topic": f"t{i}", "split": "eval" if i < 4 else "train", "dialogue": f"{e}{i}"}
-            for e in EMOTIONS for i in range(10)]
+    rows = [
+        {"label": e, "topic": f"t{i}", "split": "eval" if i < 4 else "train", "dialogue": f"{e}{i}"}
+        for e in EMOTIONS
+        for i in range(10)
+    ]
     tr, ev = data.split_by_topic(rows, 0.4, 0, None, list(EMOTIONS))
     assert len(ev) == 24 and len(tr) == 36 and {r["split"] for r in ev} == {"eval"}
     tr, ev = data.split_by_topic(rows, 0.4, 0, 5, list(EMOTIONS))
     assert Counter(r["label"] for r in ev) == {e: 2 for e in EMOTIONS}
     assert Counter(r["label"] for r in tr) == {e: 3 for e in EMOTIONS}
     with pytest.raises(ValueError, match="no kept dialogue for anger in the eval split"):
-        data.split_by_topic([r for r in rows if not (r["label"] == "anger" and r["split"] == "eval")], 0.4, 0,
-                            None, list(EMOTIONS))
+        data.split_by_topic(
+            [r for r in rows if not (r["label"] == "anger" and r["split"] == "eval")], 0.4, 0, None, list(EMOTIONS)
+        )
 
 
 # --- eval labels do not use the studied model ------------------------------------------------------------------------
 
+
 def test_scaled_agreement_rule():
-    assert [data.scaled_agreement(m, 4) for m in (1, 2, 3, 4)] == [1, 2, 3, 4]   # train: unchanged
-    assert [data.scaled_agreement(m, 3) for m in (1, 2, 3, 4)] == [1, 2, 3, 3]   # 3 of 4 -> 3 of 3
+    assert [data.scaled_agreement(m, 4) for m in (1, 2, 3, 4)] == [1, 2, 3, 4]  # train: unchanged
+    assert [data.scaled_agreement(m, 3) for m in (1, 2, 3, 4)] == [1, 2, 3, 3]  # 3 of 4 -> 3 of 3
     assert [data.scaled_agreement(m, 2) for m in (1, 2, 3, 4)] == [1, 1, 2, 2]
-    assert [data.scaled_agreement(m, 1) for m in (1, 2, 3, 4)] == [1, 1, 1, 1]   # theme alone
+    assert [data.scaled_agreement(m, 1) for m in (1, 2, 3, 4)] == [1, 1, 1, 1]  # theme alone
 
 
 def test_eval_voters_drop_the_studied_model():
@@ -146,15 +156,18 @@ def test_eval_voters_drop_the_studied_model():
     # a preset and its hub id are the same model
     hub = ["meta-llama/llama-3.1-8b-instruct", "gemma3-270m", "minilm"]
     assert data.eval_voters(hub, "llama-3.1-8b-instruct", True) == ["gemma3-270m", "minilm"]
-    assert data.eval_voters(["tiny-random-llama", "tiny-random-llama", "minilm"], "tiny-random-llama", True) == \
-        ["minilm"]
+    assert data.eval_voters(["tiny-random-llama", "tiny-random-llama", "minilm"], "tiny-random-llama", True) == [
+        "minilm"
+    ]
 
 
 @pytest.mark.parametrize("min_agreement", [1, 2, 3, 4])
 def test_studied_model_cannot_keep_or_drop_an_eval_item(tmp_path, monkeypatch, min_agreement):
     p = _p(tmp_path, min_agreement=min_agreement)
-    runs = {name: _labelled(p, vote, monkeypatch) for name, vote in
-            (("wrong", _wrong), ("right", _right), ("noise", _noise))}
+    runs = {
+        name: _labelled(p, vote, monkeypatch)
+        for name, vote in (("wrong", _wrong), ("right", _right), ("noise", _noise))
+    }
     ev = {k: df[df["split"] == "eval"] for k, df in runs.items()}
     tr = {k: df[df["split"] == "train"] for k, df in runs.items()}
     assert len(ev["wrong"]) == 4 * 6 * 2
@@ -200,6 +213,7 @@ def test_build_saves_disjoint_splits_and_unfiltered_eval(tmp_path, monkeypatch):
 
 # --- external eval slot ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["external-eval.jsonl", "external-eval.csv"])
 def test_external_eval_fixture(name):
     rows = data.load_eval_file(FIXTURES / name, list(EMOTIONS))
@@ -215,19 +229,26 @@ def test_external_eval_jsonl_and_csv_agree():
     assert a == b
 
 
-@pytest.mark.parametrize("name,content,needle", [
-    ("x.txt", "hi", "must be a .jsonl, .json, .csv file"),
-    ("x.jsonl", "", "holds no records"),
-    ("x.jsonl", '{"dialogue": "A: hi"\n', "is not a readable JSON-lines file"),
-    ("x.jsonl", json.dumps({"dialogue": "A: hi"}), "record 1 of .* needs a non-empty 'dialogue' \\(or 'text'\\)"),
-    ("x.jsonl", json.dumps({"text": "  ", "label": "fear"}), "record 1 .* needs a non-empty"),
-    ("x.jsonl", json.dumps({"dialogue": "A: hi", "label": "boredom"}), "unknown emotion 'boredom'"),
-    ("x.jsonl", json.dumps(["A: hi", "fear"]), "record 1 .* needs"),
-    ("x.csv", "dialogue,emotion\nA: hi,fear\n", "record 1 .* needs .* 'label'"),
-    ("x.csv", "text,label\nA: hi,fear\n,anger\n", "record 2 .* needs a non-empty"),
-    ("x.csv", "text,label\n", "holds no records"),
-    ("x.jsonl", json.dumps({"dialogue": "A: hi", "label": "sadness"}), "no record labelled with one of anger, fear"),
-])
+@pytest.mark.parametrize(
+    "name,content,needle",
+    [
+        ("x.txt", "hi", "must be a .jsonl, .json, .csv file"),
+        ("x.jsonl", "", "holds no records"),
+        ("x.jsonl", '{"dialogue": "A: hi"\n', "is not a readable JSON-lines file"),
+        ("x.jsonl", json.dumps({"dialogue": "A: hi"}), "record 1 of .* needs a non-empty 'dialogue' \\(or 'text'\\)"),
+        ("x.jsonl", json.dumps({"text": "  ", "label": "fear"}), "record 1 .* needs a non-empty"),
+        ("x.jsonl", json.dumps({"dialogue": "A: hi", "label": "boredom"}), "unknown emotion 'boredom'"),
+        ("x.jsonl", json.dumps(["A: hi", "fear"]), "record 1 .* needs"),
+        ("x.csv", "dialogue,emotion\nA: hi,fear\n", "record 1 .* needs .* 'label'"),
+        ("x.csv", "text,label\nA: hi,fear\n,anger\n", "record 2 .* needs a non-empty"),
+        ("x.csv", "text,label\n", "holds no records"),
+        (
+            "x.jsonl",
+            json.dumps({"dialogue": "A: hi", "label": "sadness"}),
+            "no record labelled with one of anger, fear",
+        ),
+    ],
+)
 def test_external_eval_bad_files(tmp_path, name, content, needle):
     f = tmp_path / name
     f.write_text(content)
@@ -243,6 +264,7 @@ def test_external_eval_missing_file(tmp_path):
 
 # --- parameters ------------------------------------------------------------------------------------------------------
 
+
 def test_eval_params_defaults_and_file_source():
     p = params.validate({})
     assert p["eval_exclude_studied"] is True and p["eval_source"] == "split" and p["eval_path"] is None
@@ -253,15 +275,18 @@ def test_eval_params_defaults_and_file_source():
     assert "eval_exclude_studied" not in params.for_notebook(q, "03")
 
 
-@pytest.mark.parametrize("raw,needle", [
-    ({"eval_source": "file"}, "'eval_path' is required when eval_source is file"),
-    ({"eval_source": "external"}, "'eval_source' must be one of split, file"),
-    ({"eval_source": "file", "eval_path": "/no/such/eval.jsonl"}, "'eval_path' names a file that does not exist"),
-    ({"eval_path": str(FIXTURES / "external-eval.jsonl")}, "'eval_path' is only used with eval_source: file"),
-    ({"eval_source": "file", "eval_path": str(FIXTURES / "README.md")}, "'eval_path' must end in .jsonl, .json"),
-    ({"eval_exclude_studied": "yes"}, "'eval_exclude_studied' must be true or false"),
-    ({"n_topics": 1}, "'n_topics' must be >= 2"),
-])
+@pytest.mark.parametrize(
+    "raw,needle",
+    [
+        ({"eval_source": "file"}, "'eval_path' is required when eval_source is file"),
+        ({"eval_source": "external"}, "'eval_source' must be one of split, file"),
+        ({"eval_source": "file", "eval_path": "/no/such/eval.jsonl"}, "'eval_path' names a file that does not exist"),
+        ({"eval_path": str(FIXTURES / "external-eval.jsonl")}, "'eval_path' is only used with eval_source: file"),
+        ({"eval_source": "file", "eval_path": str(FIXTURES / "README.md")}, "'eval_path' must end in .jsonl, .json"),
+        ({"eval_exclude_studied": "yes"}, "'eval_exclude_studied' must be true or false"),
+        ({"n_topics": 1}, "'n_topics' must be >= 2"),
+    ],
+)
 def test_eval_params_errors(raw, needle):
     with pytest.raises(ParamError) as e:
         params.validate(raw, "x.yaml")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from emolib.emotions import EMOTIONS
 from emolib.identify import directions, record
 from emolib.lm import models
-from emolib.emotions import EMOTIONS
 from emolib.lm.synth_template import generate_dialogues
 
 E = len(EMOTIONS)
@@ -22,7 +22,7 @@ def _planted(n_topics=5, per=3, H=16, offset=20.0, noise=0.05, seed=0, single=()
     offsets = {t: offset * rng.normal(size=H) for t in range(n_topics)}
     emo, top, ntok, S = [], [], [], []
     for t in range(n_topics):
-        for e in ([t % E] if t in single else range(E)):
+        for e in [t % E] if t in single else range(E):
             for _ in range(per * (1 + (e == 0 and t == 0) * 3)):  # unbalanced: topic 0 has extra anger items
                 n = int(rng.integers(3, 30))
                 emo.append(e), top.append(f"topic {t}"), ntok.append(n)
@@ -70,7 +70,7 @@ def test_permuted_labels_give_directions_without_the_planted_signal():
     real = rows[:E] @ S
     assert min(_cos(real[e], target[e]) for e in range(E)) > 0.95
     for k in range(4):
-        nd = rows[(3 + k) * E:(4 + k) * E] @ S
+        nd = rows[(3 + k) * E : (4 + k) * E] @ S
         assert np.mean([abs(_cos(nd[e], target[e])) for e in range(E)]) < 0.5
     assert np.array_equal(rows, directions.weight_rows(emo, np.zeros(len(emo), int), null, top, ntok, E))
 
@@ -92,17 +92,22 @@ def test_contributions_match_a_brute_force_recomputation(recorded):
     mlps = models.ffn_layers(model)
     L = len(mlps)
     grab = {}
-    hs = [m.register_forward_hook(lambda mod, a, o, l=l: grab.__setitem__(("out", l), o[0])) for l, m in enumerate(mlps)]
-    hs += [m.down_proj.register_forward_pre_hook(lambda mod, a, l=l: grab.__setitem__(("act", l), a[0][0]))
-           for l, m in enumerate(mlps)]
+    hs = [
+        m.register_forward_hook(lambda mod, a, o, l=l: grab.__setitem__(("out", l), o[0])) for l, m in enumerate(mlps)
+    ]
+    hs += [
+        m.down_proj.register_forward_pre_hook(lambda mod, a, l=l: grab.__setitem__(("act", l), a[0][0]))
+        for l, m in enumerate(mlps)
+    ]
     per = {}  # (topic, emotion) -> lists of [T, H] outputs and [T, D] acts per layer
     try:
         for e in EMOTIONS:
             for d, t in zip(by[e], tp[e]):
                 ids, a, b = record.encode(tok, d, "raw", None)
                 model.model(input_ids=torch.tensor([ids]))
-                per.setdefault((t, e), []).append([(grab[("out", l)][a:b].double(), grab[("act", l)][a:b].double())
-                                                   for l in range(L)])
+                per.setdefault((t, e), []).append(
+                    [(grab[("out", l)][a:b].double(), grab[("act", l)][a:b].double()) for l in range(L)]
+                )
     finally:
         for h in hs:
             h.remove()
@@ -111,7 +116,9 @@ def test_contributions_match_a_brute_force_recomputation(recorded):
         mu = {k: torch.cat([x[l][0] for x in v]).mean(0) for k, v in per.items()}
         W = mlps[l].down_proj.weight.double()
         for j, e in enumerate(EMOTIONS):
-            raw = torch.stack([mu[(t, e)] - torch.stack([mu[(t, f)] for f in EMOTIONS]).mean(0) for t in topics]).mean(0)
+            raw = torch.stack([mu[(t, e)] - torch.stack([mu[(t, f)] for f in EMOTIONS]).mean(0) for t in topics]).mean(
+                0
+            )
             d = raw / raw.norm()
             assert torch.allclose(st["dir_unit"][j, l].double(), d, atol=1e-4)
             acts = torch.cat([x[l][1] for t in topics for x in per[(t, e)]])  # [tokens of e, D]
@@ -121,10 +128,13 @@ def test_contributions_match_a_brute_force_recomputation(recorded):
 
 def test_null_is_seeded_and_a_null_like_selection_does_not_beat_it(recorded):
     model, tok, by, tp, st = recorded
-    other = directions.finish(record.record_counts(model, tok, by, batch_size=4, n_null=3, direction_site="mlp",
-                                                   topics=tp, seed=1), model)
+    other = directions.finish(
+        record.record_counts(model, tok, by, batch_size=4, n_null=3, direction_site="mlp", topics=tp, seed=1), model
+    )
     assert not torch.equal(st["contrib_null"], other["contrib_null"])  # seeded: another seed, other permutations
-    assert torch.allclose(st["contrib"], other["contrib"], atol=1e-6)  # ... and the real labels' contributions unchanged
+    assert torch.allclose(
+        st["contrib"], other["contrib"], atol=1e-6
+    )  # ... and the real labels' contributions unchanged
     k = [3] * E
     # a "real" recording that is itself a permutation ties with that permutation: never the smallest p
     fake = {**st, "contrib": st["contrib_null"][0].clone()}
@@ -144,7 +154,8 @@ def test_add_direction_adds_alpha_times_the_vector_and_always_unhooks(tiny):
     vec = torch.randn(model.config.hidden_size)
     seen = []  # the input of layer 2, i.e. the residual stream after layer 1
     probe = layers[2].register_forward_pre_hook(
-        lambda m, a, kw: seen.append((a[0] if a else kw["hidden_states"]).clone()), with_kwargs=True)
+        lambda m, a, kw: seen.append((a[0] if a else kw["hidden_states"]).clone()), with_kwargs=True
+    )
     try:
         with torch.no_grad():
             model.model(input_ids=ids)

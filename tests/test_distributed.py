@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from emolib.identify import record
 from emolib.emotions import EMOTIONS
+from emolib.identify import record
 from emolib.lm.synth_template import generate_dialogues
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,9 +24,21 @@ def test_two_processes_record_the_same_counts_as_one(tiny, tmp_path):
     # loopback only and generous timeouts: on a busy CPU (other tests, the tiny book in the background) a rank can
     # lag the other by many seconds, which is slow, not wrong
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "GLOO_SOCKET_IFNAME": "lo"}
-    res = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "--max-restarts=0",
-                          str(ROOT / "tests/dist_worker.py"), str(out), str(tmp_path / "partial.pt")], env=env,
-                         capture_output=True, text=True, timeout=900)
+    res = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "--max-restarts=0",
+            str(ROOT / "tests/dist_worker.py"),
+            str(out),
+            str(tmp_path / "partial.pt"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert res.returncode == 0, (res.stdout[-1000:], res.stderr[-3000:])
     dist = torch.load(out, weights_only=True)
     for key in ("counts_act", "counts_product", "null_act", "null_product", "tokens", "null_tokens"):
@@ -42,12 +54,17 @@ def test_device_map_placement_keeps_hooks_on_the_right_device(tiny, tmp_path):
     run): recording counts and ablation equal the unsplit model's. A GPU split is the same code path."""
     from transformers import AutoModelForCausalLM
 
-    from emolib.lm import ablate
-    from emolib.lm import models
+    from emolib.lm import ablate, models
+
     model, tok = tiny
     model.save_pretrained(tmp_path / "m")
-    split = AutoModelForCausalLM.from_pretrained(tmp_path / "m", device_map="auto", max_memory={"cpu": "1MB"},
-                                                 offload_folder=str(tmp_path / "off"), dtype=torch.float32)
+    split = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "m",
+        device_map="auto",
+        max_memory={"cpu": "1MB"},
+        offload_folder=str(tmp_path / "off"),
+        dtype=torch.float32,
+    )
     assert "disk" in set(split.hf_device_map.values())  # really split
     split.config.name_or_path = model.config.name_or_path
     rows = generate_dialogues(["cats"], list(EMOTIONS), 1, 3)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from emolib.dataset import endpoint
 from emolib import params
-from emolib.emotions import EMOTIONS
+from emolib.dataset import endpoint
 from emolib.dataset.endpoint import Endpoint, EndpointError
+from emolib.emotions import EMOTIONS
 from emolib.params import ParamError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,9 +85,14 @@ class FakeServer:
 
 def completion(body: dict, text: str) -> dict:
     """A chat.completion object carrying text (usage: 10 prompt tokens, 2 completion tokens)."""
-    return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}}
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": body["model"],
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12},
+    }
 
 
 def user_text(body: dict) -> str:
@@ -100,8 +105,10 @@ def default_reply(body: dict) -> str:
     m = re.search(r'about the topic "(.+?)"\. The conversation should vividly convey the emotion of "(\w+)"', text)
     if m:
         topic, emotion = m.groups()
-        return (f"A: I feel such {emotion} about {topic}.\nB: Really, {emotion}? Tell me ({time.monotonic_ns()}).\n"
-                f"A: Yes, {topic} fills me with {emotion}.")
+        return (
+            f"A: I feel such {emotion} about {topic}.\nB: Really, {emotion}? Tell me ({time.monotonic_ns()}).\n"
+            f"A: Yes, {topic} fills me with {emotion}."
+        )
     dialogue = text.split("Conversation:\n", 1)[1].split("\n\n", 1)[0]
     found = [e for e in EMOTIONS if e in dialogue]
     return f"{found[0].capitalize()}." if found else "neutral"
@@ -115,6 +122,7 @@ def server():
         s = FakeServer(script, delay)
         servers.append(s)
         return s
+
     yield make
     for s in servers:
         s.close()
@@ -125,8 +133,7 @@ def ep_for(s: FakeServer, **kw) -> Endpoint:
     return Endpoint(base_url=s.base_url, **kw)
 
 
-DIALOGUES = [f"A: Talking about item {i} makes me feel {e}.\nB: I see.\nA: Indeed."
-             for i, e in enumerate(EMOTIONS * 2)]
+DIALOGUES = [f"A: Talking about item {i} makes me feel {e}.\nB: I see.\nA: Indeed." for i, e in enumerate(EMOTIONS * 2)]
 
 
 # --- prompts, parsing, parameters
@@ -140,10 +147,17 @@ def test_prompts_are_packaged_text_files_with_their_slots():
         endpoint.prompt("classify")
 
 
-@pytest.mark.parametrize("reply,want", [
-    ("Anger.", ("anger", "ok")), ("joy", ("happiness", "ok")), ("The emotion is fear.", ("fear", "ok")),
-    ("anger or fear", (None, "ambiguous")), ("neutral", (None, "not_an_emotion")), ("  ", (None, "empty")),
-])
+@pytest.mark.parametrize(
+    "reply,want",
+    [
+        ("Anger.", ("anger", "ok")),
+        ("joy", ("happiness", "ok")),
+        ("The emotion is fear.", ("fear", "ok")),
+        ("anger or fear", (None, "ambiguous")),
+        ("neutral", (None, "not_an_emotion")),
+        ("  ", (None, "empty")),
+    ],
+)
 def test_label_replies_are_parsed_or_given_a_reason(reply, want):
     assert endpoint.parse_vote_reply(reply, list(EMOTIONS)) == want
 
@@ -158,17 +172,25 @@ def test_dialogue_replies_are_parsed_or_given_a_reason():
     assert endpoint.parse_dialogue_reply("", "stop") == (None, "empty")
 
 
-@pytest.mark.parametrize("raw,needle", [
-    ({"data_source": "openai"}, "'endpoint_model' is required when data_source is openai"),
-    ({"endpoint_api_key_env": "sk-abc-123"}, "'endpoint_api_key_env' must be the NAME of an environment variable"),
-    ({"endpoint_base_url": "localhost:8000"}, "'endpoint_base_url' must be an http:// or https:// URL"),
-    ({"annotators": ["openai:", "minilm", "gemma3-270m"]}, "'annotators' 'openai:' must be followed by"),
-    ({"endpoint_max_concurrency": 0}, "'endpoint_max_concurrency' must be >= 1"),
-    ({"annotator_endpoints": {"openai:x": {"base_url": "http://h/v1"}}}, "names openai:x, not among annotators"),
-    ({"annotators": ["openai:x", "minilm", "gemma3-270m"], "annotator_endpoints": {"openai:x": {"api_key": "k"}}},
-     "unknown setting 'api_key'; allowed: base_url, api_key_env"),
-    ({"data_source": "gpt"}, "'data_source' must be one of template, hf, emoprism, openai"),
-])
+@pytest.mark.parametrize(
+    "raw,needle",
+    [
+        ({"data_source": "openai"}, "'endpoint_model' is required when data_source is openai"),
+        ({"endpoint_api_key_env": "sk-abc-123"}, "'endpoint_api_key_env' must be the NAME of an environment variable"),
+        ({"endpoint_base_url": "localhost:8000"}, "'endpoint_base_url' must be an http:// or https:// URL"),
+        ({"annotators": ["openai:", "minilm", "gemma3-270m"]}, "'annotators' 'openai:' must be followed by"),
+        ({"endpoint_max_concurrency": 0}, "'endpoint_max_concurrency' must be >= 1"),
+        ({"annotator_endpoints": {"openai:x": {"base_url": "http://h/v1"}}}, "names openai:x, not among annotators"),
+        (
+            {
+                "annotators": ["openai:x", "minilm", "gemma3-270m"],
+                "annotator_endpoints": {"openai:x": {"api_key": "k"}},
+            },
+            "unknown setting 'api_key'; allowed: base_url, api_key_env",
+        ),
+        ({"data_source": "gpt"}, "'data_source' must be one of template, hf, emoprism, openai"),
+    ],
+)
 def test_bad_endpoint_parameters_give_one_line(raw, needle):
     with pytest.raises(ParamError) as e:
         params.validate(raw, "x.yaml")
@@ -176,12 +198,23 @@ def test_bad_endpoint_parameters_give_one_line(raw, needle):
 
 
 def test_annotator_endpoints_override_the_shared_settings():
-    p = params.validate({"annotators": ["openai:a", "openai:b", "minilm"], "endpoint_api_key_env": "KEY_A",
-                         "annotator_endpoints": {"openai:b": {"base_url": "https://b.example/v1",
-                                                              "api_key_env": "KEY_B", "temperature": 0.0}}})
+    p = params.validate(
+        {
+            "annotators": ["openai:a", "openai:b", "minilm"],
+            "endpoint_api_key_env": "KEY_A",
+            "annotator_endpoints": {
+                "openai:b": {"base_url": "https://b.example/v1", "api_key_env": "KEY_B", "temperature": 0.0}
+            },
+        }
+    )
     a, b = endpoint.annotator_endpoint("openai:a", p), endpoint.annotator_endpoint("openai:b", p)
-    assert (a.model, a.base_url, a.api_key_env, a.temperature, a.max_tokens) == \
-        ("a", "http://127.0.0.1:8000/v1", "KEY_A", 0.1, 10)
+    assert (a.model, a.base_url, a.api_key_env, a.temperature, a.max_tokens) == (
+        "a",
+        "http://127.0.0.1:8000/v1",
+        "KEY_A",
+        0.1,
+        10,
+    )
     assert (b.model, b.base_url, b.api_key_env, b.temperature) == ("b", "https://b.example/v1", "KEY_B", 0.0)
 
 
@@ -204,6 +237,7 @@ def test_labels_tokens_and_the_cache(server, tmp_path):
 def test_429_and_5xx_are_retried_with_exponential_backoff(server, tmp_path):
     def script(n, body):
         return (429, "", {}, 0) if n == 0 else (500, "", {}, 0) if n == 1 else (503, "", {}, 0) if n == 2 else None
+
     s = server(script)
     labels, stats = endpoint.vote(DIALOGUES[:1], list(EMOTIONS), ep_for(s, backoff=0.2), tmp_path)
     assert labels == ["anger"] and len(s.calls) == 4
@@ -230,8 +264,9 @@ def test_unauthorised_is_not_retried_and_names_the_key_variable(server, tmp_path
     monkeypatch.setenv("EMOLIB_TEST_KEY", "wrong")
     s = server(lambda n, body: (401, "", {}, 0))
     with pytest.raises(EndpointError, match="check the key in the environment variable EMOLIB_TEST_KEY"):
-        endpoint.vote(DIALOGUES[:3], list(EMOTIONS), ep_for(s, api_key_env="EMOLIB_TEST_KEY",
-                                                             max_concurrency=1), tmp_path)
+        endpoint.vote(
+            DIALOGUES[:3], list(EMOTIONS), ep_for(s, api_key_env="EMOLIB_TEST_KEY", max_concurrency=1), tmp_path
+        )
     assert len(s.calls) == 1
 
 
@@ -243,6 +278,7 @@ def test_malformed_replies_are_retried_then_dropped_and_counted(server, tmp_path
         if "item 1 " in text and not any("item 1 " in user_text(c["body"]) for c in s.calls[:n]):
             return 200, "anger, or maybe disgust", {}, 0  # ambiguous once, then fine
         return None
+
     s = server(script)
     labels, stats = endpoint.vote(DIALOGUES[:3], list(EMOTIONS), ep_for(s, malformed_retries=2), tmp_path)
     assert labels == [None, "disgust", "fear"]
@@ -262,10 +298,12 @@ def test_synthesis_retries_off_format_replies_and_keys_each_sample(server, tmp_p
             seen.add(text)
             return 200, "Here is a dialogue about it!", {}, 0
         return None
+
     s = server(script)
     rows, stats = endpoint.synthesize(["cats", "tea"], ["anger", "fear"], 2, ep_for(s, max_tokens=200), tmp_path)
-    assert len(rows) == 8 and {(r["topic"], r["theme"]) for r in rows} == {(t, e) for t in ("cats", "tea")
-                                                                            for e in ("anger", "fear")}
+    assert len(rows) == 8 and {(r["topic"], r["theme"]) for r in rows} == {
+        (t, e) for t in ("cats", "tea") for e in ("anger", "fear")
+    }
     assert stats["malformed_off_format"] == 4 and stats["requests"] == 12 and stats["generated"] == 8
     assert all(r["dialogue"].startswith("A: I feel such") for r in rows)
 
@@ -300,12 +338,17 @@ def test_a_torn_last_line_is_ignored_and_appending_resumes_on_a_new_line(tmp_pat
 def test_resume_after_a_kill_never_asks_twice(server, tmp_path):
     s = server(delay=0.05)
     dialogues = [f"A: Story number {i} of my {EMOTIONS[i % 6]}.\nB: Go on.\nA: Done." for i in range(40)]
-    script = ("import json, sys; from pathlib import Path; from emolib.dataset import endpoint\n"
-              "ep = endpoint.Endpoint(base_url=sys.argv[1], model='fake', max_concurrency=2, max_tokens=10)\n"
-              "endpoint.vote(json.loads(sys.argv[3]), json.loads(sys.argv[4]), ep, Path(sys.argv[2]))\n")
-    proc = subprocess.Popen([sys.executable, "-c", script, s.base_url, str(tmp_path), json.dumps(dialogues),
-                             json.dumps(list(EMOTIONS))], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    script = (
+        "import json, sys; from pathlib import Path; from emolib.dataset import endpoint\n"
+        "ep = endpoint.Endpoint(base_url=sys.argv[1], model='fake', max_concurrency=2, max_tokens=10)\n"
+        "endpoint.vote(json.loads(sys.argv[3]), json.loads(sys.argv[4]), ep, Path(sys.argv[2]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, s.base_url, str(tmp_path), json.dumps(dialogues), json.dumps(list(EMOTIONS))],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while len(s.calls) < 12 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.01)
@@ -319,8 +362,12 @@ def test_resume_after_a_kill_never_asks_twice(server, tmp_path):
     asked_before = {user_text(c["body"]) for c in s.calls}
     assert len(s.calls) - 2 <= n_cached <= len(s.calls)  # at most max_concurrency replies lost in flight
     first = len(s.calls)
-    labels, stats = endpoint.vote(dialogues, list(EMOTIONS), Endpoint(base_url=s.base_url, model="fake",
-                                                                       max_concurrency=2, max_tokens=10), tmp_path)
+    labels, stats = endpoint.vote(
+        dialogues,
+        list(EMOTIONS),
+        Endpoint(base_url=s.base_url, model="fake", max_concurrency=2, max_tokens=10),
+        tmp_path,
+    )
     assert labels == [EMOTIONS[i % 6] for i in range(40)]
     assert stats["from_cache"] == n_cached and stats["requests"] == 40 - n_cached == len(s.calls) - first
     resent = [user_text(c["body"]) for c in s.calls[first:] if user_text(c["body"]) in asked_before]
@@ -329,12 +376,22 @@ def test_resume_after_a_kill_never_asks_twice(server, tmp_path):
 
 def test_stage1_through_an_endpoint_keeps_the_key_out_of_every_output(server, tmp_path, monkeypatch):
     from emolib.dataset import build_data
+
     secret = "sk-test-secret-0123456789"
     s = server()
-    p = params.validate({"run_name": "ep", "data_source": "openai", "endpoint_base_url": s.base_url,
-                         "endpoint_model": "writer", "endpoint_api_key_env": "EMOLIB_TEST_KEY", "n_topics": 4,
-                         "dialogues_per_topic": 1, "eval_fraction": 0.5,
-                         "annotators": ["openai:judge-a", "openai:judge-b", "openai:judge-c"]})
+    p = params.validate(
+        {
+            "run_name": "ep",
+            "data_source": "openai",
+            "endpoint_base_url": s.base_url,
+            "endpoint_model": "writer",
+            "endpoint_api_key_env": "EMOLIB_TEST_KEY",
+            "n_topics": 4,
+            "dialogues_per_topic": 1,
+            "eval_fraction": 0.5,
+            "annotators": ["openai:judge-a", "openai:judge-b", "openai:judge-c"],
+        }
+    )
     p["run_dir"] = str(tmp_path / "outputs" / "ep")
     monkeypatch.delenv("EMOLIB_TEST_KEY", raising=False)
     with pytest.raises(EndpointError, match="environment variable EMOLIB_TEST_KEY .* is not set"):
@@ -360,13 +417,26 @@ def test_stage1_through_an_endpoint_keeps_the_key_out_of_every_output(server, tm
 def test_notebook_01_builds_its_dataset_through_an_endpoint(server, tmp_path):
     import nbformat
     import yaml
+
     from emolib import runner
+
     s = server()
     f = tmp_path / "ep.yaml"
-    f.write_text(yaml.safe_dump({"run_name": "ep-nb", "model": "tiny-random-llama", "data_source": "openai",
-                                 "endpoint_base_url": s.base_url, "endpoint_model": "auto", "n_topics": 4,
-                                 "dialogues_per_topic": 1, "eval_fraction": 0.5,
-                                 "annotators": ["openai:judge-a", "openai:judge-b", "openai:judge-c"]}))
+    f.write_text(
+        yaml.safe_dump(
+            {
+                "run_name": "ep-nb",
+                "model": "tiny-random-llama",
+                "data_source": "openai",
+                "endpoint_base_url": s.base_url,
+                "endpoint_model": "auto",
+                "n_topics": 4,
+                "dialogues_per_topic": 1,
+                "eval_fraction": 0.5,
+                "annotators": ["openai:judge-a", "openai:judge-b", "openai:judge-c"],
+            }
+        )
+    )
     out = tmp_path / "outputs" / "ep-nb"
     runner.run(str(f), only=["01"], out=str(out))
     nb = nbformat.read(out / "01_data_construction.ipynb", as_version=4)
@@ -384,12 +454,13 @@ def test_notebook_01_builds_its_dataset_through_an_endpoint(server, tmp_path):
 def test_transformers_serve_writes_and_labels_dialogues(smollm2_server, tmp_path):
     """smollm2_server (conftest.py) starts with the session, so its start-up overlaps other tests."""
     from emolib.dataset import data
+
     url = smollm2_server
     # 64 tokens hold a 3-8 turn dialogue of this model's; longer replies run on into off-format text and retries
-    writer = Endpoint(base_url=url, model="auto", max_concurrency=4, temperature=0.7, max_tokens=64,
-                      malformed_retries=1)
-    rows, stats = endpoint.synthesize(["cooking dinner", "a lost wallet"], ["anger", "happiness"], 1, writer,
-                                      tmp_path)
+    writer = Endpoint(
+        base_url=url, model="auto", max_concurrency=4, temperature=0.7, max_tokens=64, malformed_retries=1
+    )
+    rows, stats = endpoint.synthesize(["cooking dinner", "a lost wallet"], ["anger", "happiness"], 1, writer, tmp_path)
     assert stats["jobs"] == 4 and stats["requests"] >= 4 and stats["completion_tokens"] > 0
     assert len(rows) + sum(v for k, v in stats.items() if k.startswith("dropped_")) == 4
     assert all(data.parse_dialogue(r["dialogue"]) == r["dialogue"] for r in rows)
@@ -398,13 +469,15 @@ def test_transformers_serve_writes_and_labels_dialogues(smollm2_server, tmp_path
     labels, lstats = endpoint.vote(dialogues, list(EMOTIONS), labeller, tmp_path)
     assert len(labels) == len(dialogues) and lstats["requests"] >= len(dialogues)
     assert all(lab is None or lab in EMOTIONS for lab in labels)
-    assert sum(lab is not None for lab in labels) + sum(v for k, v in lstats.items()
-                                                        if k.startswith("dropped_")) == len(dialogues)
+    assert sum(lab is not None for lab in labels) + sum(
+        v for k, v in lstats.items() if k.startswith("dropped_")
+    ) == len(dialogues)
     again, astats = endpoint.vote(dialogues, list(EMOTIONS), labeller, tmp_path)
     assert again == labels and astats["requests"] == 0
 
 
 def test_fleiss_kappa_skips_items_an_endpoint_left_unlabelled():
     from emolib.dataset import annotate
+
     rows = [["a", "a", "b"], ["a", "b", "b"], ["a", "a", "a"], ["b", "b", "b"]]
     assert annotate.fleiss_kappa(rows + [["a", None, "b"]], ["a", "b"]) == annotate.fleiss_kappa(rows, ["a", "b"])

@@ -12,19 +12,24 @@ import pytest
 import torch
 
 from emolib import checks, exercises
-from emolib.identify import neurons
 from emolib import params as params_mod
 from emolib.__main__ import main
+from emolib.identify import neurons
 
 ROOT = Path(__file__).resolve().parent.parent
-WITH_EXERCISES = {"02_neuron_identification": ["the counting hook", "entropy", "LAPE's selection"],
-                  "03_ablation": ["the ablation hook"]}
+WITH_EXERCISES = {
+    "02_neuron_identification": ["the counting hook", "entropy", "LAPE's selection"],
+    "03_ablation": ["the ablation hook"],
+}
 
 
 def _exercise_cells(nb, marker: str) -> list[tuple[str, str, str]]:
     """(exercise name, solution or stub cell source, check expression) of every exercise of a notebook."""
-    return [(exercises._title(nb.cells, i), c.source, exercises._check(nb.cells, i))
-            for i, c in enumerate(nb.cells) if c.cell_type == "code" and marker in c.source]
+    return [
+        (exercises._title(nb.cells, i), c.source, exercises._check(nb.cells, i))
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and marker in c.source
+    ]
 
 
 def _all_exercises(stubbed: bool):
@@ -35,8 +40,9 @@ def _all_exercises(stubbed: bool):
 
 
 def test_every_notebook_exercise_is_found():
-    assert {stem: [name for s, name, _, _ in _all_exercises(False) if s == stem] for stem in WITH_EXERCISES} == \
-        WITH_EXERCISES
+    assert {
+        stem: [name for s, name, _, _ in _all_exercises(False) if s == stem] for stem in WITH_EXERCISES
+    } == WITH_EXERCISES
 
 
 @pytest.mark.parametrize("stem,name,source,check", list(_all_exercises(False)), ids=lambda x: str(x)[:20])
@@ -104,12 +110,14 @@ def select_highest_entropy(P, top_rate, filter_quantile):
 def counting_ge_zero(counts, keep):
     def hook(module, args, output):
         counts.add_((output[keep] >= 0).sum(0))
+
     return hook
 
 
 def counting_ignores_keep(counts, keep):
     def hook(module, args, output):
         counts.add_((output > 0).sum((0, 1)))
+
     return hook
 
 
@@ -119,7 +127,8 @@ def counting_returns_counts(counts, keep):
 
 def counting_rebinds(counts, keep):
     def hook(module, args, output):
-        counts += (output[keep] > 0).sum(0)  # noqa: F841 (the bug: a new local name)
+        counts += (output[keep] > 0).sum(0)  # noqa: F823, F841 (the bug: a new local name)
+
     return hook
 
 
@@ -127,6 +136,7 @@ def ablation_on_the_output(idx):
     def hook(module, args, output):
         output[..., idx] = 0
         return output
+
     return hook
 
 
@@ -138,22 +148,25 @@ def ablation_on_a_copy(idx):
     def hook(module, args):
         x = args[0].clone()
         x[..., idx] = 0
+
     return hook
 
 
-WRONG = [(checks.check_entropy, entropy_log2, "log2(6)"),
-         (checks.check_entropy, entropy_without_0log0, "0 log 0 = 0"),
-         (checks.check_entropy, entropy_not_normalised, "normalise"),
-         (checks.check_entropy, entropy_per_emotion, "returned shape"),
-         (checks.check_selection, select_without_filter, "without LAPE's filter"),
-         (checks.check_selection, select_highest_entropy, "highest entropies"),
-         (checks.check_counting_hook, counting_ge_zero, "> 0, strictly"),
-         (checks.check_counting_hook, counting_ignores_keep, "outside keep"),
-         (checks.check_counting_hook, counting_rebinds, "counts.add_"),
-         (checks.check_counting_hook, counting_returns_counts, "return nothing"),
-         (checks.check_ablation_hook, ablation_on_the_output, "forward pre-hook"),
-         (checks.check_ablation_hook, ablation_of_everything, "an empty mask changed the logits"),
-         (checks.check_ablation_hook, ablation_on_a_copy, "output is not zero")]
+WRONG = [
+    (checks.check_entropy, entropy_log2, "log2(6)"),
+    (checks.check_entropy, entropy_without_0log0, "0 log 0 = 0"),
+    (checks.check_entropy, entropy_not_normalised, "normalise"),
+    (checks.check_entropy, entropy_per_emotion, "returned shape"),
+    (checks.check_selection, select_without_filter, "without LAPE's filter"),
+    (checks.check_selection, select_highest_entropy, "highest entropies"),
+    (checks.check_counting_hook, counting_ge_zero, "> 0, strictly"),
+    (checks.check_counting_hook, counting_ignores_keep, "outside keep"),
+    (checks.check_counting_hook, counting_rebinds, "counts.add_"),
+    (checks.check_counting_hook, counting_returns_counts, "return nothing"),
+    (checks.check_ablation_hook, ablation_on_the_output, "forward pre-hook"),
+    (checks.check_ablation_hook, ablation_of_everything, "an empty mask changed the logits"),
+    (checks.check_ablation_hook, ablation_on_a_copy, "output is not zero"),
+]
 
 
 @pytest.mark.parametrize("check,wrong,words", WRONG, ids=[w.__name__ for _, w, _ in WRONG])
@@ -175,8 +188,10 @@ def test_entropy_cases_are_the_hand_computation():
 
 
 def test_stub_needs_balanced_markers():
-    assert exercises.stub("def f():\n    # BEGIN SOLUTION\n    return 1\n    # END SOLUTION\n", "m") == \
-        "def f():\n    # YOUR CODE HERE (then run the check below)\n    raise NotImplementedError('m')"
+    assert (
+        exercises.stub("def f():\n    # BEGIN SOLUTION\n    return 1\n    # END SOLUTION\n", "m")
+        == "def f():\n    # YOUR CODE HERE (then run the check below)\n    raise NotImplementedError('m')"
+    )
     for bad in ("# BEGIN SOLUTION\nx = 1\n", "x = 1\n# END SOLUTION\n", "# BEGIN SOLUTION\n# BEGIN SOLUTION\n"):
         with pytest.raises(ValueError, match="SOLUTION"):
             exercises.stub(bad, "m")
@@ -199,6 +214,7 @@ def test_make_exercises_writes_stubbed_copies(tmp_path, capsys):
 
 def test_exercise_notebooks_run_to_their_first_stub(tiny_book, tmp_path):
     import papermill as pm
+
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_book, run_dir)  # the stages' inputs; the session's run itself is only read
     exercises.write(tmp_path / "ex")
@@ -206,12 +222,18 @@ def test_exercise_notebooks_run_to_their_first_stub(tiny_book, tmp_path):
     for stem, names in WITH_EXERCISES.items():
         out = tmp_path / f"{stem}.out.ipynb"
         with pytest.raises(pm.PapermillExecutionError) as err:
-            pm.execute_notebook(str(tmp_path / "ex" / f"{stem}.ipynb"), str(out),
-                                parameters={**params_mod.for_notebook(p, stem[:2]), "run_dir": str(run_dir)},
-                                kernel_name="python3", cwd=str(ROOT), progress_bar=False)
+            pm.execute_notebook(
+                str(tmp_path / "ex" / f"{stem}.ipynb"),
+                str(out),
+                parameters={**params_mod.for_notebook(p, stem[:2]), "run_dir": str(run_dir)},
+                kernel_name="python3",
+                cwd=str(ROOT),
+                progress_bar=False,
+            )
         assert err.value.ename == "NotImplementedError" and f"Exercise '{names[0]}'" in err.value.evalue
         nb = nbformat.read(out, as_version=4)
-        errors = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
-                  for o in c.outputs if o.output_type == "error"]
+        errors = [
+            i for i, c in enumerate(nb.cells) if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+        ]
         assert len(errors) == 1 and "checks.check_" in nb.cells[errors[0]].source  # stopped at the first check
         assert "✓" not in "".join(str(o) for c in nb.cells if c.cell_type == "code" for o in c.outputs)

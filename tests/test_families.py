@@ -68,5 +68,6 @@ def test_titrated_families_replace_the_share_they_say():
             k = min(round(share * size), 10)
             got = set(families.as_pairs(t)) & set(families.as_pairs(c))
             assert len(got) == k and len(families.as_pairs(t)) == size
-    assert families.titrated_family(fmap, own, control, 0.5, 0, 1) != families.titrated_family(fmap, own, control,
-                                                                                               0.5, 0, 2)
+    assert families.titrated_family(fmap, own, control, 0.5, 0, 1) != families.titrated_family(
+        fmap, own, control, 0.5, 0, 2
+    )

@@ -13,8 +13,12 @@ def test_gpu_check_runs_with_a_tiny_config(tmp_path):
     out = mod.main(["--tiny", "--no-book", "--n", "12", "--out", str(tmp_path)])
     assert (tmp_path / "gpu_check.json").exists()
     assert out["layers_x_d_ff"] == [2, 256]
-    for k in ("forward_tokens_per_s", "recording_tokens_per_s", "recording_null20_tokens_per_s",
-              "scoring_item_masks_per_s"):
+    for k in (
+        "forward_tokens_per_s",
+        "recording_tokens_per_s",
+        "recording_null20_tokens_per_s",
+        "scoring_item_masks_per_s",
+    ):
         assert out[k] > 0
     assert out["paper_grid_item_masks"] == mod.grid_conditions() > 0
     assert out["projected_identification_minutes"] > 0

@@ -12,13 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_site import PNG, tiny_repo
 
 from emolib import params, runner, safeio
 from emolib.__main__ import main
-from emolib.params import ParamError
 from emolib.report import site
-
-from test_site import PNG, tiny_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "params/test-tiny.yaml")
@@ -37,6 +35,7 @@ def victim(tmp_path: Path, name: str = "victim.txt") -> Path:
 
 
 # --- 1. site --out deletes only what it wrote -------------------------------------------------------------------
+
 
 @pytest.fixture
 def repo(tmp_path):
@@ -76,8 +75,13 @@ def test_site_refuses_the_repository_outputs_home_and_slash(repo, where, monkeyp
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
-    out = {"outputs": repo / "outputs", "root": repo, "home": home, "slash": Path("/"),
-           "outputs/run": repo / "outputs" / "smollm2-135m"}[where]
+    out = {
+        "outputs": repo / "outputs",
+        "root": repo,
+        "home": home,
+        "slash": Path("/"),
+        "outputs/run": repo / "outputs" / "smollm2-135m",
+    }[where]
     before = sorted(p.relative_to(repo) for p in repo.rglob("*"))
     with pytest.raises(ValueError) as e:
         build(repo, out)
@@ -100,6 +104,7 @@ def test_site_replaces_only_its_own_folder(repo, tmp_path):
 
 
 # --- 2. no write follows a planted link, at the file or at a folder inside the run -------------------------------
+
 
 def plant(path: Path, target: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,6 +135,7 @@ def fake_papermill(monkeypatch, seen: list):
     def execute_notebook(src, out, **kw):
         seen.append(Path(out))
         nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), out)
+
     monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
 
 
@@ -153,9 +159,12 @@ def test_papermill_never_writes_through_a_link(tmp_path, monkeypatch):
 @pytest.mark.parametrize("where", ["file", "figures folder"])
 def test_figures_are_never_written_through_a_link(tmp_path, where):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from emolib.report import plots_common
+
     v = victim(tmp_path)
     run = tmp_path / "run"
     if where == "file":
@@ -186,8 +195,10 @@ def test_figures_are_never_written_through_a_link(tmp_path, where):
 @pytest.mark.parametrize("writer", ["save_table", "save_csv"])
 def test_csv_tables_are_never_written_through_a_link(tmp_path, writer):
     import pandas as pd
+
     from emolib.causal import steer
     from emolib.report import book
+
     v = victim(tmp_path)
     run = tmp_path / "run"
     plant(run / "t.csv", v)
@@ -203,7 +214,9 @@ def test_csv_tables_are_never_written_through_a_link(tmp_path, writer):
 def test_stability_csv_goes_through_the_one_check():
     """stage 2's stability.csv (and its other tables) are written by safeio.atomic_save, never by a bare to_csv."""
     import inspect
+
     from emolib.identify import selection
+
     src = inspect.getsource(selection)
     assert ".to_csv(Path(" not in src and 'atomic_save(Path(p["run_dir"]) / "stability.csv"' in src
 
@@ -214,8 +227,11 @@ def test_a_linked_folder_inside_the_run_is_refused(tmp_path):
     elsewhere.mkdir()
     run = tmp_path / "run"
     plant(run / "cache", elsewhere)
-    for write in (lambda p: safeio.atomic_write_text(p, "x", base=run), lambda p: safeio.append_line(p, "x", base=run),
-                  lambda p: safeio.atomic_save(p, lambda t: Path(t).write_text("x"), base=run)):
+    for write in (
+        lambda p: safeio.atomic_write_text(p, "x", base=run),
+        lambda p: safeio.append_line(p, "x", base=run),
+        lambda p: safeio.atomic_save(p, lambda t: Path(t).write_text("x"), base=run),
+    ):
         with pytest.raises(ValueError, match=f"{run / 'cache'}: is a symbolic link"):
             write(run / "cache" / "sub" / "f.json")
     assert not list(elsewhere.iterdir())
@@ -234,6 +250,7 @@ def test_exercises_never_write_through_a_link(tmp_path, capsys):
 @pytest.mark.parametrize("cache", ["reply cache", "vote cache", "dialogues cache"])
 def test_a_linked_outputs_cache_folder_is_refused(tmp_path, cache, monkeypatch):
     from emolib.dataset import annotate, build_data, endpoint
+
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     outputs = tmp_path / "outputs"
@@ -261,6 +278,7 @@ class Server:
 
     def __init__(self, handler):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
         self.calls = 0
         server = self
 
@@ -303,6 +321,7 @@ def server():
     def make(handler):
         made.append(Server(handler))
         return made[-1]
+
     yield make
     for s in made:
         s.close()
@@ -318,13 +337,19 @@ def send_json(h, obj, status=200):
 
 
 def completion(text, finish="stop", model="fake"):
-    return {"id": "x", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": text}}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+    }
 
 
 def ep_for(s, **kw):
     from emolib.dataset.endpoint import Endpoint
+
     kw = {"model": "fake", "backoff": 0.01, "request_timeout": 5.0, "max_concurrency": 1, "max_tokens": 10, **kw}
     return Endpoint(base_url=s.base_url, **kw)
 
@@ -332,21 +357,29 @@ def ep_for(s, **kw):
 def models_reply(name):
     def handler(h):
         if h.command == "GET":
-            send_json(h, {"object": "list", "data": [{"id": name.replace("<key>", h.headers["Authorization"]
-                                                                          .split()[-1]), "object": "model"}]})
+            send_json(
+                h,
+                {
+                    "object": "list",
+                    "data": [{"id": name.replace("<key>", h.headers["Authorization"].split()[-1]), "object": "model"}],
+                },
+            )
         else:
             send_json(h, completion("Anger"))
+
     return handler
 
 
 @pytest.mark.parametrize("name", ["Bearer <key>", "<key>", "a b", "x" * 129, "../../etc/passwd\n"])
 def test_an_auto_model_name_that_is_not_a_name_is_refused(server, tmp_path, monkeypatch, capsys, name):
     from emolib.dataset import endpoint
+
     monkeypatch.setenv("EMOLIB_TEST_KEY", SECRET)
     s = server(models_reply(name))
     with pytest.raises(endpoint.EndpointError) as e:
-        endpoint.vote(["A: hi\nB: yo"], ["anger", "fear"], ep_for(s, model="auto", api_key_env="EMOLIB_TEST_KEY"),
-                      tmp_path)
+        endpoint.vote(
+            ["A: hi\nB: yo"], ["anger", "fear"], ep_for(s, model="auto", api_key_env="EMOLIB_TEST_KEY"), tmp_path
+        )
     msg = str(e.value)
     assert one_line(msg) and SECRET not in msg and "not a plain model name" in msg
     assert SECRET not in capsys.readouterr().err and not list(tmp_path.iterdir())
@@ -354,6 +387,7 @@ def test_an_auto_model_name_that_is_not_a_name_is_refused(server, tmp_path, monk
 
 def test_a_plain_auto_model_name_is_used(server, tmp_path):
     from emolib.dataset import endpoint
+
     s = server(models_reply("org/Model-1.5:q4"))
     assert endpoint.resolve_model(ep_for(s, model="auto")).model == "org/Model-1.5:q4"
 
@@ -365,13 +399,16 @@ def test_reply_fields_that_echo_the_key_are_never_cached(server, tmp_path, monke
     def handler(h):
         echo = f"you sent {h.headers['Authorization']}"
         send_json(h, completion("Anger", finish=echo) if field == "finish_reason" else completion("Anger", model=echo))
+
     monkeypatch.setenv("EMOLIB_TEST_KEY", SECRET)
     s = server(handler)
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the model field: another model's answer is warned about
-        labels, _ = endpoint.vote(["A: so angry\nB: yo"], ["anger", "fear"],
-                                  ep_for(s, api_key_env="EMOLIB_TEST_KEY"), tmp_path)
+        labels, _ = endpoint.vote(
+            ["A: so angry\nB: yo"], ["anger", "fear"], ep_for(s, api_key_env="EMOLIB_TEST_KEY"), tmp_path
+        )
     assert labels == ["anger"]
     for f in tmp_path.rglob("*"):
         assert SECRET.encode() not in f.read_bytes() and b"test-secret" not in f.read_bytes()
@@ -379,6 +416,7 @@ def test_reply_fields_that_echo_the_key_are_never_cached(server, tmp_path, monke
 
 def test_a_password_in_the_url_is_never_printed(server, tmp_path, capsys):
     from emolib.dataset import endpoint
+
     s = server(lambda h: send_json(h, completion("Anger")))
     url = s.base_url.replace("http://", "http://user:hunter2pass@")
     ep = endpoint.Endpoint(base_url=url, model="fake", backoff=0.01, request_timeout=5.0, max_concurrency=1)
@@ -392,7 +430,9 @@ def test_a_password_in_the_url_is_never_printed(server, tmp_path, capsys):
 
 def test_a_dated_snapshot_passes_the_model_check_and_a_sibling_does_not(server, tmp_path):
     import warnings
+
     from emolib.dataset import endpoint
+
     s = server(lambda h: send_json(h, completion("Anger", model="fake-mini")))
     with pytest.warns(UserWarning, match="answered by 'fake-mini'"):
         endpoint.vote(["A: so angry\nB: yo"], ["anger", "fear"], ep_for(s), tmp_path)
@@ -422,7 +462,7 @@ def big(h):
     """A 300 MB body, announced."""
     h.send_response(200)
     h.send_header("Content-Type", "application/json")
-    h.send_header("Content-Length", str(300 * 2 ** 20))
+    h.send_header("Content-Length", str(300 * 2**20))
     h.end_headers()
     for _ in range(300):
         h.wfile.write(b" " * (1 << 20))
@@ -442,18 +482,24 @@ def trickle(h):
 
 def peak_rss_mb() -> float:
     import resource
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @pytest.mark.parametrize("kind", ["endless", "300 MB", "trickle", "endless /v1/models", "trickle /v1/models"])
 def test_a_server_cannot_exhaust_memory_or_hang_the_build(server, tmp_path, kind):
     from emolib.dataset import endpoint
+
     s = server({"endless": endless, "300": big, "trickle": trickle}[kind.split()[0]])
     before, t0 = peak_rss_mb(), time.monotonic()
     model = "auto" if "models" in kind else "fake"  # GET /v1/models (sync client) or a chat completion (async)
     with pytest.raises(endpoint.EndpointError) as e:
-        endpoint.vote(["A: so angry\nB: yo"], ["anger", "fear"],
-                      ep_for(s, model=model, request_timeout=2.0, max_retries=0, malformed_retries=0), tmp_path)
+        endpoint.vote(
+            ["A: so angry\nB: yo"],
+            ["anger", "fear"],
+            ep_for(s, model=model, request_timeout=2.0, max_retries=0, malformed_retries=0),
+            tmp_path,
+        )
     took = time.monotonic() - t0
     assert one_line(str(e.value)) and took < 20
     assert peak_rss_mb() - before < 200
@@ -463,20 +509,31 @@ def test_a_server_cannot_exhaust_memory_or_hang_the_build(server, tmp_path, kind
 
 # --- 5. the site carries no script; names are text; nothing from outside the repository is copied ---------------
 
+
 def hostile_notebook(d: Path, name: str = "01_x.ipynb") -> None:
-    import base64
     import nbformat
-    md = ("# Title\n\n<script>alert('md')</script> [click](javascript:alert('link')) "
-          "<a href=\"JaVaScRiPt:alert('a')\">a</a> <img src=x onerror=\"alert('img')\"> "
-          "<iframe src=\"https://evil.example/\"></iframe> ok text `P > 0`")
-    html_out = nbformat.v4.new_output("display_data", data={
-        "text/html": "<div onclick=\"alert('div')\"><table><tr><td>1</td></tr></table>"
-                     "<script>alert('out')</script><img src=x onerror=\"alert('out-img')\"></div>",
-        "application/javascript": "alert('js')", "text/plain": "x"})
-    svg = nbformat.v4.new_output("display_data", data={
-        "image/svg+xml": "<svg onload=\"alert('svg')\"><script>alert('svg2')</script></svg>", "text/plain": "s"})
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(md),
-                                         nbformat.v4.new_code_cell("x", outputs=[html_out, svg])])
+
+    md = (
+        "# Title\n\n<script>alert('md')</script> [click](javascript:alert('link')) "
+        "<a href=\"JaVaScRiPt:alert('a')\">a</a> <img src=x onerror=\"alert('img')\"> "
+        '<iframe src="https://evil.example/"></iframe> ok text `P > 0`'
+    )
+    html_out = nbformat.v4.new_output(
+        "display_data",
+        data={
+            "text/html": "<div onclick=\"alert('div')\"><table><tr><td>1</td></tr></table>"
+            "<script>alert('out')</script><img src=x onerror=\"alert('out-img')\"></div>",
+            "application/javascript": "alert('js')",
+            "text/plain": "x",
+        },
+    )
+    svg = nbformat.v4.new_output(
+        "display_data",
+        data={"image/svg+xml": "<svg onload=\"alert('svg')\"><script>alert('svg2')</script></svg>", "text/plain": "s"},
+    )
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_markdown_cell(md), nbformat.v4.new_code_cell("x", outputs=[html_out, svg])]
+    )
     nbformat.write(nb, d / name)
 
 
@@ -487,6 +544,7 @@ def test_the_site_carries_no_script(repo, tmp_path):
     index = build(repo, tmp_path / "site")
     pages = [p.read_text() for p in index.parent.rglob("*.html")]
     from bs4 import BeautifulSoup
+
     for page in pages:
         soup = BeautifulSoup(page, "html.parser")
         assert not soup.find_all(["script", "iframe"])
@@ -514,20 +572,29 @@ def test_the_site_never_copies_a_file_from_outside_the_repository(repo, tmp_path
 
 # --- 8/11. the site and the lint: special files, PNG bombs, notebooks that are not notebooks -----------------------
 
+
 def png_bomb() -> bytes:
     """A small PNG that claims 60000 x 60000 pixels."""
     import struct
     import zlib
+
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     raw = zlib.compress(b"\0" * 1000)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", raw)
+        + chunk(b"IEND", b"")
+    )
 
 
 def notebook_with_image(path: Path, data: bytes) -> None:
     import base64
+
     import nbformat
+
     out = nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(data).decode()})
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[out])]), path)
 
@@ -542,11 +609,17 @@ def test_lint_reports_an_undecodable_figure(tmp_path, capsys, kind):
     assert "cell 0: an image that cannot be decoded" in out.out and "Traceback" not in out.err
 
 
-@pytest.mark.parametrize("content", ['{"cells": 5, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}',
-                                     '{"cells": [{"cell_type": "code", "source": "x", "metadata": {}, '
-                                     '"execution_count": 1, "outputs": [{"output_type": "stream", "name": "stdout", '
-                                     '"text": 12345}]}], "metadata": {}, "nbformat": 4, "nbformat_minor": 4}',
-                                     "not json at all", "[" * 100000])
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"cells": 5, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}',
+        '{"cells": [{"cell_type": "code", "source": "x", "metadata": {}, '
+        '"execution_count": 1, "outputs": [{"output_type": "stream", "name": "stdout", '
+        '"text": 12345}]}], "metadata": {}, "nbformat": 4, "nbformat_minor": 4}',
+        "not json at all",
+        "[" * 100000,
+    ],
+)
 def test_lint_and_site_name_a_notebook_that_is_not_one(tmp_path, capsys, repo, content, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()
@@ -576,6 +649,7 @@ def test_lint_refuses_special_files(tmp_path, capsys, special):
 def test_site_figures_that_are_special_files_are_skipped(repo, tmp_path):
     d = repo / "outputs" / "smollm2-135m"
     import nbformat
+
     fig = nbformat.v4.new_output("display_data", data={"image/png": __import__("base64").b64encode(PNG).decode()})
     show = nbformat.v4.new_code_cell('book.show(fig, P, f"04_{n}")', outputs=[fig])
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# T"), show]), d / "02_y.ipynb")
@@ -589,10 +663,17 @@ def test_site_figures_that_are_special_files_are_skipped(repo, tmp_path):
 
 # --- 6. every named set of neurons.json is checked where it is read ------------------------------------------------
 
+
 def neurons_with_named(run: Path, paper, named_name="paper") -> Path:
-    d = {"model": "tiny-random-llama", "n_layers": 4, "d_ff": 128, "emotions": ["anger", "fear"], "params": {},
-         "neurons": {"anger": [[0, 1]], "fear": [[1, 2]]},
-         "named_sets": {"paper": {"neurons": {"anger": [[0, 1]], "fear": [[1, 2]]}}}}
+    d = {
+        "model": "tiny-random-llama",
+        "n_layers": 4,
+        "d_ff": 128,
+        "emotions": ["anger", "fear"],
+        "params": {},
+        "neurons": {"anger": [[0, 1]], "fear": [[1, 2]]},
+        "named_sets": {"paper": {"neurons": {"anger": [[0, 1]], "fear": [[1, 2]]}}},
+    }
     d["named_sets"][named_name] = {"neurons": paper}
     run.mkdir(parents=True, exist_ok=True)
     (run / "neurons.json").write_text(json.dumps(d))
@@ -614,13 +695,27 @@ BAD_SETS = {
 @pytest.mark.parametrize("kind", list(BAD_SETS))
 def test_named_sets_are_checked_by_classify_before_the_model_loads(tmp_path, capsys, monkeypatch, kind):
     from emolib.lm import classify
+
     sets, needle = BAD_SETS[kind]
     path = neurons_with_named(tmp_path / "run", sets)
     monkeypatch.setattr(classify, "load_classifier", lambda p: pytest.fail("model loaded"))
     src = tmp_path / "in.jsonl"
     src.write_text('{"dialogue": "A: hi\\nB: hello"}\n')
-    code = main(["classify", "--params", TINY, "--input", str(src), "--output", str(tmp_path / "o.jsonl"),
-                 "--neurons", str(path), "--ablate", "anger"])
+    code = main(
+        [
+            "classify",
+            "--params",
+            TINY,
+            "--input",
+            str(src),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+            "--neurons",
+            str(path),
+            "--ablate",
+            "anger",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and one_line(err) and needle in err and str(path) in err and "named_sets.paper" in err
 
@@ -628,10 +723,26 @@ def test_named_sets_are_checked_by_classify_before_the_model_loads(tmp_path, cap
 def test_named_sets_are_checked_by_steer_and_the_notebooks(tmp_path, capsys, monkeypatch):
     from emolib.identify import neurons
     from emolib.lm import models
+
     path = neurons_with_named(tmp_path / "run", {"anger": [[1, -1]], "fear": []}, "selective")
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("model loaded"))
-    code = main(["steer", "--params", TINY, "--neurons", str(path), "--emotion", "anger", "--alpha", "2",
-                 "--prompt", "A: hi\\nB:", "--set", "selective"])
+    code = main(
+        [
+            "steer",
+            "--params",
+            TINY,
+            "--neurons",
+            str(path),
+            "--emotion",
+            "anger",
+            "--alpha",
+            "2",
+            "--prompt",
+            "A: hi\\nB:",
+            "--set",
+            "selective",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and one_line(err) and "named_sets.selective.neurons.anger' has [1, -1] outside" in err
     with pytest.raises(ValueError, match="named_sets.selective"):
@@ -644,14 +755,18 @@ def test_named_sets_are_checked_by_steer_and_the_notebooks(tmp_path, capsys, mon
 
 # --- 9. parameter files a run cannot use are refused by check -------------------------------------------------
 
-LAUGHS = ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
-          "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n")
+LAUGHS = (
+    "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+)
 
 BAD_PARAMS = {
     "billion laughs": (LAUGHS, "more than 20 aliases"),
     "deep nesting": ("seed: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested more than 16 levels"),
-    "deep mappings": ("a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 40)) + "  " * 40 + "x: 1\n",
-                      "nested more than 16 levels"),
+    "deep mappings": (
+        "a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 40)) + "  " * 40 + "x: 1\n",
+        "nested more than 16 levels",
+    ),
     "a key twice": ("seed: 1\nn_topics: 3\nseed: 2\n", "key 'seed' is given twice"),
     "seed 2**32": ("seed: 4294967296\n", "'seed' must be <= 4294967295"),
     "n_random_sets 1e12": ("n_random_sets: 1000000000000\n", "'n_random_sets' must be <="),
@@ -689,7 +804,7 @@ def test_check_names_a_special_file_as_such(tmp_path, capsys, special):
 def test_anchors_and_a_few_aliases_still_load(tmp_path):
     f = tmp_path / "p.yaml"
     f.write_text("emotions: &e [anger, fear]\nannotator_endpoints: {}\nseed: 4294967295\n")
-    assert params.load(f)["seed"] == 2 ** 32 - 1
+    assert params.load(f)["seed"] == 2**32 - 1
 
 
 @pytest.mark.parametrize("out", ["/", "~", "ROOT", "outputs"])
@@ -703,6 +818,7 @@ def test_run_refuses_slash_home_the_project_and_outputs(tmp_path, capsys, monkey
 
 # --- 10. an eval file needs its minimum of every emotion ----------------------------------------------------------
 
+
 def test_an_eval_file_with_emotions_missing_is_refused(tmp_path, capsys):
     f = tmp_path / "e.jsonl"
     f.write_text("".join(json.dumps({"dialogue": f"A: angry {i}\nB: ok", "label": "anger"}) + "\n" for i in range(2)))
@@ -713,18 +829,26 @@ def test_an_eval_file_with_emotions_missing_is_refused(tmp_path, capsys):
     assert one_line(err) and "disgust 0" in err and "surprise 0" in err and "ok" not in err.split(":")[-1]
     p.write_text(f"eval_source: file\neval_path: {f}\nemotions: [anger, fear]\n")
     assert main(["check", str(p)]) == 2  # fear has none
-    f.write_text(f.read_text() + "".join(json.dumps({"dialogue": f"A: scared {i}", "label": "fear"}) + "\n"
-                                         for i in range(2)))
+    f.write_text(
+        f.read_text() + "".join(json.dumps({"dialogue": f"A: scared {i}", "label": "fear"}) + "\n" for i in range(2))
+    )
     assert main(["check", str(p)]) == 0 and capsys.readouterr().out.endswith(": ok\n")
 
 
 # --- 7. run artefacts: checked where read, one line naming the file and the fix --------------------------------------
 
+
 def stats_file(run: Path, **change) -> Path:
     import torch
+
     from emolib.causal import matched
-    sums = {"count": torch.tensor(40), "sum": torch.ones(4, 128) * 40, "sumsq": torch.ones(4, 128) * 80,
-            "g": torch.zeros(2, 4, 128)}
+
+    sums = {
+        "count": torch.tensor(40),
+        "sum": torch.ones(4, 128) * 40,
+        "sumsq": torch.ones(4, 128) * 80,
+        "g": torch.zeros(2, 4, 128),
+    }
     sums.update(change)
     run.mkdir(parents=True, exist_ok=True)
     return matched.save(run, sums, "t")
@@ -743,7 +867,9 @@ STATS_CASES = {
 @pytest.mark.parametrize("kind", list(STATS_CASES) + ["corrupt"])
 def test_activation_stats_are_checked_where_read(tmp_path, kind):
     import torch
+
     from emolib.causal import matched, steer
+
     run = tmp_path / "run"
     if kind == "corrupt":
         run.mkdir()
@@ -755,6 +881,7 @@ def test_activation_stats_are_checked_where_read(tmp_path, kind):
         if change.get("count", 1) is None:
             stats_file(run)
             from safetensors.torch import load_file, save_file
+
             d = load_file(run / matched.STATS_FILE)
             del d["count"]
             save_file(d, run / matched.STATS_FILE)
@@ -768,15 +895,24 @@ def test_activation_stats_are_checked_where_read(tmp_path, kind):
 
 def test_good_activation_stats_load(tmp_path):
     from emolib.causal import steer
+
     stats_file(tmp_path / "run")
     mean, sd = steer.activation_sd(tmp_path / "run")
     assert mean.shape == (4, 128) and float(sd.max()) == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("row", [{"dialogue": 12345, "topic": "t", "theme": "anger"}, "just text",
-                                 {"topic": "t", "theme": "anger"}, {"dialogue": "A: hi", "topic": 5, "theme": "anger"}])
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"dialogue": 12345, "topic": "t", "theme": "anger"},
+        "just text",
+        {"topic": "t", "theme": "anger"},
+        {"dialogue": "A: hi", "topic": 5, "theme": "anger"},
+    ],
+)
 def test_a_hand_edited_dialogues_cache_row_is_one_line(tmp_path, row):
     from emolib.dataset import build_data
+
     p = params.validate({"n_topics": 2, "dialogues_per_topic": 1})
     p["run_dir"] = str(tmp_path / "run")
     rows, _ = build_data.synthesize(p, tmp_path / "cache")
@@ -792,6 +928,7 @@ def test_a_hand_edited_dialogues_cache_row_is_one_line(tmp_path, row):
 
 # --- 8. special files: never read, never hung on --------------------------------------------------------------------
 
+
 def special(tmp_path: Path, kind: str, name: str) -> Path:
     path = tmp_path / name
     if kind == "fifo":
@@ -806,6 +943,7 @@ def special(tmp_path: Path, kind: str, name: str) -> Path:
 @pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "link to /dev/zero"])
 def test_classify_input_refuses_special_files(tmp_path, capsys, monkeypatch, kind):
     from emolib.lm import classify
+
     monkeypatch.setattr(classify, "load_classifier", lambda p: pytest.fail("model loaded"))
     src = special(tmp_path, kind, "in.jsonl")
     assert main(["classify", "--params", TINY, "--input", str(src), "--output", str(tmp_path / "o.jsonl")]) == 2
@@ -815,6 +953,7 @@ def test_classify_input_refuses_special_files(tmp_path, capsys, monkeypatch, kin
 
 def test_classify_input_above_the_cap_is_refused(tmp_path, capsys, monkeypatch):
     import emolib.__main__ as cli
+
     monkeypatch.setattr(cli, "MAX_INPUT_BYTES", 100)
     src = tmp_path / "in.jsonl"
     src.write_text('{"dialogue": "A: hi"}\n' * 10)
@@ -841,6 +980,7 @@ def test_exercises_refuse_a_pipe_named_like_a_notebook(tmp_path, capsys):
 
 def test_exercises_never_overwrite_an_executed_notebook(tmp_path, capsys):
     import nbformat
+
     d = tmp_path / "run"
     d.mkdir()
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1", execution_count=1)])
@@ -856,9 +996,11 @@ def test_exercises_never_overwrite_an_executed_notebook(tmp_path, capsys):
 
 # --- 11. one line naming the file, never a raw traceback -------------------------------------------------------------
 
+
 def report_run(tmp_path: Path) -> Path:
     """A copy of the committed showcase run's files the report reads."""
     import shutil
+
     src = ROOT / "outputs" / "smollm2-135m"
     run = tmp_path / "smollm2-135m"
     run.mkdir()
@@ -868,8 +1010,10 @@ def report_run(tmp_path: Path) -> Path:
     return run
 
 
-@pytest.mark.parametrize("case", ["annotations garbage", "annotations binary", "design json broken",
-                                  "instrument json broken", "timing seconds abc"])
+@pytest.mark.parametrize(
+    "case",
+    ["annotations garbage", "annotations binary", "design json broken", "instrument json broken", "timing seconds abc"],
+)
 def test_report_names_the_file_of_a_damaged_run(tmp_path, capsys, case):
     run = report_run(tmp_path)
     if case == "annotations garbage":
@@ -891,6 +1035,7 @@ def test_report_names_the_file_of_a_damaged_run(tmp_path, capsys, case):
 
 def test_a_deeply_nested_vote_cache_is_recomputed(tmp_path, monkeypatch):
     from emolib.dataset import annotate
+
     monkeypatch.setattr(annotate, "minilm_voter", lambda emotions: lambda ds: ["anger"] * len(ds))
     annotate.annotate("minilm", ["A: hi\nB: yo"], ["anger", "fear"], {}, tmp_path)
     [path] = tmp_path.glob("annotator-minilm-*.json")
@@ -901,6 +1046,7 @@ def test_a_deeply_nested_vote_cache_is_recomputed(tmp_path, monkeypatch):
 
 def test_site_with_an_absolute_link_neither_fails_nor_copies_onto_itself(repo, tmp_path):
     import nbformat
+
     d = repo / "outputs" / "smollm2-135m"
     fig = d / "figures" / "x.png"
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# T\n\n![abs]({fig}) [etc](/etc/passwd)")])
@@ -911,8 +1057,10 @@ def test_site_with_an_absolute_link_neither_fails_nor_copies_onto_itself(repo, t
 
 # --- 12. smaller ---------------------------------------------------------------------------------------------------
 
+
 def test_the_rm_hint_is_shell_quoted(tmp_path):
     import shlex
+
     path = tmp_path / "it's a $(touch pwned) file.json"
     hint = safeio.clear_hint(path)
     assert shlex.split(hint) == ["rm", str(path)]
@@ -920,10 +1068,25 @@ def test_the_rm_hint_is_shell_quoted(tmp_path):
 
 def test_steer_refuses_a_prompt_past_the_context(tmp_path, capsys, monkeypatch):
     from test_safety import tiny_neurons
+
     path = tiny_neurons(tmp_path / "run")
-    monkeypatch.setattr(__import__("emolib.lm.models", fromlist=["x"]), "load_model",
-                        lambda *a, **k: pytest.fail("model loaded"))
-    code = main(["steer", "--params", TINY, "--neurons", str(path), "--emotion", "anger", "--alpha", "2",
-                 "--prompt", "A: " + "x" * 100_000])
+    monkeypatch.setattr(
+        __import__("emolib.lm.models", fromlist=["x"]), "load_model", lambda *a, **k: pytest.fail("model loaded")
+    )
+    code = main(
+        [
+            "steer",
+            "--params",
+            TINY,
+            "--neurons",
+            str(path),
+            "--emotion",
+            "anger",
+            "--alpha",
+            "2",
+            "--prompt",
+            "A: " + "x" * 100_000,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and one_line(err) and "--prompt is 100,003 characters" in err

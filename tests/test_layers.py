@@ -20,8 +20,14 @@ MAX_LINES = 400
 
 def _lint_imports(cwd: Path, pythonpath: Path) -> subprocess.CompletedProcess:
     """Run import-linter on the package found under pythonpath, with cwd's pyproject.toml."""
-    return subprocess.run([str(BIN / "lint-imports"), "--no-cache"], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={"PYTHONPATH": str(pythonpath), "PATH": str(BIN)})
+    return subprocess.run(
+        [str(BIN / "lint-imports"), "--no-cache"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(pythonpath), "PATH": str(BIN)},
+    )
 
 
 def test_the_import_contracts_hold():
@@ -92,8 +98,11 @@ def _private_imports(path: Path) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module != "__future__":
-            found += [f"{path.relative_to(ROOT)}:{node.lineno} {a.name}" for a in node.names
-                      if a.name.startswith("_") and not a.name.startswith("__")]
+            found += [
+                f"{path.relative_to(ROOT)}:{node.lineno} {a.name}"
+                for a in node.names
+                if a.name.startswith("_") and not a.name.startswith("__")
+            ]
     return found
 
 

@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt
 import nbformat
 import pytest
 
-from emolib.report import lint
 from emolib import runner
+from emolib.report import lint
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOWCASE = [ROOT / "outputs" / n for n in ("smollm2-135m", "gemma3-270m", "comparison")]
@@ -37,15 +37,20 @@ def _out(data: dict, kind: str = "display_data") -> dict:
 
 def _clean_nb(tmp_path: Path) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("seed = 0", metadata={"tags": ["parameters"], "jupyter": {"source_hidden": True}})
-    nb.cells = [nbformat.v4.new_markdown_cell(f"## {lint.FINDINGS_TITLE}\n\n- a finding"),
-                nbformat.v4.new_markdown_cell("# 02 · Title\n[previous](01_data_construction.ipynb) · "
-                                              "[next](03_ablation.ipynb)"),
-                params,
-                nbformat.v4.new_code_cell("print('hello')", outputs=[nbformat.v4.new_output("stream", text="hello\n")]),
-                nbformat.v4.new_code_cell("show()", outputs=[_out({"image/png": _png(0.0)})]),
-                nbformat.v4.new_code_cell("show()", outputs=[_out({"image/png": _png(0.5)})]),
-                nbformat.v4.new_markdown_cell("## Questions\n1. Why?")]
+    params = nbformat.v4.new_code_cell(
+        "seed = 0", metadata={"tags": ["parameters"], "jupyter": {"source_hidden": True}}
+    )
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"## {lint.FINDINGS_TITLE}\n\n- a finding"),
+        nbformat.v4.new_markdown_cell(
+            "# 02 · Title\n[previous](01_data_construction.ipynb) · [next](03_ablation.ipynb)"
+        ),
+        params,
+        nbformat.v4.new_code_cell("print('hello')", outputs=[nbformat.v4.new_output("stream", text="hello\n")]),
+        nbformat.v4.new_code_cell("show()", outputs=[_out({"image/png": _png(0.0)})]),
+        nbformat.v4.new_code_cell("show()", outputs=[_out({"image/png": _png(0.5)})]),
+        nbformat.v4.new_markdown_cell("## Questions\n1. Why?"),
+    ]
     return nb
 
 
@@ -59,11 +64,20 @@ def test_each_rule_finds_its_defect(tmp_path):
     nb = _clean_nb(tmp_path)
     twice = _png(0.0)
     nb.cells[4].outputs = [_out({"image/png": twice}), _out({"image/png": _png(0.0, dpi=50)})]  # same pixels
-    nb.cells[3].outputs = [nbformat.v4.new_output("stream", text="per emotion: {'anger': 3, 'fear': 4}\n"),
-                           nbformat.v4.new_output("stream", name="stderr", text="UserWarning: something\n")]
-    nb.cells[5].outputs = [_out({"text/plain": "DatasetDict({\n train: Dataset})"}, "execute_result"),
-                           _out({"text/html": "<table><thead><tr><th></th>" + "".join(
-                               f"<th>c{i}</th>" for i in range(9)) + "</tr></thead></table>"})]
+    nb.cells[3].outputs = [
+        nbformat.v4.new_output("stream", text="per emotion: {'anger': 3, 'fear': 4}\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="UserWarning: something\n"),
+    ]
+    nb.cells[5].outputs = [
+        _out({"text/plain": "DatasetDict({\n train: Dataset})"}, "execute_result"),
+        _out(
+            {
+                "text/html": "<table><thead><tr><th></th>"
+                + "".join(f"<th>c{i}</th>" for i in range(9))
+                + "</tr></thead></table>"
+            }
+        ),
+    ]
     nb.cells[2].metadata["jupyter"]["source_hidden"] = False
     nb.cells[2].source = f"run_dir = '{ROOT}/outputs/x'"
     nb.cells.insert(3, nbformat.v4.new_code_cell("if False:\n    print('x')"))
@@ -72,9 +86,18 @@ def test_each_rule_finds_its_defect(tmp_path):
     path = tmp_path / "02_neuron_identification.ipynb"
     nbformat.write(nb, path)
     found = "\n".join(lint.lint_notebook(path))
-    for what in ["a figure shown twice", "printed raw dict", "raw repr as the result", "a table of 9 columns",
-                 "local path", "not collapsed", "shows nothing", "warning on stderr",
-                 "does not open with the generated", "no 'Questions' section"]:
+    for what in [
+        "a figure shown twice",
+        "printed raw dict",
+        "raw repr as the result",
+        "a table of 9 columns",
+        "local path",
+        "not collapsed",
+        "shows nothing",
+        "warning on stderr",
+        "does not open with the generated",
+        "no 'Questions' section",
+    ]:
         assert what in found, what
     assert all(x.startswith("02_neuron_identification.ipynb ") for x in found.splitlines())
 
@@ -85,8 +108,10 @@ def test_clean_outputs_fixes_what_it_can(tmp_path):
     nb.cells[4].outputs = [_out({"image/png": _png(0.0)}), _out({"image/png": _png(0.0)})]
     nb.cells[2].metadata = {"tags": ["injected-parameters"]}
     nb.cells[2].source = f"run_dir = '/tmp/pytest-of-me/run'\nother = '{ROOT}/outputs/x'"
-    nb.metadata["papermill"] = {"parameters": {"run_dir": "/tmp/pytest-of-me/run"},
-                                "input_path": str(ROOT / "notebooks" / "02_neuron_identification.ipynb")}
+    nb.metadata["papermill"] = {
+        "parameters": {"run_dir": "/tmp/pytest-of-me/run"},
+        "input_path": str(ROOT / "notebooks" / "02_neuron_identification.ipynb"),
+    }
     path = tmp_path / "02_neuron_identification.ipynb"
     nbformat.write(nb, path)
     runner.clean_outputs(path)

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emolib.report import compare
-from emolib.lm import classify
 from emolib.causal import metrics
 from emolib.identify import neurons
+from emolib.lm import classify
+from emolib.report import compare
 
 E = ["anger", "fear", "happiness"]
 
@@ -41,8 +41,12 @@ def test_prediction_cache_resumes(tmp_path):
 
 def _tests(verdicts: dict[str, str], omr: dict[str, float]) -> pd.DataFrame:
     """A minimal own_vs_random table of the paper set."""
-    return pd.DataFrame([{"emotion": e, "baseline_accuracy": 0.8, "own_minus_random_accuracy": omr[e], "verdict": v}
-                         for e, v in verdicts.items()]).set_index("emotion")
+    return pd.DataFrame(
+        [
+            {"emotion": e, "baseline_accuracy": 0.8, "own_minus_random_accuracy": omr[e], "verdict": v}
+            for e, v in verdicts.items()
+        ]
+    ).set_index("emotion")
 
 
 def test_depth_profile_and_comparison(tmp_path):
@@ -66,6 +70,7 @@ def test_one_accuracy_rule_in_the_notebook_summary_and_the_tests():
     """metrics (notebook 03's baseline table) and effects/stats (own_vs_random's baseline_accuracy) give the same
     accuracy on the same tie-heavy scores: a tie of k labels counts 1/k in both (argmax would favour the first)."""
     from emolib.causal import effects, stats
+
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 3, size=(60, len(E))).astype(float)  # coarse scores: many ties, as bfloat16 gives
     y = rng.integers(0, len(E), 60)

@@ -4,17 +4,41 @@ import os
 
 import pytest
 import torch
-from transformers import (Gemma3TextConfig, Gemma3ForCausalLM, GPT2Config, GPT2LMHeadModel, MistralConfig,
-                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+from transformers import (
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 from emolib.lm import models
 
-SMALL = dict(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, head_dim=8)
+SMALL = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+)
 
 
-@pytest.mark.parametrize("cls,cfg", [(MistralForCausalLM, MistralConfig), (Qwen2ForCausalLM, Qwen2Config),
-                                     (Qwen3ForCausalLM, Qwen3Config), (Gemma3ForCausalLM, Gemma3TextConfig)])
+@pytest.mark.parametrize(
+    "cls,cfg",
+    [
+        (MistralForCausalLM, MistralConfig),
+        (Qwen2ForCausalLM, Qwen2Config),
+        (Qwen3ForCausalLM, Qwen3Config),
+        (Gemma3ForCausalLM, Gemma3TextConfig),
+    ],
+)
 def test_ffn_layout_of_supported_architectures(cls, cfg):
     model = cls(cfg(**SMALL))
     mlps = models.ffn_layers(model)
@@ -71,8 +95,12 @@ def test_embedded_models_load_with_their_ffn():
 def test_auto_dtype_follows_the_cpus_bf16_capability(monkeypatch):
     """auto = bfloat16 where the CPU has AMX or AVX512-BF16, float32 where it has neither; bfloat16 on CUDA."""
     import torch.cpu as cpu
-    for amx, avx512bf16, want in ((True, False, torch.bfloat16), (False, True, torch.bfloat16),
-                                  (False, False, torch.float32)):
+
+    for amx, avx512bf16, want in (
+        (True, False, torch.bfloat16),
+        (False, True, torch.bfloat16),
+        (False, False, torch.float32),
+    ):
         monkeypatch.setattr(cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
         monkeypatch.setattr(cpu, "_is_avx512_bf16_supported", lambda v=avx512bf16: v, raising=False)
         assert models.resolve_dtype("auto", "cpu") == want

@@ -12,10 +12,10 @@ def test_entropy_matches_hand_computation():
     # 3 emotions, 1 layer, 4 neurons
     P = torch.tensor([[[0.5, 0.2, 0.0, 0.0]], [[0.5, 0.2, 0.0, 0.0]], [[0.0, 0.2, 0.3, 0.0]]], dtype=torch.float64)
     H = neurons.entropy(P)[0]
-    assert H[0].item() == pytest.approx(math.log(2))   # split evenly over two emotions
-    assert H[1].item() == pytest.approx(math.log(3))   # uniform over three
-    assert H[2].item() == 0.0                          # one emotion only: 0 log 0 = 0
-    assert math.isinf(H[3].item())                     # never fires: never selected
+    assert H[0].item() == pytest.approx(math.log(2))  # split evenly over two emotions
+    assert H[1].item() == pytest.approx(math.log(3))  # uniform over three
+    assert H[2].item() == 0.0  # one emotion only: 0 log 0 = 0
+    assert math.isinf(H[3].item())  # never fires: never selected
 
 
 def test_probabilities_divide_by_tokens():
@@ -26,8 +26,7 @@ def test_probabilities_divide_by_tokens():
 
 def _example():
     # 2 emotions x 1 layer x 6 neurons, 100 tokens each
-    f = torch.tensor([[[90, 80, 1, 50, 0, 40]],
-                      [[10, 0, 0, 50, 0, 45]]])
+    f = torch.tensor([[[90, 80, 1, 50, 0, 40]], [[10, 0, 0, 50, 0, 45]]])
     return f, torch.tensor([100, 100])
 
 
@@ -36,7 +35,9 @@ def test_selection_and_assignment_by_hand():
     # P values: e0 = .9 .8 .01 .5 0 .4 ; e1 = .1 0 0 .5 0 .45
     res = neurons.select(f, T, ["anger", "fear"], top_rate=2 / 6, filter_quantile=0.5, assign="threshold")
     thr = res["threshold"]
-    assert thr == pytest.approx(torch.quantile(torch.tensor([.9, .8, .01, .5, 0, .4, .1, 0, 0, .5, 0, .45]), 0.5).item())
+    assert thr == pytest.approx(
+        torch.quantile(torch.tensor([0.9, 0.8, 0.01, 0.5, 0, 0.4, 0.1, 0, 0, 0.5, 0, 0.45]), 0.5).item()
+    )
     # eligible (max P >= thr): neurons 0, 1, 3, 5; lowest entropy: 1 (H=0), then 0 (H(.9,.1))
     assert [s[:2] for s in res["selected"]] == [[0, 1], [0, 0]]
     assert res["sets"] == {"anger": [[0, 1], [0, 0]], "fear": []}
@@ -48,8 +49,8 @@ def test_selection_and_assignment_by_hand():
 def test_filter_never_selects_never_firing_neurons():
     g = torch.Generator().manual_seed(0)
     f = torch.randint(0, 50, (6, 3, 40), generator=g)
-    f[:, :, :5] = 0          # never fire
-    f[0, :, 5:8] = 1         # fire rarely, for one emotion only (zero entropy)
+    f[:, :, :5] = 0  # never fire
+    f[0, :, 5:8] = 1  # fire rarely, for one emotion only (zero entropy)
     f[:, :, 5:8][1:] = 0
     res = neurons.select(f, torch.full((6,), 100), [str(i) for i in range(6)], top_rate=0.1)
     picked = {(l, i) for l, i, _ in res["selected"]}

@@ -20,5 +20,6 @@ def test_notebook_has_no_outputs_and_matches_its_py_twin(path):
     assert code and all(not c.outputs and c.execution_count is None for c in code)
     assert any("parameters" in c.metadata.get("tags", []) for c in code)
     twin = jupytext.read(path.with_suffix(".py"))
-    assert [(c.cell_type, c.source) for c in twin.cells] == [(c.cell_type, c.source) for c in nb.cells], \
+    assert [(c.cell_type, c.source) for c in twin.cells] == [(c.cell_type, c.source) for c in nb.cells], (
         f"{path.name} and its .py differ: run `make notebooks`"
+    )

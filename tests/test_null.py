@@ -7,8 +7,9 @@ import random
 import pytest
 import torch
 
-from emolib.identify import selection as identify, neurons, record
 from emolib.emotions import EMOTIONS
+from emolib.identify import neurons, record
+from emolib.identify import selection as identify
 from emolib.lm.synth_template import generate_dialogues
 
 NOFILTER = dict(tensor="act", tokens="dialogue", filter_quantile=None, assign="argmax", scope="global")
@@ -58,14 +59,26 @@ def test_resume_with_null_is_identical(tiny, tmp_path, monkeypatch):
         if calls["n"] == 4:
             raise KeyboardInterrupt
         return fwd(*a, **k)
+
     monkeypatch.setattr(model.model, "forward", flaky)
     with pytest.raises(KeyboardInterrupt):
         record.record_counts(model, tok, by, batch_size=2, n_null=3, state_path=path, save_every=0, **kw)
     monkeypatch.undo()
     again = record.record_counts(model, tok, by, batch_size=2, n_null=3, state_path=path, save_every=0, **kw)
     assert calls["n"] == 4 and full["dir_raw"].abs().sum() > 0
-    for key in ("counts_act", "counts_product", "null_act", "null_product", "tokens", "null_tokens", "dir_raw",
-                "dir_raw_half", "dir_raw_null", "act_sums", "null_act_sums"):
+    for key in (
+        "counts_act",
+        "counts_product",
+        "null_act",
+        "null_product",
+        "tokens",
+        "null_tokens",
+        "dir_raw",
+        "dir_raw_half",
+        "dir_raw_null",
+        "act_sums",
+        "null_act_sums",
+    ):
         assert torch.equal(full[key], again[key]), key
 
 
@@ -100,10 +113,12 @@ def test_a_planted_selective_neuron_is_found_and_beats_the_null(tiny):
     res = identify.select_variant(st, NOFILTER, top_rate, min_count=5)
     assert [0, 5] in res["sets"]["anger"] and res["entropy"][0, 5] == 0
     nul = identify.null_summary(st, NOFILTER, res, top_rate, 5)
-    assert nul["p_cutoff"] == pytest.approx(1 / 21)      # no permutation reaches the real cut-off
+    assert nul["p_cutoff"] == pytest.approx(1 / 21)  # no permutation reaches the real cut-off
     assert nul["expected_false"] < 1 and nul["fdr"] < 0.1
-    diag = {(r["layer"], r["index"]): r for r in neurons.diagnostics(res["P"], res["entropy"], st["tokens"].sum(0),
-                                                                       res["sets"], st["emotions"])}
+    diag = {
+        (r["layer"], r["index"]): r
+        for r in neurons.diagnostics(res["P"], res["entropy"], st["tokens"].sum(0), res["sets"], st["emotions"])
+    }
     d = diag[(0, 5)]
     assert d["emotions"] == ["anger"] and d["top_emotion"] == "anger" and d["entropy"] == 0
     T = st["tokens"].sum(0).double()
@@ -129,12 +144,13 @@ def test_diagnostics_match_a_hand_computed_example():
     # 3 emotions, 1 layer, 2 neurons; 10 tokens per emotion
     counts = torch.tensor([[[8, 5]], [[2, 5]], [[0, 5]]])
     T = torch.tensor([10, 10, 10])
-    res = neurons.select(counts, T, ["anger", "fear", "joy"], top_rate=0.5, filter_quantile=None,
-                         assign="argmax", min_count=1)
+    res = neurons.select(
+        counts, T, ["anger", "fear", "joy"], top_rate=0.5, filter_quantile=None, assign="argmax", min_count=1
+    )
     assert res["selected"][0][:2] == [0, 0]
     (row,) = neurons.diagnostics(res["P"], res["entropy"], T, res["sets"], ["anger", "fear", "joy"])
     assert row["p"] == {"anger": 0.8, "fear": 0.2, "joy": 0.0}
-    assert row["ratio"] == pytest.approx(0.8 / 0.1)           # lowest floored at one token in ten
+    assert row["ratio"] == pytest.approx(0.8 / 0.1)  # lowest floored at one token in ten
     assert row["gap"] == pytest.approx(0.6)
     assert row["entropy"] == pytest.approx(-(0.8 * math.log(0.8) + 0.2 * math.log(0.2)), abs=1e-5)
     assert row["emotions"] == ["anger"] and row["n_emotions"] == 1
@@ -163,7 +179,10 @@ def test_stability_baseline_draws_from_the_eligible_pool():
 
 def test_false_selections_counts_null_neurons_below_the_cutoff():
     H = torch.tensor([[0.1, 0.5, 0.9, 0.2]])
-    null = {"entropy": H, "eligible": torch.tensor([[True, True, True, False]]),
-            "P": torch.tensor([[[0.9, 0.1, 0.1, 0.1]], [[0.1, 0.9, 0.9, 0.9]]])}
+    null = {
+        "entropy": H,
+        "eligible": torch.tensor([[True, True, True, False]]),
+        "P": torch.tensor([[[0.9, 0.1, 0.1, 0.1]], [[0.1, 0.9, 0.9, 0.9]]]),
+    }
     assert neurons.false_selections(null, {"all": 0.5}, ["a", "b"]) == 2  # 0.1 and 0.5; 0.2 is not eligible
     assert neurons.false_selections(null, {"a": 0.05, "b": 1.0}, ["a", "b"]) == 2  # b's neurons 1, 2

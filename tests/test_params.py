@@ -43,27 +43,30 @@ def test_every_params_file_validates(path):
     assert p["run_name"] and p["emotions"]
 
 
-@pytest.mark.parametrize("key,value,needle", [
-    ("nonsense_key", 1, "unknown key 'nonsense_key'"),
-    ("top_rate", 1.5, "'top_rate' must be <= 1.0"),
-    ("top_rate", 0, "'top_rate' must be > 0.0"),
-    ("top_rate", "a lot", "'top_rate' must be a number"),
-    ("filter_quantile", -0.1, "'filter_quantile' must be >= 0.0"),
-    ("n_topics", 2.5, "'n_topics' must be an integer"),
-    ("emotions", ["anger", "boredom"], "'emotions' unknown emotion 'boredom'; allowed: anger, disgust"),
-    ("model", "no-such-model", "'model' unknown model 'no-such-model'; allowed: a preset (smollm2-135m-instruct"),
-    ("model", "/no/such/file.gguf", "'model' GGUF file not found"),
-    ("data_path", "/no/such/emoprism.json", "'data_path' names a file that does not exist"),
-    ("record_tensor", "gate", "'record_tensor' must be one of act, product"),
-    ("record_tokens", "last", "'record_tokens' must be one of dialogue, answer"),
-    ("selective_variant", "best", "'selective_variant' must be auto, paper or one of paper-argmax"),
-    ("selection_scope", "local", "'selection_scope' must be one of global, per_emotion"),
-    ("n_random_sets", 1, "'n_random_sets' must be >= 2"),
-    ("calibrate", "yes", "'calibrate' must be true or false"),
-    ("annotators", ["minilm"], "'annotators' must name exactly three annotators"),
-    ("device", "gpu", "'device' must be auto, cpu, cuda, cuda:N or mps"),
-    ("direction_site", "attention", "'direction_site' must be one of residual, mlp"),
-])
+@pytest.mark.parametrize(
+    "key,value,needle",
+    [
+        ("nonsense_key", 1, "unknown key 'nonsense_key'"),
+        ("top_rate", 1.5, "'top_rate' must be <= 1.0"),
+        ("top_rate", 0, "'top_rate' must be > 0.0"),
+        ("top_rate", "a lot", "'top_rate' must be a number"),
+        ("filter_quantile", -0.1, "'filter_quantile' must be >= 0.0"),
+        ("n_topics", 2.5, "'n_topics' must be an integer"),
+        ("emotions", ["anger", "boredom"], "'emotions' unknown emotion 'boredom'; allowed: anger, disgust"),
+        ("model", "no-such-model", "'model' unknown model 'no-such-model'; allowed: a preset (smollm2-135m-instruct"),
+        ("model", "/no/such/file.gguf", "'model' GGUF file not found"),
+        ("data_path", "/no/such/emoprism.json", "'data_path' names a file that does not exist"),
+        ("record_tensor", "gate", "'record_tensor' must be one of act, product"),
+        ("record_tokens", "last", "'record_tokens' must be one of dialogue, answer"),
+        ("selective_variant", "best", "'selective_variant' must be auto, paper or one of paper-argmax"),
+        ("selection_scope", "local", "'selection_scope' must be one of global, per_emotion"),
+        ("n_random_sets", 1, "'n_random_sets' must be >= 2"),
+        ("calibrate", "yes", "'calibrate' must be true or false"),
+        ("annotators", ["minilm"], "'annotators' must name exactly three annotators"),
+        ("device", "gpu", "'device' must be auto, cpu, cuda, cuda:N or mps"),
+        ("direction_site", "attention", "'direction_site' must be one of residual, mlp"),
+    ],
+)
 def test_bad_values_give_one_line_naming_the_key(key, value, needle):
     with pytest.raises(ParamError) as e:
         params.validate({key: value}, "x.yaml")
@@ -91,6 +94,7 @@ def test_cross_checks(tmp_path):
 
 def test_missing_params_file_and_cli_exit_code(tmp_path, capsys):
     from emolib.__main__ import main
+
     assert main(["check", str(tmp_path / "nope.yaml")]) == 2
     assert "parameter file not found" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"

@@ -9,8 +9,8 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pytest
 import pandas as pd
+import pytest
 from matplotlib.figure import Figure
 
 from emolib.report import plots_ablation, plots_common, plots_compare, plots_data, plots_identify
@@ -42,10 +42,21 @@ def _grid_table(what: str, values: list) -> pd.DataFrame:
         for v in values:
             for e in EMO:
                 d = -0.1 if e == "anger" else 0.02
-                rows.append({"set": s_, what: v, "emotion": e, "n_neurons": 10, "own_minus_random_accuracy": d,
-                             "omr_accuracy_lo": d - 0.05, "omr_accuracy_hi": d + 0.05, "own_minus_random_margin": d,
-                             "omr_margin_lo": d - 0.05, "omr_margin_hi": d + 0.05,
-                             "verdict": "own drop beyond random" if e == "anger" else "no detectable effect"})
+                rows.append(
+                    {
+                        "set": s_,
+                        what: v,
+                        "emotion": e,
+                        "n_neurons": 10,
+                        "own_minus_random_accuracy": d,
+                        "omr_accuracy_lo": d - 0.05,
+                        "omr_accuracy_hi": d + 0.05,
+                        "own_minus_random_margin": d,
+                        "omr_margin_lo": d - 0.05,
+                        "omr_margin_hi": d + 0.05,
+                        "verdict": "own drop beyond random" if e == "anger" else "no detectable effect",
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -65,9 +76,9 @@ def test_save_writes_png(tmp_path):
 
 def test_annotator_confusions():
     theme = [EMO[i % 6] for i in range(60)]
-    df = pd.DataFrame({"theme": theme,
-                       "judgeA": theme,
-                       "judgeB": [t if i % 3 else "none" for i, t in enumerate(theme)]})
+    df = pd.DataFrame(
+        {"theme": theme, "judgeA": theme, "judgeB": [t if i % 3 else "none" for i, t in enumerate(theme)]}
+    )
     _check(plots_data.annotator_confusions(df, ["judgeA", "judgeB"], EMO, LABEL))
 
 
@@ -78,8 +89,12 @@ def test_kept_fraction_and_split_counts():
 
 
 def test_length_distribution_drops_unlabelled():
-    df = pd.DataFrame({"dialogue": [_dialogue(2 + i % 5) for i in range(20)],
-                       "label": [EMO[i % 6] if i % 7 else None for i in range(20)]})
+    df = pd.DataFrame(
+        {
+            "dialogue": [_dialogue(2 + i % 5) for i in range(20)],
+            "label": [EMO[i % 6] if i % 7 else None for i in range(20)],
+        }
+    )
     df.loc[3, "label"] = np.nan
     _check(plots_data.length_distribution(df, LABEL))
 
@@ -118,22 +133,46 @@ def test_classification_figures():
 
 
 def test_stage2_null_figures():
-    _check(plots_identify.selectivity_distributions({"selected": RNG.uniform(1, 3, 50), "pool": RNG.uniform(1, 2, 500),
-                                            "null": RNG.uniform(1, 2, 80)}, LABEL))
-    table = pd.DataFrame({"cutoff": [1.7, 1.75], "n_selected": [100, 100], "expected_false": [2.0, 60.0]},
-                         index=["paper", "nofilter-argmax"])
-    nulls = {"paper": {"n_null": 3, "cutoff_null": [1.78, 1.79, 1.77]},
-             "nofilter-argmax": {"n_null": 3, "cutoff_null": [1.74, 1.75, 1.76]}}
+    _check(
+        plots_identify.selectivity_distributions(
+            {"selected": RNG.uniform(1, 3, 50), "pool": RNG.uniform(1, 2, 500), "null": RNG.uniform(1, 2, 80)}, LABEL
+        )
+    )
+    table = pd.DataFrame(
+        {"cutoff": [1.7, 1.75], "n_selected": [100, 100], "expected_false": [2.0, 60.0]},
+        index=["paper", "nofilter-argmax"],
+    )
+    nulls = {
+        "paper": {"n_null": 3, "cutoff_null": [1.78, 1.79, 1.77]},
+        "nofilter-argmax": {"n_null": 3, "cutoff_null": [1.74, 1.75, 1.76]},
+    }
     _check(plots_identify.null_cutoffs(table, nulls, LABEL))
-    depth = pd.DataFrame({"relative depth": (np.arange(6) + 0.5) / 6, "selected (paper)": np.full(6, 1 / 6),
-                          "eligible pool (paper)": np.full(6, 1 / 6), "all neurons": np.full(6, 1 / 6)})
+    depth = pd.DataFrame(
+        {
+            "relative depth": (np.arange(6) + 0.5) / 6,
+            "selected (paper)": np.full(6, 1 / 6),
+            "eligible pool (paper)": np.full(6, 1 / 6),
+            "all neurons": np.full(6, 1 / 6),
+        }
+    )
     _check(plots_identify.depth_vs_pool(depth, LABEL))
 
 
 def test_effect_figures():
-    t = pd.DataFrame([{"set": "paper", "emotion": e, "own_d_margin": -0.2 * i, "own_d_margin_lo": -0.2 * i - 0.1,
-                       "own_d_margin_hi": -0.2 * i + 0.1, "own_d_accuracy": -0.05 * i, "verdict": "no detectable effect"}
-                      for i, e in enumerate(EMO)])
+    t = pd.DataFrame(
+        [
+            {
+                "set": "paper",
+                "emotion": e,
+                "own_d_margin": -0.2 * i,
+                "own_d_margin_lo": -0.2 * i - 0.1,
+                "own_d_margin_hi": -0.2 * i + 0.1,
+                "own_d_accuracy": -0.05 * i,
+                "verdict": "no detectable effect",
+            }
+            for i, e in enumerate(EMO)
+        ]
+    )
     rnd = {("paper", e): RNG.normal(0, 0.1, 5) for e in EMO}
     _check(plots_ablation.effect_forest(t, rnd, LABEL, "margin"))
     _check(plots_ablation.effect_forest(t, rnd, LABEL, "accuracy"))
@@ -142,11 +181,22 @@ def test_effect_figures():
     data = np.asarray(fig.axes[0].collections[0].get_array(), dtype=float)
     assert np.allclose(np.unique(np.round(data, 3)), [-0.1, 0.02])  # own minus random margin, in nat
     _check(fig)
-    c = pd.DataFrame([{"set": s_, "emotion": e, "contrast": k, "own_minus_random_margin": -0.1 * i,
-                       "omr_margin_lo": -0.1 * i - 0.2, "omr_margin_hi": -0.1 * i + 0.2,
-                       "verdict": "own drop beyond random" if i > 3 else "no detectable effect"}
-                      for s_ in ("attribution", "paper") for k in ("dose slope", "top minus bottom")
-                      for i, e in enumerate(EMO)])
+    c = pd.DataFrame(
+        [
+            {
+                "set": s_,
+                "emotion": e,
+                "contrast": k,
+                "own_minus_random_margin": -0.1 * i,
+                "omr_margin_lo": -0.1 * i - 0.2,
+                "omr_margin_hi": -0.1 * i + 0.2,
+                "verdict": "own drop beyond random" if i > 3 else "no detectable effect",
+            }
+            for s_ in ("attribution", "paper")
+            for k in ("dose slope", "top minus bottom")
+            for i, e in enumerate(EMO)
+        ]
+    )
     _check(plots_ablation.contrast_forest(c, LABEL))
     own = pd.DataFrame(RNG.normal(0, 0.3, (6, 6)), index=EMO, columns=EMO)
     fig = plots_ablation.specificity_pair(own, own * 0.1, LABEL)
@@ -183,10 +233,12 @@ def test_check_names_the_figure_and_each_unreadable_part():
 
 def test_narrow_log_axis_and_many_variants_stay_readable():
     """Notebook 02's selectivity (values 1.0-1.2 on a log axis gave '1.1x10^0') and null figures."""
-    _check(plots_identify.selectivity_distributions({"selected": RNG.uniform(1.0, 1.2, 400),
-                                            "pool": RNG.uniform(1.0, 1.15, 2000)}, LABEL))
+    _check(
+        plots_identify.selectivity_distributions(
+            {"selected": RNG.uniform(1.0, 1.2, 400), "pool": RNG.uniform(1.0, 1.15, 2000)}, LABEL
+        )
+    )
     names = [f"variant-{i}-nofilter-per-emotion" for i in range(9)]
-    table = pd.DataFrame({"cutoff": RNG.uniform(1.3, 1.8, 9), "n_selected": 400, "expected_false": 3.0},
-                         index=names)
+    table = pd.DataFrame({"cutoff": RNG.uniform(1.3, 1.8, 9), "n_selected": 400, "expected_false": 3.0}, index=names)
     nulls = {n: {"n_null": 20, "cutoff_null": RNG.uniform(1.7, 1.8, 20)} for n in names}
     _check(plots_identify.null_cutoffs(table, nulls, LABEL))

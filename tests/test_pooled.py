@@ -75,6 +75,7 @@ def test_power_stays_finite_at_large_noncentrality(monkeypatch):
     assert stats.t_power(100.0, 1.0, 20, 0.05, 48) == 1.0
     assert stats.t_power(8.0, 1.0, 20, 0.05, 48) > 0.99
     import scipy.stats
+
     monkeypatch.setattr(scipy.stats.nct, "sf", lambda *a, **k: np.nan)  # as it fails past about 7 on some builds
     p = stats.t_power(6.0, 1.0, 20, 0.05, 6)
     assert np.isfinite(p) and 0.5 < p <= 1.0
@@ -87,8 +88,9 @@ def test_detection_curve_reads_titrated_families_against_the_reference_null():
     for share, eff in ((0.1, -0.02), (0.5, -0.3), (1.0, -1.0)):
         for k in range(5):
             for e in EMOTIONS:
-                rows += pooled.records("paper", "zero/recomputed", "titrated", e, 6, 10, eff + 0.01 * k, 0.0,
-                                       share=share, start=k)
+                rows += pooled.records(
+                    "paper", "zero/recomputed", "titrated", e, 6, 10, eff + 0.01 * k, 0.0, share=share, start=k
+                )
     rs = pd.concat([rs, pooled.frame(rows)], ignore_index=True)
     tit = pooled.titration(rs, "zero/recomputed", "paper", n_tests=3)
     curve = pooled.detection_curve(tit).set_index("share")
@@ -103,5 +105,5 @@ def test_detection_curve_reads_titrated_families_against_the_reference_null():
 def test_per_emotion_tests_are_holm_within_each_set():
     rs = _random_sets({"paper": -0.5, "directions": 0.0}, sd=0.05)
     t = pooled.per_emotion(rs, "zero/recomputed", 0.25, 0.25)
-    for name, g in t.groupby("set"):
+    for _name, g in t.groupby("set"):
         assert len(g) == 6 and g.p_holm.tolist() == pytest.approx(stats.holm(g.p.to_numpy()).tolist())

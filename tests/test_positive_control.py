@@ -11,12 +11,11 @@ import pytest
 import torch
 
 from emolib.causal import attribution, effects, instrument, matched, stats
-from emolib.lm import ablate
-from emolib.lm import batched, classify, prompts
 from emolib.emotions import EMOTIONS
-
+from emolib.lm import ablate, batched, classify, prompts
 
 # ---------------------------------------------------------------- statistics that match the test
+
 
 def test_power_matches_a_simulation_of_the_t_prediction_test_with_holm():
     """One true shift among m tests, each own value against its own R random sets, Holm over the m: the share of
@@ -66,11 +65,18 @@ def test_ties_are_neither_right_nor_wrong():
 
 # ---------------------------------------------------------------- the pilot and the cache key
 
+
 def test_pilot_names_the_quietest_arm_and_ties_go_to_the_papers():
-    rows = [{"arm": a, "emotion": e, "random_d_margin_sd": sd}
-            for a, sds in {"zero/fixed": [0.3, 0.25, 0.4], "zero/recomputed": [0.1, 0.12, 0.5],
-                           "mean/fixed": [0.2, 0.2, 0.2], "mean/recomputed": [0.15, 0.3, 0.11]}.items()
-            for e, sd in zip(EMOTIONS, sds)]
+    rows = [
+        {"arm": a, "emotion": e, "random_d_margin_sd": sd}
+        for a, sds in {
+            "zero/fixed": [0.3, 0.25, 0.4],
+            "zero/recomputed": [0.1, 0.12, 0.5],
+            "mean/fixed": [0.2, 0.2, 0.2],
+            "mean/recomputed": [0.15, 0.3, 0.11],
+        }.items()
+        for e, sd in zip(EMOTIONS, sds)
+    ]
     d = effects.pilot_decision(pd.DataFrame(rows))
     assert d["quietest"] == "zero/recomputed" and d["median_sd"]["zero/recomputed"] == pytest.approx(0.12)
     assert d["sd_ratio_to_paper_arm"]["zero/recomputed"] == pytest.approx(0.12 / 0.3) and "descriptive" in d["rule"]
@@ -113,6 +119,7 @@ def test_arms_apply_fixed_or_recomputed_calibration(tiny, tmp_path):
 
 
 # ---------------------------------------------------------------- the scoring-sequence pass and attribution
+
 
 def _pass(model, tok, texts, y, calibrate=True):
     clf = classify.make_classifier(model, tok, list(EMOTIONS), chat=True, batch_size=4, calibrate=calibrate)
@@ -204,8 +211,9 @@ def test_a_planted_causal_set_is_rejected_and_found_by_attribution(tiny, dialogu
     sc = batched.score_masks(clf, texts, [{}, own] + rnd, calibration=cal)
     row = effects.effect_row(sc[0], sc[1], sc[2:], y, n_boot=100, seed=0)
     assert row["own_minus_random_margin"] < 0 and row["p"] < 1e-4
-    table = effects.correct_family(pd.DataFrame([{**row, "set": "planted", "emotion": "anger"}] +
-                                                [{"p": 0.5, "own_minus_random_margin": 0.0}] * 5))
+    table = effects.correct_family(
+        pd.DataFrame([{**row, "set": "planted", "emotion": "anger"}] + [{"p": 0.5, "own_minus_random_margin": 0.0}] * 5)
+    )
     assert table.verdict[0] == "own drop beyond random"
     est = attribution.estimate(sums, "zero", "fixed")
     picked = attribution.select(est, [5] * len(EMOTIONS), list(EMOTIONS))["anger"]
@@ -259,6 +267,7 @@ def _planted_all(tiny, texts, scale=0.002, gain=0.25):
     """A copy of the tiny model in which, per emotion, four last-layer neurons fire at the answer position and write
     that emotion's label direction; and each emotion's neurons."""
     from emolib.causal import families
+
     model, tok = tiny
     m = copy.deepcopy(model)
     layer = m.model.layers[3]
@@ -291,6 +300,7 @@ def test_a_planted_pooled_effect_is_rejected_by_the_pooled_test(tiny, dialogues)
     """Every emotion's planted neurons write its own label: ablating them lowers each emotion's margin on its own
     items, and the pooled test over emotions, against random families, rejects it (and keeps the overlaps)."""
     from emolib.causal import families, pooled
+
     texts, themes = dialogues
     model, tok, sets = _planted_all(tiny, texts)
     y = np.array([EMOTIONS.index(t) for t in themes])

@@ -23,14 +23,16 @@ def _write(tmp_path, P: torch.Tensor):
 
 def test_set_rates_and_summary_by_hand(tmp_path):
     P = torch.zeros(2, 2, 4)
-    P[0, 0, 1], P[1, 0, 1] = 0.9, 0.8   # (0, 1): anger's neuron, fires on most tokens of both
-    P[0, 1, 2], P[1, 1, 2] = 0.7, 0.9   # (1, 2): fear's neuron
+    P[0, 0, 1], P[1, 0, 1] = 0.9, 0.8  # (0, 1): anger's neuron, fires on most tokens of both
+    P[0, 1, 2], P[1, 1, 2] = 0.7, 0.9  # (1, 2): fear's neuron
     settings = _write(tmp_path, P)
     ns = _ns({"anger": [[0, 1]], "fear": [[1, 2]]})
     t = rates.set_rates(rates.probabilities(tmp_path, settings), ns)
     assert t.loc["anger"].tolist() == pytest.approx([0.9, 0.8]) and t.loc["fear"].tolist() == pytest.approx([0.7, 0.9])
     s = rates.summary(tmp_path, {"paper": ns}, {"paper": settings}).iloc[0]
-    assert s["lowest rate"] == pytest.approx(0.8) and s["highest rate"] == pytest.approx(0.85)  # (0.9+0.7)/2, (0.8+0.9)/2
+    assert s["lowest rate"] == pytest.approx(0.8) and s["highest rate"] == pytest.approx(
+        0.85
+    )  # (0.9+0.7)/2, (0.8+0.9)/2
     assert s["fires on most tokens of every emotion"]
     assert s["own/other rate"] == pytest.approx(np.median([0.9 / 0.8, 0.9 / 0.7]))
     line = rates.lines(rates.summary(tmp_path, {"paper": ns}, {"paper": settings}))[0]
@@ -43,4 +45,6 @@ def test_a_rarely_firing_set_is_not_called_saturated(tmp_path):
     settings = _write(tmp_path, P)
     ns = _ns({"anger": [[0, 1]], "fear": [[1, 2]]})
     line = rates.lines(rates.summary(tmp_path, {"paper": ns}, {"paper": settings}))[0]
-    assert "most tokens" not in line and "near-saturated" not in line and "5% to 23%" in line  # (0.4 + 0.05) / 2 on anger tokens (float32)
+    assert (
+        "most tokens" not in line and "near-saturated" not in line and "5% to 23%" in line
+    )  # (0.4 + 0.05) / 2 on anger tokens (float32)

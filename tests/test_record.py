@@ -2,9 +2,9 @@
 
 import torch
 
-from emolib.lm import models, prompts
-from emolib.identify import record
 from emolib.emotions import EMOTIONS
+from emolib.identify import record
+from emolib.lm import models, prompts
 
 
 def _capture(model, ids):
@@ -85,6 +85,7 @@ def test_deterministic_and_resumable(tiny, dialogues, tmp_path, monkeypatch):
         if calls["n"] == 6:
             raise KeyboardInterrupt
         return base_forward(*a, **k)
+
     monkeypatch.setattr(model.model, "forward", flaky)
     try:
         record.record_counts(model, tok, by, batch_size=1, state_path=path, save_every=0)
@@ -106,11 +107,21 @@ def test_halves_partition_the_dialogues(tiny, dialogues):
 def test_counts_use_the_models_own_activation_on_gemma3(tiny, dialogues):
     """Gemma3 uses GELU: counting goes through its act_fn hook, checked against a brute-force recount."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
     _, tok = tiny
     torch.manual_seed(0)
-    gemma = Gemma3ForCausalLM(Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=48,
-                                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                               head_dim=8, pad_token_id=tok.pad_token_id)).eval()
+    gemma = Gemma3ForCausalLM(
+        Gemma3TextConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            pad_token_id=tok.pad_token_id,
+        )
+    ).eval()
     by = _data(dialogues)
     st = record.record_counts(gemma, tok, by, batch_size=4)
     c, t, _ = _brute(gemma, tok, by, "act", "raw", None)

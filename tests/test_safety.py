@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 import torch
 
-from emolib.dataset import build_data, data
-from emolib.report import compare
-from emolib.identify import record
-from emolib.lm import classify
 from emolib import params, runner, safeio
 from emolib.__main__ import main
+from emolib.dataset import build_data, data
 from emolib.emotions import EMOTIONS
+from emolib.identify import record
+from emolib.lm import classify
 from emolib.params import ParamError
+from emolib.report import compare
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "params/test-tiny.yaml")
@@ -31,6 +31,7 @@ def one_line(text: str) -> bool:
 
 
 # --- 1. a shared run folder must not execute code ---------------------------------------------------------------
+
 
 class Evil:
     """Unpickling this runs a shell command that creates a marker file."""
@@ -56,8 +57,16 @@ def crafted_counts(run_dir: Path, marker: Path, fmt: str = "zip") -> Path:
 
 def tiny_neurons(run_dir: Path, **change) -> Path:
     """A neurons.json for the tiny random model (4 layers x 128)."""
-    d = {"model": "tiny-random-llama", "n_layers": 4, "d_ff": 128, "emotions": ["anger", "fear"], "params": {},
-         "n_selected": 3, "neurons": {"anger": [[0, 1], [3, 5]], "fear": [[1, 2]]}, "some_future_key": {"x": 1}}
+    d = {
+        "model": "tiny-random-llama",
+        "n_layers": 4,
+        "d_ff": 128,
+        "emotions": ["anger", "fear"],
+        "params": {},
+        "n_selected": 3,
+        "neurons": {"anger": [[0, 1], [3, 5]], "fear": [[1, 2]]},
+        "some_future_key": {"x": 1},
+    }
     d.update(change)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "neurons.json").write_text(json.dumps(d))
@@ -92,16 +101,38 @@ def test_classify_mode_mean_on_a_crafted_run_folder(tmp_path, capsys, monkeypatc
     src = tmp_path / "in.jsonl"
     src.write_text('{"dialogue": "A: hi\\nB: hello"}\n')
     monkeypatch.setattr(classify, "load_classifier", lambda p: pytest.fail("model loaded"))
-    code = main(["classify", "--params", TINY, "--input", str(src), "--output", str(tmp_path / "o.jsonl"),
-                 "--neurons", str(tmp_path / "run" / "neurons.json"), "--ablate", "anger", "--mode", "mean"])
+    code = main(
+        [
+            "classify",
+            "--params",
+            TINY,
+            "--input",
+            str(src),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+            "--neurons",
+            str(tmp_path / "run" / "neurons.json"),
+            "--ablate",
+            "anger",
+            "--mode",
+            "mean",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and one_line(err) and "counts.pt" in err and not marker.exists()
 
 
 def test_safe_loader_reads_a_genuine_counts_file(tmp_path):
     (tmp_path / "cache").mkdir()
-    state = {"sums": torch.ones(4, 128, dtype=torch.float64), "tokens": torch.tensor([[2, 2], [2, 2]]),
-             "emotions": ["anger", "fear"], "shape": (4, 128), "key": "abc", "done": 3, "seconds": 1.5}
+    state = {
+        "sums": torch.ones(4, 128, dtype=torch.float64),
+        "tokens": torch.tensor([[2, 2], [2, 2]]),
+        "emotions": ["anger", "fear"],
+        "shape": (4, 128),
+        "key": "abc",
+        "done": 3,
+        "seconds": 1.5,
+    }
     torch.save(state, tmp_path / "cache" / "counts.pt")
     assert safeio.load_tensors(tmp_path / "cache" / "counts.pt")["emotions"] == ["anger", "fear"]
     means = record.means_from_counts(tmp_path, shape=(4, 128))
@@ -112,11 +143,21 @@ def test_safe_loader_reads_a_genuine_counts_file(tmp_path):
 
 # --- 2. the EmoPrism cache follows the file's content; duplicates removed before the split ------------------------
 
+
 def emoprism_file(path: Path, dialogues: list[str], shift: int = 0) -> list[dict]:
     """A small EmoPrism-format file: dialogue i has emotion i % 6 and topic t{i // 6 + shift} (of 4 topics)."""
-    recs = [{"topic": f"t{(i // 6 + shift) % 4}", "dialogue": d, "theme": EMOTIONS[i % 6], "label": EMOTIONS[i % 6],
-             "gpt-4o-mini": EMOTIONS[i % 6], "gemini-1.5-flash": None, "claude-3-haiku-20240307": EMOTIONS[i % 6]}
-            for i, d in enumerate(dialogues)]
+    recs = [
+        {
+            "topic": f"t{(i // 6 + shift) % 4}",
+            "dialogue": d,
+            "theme": EMOTIONS[i % 6],
+            "label": EMOTIONS[i % 6],
+            "gpt-4o-mini": EMOTIONS[i % 6],
+            "gemini-1.5-flash": None,
+            "claude-3-haiku-20240307": EMOTIONS[i % 6],
+        }
+        for i, d in enumerate(dialogues)
+    ]
     path.write_text(json.dumps(recs))
     return recs
 
@@ -177,17 +218,32 @@ def test_truncated_json_gz_names_the_file(tmp_path):
 
 # --- 3. compare claims no agreement that isn't there ---------------------------------------------------------------
 
+
 def fake_run(folder: Path, emotions: list[str], own_delta: dict[str, float], model: str = "tiny-random-llama"):
     """A finished run folder: neurons.json and an own_vs_random.csv with the given own-minus-random changes
     (emotions without one were not tested)."""
     neurons = {e: [[0, i]] for i, e in enumerate(emotions)}
-    d = {"model": model, "n_layers": 4, "d_ff": 128, "emotions": emotions, "params": {}, "n_selected": len(emotions),
-         "neurons": neurons}
+    d = {
+        "model": model,
+        "n_layers": 4,
+        "d_ff": 128,
+        "emotions": emotions,
+        "params": {},
+        "n_selected": len(emotions),
+        "neurons": neurons,
+    }
     folder.mkdir(parents=True)
     (folder / "neurons.json").write_text(json.dumps(d))
-    rows = [{"set": "paper", "emotion": e, "baseline_accuracy": 0.8,
-             "own_minus_random_accuracy": own_delta.get(e, float("nan")),
-             "verdict": "no detectable effect" if e in own_delta else "not tested"} for e in emotions]
+    rows = [
+        {
+            "set": "paper",
+            "emotion": e,
+            "baseline_accuracy": 0.8,
+            "own_minus_random_accuracy": own_delta.get(e, float("nan")),
+            "verdict": "no detectable effect" if e in own_delta else "not tested",
+        }
+        for e in emotions
+    ]
     pd.DataFrame(rows).to_csv(folder / "own_vs_random.csv", index=False)
 
 
@@ -213,24 +269,29 @@ def test_compare_refuses_runs_without_a_shared_emotion(tmp_path, monkeypatch):
 
 # --- 4. classify trusts no neurons.json, no silent defaults, outputs checked before any model loads ---------------
 
+
 def classify_cli(tmp_path, *extra, src=None, out=None):
     """The classify command on one dialogue (or src), its exit code."""
     if src is None:
         src = tmp_path / "in.jsonl"
         src.write_text('{"dialogue": "A: hi\\nB: hello", "label": "anger"}\n')
-    return main(["classify", "--params", TINY, "--input", str(src), "--output", str(out or tmp_path / "o.jsonl"),
-                 *extra])
+    return main(
+        ["classify", "--params", TINY, "--input", str(src), "--output", str(out or tmp_path / "o.jsonl"), *extra]
+    )
 
 
-@pytest.mark.parametrize("change,needle", [
-    ({"neurons": {"anger": [[7, 1]], "fear": []}}, "[7, 1] outside layers 0..3"),
-    ({"neurons": {"anger": [[0, 500]], "fear": []}}, "[0, 500] outside layers 0..3 and indices 0..127"),
-    ({"neurons": {"anger": [[0, -1]], "fear": []}}, "[0, -1] outside"),
-    ({"neurons": {"anger": [[0, 1.5]], "fear": []}}, "must be [layer, index] integer pairs"),
-    ({"model": "smollm2-135m-instruct"}, "was made for model 'smollm2-135m-instruct', not 'tiny-random-llama'"),
-    ({"neurons": {"anger": [[0, 1]]}}, "no list of [layer, index] pairs for fear"),
-    ({"emotions": ["anger", "anger"]}, "lists an emotion twice"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"neurons": {"anger": [[7, 1]], "fear": []}}, "[7, 1] outside layers 0..3"),
+        ({"neurons": {"anger": [[0, 500]], "fear": []}}, "[0, 500] outside layers 0..3 and indices 0..127"),
+        ({"neurons": {"anger": [[0, -1]], "fear": []}}, "[0, -1] outside"),
+        ({"neurons": {"anger": [[0, 1.5]], "fear": []}}, "must be [layer, index] integer pairs"),
+        ({"model": "smollm2-135m-instruct"}, "was made for model 'smollm2-135m-instruct', not 'tiny-random-llama'"),
+        ({"neurons": {"anger": [[0, 1]]}}, "no list of [layer, index] pairs for fear"),
+        ({"emotions": ["anger", "anger"]}, "lists an emotion twice"),
+    ],
+)
 def test_bad_neurons_json_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch, change, needle):
     path = tiny_neurons(tmp_path / "run", **change)
     monkeypatch.setattr(classify, "load_classifier", lambda p: pytest.fail("model loaded"))
@@ -256,13 +317,16 @@ def test_neurons_json_of_another_shape_is_refused_once_the_model_is_known(tmp_pa
     assert one_line(err) and "99 layers x 128 neurons; the loaded model has 4 x 128" in err and not out.exists()
 
 
-@pytest.mark.parametrize("extra,needle", [
-    (["--mode", "scale"], "--mode scale needs --scale"),
-    (["--mode", "scale", "--scale", "nan"], "--scale must be a finite number"),
-    (["--mode", "scale", "--scale", "inf"], "--scale must be a finite number"),
-    (["--mode", "scale", "--scale", "-1"], "--scale must be a finite number from 0.0 to 10.0"),
-    (["--scale", "0.3"], "--scale is only used with --mode scale"),
-])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--mode", "scale"], "--mode scale needs --scale"),
+        (["--mode", "scale", "--scale", "nan"], "--scale must be a finite number"),
+        (["--mode", "scale", "--scale", "inf"], "--scale must be a finite number"),
+        (["--mode", "scale", "--scale", "-1"], "--scale must be a finite number from 0.0 to 10.0"),
+        (["--scale", "0.3"], "--scale is only used with --mode scale"),
+    ],
+)
 def test_scale_has_no_silent_default_and_must_be_finite(tmp_path, capsys, monkeypatch, extra, needle):
     path = tiny_neurons(tmp_path / "run")
     monkeypatch.setattr(classify, "load_classifier", lambda p: pytest.fail("model loaded"))
@@ -296,13 +360,16 @@ def test_output_equal_to_input_is_refused_and_the_input_kept(tmp_path, capsys, m
 def test_scale_ablation_writes_strict_json(tmp_path):
     path = tiny_neurons(tmp_path / "run")
     out = tmp_path / "o.jsonl"
-    assert classify_cli(tmp_path, "--neurons", str(path), "--ablate", "all", "--mode", "scale", "--scale", "0.25",
-                    out=out) == 0
+    assert (
+        classify_cli(tmp_path, "--neurons", str(path), "--ablate", "all", "--mode", "scale", "--scale", "0.25", out=out)
+        == 0
+    )
     row = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in output"))
     assert len(row["scores"]) == 6
 
 
 # --- 5. parameter files: empty, NaN/inf, devices, duplicate emotions, emotions unlike the run's -----------------
+
 
 @pytest.mark.parametrize("text", ["", "\n", "# only a comment\n"])
 def test_empty_params_file_is_an_error(tmp_path, capsys, text):
@@ -335,8 +402,19 @@ def test_nan_from_yaml_fails_at_check(tmp_path, capsys):
     assert main(["check", str(f)]) == 2 and "'n_topics' must be an integer" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("device,ok", [("cuda:abc", False), ("cuda:", False), ("cuda:0x", False), ("cpu:0", False),
-                                       ("cuda:1", True), ("cuda", True), ("mps", True), ("auto", True)])
+@pytest.mark.parametrize(
+    "device,ok",
+    [
+        ("cuda:abc", False),
+        ("cuda:", False),
+        ("cuda:0x", False),
+        ("cpu:0", False),
+        ("cuda:1", True),
+        ("cuda", True),
+        ("mps", True),
+        ("auto", True),
+    ],
+)
 def test_device_strings_are_checked(device, ok):
     if ok:
         assert params.validate({"device": device})["device"] == device
@@ -363,11 +441,15 @@ def test_emotions_unlike_the_runs_neurons_json_stop_before_stage_03(tmp_path, mo
 
 # --- 6. one line instead of a traceback -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("content,needle", [
-    (b"top_rate: [0.1\n", "is not valid YAML (line 2"),
-    (b"run_name: caf\xe9\n", "is not UTF-8 text (byte 0xe9"),
-    (b"- a\n- b\n", "must be a mapping of key: value"),
-])
+
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        (b"top_rate: [0.1\n", "is not valid YAML (line 2"),
+        (b"run_name: caf\xe9\n", "is not UTF-8 text (byte 0xe9"),
+        (b"- a\n- b\n", "must be a mapping of key: value"),
+    ],
+)
 def test_bad_params_files_are_one_line_naming_the_file(tmp_path, capsys, content, needle):
     f = tmp_path / "p.yaml"
     f.write_bytes(content)
@@ -446,6 +528,7 @@ def test_timings_are_written_atomically_and_a_damaged_file_rebuilt(tmp_path):
 
 # --- 7. one run per folder; showcase runs protected -----------------------------------------------------------
 
+
 def test_second_process_on_a_locked_run_folder_gets_one_line(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -453,8 +536,13 @@ def test_second_process_on_a_locked_run_folder_gets_one_line(tmp_path):
         with pytest.raises(safeio.FolderBusy, match=f"in use by another run \\(pid {os.getpid()}\\)"):
             with safeio.folder_lock(run_dir):
                 pass
-        r = subprocess.run([sys.executable, "-m", "emolib", "run", TINY, "--out", str(run_dir)], cwd=ROOT,
-                           capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-m", "emolib", "run", TINY, "--out", str(run_dir)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == 2 and one_line(r.stderr) and "is in use by another run" in r.stderr
         assert not (run_dir / "params.yaml").exists()
     assert not (run_dir / ".emolib.lock").exists()

@@ -1,4 +1,5 @@
-"""The static site (emolib.report.site): link rewriting on a made-up repository, and the real site in headless Chromium."""
+"""The static site (emolib.report.site): link rewriting on a made-up repository, and the real site in headless
+Chromium."""
 
 from __future__ import annotations
 
@@ -19,16 +20,20 @@ import pytest
 from emolib.report import site
 
 ROOT = Path(__file__).resolve().parent.parent
-PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-                    "1f15c4890000000d49444154789c63f8cfc0f01f0005000201ff5bd3a3f60000000049454e44ae426082")
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c63f8cfc0f01f0005000201ff5bd3a3f60000000049454e44ae426082"
+)
 
 
 def tiny_repo(root: Path) -> None:
     """Two runs of two notebooks each, linking the ways the showcase notebooks do."""
     (root / "notebooks").mkdir(parents=True)
     (root / "notebooks" / "01_x.ipynb").write_text("{}")
-    (root / "README.md").write_text("# Tiny book\n\nA book.\n\n<!-- results:start -->\n| a | b |\n|---|---|\n"
-                                    "| 1 | 2 |\n<!-- results:end -->\n[nb](notebooks/01_x.ipynb)\n")
+    (root / "README.md").write_text(
+        "# Tiny book\n\nA book.\n\n<!-- results:start -->\n| a | b |\n|---|---|\n"
+        "| 1 | 2 |\n<!-- results:end -->\n[nb](notebooks/01_x.ipynb)\n"
+    )
     for run in ("smollm2-135m", "gemma3-270m"):
         d = root / "outputs" / run
         (d / "figures").mkdir(parents=True)
@@ -36,10 +41,12 @@ def tiny_repo(root: Path) -> None:
         (d / "table.csv").write_text("a,b\n1,2\n")
         (d / "big.safetensors").write_bytes(b"\0" * 10)
         for name in ("01_x", "02_y"):
-            md = ("# Title of " + name + "\n\n[← 01](01_x.ipynb) [02](02_y.ipynb#Title-of-02_y) "
-                  "[other run](../gemma3-270m/02_y.ipynb) ![fig](figures/x.png) [csv](table.csv) "
-                  "[readme](../../README.md) [weights](big.safetensors) [run](../smollm2-135m/) "
-                  "[web](https://example.org/) [here](#Title-of-" + name + ")")
+            md = (
+                "# Title of " + name + "\n\n[← 01](01_x.ipynb) [02](02_y.ipynb#Title-of-02_y) "
+                "[other run](../gemma3-270m/02_y.ipynb) ![fig](figures/x.png) [csv](table.csv) "
+                "[readme](../../README.md) [weights](big.safetensors) [run](../smollm2-135m/) "
+                "[web](https://example.org/) [here](#Title-of-" + name + ")"
+            )
             params = nbformat.v4.new_code_cell("seed = 0", metadata={"jupyter": {"source_hidden": True}})
             nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(md), params])
             nbformat.write(nb, d / f"{name}.ipynb")
@@ -50,9 +57,16 @@ def test_links_rewritten(tmp_path):
     index = site.build(tmp_path / "site", tmp_path / "repo", runs=("smollm2-135m", "gemma3-270m"))
     out = index.parent
     page = (out / "outputs" / "smollm2-135m" / "01_x.html").read_text()
-    for href in ('href="01_x.html"', 'href="02_y.html#Title-of-02_y"', 'href="../gemma3-270m/02_y.html"',
-                 'src="figures/x.png"', 'href="table.csv"', 'href="../../README.html"',
-                 'href="../../index.html#smollm2-135m"', 'href="https://example.org/"'):
+    for href in (
+        'href="01_x.html"',
+        'href="02_y.html#Title-of-02_y"',
+        'href="../gemma3-270m/02_y.html"',
+        'src="figures/x.png"',
+        'href="table.csv"',
+        'href="../../README.html"',
+        'href="../../index.html#smollm2-135m"',
+        'href="https://example.org/"',
+    ):
         assert href in page, href
     assert 'title="in the repository: outputs/smollm2-135m/big.safetensors' in page  # too big a type: plain text
     assert (out / "outputs" / "smollm2-135m" / "figures" / "x.png").read_bytes() == PNG
@@ -69,11 +83,15 @@ def test_links_rewritten(tmp_path):
 def test_math_and_alt_text(tmp_path, capsys):
     tiny_repo(tmp_path / "repo")
     d = tmp_path / "repo" / "outputs" / "smollm2-135m"
-    md = ("## Entropy of $\\hat P(u,e)$\n\nInline $H(u) = -\\sum_e \\hat P \\log \\hat P$, code `$P(x)$`, "
-          "price \\$5 and \\$6.\n\n$$\\mathrm{act}(W_{gate}x) > 0$$\n\n```\n$not math$\n```\n\n"
-          "Broken $\\notacommand x$.")
+    md = (
+        "## Entropy of $\\hat P(u,e)$\n\nInline $H(u) = -\\sum_e \\hat P \\log \\hat P$, code `$P(x)$`, "
+        "price \\$5 and \\$6.\n\n$$\\mathrm{act}(W_{gate}x) > 0$$\n\n```\n$not math$\n```\n\n"
+        "Broken $\\notacommand x$."
+    )
     fig = nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(PNG).decode()})
-    show = nbformat.v4.new_code_cell('book.show(plots_identify.entropy_hist(H),\n          P, "02_entropy")', outputs=[fig])
+    show = nbformat.v4.new_code_cell(
+        'book.show(plots_identify.entropy_hist(H),\n          P, "02_entropy")', outputs=[fig]
+    )
     loop = nbformat.v4.new_code_cell('for n in sets:\n    book.show(fig, P, f"04_ranges_{n}")', outputs=[fig])
     (d / "figures" / "02_entropy.png").write_bytes(PNG)
     (d / "figures" / "04_ranges_paper.png").write_bytes(PNG)
@@ -84,11 +102,15 @@ def test_math_and_alt_text(tmp_path, capsys):
     assert "ns0:" not in page  # math in a heading survives nbconvert's anchor links
     assert "<code>$P(x)$</code>" in page and "$not math$" in page and "price $5 and $6." in page
     assert "$\\notacommand x$" in page  # kept as TeX, with one warning naming page and formula
-    assert "warning: outputs/smollm2-135m/02_y.html: formula kept as TeX (unknown command): \\notacommand x" \
+    assert (
+        "warning: outputs/smollm2-135m/02_y.html: formula kept as TeX (unknown command): \\notacommand x"
         in capsys.readouterr().out
+    )
     alts = re.findall(r'<img alt="([^"]*)"', page)
-    assert alts == ["Figure 02_entropy.png in section “Entropy of hat P(u,e)”",
-                    "Figure 04_ranges_paper.png in section “Entropy of hat P(u,e)”"]
+    assert alts == [
+        "Figure 02_entropy.png in section “Entropy of hat P(u,e)”",
+        "Figure 04_ranges_paper.png in section “Entropy of hat P(u,e)”",
+    ]
 
 
 def test_bad_input(tmp_path):
@@ -100,6 +122,7 @@ def test_bad_input(tmp_path):
 
 
 # ---- the real site in a real browser ----------------------------------------------------------------------------
+
 
 def browser() -> tuple[str, str] | None:
     """Chromium and chromedriver from the distribution's packages, if installed."""
@@ -159,9 +182,17 @@ def test_site_in_browser(served, tmp_path):
     chrome, driver_path = browser()
     opts = webdriver.ChromeOptions()
     opts.binary_location = chrome
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'profile'}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=opts)
@@ -173,10 +204,14 @@ def test_site_in_browser(served, tmp_path):
             driver.get(base + page)
             if driver.execute_script("return document.readyState") != "complete":
                 problems.append(f"{page}: did not finish loading")
-            problems += [f"{page}: console: {e['message']}" for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-            images = driver.execute_script("return Array.from(document.images).map("
-                                           "i => [i.getAttribute('src').slice(0, 80), i.complete, i.naturalWidth, "
-                                           "i.getAttribute('alt') || ''])")
+            problems += [
+                f"{page}: console: {e['message']}" for e in driver.get_log("browser") if e["level"] == "SEVERE"
+            ]
+            images = driver.execute_script(
+                "return Array.from(document.images).map("
+                "i => [i.getAttribute('src').slice(0, 80), i.complete, i.naturalWidth, "
+                "i.getAttribute('alt') || ''])"
+            )
             problems += [f"{page}: image not loaded: {src}" for src, ok, w, _ in images if not ok or w == 0]
             problems += [f"{page}: image without alt text: {src}" for src, _, _, alt in images if not alt.strip()]
             tex = driver.execute_script(TEX_VISIBLE)

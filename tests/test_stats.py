@@ -103,18 +103,19 @@ def test_power_formula_matches_simulation():
     # set-to-set spread that more items cannot remove
     assert n < stats.n_required(d, sd, 0.05, m, tau=0.02) < math.inf
     assert stats.n_required(d, sd, 0.05, m, tau=0.04) == math.inf  # tau above 0.10 / (2.39 + 0.84) = 0.031
-    assert stats.power(d, sd, 10 ** 9, 0.05, m, tau=0.04) < 0.8
+    assert stats.power(d, sd, 10**9, 0.05, m, tau=0.04) < 0.8
 
 
 def test_spread_of_random_sets_gives_item_sd_and_tau():
     rng = np.random.default_rng(1)
     sd, tau, n = 0.5, 0.03, 50
-    null = rng.normal(0, math.sqrt(tau ** 2 + sd ** 2 / n), 4000)
+    null = rng.normal(0, math.sqrt(tau**2 + sd**2 / n), 4000)
     assert stats.between_set_sd(null, sd, n) == pytest.approx(tau, abs=0.01)
     assert stats.item_sd_from_null(rng.normal(0, sd / math.sqrt(n), 4000), n) == pytest.approx(sd, rel=0.05)
 
 
 # the firing-matched random neuron sampler (emolib.lm.ablate.random_matched)
+
 
 @pytest.fixture
 def firing():
@@ -139,8 +140,9 @@ def test_random_matched_keeps_layer_counts_and_deciles(firing):
     for r in draws:
         assert {k: len(v) for k, v in r.items()} == {k: len(v) for k, v in own.items()}
         for layer in own:
-            assert (np.bincount(bins[layer, r[layer]], minlength=10) ==
-                    np.bincount(bins[layer, own[layer]], minlength=10)).all()
+            assert (
+                np.bincount(bins[layer, r[layer]], minlength=10) == np.bincount(bins[layer, own[layer]], minlength=10)
+            ).all()
             assert not set(r[layer]) & set(own[layer]) and len(set(r[layer])) == len(r[layer])
         assert not set(r[2]) & set(extra[2]) and r.fallbacks == 0
     assert ablate.random_matched(own, torch.tensor(firing), 3, exclude=extra) == draws[3]  # seeded, tensor input

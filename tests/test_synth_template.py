@@ -15,14 +15,46 @@ from emolib.lm.synth_template import EMOTION_LEXICON, EMOTIONS, STYLES, generate
 
 # Topics free of lexicon words and of sentence punctuation (so sentence counts are exact).
 TOPICS = [
-    "basket making", "Steven Spielberg Movies", "I would like to discuss about financial independency",
-    "U.S. Senate", "chess", "quantum computing", "gardening", "jazz music", "the Roman Empire",
-    "marathon training", "vintage cars", "cooking with tofu", "climate policy", "knitting",
-    "Formula 1", "birdwatching", "cryptocurrency", "medieval history", "yoga", "photography",
-    "board games", "space exploration", "stand-up comedy", "ancient Egypt", "urban planning",
-    "origami", "the Olympics", "opera", "home brewing", "machine learning", "poetry", "surfing",
-    "tax law", "Renaissance art", "video game design", "beekeeping", "public transport",
-    "K-pop", "mountain climbing", "stamp collecting",
+    "basket making",
+    "Steven Spielberg Movies",
+    "I would like to discuss about financial independency",
+    "U.S. Senate",
+    "chess",
+    "quantum computing",
+    "gardening",
+    "jazz music",
+    "the Roman Empire",
+    "marathon training",
+    "vintage cars",
+    "cooking with tofu",
+    "climate policy",
+    "knitting",
+    "Formula 1",
+    "birdwatching",
+    "cryptocurrency",
+    "medieval history",
+    "yoga",
+    "photography",
+    "board games",
+    "space exploration",
+    "stand-up comedy",
+    "ancient Egypt",
+    "urban planning",
+    "origami",
+    "the Olympics",
+    "opera",
+    "home brewing",
+    "machine learning",
+    "poetry",
+    "surfing",
+    "tax law",
+    "Renaissance art",
+    "video game design",
+    "beekeeping",
+    "public transport",
+    "K-pop",
+    "mountain climbing",
+    "stamp collecting",
 ]
 PLAIN_TOPICS = [t for t in TOPICS if "." not in t]
 
@@ -75,8 +107,7 @@ def test_shape_varies(corpus):
     speakers = collections.Counter()
     for r in corpus:
         for line in _turns(r["dialogue"]):
-            if any(s.replace("{topic}", r["topic"]) in line
-                   for s in st.EMOTION_TEMPLATES[r["theme"]]["situations"]):
+            if any(s.replace("{topic}", r["topic"]) in line for s in st.EMOTION_TEMPLATES[r["theme"]]["situations"]):
                 speakers[line[0]] += 1
                 break
     assert speakers["A"] > 0.3 * len(corpus) and speakers["B"] > 0.3 * len(corpus)
@@ -100,8 +131,9 @@ def test_deterministic_across_processes():
     outs = []
     for hashseed in ("1", "2"):
         env = dict(os.environ, PYTHONHASHSEED=hashseed, PYTHONPATH=root)
-        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, check=True, cwd=root)
+        res = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=root
+        )
         outs.append(json.loads(res.stdout))
     assert outs[0] == outs[1] == generate_dialogues(["chess", "yoga"], ["anger", "fear"], 2, seed=5)
 
@@ -202,8 +234,9 @@ def test_generate_dialogue_direct():
         for emotion in EMOTIONS:
             d = generate_dialogue("chess", emotion, rng, style)
             assert 3 <= len(_turns(d)) <= 8 and d.startswith("A: ")
-            assert generate_dialogue("chess", emotion, random.Random(5), style) == \
-                generate_dialogue("chess", emotion, random.Random(5), style)
+            assert generate_dialogue("chess", emotion, random.Random(5), style) == generate_dialogue(
+                "chess", emotion, random.Random(5), style
+            )
 
 
 def test_template_tables():

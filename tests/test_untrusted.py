@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from emolib.dataset import annotate, data, endpoint
-from emolib.lm import classify, prompts
 from emolib import params, safeio
 from emolib.__main__ import main
-from emolib.emotions import EMOTIONS
+from emolib.dataset import annotate, data, endpoint
 from emolib.dataset.endpoint import Endpoint, EndpointError
+from emolib.emotions import EMOTIONS
+from emolib.lm import classify, prompts
 from emolib.params import ParamError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,10 +32,16 @@ def one_line(text: str) -> bool:
 
 def completion(text, model="fake", usage=None) -> bytes:
     """A chat.completion body whose content is text (any JSON value)."""
-    return json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": model,
-                       "choices": [{"index": 0, "finish_reason": "stop",
-                                    "message": {"role": "assistant", "content": text}}],
-                       "usage": usage or {"prompt_tokens": 10, "completion_tokens": 2}}).encode()
+    return json.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": usage or {"prompt_tokens": 10, "completion_tokens": 2},
+        }
+    ).encode()
 
 
 def label_for(body: dict) -> str:
@@ -94,14 +100,22 @@ def hostile():
     def make(script):
         servers.append(Hostile(script))
         return servers[-1]
+
     yield make
     for s in servers:
         s.close()
 
 
 def ep_for(s: Hostile, **kw) -> Endpoint:
-    kw = {"model": "fake", "backoff": 0.01, "request_timeout": 5.0, "temperature": 0.1, "max_tokens": 10,
-          "max_concurrency": 1, **kw}
+    kw = {
+        "model": "fake",
+        "backoff": 0.01,
+        "request_timeout": 5.0,
+        "temperature": 0.1,
+        "max_tokens": 10,
+        "max_concurrency": 1,
+        **kw,
+    }
     return Endpoint(base_url=s.base_url, **kw)
 
 
@@ -190,8 +204,12 @@ def test_huge_replies_are_capped_in_the_cache(hostile, tmp_path):
 
 def echo_headers(status):
     def script(n, body, headers):
-        return status, "application/json", json.dumps({"error": {"message": f"bad request; you sent {headers}",
-                                                                  "type": "x"}}).encode()
+        return (
+            status,
+            "application/json",
+            json.dumps({"error": {"message": f"bad request; you sent {headers}", "type": "x"}}).encode(),
+        )
+
     return script
 
 
@@ -217,12 +235,15 @@ def test_the_key_is_kept_out_of_messages_about_model_auto_and_out_of_cached_text
     assert one_line(str(e.value)) and SECRET not in str(e.value)
 
 
-@pytest.mark.parametrize("text,want", [
-    ('Error code: 401 - {"message": "you sent Authorization: Bearer abc.def-123"}', "Bearer ***"),
-    ('{"headers": {"x-api-key": "k-999", "authorization": "Bearer zzz"}}', '"x-api-key": "***"'),
-    ("Incorrect API key provided: sk-proj-abcdefgh.", "provided: ***."),
-    ("maximum context length is 8192 tokens, max_tokens: 10", "8192 tokens, max_tokens: 10"),
-])
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        ('Error code: 401 - {"message": "you sent Authorization: Bearer abc.def-123"}', "Bearer ***"),
+        ('{"headers": {"x-api-key": "k-999", "authorization": "Bearer zzz"}}', '"x-api-key": "***"'),
+        ("Incorrect API key provided: sk-proj-abcdefgh.", "provided: ***."),
+        ("maximum context length is 8192 tokens, max_tokens: 10", "8192 tokens, max_tokens: 10"),
+    ],
+)
 def test_redact(text, want):
     out = endpoint.redact(text, ("zzz",))
     assert want in out and "zzz" not in out and "abc.def" not in out and "k-999" not in out
@@ -290,6 +311,7 @@ def test_a_cache_path_that_is_a_link_or_a_folder_is_refused(hostile, tmp_path, k
 
 # --- external eval files ----------------------------------------------------------------------------------------
 
+
 def check(tmp_path, eval_path, capsys) -> tuple[int, str, str]:
     f = tmp_path / "p.yaml"
     f.write_text(f"eval_source: file\neval_path: {eval_path}\n")
@@ -299,25 +321,31 @@ def check(tmp_path, eval_path, capsys) -> tuple[int, str, str]:
 
 
 def items(n_per: int, emotions=EMOTIONS) -> str:
-    return "".join(json.dumps({"dialogue": f"A: item {i} of {e}\nB: ok", "label": e}) + "\n"
-                   for e in emotions for i in range(n_per))
+    return "".join(
+        json.dumps({"dialogue": f"A: item {i} of {e}\nB: ok", "label": e}) + "\n"
+        for e in emotions
+        for i in range(n_per)
+    )
 
 
-@pytest.mark.parametrize("name,content,needle", [
-    ("evals.jsonl", None, "is a directory"),
-    ("e.jsonl", b"", "holds no records"),
-    ("e.jsonl", b'{"dialogue": "A: caf\xe9", "label": "anger"}\n', "is not a readable JSON-lines file"),
-    ("e.csv", b"text,emotion\nA: hi,anger\n", "needs a non-empty 'dialogue' (or 'text') and a 'label'"),
-    ("e.jsonl", b"[" * 5000, "is not a readable JSON-lines file"),
-    ("e.jsonl", "big", "an eval set above 50 MB is refused"),
-])
+@pytest.mark.parametrize(
+    "name,content,needle",
+    [
+        ("evals.jsonl", None, "is a directory"),
+        ("e.jsonl", b"", "holds no records"),
+        ("e.jsonl", b'{"dialogue": "A: caf\xe9", "label": "anger"}\n', "is not a readable JSON-lines file"),
+        ("e.csv", b"text,emotion\nA: hi,anger\n", "needs a non-empty 'dialogue' (or 'text') and a 'label'"),
+        ("e.jsonl", b"[" * 5000, "is not a readable JSON-lines file"),
+        ("e.jsonl", "big", "an eval set above 50 MB is refused"),
+    ],
+)
 def test_check_validates_the_eval_file(tmp_path, capsys, name, content, needle):
     f = tmp_path / name
     if content is None:
         f.mkdir()
     elif content == "big":
         with open(f, "wb") as h:
-            h.truncate(200 * 2 ** 20)  # 200 MB (sparse): refused by its size, before it is read
+            h.truncate(200 * 2**20)  # 200 MB (sparse): refused by its size, before it is read
     else:
         f.write_bytes(content)
     code, out, err = check(tmp_path, f, capsys)
@@ -341,11 +369,14 @@ def test_repeated_dialogues_are_removed_and_reported(tmp_path, capsys):
     assert code == 0 and "warning: eval_path:" in out and "30 repeated" in out
 
 
-@pytest.mark.parametrize("content", [
-    items(1, ["anger", "fear"]) * 30,  # 60 items, 2 distinct
-    items(1, ["anger"]) * 200_000,  # 200,000 identical items
-    items(5, ["anger"]) + items(1, ["fear"]),  # one emotion with a single item
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        items(1, ["anger", "fear"]) * 30,  # 60 items, 2 distinct
+        items(1, ["anger"]) * 200_000,  # 200,000 identical items
+        items(5, ["anger"]) + items(1, ["fear"]),  # one emotion with a single item
+    ],
+)
 def test_tiny_eval_sets_are_refused_with_one_line(tmp_path, content):
     f = tmp_path / "e.jsonl"
     f.write_text(content)
@@ -367,6 +398,7 @@ def test_the_fixtures_still_load():
 
 
 # --- classify -----------------------------------------------------------------------------------------------------
+
 
 def test_encode_dialogue_cuts_from_the_left(tiny):
     _, tok = tiny
@@ -392,10 +424,12 @@ def test_dialogues_longer_than_the_context_are_cut_and_counted(tiny, monkeypatch
         def score(m, prefix, bodies, *a, **k):  # records the lengths, scores a short tail (fast)
             lengths.extend(len(prefix) + len(b) for b in bodies)
             return real(m, prefix, [b[-8:] for b in bodies], *a, **k)
+
         monkeypatch.setattr(classify, "score_batch", score)
     else:
-        monkeypatch.setattr(model, "generate", lambda input_ids, **k: (lengths.append(input_ids.shape[1]),
-                                                                       input_ids)[1])
+        monkeypatch.setattr(
+            model, "generate", lambda input_ids, **k: (lengths.append(input_ids.shape[1]), input_ids)[1]
+        )
     long = "A: " + "so angry " * 5000 + "\nB: why?"
     with pytest.warns(UserWarning, match="1 dialogue\\(s\\) longer than the model's context"):
         preds, _ = classify.predict(clf, [long, "A: hi\nB: hello"], protocol)
@@ -406,8 +440,12 @@ def test_dialogues_longer_than_the_context_are_cut_and_counted(tiny, monkeypatch
 
 def test_classify_reports_cut_dialogues_and_names_a_binary_input(tmp_path, capsys):
     src = tmp_path / "in.jsonl"
-    src.write_text(json.dumps({"dialogue": "A: " + "so angry " * 3000 + "\nB: why?"}) + "\n"
-                   + json.dumps({"dialogue": "A: hi\nB: hello"}) + "\n")
+    src.write_text(
+        json.dumps({"dialogue": "A: " + "so angry " * 3000 + "\nB: why?"})
+        + "\n"
+        + json.dumps({"dialogue": "A: hi\nB: hello"})
+        + "\n"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main(["classify", "--params", TINY, "--input", str(src), "--output", str(tmp_path / "o.jsonl")]) == 0
@@ -424,13 +462,16 @@ def test_classify_reports_cut_dialogues_and_names_a_binary_input(tmp_path, capsy
 
 # --- the annotator vote cache -----------------------------------------------------------------------------------
 
+
 def annotate_with_fake(tmp_path, monkeypatch, content=None):
     """annotate('minilm', ...) with a voter that says each dialogue's emotion, the cache file written first."""
     from emolib.dataset.data import dialogue_id
+
     calls = []
 
     def voter(emotions):
         return lambda ds: calls.append(len(ds)) or [next(e for e in emotions if e in d) for d in ds]
+
     monkeypatch.setattr(annotate, "minilm_voter", voter)
     annotate.annotate("minilm", DIALOGUES, list(EMOTIONS), {}, tmp_path)  # makes the cache file
     [path] = tmp_path.glob("annotator-minilm-*.json")
@@ -447,18 +488,22 @@ def test_votes_outside_the_emotions_are_recomputed(tmp_path, monkeypatch, bad):
     def content(cache, ids):
         cache[ids[0]] = bad
         return json.dumps(cache).encode()
+
     with pytest.warns(UserWarning, match="1 vote\\(s\\) are not among anger.*rm '"):
         labels, calls, path = annotate_with_fake(tmp_path, monkeypatch, content)
     assert labels == list(EMOTIONS) and calls == [1]
     assert set(json.loads(path.read_text()).values()) == set(EMOTIONS)
 
 
-@pytest.mark.parametrize("raw,needle", [
-    (b'{"abc": "anger"', "is not valid JSON"),
-    (b'["anger", "fear"]', "is not a JSON object of votes"),
-    (b'{"x": "caf\xe9"}', "is not UTF-8 text"),
-    (b"", "is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "raw,needle",
+    [
+        (b'{"abc": "anger"', "is not valid JSON"),
+        (b'["anger", "fear"]', "is not a JSON object of votes"),
+        (b'{"x": "caf\xe9"}', "is not UTF-8 text"),
+        (b"", "is not valid JSON"),
+    ],
+)
 def test_a_vote_cache_that_is_not_the_expected_json_is_recomputed(tmp_path, monkeypatch, raw, needle):
     with pytest.warns(UserWarning, match=needle) as w:
         labels, calls, path = annotate_with_fake(tmp_path, monkeypatch, lambda c, ids: raw)
@@ -481,7 +526,9 @@ def test_a_vote_cache_that_is_a_link_is_refused(tmp_path, monkeypatch):
 def test_stage2_partial_state_is_never_written_through_a_link(tmp_path):
     """record._save writes a fresh temporary file and refuses a planted link at the counts path."""
     import torch
+
     from emolib.identify import record
+
     target = tmp_path / "victim.txt"
     target.write_text("keep me\n")
     link = tmp_path / "counts.pt"

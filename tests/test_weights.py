@@ -94,8 +94,16 @@ def test_scores_equal_the_llama_modules_read_one_neuron_at_a_time(planted):
 
 def test_scores_equal_the_gemma3_modules_with_their_one_plus_weight_norms():
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-    cfg = Gemma3TextConfig(vocab_size=96, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                           num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+
+    cfg = Gemma3TextConfig(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+    )
     model = Gemma3ForCausalLM(cfg).eval()
     with torch.no_grad():
         for name, w in model.named_parameters():
@@ -119,13 +127,23 @@ def _neurons_json(path, L: int, D: int, with_attribution: bool) -> dict:
     """A neurons.json with a paper set of uneven sizes and other named sets (attribution first when asked)."""
     paper = {e: [[0, i] for i in range(n)] for e, n in zip(E, (3, 1, 2, 0, 4, 2))}
     settings = {"tokens": "dialogue", "tensor": "act"}
-    named = {"paper": {"variant": "paper", "settings": settings, "neurons": paper},
-             "directions": {"variant": "directions", "settings": settings, "neurons": {e: [[1, 1]] for e in E}}}
+    named = {
+        "paper": {"variant": "paper", "settings": settings, "neurons": paper},
+        "directions": {"variant": "directions", "settings": settings, "neurons": {e: [[1, 1]] for e in E}},
+    }
     if with_attribution:
-        named = {"attribution": {"variant": "attribution", "settings": settings, "neurons": {e: [] for e in E}},
-                 **named}
-    meta = {"model": "tiny-random-llama", "n_layers": L, "d_ff": D, "emotions": E, "neurons": paper,
-            "named_sets": named}
+        named = {
+            "attribution": {"variant": "attribution", "settings": settings, "neurons": {e: [] for e in E}},
+            **named,
+        }
+    meta = {
+        "model": "tiny-random-llama",
+        "n_layers": L,
+        "d_ff": D,
+        "emotions": E,
+        "neurons": paper,
+        "named_sets": named,
+    }
     path.write_text(json.dumps(meta))
     return meta
 
@@ -138,8 +156,9 @@ def test_add_named_set_writes_a_loadable_set_sized_like_paper(planted, tmp_path,
     p = {"run_dir": str(tmp_path)}
     entry = weights.add_named_set(p, model, tok, ids)
     meta = json.loads((tmp_path / "neurons.json").read_text())
-    order = ["attribution", "weights", "paper", "directions"] if with_attribution else \
-        ["weights", "paper", "directions"]
+    order = (
+        ["attribution", "weights", "paper", "directions"] if with_attribution else ["weights", "paper", "directions"]
+    )
     assert list(meta["named_sets"]) == order
     assert all(meta["named_sets"][k] == v for k, v in before["named_sets"].items())  # the others untouched
     sets = neurons.named_sets(p)
@@ -157,10 +176,24 @@ def test_add_named_set_writes_a_loadable_set_sized_like_paper(planted, tmp_path,
 
 def test_weights_is_a_control_set_and_a_grid_set(tmp_path):
     import pandas as pd
+
     from emolib import params
     from emolib.report import findings
+
     assert neurons.CONTROL_SETS == ("attribution", "weights")
     assert "weights" in params.SCHEMA["grid_sets"].extra["choices"]
-    t = pd.DataFrame([{"set": s, "emotion": e, "p": 0.01, "p_holm": 0.01, "verdict": "own drop beyond random",
-                       "own_minus_random_margin": -1.0} for s in neurons.CONTROL_SETS for e in E])
+    t = pd.DataFrame(
+        [
+            {
+                "set": s,
+                "emotion": e,
+                "p": 0.01,
+                "p_holm": 0.01,
+                "verdict": "own drop beyond random",
+                "own_minus_random_margin": -1.0,
+            }
+            for s in neurons.CONTROL_SETS
+            for e in E
+        ]
+    )
     assert findings.set_lines(tmp_path, t) == []  # the named sets' sentences leave the controls out

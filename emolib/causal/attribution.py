@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from ..progress import tqdm
 
-from .matched import load, moments, save
 from ..lm import prompts
-from ..lm.classify import Classifier, score_batch, encode_dialogues
+from ..lm.classify import Classifier, encode_dialogues, score_batch
 from ..lm.models import ffn_layers
+from ..progress import tqdm
+from .matched import load, moments, save
 
 
 class _Capture:
@@ -38,7 +38,9 @@ class _Capture:
                 if x.requires_grad:
                     x.retain_grad()
                 self.calls.setdefault(layer, []).append(x)
+
             return hook
+
         self.handles = [m.down_proj.register_forward_pre_hook(make(l)) for l, m in enumerate(self.mlps)]
         return self
 
@@ -73,8 +75,15 @@ def _embed_requires_grad(model):
     return emb.register_forward_hook(lambda m, a, out: out.requires_grad_(True))
 
 
-def scoring_pass(clf: Classifier, dialogues: list[str], y: np.ndarray, calibration: np.ndarray | None,
-                 n_emotions: int, batch_size: int = 4, progress: str | None = "scoring-sequence pass") -> dict:
+def scoring_pass(
+    clf: Classifier,
+    dialogues: list[str],
+    y: np.ndarray,
+    calibration: np.ndarray | None,
+    n_emotions: int,
+    batch_size: int = 4,
+    progress: str | None = "scoring-sequence pass",
+) -> dict:
     """Sums over the train dialogues' scoring sequences: activation sum, sum of squares and count (non-pad positions
     of prefix + dialogue + suffix); per emotion of the items, sum over items of sum_pos grad and sum_pos x * grad of
     the calibrated true-label margin; each emotion's runner-up label counts; the same sums for the content-free
@@ -82,9 +91,15 @@ def scoring_pass(clf: Classifier, dialogues: list[str], y: np.ndarray, calibrati
     model, tok, parts = clf.model, clf.tokenizer, clf.parts
     L = len(ffn_layers(model))
     D = ffn_layers(model)[0].down_proj.in_features
-    out = {"sum": torch.zeros(L, D, dtype=torch.float64), "sumsq": torch.zeros(L, D, dtype=torch.float64),
-           "count": 0, "g": torch.zeros(n_emotions, L, D), "xg": torch.zeros(n_emotions, L, D),
-           "n": torch.zeros(n_emotions), "runner_up": torch.zeros(n_emotions, n_emotions)}
+    out = {
+        "sum": torch.zeros(L, D, dtype=torch.float64),
+        "sumsq": torch.zeros(L, D, dtype=torch.float64),
+        "count": 0,
+        "g": torch.zeros(n_emotions, L, D),
+        "xg": torch.zeros(n_emotions, L, D),
+        "n": torch.zeros(n_emotions),
+        "runner_up": torch.zeros(n_emotions, n_emotions),
+    }
     cal = torch.zeros(len(parts.labels)) if calibration is None else torch.as_tensor(np.asarray(calibration)).float()
     bodies = [ids + parts.suffix for ids in encode_dialogues(clf, dialogues)]
     P = len(parts.prefix)
@@ -111,11 +126,11 @@ def scoring_pass(clf: Classifier, dialogues: list[str], y: np.ndarray, calibrati
                 keep = torch.zeros(len(idx), P + T, dtype=torch.bool)
                 keep[:, :P] = True
                 for r, i in enumerate(idx):
-                    keep[r, P + T - len(bodies[i]):] = True
+                    keep[r, P + T - len(bodies[i]) :] = True
                 for layer, xs in cap.calls.items():
                     sel = xs[0].detach()[keep.to(xs[0].device)].double().cpu()  # main call's non-pad positions
                     out["sum"][layer] += sel.sum(0)
-                    out["sumsq"][layer] += (sel ** 2).sum(0)
+                    out["sumsq"][layer] += (sel**2).sum(0)
                     g, xg = _grad_sums(xs, len(idx))
                     out["g"][:, layer].index_add_(0, yy, g)
                     out["xg"][:, layer].index_add_(0, yy, xg)
@@ -181,8 +196,9 @@ def stats_tag(tag: dict, dialogues: list[str]) -> str:
 
 def train_sample(p: dict, per_emotion: int) -> pd.DataFrame:
     """Train dialogues for the pass: per_emotion of each emotion, in a seeded order (never eval topics)."""
-    from .splits import take_seeded
     from ..dataset.data import load_splits
+    from .splits import take_seeded
+
     tr = load_splits(p["run_dir"])["train"].to_pandas()[["dialogue", "label"]]
     return take_seeded(tr, p["emotions"], per_emotion, p["seed"] + 2)
 
@@ -194,10 +210,13 @@ def prepare(p: dict, clf: Classifier, inst: dict) -> dict:
     """The scoring-sequence pass of the run (train dialogues, attribution_per_emotion each): loaded when stored for
     this instrument and these dialogues, else computed and stored."""
     from ..lm.classify import calibration_vector
+
     E = p["emotions"]
     tr = train_sample(p, p["attribution_per_emotion"])
-    tag = stats_tag({**inst, "model": p["model"], "dtype": str(clf.model.dtype),
-                     "template": p.get("prompt_template")}, tr.dialogue.tolist())
+    tag = stats_tag(
+        {**inst, "model": p["model"], "dtype": str(clf.model.dtype), "template": p.get("prompt_template")},
+        tr.dialogue.tolist(),
+    )
     sums = load(p["run_dir"], tag)
     if sums is None:
         y = np.array([E.index(e) for e in tr.label])
@@ -210,14 +229,19 @@ def prepare(p: dict, clf: Classifier, inst: dict) -> dict:
 def save_estimate(run_dir: str | Path, est: torch.Tensor, arm: str) -> None:
     """Store the chosen arm's [E, L, D] estimate (notebook 04 selects the attribution set's doses from it)."""
     from safetensors.torch import save_file
+
     from ..safeio import atomic_save
-    atomic_save(Path(run_dir) / ESTIMATE_FILE,
-                lambda tmp: save_file({"estimate": est.float().contiguous()}, str(tmp), metadata={"arm": arm}))
+
+    atomic_save(
+        Path(run_dir) / ESTIMATE_FILE,
+        lambda tmp: save_file({"estimate": est.float().contiguous()}, str(tmp), metadata={"arm": arm}),
+    )
 
 
 def load_estimate(run_dir: str | Path) -> torch.Tensor:
     """The stored [E, L, D] attribution estimate (notebook 03 writes it)."""
     from safetensors.torch import load_file
+
     path = Path(run_dir) / ESTIMATE_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run notebook 03 for this run first")
@@ -229,6 +253,7 @@ def add_named_set(p: dict, sums: dict, arm: str, calibrates: bool) -> dict:
     write it into neurons.json as the first named set; returns its entry."""
     from ..identify import neurons as nmod
     from ..safeio import atomic_write_text, load_neurons_json
+
     mode, cal = arm.split("/")
     est = estimate(sums, mode, cal if calibrates else "fixed")
     save_estimate(p["run_dir"], est, arm)
@@ -237,13 +262,19 @@ def add_named_set(p: dict, sums: dict, arm: str, calibrates: bool) -> dict:
     paper = nmod.load(path, "paper")
     E = meta["emotions"]
     sets = select(est, [len(paper.sets[e]) for e in E], E)
-    entry = {"variant": "attribution", "settings": meta["named_sets"]["paper"]["settings"], "arm": arm,
-             "why": "positive control: per emotion, the neurons whose ablation (" + arm + ") is estimated, to first "
-                    "order on train items, to lower the true label's margin most; as many as the paper set's",
-             "neurons": sets, "n_selected": sum(map(len, sets.values())),
-             "train_items": {e: int(n) for e, n in zip(E, sums["n"].tolist())},
-             "estimated_d_margin": {e: float(est[j][tuple(torch.as_tensor(sets[e]).T)].sum()) if sets[e] else 0.0
-                                    for j, e in enumerate(E)}}
+    entry = {
+        "variant": "attribution",
+        "settings": meta["named_sets"]["paper"]["settings"],
+        "arm": arm,
+        "why": "positive control: per emotion, the neurons whose ablation (" + arm + ") is estimated, to first "
+        "order on train items, to lower the true label's margin most; as many as the paper set's",
+        "neurons": sets,
+        "n_selected": sum(map(len, sets.values())),
+        "train_items": {e: int(n) for e, n in zip(E, sums["n"].tolist())},
+        "estimated_d_margin": {
+            e: float(est[j][tuple(torch.as_tensor(sets[e]).T)].sum()) if sets[e] else 0.0 for j, e in enumerate(E)
+        },
+    }
     named = {k: v for k, v in meta.get("named_sets", {}).items() if k != "attribution"}
     meta["named_sets"] = {"attribution": entry, **named}
     atomic_write_text(path, json.dumps(meta, indent=1, allow_nan=False))
@@ -252,6 +283,10 @@ def add_named_set(p: dict, sums: dict, arm: str, calibrates: bool) -> dict:
 
 def summary(entry: dict) -> pd.DataFrame:
     """Per emotion: the attribution set's size, train items and summed first-order estimate (nat)."""
-    return pd.DataFrame({"neurons": {e: len(v) for e, v in entry["neurons"].items()},
-                         "train items": entry["train_items"],
-                         "estimated margin change (nat)": entry["estimated_d_margin"]})
+    return pd.DataFrame(
+        {
+            "neurons": {e: len(v) for e, v in entry["neurons"].items()},
+            "train items": entry["train_items"],
+            "estimated margin change (nat)": entry["estimated_d_margin"],
+        }
+    )

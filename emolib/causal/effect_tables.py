@@ -7,33 +7,42 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..identify import neurons
 from . import stats
 from .effects import ALPHA, correct_family, mean_deltas
 from .instrument import PAPER_ARM
-from ..identify import neurons
-
 
 # ---------------------------------------------------------------- the main test's tables
+
 
 def arm_summary(table: pd.DataFrame, arms: list[str], primary: str) -> pd.DataFrame:
     """Per set and arm: tests rejected after Holm within the arm, and the median own-minus-random margin."""
     rows = []
     for name, t in table.groupby("set", sort=False):
         for arm in arms:
-            p_col, d_col = ("p_holm", "own_minus_random_margin") if arm == primary else \
-                (f"p_holm[{arm}]", f"omr_margin[{arm}]")
+            p_col, d_col = (
+                ("p_holm", "own_minus_random_margin") if arm == primary else (f"p_holm[{arm}]", f"omr_margin[{arm}]")
+            )
             if p_col not in t:
                 continue
             tested = t[p_col].notna()
-            rows.append({"set": name, "arm": arm + (" (primary)" if arm == primary else "") +
-                         (" · the paper's intervention" if arm == PAPER_ARM else ""),
-                         "tests": int(tested.sum()), "rejected": int((t.loc[tested, p_col] < ALPHA).sum()),
-                         "median own − random margin": float(t.loc[tested, d_col].median())})
+            rows.append(
+                {
+                    "set": name,
+                    "arm": arm
+                    + (" (primary)" if arm == primary else "")
+                    + (" · the paper's intervention" if arm == PAPER_ARM else ""),
+                    "tests": int(tested.sum()),
+                    "rejected": int((t.loc[tested, p_col] < ALPHA).sum()),
+                    "median own − random margin": float(t.loc[tested, d_col].median()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def masked_by_true(arrays: dict, name: str, emotions: list[str], metric: str = "margin",
-                   random: bool = False) -> pd.DataFrame:
+def masked_by_true(
+    arrays: dict, name: str, emotions: list[str], metric: str = "margin", random: bool = False
+) -> pd.DataFrame:
     """Masked emotion (rows) x true emotion (columns): mean change of margin (or accuracy) under each own set, or
     (random) under that emotion's matched random sets, averaged over the sets."""
     y, base = arrays["y"], arrays["base"]
@@ -50,8 +59,10 @@ def masked_by_true(arrays: dict, name: str, emotions: list[str], metric: str = "
 
     if random:
         ra = arrays["random_all"][name]
-        out = [[mean([cell(s, j) for s in ra[i]]) if len(ra[i]) else np.nan
-                for j in range(len(emotions))] for i in range(len(emotions))]
+        out = [
+            [mean([cell(s, j) for s in ra[i]]) if len(ra[i]) else np.nan for j in range(len(emotions))]
+            for i in range(len(emotions))
+        ]
     else:
         out = [[cell(arrays["own_all"][name][i], j) for j in range(len(emotions))] for i in range(len(emotions))]
     return pd.DataFrame(out, index=pd.Index(emotions, name="masked"), columns=pd.Index(emotions, name="true"))
@@ -70,10 +81,18 @@ def specificity(arrays: dict, ns: neurons.NeuronSets, emotions: list[str]) -> pd
         rest = {tuple(x) for f in emotions if f != e for x in ns.sets[f]}
         own_d = mbt.iloc[j, j]
         others = float(np.mean([mbt.iloc[i, j] for i in range(len(emotions)) if i != j]))
-        rows.append({"set": ns.name, "emotion": e, "n_neurons": len(mine),
-                     "shared_neurons": len(mine & rest) / len(mine) if mine else np.nan,
-                     "own_d": own_d, "others_d": others, "own_minus_others": own_d - others,
-                     "shared_effect": others / own_d if own_d else np.nan})
+        rows.append(
+            {
+                "set": ns.name,
+                "emotion": e,
+                "n_neurons": len(mine),
+                "shared_neurons": len(mine & rest) / len(mine) if mine else np.nan,
+                "own_d": own_d,
+                "others_d": others,
+                "own_minus_others": own_d - others,
+                "shared_effect": others / own_d if own_d else np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -87,24 +106,30 @@ def confusion_shift(arrays: dict, name: str, emotions: list[str]) -> pd.DataFram
     as each label when its own set is masked (fractions; a row sums to 0)."""
     y, base = arrays["y"], arrays["base"]
     rows = []
-    for i, e in enumerate(emotions):
+    for i in range(len(emotions)):
         sel = y == i
         before = np.bincount(base[sel].argmax(1), minlength=len(emotions)) / max(1, sel.sum())
         after = np.bincount(arrays["own_all"][name][i][sel].argmax(1), minlength=len(emotions)) / max(1, sel.sum())
         rows.append(after - before)
-    return pd.DataFrame(rows, index=pd.Index(emotions, name="masked (own items)"),
-                        columns=pd.Index(emotions, name="predicted"))
+    return pd.DataFrame(
+        rows, index=pd.Index(emotions, name="masked (own items)"), columns=pd.Index(emotions, name="predicted")
+    )
 
 
 # ---------------------------------------------------------------- reading the results
+
 
 def fmt_pp(v: float) -> str:
     """A fraction as signed percentage points."""
     return f"{100 * v:+.0f} pp" if np.isfinite(v) else "n/a"
 
 
-PAPER_CLAIMS = {"anger": "drop", "fear": "drop", "happiness": "little change or gain",
-                "surprise": "little change or gain"}
+PAPER_CLAIMS = {
+    "anger": "drop",
+    "fear": "drop",
+    "happiness": "little change or gain",
+    "surprise": "little change or gain",
+}
 
 
 def paper_comparison(table: pd.DataFrame) -> pd.DataFrame:
@@ -113,10 +138,16 @@ def paper_comparison(table: pd.DataFrame) -> pd.DataFrame:
     for e, claim in PAPER_CLAIMS.items():
         for _, r in table[table.emotion == e].iterrows():
             here = r.get("verdict", "not tested")
-            agrees = ("not tested" if here == "not tested" else
-                      (here == "own drop beyond random") if claim == "drop" else (here != "own drop beyond random"))
-            rows.append({"emotion": e, "set": r["set"], "paper (Llama-3.1-8B)": claim, "this run": here,
-                         "agrees": agrees})
+            agrees = (
+                "not tested"
+                if here == "not tested"
+                else (here == "own drop beyond random")
+                if claim == "drop"
+                else (here != "own drop beyond random")
+            )
+            rows.append(
+                {"emotion": e, "set": r["set"], "paper (Llama-3.1-8B)": claim, "this run": here, "agrees": agrees}
+            )
     return pd.DataFrame(rows)
 
 

@@ -4,7 +4,7 @@ each giving [N, emotions] probabilities."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -29,8 +29,10 @@ def resolve_scorer(model: str, scorer: str) -> str | None:
 def check_scorer(model: str, scorer: str) -> None:
     """A scorer must never be the steered model: one clear error otherwise."""
     if same_model(model, scorer):
-        raise ValueError(f"steer_scorer: {scorer!r} is the steered model; the emotion of its continuations must be "
-                         "read by another model (auto, none, or another model spec)")
+        raise ValueError(
+            f"steer_scorer: {scorer!r} is the steered model; the emotion of its continuations must be "
+            "read by another model (auto, none, or another model spec)"
+        )
 
 
 def softmax(x: np.ndarray, tau: float = 1.0) -> np.ndarray:
@@ -43,6 +45,7 @@ def softmax(x: np.ndarray, tau: float = 1.0) -> np.ndarray:
 def minilm_scorer(emotions: list[str]) -> Callable[[list[str]], np.ndarray]:
     """[N, emotions] probabilities from MiniLM's prototype similarities (softmax at MINILM_TAU)."""
     from ..dataset.annotate import minilm_similarities
+
     sims = minilm_similarities(emotions)
     return lambda texts: softmax(sims(texts), MINILM_TAU)
 
@@ -51,6 +54,7 @@ def lm_scorer(spec: str, emotions: list[str], p: dict, steered=None) -> Callable
     """[N, emotions] probabilities from another LM's calibrated label scores (softmax over the labels); refuses the
     steered model (by spec, and by object when given)."""
     from ..lm import classify, models, prompts
+
     check_scorer(p["model"], spec)
     model, tok = models.load_model(spec, p["dtype"], p["device"], None, p["seed"])
     if steered is not None and model is steered:

@@ -20,7 +20,7 @@ import torch
 
 from ..lm.ablate import joint_bins
 
-FAMILY_SEED = 4243     # the families' stream (the pilot's matched sets use another)
+FAMILY_SEED = 4243  # the families' stream (the pilot's matched sets use another)
 TITRATION_SEED = 7717  # the titrated families' stream
 
 Neuron = tuple[int, int]
@@ -69,15 +69,22 @@ def family_map(own: Mask, bins: np.ndarray, n_bins: int, rng: np.random.Generato
 MIN_PER_BIN = 4  # joint firing x SD bins only where a layer holds at least this many neurons per bin on average
 
 
-def family_maps(own: Mask, firing: torch.Tensor | np.ndarray, n: int, seed: int,
-                spread: torch.Tensor | np.ndarray | None = None, start: int = 0) -> list[dict[Neuron, Neuron]]:
+def family_maps(
+    own: Mask,
+    firing: torch.Tensor | np.ndarray,
+    n: int,
+    seed: int,
+    spread: torch.Tensor | np.ndarray | None = None,
+    start: int = 0,
+) -> list[dict[Neuron, Neuron]]:
     """Families start .. start + n - 1 of a union of neurons: family r is seeded by (seed, FAMILY_SEED, r) alone.
     Neurons are matched on firing decile x SD decile; in layers too narrow for 100 bins of MIN_PER_BIN neurons (the
     test suite's tiny model), on the firing decile alone, so that families still differ."""
     width = firing.shape[1]
     bins, n_bins = joint_bins(firing, spread if width >= 100 * MIN_PER_BIN else None)
-    return [family_map(own, bins, n_bins, np.random.default_rng([seed, FAMILY_SEED, r]))
-            for r in range(start, start + n)]
+    return [
+        family_map(own, bins, n_bins, np.random.default_rng([seed, FAMILY_SEED, r])) for r in range(start, start + n)
+    ]
 
 
 def image(fmap: dict[Neuron, Neuron], mask: Mask) -> Mask:
@@ -116,8 +123,9 @@ def titrated(base: Mask, control: Mask, share: float, rng: np.random.Generator) 
     return as_mask(kept + add)
 
 
-def titrated_family(fmap: dict[Neuron, Neuron], own: list[Mask], control: list[Mask], share: float, seed: int,
-                    draw: int) -> list[Mask]:
+def titrated_family(
+    fmap: dict[Neuron, Neuron], own: list[Mask], control: list[Mask], share: float, seed: int, draw: int
+) -> list[Mask]:
     """Per emotion, the family's image of the own set with a share replaced by that emotion's control neurons
     (seeded by seed, TITRATION_SEED, share and draw)."""
     rng = np.random.default_rng([seed, TITRATION_SEED, int(round(1000 * share)), draw])

@@ -2,7 +2,11 @@
 (every (prompt, sample) has its own seeded noise stream, the same under every condition, so the unsteered and
 steered continuations of a prompt differ only through the steering), each reply's perplexity under the unsteered
 model and its degeneracy, and the Runner that generates, measures and scores conditions in batches across
-conditions, caching each as it finishes and timing them for the budget."""
+conditions, caching each as it finishes and timing them for the budget.
+
+Longer than 400 lines: the Runner batches many conditions into one generate call and caches each as it finishes;
+sampling, perplexity and the runner share its state, so they stay together (lines counted after `ruff format`).
+"""
 
 from __future__ import annotations
 
@@ -16,11 +20,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from ..progress import tqdm
 
-from .intervene import (DIRECTION_SET, OWN, PROMPT_SET, Condition, direction_layer, down_weights, ffn_outputs,
-                        interventions, neuron_push, random_direction, stream_norm)
 from ..lm.models import model_device
+from ..progress import tqdm
+from .intervene import (
+    DIRECTION_SET,
+    OWN,
+    PROMPT_SET,
+    Condition,
+    direction_layer,
+    down_weights,
+    ffn_outputs,
+    interventions,
+    neuron_push,
+    random_direction,
+    stream_norm,
+)
 
 TEMPERATURE = 0.8  # sampling temperature of the continuations
 TOP_K = 50  # sampling among the k most likely tokens
@@ -41,9 +56,11 @@ OPENINGS = (  # neutral openings in the book's dialogue format; {topic} from top
 
 # ---------------------------------------------------------------- prompts
 
+
 def run_topics(run_dir: str | Path) -> set[str]:
     """Every topic of the run's stage-1 data (train and eval), lower-cased."""
     from ..dataset.data import load_splits
+
     dd = load_splits(run_dir)
     return {str(t).lower() for split in dd.values() for t in split["topic"]}
 
@@ -51,6 +68,7 @@ def run_topics(run_dir: str | Path) -> set[str]:
 def neutral_prompts(n: int, seed: int, exclude: set[str]) -> list[str]:
     """n seeded neutral openings, each about a different topic that the run's data never used."""
     from ..dataset.data import load_topics
+
     pool = [t for t in dict.fromkeys(load_topics("all")) if t.lower() not in exclude]
     if n > len(pool):
         raise ValueError(f"steer_prompts: only {len(pool)} unused topics are left, asked for {n}")
@@ -59,6 +77,7 @@ def neutral_prompts(n: int, seed: int, exclude: set[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------- generation
+
 
 def stop_ids(tok) -> set[int]:
     """Token ids that end B's turn: any token holding a newline, and end-of-sequence."""
@@ -84,19 +103,21 @@ def sample_next(logits: torch.Tensor, gens: list[torch.Generator]) -> torch.Tens
 
 
 @torch.inference_mode()
-def sample_batch(model, tok, prompt_ids: list[list[int]], gens: list[torch.Generator], max_new_tokens: int,
-                 stops: set[int]) -> list[list[int]]:
+def sample_batch(
+    model, tok, prompt_ids: list[list[int]], gens: list[torch.Generator], max_new_tokens: int, stops: set[int]
+) -> list[list[int]]:
     """New token ids of each left-padded row, up to max_new_tokens or a stop token (kept)."""
     B, T = len(prompt_ids), max(map(len, prompt_ids))
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     ids = torch.full((B, T), pad, dtype=torch.long)
     attn = torch.zeros((B, T), dtype=torch.long)
     for r, x in enumerate(prompt_ids):
-        ids[r, T - len(x):], attn[r, T - len(x):] = torch.tensor(x), 1
+        ids[r, T - len(x) :], attn[r, T - len(x) :] = torch.tensor(x), 1
     dev = model_device(model)
     pos = (attn.cumsum(1) - 1).clamp(min=0)
-    out = model(input_ids=ids.to(dev), attention_mask=attn.to(dev), position_ids=pos.to(dev), use_cache=True,
-                logits_to_keep=1)
+    out = model(
+        input_ids=ids.to(dev), attention_mask=attn.to(dev), position_ids=pos.to(dev), use_cache=True, logits_to_keep=1
+    )
     nxt_pos = attn.sum(1, keepdim=True)
     new: list[list[int]] = [[] for _ in range(B)]
     done = [False] * B
@@ -109,8 +130,13 @@ def sample_batch(model, tok, prompt_ids: list[list[int]], gens: list[torch.Gener
         if all(done) or step == max_new_tokens - 1:
             break
         attn = torch.cat([attn, torch.ones((B, 1), dtype=torch.long)], 1)
-        out = model(input_ids=toks[:, None].to(dev), attention_mask=attn.to(dev), position_ids=nxt_pos.to(dev),
-                    cache=out.cache, use_cache=True)
+        out = model(
+            input_ids=toks[:, None].to(dev),
+            attention_mask=attn.to(dev),
+            position_ids=nxt_pos.to(dev),
+            cache=out.cache,
+            use_cache=True,
+        )
         nxt_pos = nxt_pos + 1
     return new
 
@@ -137,16 +163,17 @@ def perplexity(model, prompt_ids: list[list[int]], cont_ids: list[list[int]], pa
     ids = torch.full((len(seqs), T), pad, dtype=torch.long)
     attn = torch.zeros_like(ids)
     for r, x in enumerate(seqs):
-        ids[r, T - len(x):], attn[r, T - len(x):] = torch.tensor(x), 1
+        ids[r, T - len(x) :], attn[r, T - len(x) :] = torch.tensor(x), 1
     dev = model_device(model)
     pos = (attn.cumsum(1) - 1).clamp(min=0)
-    logits = model(input_ids=ids.to(dev), attention_mask=attn.to(dev), position_ids=pos.to(dev),
-                   logits_to_keep=k + 1).logits[:, :k]  # position T-k-1+j predicts token T-k+j
+    logits = model(
+        input_ids=ids.to(dev), attention_mask=attn.to(dev), position_ids=pos.to(dev), logits_to_keep=k + 1
+    ).logits[:, :k]  # position T-k-1+j predicts token T-k+j
     n = torch.tensor([len(b) for b in cont_ids])
     m = torch.arange(k)[None, :] >= (k - n)[:, None]  # each row's continuation: its last n tokens
     lp = torch.log_softmax(logits[m.to(dev)].float(), -1)
     tok_lp = torch.zeros(m.shape)
-    tok_lp[m] = lp.gather(1, ids[:, T - k:][m].to(dev)[:, None]).squeeze(1).cpu()
+    tok_lp[m] = lp.gather(1, ids[:, T - k :][m].to(dev)[:, None]).squeeze(1).cpu()
     nll = -tok_lp.sum(1) / n.clamp(min=1)
     return np.where(n.numpy() > 0, np.exp(nll.numpy()), np.nan)
 
@@ -163,12 +190,27 @@ def degenerate(text: str, ids: list[int]) -> str:
 
 # ---------------------------------------------------------------- running conditions
 
+
 def context_hash(p: dict, prompts: list[str], sd: torch.Tensor, samples: int = 1, post_norm: bool = False) -> str:
     """What every condition's continuations depend on besides its neurons and dose (v2: doses in stream norms; a
     model with post-FFN norms is also keyed by how its pushes are measured)."""
     from .matched import neuron_hash
-    blob = json.dumps([p["model"], p["dtype"], p["seed"], p["steer_max_new_tokens"], TEMPERATURE, TOP_K, prompts,
-                       neuron_hash(sd), samples, "push-norm-v2"] + (["post-ffn-norm"] if post_norm else []))
+
+    blob = json.dumps(
+        [
+            p["model"],
+            p["dtype"],
+            p["seed"],
+            p["steer_max_new_tokens"],
+            TEMPERATURE,
+            TOP_K,
+            prompts,
+            neuron_hash(sd),
+            samples,
+            "push-norm-v2",
+        ]
+        + (["post-ffn-norm"] if post_norm else [])
+    )
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -177,10 +219,20 @@ class Runner:
     many sets', directions' and prompts' rows), caching each condition as it finishes (an interrupted run resumes),
     and times them for the budget."""
 
-    def __init__(self, model, tok, p: dict, prompts: list[str], sd: torch.Tensor, scorers: dict, cache_dir: Path,
-                 samples: int = 1):
+    def __init__(
+        self,
+        model,
+        tok,
+        p: dict,
+        prompts: list[str],
+        sd: torch.Tensor,
+        scorers: dict,
+        cache_dir: Path,
+        samples: int = 1,
+    ):
         from ..lm.classify import PredictionCache
         from ..lm.models import decoder_layers, post_ffn_norms
+
         self.model, self.tok, self.p, self.prompts, self.sd, self.scorers = model, tok, p, prompts, sd, scorers
         self.samples = samples
         self.stops = stop_ids(tok)
@@ -216,6 +268,7 @@ class Runner:
         if self.done_new:
             return self.seconds / self.done_new
         from ..safeio import read_json
+
         try:
             got = read_json(self.speed_file, "steering speed").get(self.ctx) if self.speed_file.exists() else None
         except (ValueError, AttributeError):
@@ -228,11 +281,12 @@ class Runner:
         per_batch = per_batch or max(1, (4 * self.p["batch_size"]) // len(self.rows()))
         for s in tqdm(range(0, len(todo), per_batch), desc=desc, disable=not todo):
             t = time.time()
-            self._run_group(todo[s:s + per_batch])
+            self._run_group(todo[s : s + per_batch])
             self.seconds += time.time() - t
-            self.done_new += len(todo[s:s + per_batch])
+            self.done_new += len(todo[s : s + per_batch])
         if todo:
             from ..safeio import atomic_write_json
+
             atomic_write_json(self.speed_file, {self.ctx: round(self.per_condition(), 3)})
 
     def push(self, c: Condition) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
@@ -255,9 +309,13 @@ class Runner:
         if not (Path(run_dir) / "directions.safetensors").exists():
             return False
         from ..identify.directions import load_directions, load_meta
+
         U, names = load_directions(run_dir).float(), load_meta(run_dir)["emotions"]
-        self.directions = {e: U[names.index(e), self.layer] / U[names.index(e), self.layer].norm()
-                           for e in self.p["emotions"] if e in names}
+        self.directions = {
+            e: U[names.index(e), self.layer] / U[names.index(e), self.layer].norm()
+            for e in self.p["emotions"]
+            if e in names
+        }
         return True
 
     def _run_group(self, group: list[Condition]) -> None:
@@ -267,8 +325,11 @@ class Runner:
         need = [i for i, k in enumerate(keys) if k not in self.gens.rows]
         if need:
             plain = [self.prompt_ids[i] for _ in need for i, _ in rows]
-            ids = [self.encode(group[n].extra + self.prompts[i]) if group[n].set == PROMPT_SET else self.prompt_ids[i]
-                   for n in need for i, _ in rows]
+            ids = [
+                self.encode(group[n].extra + self.prompts[i]) if group[n].set == PROMPT_SET else self.prompt_ids[i]
+                for n in need
+                for i, _ in rows
+            ]
             gens = [row_generator(self.p["seed"], i, k) for _ in need for i, k in rows]
             pushes = [self.push(group[n]) for n in need]
             with interventions(self.model, [a for a, _ in pushes], [v for _, v in pushes], self.layer, len(rows)):
@@ -278,8 +339,15 @@ class Runner:
             ppl = perplexity(self.model, plain, [k for _, k in out], pad)  # no hooks: the unsteered model
             for n, i in enumerate(need):
                 part = slice(n * len(rows), (n + 1) * len(rows))
-                recs = [{"text": t, "n_tokens": len(k), "ppl": None if not np.isfinite(q) else round(float(q), 4),
-                         "degenerate": degenerate(t, k)} for (t, k), q in zip(out[part], ppl[part])]
+                recs = [
+                    {
+                        "text": t,
+                        "n_tokens": len(k),
+                        "ppl": None if not np.isfinite(q) else round(float(q), 4),
+                        "degenerate": degenerate(t, k),
+                    }
+                    for (t, k), q in zip(out[part], ppl[part])
+                ]
                 self.gens.get_or_run(keys[i], lambda recs=recs: recs)
         for name, fn in self.scorers.items():
             miss = [k for k in keys if f"{name}|{k}" not in self.scores.rows]
@@ -288,7 +356,7 @@ class Runner:
             texts = [self.dialogue(i, rec["text"]) for k in miss for (i, _), rec in zip(rows, self.gens.rows[k])]
             probs = fn(texts)
             for n, k in enumerate(miss):
-                part = probs[n * len(rows):(n + 1) * len(rows)]
+                part = probs[n * len(rows) : (n + 1) * len(rows)]
                 self.scores.get_or_run(f"{name}|{k}", lambda part=part: np.round(part, 5).tolist())
 
     def dialogue(self, prompt: int, text: str) -> str:
@@ -306,16 +374,30 @@ class Runner:
                 probs = np.asarray(self.scores.rows[f"{name}|{key}"])
                 for (i, k), g, pr in zip(self.rows(), gens, probs):
                     target = E.index(c.emotion) if c.emotion in E else -1
-                    out.append({"kind": c.kind, "set": c.set, "emotion": c.emotion, "dose": c.dose,
-                                "random": c.random, "prompt": i, "sample": k, "scorer": name, "text": g["text"],
-                                "ppl": np.nan if g["ppl"] is None else g["ppl"], "degenerate": g["degenerate"],
-                                "top": E[int(np.argmax(pr))], **{f"p_{e}": float(v) for e, v in zip(E, pr)},
-                                "target_p": float(pr[target]) if target >= 0 else np.nan})
+                    out.append(
+                        {
+                            "kind": c.kind,
+                            "set": c.set,
+                            "emotion": c.emotion,
+                            "dose": c.dose,
+                            "random": c.random,
+                            "prompt": i,
+                            "sample": k,
+                            "scorer": name,
+                            "text": g["text"],
+                            "ppl": np.nan if g["ppl"] is None else g["ppl"],
+                            "degenerate": g["degenerate"],
+                            "top": E[int(np.argmax(pr))],
+                            **{f"p_{e}": float(v) for e, v in zip(E, pr)},
+                            "target_p": float(pr[target]) if target >= 0 else np.nan,
+                        }
+                    )
         return pd.DataFrame(out)
 
 
-def choose_random_sets(runner: Runner, rand: list[Condition], n_max: int, budget_s: float, elapsed_s: float,
-                       floor: int = 20) -> int:
+def choose_random_sets(
+    runner: Runner, rand: list[Condition], n_max: int, budget_s: float, elapsed_s: float, floor: int = 20
+) -> int:
     """The most random families per test (min(floor, n_max) to n_max) whose uncached conditions fit the time left,
     at the measured seconds per condition (the first min(floor, n_max) are always run: a verdict needs them)."""
     per = runner.per_condition()

@@ -8,14 +8,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from ..progress import tqdm
 
-from . import attribution, families, pooled, stats
+from ..identify import neurons
+from ..identify import selection as identify
 from ..lm import ablate
+from ..progress import tqdm
+from . import attribution, families, pooled, stats
 from .effects import POWER_DELTA, correct_family, mean_deltas
 from .instrument import Scorer
 from .matched import set_firing, set_settings
-from ..identify import selection as identify, neurons
 
 
 def dose_sets(p: dict, ns: neurons.NeuronSets, rate: float) -> dict[str, dict[int, list[int]]]:
@@ -31,9 +32,13 @@ def dose_sets(p: dict, ns: neurons.NeuronSets, rate: float) -> dict[str, dict[in
         sets = attribution.select(est, [len(res["sets"][e]) for e in p["emotions"]], p["emotions"])
     elif entry.get("variant") == "weights":  # its top-scoring neurons through the unembedding, sized likewise
         from ..identify.weights import dose_select as weights_dose
+
         sets = weights_dose(p["run_dir"], [len(res["sets"][e]) for e in p["emotions"]], p["emotions"])
-    elif entry.get("variant") == "directions":  # its top contributions, sized like the paper's rule (emolib.identify.directions)
+    elif (
+        entry.get("variant") == "directions"
+    ):  # its top contributions, sized like the paper's rule (emolib.identify.directions)
         from ..identify.directions import dose_select
+
         sets = dose_select(p["run_dir"], [len(res["sets"][e]) for e in p["emotions"]], p["emotions"])
     out = {}
     for e in p["emotions"]:
@@ -44,24 +49,36 @@ def dose_sets(p: dict, ns: neurons.NeuronSets, rate: float) -> dict[str, dict[in
     return out
 
 
-def range_cells(ns: neurons.NeuronSets, bins: int, only: list[str] | None = None
-                ) -> dict[str, dict[str, dict[int, list[int]]]]:
+def range_cells(
+    ns: neurons.NeuronSets, bins: int, only: list[str] | None = None
+) -> dict[str, dict[str, dict[int, list[int]]]]:
     """The set's neurons inside each depth range (bottom / middle / top thirds for 3 bins, and all; or only those)."""
     ranges = {k: v for k, v in ablate.layer_bins(ns.n_layers, bins).items() if only is None or k in only}
-    return {name: {e: {l: v for l, v in ns.by_layer(e).items() if l in r} for e in ns.emotions}
-            for name, r in ranges.items()}
+    return {
+        name: {e: {l: v for l, v in ns.by_layer(e).items() if l in r} for e in ns.emotions}
+        for name, r in ranges.items()
+    }
 
 
-def grid_scores(scorer: Scorer, p: dict, ns: neurons.NeuronSets, items: pd.DataFrame,
-                cells: dict, n_random: int, spread: torch.Tensor | None) -> dict:
+def grid_scores(
+    scorer: Scorer,
+    p: dict,
+    ns: neurons.NeuronSets,
+    items: pd.DataFrame,
+    cells: dict,
+    n_random: int,
+    spread: torch.Tensor | None,
+) -> dict:
     """Per emotion and cell: the own set's and each random family's mean margin and accuracy change on the emotion's
     items ({(emotion, cell): {'own': (m, a), 'random': [R, 2], 'n_neurons', 'n_items'}}). A cell's families map the
     union of its emotions' neurons (emolib.causal.families), so series r of every emotion is one family."""
     E = p["emotions"]
     firing = set_firing(p, ns)
     y_all = np.array([E.index(e) for e in items.label])
-    maps = {label: families.family_maps(families.union(per_emotion), firing, n_random, p["seed"], spread)
-            for label, per_emotion in cells.items()}
+    maps = {
+        label: families.family_maps(families.union(per_emotion), firing, n_random, p["seed"], spread)
+        for label, per_emotion in cells.items()
+    }
     out = {}
     for j, e in enumerate(tqdm(E, desc=f"{ns.name}: grid")):
         sel = y_all == j
@@ -76,8 +93,12 @@ def grid_scores(scorer: Scorer, p: dict, ns: neurons.NeuronSets, items: pd.DataF
             masks = [own] + [families.image(m, own) for m in maps[label]]
             s = scorer.arm_scores(d, masks)
             dm, da = mean_deltas(base, s, y), mean_deltas(base, s, y, stats.correct)
-            out[(e, label)] = {"own": (dm[0], da[0]), "random": np.stack([dm[1:], da[1:]], 1),
-                               "n_neurons": sum(map(len, own.values())), "n_items": len(d)}
+            out[(e, label)] = {
+                "own": (dm[0], da[0]),
+                "random": np.stack([dm[1:], da[1:]], 1),
+                "n_neurons": sum(map(len, own.values())),
+                "n_items": len(d),
+            }
     return out
 
 
@@ -88,12 +109,27 @@ def grid_cells(g: dict, name: str, what: str) -> pd.DataFrame:
         rm, ra = c["random"][:, 0], c["random"][:, 1]
         dm, mlo, mhi = stats.prediction_ci(c["own"][0], rm)
         da, alo, ahi = stats.prediction_ci(c["own"][1], ra)
-        rows.append({"set": name, what: label, "emotion": e, "n_neurons": c["n_neurons"], "n_items": c["n_items"],
-                     "n_random": len(rm), "own_d_margin": c["own"][0], "own_d_accuracy": c["own"][1],
-                     "random_d_margin": rm.mean(), "random_d_margin_sd": rm.std(ddof=1) if len(rm) > 1 else np.nan,
-                     "random_d_accuracy_sd": ra.std(ddof=1) if len(ra) > 1 else np.nan,
-                     "own_minus_random_margin": dm, "omr_margin_lo": mlo, "omr_margin_hi": mhi,
-                     "own_minus_random_accuracy": da, "omr_accuracy_lo": alo, "omr_accuracy_hi": ahi})
+        rows.append(
+            {
+                "set": name,
+                what: label,
+                "emotion": e,
+                "n_neurons": c["n_neurons"],
+                "n_items": c["n_items"],
+                "n_random": len(rm),
+                "own_d_margin": c["own"][0],
+                "own_d_accuracy": c["own"][1],
+                "random_d_margin": rm.mean(),
+                "random_d_margin_sd": rm.std(ddof=1) if len(rm) > 1 else np.nan,
+                "random_d_accuracy_sd": ra.std(ddof=1) if len(ra) > 1 else np.nan,
+                "own_minus_random_margin": dm,
+                "omr_margin_lo": mlo,
+                "omr_margin_hi": mhi,
+                "own_minus_random_accuracy": da,
+                "omr_accuracy_lo": alo,
+                "omr_accuracy_hi": ahi,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -109,13 +145,20 @@ def dose_slope(rates: list[float], values: np.ndarray) -> float:
     return float(np.polyfit(x, v, 1)[0]) if len(x) >= 2 else np.nan
 
 
-CONTRASTS = {"dose slope": "slope of the margin change per tenfold dose, own against each random series",
-             "top minus bottom": "margin change with the top third's neurons minus the bottom third's, own against "
-                                 "each random pair"}
+CONTRASTS = {
+    "dose slope": "slope of the margin change per tenfold dose, own against each random series",
+    "top minus bottom": "margin change with the top third's neurons minus the bottom third's, own against "
+    "each random pair",
+}
 
 
-def grid_contrasts(dose_g: dict[str, dict], range_g: dict[str, dict], emotions: list[str], rates: list[float],
-                   delta: float = POWER_DELTA) -> tuple[pd.DataFrame, pd.DataFrame]:
+def grid_contrasts(
+    dose_g: dict[str, dict],
+    range_g: dict[str, dict],
+    emotions: list[str],
+    rates: list[float],
+    delta: float = POWER_DELTA,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(pooled, per emotion): notebook 04's pre-specified contrasts. The confirmatory family is the pooled one: per
     named set the dose slope (two doses or more) and top minus bottom (both ranges scored), each the mean over
     emotions against the same mean of each random series, Holm-corrected over every named set x contrast (control
@@ -133,8 +176,9 @@ def grid_contrasts(dose_g: dict[str, dict], range_g: dict[str, dict], emotions: 
     for name, g, contrast, labels in todo:
         per = contrast_rows(g, name, emotions, contrast, labels)
         rows.append(correct_family(pd.DataFrame(per).drop(columns="random_values", errors="ignore")))
-        pooled_rows.append(pooled_contrast(per, name, contrast, delta,
-                                           m_controls if name in pooled.CONTROLS else m_tests))
+        pooled_rows.append(
+            pooled_contrast(per, name, contrast, delta, m_controls if name in pooled.CONTROLS else m_tests)
+        )
     per_emotion = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
     pt = pd.DataFrame(pooled_rows)
     if pt.empty:
@@ -146,8 +190,12 @@ def grid_contrasts(dose_g: dict[str, dict], range_g: dict[str, dict], emotions: 
 def pooled_contrast(per: list[dict], name: str, contrast: str, delta: float, m: int = 1) -> dict:
     """One pooled contrast: the mean over emotions of the own contrast against the same mean of each random series."""
     ok = [r for r in per if "own" in r and "random_values" in r]
-    row = {"set": name, "contrast": contrast, "role": "control" if name in pooled.CONTROLS else "test",
-           "n_emotions": len(ok)}
+    row = {
+        "set": name,
+        "contrast": contrast,
+        "role": "control" if name in pooled.CONTROLS else "test",
+        "n_emotions": len(ok),
+    }
     if not ok:
         return {**row, "p": np.nan, "p_equivalence": np.nan, "own_minus_random": np.nan}
     R = min(len(r["random_values"]) for r in ok)
@@ -174,9 +222,22 @@ def contrast_rows(g: dict, name: str, emotions: list[str], contrast: str, labels
             f = lambda v: v[0] - v[1]  # noqa: E731  (labels = [top, bottom])
         own, rnd = f(own_v), np.array([f(r) for r in rnd_v])
         d, lo, hi = stats.prediction_ci(own, rnd)
-        rows.append({"set": name, "emotion": e, "contrast": contrast, "n_random": R,
-                     "n_neurons": int(sum(c["n_neurons"] for c in cells)), "n_items": cells[0]["n_items"],
-                     "own": own, "random_mean": rnd.mean(), "random_d_margin_sd": rnd.std(ddof=1),
-                     "own_minus_random_margin": d, "omr_margin_lo": lo, "omr_margin_hi": hi,
-                     "p": stats.normal_p(own, rnd, "two-sided"), "random_values": rnd})
+        rows.append(
+            {
+                "set": name,
+                "emotion": e,
+                "contrast": contrast,
+                "n_random": R,
+                "n_neurons": int(sum(c["n_neurons"] for c in cells)),
+                "n_items": cells[0]["n_items"],
+                "own": own,
+                "random_mean": rnd.mean(),
+                "random_d_margin_sd": rnd.std(ddof=1),
+                "own_minus_random_margin": d,
+                "omr_margin_lo": lo,
+                "omr_margin_hi": hi,
+                "p": stats.normal_p(own, rnd, "two-sided"),
+                "random_values": rnd,
+            }
+        )
     return rows

@@ -12,13 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from ..progress import tqdm
 
-from . import budget, matched, stats
-from ..lm import ablate
-from ..lm import batched, classify, models, prompts
+from ..lm import ablate, batched, classify, models, prompts
 from ..lm.classify import PredictionCache
-
+from ..progress import tqdm
+from . import budget, matched, stats
 
 # ---------------------------------------------------------------- scoring under masks
 
@@ -51,13 +49,24 @@ class Scorer:
     """Raw label scores of dialogues under masks, many masks per forward pass, cached per (item, mask, mode); the
     arms (zero or mean ablation x calibration fixed or recomputed under the mask) are applied on reading."""
 
-    def __init__(self, clf: classify.Classifier, p: dict, tag: dict, masks_per_pass: int = 8,
-                 means: torch.Tensor | None = None, arm: str = PAPER_ARM):
+    def __init__(
+        self,
+        clf: classify.Classifier,
+        p: dict,
+        tag: dict,
+        masks_per_pass: int = 8,
+        means: torch.Tensor | None = None,
+        arm: str = PAPER_ARM,
+    ):
         from dataclasses import replace
+
         self.use_calibration = clf.calibrate  # applied here; the cached scores themselves are raw
         self.clf, self.p, self.masks_per_pass = replace(clf, calibrate=False), p, masks_per_pass
-        self.tag = {"prompt_style": tag["prompt_style"], "few_shot": tag["few_shot"],
-                    "prompt_template": p.get("prompt_template")}
+        self.tag = {
+            "prompt_style": tag["prompt_style"],
+            "few_shot": tag["few_shot"],
+            "prompt_template": p.get("prompt_template"),
+        }
         self.cache = PredictionCache(Path(p["run_dir"]) / "cache" / "scores.jsonl")
         self.means, self.arm = means, arm
         self.means_hash = None if means is None else matched.neuron_hash(means)
@@ -73,20 +82,30 @@ class Scorer:
             raise ValueError(f"ablation mode: must be one of {', '.join(ablate.MODES)}, got {mode!r}")
         if not any(mask.values()):
             mode = "zero"  # nothing masked: every mode scores the unablated model
-        blob = json.dumps([self.p["model"], str(self.clf.model.dtype), self.tag, self.clf.labels,
-                           {str(k): sorted(v) for k, v in sorted(mask.items()) if v},
-                           mode, self.means_hash if mode == "mean" else None])
+        blob = json.dumps(
+            [
+                self.p["model"],
+                str(self.clf.model.dtype),
+                self.tag,
+                self.clf.labels,
+                {str(k): sorted(v) for k, v in sorted(mask.items()) if v},
+                mode,
+                self.means_hash if mode == "mean" else None,
+            ]
+        )
         return hashlib.sha1(blob.encode()).hexdigest()[:24]
 
     def key(self, dialogue: str, mask: dict[int, list[int]], mode: str = "zero") -> str:
         """The cache key of one item under one mask and mode."""
         return self.mask_key(mask, mode) + item_hash(dialogue)
 
-    def scores(self, dialogues: list[str], masks: list[dict[int, list[int]]], desc: str | None = None,
-               mode: str | None = None) -> np.ndarray:
+    def scores(
+        self, dialogues: list[str], masks: list[dict[int, list[int]]], desc: str | None = None, mode: str | None = None
+    ) -> np.ndarray:
         """[K, N, labels] raw scores under mode (default: the primary arm's); only the (item, mask) pairs not in the
         cache are scored, masks_per_pass masks per forward pass, masks missing the same items together."""
         import time
+
         mode = mode or split_arm(self.arm)[0]
         if mode == "mean" and self.means is None:
             raise ValueError("mean ablation needs the neurons' means on the scoring sequence (attribution.moments)")
@@ -103,18 +122,27 @@ class Scorer:
             if batched.first_masked_layer([masks[k] for k in ks]) not in (0, None):
                 per = max(per, REUSE_MASKS_PER_PASS)  # the unmasked lower layers then run once for all these masks
             for s in range(0, len(ks), per):
-                chunk = ks[s:s + per]
+                chunk = ks[s : s + per]
                 t = time.perf_counter()
-                arr = batched.score_masks(self.clf, [dialogues[i] for i in miss], [masks[k] for k in chunk],
-                                          mode=mode, means=self.means, calibration=None, progress=desc)
+                arr = batched.score_masks(
+                    self.clf,
+                    [dialogues[i] for i in miss],
+                    [masks[k] for k in chunk],
+                    mode=mode,
+                    means=self.means,
+                    calibration=None,
+                    progress=desc,
+                )
                 self.seconds += time.perf_counter() - t
                 self.computed += arr.shape[0] * arr.shape[1]
-                self.cache.put_many({mk[k] + ih[i]: np.round(a[n], 6).tolist()
-                                     for k, a in zip(chunk, arr) for n, i in enumerate(miss)})
+                self.cache.put_many(
+                    {mk[k] + ih[i]: np.round(a[n], 6).tolist() for k, a in zip(chunk, arr) for n, i in enumerate(miss)}
+                )
                 if self.on_progress:
                     self.on_progress(arr.shape[0] * arr.shape[1])
         return np.asarray([[self.cache.rows[k + h] for h in ih] for k in mk], dtype=float).reshape(
-            len(masks), len(dialogues), -1)
+            len(masks), len(dialogues), -1
+        )
 
     def content_free(self, masks: list[dict[int, list[int]]], mode: str | None = None) -> np.ndarray:
         """[K, labels] raw scores of the content-free dialogue under each mask (for recomputed calibration)."""
@@ -124,8 +152,9 @@ class Scorer:
         """Scores with the unablated model's content-free scores held fixed (or raw when calibrate is false)."""
         return raw - self.base_cf if self.use_calibration else raw
 
-    def arm_scores(self, dialogues: list[str], masks: list[dict[int, list[int]]], arm: str | None = None,
-                   desc: str | None = None) -> np.ndarray:
+    def arm_scores(
+        self, dialogues: list[str], masks: list[dict[int, list[int]]], arm: str | None = None, desc: str | None = None
+    ) -> np.ndarray:
         """[K, N, labels] scores under an arm (default the primary): the intervention, then the calibration held
         fixed or recomputed under each mask (raw when the instrument does not calibrate)."""
         mode, cal = split_arm(arm or self.arm)
@@ -147,24 +176,31 @@ def load_instrument(p: dict, model=None, tok=None) -> tuple[object, object, clas
     if model is None:
         model, tok = models.load_model(p["model"], p["dtype"], p["device"], p["device_map"], p["seed"])
     path = Path(p["run_dir"]) / "instrument.json"
-    inst = json.loads(path.read_text())["chosen"] if path.exists() else {
-        "prompt_style": p["prompt_style"], "few_shot": p["few_shot"], "calibrate": p["calibrate"]}
+    inst = (
+        json.loads(path.read_text())["chosen"]
+        if path.exists()
+        else {"prompt_style": p["prompt_style"], "few_shot": p["few_shot"], "calibrate": p["calibrate"]}
+    )
     return model, tok, make_clf(model, tok, p, inst), inst
 
 
 def make_clf(model, tok, p: dict, inst: dict) -> classify.Classifier:
     """A classifier for one instrument (prompt style, few-shot k, calibration)."""
     chat = prompts.use_chat(inst["prompt_style"], models.is_instruct(p["model"], tok), tok)
-    return classify.make_classifier(model, tok, p["emotions"], chat, inst["few_shot"], p["prompt_template"],
-                                    p["batch_size"], inst["calibrate"])
+    return classify.make_classifier(
+        model, tok, p["emotions"], chat, inst["few_shot"], p["prompt_template"], p["batch_size"], inst["calibrate"]
+    )
 
 
 # ---------------------------------------------------------------- the instrument
 
+
 def instrument_candidates(p: dict, tok) -> list[dict]:
     """Prompt styles the tokenizer supports x few-shot k in {0, 3, 6} x calibration on/off."""
     styles = ["chat", "plain"] if getattr(tok, "chat_template", None) else ["plain"]
-    return [{"prompt_style": s, "few_shot": k, "calibrate": c} for s in styles for k in (0, 3, 6) for c in (False, True)]
+    return [
+        {"prompt_style": s, "few_shot": k, "calibrate": c} for s in styles for k in (0, 3, 6) for c in (False, True)
+    ]
 
 
 def choose_instrument(model, tok, p: dict, dev: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
@@ -181,13 +217,21 @@ def choose_instrument(model, tok, p: dict, dev: pd.DataFrame) -> tuple[pd.DataFr
         raw, cf = raw_by_prompt[pk]
         s = raw - cf if cand["calibrate"] else raw
         ok = stats.correct(s, y)
-        rows.append({**cand, "dev_accuracy": ok.mean(), "half_a": ok[half == 0].mean(), "half_b": ok[half == 1].mean(),
-                     "min_emotion_accuracy": min(ok[y == j].mean() for j in range(len(p["emotions"]))),
-                     "mean_margin": stats.margin(s, y).mean()})
+        rows.append(
+            {
+                **cand,
+                "dev_accuracy": ok.mean(),
+                "half_a": ok[half == 0].mean(),
+                "half_b": ok[half == 1].mean(),
+                "min_emotion_accuracy": min(ok[y == j].mean() for j in range(len(p["emotions"]))),
+                "mean_margin": stats.margin(s, y).mean(),
+            }
+        )
     table = pd.DataFrame(rows)
     table["holds_on_both_halves"] = table[["half_a", "half_b"]].min(axis=1)
-    best = table.sort_values(["holds_on_both_halves", "dev_accuracy", "few_shot"], ascending=[False, False, True],
-                             kind="stable").iloc[0]
+    best = table.sort_values(
+        ["holds_on_both_halves", "dev_accuracy", "few_shot"], ascending=[False, False, True], kind="stable"
+    ).iloc[0]
     chosen = {"prompt_style": best.prompt_style, "few_shot": int(best.few_shot), "calibrate": bool(best.calibrate)}
     return table, chosen
 
@@ -195,36 +239,53 @@ def choose_instrument(model, tok, p: dict, dev: pd.DataFrame) -> tuple[pd.DataFr
 def save_instrument(p: dict, table: pd.DataFrame, chosen: dict, n_dev: int) -> Path:
     """Write run_dir/instrument.json (the chosen instrument and the dev table) for notebooks 03 and 04."""
     from ..safeio import atomic_write_json
+
     path = Path(p["run_dir"]) / "instrument.json"
-    atomic_write_json(path, {"chosen": chosen, "dev_items": n_dev,
-                             "rule": "highest accuracy holding on both halves of dev, ties to fewer shots",
-                             "candidates": json.loads(table.to_json(orient="records"))}, indent=1)
+    atomic_write_json(
+        path,
+        {
+            "chosen": chosen,
+            "dev_items": n_dev,
+            "rule": "highest accuracy holding on both halves of dev, ties to fewer shots",
+            "candidates": json.loads(table.to_json(orient="records")),
+        },
+        indent=1,
+    )
     return path
 
 
 def save_pilot(p: dict, table: pd.DataFrame, decision: dict) -> Path:
     """Add the pilot (its rule, SDs, decision and table) to run_dir/instrument.json."""
     from ..safeio import atomic_write_json, read_json
+
     path = Path(p["run_dir"]) / "instrument.json"
-    inst = read_json(path, "instrument file") if path.exists() else {
-        "chosen": {"prompt_style": p["prompt_style"], "few_shot": p["few_shot"], "calibrate": p["calibrate"]}}
+    inst = (
+        read_json(path, "instrument file")
+        if path.exists()
+        else {"chosen": {"prompt_style": p["prompt_style"], "few_shot": p["few_shot"], "calibrate": p["calibrate"]}}
+    )
     inst["pilot"] = {**decision, "table": json.loads(table.to_json(orient="records"))}
     atomic_write_json(path, inst, indent=1)
     return path
 
 
-def load_scorer(p: dict, model=None, tok=None) -> tuple[object, object, classify.Classifier, dict, Scorer,
-                                                        torch.Tensor | None]:
+def load_scorer(
+    p: dict, model=None, tok=None
+) -> tuple[object, object, classify.Classifier, dict, Scorer, torch.Tensor | None]:
     """(model, tokenizer, classifier, instrument, scorer under the pilot's arm, activation SDs) as notebook 03 left
     them, for notebook 04 and the CLI."""
     model, tok, clf, inst = load_instrument(p, model, tok)
     path = Path(p["run_dir"]) / "instrument.json"
     design = budget.load(p) or {}
-    arm = design.get("intervention") or (json.loads(path.read_text()).get("pilot", {}).get("chosen") if path.exists()
-                                         else None) or p.get("intervention", PRIMARY_ARM)
+    arm = (
+        design.get("intervention")
+        or (json.loads(path.read_text()).get("pilot", {}).get("chosen") if path.exists() else None)
+        or p.get("intervention", PRIMARY_ARM)
+    )
     sums = matched.load(p["run_dir"])
     means, spread = matched.moments(sums) if sums is not None else (None, None)
     if split_arm(arm)[0] == "mean" and means is None:
-        raise ValueError(f"{p['run_dir']}: the pilot chose {arm} but {matched.STATS_FILE} is missing; rerun "
-                         "notebook 03")
+        raise ValueError(
+            f"{p['run_dir']}: the pilot chose {arm} but {matched.STATS_FILE} is missing; rerun notebook 03"
+        )
     return model, tok, clf, inst, Scorer(clf, p, inst, means=means, arm=arm), spread

@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -25,6 +25,7 @@ INSTRUCTION = "Reply as someone who feels {emotion}.\n"  # the prompting ceiling
 
 # ---------------------------------------------------------------- doses: pushes of the same size
 
+
 def direction_layer(n_layers: int) -> int:
     """The decoder layer the direction pushes are added after: the middle one (fixed in advance)."""
     return n_layers // 2
@@ -33,6 +34,7 @@ def direction_layer(n_layers: int) -> int:
 def down_weights(model) -> list[torch.Tensor]:
     """[H, d_ff] float32 W_down of every FFN layer (on the CPU)."""
     from ..lm.models import ffn_layers
+
     return [m.down_proj.weight.detach().float().cpu() for m in ffn_layers(model)]
 
 
@@ -71,10 +73,13 @@ def ffn_outputs(model, prompt_ids: list[list[int]]) -> list[torch.Tensor]:
     """Per layer, [T, H] float32 output of down_proj over the prompts' tokens after the first (the unsteered model,
     on its device): the m that a post-FFN norm sees."""
     from ..lm.models import ffn_layers
+
     mlps, dev = ffn_layers(model), model_device(model)
     got: list[list[torch.Tensor]] = [[] for _ in mlps]
-    hooks = [m.down_proj.register_forward_hook(lambda mod, a, o, l=l: got[l].append(o[0, 1:].float()))
-             for l, m in enumerate(mlps)]
+    hooks = [
+        m.down_proj.register_forward_hook(lambda mod, a, o, l=l: got[l].append(o[0, 1:].float()))
+        for l, m in enumerate(mlps)
+    ]
     try:
         for ids in prompt_ids:
             model(input_ids=torch.tensor([ids], device=dev))
@@ -97,8 +102,14 @@ def stream_norm(model, prompt_ids: list[list[int]], layer: int) -> float:
     return float(torch.cat(norms).median())
 
 
-def neuron_push(W: list[torch.Tensor], sd: torch.Tensor, neurons: dict[int, list[int]], size: float,
-                norms: list | None = None, outs: list[torch.Tensor] | None = None) -> dict[int, torch.Tensor]:
+def neuron_push(
+    W: list[torch.Tensor],
+    sd: torch.Tensor,
+    neurons: dict[int, list[int]],
+    size: float,
+    norms: list | None = None,
+    outs: list[torch.Tensor] | None = None,
+) -> dict[int, torch.Tensor]:
     """Per layer the [d_ff] amounts added to the chosen neurons so that the set writes a push of norm `size` into the
     residual stream: Delta a_l = c_l x SD_l on the layer's chosen neurons (the shape of the old alpha-in-SD doses),
     c_l chosen so that ||W_down,l Delta a_l|| = size x sqrt(n_l / N) (n_l of the set's N neurons in layer l), so the
@@ -140,12 +151,14 @@ def random_direction(hidden: int, seed: int, emotion: str, j: int) -> torch.Tens
 
 
 @contextmanager
-def interventions(model, pushes: list[dict[int, torch.Tensor]], vectors: list[torch.Tensor | None], layer: int,
-                  n_items: int):
+def interventions(
+    model, pushes: list[dict[int, torch.Tensor]], vectors: list[torch.Tensor | None], layer: int, n_items: int
+):
     """Within the block, row r of a batch uses condition r // n_items: its neuron amounts (added to down_proj's input,
     through ablate's pre-hook with per-row amounts) and its residual-stream vector (added after decoder layer
     `layer`, at every position). Many sets, directions and the unsteered model share one generate call."""
     from ..lm.models import decoder_layers, ffn_layers
+
     mlps = ffn_layers(model)
     d_ff, H = mlps[0].down_proj.in_features, mlps[0].down_proj.out_features
     ctl = ablate.RowMasks(len(pushes), n_items)
@@ -166,6 +179,7 @@ def interventions(model, pushes: list[dict[int, torch.Tensor]], vectors: list[to
                 r = ctl.index(h.shape[0], h.device)
                 h = h + cache[key][r][:, None, :]
                 return (h, *out[1:]) if isinstance(out, tuple) else h
+
             handles.append(decoder_layers(model)[layer].register_forward_hook(hook))
         yield ctl
     finally:
@@ -174,6 +188,7 @@ def interventions(model, pushes: list[dict[int, torch.Tensor]], vectors: list[to
 
 
 # ---------------------------------------------------------------- conditions
+
 
 @dataclass
 class Condition:
@@ -190,15 +205,25 @@ class Condition:
 
     @property
     def kind(self) -> str:
-        return ("unsteered" if self.random == BASELINE else "prompt" if self.set == PROMPT_SET else
-                ("direction" if self.set == DIRECTION_SET else "own") if self.random == OWN else
-                ("random direction" if self.set == DIRECTION_SET else "random"))
+        return (
+            "unsteered"
+            if self.random == BASELINE
+            else "prompt"
+            if self.set == PROMPT_SET
+            else ("direction" if self.set == DIRECTION_SET else "own")
+            if self.random == OWN
+            else ("random direction" if self.set == DIRECTION_SET else "random")
+        )
 
     def key(self, context: str) -> str:
         """Cache key: what the continuations depend on (the neurons themselves, the dose and the context hash)."""
-        blob = json.dumps([sorted((int(k), sorted(v)) for k, v in self.neurons.items()), float(self.dose), context]
-                          + ([self.extra] if self.extra else []))
-        return f"{self.set}|{self.emotion}|d={self.dose:g}|r={self.random}|{hashlib.sha1(blob.encode()).hexdigest()[:16]}"
+        blob = json.dumps(
+            [sorted((int(k), sorted(v)) for k, v in self.neurons.items()), float(self.dose), context]
+            + ([self.extra] if self.extra else [])
+        )
+        return (
+            f"{self.set}|{self.emotion}|d={self.dose:g}|r={self.random}|{hashlib.sha1(blob.encode()).hexdigest()[:16]}"
+        )
 
 
 def baseline() -> Condition:
@@ -208,17 +233,26 @@ def baseline() -> Condition:
 
 def own_conditions(sets: dict, emotions: list[str], doses: list[float]) -> list[Condition]:
     """Every named set x emotion x positive dose, own neurons."""
-    return [Condition(name, e, float(a), OWN, ns.by_layer(e)) for name, ns in sets.items() for e in emotions
-            for a in doses if a > 0 and sum(map(len, ns.by_layer(e).values()))]
+    return [
+        Condition(name, e, float(a), OWN, ns.by_layer(e))
+        for name, ns in sets.items()
+        for e in emotions
+        for a in doses
+        if a > 0 and sum(map(len, ns.by_layer(e).values()))
+    ]
 
 
 def direction_conditions(emotions: list[str], doses: list[float], randoms: range | list[int] = ()) -> list[Condition]:
     """The emotion's direction (OWN) at every positive dose, or random directions j at one dose each."""
     if randoms:
-        return [Condition(DIRECTION_SET, e, float(doses[0]), j, {}, f"random direction {j}") for j in randoms
-                for e in emotions]
-    return [Condition(DIRECTION_SET, e, float(a), OWN, {}, "emotion direction") for e in emotions for a in doses
-            if a > 0]
+        return [
+            Condition(DIRECTION_SET, e, float(doses[0]), j, {}, f"random direction {j}")
+            for j in randoms
+            for e in emotions
+        ]
+    return [
+        Condition(DIRECTION_SET, e, float(a), OWN, {}, "emotion direction") for e in emotions for a in doses if a > 0
+    ]
 
 
 def prompt_conditions(emotions: list[str]) -> list[Condition]:
@@ -226,13 +260,21 @@ def prompt_conditions(emotions: list[str]) -> list[Condition]:
     return [Condition(PROMPT_SET, e, 0.0, OWN, {}, INSTRUCTION.format(emotion=e)) for e in emotions]
 
 
-def random_conditions(sets: dict, emotions: list[str], dose_of: dict[str, float], n: int, firing_of: Callable,
-                      spread: torch.Tensor | None, seed: int) -> list[Condition]:
+def random_conditions(
+    sets: dict,
+    emotions: list[str],
+    dose_of: dict[str, float],
+    n: int,
+    firing_of: Callable,
+    spread: torch.Tensor | None,
+    seed: int,
+) -> list[Condition]:
     """n random families per named set (emolib.causal.families: each neuron of the set's union mapped to a random
     neuron of the same layer, firing decile and SD decile, so the emotions' random sets keep the own sets' sizes,
     layers and overlaps), each pushed at its set's test dose; ordered by family index first (a budget cut keeps the
     same families for every set)."""
     from . import families
+
     per_set = {}
     for name, ns in sets.items():
         if name not in dose_of:
@@ -241,5 +283,9 @@ def random_conditions(sets: dict, emotions: list[str], dose_of: dict[str, float]
         if own:
             maps = families.family_maps(families.union(own), firing_of(ns), n, seed, spread)
             per_set[name] = (own, maps)
-    return [Condition(name, e, float(dose_of[name]), j, families.image(maps[j], m))
-            for j in range(n) for name, (own, maps) in per_set.items() for e, m in own.items()]
+    return [
+        Condition(name, e, float(dose_of[name]), j, families.image(maps[j], m))
+        for j in range(n)
+        for name, (own, maps) in per_set.items()
+        for e, m in own.items()
+    ]

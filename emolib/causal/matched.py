@@ -12,9 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..lm import ablate
 from ..identify import neurons
-
+from ..lm import ablate
 
 # ---------------------------------------------------------------- activation moments (stage 3's scoring pass)
 
@@ -25,7 +24,7 @@ def moments(sums: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """([L, D] mean, [L, D] SD) of the down_proj input over the scoring sequences' non-pad positions."""
     n = max(1, sums["count"])
     mean = sums["sum"] / n
-    var = (sums["sumsq"] / n - mean ** 2).clamp(min=0)
+    var = (sums["sumsq"] / n - mean**2).clamp(min=0)
     return mean.float(), var.sqrt().float()
 
 
@@ -37,7 +36,9 @@ def neuron_hash(t: torch.Tensor) -> str:
 def save(run_dir: str | Path, sums: dict, tag: str) -> Path:
     """Write the pass's sums (and the tag they belong to) to run_dir/activation_stats.safetensors."""
     from safetensors.torch import save_file
+
     from ..safeio import atomic_save
+
     path = Path(run_dir) / STATS_FILE
     tensors = {k: (v.contiguous() if torch.is_tensor(v) else torch.tensor(v)) for k, v in sums.items()}
     atomic_save(path, lambda tmp: save_file(tensors, str(tmp), metadata={"tag": tag}))
@@ -49,6 +50,7 @@ def load(run_dir: str | Path, tag: str | None = None) -> dict | None:
     from safetensors import safe_open
 
     from ..safeio import check_target, clear_hint
+
     path = Path(run_dir) / STATS_FILE
     if not path.exists():
         return None
@@ -60,16 +62,19 @@ def load(run_dir: str | Path, tag: str | None = None) -> dict | None:
                 return None
             out = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # noqa: BLE001 - SafetensorError (torn, not safetensors), OSError, a link
-        raise ValueError(f"{path}: cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:100]}); "
-                         f"{fix}") from None
+        raise ValueError(
+            f"{path}: cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:100]}); {fix}"
+        ) from None
     return check_stats(out, path, fix)
 
 
 def check_stats(out: dict, path: Path, fix: str) -> dict:
     """The schema of activation_stats.safetensors: a positive integer count, sum and sumsq of one [L, D] shape, every
     value finite, and SDs no larger than an activation can be; one ValueError line naming the file otherwise."""
+
     def bad(what: str) -> None:
         raise ValueError(f"{path}: {what}; {fix}")
+
     missing = [k for k in ("count", "sum", "sumsq") if k not in out]
     if missing:
         bad(f"lacks {', '.join(missing)}")
@@ -78,29 +83,37 @@ def check_stats(out: dict, path: Path, fix: str) -> dict:
         bad(f"'count' must be one positive whole number, got {c.flatten()[:3].tolist()}")
     out["count"] = int(float(c))
     if out["sum"].dim() != 2 or out["sum"].shape != out["sumsq"].shape:
-        bad(f"'sum' and 'sumsq' must share one [layers, neurons] shape, got {list(out['sum'].shape)} and "
-            f"{list(out['sumsq'].shape)}")
+        bad(
+            f"'sum' and 'sumsq' must share one [layers, neurons] shape, got {list(out['sum'].shape)} and "
+            f"{list(out['sumsq'].shape)}"
+        )
     for k, v in out.items():
         if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all():
             bad(f"'{k}' holds NaN or infinite values")
     mean, sd = moments(out)
-    if not (torch.isfinite(sd).all() and torch.isfinite(mean).all()) or float(sd.max()) > 1e6 \
-            or float(mean.abs().max()) > 1e6:
+    if (
+        not (torch.isfinite(sd).all() and torch.isfinite(mean).all())
+        or float(sd.max()) > 1e6
+        or float(mean.abs().max()) > 1e6
+    ):
         bad(f"its activation SDs reach {float(sd.max()):.3g}, beyond any activation (at most 1e6)")
     return out
 
 
 # ---------------------------------------------------------------- matched random sets
 
+
 def firing_rates(run_dir: str | Path, settings: dict) -> torch.Tensor:
     """[L, D] each neuron's highest firing probability over emotions, for the set's tensor and tokens."""
     from safetensors.torch import load_file
+
     P = load_file(str(Path(run_dir) / "probabilities.safetensors"))[f"{settings['tokens']}_P_{settings['tensor']}"]
     return P.float().max(0).values
 
 
-def matched_sets(own: dict[int, list[int]], firing: torch.Tensor, n: int, seed: int,
-                 spread: torch.Tensor | None = None) -> list[dict[int, list[int]]]:
+def matched_sets(
+    own: dict[int, list[int]], firing: torch.Tensor, n: int, seed: int, spread: torch.Tensor | None = None
+) -> list[dict[int, list[int]]]:
     """n random sets matched to own per layer, firing decile and (given spread) activation-SD decile, never drawing
     own neurons (seeded: set j is the same draw wherever own is the same)."""
     return [dict(ablate.random_matched(own, firing, seed * 1000 + j, exclude=own, spread=spread)) for j in range(n)]

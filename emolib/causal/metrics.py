@@ -1,6 +1,7 @@
 """Classification metrics: per-emotion accuracy, macro-F1, confusion matrices, bootstrap intervals.
 
-The book's one accuracy rule is emolib.causal.stats.correct, applied wherever scores exist: an item is right when its true
+The book's one accuracy rule is emolib.causal.stats.correct, applied wherever scores exist: an item is right when its
+true
 label scores highest, and a tie between k labels counts 1/k (a fair random tie-break). Ties are common with
 bfloat16 scores; the argmax of a tie picks the first label in list order (anger) and so would favour it, and
 "margin > 0" would count every tie wrong. Given only predicted labels (generation), right means equal.
@@ -23,17 +24,18 @@ def confusion(true: list[str], pred: list[str | None], labels: list[str]) -> pd.
     return m
 
 
-def correct(true: list[str], pred: list[str | None], labels: list[str], scores: np.ndarray | None = None
-            ) -> np.ndarray:
+def correct(true: list[str], pred: list[str | None], labels: list[str], scores: np.ndarray | None = None) -> np.ndarray:
     """Per item 0..1 by the book's one rule: stats.correct on the scores when given, else prediction == label."""
     if scores is not None:
         from .stats import correct as by_scores
+
         return by_scores(np.asarray(scores), np.asarray([labels.index(x) for x in true], dtype=int))
     return np.asarray([float(x == y) for x, y in zip(true, pred)])
 
 
-def per_emotion_accuracy(true: list[str], pred: list[str | None], labels: list[str],
-                         scores: np.ndarray | None = None) -> dict[str, float]:
+def per_emotion_accuracy(
+    true: list[str], pred: list[str | None], labels: list[str], scores: np.ndarray | None = None
+) -> dict[str, float]:
     """Accuracy (recall) within each true emotion, plus 'overall' (ties count 1/k when scores are given)."""
     t, ok = np.asarray(true), correct(true, pred, labels, scores)
     out = {e: float(ok[t == e].mean()) if (t == e).any() else float("nan") for e in labels}
@@ -73,8 +75,14 @@ def bootstrap_diff_ci(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: in
     return float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))
 
 
-def summary(true: list[str], pred: list[str | None], labels: list[str], n_boot: int = 1000, seed: int = 0,
-            scores: np.ndarray | None = None) -> pd.DataFrame:
+def summary(
+    true: list[str],
+    pred: list[str | None],
+    labels: list[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    scores: np.ndarray | None = None,
+) -> pd.DataFrame:
     """Per emotion and overall: n, accuracy (the one rule: ties count 1/k when scores are given) and its 95%
     bootstrap interval."""
     t = np.asarray(true)
@@ -83,6 +91,13 @@ def summary(true: list[str], pred: list[str | None], labels: list[str], n_boot: 
     for e in labels + ["overall"]:
         sel = np.ones(len(t), bool) if e == "overall" else t == e
         lo, hi = bootstrap_ci(ok[sel], n_boot, seed)
-        rows.append({"emotion": e, "n": int(sel.sum()), "accuracy": float(ok[sel].mean()) if sel.any() else np.nan,
-                     "ci_low": lo, "ci_high": hi})
+        rows.append(
+            {
+                "emotion": e,
+                "n": int(sel.sum()),
+                "accuracy": float(ok[sel].mean()) if sel.any() else np.nan,
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+        )
     return pd.DataFrame(rows).set_index("emotion")

@@ -1,7 +1,11 @@
 """Stage 5's outcome and its tests, read from the generation records: degenerate replies, the fluency-matched test
 dose of each intervention, each condition's paired change of P(target), the confirmatory pooled test and the
 secondary per-emotion tests against random families (emolib.causal.pooled), the both-scorers claims, and the
-descriptive tables (trade-off, the prompting ceiling beside steering, dose-response, sample replies, set SDs)."""
+descriptive tables (trade-off, the prompting ceiling beside steering, dose-response, sample replies, set SDs).
+
+Longer than 400 lines: the degenerate-reply rule, the test dose, the paired outcome and the tests all read the same
+records frame; they are the stage's statistics in one place.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +21,11 @@ ALPHA = 0.05
 
 # ---------------------------------------------------------------- fluency, degenerate replies and the test dose
 
-PPL_FACTOR_NOTE = ("the test dose of an intervention is the largest dose of steer_doses at which the median over its "
-                   "own replies (every emotion and prompt) of the reply's perplexity over the unsteered reply's on the "
-                   "same prompt and noise (both under the unsteered model) stays within steer_ppl_factor")
+PPL_FACTOR_NOTE = (
+    "the test dose of an intervention is the largest dose of steer_doses at which the median over its "
+    "own replies (every emotion and prompt) of the reply's perplexity over the unsteered reply's on the "
+    "same prompt and noise (both under the unsteered model) stays within steer_ppl_factor"
+)
 
 
 def mark_degenerate(rec: pd.DataFrame, ppl_cap: float) -> tuple[pd.DataFrame, float]:
@@ -29,8 +35,11 @@ def mark_degenerate(rec: pd.DataFrame, ppl_cap: float) -> tuple[pd.DataFrame, fl
     cap = ppl_cap * float(np.nanmedian(base["ppl"])) if base["ppl"].notna().any() else np.inf
     rec = rec.copy()
     high = rec["ppl"].fillna(np.inf) > cap
-    rec["bad"] = np.where(rec["degenerate"].astype(str) != "", rec["degenerate"].astype(str),
-                          np.where(high & rec["ppl"].notna(), "perplexity", ""))
+    rec["bad"] = np.where(
+        rec["degenerate"].astype(str) != "",
+        rec["degenerate"].astype(str),
+        np.where(high & rec["ppl"].notna(), "perplexity", ""),
+    )
     return rec, cap
 
 
@@ -54,11 +63,19 @@ def test_doses(rec: pd.DataFrame, names: list[str], doses: list[float], factor: 
             paired = ppl / base_of.reindex(list(zip(g.prompt, g["sample"]))).to_numpy()
             med = float(np.nanmedian(ppl)) if np.isfinite(ppl).any() else np.nan
             ratio = float(np.nanmedian(paired)) if np.isfinite(paired).any() else np.nan
-            rows.append({"intervention": name, "dose": a, "median_ppl": med, "unsteered_median_ppl": base,
-                         "ratio": ratio, "fluent": bool(ratio <= factor)})
+            rows.append(
+                {
+                    "intervention": name,
+                    "dose": a,
+                    "median_ppl": med,
+                    "unsteered_median_ppl": base,
+                    "ratio": ratio,
+                    "fluent": bool(ratio <= factor),
+                }
+            )
     t = pd.DataFrame(rows, columns=["intervention", "dose", "median_ppl", "unsteered_median_ppl", "ratio", "fluent"])
     t["chosen"] = False
-    for name, g in t.groupby("intervention", sort=False):
+    for _name, g in t.groupby("intervention", sort=False):
         ok = g[g.fluent]
         if len(ok):
             t.loc[ok.dose.idxmax(), "chosen"] = True
@@ -72,6 +89,7 @@ def chosen_doses(doses: pd.DataFrame) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------- the continuous outcome and the tests
+
 
 def effects(rec: pd.DataFrame, emotions: list[str], max_bad: float) -> pd.DataFrame:
     """Per scorer x condition (set, emotion, dose, random): d_p, the mean over prompts of the reply's P(target)
@@ -87,11 +105,23 @@ def effects(rec: pd.DataFrame, emotions: list[str], max_bad: float) -> pd.DataFr
             bp = b.loc[list(zip(g.prompt, g["sample"])), f"p_{e}"].to_numpy()
             bad = (g["bad"] != "").to_numpy()
             d = np.where(bad, 0.0, g["target_p"].to_numpy() - bp)
-            rows.append({"scorer": scorer, "kind": kind, "set": name, "emotion": e, "dose": dose, "random": rnd,
-                         "n": len(g), "target_p": float(g["target_p"].mean()), "baseline_p": float(bp.mean()),
-                         "d_p": float(d.mean()), "bad_share": float(bad.mean()),
-                         "excluded": bool(bad.mean() > max_bad),
-                         "median_ppl": float(np.nanmedian(g["ppl"])) if g["ppl"].notna().any() else np.nan})
+            rows.append(
+                {
+                    "scorer": scorer,
+                    "kind": kind,
+                    "set": name,
+                    "emotion": e,
+                    "dose": dose,
+                    "random": rnd,
+                    "n": len(g),
+                    "target_p": float(g["target_p"].mean()),
+                    "baseline_p": float(bp.mean()),
+                    "d_p": float(d.mean()),
+                    "bad_share": float(bad.mean()),
+                    "excluded": bool(bad.mean() > max_bad),
+                    "median_ppl": float(np.nanmedian(g["ppl"])) if g["ppl"].notna().any() else np.nan,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -99,8 +129,9 @@ def _unit(verdict: str) -> str:
     return verdict.replace(" nat", " in P(target)")
 
 
-def _cells(eff: pd.DataFrame, scorer: str, name: str, dose: float, emotions: list[str]
-           ) -> tuple[pd.Series, pd.DataFrame, list[str]]:
+def _cells(
+    eff: pd.DataFrame, scorer: str, name: str, dose: float, emotions: list[str]
+) -> tuple[pd.Series, pd.DataFrame, list[str]]:
     """(own d_p by emotion, random d_p [family x emotion], excluded condition labels) of one set at one dose, the
     excluded (degenerate) conditions removed."""
     g = eff[(eff.scorer == scorer) & (eff["set"] == name) & np.isclose(eff.dose, dose)]
@@ -111,14 +142,21 @@ def _cells(eff: pd.DataFrame, scorer: str, name: str, dose: float, emotions: lis
     return own, rnd, out
 
 
-def pooled_table(eff: pd.DataFrame, dose_of: dict[str, float], emotions: list[str], delta: float,
-                 power_delta: float, alpha: float = ALPHA) -> pd.DataFrame:
+def pooled_table(
+    eff: pd.DataFrame,
+    dose_of: dict[str, float],
+    emotions: list[str],
+    delta: float,
+    power_delta: float,
+    alpha: float = ALPHA,
+) -> pd.DataFrame:
     """The confirmatory test, per scorer and intervention at its test dose: the mean over emotions of the own d_p
     against the same mean for each random family (neuron sets) or random-direction family (the direction), by
     emolib.causal.pooled's test_row (t prediction test, TOST equivalence within +-delta); Holm over the named sets
     within each scorer (the direction, the positive control, apart). Emotions whose own condition is degenerate are
     left out, and so is every family with a degenerate condition among the kept emotions; both are listed."""
     from . import pooled
+
     rows = []
     for scorer in dict.fromkeys(eff.scorer):
         names = [n for n in dose_of if n != DIRECTION_SET]
@@ -128,16 +166,41 @@ def pooled_table(eff: pd.DataFrame, dose_of: dict[str, float], emotions: list[st
             fams = rnd[keep].dropna() if keep else rnd.iloc[:0]
             dropped = len(rnd) - len(fams)
             m = max(1, len(names)) if name != DIRECTION_SET else 1
-            row = test_row_safe(float(own[keep].mean()) if keep else np.nan, fams.mean(axis=1).to_numpy(), delta, m,
-                                alpha, power_delta)
-            rows.append({"scorer": scorer, "intervention": name,
-                         "role": "positive control" if name == DIRECTION_SET else "test",
-                         "dose": dose_of[name], "n_emotions": len(keep), "emotions": ", ".join(keep),
-                         "families_dropped": dropped, "excluded": "; ".join(excl), **row})
+            row = test_row_safe(
+                float(own[keep].mean()) if keep else np.nan, fams.mean(axis=1).to_numpy(), delta, m, alpha, power_delta
+            )
+            rows.append(
+                {
+                    "scorer": scorer,
+                    "intervention": name,
+                    "role": "positive control" if name == DIRECTION_SET else "test",
+                    "dose": dose_of[name],
+                    "n_emotions": len(keep),
+                    "emotions": ", ".join(keep),
+                    "families_dropped": dropped,
+                    "excluded": "; ".join(excl),
+                    **row,
+                }
+            )
     t = pd.DataFrame(rows)
     if t.empty:  # no intervention kept fluency at any dose: nothing is tested
-        return pd.DataFrame(columns=["scorer", "intervention", "role", "dose", "n_emotions", "own_minus_random",
-                                     "lo", "hi", "p", "p_holm", "p_equivalence", "p_equivalence_holm", "verdict"])
+        return pd.DataFrame(
+            columns=[
+                "scorer",
+                "intervention",
+                "role",
+                "dose",
+                "n_emotions",
+                "own_minus_random",
+                "lo",
+                "hi",
+                "p",
+                "p_holm",
+                "p_equivalence",
+                "p_equivalence_holm",
+                "verdict",
+            ]
+        )
     for c in ("p", "p_equivalence", "own_minus_random", "lo", "hi"):  # absent when no row could be tested
         if c not in t:
             t[c] = np.nan
@@ -150,17 +213,24 @@ def pooled_table(eff: pd.DataFrame, dose_of: dict[str, float], emotions: list[st
 def test_row_safe(own: float, null: np.ndarray, delta: float, m: int, alpha: float, power_delta: float) -> dict:
     """pooled.test_row, with the random SD floored away from 0 in power (a null without spread tests nothing)."""
     from . import pooled
+
     null = np.asarray(null, dtype=float)
     if len(null[np.isfinite(null)]) >= 2 and np.nanstd(null) == 0:
-        return {"own": own, "n_random": int(np.isfinite(null).sum()), "random_mean": float(np.nanmean(null)),
-                "random_sd": 0.0}
+        return {
+            "own": own,
+            "n_random": int(np.isfinite(null).sum()),
+            "random_mean": float(np.nanmean(null)),
+            "random_sd": 0.0,
+        }
     return pooled.test_row(own, null, delta, m, alpha, power_delta)
 
 
-BOTH_SCORERS_RULE = ("a claim needs both scorers: 'effect beyond random' only when both scorers' pooled tests reject "
-                     "(Holm) in the same direction; 'equivalent to random' only when both show equivalence; "
-                     "'scorers disagree' when one rejects and the other does not (or they reject in opposite "
-                     "directions); otherwise 'undecided'. With one scorer no claim is made.")
+BOTH_SCORERS_RULE = (
+    "a claim needs both scorers: 'effect beyond random' only when both scorers' pooled tests reject "
+    "(Holm) in the same direction; 'equivalent to random' only when both show equivalence; "
+    "'scorers disagree' when one rejects and the other does not (or they reject in opposite "
+    "directions); otherwise 'undecided'. With one scorer no claim is made."
+)
 
 
 def claims(pooled_t: pd.DataFrame, n_scorers: int) -> pd.DataFrame:
@@ -184,16 +254,30 @@ def claims(pooled_t: pd.DataFrame, n_scorers: int) -> pd.DataFrame:
             claim = "not tested"
         else:
             claim = "undecided"
-        rows.append({"intervention": name, "role": g["role"].iloc[0], "dose": g["dose"].iloc[0],
-                     **{f"verdict [{s}]": x for s, x in zip(g.scorer, v)}, "claim": claim})
+        rows.append(
+            {
+                "intervention": name,
+                "role": g["role"].iloc[0],
+                "dose": g["dose"].iloc[0],
+                **{f"verdict [{s}]": x for s, x in zip(g.scorer, v)},
+                "claim": claim,
+            }
+        )
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["intervention", "role", "dose", "claim"])
 
 
-def per_emotion_table(eff: pd.DataFrame, dose_of: dict[str, float], emotions: list[str], delta: float,
-                      power_delta: float, alpha: float = ALPHA) -> pd.DataFrame:
+def per_emotion_table(
+    eff: pd.DataFrame,
+    dose_of: dict[str, float],
+    emotions: list[str],
+    delta: float,
+    power_delta: float,
+    alpha: float = ALPHA,
+) -> pd.DataFrame:
     """The secondary tests: per scorer, intervention and emotion, own d_p against its random sets' (Holm within each
     scorer and intervention); degenerate conditions left out."""
     from . import pooled
+
     parts = []
     for scorer in dict.fromkeys(eff.scorer):
         for name, dose in dose_of.items():
@@ -202,8 +286,15 @@ def per_emotion_table(eff: pd.DataFrame, dose_of: dict[str, float], emotions: li
             for e in emotions:
                 null = rnd[e].dropna().to_numpy() if e in rnd.columns else np.array([])
                 m = len(emotions)
-                rows.append({"scorer": scorer, "intervention": name, "emotion": e, "dose": dose,
-                             **test_row_safe(float(own.get(e, np.nan)), null, delta, m, alpha, power_delta)})
+                rows.append(
+                    {
+                        "scorer": scorer,
+                        "intervention": name,
+                        "emotion": e,
+                        "dose": dose,
+                        **test_row_safe(float(own.get(e, np.nan)), null, delta, m, alpha, power_delta),
+                    }
+                )
             t = pd.DataFrame(rows)
             for c in ("p", "p_equivalence", "own_minus_random", "lo", "hi"):  # absent when no row could be tested
                 if c not in t:
@@ -217,6 +308,7 @@ def per_emotion_table(eff: pd.DataFrame, dose_of: dict[str, float], emotions: li
 
 # ---------------------------------------------------------------- descriptive tables
 
+
 def tradeoff_table(eff: pd.DataFrame, dose_of: dict[str, float]) -> pd.DataFrame:
     """Per scorer: target-emotion score (d_p, mean over emotions) and fluency (median perplexity) of each
     intervention at its test dose, each of its random families, and the prompting ceiling; degenerate shares."""
@@ -226,14 +318,34 @@ def tradeoff_table(eff: pd.DataFrame, dose_of: dict[str, float]) -> pd.DataFrame
         for name, dose in dose_of.items():
             g = e_s[(e_s["set"] == name) & np.isclose(e_s.dose, dose)]
             for rnd, x in g.groupby("random", sort=True):
-                rows.append({"scorer": scorer, "intervention": name, "kind": x.kind.iloc[0], "random": rnd,
-                             "dose": dose, "d_p": float(x.d_p.mean()), "median_ppl": float(x.median_ppl.median()),
-                             "bad_share": float(x.bad_share.mean()), "excluded": int(x.excluded.sum())})
+                rows.append(
+                    {
+                        "scorer": scorer,
+                        "intervention": name,
+                        "kind": x.kind.iloc[0],
+                        "random": rnd,
+                        "dose": dose,
+                        "d_p": float(x.d_p.mean()),
+                        "median_ppl": float(x.median_ppl.median()),
+                        "bad_share": float(x.bad_share.mean()),
+                        "excluded": int(x.excluded.sum()),
+                    }
+                )
         pr = e_s[e_s.kind == "prompt"]
         if len(pr):
-            rows.append({"scorer": scorer, "intervention": PROMPT_SET, "kind": "prompt", "random": OWN, "dose": 0.0,
-                         "d_p": float(pr.d_p.mean()), "median_ppl": float(pr.median_ppl.median()),
-                         "bad_share": float(pr.bad_share.mean()), "excluded": int(pr.excluded.sum())})
+            rows.append(
+                {
+                    "scorer": scorer,
+                    "intervention": PROMPT_SET,
+                    "kind": "prompt",
+                    "random": OWN,
+                    "dose": 0.0,
+                    "d_p": float(pr.d_p.mean()),
+                    "median_ppl": float(pr.median_ppl.median()),
+                    "bad_share": float(pr.bad_share.mean()),
+                    "excluded": int(pr.excluded.sum()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -266,18 +378,35 @@ def dose_table(rec: pd.DataFrame, emotions: list[str], doses: list[float], n_boo
         for e in emotions:
             b = base[f"p_{e}"].to_numpy()
             for a in sorted(doses):
-                x = b if a == 0 else own[(own.scorer == scorer) & (own["set"] == name) & (own.emotion == e)
-                                         & np.isclose(own.dose, a)]["target_p"].to_numpy()
+                x = (
+                    b
+                    if a == 0
+                    else own[
+                        (own.scorer == scorer) & (own["set"] == name) & (own.emotion == e) & np.isclose(own.dose, a)
+                    ]["target_p"].to_numpy()
+                )
                 if not len(x):
                     continue
                 dp = stats.paired_delta(b, x, n_boot, seed=seed)
-                rows.append({"scorer": scorer, "set": name, "emotion": e, "dose": a, "n": len(x),
-                             "target_p": float(np.mean(x)), "d_p": dp.mean, "d_p_lo": dp.lo, "d_p_hi": dp.hi})
+                rows.append(
+                    {
+                        "scorer": scorer,
+                        "set": name,
+                        "emotion": e,
+                        "dose": a,
+                        "n": len(x),
+                        "target_p": float(np.mean(x)),
+                        "d_p": dp.mean,
+                        "d_p_lo": dp.lo,
+                        "d_p_hi": dp.hi,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-def samples_table(rec: pd.DataFrame, emotions: list[str], doses: list[float], set_name: str, prompt: int = 0
-                  ) -> pd.DataFrame:
+def samples_table(
+    rec: pd.DataFrame, emotions: list[str], doses: list[float], set_name: str, prompt: int = 0
+) -> pd.DataFrame:
     """One prompt's continuation per emotion (rows) and dose (columns) under an intervention (first scorer)."""
     r = rec[rec.scorer == rec.scorer.iloc[0]]
     base = r[(r.random == BASELINE) & (r.prompt == prompt) & (r["sample"] == 0)]
@@ -285,8 +414,18 @@ def samples_table(rec: pd.DataFrame, emotions: list[str], doses: list[float], se
     for e in emotions:
         row = {}
         for a in sorted(doses):
-            x = base if a == 0 else r[(r.random == OWN) & (r["set"] == set_name) & (r.emotion == e)
-                                      & np.isclose(r.dose, a) & (r.prompt == prompt) & (r["sample"] == 0)]
+            x = (
+                base
+                if a == 0
+                else r[
+                    (r.random == OWN)
+                    & (r["set"] == set_name)
+                    & (r.emotion == e)
+                    & np.isclose(r.dose, a)
+                    & (r.prompt == prompt)
+                    & (r["sample"] == 0)
+                ]
+            )
             row[f"dose {a:g}"] = x["text"].iloc[0] if len(x) else ""
         pr = r[(r.kind == "prompt") & (r.emotion == e) & (r.prompt == prompt) & (r["sample"] == 0)]
         if len(pr):
@@ -307,6 +446,13 @@ def set_sd_table(sets: dict, sd: torch.Tensor, emotions: list[str]) -> pd.DataFr
     for name, ns in sets.items():
         for e in emotions:
             v = [float(sd[layer, i]) for layer, idx in ns.by_layer(e).items() for i in idx]
-            rows.append({"set": name, "emotion": e, "n_neurons": len(v),
-                         "median_sd": float(np.median(v)) if v else np.nan, "max_sd": max(v) if v else np.nan})
+            rows.append(
+                {
+                    "set": name,
+                    "emotion": e,
+                    "n_neurons": len(v),
+                    "median_sd": float(np.median(v)) if v else np.nan,
+                    "max_sd": max(v) if v else np.nan,
+                }
+            )
     return pd.DataFrame(rows)

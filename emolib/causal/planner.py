@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import budget, instrument, splits
 from ..lm import models
+from . import budget, instrument, splits
 
 
 def shape_guess(p: dict, n_layers: int, d_ff: int) -> dict[int, list[int]]:
@@ -29,6 +29,7 @@ def planning_items(p: dict) -> pd.DataFrame:
         return splits.eval_table(p, p.get("eval_limit"))
     except (FileNotFoundError, ValueError, OSError):
         from ..lm.synth_template import generate_dialogues
+
         rows = generate_dialogues(["a trip", "a new job", "the weekend"], p["emotions"], 4, p["seed"])
         return pd.DataFrame({"dialogue": [r["dialogue"] for r in rows], "label": [r["theme"] for r in rows]})
 
@@ -36,6 +37,7 @@ def planning_items(p: dict) -> pd.DataFrame:
 def propose(p: dict, budget_min: float) -> dict:
     """Load the model, time the scorer here and return the planner's proposal for budget_min minutes."""
     from ..identify import neurons
+
     model, tok, clf, _ = instrument.load_instrument(p)
     L, D = models.ffn_shape(model)
     path = Path(p["run_dir"]) / "neurons.json"
@@ -48,5 +50,14 @@ def propose(p: dict, budget_min: float) -> dict:
     available = budget.available_items(items, p["emotions"]) if len(items) else 1
     if not np.isfinite(rate) or rate <= 0:
         raise RuntimeError("plan: could not time the scorer on this machine")
-    return budget.plan(60 * budget_min, rate, budget.pilot_comps(p), p, len(sets), len(grid), available,
-                       clf.calibrate, len(p["emotions"]))
+    return budget.plan(
+        60 * budget_min,
+        rate,
+        budget.pilot_comps(p),
+        p,
+        len(sets),
+        len(grid),
+        available,
+        clf.calibrate,
+        len(p["emotions"]),
+    )

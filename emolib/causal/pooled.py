@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import stats
 from ..identify.neurons import CONTROL_SETS
+from . import stats
 
 ALPHA = 0.05
 RANDOM_SETS_FILE = "random_sets.csv"
@@ -31,13 +31,35 @@ CONTROLS = CONTROL_SETS  # sets built to matter (or chosen from the weights): ou
 COLUMNS = ["set", "arm", "kind", "share", "draw", "emotion", "n_items", "n_neurons", "d_margin", "d_accuracy"]
 
 
-def records(name: str, arm: str, kind: str, emotion: str, n_items: int, n_neurons: int, d_margin, d_accuracy,
-            share: float = float("nan"), start: int = 0) -> list[dict]:
+def records(
+    name: str,
+    arm: str,
+    kind: str,
+    emotion: str,
+    n_items: int,
+    n_neurons: int,
+    d_margin,
+    d_accuracy,
+    share: float = float("nan"),
+    start: int = 0,
+) -> list[dict]:
     """random_sets.csv rows: one per draw of an own set (draw -1), random family or titrated family."""
     dm, da = np.atleast_1d(d_margin), np.atleast_1d(d_accuracy)
-    return [{"set": name, "arm": arm, "kind": kind, "share": share, "draw": -1 if kind == "own" else start + k,
-             "emotion": emotion, "n_items": n_items, "n_neurons": n_neurons, "d_margin": float(m),
-             "d_accuracy": float(a)} for k, (m, a) in enumerate(zip(dm, da))]
+    return [
+        {
+            "set": name,
+            "arm": arm,
+            "kind": kind,
+            "share": share,
+            "draw": -1 if kind == "own" else start + k,
+            "emotion": emotion,
+            "n_items": n_items,
+            "n_neurons": n_neurons,
+            "d_margin": float(m),
+            "d_accuracy": float(a),
+        }
+        for k, (m, a) in enumerate(zip(dm, da))
+    ]
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
@@ -45,8 +67,9 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def test_row(own: float, null: np.ndarray, delta: float, m: int = 1, alpha: float = ALPHA,
-             power_delta: float | None = None) -> dict:
+def test_row(
+    own: float, null: np.ndarray, delta: float, m: int = 1, alpha: float = ALPHA, power_delta: float | None = None
+) -> dict:
     """Own against random values: the difference, its 95% interval, p, the equivalence p against +-delta and the
     smallest equivalence margin at level alpha / m, the difference in random-set SDs, and power at power_delta."""
     null = np.asarray(null, dtype=float)
@@ -56,11 +79,20 @@ def test_row(own: float, null: np.ndarray, delta: float, m: int = 1, alpha: floa
     d, lo, hi = stats.prediction_ci(own, null)
     sd = float(null.std(ddof=1))
     pd_ = power_delta if power_delta is not None else delta
-    return {"own": own, "n_random": len(null), "random_mean": float(null.mean()), "random_sd": sd,
-            "own_minus_random": d, "lo": lo, "hi": hi, "in_sds": d / sd if sd > 0 else np.nan,
-            "p": stats.normal_p(own, null, "two-sided"), "p_equivalence": stats.tost_p(own, null, delta),
-            "equivalence_bound": stats.equivalence_bound(own, null, alpha / m),
-            "power": stats.t_power(pd_, sd, len(null), alpha, m)}
+    return {
+        "own": own,
+        "n_random": len(null),
+        "random_mean": float(null.mean()),
+        "random_sd": sd,
+        "own_minus_random": d,
+        "lo": lo,
+        "hi": hi,
+        "in_sds": d / sd if sd > 0 else np.nan,
+        "p": stats.normal_p(own, null, "two-sided"),
+        "p_equivalence": stats.tost_p(own, null, delta),
+        "equivalence_bound": stats.equivalence_bound(own, null, alpha / m),
+        "power": stats.t_power(pd_, sd, len(null), alpha, m),
+    }
 
 
 def decide(t: pd.DataFrame, delta: float, alpha: float = ALPHA) -> pd.DataFrame:
@@ -68,8 +100,10 @@ def decide(t: pd.DataFrame, delta: float, alpha: float = ALPHA) -> pd.DataFrame:
     t = t.copy()
     t["p_holm"] = stats.holm(t["p"].to_numpy(dtype=float)) if len(t) else []
     t["p_equivalence_holm"] = stats.holm(t["p_equivalence"].to_numpy(dtype=float)) if len(t) else []
-    t["verdict"] = [verdict(ph, pe, d, delta, alpha) for ph, pe, d in
-                    zip(t["p_holm"], t["p_equivalence_holm"], t["own_minus_random"])]
+    t["verdict"] = [
+        verdict(ph, pe, d, delta, alpha)
+        for ph, pe, d in zip(t["p_holm"], t["p_equivalence_holm"], t["own_minus_random"])
+    ]
     return t
 
 
@@ -84,15 +118,19 @@ def verdict(p_holm: float, p_eq_holm: float, d: float, delta: float, alpha: floa
     return "undecided"
 
 
-def pooled_values(rs: pd.DataFrame, name: str, arm: str, emotions: list[str] | None = None
-                  ) -> tuple[float, np.ndarray, list[str]]:
+def pooled_values(
+    rs: pd.DataFrame, name: str, arm: str, emotions: list[str] | None = None
+) -> tuple[float, np.ndarray, list[str]]:
     """(own statistic, [R] random families' statistics, emotions pooled) of one set and arm: means over the emotions
     that have both an own value and every random draw."""
     g = rs[(rs["set"] == name) & (rs["arm"] == arm)]
     own = g[g.kind == "own"].set_index("emotion")["d_margin"]
     rnd = g[g.kind == "random"].pivot_table(index="draw", columns="emotion", values="d_margin", aggfunc="first")
-    keep = [e for e in (emotions or list(own.index)) if e in own.index and e in rnd.columns
-            and np.isfinite(own[e]) and rnd[e].notna().all()]
+    keep = [
+        e
+        for e in (emotions or list(own.index))
+        if e in own.index and e in rnd.columns and np.isfinite(own[e]) and rnd[e].notna().all()
+    ]
     if not keep or not len(rnd):
         return float("nan"), np.array([]), []
     return float(own[keep].mean()), rnd[keep].mean(axis=1).to_numpy(), keep
@@ -106,10 +144,18 @@ def pooled(rs: pd.DataFrame, arm: str, delta: float, power_delta: float, alpha: 
     for n in names:
         own, null, keep = pooled_values(rs, n, arm)
         m = max(1, len(tests)) if n in tests else max(1, len(names) - len(tests))  # Holm's m of its family
-        rows.append({"set": n, "role": "control" if n in CONTROLS else "test", "arm": arm, "n_emotions": len(keep),
-                     "n_items": int(rs[(rs.set == n) & (rs.arm == arm) & (rs.kind == "own")
-                                       & rs.emotion.isin(keep)].n_items.sum()),
-                     **test_row(own, null, delta, m, alpha, power_delta)})
+        rows.append(
+            {
+                "set": n,
+                "role": "control" if n in CONTROLS else "test",
+                "arm": arm,
+                "n_emotions": len(keep),
+                "n_items": int(
+                    rs[(rs.set == n) & (rs.arm == arm) & (rs.kind == "own") & rs.emotion.isin(keep)].n_items.sum()
+                ),
+                **test_row(own, null, delta, m, alpha, power_delta),
+            }
+        )
     t = pd.DataFrame(rows)
     for c in ("p", "p_equivalence", "own_minus_random"):
         if c not in t:
@@ -121,9 +167,11 @@ def pooled(rs: pd.DataFrame, arm: str, delta: float, power_delta: float, alpha: 
 
 def pooled_all(rs: pd.DataFrame, arms: list[str], primary: str, delta: float, power_delta: float) -> pd.DataFrame:
     """The pooled tables of every arm with random families (the primary first), one table."""
-    tabs = [pooled(rs, a, delta, power_delta).assign(primary=a == primary)
-            for a in [primary] + [a for a in arms if a != primary]
-            if ((rs.arm == a) & (rs.kind == "random")).any()]
+    tabs = [
+        pooled(rs, a, delta, power_delta).assign(primary=a == primary)
+        for a in [primary] + [a for a in arms if a != primary]
+        if ((rs.arm == a) & (rs.kind == "random")).any()
+    ]
     return pd.concat(tabs, ignore_index=True) if tabs else pd.DataFrame()
 
 
@@ -135,9 +183,21 @@ def per_emotion(rs: pd.DataFrame, arm: str, delta: float, power_delta: float, al
     for name, g_set in g_all.groupby("set", sort=False):
         cells = [(e, g) for e, g in g_set.groupby("emotion", sort=False) if (g.kind == "own").any()]
         m = max(1, sum(int((g.kind == "random").sum() >= 2) for _, g in cells))
-        rows = [{"set": name, "emotion": e, **test_row(float(g[g.kind == "own"].d_margin.iloc[0]),
-                                                       g[g.kind == "random"].d_margin, delta, m, alpha, power_delta)}
-                for e, g in cells]
+        rows = [
+            {
+                "set": name,
+                "emotion": e,
+                **test_row(
+                    float(g[g.kind == "own"].d_margin.iloc[0]),
+                    g[g.kind == "random"].d_margin,
+                    delta,
+                    m,
+                    alpha,
+                    power_delta,
+                ),
+            }
+            for e, g in cells
+        ]
         t = pd.DataFrame(rows)
         for c in ("p", "p_equivalence", "own_minus_random"):
             if c not in t:
@@ -156,8 +216,16 @@ def titration(rs: pd.DataFrame, arm: str, reference: str, n_tests: int, alpha: f
     for (share, draw), x in g.groupby(["share", "draw"], sort=True):
         own = float(x.set_index("emotion").d_margin.reindex(keep).mean())
         p = stats.normal_p(own, null, "two-sided") if len(null) >= 2 else np.nan
-        rows.append({"share": share, "draw": draw, "own": own, "effect": own - float(np.mean(null)), "p": p,
-                     "detected": bool(p < alpha / max(1, n_tests))})
+        rows.append(
+            {
+                "share": share,
+                "draw": draw,
+                "own": own,
+                "effect": own - float(np.mean(null)),
+                "p": p,
+                "detected": bool(p < alpha / max(1, n_tests)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -165,8 +233,16 @@ def detection_curve(tit: pd.DataFrame) -> pd.DataFrame:
     """Per share: the mean real pooled effect (nat), its spread over draws, and the detection rate."""
     if tit.empty:
         return pd.DataFrame(columns=["share", "effect", "effect_sd", "draws", "detected"])
-    return (tit.groupby("share").agg(effect=("effect", "mean"), effect_sd=("effect", "std"), draws=("draw", "size"),
-                                     detected=("detected", "mean")).reset_index())
+    return (
+        tit.groupby("share")
+        .agg(
+            effect=("effect", "mean"),
+            effect_sd=("effect", "std"),
+            draws=("draw", "size"),
+            detected=("detected", "mean"),
+        )
+        .reset_index()
+    )
 
 
 def smallest_detected(curve: pd.DataFrame, rate: float = 0.8) -> float:

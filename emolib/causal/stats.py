@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-
 from statistics import NormalDist
 
 import numpy as np
@@ -33,12 +32,14 @@ _N = NormalDist()
 def t_sf(x: float, df: int) -> float:
     """Upper tail P(T > x) of Student's t with df degrees of freedom."""
     from scipy.stats import t
+
     return float(t.sf(x, df))
 
 
 def t_isf(p: float, df: int) -> float:
     """The x with t_sf(x, df) = p."""
     from scipy.stats import t
+
     return float(t.isf(p, df))
 
 
@@ -79,8 +80,9 @@ def _boot_index(n: int, n_boot: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
-def paired_delta(baseline: np.ndarray, treated: np.ndarray, n_boot: int = 2000, ci: float = 0.95,
-                 seed: int = 0) -> Delta:
+def paired_delta(
+    baseline: np.ndarray, treated: np.ndarray, n_boot: int = 2000, ci: float = 0.95, seed: int = 0
+) -> Delta:
     """Mean of treated - baseline over items, with a percentile bootstrap CI that resamples items."""
     d = np.asarray(treated, dtype=float) - np.asarray(baseline, dtype=float)
     if d.ndim != 1 or len(d) == 0:
@@ -91,12 +93,19 @@ def paired_delta(baseline: np.ndarray, treated: np.ndarray, n_boot: int = 2000, 
     return Delta(float(d.mean()), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)), sd, len(d))
 
 
-def own_effect(base_scores: np.ndarray, ablated_scores: np.ndarray, true_idx: np.ndarray, n_boot: int = 2000,
-               ci: float = 0.95, seed: int = 0) -> dict[str, Delta]:
+def own_effect(
+    base_scores: np.ndarray,
+    ablated_scores: np.ndarray,
+    true_idx: np.ndarray,
+    n_boot: int = 2000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Delta]:
     """Paired deltas of margin and accuracy (fraction, not pp) between ablated and baseline scores of the same items."""
-    return {"margin": paired_delta(margin(base_scores, true_idx), margin(ablated_scores, true_idx), n_boot, ci, seed),
-            "accuracy": paired_delta(correct(base_scores, true_idx), correct(ablated_scores, true_idx), n_boot, ci,
-                                     seed)}
+    return {
+        "margin": paired_delta(margin(base_scores, true_idx), margin(ablated_scores, true_idx), n_boot, ci, seed),
+        "accuracy": paired_delta(correct(base_scores, true_idx), correct(ablated_scores, true_idx), n_boot, ci, seed),
+    }
 
 
 def empirical_p(own: float, null: np.ndarray, tail: str = "less") -> float:
@@ -155,8 +164,10 @@ def holm(pvals) -> np.ndarray:
 
 def verdict(p_adjusted, alpha: float = 0.05) -> list[str]:
     """'effect' where the adjusted p is below alpha, else 'no detectable effect' (NaN: 'not tested')."""
-    return ["not tested" if np.isnan(p) else "effect" if p < alpha else "no detectable effect"
-            for p in np.atleast_1d(np.asarray(p_adjusted, dtype=float))]
+    return [
+        "not tested" if np.isnan(p) else "effect" if p < alpha else "no detectable effect"
+        for p in np.atleast_1d(np.asarray(p_adjusted, dtype=float))
+    ]
 
 
 def t_power(delta: float, sd: float, n_random: int, alpha: float = 0.05, m: int = 1) -> float:
@@ -164,6 +175,7 @@ def t_power(delta: float, sd: float, n_random: int, alpha: float = 0.05, m: int 
     of the own set from the random sets' mean, whose means spread with SD sd: a noncentral t, R - 1 df (a normal
     approximation where scipy's noncentral t gives no finite value, as it can past a noncentrality of about 7)."""
     from scipy.stats import nct, t
+
     if n_random < 2 or not np.isfinite(sd):
         return float("nan")
     if sd <= 0:
@@ -181,7 +193,7 @@ def t_power(delta: float, sd: float, n_random: int, alpha: float = 0.05, m: int 
 def normal_power(nc: float, crit: float, df: int) -> float:
     """Power of a two-sided t test at critical value crit for noncentrality nc, by the normal approximation to the
     noncentral t: P(T > c) ~ Phi((nc - c) / sqrt(1 + c^2 / (2 df)))."""
-    s = math.sqrt(1 + crit ** 2 / (2 * df))
+    s = math.sqrt(1 + crit**2 / (2 * df))
     return _N.cdf((nc - crit) / s) + _N.cdf((-nc - crit) / s)
 
 
@@ -229,7 +241,8 @@ def tost_p(own: float, null: np.ndarray, margin: float) -> float:
 
 
 def equivalence_bound(own: float, null: np.ndarray, alpha: float = 0.05) -> float:
-    """The smallest margin delta for which tost_p(own, null, delta) < alpha: |own - mean| + t_{1-alpha} sd sqrt(1 + 1/R)."""
+    """The smallest margin delta for which tost_p(own, null, delta) < alpha: |own - mean| + t_{1-alpha} sd sqrt(1 +
+    1/R)."""
     null = np.asarray(null, dtype=float)
     null = null[~np.isnan(null)]
     n = len(null)
@@ -245,16 +258,16 @@ def z_crit(alpha: float = 0.05, m: int = 1) -> float:
 
 def power(d: float, sd: float, n: float, alpha: float = 0.05, m: int = 1, tau: float = 0.0) -> float:
     """Normal-approximation power to detect a true drop d: Phi(|d| / sqrt(tau^2 + sd^2 / n) - z_{1-alpha/m})."""
-    se = math.sqrt(tau ** 2 + sd ** 2 / n)
+    se = math.sqrt(tau**2 + sd**2 / n)
     return _N.cdf(abs(d) / se - z_crit(alpha, m)) if se > 0 else 1.0
 
 
 def n_required(d: float, sd: float, alpha: float = 0.05, m: int = 1, target: float = 0.8, tau: float = 0.0) -> float:
     """Items for target power: ceil(sd^2 / ((|d| / (z_{1-alpha/m} + z_target))^2 - tau^2)), inf if tau is too big."""
-    room = (abs(d) / (z_crit(alpha, m) + _N.inv_cdf(target))) ** 2 - tau ** 2
+    room = (abs(d) / (z_crit(alpha, m) + _N.inv_cdf(target))) ** 2 - tau**2
     if room <= 0:
         return math.inf
-    return float(max(1, math.ceil(sd ** 2 / room - 1e-9)))
+    return float(max(1, math.ceil(sd**2 / room - 1e-9)))
 
 
 def item_sd_from_null(null_deltas: np.ndarray, n: int) -> float:
@@ -265,7 +278,7 @@ def item_sd_from_null(null_deltas: np.ndarray, n: int) -> float:
 def between_set_sd(null_deltas: np.ndarray, sd: float, n: int) -> float:
     """Set-to-set SD tau that more items cannot remove: sqrt(max(0, Var(null) - sd^2 / n))."""
     v = float(np.var(np.asarray(null_deltas, dtype=float), ddof=1))
-    return math.sqrt(max(0.0, v - sd ** 2 / n))
+    return math.sqrt(max(0.0, v - sd**2 / n))
 
 
 def smallest_significant(null_sd: float, alpha: float = 0.05, m: int = 1, n_random: int | None = None) -> float:

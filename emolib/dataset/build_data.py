@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import annotate, data, endpoint
 from .. import safeio
+from . import annotate, data, endpoint
 
 
 def file_sha256(path: str | Path) -> str:
@@ -42,22 +42,48 @@ def _read_cache(path: Path) -> tuple[list[dict], dict]:
     else:
         reason = "missing rows or stats"
         if ok:  # every row: a dict with a non-empty dialogue, and topic and theme strings
-            bad = next(((i, r) for i, r in enumerate(saved["rows"], 1) if not (
-                isinstance(r, dict) and isinstance(r.get("dialogue"), str) and r["dialogue"].strip()
-                and isinstance(r.get("topic"), str) and isinstance(r.get("theme"), str))), None)
+            bad = next(
+                (
+                    (i, r)
+                    for i, r in enumerate(saved["rows"], 1)
+                    if not (
+                        isinstance(r, dict)
+                        and isinstance(r.get("dialogue"), str)
+                        and r["dialogue"].strip()
+                        and isinstance(r.get("topic"), str)
+                        and isinstance(r.get("theme"), str)
+                    )
+                ),
+                None,
+            )
             if bad is not None:
-                ok, reason = False, (f"row {bad[0]} is not a dialogue with topic and theme strings "
-                                     f"({str(bad[1])[:60]})")
+                ok, reason = (
+                    False,
+                    (f"row {bad[0]} is not a dialogue with topic and theme strings ({str(bad[1])[:60]})"),
+                )
     if not ok:
-        raise ValueError(f"{path}: corrupt dialogues cache ({reason}); delete it to rebuild "
-                         f"({safeio.clear_hint(path)})")
+        raise ValueError(
+            f"{path}: corrupt dialogues cache ({reason}); delete it to rebuild ({safeio.clear_hint(path)})"
+        )
     return saved["rows"], saved["stats"]
 
 
 def synthesize(p: dict, cache_dir: Path) -> tuple[list[dict], dict]:
     """The dialogues of the run (template, hf, openai or EmoPrism), cached on disk; also build statistics."""
-    keys = ["data_source", "data_path", "topic_pool", "n_topics", "dialogues_per_topic", "explicit_share", "seed",
-            "emotions", "synth_model", "synth_max_new_tokens", "synth_retries", "eval_fraction"]
+    keys = [
+        "data_source",
+        "data_path",
+        "topic_pool",
+        "n_topics",
+        "dialogues_per_topic",
+        "explicit_share",
+        "seed",
+        "emotions",
+        "synth_model",
+        "synth_max_new_tokens",
+        "synth_retries",
+        "eval_fraction",
+    ]
     if p["data_source"] == "openai":  # what endpoint dialogues depend on ('auto' resolved to the served model)
         p = {**p, "endpoint_model": endpoint.resolve_model(endpoint.synth_endpoint(p)).model}
         keys += ["endpoint_model", "endpoint_temperature", "endpoint_max_tokens", "endpoint_malformed_retries"]
@@ -71,18 +97,30 @@ def synthesize(p: dict, cache_dir: Path) -> tuple[list[dict], dict]:
         topics = data.sample_topics(p["topic_pool"], p["n_topics"], p["seed"])
         if p["data_source"] == "template":
             splits = data.split_topics(topics, p["eval_fraction"], p["seed"])  # each split has its own pool
-            rows = data.synthesize_template(topics, p["emotions"], p["dialogues_per_topic"], p["seed"],
-                                            p["explicit_share"], splits)
+            rows = data.synthesize_template(
+                topics, p["emotions"], p["dialogues_per_topic"], p["seed"], p["explicit_share"], splits
+            )
             stats = {"generated": len(rows)}
         elif p["data_source"] == "openai":
-            rows, counter = endpoint.synthesize(topics, p["emotions"], p["dialogues_per_topic"],
-                                                endpoint.synth_endpoint(p), endpoint.cache_dir(p))
+            rows, counter = endpoint.synthesize(
+                topics, p["emotions"], p["dialogues_per_topic"], endpoint.synth_endpoint(p), endpoint.cache_dir(p)
+            )
             stats = dict(counter)
         else:
             from ..lm.models import load_model
+
             model, tok = load_model(p["synth_model"], p["dtype"], p["device"], p["device_map"], p["seed"])
-            rows, counter = data.synthesize_hf(model, tok, topics, p["emotions"], p["dialogues_per_topic"], p["seed"],
-                                               p["synth_max_new_tokens"], p["synth_retries"], p["batch_size"])
+            rows, counter = data.synthesize_hf(
+                model,
+                tok,
+                topics,
+                p["emotions"],
+                p["dialogues_per_topic"],
+                p["seed"],
+                p["synth_max_new_tokens"],
+                p["synth_retries"],
+                p["batch_size"],
+            )
             stats = dict(counter)
             del model
             gc.collect()
@@ -102,13 +140,15 @@ def vote(rows: list[dict], p: dict, cache_dir: Path) -> pd.DataFrame:
         df["kept"] = True
         return df
     from ..lm.classify import lm_voter
+
     shared = Path(p["run_dir"]).resolve().parent / "cache"  # annotations are shared by runs in one outputs folder
     for name in p["annotators"]:
         df[name] = annotate.annotate(name, df["dialogue"].tolist(), p["emotions"], p, shared, lm_voter=lm_voter)
     voters = {"train": p["annotators"], "eval": voters_on_eval(p)}
     need = {s: data.scaled_agreement(p["min_agreement"], 1 + len(v)) for s, v in voters.items()}
-    df["label"] = [data.vote(r["theme"], [r[a] for a in voters[r["split"]]], need[r["split"]])
-                   for _, r in df.iterrows()]
+    df["label"] = [
+        data.vote(r["theme"], [r[a] for a in voters[r["split"]]], need[r["split"]]) for _, r in df.iterrows()
+    ]
     df["kept"] = df["label"].notna()
     return df
 
@@ -141,12 +181,18 @@ def build(p: dict) -> tuple[object, pd.DataFrame, dict]:
     kept = df[df["kept"]].drop(columns=["kept"]).to_dict("records")
     train, evl = data.split_by_topic(kept, p["eval_fraction"], p["seed"], p["max_per_emotion"], p["emotions"])
     dd = data.to_dataset_dict(*[[{k: v for k, v in r.items() if k != "split"} for r in part] for part in (train, evl)])
-    stats = {**stats, "kept": int(df["kept"].sum()), "dropped": int((~df["kept"]).sum()),
-             "train_topics": int(df.loc[df["split"] == "train", "topic"].nunique()),
-             "eval_topics": int(df.loc[df["split"] == "eval", "topic"].nunique()),
-             "eval_unfiltered": int((df["split"] == "eval").sum()), "eval_voters": voters_on_eval(p)}
+    stats = {
+        **stats,
+        "kept": int(df["kept"].sum()),
+        "dropped": int((~df["kept"]).sum()),
+        "train_topics": int(df.loc[df["split"] == "train", "topic"].nunique()),
+        "eval_topics": int(df.loc[df["split"] == "eval", "topic"].nunique()),
+        "eval_unfiltered": int((df["split"] == "eval").sum()),
+        "eval_voters": voters_on_eval(p),
+    }
     counts = {s: Counter(dd[s]["label"]) for s in dd}
     import tempfile
+
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".data.tmp-"))  # a fresh folder, written whole, moved into place
     os.chmod(tmp, 0o755)
     dd.save_to_disk(str(tmp))
@@ -159,8 +205,9 @@ def build(p: dict) -> tuple[object, pd.DataFrame, dict]:
 
 def agreement(df: pd.DataFrame, annotators: list[str]) -> pd.DataFrame:
     """Each annotator's agreement with the theme (accuracy against the intended emotion)."""
-    return pd.DataFrame({"annotator": annotators,
-                         "agreement_with_theme": [float((df[a] == df["theme"]).mean()) for a in annotators]})
+    return pd.DataFrame(
+        {"annotator": annotators, "agreement_with_theme": [float((df[a] == df["theme"]).mean()) for a in annotators]}
+    )
 
 
 def unfiltered_eval(df: pd.DataFrame) -> list[dict]:
@@ -173,28 +220,47 @@ def unfiltered_eval(df: pd.DataFrame) -> list[dict]:
 def eval_construction(df: pd.DataFrame, p: dict) -> pd.DataFrame:
     """How the eval split was built: disjoint topics and template pools, who voted on it, its size before the vote."""
     from ..lm import synth_template as st
+
     topics = {s: set(df.loc[df["split"] == s, "topic"]) for s in ("train", "eval")}
     voters = voters_on_eval(p)
     ev = df[df["split"] == "eval"]
-    rows = [("topics: train / eval / shared", f"{len(topics['train'])} / {len(topics['eval'])} / "
-             f"{len(topics['train'] & topics['eval'])}")]
+    rows = [
+        (
+            "topics: train / eval / shared",
+            f"{len(topics['train'])} / {len(topics['eval'])} / {len(topics['train'] & topics['eval'])}",
+        )
+    ]
     if p["data_source"] == "template":
         for k in st.PARTITIONED:
             tr, evp = ([t for e in p["emotions"] for t in st.pool(e, s)[k]] for s in ("train", "eval"))
-            rows.append((f"{k} (all emotions): train pool / eval pool / shared", f"{len(tr)} / {len(evp)} / "
-                         f"{len(set(tr) & set(evp))}"))
+            rows.append(
+                (
+                    f"{k} (all emotions): train pool / eval pool / shared",
+                    f"{len(tr)} / {len(evp)} / {len(set(tr) & set(evp))}",
+                )
+            )
         leaks = sum(bool(st.foreign_templates(r.dialogue, r.topic, r.theme, r.split)) for r in df.itertuples())
         rows.append(("dialogues using a template of the other split's pool", str(leaks)))
     need = data.scaled_agreement(p["min_agreement"], 1 + len(voters))
     train_voters = voters if p["data_source"] == "emoprism" else p["annotators"]
-    rows += [("votes on train items", f"theme + {', '.join(train_voters)}; kept at >= {p['min_agreement']} of "
-              f"{1 + len(train_voters)}"),
-             ("votes on eval items", f"theme + {', '.join(voters) or 'no annotator'}; kept at >= {need} of "
-              f"{1 + len(voters)}"),
-             ("eval items before the vote (eval_unfiltered) / kept", f"{len(ev)} / {int(ev['kept'].sum())}")]
+    rows += [
+        (
+            "votes on train items",
+            f"theme + {', '.join(train_voters)}; kept at >= {p['min_agreement']} of {1 + len(train_voters)}",
+        ),
+        (
+            "votes on eval items",
+            f"theme + {', '.join(voters) or 'no annotator'}; kept at >= {need} of {1 + len(voters)}",
+        ),
+        ("eval items before the vote (eval_unfiltered) / kept", f"{len(ev)} / {int(ev['kept'].sum())}"),
+    ]
     if p.get("eval_source") == "file":
         ext = data.load_eval_file(p["eval_path"], p["emotions"])
         counts = Counter(r["label"] for r in ext)
-        rows.append(("external eval file", f"{p['eval_path']}: {len(ext)} items (" +
-                     ", ".join(f"{e} {counts[e]}" for e in p["emotions"]) + ")"))
+        rows.append(
+            (
+                "external eval file",
+                f"{p['eval_path']}: {len(ext)} items (" + ", ".join(f"{e} {counts[e]}" for e in p["emotions"]) + ")",
+            )
+        )
     return pd.DataFrame(rows, columns=["check", "value"])

@@ -43,8 +43,9 @@ def split_topics(topics: list[str], eval_fraction: float, seed: int) -> dict[str
     """Each distinct topic's split: a seeded shuffle sends round(n * eval_fraction) topics (1 to n - 1) to 'eval'."""
     distinct = sorted(set(topics))
     if len(distinct) < 2:
-        raise ValueError(f"n_topics: train and eval need disjoint topics, so at least 2 distinct topics; "
-                         f"got {len(distinct)}")
+        raise ValueError(
+            f"n_topics: train and eval need disjoint topics, so at least 2 distinct topics; got {len(distinct)}"
+        )
     random.Random(f"topic-split|{seed}").shuffle(distinct)
     n_eval = min(len(distinct) - 1, max(1, round(len(distinct) * eval_fraction)))
     return {t: "eval" if i < n_eval else "train" for i, t in enumerate(distinct)}
@@ -55,10 +56,17 @@ def mark_splits(rows: list[dict], splits: dict[str, str]) -> list[dict]:
     return [{**r, "split": splits[r["topic"]]} for r in rows]
 
 
-def synthesize_template(topics: list[str], emotions: list[str], per_pair: int, seed: int,
-                        explicit_share: float, splits: dict[str, str] | None = None) -> list[dict]:
+def synthesize_template(
+    topics: list[str],
+    emotions: list[str],
+    per_pair: int,
+    seed: int,
+    explicit_share: float,
+    splits: dict[str, str] | None = None,
+) -> list[dict]:
     """Dialogues from the offline generator (see synth_template); with splits, each topic from its split's pool."""
     from ..lm.synth_template import generate_dialogues
+
     if splits is None:
         return generate_dialogues(topics, emotions, per_pair, seed, explicit_share)
     rows = []
@@ -68,9 +76,11 @@ def synthesize_template(topics: list[str], emotions: list[str], per_pair: int, s
     return rows
 
 
-SYNTH_PROMPT = ("Write a short dialogue between two people, A and B, about {topic}. The dialogue should clearly "
-                "convey {emotion}. Use 3 to 8 turns; start every line with 'A:' or 'B:', alternating, and write "
-                "nothing else.")
+SYNTH_PROMPT = (
+    "Write a short dialogue between two people, A and B, about {topic}. The dialogue should clearly "
+    "convey {emotion}. Use 3 to 8 turns; start every line with 'A:' or 'B:', alternating, and write "
+    "nothing else."
+)
 
 
 def parse_dialogue(text: str) -> str | None:
@@ -91,12 +101,23 @@ def parse_dialogue(text: str) -> str | None:
     return "\n".join(turns)
 
 
-def synthesize_hf(model, tokenizer, topics: list[str], emotions: list[str], per_pair: int, seed: int,
-                  max_new_tokens: int = 160, retries: int = 2, batch_size: int = 8) -> tuple[list[dict], Counter]:
+def synthesize_hf(
+    model,
+    tokenizer,
+    topics: list[str],
+    emotions: list[str],
+    per_pair: int,
+    seed: int,
+    max_new_tokens: int = 160,
+    retries: int = 2,
+    batch_size: int = 8,
+) -> tuple[list[dict], Counter]:
     """Dialogues written by a chat model from a (topic, emotion) prompt; off-format outputs retried, then dropped."""
     import torch
-    from ..progress import tqdm
+
     from ..lm.models import model_device
+    from ..progress import tqdm
+
     jobs = [(t, e, k) for t in topics for e in emotions for k in range(per_pair)]
     stats: Counter = Counter()
     done: dict[tuple, str] = {}
@@ -108,15 +129,28 @@ def synthesize_hf(model, tokenizer, topics: list[str], emotions: list[str], per_
             break
         torch.manual_seed(seed + attempt)
         for s in tqdm(range(0, len(todo), batch_size), desc=f"writing dialogues (try {attempt + 1})", leave=False):
-            batch = todo[s:s + batch_size]
-            texts = [tokenizer.apply_chat_template([{"role": "user", "content": SYNTH_PROMPT.format(
-                topic=t, emotion=e)}], tokenize=False, add_generation_prompt=True) + "A:" for t, e, _ in batch]
+            batch = todo[s : s + batch_size]
+            texts = [
+                tokenizer.apply_chat_template(
+                    [{"role": "user", "content": SYNTH_PROMPT.format(topic=t, emotion=e)}],
+                    tokenize=False,
+                    add_generation_prompt=True,
+                )
+                + "A:"
+                for t, e, _ in batch
+            ]
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(model_device(model)) for k, v in enc.items()}
             with torch.inference_mode():
-                out = model.generate(**enc, do_sample=True, temperature=0.8, top_p=0.95,
-                                     max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
-            for j, row in zip(batch, out[:, enc["input_ids"].shape[1]:]):
+                out = model.generate(
+                    **enc,
+                    do_sample=True,
+                    temperature=0.8,
+                    top_p=0.95,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            for j, row in zip(batch, out[:, enc["input_ids"].shape[1] :]):
                 text = "A:" + tokenizer.decode(row, skip_special_tokens=True)
                 if tokenizer.eos_token_id not in row.tolist():  # cut off by max_new_tokens: drop the last turn
                     text = text.rsplit("\n", 1)[0]
@@ -130,8 +164,11 @@ def synthesize_hf(model, tokenizer, topics: list[str], emotions: list[str], per_
                     done[j] = d
                     seen.add(d)
     stats["dropped"] = len(jobs) - len(done)
-    rows = [{"topic": t, "theme": e, "dialogue": done[(t, e, k)], "style": "generated"}
-            for t, e, k in jobs if (t, e, k) in done]
+    rows = [
+        {"topic": t, "theme": e, "dialogue": done[(t, e, k)], "style": "generated"}
+        for t, e, k in jobs
+        if (t, e, k) in done
+    ]
     return rows, stats
 
 
@@ -156,21 +193,25 @@ def load_emoprism(path: str | Path, emotions: list[str]) -> list[dict]:
     try:
         records = _read_json_any(path)
     except (EOFError, zlib.error) as e:
-        raise ValueError(f"data_path: {path} is truncated or damaged ({type(e).__name__}: {e}); copy the file "
-                         "again") from None
+        raise ValueError(
+            f"data_path: {path} is truncated or damaged ({type(e).__name__}: {e}); copy the file again"
+        ) from None
     except UnicodeDecodeError as e:
         raise ValueError(f"data_path: {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at {e.start})") from None
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"data_path: {path} is not a JSON list or JSON-lines file "
-                         f"({' '.join(str(e).split())})") from None
+        raise ValueError(
+            f"data_path: {path} is not a JSON list or JSON-lines file ({' '.join(str(e).split())})"
+        ) from None
     if not isinstance(records, list) or not records:
         raise ValueError(f"data_path: {path} holds no records")
     rows = []
     for i, r in enumerate(records):
         missing = [k for k in EMOPRISM_FIELDS if k not in r] if isinstance(r, dict) else list(EMOPRISM_FIELDS)
         if missing:
-            raise ValueError(f"data_path: record {i} of {path} lacks field(s) {', '.join(missing)}; "
-                             f"EmoPrism records have {', '.join(EMOPRISM_FIELDS)} and one field per labeller")
+            raise ValueError(
+                f"data_path: record {i} of {path} lacks field(s) {', '.join(missing)}; "
+                f"EmoPrism records have {', '.join(EMOPRISM_FIELDS)} and one field per labeller"
+            )
         try:
             theme = normalize(r["theme"], f"record {i} theme")
             label = normalize(r["label"], f"record {i} label") if r["label"] not in (None, "") else None
@@ -180,8 +221,13 @@ def load_emoprism(path: str | Path, emotions: list[str]) -> list[dict]:
             raise ValueError(f"data_path: record {i} of {path} has an empty dialogue")
         if label is None or theme not in emotions:
             continue
-        row = {"topic": str(r["topic"]), "theme": theme, "dialogue": r["dialogue"].strip(), "style": "emoprism",
-               "label": label}
+        row = {
+            "topic": str(r["topic"]),
+            "theme": theme,
+            "dialogue": r["dialogue"].strip(),
+            "style": "emoprism",
+            "label": label,
+        }
         for a in EMOPRISM_ANNOTATORS:
             row[a] = normalize(r[a], a) if r.get(a) else None
         rows.append(row)
@@ -209,7 +255,8 @@ def vote(theme: str, annotations: list[str | None], min_agreement: int) -> str |
 def _model_key(spec: str) -> str:
     """A comparable name for a model spec: a hub preset's hub id, a local path resolved, lower-cased."""
     from ..lm.models import PRESETS
-    spec = spec[len("openai:"):] if spec.startswith("openai:") else spec  # an endpoint serving the same model
+
+    spec = spec[len("openai:") :] if spec.startswith("openai:") else spec  # an endpoint serving the same model
     preset = PRESETS.get(spec)
     if preset is not None and preset.source == "hub":
         spec = preset.target
@@ -229,8 +276,9 @@ def scaled_agreement(min_agreement: int, n_votes: int) -> int:
     return max(1, -(-min_agreement * n_votes // 4))
 
 
-def stratified_split(rows: list[dict], eval_fraction: float, seed: int, max_per_emotion: int | None,
-                     emotions: list[str]) -> tuple[list[dict], list[dict]]:
+def stratified_split(
+    rows: list[dict], eval_fraction: float, seed: int, max_per_emotion: int | None, emotions: list[str]
+) -> tuple[list[dict], list[dict]]:
     """Seeded split per label into (train, eval), after an optional per-emotion cap; both get every emotion."""
     rng = random.Random(seed)
     train, evl = [], []
@@ -240,16 +288,19 @@ def stratified_split(rows: list[dict], eval_fraction: float, seed: int, max_per_
         if max_per_emotion:
             group = group[:max_per_emotion]
         if len(group) < 2:
-            raise ValueError(f"only {len(group)} kept dialogue(s) for {e}: both splits need one; "
-                             "raise n_topics or dialogues_per_topic, or lower min_agreement")
+            raise ValueError(
+                f"only {len(group)} kept dialogue(s) for {e}: both splits need one; "
+                "raise n_topics or dialogues_per_topic, or lower min_agreement"
+            )
         n_eval = min(len(group) - 1, max(1, round(len(group) * eval_fraction)))
         evl += group[:n_eval]
         train += group[n_eval:]
     return train, evl
 
 
-def split_by_topic(rows: list[dict], eval_fraction: float, seed: int, max_per_emotion: int | None,
-                   emotions: list[str]) -> tuple[list[dict], list[dict]]:
+def split_by_topic(
+    rows: list[dict], eval_fraction: float, seed: int, max_per_emotion: int | None, emotions: list[str]
+) -> tuple[list[dict], list[dict]]:
     """(train, eval) by each row's topic split; an optional per-emotion cap is shared eval_fraction : rest."""
     rng = random.Random(seed)
     caps = {"train": None, "eval": None}
@@ -262,21 +313,25 @@ def split_by_topic(rows: list[dict], eval_fraction: float, seed: int, max_per_em
             group = [r for r in rows if r["label"] == e and r["split"] == split]
             rng.shuffle(group)
             if not group:
-                raise ValueError(f"no kept dialogue for {e} in the {split} split (splits are disjoint by topic): "
-                                 "raise n_topics or dialogues_per_topic, or lower min_agreement")
-            out[split] += group[:caps[split]]
+                raise ValueError(
+                    f"no kept dialogue for {e} in the {split} split (splits are disjoint by topic): "
+                    "raise n_topics or dialogues_per_topic, or lower min_agreement"
+                )
+            out[split] += group[: caps[split]]
     return out["train"], out["eval"]
 
 
 def to_dataset_dict(train: list[dict], evl: list[dict]):
     """A datasets.DatasetDict with splits train and eval."""
     from datasets import Dataset, DatasetDict
+
     return DatasetDict({"train": Dataset.from_list(train), "eval": Dataset.from_list(evl)})
 
 
 def load_splits(run_dir: str | Path):
     """The DatasetDict saved by stage 1 under run_dir/data."""
     from datasets import load_from_disk
+
     path = Path(run_dir) / "data"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run notebook 01 (stage 1) for this run first")
@@ -304,20 +359,30 @@ def load_eval_unfiltered(run_dir: str | Path) -> list[dict]:
 
 def dataset_card(p: dict, counts: dict, stats: dict) -> str:
     """A short markdown card describing how the dataset was built."""
-    lines = [f"# Emotion dialogues: run `{p['run_name']}`", "",
-             f"Built by `notebooks/01_data_construction.ipynb` (emolib). Source: `{p['data_source']}`; "
-             f"topics: EmoPrism taxonomy (`{p['topic_pool']}` pool, {p['n_topics']} sampled, seed {p['seed']}); "
-             f"annotators: {', '.join(p['annotators'])}; kept when at least {p['min_agreement']} of 4 votes "
-             "(theme + 3 annotators) agree. Train and eval have disjoint topics (and, for template dialogues, "
-             "disjoint situation, reaction and follow-up templates); eval items are voted on by theme + "
-             f"{', '.join(stats.get('eval_voters', p['annotators']))}, kept at the same share of votes "
-             "(rounded up).", "",
-             "| split | " + " | ".join(EMOTIONS) + " | total |", "|---" * (len(EMOTIONS) + 2) + "|"]
+    lines = [
+        f"# Emotion dialogues: run `{p['run_name']}`",
+        "",
+        f"Built by `notebooks/01_data_construction.ipynb` (emolib). Source: `{p['data_source']}`; "
+        f"topics: EmoPrism taxonomy (`{p['topic_pool']}` pool, {p['n_topics']} sampled, seed {p['seed']}); "
+        f"annotators: {', '.join(p['annotators'])}; kept when at least {p['min_agreement']} of 4 votes "
+        "(theme + 3 annotators) agree. Train and eval have disjoint topics (and, for template dialogues, "
+        "disjoint situation, reaction and follow-up templates); eval items are voted on by theme + "
+        f"{', '.join(stats.get('eval_voters', p['annotators']))}, kept at the same share of votes "
+        "(rounded up).",
+        "",
+        "| split | " + " | ".join(EMOTIONS) + " | total |",
+        "|---" * (len(EMOTIONS) + 2) + "|",
+    ]
     for split, c in counts.items():
         lines.append(f"| {split} | " + " | ".join(str(c.get(e, 0)) for e in EMOTIONS) + f" | {sum(c.values())} |")
-    lines += ["", "Columns: topic, dialogue, theme (intended emotion), label (voted emotion), style "
-              "(explicit / implicit / generated / emoprism), one column per annotator.", "",
-              "Build statistics: " + "; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}"
-                                               for k, v in stats.items()), "",
-              "Topic taxonomy: EmoPrism (MIT, (c) 2025 Woojin Lee and contributors)."]
+    lines += [
+        "",
+        "Columns: topic, dialogue, theme (intended emotion), label (voted emotion), style "
+        "(explicit / implicit / generated / emoprism), one column per annotator.",
+        "",
+        "Build statistics: "
+        + "; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in stats.items()),
+        "",
+        "Topic taxonomy: EmoPrism (MIT, (c) 2025 Woojin Lee and contributors).",
+    ]
     return "\n".join(lines) + "\n"

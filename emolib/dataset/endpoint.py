@@ -4,6 +4,9 @@ Every reply is appended to a content-keyed JSON-lines cache (one file per model,
 folder) before it is used, so an interrupted build resumes where it stopped and never sends again a request whose
 reply arrived.
 API keys are read from the environment variable named by ``api_key_env`` and are never written anywhere.
+
+Longer than 400 lines: one client: requests, bounded reads and deadlines, redaction of keys, the reply cache and the
+voting prompts, which must be reviewed together for safety.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import threading
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
-from typing import Callable
 
 from ..emotions import ALIASES
 
@@ -41,13 +44,16 @@ HOW_IT_WORKS = (  # shown by notebook 01 when a run uses an endpoint
     "then dropped and counted by reason. Requests run concurrently (`endpoint_max_concurrency`), and 429s, 5xx errors "
     "and timeouts are retried with exponential back-off. Every reply is appended to a content-keyed cache before it "
     "is used, so an interrupted build resumes without paying for a request twice. API keys are read from the "
-    "environment variable that `endpoint_api_key_env` names, and never written anywhere.")
-MAX_REPLY_BYTES = 8 * 2 ** 20  # a reply's body is read up to this size, then refused (a dialogue is a few KB)
+    "environment variable that `endpoint_api_key_env` names, and never written anywhere."
+)
+MAX_REPLY_BYTES = 8 * 2**20  # a reply's body is read up to this size, then refused (a dialogue is a few KB)
 MODEL_NAME = re.compile(r"[A-Za-z0-9._:/-]{1,128}")  # a model name taken from a server (auto, a reply's model)
 FINISH = re.compile(r"[A-Za-z0-9_.-]{1,40}")  # a finish_reason worth keeping (stop, length, ...); else "other"
 URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]*@")
-SECRET = re.compile(r"(?i)(\bbearer\s+|\b(?:authorization|x-api-key|api[-_]?key|token)[\"']?\s*[:=]\s*[\"']?"
-                    r"(?:bearer\s+)?)[^\s\"',;}]+|\bsk-[A-Za-z0-9_-]{6,}")
+SECRET = re.compile(
+    r"(?i)(\bbearer\s+|\b(?:authorization|x-api-key|api[-_]?key|token)[\"']?\s*[:=]\s*[\"']?"
+    r"(?:bearer\s+)?)[^\s\"',;}]+|\bsk-[A-Za-z0-9_-]{6,}"
+)
 
 
 class EndpointError(RuntimeError):
@@ -92,8 +98,9 @@ def _from_params(p: dict, model: str, overrides: dict | None = None) -> Endpoint
     """An Endpoint from the endpoint_* parameters, with per-annotator overrides."""
     s = {k: p[f"endpoint_{k}"] for k in SETTINGS}
     s.update(overrides or {})
-    return Endpoint(model=model, max_retries=p["endpoint_max_retries"],
-                    malformed_retries=p["endpoint_malformed_retries"], **s)
+    return Endpoint(
+        model=model, max_retries=p["endpoint_max_retries"], malformed_retries=p["endpoint_malformed_retries"], **s
+    )
 
 
 def synth_endpoint(p: dict) -> Endpoint:
@@ -104,7 +111,7 @@ def synth_endpoint(p: dict) -> Endpoint:
 def annotator_endpoint(name: str, p: dict) -> Endpoint:
     """The endpoint of an 'openai:<model>' annotator: EmoPrism's labelling settings, then its overrides."""
     overrides = {**VOTE_DEFAULTS, **(p.get("annotator_endpoints") or {}).get(name, {})}
-    return _from_params(p, name[len(PREFIX):], overrides)
+    return _from_params(p, name[len(PREFIX) :], overrides)
 
 
 def endpoints(p: dict) -> list[Endpoint]:
@@ -119,9 +126,11 @@ def api_key(ep: Endpoint) -> str:
         return NO_KEY
     key = os.environ.get(ep.api_key_env, "")
     if not key:
-        raise EndpointError(f"endpoint_api_key_env: the environment variable {ep.api_key_env} (API key for "
-                            f"{shown_url(ep.base_url)}, model {ep.model}) is not set; export it, or set the key's variable "
-                            "name to null for a local server")
+        raise EndpointError(
+            f"endpoint_api_key_env: the environment variable {ep.api_key_env} (API key for "
+            f"{shown_url(ep.base_url)}, model {ep.model}) is not set; export it, or set the key's variable "
+            "name to null for a local server"
+        )
     return key
 
 
@@ -146,6 +155,7 @@ def _secrets(ep: Endpoint) -> tuple[str, ...]:
     """The endpoint's API key (when set) and the password of its URL (when it has one), to be kept out of every
     message and every file."""
     from urllib.parse import unquote, urlsplit
+
     key = os.environ.get(ep.api_key_env, "") if ep.api_key_env else ""
     try:
         parts = urlsplit(ep.base_url)
@@ -186,10 +196,15 @@ def _count(v: object) -> bool:
 def valid_record(rec: object) -> bool:
     """Whether a cache line holds a usable reply: key and text strings, finish_reason and model strings or null,
     usage a mapping whose prompt_tokens and completion_tokens (when present) are counts."""
-    return (isinstance(rec, dict) and isinstance(rec.get("key"), str) and isinstance(rec.get("text"), str)
-            and isinstance(rec.get("finish_reason"), (str, type(None)))
-            and isinstance(rec.get("model"), (str, type(None))) and isinstance(rec.get("usage"), dict)
-            and all(_count(rec["usage"][k]) for k in ("prompt_tokens", "completion_tokens") if k in rec["usage"]))
+    return (
+        isinstance(rec, dict)
+        and isinstance(rec.get("key"), str)
+        and isinstance(rec.get("text"), str)
+        and isinstance(rec.get("finish_reason"), (str, type(None)))
+        and isinstance(rec.get("model"), (str, type(None)))
+        and isinstance(rec.get("usage"), dict)
+        and all(_count(rec["usage"][k]) for k in ("prompt_tokens", "completion_tokens") if k in rec["usage"])
+    )
 
 
 def read_records(text: str) -> tuple[dict[str, dict], int]:
@@ -213,6 +228,7 @@ class RequestCache:
 
     def __init__(self, path: Path):
         from ..safeio import open_append
+
         self.path = Path(path)
         # a link, a folder or a device is refused, and so is a linked cache folder (outputs/cache -> elsewhere)
         self.fd = open_append(self.path, readable=True, base=self.path.parent.parent)
@@ -247,22 +263,34 @@ def cache_path(root: Path, model: str) -> Path:
 
 def request_key(ep: Endpoint, messages: list[dict], sample: int, attempt: int) -> str:
     """A hash of what a request asks (model, messages, sampling settings, sample and attempt number)."""
-    content = {"model": ep.model, "messages": messages, "temperature": ep.temperature, "max_tokens": ep.max_tokens,
-               "sample": sample, "attempt": attempt}
+    content = {
+        "model": ep.model,
+        "messages": messages,
+        "temperature": ep.temperature,
+        "max_tokens": ep.max_tokens,
+        "sample": sample,
+        "attempt": attempt,
+    }
     return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def usage(root: Path):
     """Requests and tokens paid per model, summed over every endpoint cache file in a folder (a DataFrame)."""
     import pandas as pd
+
     rows = []
     for f in sorted(Path(root).glob("endpoint-*.jsonl")):
         if f.is_symlink() or not f.is_file():
             continue
         recs = list(read_records(f.read_text(errors="replace"))[0].values())
-        rows.append({"model": ", ".join(sorted({r.get("model") or "?" for r in recs})), "requests": len(recs),
-                     "prompt_tokens": sum(r["usage"].get("prompt_tokens", 0) for r in recs),
-                     "completion_tokens": sum(r["usage"].get("completion_tokens", 0) for r in recs)})
+        rows.append(
+            {
+                "model": ", ".join(sorted({r.get("model") or "?" for r in recs})),
+                "requests": len(recs),
+                "prompt_tokens": sum(r["usage"].get("prompt_tokens", 0) for r in recs),
+                "completion_tokens": sum(r["usage"].get("completion_tokens", 0) for r in recs),
+            }
+        )
     return pd.DataFrame(rows, columns=["model", "requests", "prompt_tokens", "completion_tokens"])
 
 
@@ -272,6 +300,7 @@ def usage(root: Path):
 def parse_dialogue_reply(text: str, finish_reason: str | None) -> tuple[str | None, str]:
     """A dialogue from a reply (A:/B: turns, 3-8, alternating), or None and the reason it is malformed."""
     from .data import parse_dialogue
+
     if not text.strip():
         return None, "empty"
     if finish_reason == "length":  # cut off by max_tokens: drop the unfinished last line
@@ -305,7 +334,8 @@ class RequestDeadline(Exception):
 def _httpx():
     """The HTTP library the installed openai client is built on (httpx2 in newer releases, httpx before)."""
     import openai._base_client as base
-    return getattr(base, "httpx2", None) or getattr(base, "httpx")
+
+    return getattr(base, "httpx2", None) or base.httpx
 
 
 def http_client(ep: Endpoint, sync: bool = False):
@@ -388,6 +418,7 @@ def _ours(err: BaseException | None):
 def _retry_reason(err: Exception) -> str | None:
     """Why an error is worth retrying (http_429, http_5xx, timeout, connection), or None when it is not."""
     import openai
+
     if isinstance(err, (openai.APITimeoutError, asyncio.TimeoutError)) or isinstance(_ours(err), RequestDeadline):
         return "timeout"
     if isinstance(err, openai.APIConnectionError):
@@ -417,8 +448,11 @@ def _reply(r: object, ep: Endpoint) -> dict:
     answered), or BadReply naming what is wrong."""
     choices = getattr(r, "choices", None)
     if not isinstance(choices, list):
-        raise BadReply(f"a body that is not JSON: {redact(r, _secrets(ep))[:80]}" if isinstance(r, str) else
-                       "JSON without a 'choices' list")
+        raise BadReply(
+            f"a body that is not JSON: {redact(r, _secrets(ep))[:80]}"
+            if isinstance(r, str)
+            else "JSON without a 'choices' list"
+        )
     choice = choices[0] if choices else None
     message = getattr(choice, "message", None)
     if choice is not None and message is None:
@@ -437,8 +471,12 @@ def _reply(r: object, ep: Endpoint) -> dict:
         model = ep.model
     elif not MODEL_NAME.fullmatch(model) or scrub(model, ep) != model:  # never a key or a header in a name
         model = "(a name that is not a model name)"
-    return {"model": model, "text": text, "finish_reason": finish,
-            "usage": {k: v if _count(v := getattr(u, k, 0)) else 0 for k in ("prompt_tokens", "completion_tokens")}}
+    return {
+        "model": model,
+        "text": text,
+        "finish_reason": finish,
+        "usage": {k: v if _count(v := getattr(u, k, 0)) else 0 for k in ("prompt_tokens", "completion_tokens")},
+    }
 
 
 def _check_model(ep: Endpoint, answered: str, stats: Counter) -> None:
@@ -448,25 +486,34 @@ def _check_model(ep: Endpoint, answered: str, stats: Counter) -> None:
         return  # the model asked for, or a dated snapshot of it (gpt-4o-2024-08-06; never gpt-4o-mini for gpt-4o)
     stats["answered_by_other_model"] += 1
     if stats["answered_by_other_model"] == 1:
-        warnings.warn(f"{shown_url(ep.base_url)}: asked for model {ep.model!r}, answered by {answered!r}; the cache records "
-                      "the model that answered", stacklevel=2)
+        warnings.warn(
+            f"{shown_url(ep.base_url)}: asked for model {ep.model!r}, answered by {answered!r}; the cache records "
+            "the model that answered",
+            stacklevel=2,
+        )
 
 
 def _fatal(ep: Endpoint, err: Exception) -> EndpointError:
     """A clear error for a reply that retrying cannot fix."""
     import openai
+
     code = getattr(err, "status_code", None)
     hint = ""
     if code in (401, 403):
-        hint = (f"; check the key in the environment variable {ep.api_key_env}" if ep.api_key_env else
-                "; the server wants a key: set endpoint_api_key_env to the name of the variable holding it")
+        hint = (
+            f"; check the key in the environment variable {ep.api_key_env}"
+            if ep.api_key_env
+            else "; the server wants a key: set endpoint_api_key_env to the name of the variable holding it"
+        )
     elif code == 404 or isinstance(err, openai.NotFoundError):
         hint = "; check endpoint_base_url (usually ending in /v1) and the model name the server lists"
     elif code in (400, 422):
         hint = "; check the model name and endpoint_max_tokens / endpoint_temperature"
-    return EndpointError(f"{shown_url(ep.base_url)} refused a request for model {ep.model!r} ({code or type(err).__name__}): "
-                         f"{redact(getattr(err, 'message', err), _secrets(ep))}{hint}. Replies so far are cached; "
-                         "a rerun resumes.")
+    return EndpointError(
+        f"{shown_url(ep.base_url)} refused a request for model {ep.model!r} ({code or type(err).__name__}): "
+        f"{redact(getattr(err, 'message', err), _secrets(ep))}{hint}. Replies so far are cached; "
+        "a rerun resumes."
+    )
 
 
 async def _ask(client, ep: Endpoint, messages: list[dict], stats: Counter) -> dict:
@@ -475,34 +522,44 @@ async def _ask(client, ep: Endpoint, messages: list[dict], stats: Counter) -> di
     retry = bad = 0
     while True:
         try:
-            r = await asyncio.wait_for(client.chat.completions.create(
-                model=ep.model, messages=messages, temperature=ep.temperature, max_tokens=ep.max_tokens),
-                ep.request_timeout + 1.0)  # the whole request, not each read (see http_client)
+            r = await asyncio.wait_for(
+                client.chat.completions.create(
+                    model=ep.model, messages=messages, temperature=ep.temperature, max_tokens=ep.max_tokens
+                ),
+                ep.request_timeout + 1.0,
+            )  # the whole request, not each read (see http_client)
             return _reply(r, ep)
         except (BadReply, ValueError, RecursionError) as err:  # ValueError: the JSONDecodeError of a 200 reply
             stats["malformed_not_a_completion"] += 1
             if bad == ep.malformed_retries:
                 what = str(err) if isinstance(err, BadReply) else f"invalid JSON: {redact(err, _secrets(ep))}"
-                raise EndpointError(f"{shown_url(ep.base_url)}, model {ep.model!r}: {bad + 1} replies in a row were not chat "
-                                    f"completions ({what}); check that endpoint_base_url is an OpenAI-compatible "
-                                    "API (usually ending in /v1). Replies so far are cached; a rerun resumes."
-                                    ) from None
-            delay = min(ep.backoff_max, ep.backoff * 2 ** bad)
+                raise EndpointError(
+                    f"{shown_url(ep.base_url)}, model {ep.model!r}: {bad + 1} replies in a row were not chat "
+                    f"completions ({what}); check that endpoint_base_url is an OpenAI-compatible "
+                    "API (usually ending in /v1). Replies so far are cached; a rerun resumes."
+                ) from None
+            delay = min(ep.backoff_max, ep.backoff * 2**bad)
             bad += 1
         except Exception as err:  # noqa: BLE001 - sorted into retryable and fatal below
             if isinstance(_ours(err), ReplyTooLarge):
-                raise EndpointError(f"{shown_url(ep.base_url)}, model {ep.model!r}: sent {_ours(err)}; check that "
-                                    "endpoint_base_url is an OpenAI-compatible API. Replies so far are cached; a "
-                                    "rerun resumes.") from None
+                raise EndpointError(
+                    f"{shown_url(ep.base_url)}, model {ep.model!r}: sent {_ours(err)}; check that "
+                    "endpoint_base_url is an OpenAI-compatible API. Replies so far are cached; a "
+                    "rerun resumes."
+                ) from None
             reason = _retry_reason(err)
             if reason is None:
                 raise _fatal(ep, err) from None
             if retry == ep.max_retries:
-                raise EndpointError(f"{shown_url(ep.base_url)}, model {ep.model!r}: still failing ({reason}) after "
-                                    f"{ep.max_retries} retries; replies so far are cached, a rerun resumes") from None
+                raise EndpointError(
+                    f"{shown_url(ep.base_url)}, model {ep.model!r}: still failing ({reason}) after "
+                    f"{ep.max_retries} retries; replies so far are cached, a rerun resumes"
+                ) from None
             stats[f"retried_{reason}"] += 1
-            delay = max(min(ep.backoff_max, ep.backoff * 2 ** retry) * (1 + 0.1 * random.random()),
-                        min(_retry_after(err) or 0.0, ep.backoff_max))
+            delay = max(
+                min(ep.backoff_max, ep.backoff * 2**retry) * (1 + 0.1 * random.random()),
+                min(_retry_after(err) or 0.0, ep.backoff_max),
+            )
             retry += 1
         await asyncio.sleep(delay)
 
@@ -538,12 +595,26 @@ def _finish(results: list, i: int, value, reasons: list[str], stats: Counter) ->
         stats[f"dropped_{reasons[-1]}"] += 1
 
 
-async def _run(ep: Endpoint, jobs: list[Job], parse: Callable, cache: RequestCache, stats: Counter,
-               pending: list[int], results: list, bar) -> None:
+async def _run(
+    ep: Endpoint,
+    jobs: list[Job],
+    parse: Callable,
+    cache: RequestCache,
+    stats: Counter,
+    pending: list[int],
+    results: list,
+    bar,
+) -> None:
     """Ask for the pending jobs with max_concurrency workers; every reply is cached before it is used."""
     from openai import AsyncOpenAI
-    client = AsyncOpenAI(base_url=ep.base_url, api_key=api_key(ep), max_retries=0, timeout=ep.request_timeout,
-                         http_client=http_client(ep))
+
+    client = AsyncOpenAI(
+        base_url=ep.base_url,
+        api_key=api_key(ep),
+        max_retries=0,
+        timeout=ep.request_timeout,
+        http_client=http_client(ep),
+    )
     queue = iter(pending)
 
     async def worker() -> None:
@@ -560,8 +631,10 @@ async def _run(ep: Endpoint, jobs: list[Job], parse: Callable, cache: RequestCac
                 stats["requests"] += 1
                 for k, v in reply["usage"].items():
                     stats[k] += v
-                bar.set_postfix({"requests": stats["requests"], "tokens": stats["prompt_tokens"] +
-                                 stats["completion_tokens"]}, refresh=False)
+                bar.set_postfix(
+                    {"requests": stats["requests"], "tokens": stats["prompt_tokens"] + stats["completion_tokens"]},
+                    refresh=False,
+                )
 
     workers = [asyncio.ensure_future(worker()) for _ in range(min(ep.max_concurrency, len(pending)))]
     try:
@@ -589,6 +662,7 @@ def _in_loop_safe(coro_fn: Callable[[], object]) -> None:
             asyncio.run(coro_fn())
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
             box.append(e)
+
     t = threading.Thread(target=target)
     t.start()
     t.join()
@@ -614,6 +688,7 @@ def run_jobs(ep: Endpoint, jobs: list[Job], parse: Callable, root: Path, desc: s
     if cache.torn:
         stats["torn_cache_lines_skipped"] = cache.torn
     from ..progress import tqdm
+
     t0 = time.time()
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc=desc, unit="item", dynamic_ncols=True)
     try:
@@ -629,12 +704,17 @@ def run_jobs(ep: Endpoint, jobs: list[Job], parse: Callable, root: Path, desc: s
 
 def summary(ep: Endpoint, stats: Counter) -> str:
     """One line: items, new and cached, retries, malformed and dropped replies, tokens."""
-    bad = {k: v for k, v in sorted(stats.items())
-           if k.startswith(("retried_", "malformed_", "dropped_", "torn_", "answered_by_"))}
-    return (f"{ep.model} @ {shown_url(ep.base_url)}: {stats['jobs']} items ({stats['from_cache']} from cache), "
-            f"{stats['requests']} new requests in {stats['seconds']:.1f} s, tokens {stats['prompt_tokens']:,} prompt "
-            f"+ {stats['completion_tokens']:,} completion" + ("; " + ", ".join(f"{k} {v}" for k, v in bad.items())
-                                                             if bad else ""))
+    bad = {
+        k: v
+        for k, v in sorted(stats.items())
+        if k.startswith(("retried_", "malformed_", "dropped_", "torn_", "answered_by_"))
+    }
+    return (
+        f"{ep.model} @ {shown_url(ep.base_url)}: {stats['jobs']} items ({stats['from_cache']} from cache), "
+        f"{stats['requests']} new requests in {stats['seconds']:.1f} s, tokens {stats['prompt_tokens']:,} prompt "
+        f"+ {stats['completion_tokens']:,} completion"
+        + ("; " + ", ".join(f"{k} {v}" for k, v in bad.items()) if bad else "")
+    )
 
 
 def resolve_model(ep: Endpoint) -> Endpoint:
@@ -642,27 +722,40 @@ def resolve_model(ep: Endpoint) -> Endpoint:
     if ep.model != "auto":
         return ep
     from openai import OpenAI
+
     try:
-        models = [m.id for m in OpenAI(base_url=ep.base_url, api_key=api_key(ep), max_retries=2,
-                                       timeout=ep.request_timeout, http_client=http_client(ep, sync=True)
-                                       ).models.list()]
+        models = [
+            m.id
+            for m in OpenAI(
+                base_url=ep.base_url,
+                api_key=api_key(ep),
+                max_retries=2,
+                timeout=ep.request_timeout,
+                http_client=http_client(ep, sync=True),
+            ).models.list()
+        ]
     except Exception as err:  # noqa: BLE001 - any failure here means the server is not usable
-        raise EndpointError(f"endpoint_model: auto asks {shown_url(ep.base_url)} for its models, which failed: "
-                            f"{redact(err, _secrets(ep))}") from None
+        raise EndpointError(
+            f"endpoint_model: auto asks {shown_url(ep.base_url)} for its models, which failed: "
+            f"{redact(err, _secrets(ep))}"
+        ) from None
     if not models:
         raise EndpointError(f"endpoint_model: auto, but {shown_url(ep.base_url)} lists no models; name one")
     if not isinstance(models[0], str) or not MODEL_NAME.fullmatch(models[0]) or scrub(models[0], ep) != models[0]:
-        raise EndpointError(f"endpoint_model: auto, but {shown_url(ep.base_url)} lists a model whose name is not "
-                            "a plain model name (letters, digits and ._:/- only, at most 128); name the model "
-                            "(endpoint_model) instead of auto")
+        raise EndpointError(
+            f"endpoint_model: auto, but {shown_url(ep.base_url)} lists a model whose name is not "
+            "a plain model name (letters, digits and ._:/- only, at most 128); name the model "
+            "(endpoint_model) instead of auto"
+        )
     return replace(ep, model=models[0])
 
 
 # --- the two stage-1 tasks
 
 
-def synthesize(topics: list[str], emotions: list[str], per_pair: int, ep: Endpoint,
-               root: Path) -> tuple[list[dict], Counter]:
+def synthesize(
+    topics: list[str], emotions: list[str], per_pair: int, ep: Endpoint, root: Path
+) -> tuple[list[dict], Counter]:
     """Dialogues written through the endpoint for every (topic, emotion, sample); duplicates dropped."""
     template = prompt("synthesis")
     keys = [(t, e, k) for t in topics for e in emotions for k in range(per_pair)]
@@ -684,8 +777,9 @@ def synthesize(topics: list[str], emotions: list[str], per_pair: int, ep: Endpoi
 def vote(dialogues: list[str], emotions: list[str], ep: Endpoint, root: Path) -> tuple[list[str | None], Counter]:
     """One emotion per dialogue from the endpoint (None where every reply was malformed)."""
     template = prompt("labelling")
-    jobs = [Job([{"role": "user", "content": template.format(labels=", ".join(emotions), dialogue=d)}])
-            for d in dialogues]
+    jobs = [
+        Job([{"role": "user", "content": template.format(labels=", ".join(emotions), dialogue=d)}]) for d in dialogues
+    ]
     return run_jobs(ep, jobs, lambda text, _: parse_vote_reply(text, emotions), root, f"labelling ({ep.model})")
 
 
@@ -700,15 +794,27 @@ def vote_settings(ep: Endpoint, emotions: list[str]) -> list:
 def local_model_dir() -> Path:
     """The dequantised SmolLM2-135M-Instruct folder (made once from the package's GGUF file)."""
     from ..lm.models import PRESETS, dequantized_cache, gguf_path
+
     return dequantized_cache(gguf_path(PRESETS["smollm2-135m-instruct"]))
 
 
 def serve_command(port: int = 8000, model_dir: Path | None = None, continuous_batching: bool = True) -> list[str]:
     """`transformers serve` on the embedded SmolLM2, on the loopback interface (its model name is the folder)."""
     exe = Path(sys.executable).with_name("transformers")
-    return [str(exe), "serve", str(model_dir or local_model_dir()), "--host", "127.0.0.1", "--port", str(port),
-            "--device", "cpu", "--log-level", "warning",
-            "--continuous-batching" if continuous_batching else "--no-continuous-batching"]
+    return [
+        str(exe),
+        "serve",
+        str(model_dir or local_model_dir()),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--log-level",
+        "warning",
+        "--continuous-batching" if continuous_batching else "--no-continuous-batching",
+    ]
 
 
 def serve_env(threads: int | None = None) -> dict:
@@ -722,12 +828,17 @@ def serve_env(threads: int | None = None) -> dict:
 def main(argv: list[str] | None = None) -> None:
     """python -m emolib.dataset.endpoint serve: SmolLM2-135M-Instruct, offline, behind an OpenAI-compatible API."""
     import argparse
+
     ap = argparse.ArgumentParser(prog="python -m emolib.dataset.endpoint", description=main.__doc__)
     ap.add_argument("command", choices=["serve"])
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the server (default: torch's)")
-    ap.add_argument("--continuous-batching", action=argparse.BooleanOptionalAction, default=True,
-                    help="batch concurrent requests together (default: on)")
+    ap.add_argument(
+        "--continuous-batching",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="batch concurrent requests together (default: on)",
+    )
     args = ap.parse_args(argv)
     cmd = serve_command(args.port, continuous_batching=args.continuous_batching)
     print(f"serving {cmd[2]} at http://127.0.0.1:{args.port}/v1 (endpoint_model: auto)", flush=True)

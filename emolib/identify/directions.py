@@ -23,13 +23,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import neurons
 from ..lm.models import decoder_layers, ffn_layers
+from . import neurons
 
 FILE = "directions.safetensors"
 
 
 # ---------------------------------------------------------------- centring (which items weigh what)
+
 
 def centring_groups(emotion: np.ndarray, topic: list[str]) -> list[str]:
     """Each item's centring group: its topic when the topic holds several emotions, else one shared global group."""
@@ -39,8 +40,9 @@ def centring_groups(emotion: np.ndarray, topic: list[str]) -> list[str]:
     return [("t", t) if len(ems[t]) > 1 else ("global",) for t in topic]
 
 
-def centring_weights(emotion: np.ndarray, topic: list[str], n_tokens: np.ndarray, n_emotions: int,
-                     use: np.ndarray | None = None) -> np.ndarray:
+def centring_weights(
+    emotion: np.ndarray, topic: list[str], n_tokens: np.ndarray, n_emotions: int, use: np.ndarray | None = None
+) -> np.ndarray:
     """[E, N] weights w such that sum_i w[e, i] S_i is emotion e's raw direction, S_i being the sum of item i's
     vectors over its counted tokens: the mean over the centring groups holding e of (e's token-mean in the group
     minus the mean of the group's emotions' token-means). Only items with use[i] take part."""
@@ -67,8 +69,9 @@ def centring_weights(emotion: np.ndarray, topic: list[str], n_tokens: np.ndarray
     return w
 
 
-def weight_rows(emotion: np.ndarray, half: np.ndarray, null: np.ndarray, topic: list[str], n_tokens: np.ndarray,
-                n_emotions: int) -> np.ndarray:
+def weight_rows(
+    emotion: np.ndarray, half: np.ndarray, null: np.ndarray, topic: list[str], n_tokens: np.ndarray, n_emotions: int
+) -> np.ndarray:
     """[(3 + K) E, N] centring weights of every direction the pass records: all items, half 0, half 1, then each of
     the K null permutations' labels (E rows each)."""
     rows = [centring_weights(emotion, topic, n_tokens, n_emotions)]
@@ -78,6 +81,7 @@ def weight_rows(emotion: np.ndarray, half: np.ndarray, null: np.ndarray, topic: 
 
 
 # ---------------------------------------------------------------- directions and contributions
+
 
 def unit(v: torch.Tensor) -> torch.Tensor:
     """Each vector (last dimension) scaled to unit length; a zero vector stays zero."""
@@ -90,8 +94,10 @@ def projections(model, dirs: torch.Tensor) -> torch.Tensor:
     for layer, mlp in enumerate(ffn_layers(model)):
         W = mlp.down_proj.weight.detach()  # [H, D], on its own device (float32 there; double on the CPU)
         if W.device.type == "meta":
-            raise ValueError(f"layer {layer}'s down_proj weights are offloaded (meta); load the model with its "
-                             "weights on a device (device_map) to compute contributions")
+            raise ValueError(
+                f"layer {layer}'s down_proj weights are offloaded (meta); load the model with its "
+                "weights on a device (device_map) to compute contributions"
+            )
         dt = torch.float64 if W.device.type == "cpu" else torch.float32
         out.append((dirs[..., layer, :].to(W.device, dt) @ W.to(dt)).float().cpu())
     return torch.stack(out, -2)
@@ -109,14 +115,28 @@ def finish(state: dict, model) -> dict:
     direction sums (record_counts with direction_site); returns the state."""
     for key in ("", "_half", "_null"):
         state[f"dir_unit{key}"] = unit(state[f"dir_raw{key}"]).float()
-    state["contrib"] = contributions(projections(model, state["dir_unit"]), state["act_sums"].sum(0),
-                                     state["tokens"].sum(0))
-    state["contrib_half"] = torch.stack([contributions(projections(model, state["dir_unit_half"][h]),
-                                                       state["act_sums"][h], state["tokens"][h]) for h in (0, 1)])
+    state["contrib"] = contributions(
+        projections(model, state["dir_unit"]), state["act_sums"].sum(0), state["tokens"].sum(0)
+    )
+    state["contrib_half"] = torch.stack(
+        [
+            contributions(projections(model, state["dir_unit_half"][h]), state["act_sums"][h], state["tokens"][h])
+            for h in (0, 1)
+        ]
+    )
     K = state["dir_unit_null"].shape[0]
-    state["contrib_null"] = torch.stack([contributions(projections(model, state["dir_unit_null"][k]),
-                                                       state["null_act_sums"][k], state["null_tokens"][k])
-                                         for k in range(K)]) if K else torch.zeros((0, *state["contrib"].shape))
+    state["contrib_null"] = (
+        torch.stack(
+            [
+                contributions(
+                    projections(model, state["dir_unit_null"][k]), state["null_act_sums"][k], state["null_tokens"][k]
+                )
+                for k in range(K)
+            ]
+        )
+        if K
+        else torch.zeros((0, *state["contrib"].shape))
+    )
     return state
 
 
@@ -134,8 +154,10 @@ def select(contrib: torch.Tensor, k_per_emotion: list[int], emotions: list[str])
 
 def _mean_selected(contrib: torch.Tensor, sets: dict[str, list], emotions: list[str]) -> list[float]:
     """Per emotion, the mean contribution of its selected neurons (nan when none)."""
-    return [float(contrib[j][tuple(torch.as_tensor(sets[e]).T)].mean()) if sets[e] else math.nan
-            for j, e in enumerate(emotions)]
+    return [
+        float(contrib[j][tuple(torch.as_tensor(sets[e]).T)].mean()) if sets[e] else math.nan
+        for j, e in enumerate(emotions)
+    ]
 
 
 def null_summary(state: dict, k_per_emotion: list[int], emotions: list[str]) -> dict:
@@ -148,25 +170,44 @@ def null_summary(state: dict, k_per_emotion: list[int], emotions: list[str]) -> 
     n_sel = sum(map(len, real.values()))
     if K == 0:
         return {"n_null": 0}
-    null_means = [_mean_selected(state["contrib_null"][k], select(state["contrib_null"][k], k_per_emotion,
-                                                                    emotions), emotions) for k in range(K)]
+    null_means = [
+        _mean_selected(state["contrib_null"][k], select(state["contrib_null"][k], k_per_emotion, emotions), emotions)
+        for k in range(K)
+    ]
     null_max = state["contrib_null"].flatten(2).max(2).values.max(0).values  # [E]
-    cut = [float(state["contrib"][j][tuple(torch.as_tensor(real[e]).T)].min()) if real[e] else math.inf
-           for j, e in enumerate(emotions)]
-    false = [int(sum(int((state["contrib_null"][k, j] >= cut[j]).sum()) for j in range(len(emotions))))
-             for k in range(K)]
-    above = {e: int((state["contrib"][j][tuple(torch.as_tensor(real[e]).T)] > null_max[j]).sum()) if real[e] else 0
-             for j, e in enumerate(emotions)}
-    per_p = {e: (1 + sum(nm[j] >= real_mean[j] for nm in null_means if math.isfinite(nm[j]))) / (1 + K)
-             if math.isfinite(real_mean[j]) else math.nan for j, e in enumerate(emotions)}
+    cut = [
+        float(state["contrib"][j][tuple(torch.as_tensor(real[e]).T)].min()) if real[e] else math.inf
+        for j, e in enumerate(emotions)
+    ]
+    false = [
+        int(sum(int((state["contrib_null"][k, j] >= cut[j]).sum()) for j in range(len(emotions)))) for k in range(K)
+    ]
+    above = {
+        e: int((state["contrib"][j][tuple(torch.as_tensor(real[e]).T)] > null_max[j]).sum()) if real[e] else 0
+        for j, e in enumerate(emotions)
+    }
+    per_p = {
+        e: (1 + sum(nm[j] >= real_mean[j] for nm in null_means if math.isfinite(nm[j]))) / (1 + K)
+        if math.isfinite(real_mean[j])
+        else math.nan
+        for j, e in enumerate(emotions)
+    }
     overall, overall_null = float(np.nanmean(real_mean)), [float(np.nanmean(nm)) for nm in null_means]
-    return {"n_null": K, "mean_contribution": dict(zip(emotions, real_mean)),
-            "null_mean_contribution": {e: [nm[j] for nm in null_means] for j, e in enumerate(emotions)},
-            "p_per_emotion": per_p, "mean_real": overall, "mean_null": overall_null,
-            "p_mean": (1 + sum(v >= overall for v in overall_null)) / (1 + K),
-            "null_max": dict(zip(emotions, null_max.tolist())), "above_null_max": above,
-            "n_above_null_max": sum(above.values()), "false_null": false,
-            "expected_false": float(np.mean(false)), "fdr": float(np.mean(false)) / n_sel if n_sel else math.nan}
+    return {
+        "n_null": K,
+        "mean_contribution": dict(zip(emotions, real_mean)),
+        "null_mean_contribution": {e: [nm[j] for nm in null_means] for j, e in enumerate(emotions)},
+        "p_per_emotion": per_p,
+        "mean_real": overall,
+        "mean_null": overall_null,
+        "p_mean": (1 + sum(v >= overall for v in overall_null)) / (1 + K),
+        "null_max": dict(zip(emotions, null_max.tolist())),
+        "above_null_max": above,
+        "n_above_null_max": sum(above.values()),
+        "false_null": false,
+        "expected_false": float(np.mean(false)),
+        "fdr": float(np.mean(false)) / n_sel if n_sel else math.nan,
+    }
 
 
 def split_half(state: dict, k_per_emotion: list[int], emotions: list[str], seed: int) -> pd.DataFrame:
@@ -178,9 +219,17 @@ def split_half(state: dict, k_per_emotion: list[int], emotions: list[str], seed:
     rows = []
     for j, e in enumerate(emotions):
         a, b = halves[0][e], halves[1][e]
-        rows.append({"emotion": e, "cosine_mean": float(cos[j].mean()), "cosine_min": float(cos[j].min()),
-                     "n_half_a": len(a), "n_half_b": len(b), "jaccard": neurons.jaccard(a, b),
-                     "random_jaccard": neurons.pool_jaccard(len(a), len(b), L * D, 100, seed)})
+        rows.append(
+            {
+                "emotion": e,
+                "cosine_mean": float(cos[j].mean()),
+                "cosine_min": float(cos[j].min()),
+                "n_half_a": len(a),
+                "n_half_b": len(b),
+                "jaccard": neurons.jaccard(a, b),
+                "random_jaccard": neurons.pool_jaccard(len(a), len(b), L * D, 100, seed),
+            }
+        )
     return pd.DataFrame(rows).set_index("emotion")
 
 
@@ -205,6 +254,7 @@ def null_cosines(state: dict) -> torch.Tensor:
 
 # ---------------------------------------------------------------- the named set and the stored directions
 
+
 def named_set_entry(state: dict, p: dict, paper_entry: dict, k_per_emotion: list[int]) -> dict:
     """The `directions` named set for neurons.json: its neurons (as many per emotion as the paper set's), how they
     were found, the recording settings its random sets are matched on (the paper set's), and its null."""
@@ -213,24 +263,37 @@ def named_set_entry(state: dict, p: dict, paper_entry: dict, k_per_emotion: list
     nul = null_summary(state, k_per_emotion, E)
     half = split_half(state, k_per_emotion, E, p["seed"])
     from ..safeio import json_safe as clean
-    return {"variant": "directions", "settings": paper_entry["settings"],
-            "method": {"site": state["direction_site"], "tokens": p["direction_tokens"],
-                       "centring": "within topic where a topic holds several emotions, else global",
-                       "sizes": "as many per emotion as the paper set"},
-            "why": "second method (Wang et al. 2025): per emotion, the neurons whose mean act x (W_down column . "
-                   "topic-centred emotion direction) is largest; as many as the paper set's",
-            "neurons": sets, "n_selected": sum(map(len, sets.values())),
-            "null": clean(nul), "split_half": clean(half.reset_index().to_dict(orient="records"))}
+
+    return {
+        "variant": "directions",
+        "settings": paper_entry["settings"],
+        "method": {
+            "site": state["direction_site"],
+            "tokens": p["direction_tokens"],
+            "centring": "within topic where a topic holds several emotions, else global",
+            "sizes": "as many per emotion as the paper set",
+        },
+        "why": "second method (Wang et al. 2025): per emotion, the neurons whose mean act x (W_down column . "
+        "topic-centred emotion direction) is largest; as many as the paper set's",
+        "neurons": sets,
+        "n_selected": sum(map(len, sets.values())),
+        "null": clean(nul),
+        "split_half": clean(half.reset_index().to_dict(orient="records")),
+    }
 
 
 def save(run_dir: str | Path, state: dict, tokens: str) -> Path:
     """Write run_dir/directions.safetensors: unit directions [E, L, H] (and per half), contributions [E, L, D]."""
     from safetensors.torch import save_file
+
     from ..safeio import atomic_save
+
     path = Path(run_dir) / FILE
-    out = {"directions": state["dir_unit"].float().contiguous(),
-           "directions_half": state["dir_unit_half"].float().contiguous(),
-           "contributions": state["contrib"].float().contiguous()}
+    out = {
+        "directions": state["dir_unit"].float().contiguous(),
+        "directions_half": state["dir_unit_half"].float().contiguous(),
+        "contributions": state["contrib"].float().contiguous(),
+    }
     meta = {"site": state["direction_site"], "tokens": tokens, "emotions": ",".join(state["emotions"])}
     atomic_save(path, lambda tmp: save_file(out, str(tmp), metadata=meta))
     return path
@@ -239,6 +302,7 @@ def save(run_dir: str | Path, state: dict, tokens: str) -> Path:
 def _load(run_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The stored tensors and metadata."""
     from safetensors import safe_open
+
     path = Path(run_dir) / FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run notebook 02 (stage 2) with find_directions: true first")
@@ -264,6 +328,7 @@ def dose_select(run_dir: str | Path, k_per_emotion: list[int], emotions: list[st
 
 
 # ---------------------------------------------------------------- steering baseline
+
 
 @contextmanager
 def add_direction(model, layer: int, vec: torch.Tensor, alpha: float):

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from . import selection as identify
-from ..lm import models
 from .. import params as params_mod
+from ..lm import models
+from . import selection as identify
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,8 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     p = params_mod.load(a.params)
     run_dir = Path(a.out) if a.out else params_mod.ROOT / "outputs" / p["run_name"]
     if not (run_dir / "data").exists():
-        raise SystemExit(f"{run_dir / 'data'} not found: run stage 01 for this folder first "
-                         f"(python -m emolib run {a.params} --only 01)")
+        raise SystemExit(
+            f"{run_dir / 'data'} not found: run stage 01 for this folder first "
+            f"(python -m emolib run {a.params} --only 01)"
+        )
     cuda = torch.cuda.is_available() and p["device"] in ("auto", "cuda") and not p["device_map"]
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if cuda:

@@ -23,9 +23,17 @@ def overlap(a: neurons.NeuronSets, b: neurons.NeuronSets, n_draws: int = 200, se
         x, y = a.sets[e], b.sets.get(e, [])
         chance = neurons.random_jaccard(len(x), len(y), total, n_draws, seed) if x and y else np.nan
         j = neurons.jaccard(x, y)
-        rows.append({"emotion": e, f"n {a.name}": len(x), f"n {b.name}": len(y),
-                     "shared": len({tuple(v) for v in x} & {tuple(v) for v in y}), "jaccard": j,
-                     "chance jaccard": chance, "x chance": j / chance if chance and np.isfinite(chance) else np.nan})
+        rows.append(
+            {
+                "emotion": e,
+                f"n {a.name}": len(x),
+                f"n {b.name}": len(y),
+                "shared": len({tuple(v) for v in x} & {tuple(v) for v in y}),
+                "jaccard": j,
+                "chance jaccard": chance,
+                "x chance": j / chance if chance and np.isfinite(chance) else np.nan,
+            }
+        )
     return pd.DataFrame(rows).set_index("emotion")
 
 
@@ -44,9 +52,12 @@ def depth_shares(sets: dict[str, neurons.NeuronSets]) -> pd.DataFrame:
 
 def median_depth(sets: dict[str, neurons.NeuronSets]) -> dict[str, float]:
     """Each set's median relative depth over its neurons."""
-    return {name: float(np.median([neurons.relative_depth(l, ns.n_layers) for e in ns.emotions
-                                   for l, _ in ns.sets[e]])) if any(ns.sets.values()) else np.nan
-            for name, ns in sets.items()}
+    return {
+        name: float(np.median([neurons.relative_depth(l, ns.n_layers) for e in ns.emotions for l, _ in ns.sets[e]]))
+        if any(ns.sets.values())
+        else np.nan
+        for name, ns in sets.items()
+    }
 
 
 def overlap_lines(table: pd.DataFrame, a: str, b: str) -> list[str]:
@@ -55,10 +66,12 @@ def overlap_lines(table: pd.DataFrame, a: str, b: str) -> list[str]:
     if t.empty:
         return [f"The `{a}` and `{b}` sets share no emotion with neurons in both."]
     beyond = t[t["jaccard"] > 2 * t["chance jaccard"]]
-    return [f"`{a}` against `{b}`: per emotion they share {int(t.shared.min())} to {int(t.shared.max())} neurons "
-            f"(Jaccard {t.jaccard.min():.3f} to {t.jaccard.max():.3f}, against {t['chance jaccard'].median():.4f} "
-            f"for random sets of the same sizes); {len(beyond)} of {len(t)} emotions overlap more than twice "
-            f"chance" + (f" ({', '.join(beyond.index)})." if len(beyond) else ".")]
+    return [
+        f"`{a}` against `{b}`: per emotion they share {int(t.shared.min())} to {int(t.shared.max())} neurons "
+        f"(Jaccard {t.jaccard.min():.3f} to {t.jaccard.max():.3f}, against {t['chance jaccard'].median():.4f} "
+        f"for random sets of the same sizes); {len(beyond)} of {len(t)} emotions overlap more than twice "
+        f"chance" + (f" ({', '.join(beyond.index)})." if len(beyond) else ".")
+    ]
 
 
 def causal_table(run_dir: str | Path, sets: tuple[str, ...] | None = None) -> pd.DataFrame:
@@ -78,10 +91,10 @@ def causal_table(run_dir: str | Path, sets: tuple[str, ...] | None = None) -> pd
     if sets is not None:
         long = long[long["set"].isin(sets)]
     order = list(dict.fromkeys(long["set"]))
-    wide = long.pivot_table(index=["test", "emotion"], columns="set", values="own_minus_random_margin",
-                            aggfunc="first", sort=False)
-    verdict = long.pivot_table(index=["test", "emotion"], columns="set", values="verdict", aggfunc="first",
-                               sort=False)
+    wide = long.pivot_table(
+        index=["test", "emotion"], columns="set", values="own_minus_random_margin", aggfunc="first", sort=False
+    )
+    verdict = long.pivot_table(index=["test", "emotion"], columns="set", values="verdict", aggfunc="first", sort=False)
     out = pd.DataFrame(index=wide.index)
     for s in order:
         out[f"{s}: own - random (nat)"] = wide.get(s)
@@ -106,17 +119,22 @@ def causal_lines(run_dir: str | Path) -> list[str]:
                 continue
             sig = tested[tested.str.contains("beyond random")]
             hits[(s, test)] = len(sig)
-            what = (f"moves the margin beyond matched random sets in {len(sig)} of {len(tested)} emotions"
-                    + (f" ({', '.join(f'{e} {d[e]:+.2f} nat' for e in sig.index)})" if len(sig) else "")
-                    + f"; median own minus random {np.nanmedian(d[tested.index].astype(float)):+.2f} nat")
+            what = (
+                f"moves the margin beyond matched random sets in {len(sig)} of {len(tested)} emotions"
+                + (f" ({', '.join(f'{e} {d[e]:+.2f} nat' for e in sig.index)})" if len(sig) else "")
+                + f"; median own minus random {np.nanmedian(d[tested.index].astype(float)):+.2f} nat"
+            )
             lines.append(f"{test}, `{s}` set: {what}.")
     for test in dict.fromkeys(k[1] for k in hits):
         a, b = hits.get((ENTROPY, test)), hits.get((CONTRIB, test))
         if a is None or b is None:
             continue
-        lead = ("both methods find the same number of emotions" if a == b else
-                f"the {'entropy (`paper`)' if a > b else 'contribution (`directions`)'} method finds neurons that "
-                f"matter in more emotions ({max(a, b)} against {min(a, b)})")
+        lead = (
+            "both methods find the same number of emotions"
+            if a == b
+            else f"the {'entropy (`paper`)' if a > b else 'contribution (`directions`)'} method finds neurons that "
+            f"matter in more emotions ({max(a, b)} against {min(a, b)})"
+        )
         ctl = hits.get((CONTROL, test))
         lines.append(f"{test}: {lead}" + (f"; the positive control reaches {ctl}." if ctl is not None else "."))
     return lines

@@ -39,8 +39,15 @@ def threshold(P: torch.Tensor, q: float) -> float:
     return float(torch.quantile(flat, q))
 
 
-def lowest_entropy(P: torch.Tensor, H: torch.Tensor, fired: torch.Tensor, thr: float, k: int, min_count: int = 0,
-                   use_filter: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def lowest_entropy(
+    P: torch.Tensor,
+    H: torch.Tensor,
+    fired: torch.Tensor,
+    thr: float,
+    k: int,
+    min_count: int = 0,
+    use_filter: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """LAPE's pick: the eligible neurons [L, D] (fired at least max(1, min_count) times; with the filter, a largest P
     at or above thr) and the flat indices of the k lowest-entropy ones among them, lowest first (ties by index)."""
     eligible = torch.isfinite(H) & (fired >= max(1, min_count))
@@ -51,9 +58,16 @@ def lowest_entropy(P: torch.Tensor, H: torch.Tensor, fired: torch.Tensor, thr: f
     return eligible, chosen
 
 
-def select(counts: torch.Tensor, tokens: torch.Tensor, emotions: list[str], top_rate: float = 0.01,
-           filter_quantile: float | None = 0.95, assign: str = "threshold", min_count: int = 0,
-           scope: str = "global") -> dict:
+def select(
+    counts: torch.Tensor,
+    tokens: torch.Tensor,
+    emotions: list[str],
+    top_rate: float = 0.01,
+    filter_quantile: float | None = 0.95,
+    assign: str = "threshold",
+    min_count: int = 0,
+    scope: str = "global",
+) -> dict:
     """Select the top_rate lowest-entropy eligible neurons and assign each to its emotion(s).
 
     Eligible: fired at all, at least min_count times over all emotions, and (LAPE's filter) a largest firing
@@ -94,8 +108,18 @@ def select(counts: torch.Tensor, tokens: torch.Tensor, emotions: list[str], top_
         for j in owners:
             sets[emotions[j]].append([layer, idx])
         selected.append([layer, idx, float(H[layer, idx])])
-    return {"sets": sets, "selected": selected, "threshold": thr, "k": k, "n_eligible": int(eligible.sum()),
-            "entropy": H, "P": P, "eligible": eligible, "cutoff": cutoff, "scope": scope}
+    return {
+        "sets": sets,
+        "selected": selected,
+        "threshold": thr,
+        "k": k,
+        "n_eligible": int(eligible.sum()),
+        "entropy": H,
+        "P": P,
+        "eligible": eligible,
+        "cutoff": cutoff,
+        "scope": scope,
+    }
 
 
 SCOPES = ("global", "per_emotion")
@@ -108,8 +132,9 @@ def selectivity(P: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return P.max(0).values / torch.maximum(P, floor).min(0).values
 
 
-def diagnostics(P: torch.Tensor, H: torch.Tensor, tokens: torch.Tensor, sets: dict[str, list],
-                emotions: list[str]) -> list[dict]:
+def diagnostics(
+    P: torch.Tensor, H: torch.Tensor, tokens: torch.Tensor, sets: dict[str, list], emotions: list[str]
+) -> list[dict]:
     """Per selected neuron: firing probability per emotion, highest/lowest ratio, gap between the top emotion and
     the runner-up, entropy, and the emotions it was assigned to (in selection order of the union)."""
     owners: dict[tuple[int, int], list[str]] = {}
@@ -121,10 +146,19 @@ def diagnostics(P: torch.Tensor, H: torch.Tensor, tokens: torch.Tensor, sets: di
     for (layer, idx), es in owners.items():
         p = P[:, layer, idx]
         top2 = torch.topk(p, min(2, len(p))).values
-        rows.append({"layer": layer, "index": idx, "emotions": es, "n_emotions": len(es),
-                     "p": {e: round(float(v), 5) for e, v in zip(emotions, p)},
-                     "top_emotion": emotions[int(p.argmax())], "ratio": round(float(ratio[layer, idx]), 4),
-                     "gap": round(float(top2[0] - top2[-1]), 5), "entropy": round(float(H[layer, idx]), 5)})
+        rows.append(
+            {
+                "layer": layer,
+                "index": idx,
+                "emotions": es,
+                "n_emotions": len(es),
+                "p": {e: round(float(v), 5) for e, v in zip(emotions, p)},
+                "top_emotion": emotions[int(p.argmax())],
+                "ratio": round(float(ratio[layer, idx]), 4),
+                "gap": round(float(top2[0] - top2[-1]), 5),
+                "entropy": round(float(H[layer, idx]), 5),
+            }
+        )
     return rows
 
 
@@ -135,8 +169,9 @@ def false_selections(null_result: dict, cutoff: dict[str, float], emotions: list
     if "all" in cutoff:
         return int((el & (H <= cutoff["all"])).sum())
     top = P.argmax(0)
-    return int(sum(int((el & (top == j) & (H <= cutoff[e])).sum()) for j, e in enumerate(emotions)
-                   if math.isfinite(cutoff[e])))
+    return int(
+        sum(int((el & (top == j) & (H <= cutoff[e])).sum()) for j, e in enumerate(emotions) if math.isfinite(cutoff[e]))
+    )
 
 
 def summary_cutoff(result: dict) -> float:
@@ -174,23 +209,43 @@ class NeuronSets:
         return {k: sorted(v) for k, v in out.items()}
 
 
-def save(path: str | Path, model: str, params: dict, result: dict, tokens: torch.Tensor, emotions: list[str],
-         shape: tuple[int, int], extra: dict | None = None) -> None:
+def save(
+    path: str | Path,
+    model: str,
+    params: dict,
+    result: dict,
+    tokens: torch.Tensor,
+    emotions: list[str],
+    shape: tuple[int, int],
+    extra: dict | None = None,
+) -> None:
     """Write neurons.json: model, parameters, token counts, per emotion its [layer, index] pairs (the first named
     set, under 'neurons'), and any extra keys (named sets, diagnostics, null summaries)."""
-    out = {"model": model, "n_layers": shape[0], "d_ff": shape[1], "emotions": emotions, "params": params,
-           "tokens_per_emotion": {e: int(t) for e, t in zip(emotions, tokens.tolist())},
-           "threshold": result["threshold"], "n_selected": len(result["selected"]), "k": result["k"],
-           "n_eligible": result["n_eligible"],
-           "neurons_per_emotion": {e: len(v) for e, v in result["sets"].items()},
-           "neurons": result["sets"], "selected": result["selected"], **(extra or {})}
+    out = {
+        "model": model,
+        "n_layers": shape[0],
+        "d_ff": shape[1],
+        "emotions": emotions,
+        "params": params,
+        "tokens_per_emotion": {e: int(t) for e, t in zip(emotions, tokens.tolist())},
+        "threshold": result["threshold"],
+        "n_selected": len(result["selected"]),
+        "k": result["k"],
+        "n_eligible": result["n_eligible"],
+        "neurons_per_emotion": {e: len(v) for e, v in result["sets"].items()},
+        "neurons": result["sets"],
+        "selected": result["selected"],
+        **(extra or {}),
+    }
     from ..safeio import atomic_write_text, json_safe
+
     atomic_write_text(path, json.dumps(json_safe(out), indent=1, allow_nan=False))  # an empty cut-off is inf
 
 
 def set_names(path: str | Path) -> list[str]:
     """The named neuron sets in a neurons.json (['paper'] for files written before named sets)."""
     from ..safeio import load_neurons_json
+
     return set_names_of(load_neurons_json(path))
 
 
@@ -206,6 +261,7 @@ def load(path: str | Path, name: str = "paper", shape: tuple[int, int] | None = 
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run notebook 02 (stage 2) for this run first")
     from ..safeio import load_neurons_json
+
     d = load_neurons_json(path, shape=shape)
     named = d.get("named_sets") or {"paper": {"neurons": d["neurons"]}}
     if name not in named:
@@ -247,7 +303,7 @@ def relative_depth(layer: int, n_layers: int) -> float:
 def bin_shares(layers: list[int], n_layers: int, bins: int) -> np.ndarray:
     """Share of the given layers (one entry per neuron) in each range of depth_bins (all zeros for none)."""
     counts = np.bincount(np.asarray(layers, dtype=int), minlength=n_layers)
-    h = np.array([counts[r.start:r.stop].sum() for r in depth_bins(n_layers, bins)], dtype=float)
+    h = np.array([counts[r.start : r.stop].sum() for r in depth_bins(n_layers, bins)], dtype=float)
     return h / max(1.0, h.sum())
 
 

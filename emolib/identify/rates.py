@@ -22,6 +22,7 @@ MOST = 0.5  # "fires on most tokens": on more than half of an emotion's tokens
 def probabilities(run_dir: str | Path, settings: dict) -> torch.Tensor:
     """[E, L, D] P(a neuron fires | a token of the emotion), for the recording settings (tokens, tensor) of a set."""
     from safetensors.torch import load_file
+
     return load_file(str(Path(run_dir) / PROBABILITIES_FILE))[f"{settings['tokens']}_P_{settings['tensor']}"].float()
 
 
@@ -30,9 +31,10 @@ def set_rates(P: torch.Tensor, ns: NeuronSets) -> pd.DataFrame:
     rows = {}
     for e in ns.emotions:
         idx = torch.as_tensor(ns.sets[e], dtype=torch.long).reshape(-1, 2)
-        rows[e] = (P[:, idx[:, 0], idx[:, 1]].mean(1).tolist() if len(idx) else [np.nan] * P.shape[0])
+        rows[e] = P[:, idx[:, 0], idx[:, 1]].mean(1).tolist() if len(idx) else [np.nan] * P.shape[0]
     return pd.DataFrame.from_dict(rows, orient="index", columns=ns.emotions).rename_axis(
-        index="neurons of", columns="tokens of")
+        index="neurons of", columns="tokens of"
+    )
 
 
 def summary(run_dir: str | Path, sets: dict[str, NeuronSets], settings: dict[str, dict]) -> pd.DataFrame:
@@ -50,9 +52,16 @@ def summary(run_dir: str | Path, sets: dict[str, NeuronSets], settings: dict[str
         t = set_rates(P, ns).to_numpy()
         own = np.diag(t)
         others = (t.sum(1) - own) / max(1, t.shape[1] - 1)
-        rows.append({"set": name, "neurons": len(union), "lowest rate": float(on.min()),
-                     "highest rate": float(on.max()), "fires on most tokens of every emotion": bool(on.min() > MOST),
-                     "own/other rate": float(np.nanmedian(own / np.where(others > 0, others, np.nan)))})
+        rows.append(
+            {
+                "set": name,
+                "neurons": len(union),
+                "lowest rate": float(on.min()),
+                "highest rate": float(on.max()),
+                "fires on most tokens of every emotion": bool(on.min() > MOST),
+                "own/other rate": float(np.nanmedian(own / np.where(others > 0, others, np.nan))),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -62,11 +71,15 @@ def lines(table: pd.DataFrame) -> list[str]:
     out = []
     for _, r in table.iterrows():
         rng = f"{r['lowest rate']:.0%} to {r['highest rate']:.0%}"
-        ratio = (f"its emotion sets fire {r['own/other rate']:.2f}x as often on their own emotion's tokens as on the "
-                 "others' (median over emotions)")
+        ratio = (
+            f"its emotion sets fire {r['own/other rate']:.2f}x as often on their own emotion's tokens as on the "
+            "others' (median over emotions)"
+        )
         if r["fires on most tokens of every emotion"]:
-            out.append(f"`{r['set']}` ({r.neurons} neurons) fires on most tokens of every emotion ({rng} of an "
-                       f"emotion's tokens): it is near-saturated, not emotion-specific; {ratio}.")
+            out.append(
+                f"`{r['set']}` ({r.neurons} neurons) fires on most tokens of every emotion ({rng} of an "
+                f"emotion's tokens): it is near-saturated, not emotion-specific; {ratio}."
+            )
         else:
             out.append(f"`{r['set']}` ({r.neurons} neurons) fires on {rng} of an emotion's tokens; {ratio}.")
     return out

@@ -1,4 +1,8 @@
-"""Stage 2 pipeline: record firing counts on the train split, select emotion neurons, check split-half stability."""
+"""Stage 2 pipeline: record firing counts on the train split, select emotion neurons, check split-half stability.
+
+Longer than 400 lines: stage 2's pipeline (record, select, variants, null, stability) is one sequence of steps over
+the same counts.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,35 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from ..progress import tqdm
 
 from ..dataset import data
-from . import directions, neurons, record
 from ..lm import models, prompts
 from ..params import VARIANTS  # noqa: F401 (the selection variants, defined with the parameters they validate)
+from ..progress import tqdm
+from . import directions, neurons, record
 
-PARAMS_SAVED = ("record_tensor", "record_tokens", "record_framing", "top_rate", "filter_quantile", "min_count",
-                "assign", "selection_scope", "seed", "n_null", "selective_variant", "prompt_style", "few_shot",
-                "prompt_template", "find_directions", "direction_site", "direction_tokens")
+PARAMS_SAVED = (
+    "record_tensor",
+    "record_tokens",
+    "record_framing",
+    "top_rate",
+    "filter_quantile",
+    "min_count",
+    "assign",
+    "selection_scope",
+    "seed",
+    "n_null",
+    "selective_variant",
+    "prompt_style",
+    "few_shot",
+    "prompt_template",
+    "find_directions",
+    "direction_site",
+    "direction_tokens",
+)
 
-ALPHA = 0.05           # a variant beats the null when p(cut-off) < ALPHA and its empirical FDR <= ALPHA
-STABLE_FACTOR = 5.0    # ... and is stable when its split-half Jaccard is >= this many times the eligible-pool chance
+ALPHA = 0.05  # a variant beats the null when p(cut-off) < ALPHA and its empirical FDR <= ALPHA
+STABLE_FACTOR = 5.0  # ... and is stable when its split-half Jaccard is >= this many times the eligible-pool chance
 
 
 def counts_path(run_dir: str | Path, tokens: str = "dialogue") -> Path:
@@ -32,6 +52,7 @@ def counts_path(run_dir: str | Path, tokens: str = "dialogue") -> Path:
 def load_counts(run_dir: str | Path, tokens: str = "dialogue") -> dict:
     """Stage 2's recording, loaded safely (tensors and numbers only)."""
     from ..safeio import load_tensors
+
     path = counts_path(run_dir, tokens)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run notebook 02 (stage 2) for this run first")
@@ -40,8 +61,13 @@ def load_counts(run_dir: str | Path, tokens: str = "dialogue") -> dict:
 
 def paper_settings(p: dict) -> dict:
     """The run's own selection setting (named set 'paper'; the defaults are LAPE's exact setting)."""
-    return dict(tensor=p["record_tensor"], tokens=p["record_tokens"], filter_quantile=p["filter_quantile"],
-                assign=p["assign"], scope=p["selection_scope"])
+    return dict(
+        tensor=p["record_tensor"],
+        tokens=p["record_tokens"],
+        filter_quantile=p["filter_quantile"],
+        assign=p["assign"],
+        scope=p["selection_scope"],
+    )
 
 
 def needs_answer_pass(p: dict) -> bool:
@@ -73,10 +99,22 @@ def record_train(p: dict, model=None, tokenizer=None, tokens: str = "dialogue") 
     if framing == "prompt":
         chat = prompts.use_chat(p["prompt_style"], models.is_instruct(p["model"], tokenizer), tokenizer)
         parts = prompts.build(tokenizer, p["emotions"], chat, p["few_shot"], p["prompt_template"])
-    state = record.record_counts(model, tokenizer, by_emotion, p["record_tensor"], tokens, framing, parts,
-                                 p["batch_size"], p["seed"], state_path=final.with_suffix(".partial.pt"),
-                                 n_null=p["n_null"], direction_site=site, topics=topics,
-                                 top_k=record.TOP_K if tokens == "dialogue" else 0)
+    state = record.record_counts(
+        model,
+        tokenizer,
+        by_emotion,
+        p["record_tensor"],
+        tokens,
+        framing,
+        parts,
+        p["batch_size"],
+        p["seed"],
+        state_path=final.with_suffix(".partial.pt"),
+        n_null=p["n_null"],
+        direction_site=site,
+        topics=topics,
+        top_k=record.TOP_K if tokens == "dialogue" else 0,
+    )
     if site:
         directions.finish(state, model)
     state["key"] = key
@@ -85,6 +123,7 @@ def record_train(p: dict, model=None, tokenizer=None, tokens: str = "dialogue") 
     rank, world = record.dist_rank_world()
     if rank == 0:  # every rank holds the reduced counts; one writes them
         from ..safeio import atomic_save
+
         atomic_save(final, lambda tmp: torch.save(state, tmp))
     if world > 1:
         torch.distributed.barrier()
@@ -102,14 +141,31 @@ def _key(p: dict, by_emotion: dict, tokens: str, framing: str, extra: list | Non
     """What the counts depend on (extra: the direction settings and topics, when the pass records directions)."""
     import hashlib
     import json
+
     dtype = str(models.resolve_dtype(p["dtype"], models.resolve_device(p["device"])))
-    return hashlib.sha1(json.dumps([record.STATE_VERSION, p["model"], dtype, tokens, framing, p["seed"],
-                                    p["n_null"], p["prompt_style"], p["few_shot"], p["prompt_template"],
-                                    by_emotion] + ([extra] if extra else [])).encode()).hexdigest()
+    return hashlib.sha1(
+        json.dumps(
+            [
+                record.STATE_VERSION,
+                p["model"],
+                dtype,
+                tokens,
+                framing,
+                p["seed"],
+                p["n_null"],
+                p["prompt_style"],
+                p["few_shot"],
+                p["prompt_template"],
+                by_emotion,
+            ]
+            + ([extra] if extra else [])
+        ).encode()
+    ).hexdigest()
 
 
-def select_variant(state: dict, settings: dict, top_rate: float, min_count: int, half: int | None = None,
-                   null: int | None = None) -> dict:
+def select_variant(
+    state: dict, settings: dict, top_rate: float, min_count: int, half: int | None = None, null: int | None = None
+) -> dict:
     """Run one variant's selection on the whole train split, one half of it, or one null permutation."""
     t = settings["tensor"]
     if null is not None:
@@ -118,8 +174,16 @@ def select_variant(state: dict, settings: dict, top_rate: float, min_count: int,
         counts, tokens = state[f"counts_{t}"][half], state["tokens"][half]
     else:
         counts, tokens = state[f"counts_{t}"].sum(0), state["tokens"].sum(0)
-    return neurons.select(counts, tokens, state["emotions"], top_rate, settings["filter_quantile"],
-                          settings["assign"], min_count, settings["scope"])
+    return neurons.select(
+        counts,
+        tokens,
+        state["emotions"],
+        top_rate,
+        settings["filter_quantile"],
+        settings["assign"],
+        min_count,
+        settings["scope"],
+    )
 
 
 def select_all(state: dict, p: dict) -> dict:
@@ -150,21 +214,30 @@ def null_summary(state: dict, settings: dict, real: dict, top_rate: float, min_c
     real_cut = neurons.summary_cutoff(real)
     real_sel = _median_ratio(real, state["tokens"].sum(0))
     n_sel = len(real["selected"])
-    return {"n_null": K, "cutoff_real": real_cut, "cutoff_null": cut,
-            "p_cutoff": (1 + sum(c <= real_cut for c in cut)) / (1 + K),
-            "false_null": false, "expected_false": float(np.mean(false)),
-            "fdr": float(np.mean(false)) / n_sel if n_sel else math.nan,
-            "selectivity_real": real_sel, "selectivity_null": sel,
-            "p_selectivity": (1 + sum(s >= real_sel for s in sel if math.isfinite(s))) / (1 + K)}
+    return {
+        "n_null": K,
+        "cutoff_real": real_cut,
+        "cutoff_null": cut,
+        "p_cutoff": (1 + sum(c <= real_cut for c in cut)) / (1 + K),
+        "false_null": false,
+        "expected_false": float(np.mean(false)),
+        "fdr": float(np.mean(false)) / n_sel if n_sel else math.nan,
+        "selectivity_real": real_sel,
+        "selectivity_null": sel,
+        "p_selectivity": (1 + sum(s >= real_sel for s in sel if math.isfinite(s))) / (1 + K),
+    }
 
 
 def split_half(state: dict, settings: dict, top_rate: float, min_count: int, n_eligible: int, seed: int) -> dict:
     """Jaccard of the selections made on the two halves of the train split, against the chance overlap of random
     sets of those sizes drawn from the eligible pool."""
-    a, b = [{tuple(x[:2]) for x in select_variant(state, settings, top_rate, min_count, half=h)["selected"]}
-            for h in (0, 1)]
-    return {"jaccard": len(a & b) / len(a | b) if a | b else math.nan,
-            "chance": neurons.pool_jaccard(len(a), len(b), n_eligible, 100, seed)}
+    a, b = [
+        {tuple(x[:2]) for x in select_variant(state, settings, top_rate, min_count, half=h)["selected"]} for h in (0, 1)
+    ]
+    return {
+        "jaccard": len(a & b) / len(a | b) if a | b else math.nan,
+        "chance": neurons.pool_jaccard(len(a), len(b), n_eligible, 100, seed),
+    }
 
 
 def thirds(result: dict, n_layers: int) -> str:
@@ -189,15 +262,24 @@ def evaluate_variants(states: dict[str, dict], p: dict) -> tuple[pd.DataFrame, d
         half = split_half(state, st, p["top_rate"], p["min_count"], res["n_eligible"], p["seed"])
         L = state["counts_act"].shape[2]
         results[name], nulls[name] = res, nul
-        rows.append({"variant": name, **{k: ("none" if v is None else v) for k, v in st.items()},
-                     "n_eligible": res["n_eligible"], "n_selected": len(res["selected"]),
-                     "median_selectivity": _median_ratio(res, state["tokens"].sum(0)),
-                     "null_selectivity": float(np.nanmedian(nul["selectivity_null"])) if nul["n_null"] else math.nan,
-                     "cutoff": neurons.summary_cutoff(res),
-                     "null_cutoff": float(np.median(nul["cutoff_null"])) if nul["n_null"] else math.nan,
-                     "p_cutoff": nul.get("p_cutoff", math.nan), "expected_false": nul.get("expected_false", math.nan),
-                     "fdr": nul.get("fdr", math.nan), "jaccard": half["jaccard"], "jaccard_chance": half["chance"],
-                     "depth_b/m/t_%": thirds(res, L)})
+        rows.append(
+            {
+                "variant": name,
+                **{k: ("none" if v is None else v) for k, v in st.items()},
+                "n_eligible": res["n_eligible"],
+                "n_selected": len(res["selected"]),
+                "median_selectivity": _median_ratio(res, state["tokens"].sum(0)),
+                "null_selectivity": float(np.nanmedian(nul["selectivity_null"])) if nul["n_null"] else math.nan,
+                "cutoff": neurons.summary_cutoff(res),
+                "null_cutoff": float(np.median(nul["cutoff_null"])) if nul["n_null"] else math.nan,
+                "p_cutoff": nul.get("p_cutoff", math.nan),
+                "expected_false": nul.get("expected_false", math.nan),
+                "fdr": nul.get("fdr", math.nan),
+                "jaccard": half["jaccard"],
+                "jaccard_chance": half["chance"],
+                "depth_b/m/t_%": thirds(res, L),
+            }
+        )
     table = pd.DataFrame(rows).set_index("variant")
     table["beats_null"] = (table["p_cutoff"] < ALPHA) & (table["fdr"] <= ALPHA)
     table["stable"] = table["jaccard"] >= STABLE_FACTOR * table["jaccard_chance"]
@@ -209,41 +291,65 @@ def choose_selective(table: pd.DataFrame, choice: str) -> tuple[str | None, str]
     among the variants other than paper that beat the null and are stable, the highest median selectivity."""
     if choice != "auto":
         if choice not in table.index:
-            raise ValueError(f"selective_variant: {choice!r} was not computed in this run; computed: "
-                             f"{', '.join(table.index)}")
+            raise ValueError(
+                f"selective_variant: {choice!r} was not computed in this run; computed: {', '.join(table.index)}"
+            )
         r = table.loc[choice]
-        return choice, (f"chosen by the parameters (selective_variant: {choice}); it "
-                        f"{'beats' if r.beats_null else 'does not beat'} the null and is "
-                        f"{'stable' if r.stable else 'not stable'} by the book's rule")
+        return choice, (
+            f"chosen by the parameters (selective_variant: {choice}); it "
+            f"{'beats' if r.beats_null else 'does not beat'} the null and is "
+            f"{'stable' if r.stable else 'not stable'} by the book's rule"
+        )
     ok = table[(table.index != "paper") & table.beats_null & table.stable]
     if ok.empty:
-        return None, ("no variant other than paper both beats the null (p < 0.05, FDR <= 0.05) and is stable "
-                      f"(split-half Jaccard >= {STABLE_FACTOR:g}x chance), so there is no selective set")
+        return None, (
+            "no variant other than paper both beats the null (p < 0.05, FDR <= 0.05) and is stable "
+            f"(split-half Jaccard >= {STABLE_FACTOR:g}x chance), so there is no selective set"
+        )
     best = ok["median_selectivity"].idxmax()
-    return best, (f"auto rule: of the {len(ok)} variant(s) other than paper that beat the null and are stable, "
-                  f"{best} has the highest median selectivity ({ok.loc[best, 'median_selectivity']:.2f}x)")
+    return best, (
+        f"auto rule: of the {len(ok)} variant(s) other than paper that beat the null and are stable, "
+        f"{best} has the highest median selectivity ({ok.loc[best, 'median_selectivity']:.2f}x)"
+    )
 
 
 def named_set_entry(name: str, settings: dict, res: dict, state: dict, nul: dict, why: str) -> dict:
     """A named set for neurons.json: its settings, neurons per emotion, per-neuron diagnostics and null summary."""
-    return {"variant": name, "settings": settings, "why": why, "neurons": res["sets"],
-            "n_selected": len(res["selected"]), "n_eligible": res["n_eligible"], "threshold": res["threshold"],
-            "cutoff": res["cutoff"],
-            "diagnostics": neurons.diagnostics(res["P"], res["entropy"], state["tokens"].sum(0), res["sets"],
-                                               state["emotions"]),
-            "null": {k: v for k, v in nul.items()}}
+    return {
+        "variant": name,
+        "settings": settings,
+        "why": why,
+        "neurons": res["sets"],
+        "n_selected": len(res["selected"]),
+        "n_eligible": res["n_eligible"],
+        "threshold": res["threshold"],
+        "cutoff": res["cutoff"],
+        "diagnostics": neurons.diagnostics(
+            res["P"], res["entropy"], state["tokens"].sum(0), res["sets"], state["emotions"]
+        ),
+        "null": {k: v for k, v in nul.items()},
+    }
 
 
-def save_neurons(p: dict, states: dict[str, dict], results: dict, nulls: dict, table: pd.DataFrame,
-                 chosen: str | None, why: str) -> Path:
+def save_neurons(
+    p: dict, states: dict[str, dict], results: dict, nulls: dict, table: pd.DataFrame, chosen: str | None, why: str
+) -> Path:
     """Write run_dir/neurons.json (named sets 'paper' and 'selective' when one qualifies), the variant table
     (variants.csv), per-neuron diagnostics (neuron_diagnostics.csv) and the firing probabilities
     (probabilities.safetensors, float16, emotions x layers x neurons)."""
     run = Path(p["run_dir"])
     state = states["dialogue"]
     paper_state = states[p["record_tokens"]]
-    named = {"paper": named_set_entry("paper", paper_settings(p), results["paper"], paper_state, nulls["paper"],
-                                      "the run's own setting (LAPE's exact setting by default)")}
+    named = {
+        "paper": named_set_entry(
+            "paper",
+            paper_settings(p),
+            results["paper"],
+            paper_state,
+            nulls["paper"],
+            "the run's own setting (LAPE's exact setting by default)",
+        )
+    }
     if chosen:
         st = {"paper": paper_settings(p), **VARIANTS}[chosen]
         named["selective"] = named_set_entry(chosen, st, results[chosen], states[st["tokens"]], nulls[chosen], why)
@@ -252,19 +358,41 @@ def save_neurons(p: dict, states: dict[str, dict], results: dict, nulls: dict, t
         sizes = [len(results["paper"]["sets"][e]) for e in state["emotions"]]
         named["directions"] = directions.named_set_entry(dstate, p, named["paper"], sizes)
         named["directions"]["diagnostics"] = neurons.diagnostics(  # its neurons' firing, in the paper's recording
-            results["paper"]["P"], results["paper"]["entropy"], paper_state["tokens"].sum(0),
-            named["directions"]["neurons"], state["emotions"])
+            results["paper"]["P"],
+            results["paper"]["entropy"],
+            paper_state["tokens"].sum(0),
+            named["directions"]["neurons"],
+            state["emotions"],
+        )
         directions.save(run, dstate, p["direction_tokens"])
-    extra = {"named_sets": named, "selective_choice": {"variant": chosen, "why": why},
-             "min_count": p["min_count"], "dtype": state.get("dtype"),
-             "variants": json.loads(table.reset_index().to_json(orient="records"))}
+    extra = {
+        "named_sets": named,
+        "selective_choice": {"variant": chosen, "why": why},
+        "min_count": p["min_count"],
+        "dtype": state.get("dtype"),
+        "variants": json.loads(table.reset_index().to_json(orient="records")),
+    }
     path = run / "neurons.json"
-    neurons.save(path, p["model"], {k: p[k] for k in PARAMS_SAVED}, results["paper"],
-                 paper_state["tokens"].sum(0), state["emotions"], tuple(state["shape"]), extra)
+    neurons.save(
+        path,
+        p["model"],
+        {k: p[k] for k in PARAMS_SAVED},
+        results["paper"],
+        paper_state["tokens"].sum(0),
+        state["emotions"],
+        tuple(state["shape"]),
+        extra,
+    )
     from ..safeio import atomic_save
+
     atomic_save(run / "variants.csv", lambda tmp: table.to_csv(tmp), base=run)
-    diag = pd.DataFrame([{"set": n, **{k: v for k, v in r.items() if k != "p"}, **{f"P_{e}": v for e, v in r["p"].items()}}
-                         for n, entry in named.items() for r in entry["diagnostics"]])
+    diag = pd.DataFrame(
+        [
+            {"set": n, **{k: v for k, v in r.items() if k != "p"}, **{f"P_{e}": v for e, v in r["p"].items()}}
+            for n, entry in named.items()
+            for r in entry["diagnostics"]
+        ]
+    )
     diag["emotions"] = diag["emotions"].map("+".join)
     atomic_save(run / "neuron_diagnostics.csv", lambda tmp: diag.to_csv(tmp, index=False), base=run)
     save_probabilities(run / "probabilities.safetensors", states, p)
@@ -274,6 +402,7 @@ def save_neurons(p: dict, states: dict[str, dict], results: dict, nulls: dict, t
 def save_probabilities(path: Path, states: dict[str, dict], p: dict) -> None:
     """Firing probabilities per recording and tensor as float16 [E, L, D], with the token totals, in safetensors."""
     from safetensors.torch import save_file
+
     out = {}
     for tokens, st in states.items():
         T = st["tokens"].sum(0)
@@ -281,7 +410,10 @@ def save_probabilities(path: Path, states: dict[str, dict], p: dict) -> None:
         for t in record.TENSORS:
             out[f"{tokens}_P_{t}"] = neurons.probabilities(st[f"counts_{t}"].sum(0), T).half().contiguous()
     from ..safeio import atomic_save
-    atomic_save(path, lambda tmp: save_file(out, tmp, metadata={"model": p["model"], "emotions": ",".join(p["emotions"])}))
+
+    atomic_save(
+        path, lambda tmp: save_file(out, tmp, metadata={"model": p["model"], "emotions": ",".join(p["emotions"])})
+    )
 
 
 def stability(state: dict, p: dict, n_draws: int = 200, result: dict | None = None) -> pd.DataFrame:
@@ -294,12 +426,21 @@ def stability(state: dict, p: dict, n_draws: int = 200, result: dict | None = No
     rows = []
     for e in state["emotions"]:
         a, b = halves[0][e], halves[1][e]
-        rows.append({"emotion": e, "n_half_a": len(a), "n_half_b": len(b), "jaccard": neurons.jaccard(a, b),
-                     "random_jaccard": neurons.pool_jaccard(len(a), len(b), pool, n_draws, p["seed"]),
-                     "random_jaccard_all_neurons": neurons.random_jaccard(len(a), len(b), L * D, n_draws, p["seed"])
-                     if a and b else float("nan")})
+        rows.append(
+            {
+                "emotion": e,
+                "n_half_a": len(a),
+                "n_half_b": len(b),
+                "jaccard": neurons.jaccard(a, b),
+                "random_jaccard": neurons.pool_jaccard(len(a), len(b), pool, n_draws, p["seed"]),
+                "random_jaccard_all_neurons": neurons.random_jaccard(len(a), len(b), L * D, n_draws, p["seed"])
+                if a and b
+                else float("nan"),
+            }
+        )
     table = pd.DataFrame(rows).set_index("emotion")
     from ..safeio import atomic_save
+
     atomic_save(Path(p["run_dir"]) / "stability.csv", lambda tmp: table.to_csv(tmp), base=p["run_dir"])
     return table
 

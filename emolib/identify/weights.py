@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..lm.models import decoder_layers, ffn_layers
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FILE = "weights.safetensors"
 N_SHOWN = 3  # neurons per emotion whose top promoted tokens the named set records
@@ -122,23 +126,32 @@ def top_tokens(model: torch.nn.Module, tok, layer: int, index: int, k: int = 10)
     """The k tokens one neuron's column promotes most and the k it suppresses most, as [decoded token, logit]."""
     v = token_logits(model, layer, index)
     up, down = torch.topk(v, k), torch.topk(-v, k)
-    return {"promoted": [[tok.decode([int(i)]), float(x)] for x, i in zip(up.values, up.indices)],
-            "suppressed": [[tok.decode([int(i)]), float(-x)] for x, i in zip(down.values, down.indices)]}
+    return {
+        "promoted": [[tok.decode([int(i)]), float(x)] for x, i in zip(up.values, up.indices)],
+        "suppressed": [[tok.decode([int(i)]), float(-x)] for x, i in zip(down.values, down.indices)],
+    }
 
 
 def save(run_dir: str | Path, s: torch.Tensor, label_ids: list[int]) -> Path:
     """Write the [E, L, D] scores (and the label tokens they read) to run_dir/weights.safetensors."""
     from safetensors.torch import save_file
+
     from ..safeio import atomic_save
+
     path = Path(run_dir) / FILE
-    atomic_save(path, lambda tmp: save_file({"scores": s.float().contiguous()}, str(tmp),
-                                            metadata={"label_ids": json.dumps(list(map(int, label_ids)))}))
+    atomic_save(
+        path,
+        lambda tmp: save_file(
+            {"scores": s.float().contiguous()}, str(tmp), metadata={"label_ids": json.dumps(list(map(int, label_ids)))}
+        ),
+    )
     return path
 
 
 def load(run_dir: str | Path) -> torch.Tensor:
     """The stored [E, L, D] scores (add_named_set writes them)."""
     from safetensors.torch import load_file
+
     path = Path(run_dir) / FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: add the weights set to this run first")
@@ -153,8 +166,9 @@ def dose_select(run_dir: str | Path, sizes: list[int], emotions: list[str]) -> d
 def add_named_set(p: dict, model: torch.nn.Module, tok, label_ids: list[int]) -> dict:
     """Select the weights set, as many neurons per emotion as the paper set has, and write it into neurons.json
     right after the attribution set (first when there is none); returns its entry."""
-    from . import neurons as nmod
     from ..safeio import atomic_write_text, load_neurons_json
+    from . import neurons as nmod
+
     path = Path(p["run_dir"]) / "neurons.json"
     meta = load_neurons_json(path)
     E = meta["emotions"]
@@ -165,18 +179,31 @@ def add_named_set(p: dict, model: torch.nn.Module, tok, label_ids: list[int]) ->
     save(p["run_dir"], s, label_ids)
     sets = select(s, [len(paper.sets[e]) for e in E], E)
     named = meta.get("named_sets") or {"paper": {"neurons": meta["neurons"]}}
-    shown = {e: [{"neuron": n, "score": float(s[j, n[0], n[1]]),
-                  "promoted": [t for t, _ in top_tokens(model, tok, n[0], n[1])["promoted"]]}
-                 for n in ranked(s, j, N_SHOWN)] for j, e in enumerate(E)}
-    entry = {"variant": "weights", "settings": (named.get("paper") or {}).get("settings"),
-             "why": "control from the weights alone: per emotion, the neurons whose down_proj column, read through "
-                    "the final norm's scale and the unembedding (first order, no data, no gradient), raises the "
-                    "label's token most against the other labels'; as many as the paper set's",
-             "neurons": sets, "n_selected": sum(map(len, sets.values())),
-             "label_tokens": {e: tok.decode([int(t)]) for e, t in zip(E, label_ids)},
-             "score_sum": {e: float(s[j][tuple(torch.as_tensor(sets[e]).T)].sum()) if sets[e] else 0.0
-                           for j, e in enumerate(E)},
-             "top_neurons": shown}
+    shown = {
+        e: [
+            {
+                "neuron": n,
+                "score": float(s[j, n[0], n[1]]),
+                "promoted": [t for t, _ in top_tokens(model, tok, n[0], n[1])["promoted"]],
+            }
+            for n in ranked(s, j, N_SHOWN)
+        ]
+        for j, e in enumerate(E)
+    }
+    entry = {
+        "variant": "weights",
+        "settings": (named.get("paper") or {}).get("settings"),
+        "why": "control from the weights alone: per emotion, the neurons whose down_proj column, read through "
+        "the final norm's scale and the unembedding (first order, no data, no gradient), raises the "
+        "label's token most against the other labels'; as many as the paper set's",
+        "neurons": sets,
+        "n_selected": sum(map(len, sets.values())),
+        "label_tokens": {e: tok.decode([int(t)]) for e, t in zip(E, label_ids)},
+        "score_sum": {
+            e: float(s[j][tuple(torch.as_tensor(sets[e]).T)].sum()) if sets[e] else 0.0 for j, e in enumerate(E)
+        },
+        "top_neurons": shown,
+    }
     items = [(k, v) for k, v in named.items() if k != "weights"]
     at = [k for k, _ in items].index("attribution") + 1 if "attribution" in named else 0
     items.insert(at, ("weights", entry))
@@ -185,11 +212,20 @@ def add_named_set(p: dict, model: torch.nn.Module, tok, label_ids: list[int]) ->
     return entry
 
 
-def summary(entry: dict) -> "pd.DataFrame":
+def summary(entry: dict) -> pd.DataFrame:
     """Per emotion: the weights set's size, its label token, and its first neurons with the tokens they promote."""
     import pandas as pd
-    return pd.DataFrame({e: {"neurons": len(entry["neurons"][e]), "label token": entry["label_tokens"][e],
-                             "top neurons (layer, index): promoted tokens": "; ".join(
-                                 f"({x['neuron'][0]}, {x['neuron'][1]}): " + " ".join(map(repr, x["promoted"][:5]))
-                                 for x in entry["top_neurons"][e])}
-                         for e in entry["neurons"]}).T
+
+    return pd.DataFrame(
+        {
+            e: {
+                "neurons": len(entry["neurons"][e]),
+                "label token": entry["label_tokens"][e],
+                "top neurons (layer, index): promoted tokens": "; ".join(
+                    f"({x['neuron'][0]}, {x['neuron'][1]}): " + " ".join(map(repr, x["promoted"][:5]))
+                    for x in entry["top_neurons"][e]
+                ),
+            }
+            for e in entry["neurons"]
+        }
+    ).T

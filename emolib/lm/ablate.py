@@ -24,8 +24,9 @@ def _check_mode(mode: str, means: torch.Tensor | None) -> None:
         raise ValueError("mode add needs the per-neuron amounts (e.g. activation SDs) as means")
 
 
-def random_like(neurons: dict[int, list[int]], d_ff: int, seed: int,
-                exclude: dict[int, list[int]] | None = None) -> dict[int, list[int]]:
+def random_like(
+    neurons: dict[int, list[int]], d_ff: int, seed: int, exclude: dict[int, list[int]] | None = None
+) -> dict[int, list[int]]:
     """Random neurons with the same count in each layer, avoiding the excluded ones (the emotion's own)."""
     rng = np.random.default_rng(seed)
     out = {}
@@ -35,8 +36,9 @@ def random_like(neurons: dict[int, list[int]], d_ff: int, seed: int,
     return out
 
 
-def restrict(neurons: dict[int, list[int]], layers: range | list[int], fraction: float = 1.0,
-             seed: int = 0) -> dict[int, list[int]]:
+def restrict(
+    neurons: dict[int, list[int]], layers: range | list[int], fraction: float = 1.0, seed: int = 0
+) -> dict[int, list[int]]:
     """The neurons inside the given layers, keeping a seeded fraction of them (at least one if any)."""
     inside = [(l, i) for l in sorted(neurons) if l in layers for i in neurons[l]]
     if not inside:
@@ -61,8 +63,9 @@ def depth_bins(n_layers: int, bins: int) -> list[range]:
 
 def layer_bins(n_layers: int, bins: int) -> dict[str, range]:
     """Equal depth ranges (bottom/middle/top for 3 bins), plus all layers."""
-    names = {1: ["all"], 2: ["bottom", "top"], 3: ["bottom", "middle", "top"]}.get(bins) or \
-        [f"bin{i + 1}" for i in range(bins)]
+    names = {1: ["all"], 2: ["bottom", "top"], 3: ["bottom", "middle", "top"]}.get(bins) or [
+        f"bin{i + 1}" for i in range(bins)
+    ]
     out = dict(zip(names, depth_bins(n_layers, bins)))
     out["all"] = range(n_layers)
     return out
@@ -81,8 +84,9 @@ def firing_bins(firing: torch.Tensor | np.ndarray, n_bins: int = 10) -> np.ndarr
     return ranks * n_bins // f.shape[1]
 
 
-def joint_bins(firing: torch.Tensor | np.ndarray, spread: torch.Tensor | np.ndarray | None,
-               n_bins: int = 10) -> tuple[np.ndarray, int]:
+def joint_bins(
+    firing: torch.Tensor | np.ndarray, spread: torch.Tensor | np.ndarray | None, n_bins: int = 10
+) -> tuple[np.ndarray, int]:
     """([L, D] bin, number of bins): the firing decile within the layer, and with spread given, within each firing
     decile the decile of the neuron's activation SD (bin = 10 * firing decile + SD decile)."""
     fb = firing_bins(firing, n_bins)
@@ -99,9 +103,14 @@ def joint_bins(firing: torch.Tensor | np.ndarray, spread: torch.Tensor | np.ndar
     return out, n_bins * n_bins
 
 
-def random_matched(neurons_by_layer: dict[int, list[int]], firing: torch.Tensor | np.ndarray, seed: int,
-                   exclude: dict[int, list[int]] | None = None, n_bins: int = 10,
-                   spread: torch.Tensor | np.ndarray | None = None) -> Matched:
+def random_matched(
+    neurons_by_layer: dict[int, list[int]],
+    firing: torch.Tensor | np.ndarray,
+    seed: int,
+    exclude: dict[int, list[int]] | None = None,
+    n_bins: int = 10,
+    spread: torch.Tensor | np.ndarray | None = None,
+) -> Matched:
     """Per own neuron, a random neuron of the same layer and firing bin (deciles within the layer), without replacement;
     with spread ([L, D] activation SDs) also of the same SD decile within that firing decile.
 
@@ -168,8 +177,7 @@ class RowMasks:
             if self.rows is None:
                 raise RuntimeError("ablate_rows: give n_items or call set_rows before the forward pass")
             if batch % len(self.rows):
-                raise ValueError(f"ablate_rows: a batch of {batch} rows does not repeat the {len(self.rows)} "
-                                 f"rows set")
+                raise ValueError(f"ablate_rows: a batch of {batch} rows does not repeat the {len(self.rows)} rows set")
             self._memo[key] = self.rows.repeat_interleave(batch // len(self.rows)).to(device)
         return self._memo[key]
 
@@ -191,11 +199,19 @@ def down_proj_hook(rows: RowMasks, mult: torch.Tensor | None, add: torch.Tensor 
         if a is not None:
             x.add_(a[r].view(shape))
         return (x,) + tuple(args[1:])
+
     return hook
 
 
-def _factors(masks: list[dict[int, list[int]]], layer: int, d_ff: int, mode: str, means: torch.Tensor | None,
-             scale: float, scales: list[float] | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def _factors(
+    masks: list[dict[int, list[int]]],
+    layer: int,
+    d_ff: int,
+    mode: str,
+    means: torch.Tensor | None,
+    scale: float,
+    scales: list[float] | None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """([K, d_ff] multipliers or None, [K, d_ff] added amounts or None) of one layer, in float32."""
     keep = torch.ones((len(masks), d_ff), dtype=torch.float32)
     for k, m in enumerate(masks):
@@ -213,8 +229,15 @@ def _factors(masks: list[dict[int, list[int]]], layer: int, d_ff: int, mode: str
 
 
 @contextmanager
-def ablate_rows(model, masks: list[dict[int, list[int]]], n_items: int | None = None, mode: str = "zero",
-                means: torch.Tensor | None = None, scale: float = 0.5, scales: list[float] | None = None):
+def ablate_rows(
+    model,
+    masks: list[dict[int, list[int]]],
+    n_items: int | None = None,
+    mode: str = "zero",
+    means: torch.Tensor | None = None,
+    scale: float = 0.5,
+    scales: list[float] | None = None,
+):
     """Within the block, the chosen neurons of mlp.down_proj's input are zeroed, set to their mean, scaled, or
     (mode add) get scale x means[l, i] added, with a mask per row: row r uses masks[r // n_items] (or what the
     yielded RowMasks sets); with mode add, scales gives each mask its own factor (stage 5 batches doses and sets)."""
@@ -236,8 +259,9 @@ def ablate_rows(model, masks: list[dict[int, list[int]]], n_items: int | None = 
 
 
 @contextmanager
-def ablate(model, neurons: dict[int, list[int]], mode: str = "zero", means: torch.Tensor | None = None,
-           scale: float = 0.5):
+def ablate(
+    model, neurons: dict[int, list[int]], mode: str = "zero", means: torch.Tensor | None = None, scale: float = 0.5
+):
     """Within the block, neuron i of layer l (the input of mlp.down_proj) is zeroed, set to its mean, scaled, or
     (mode add) gets scale x means[l, i] added: ablate_rows with one mask for every row."""
     with ablate_rows(model, [neurons], 1, mode, means, scale):

@@ -12,10 +12,10 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from ..progress import tqdm
 
+from ..progress import tqdm
 from . import ablate, prompts
-from .classify import Classifier, cache_prefix, score_batch, encode_dialogues
+from .classify import Classifier, cache_prefix, encode_dialogues, score_batch
 from .models import decoder_layers
 
 
@@ -59,10 +59,18 @@ def tile_from(model, start: int, copies: int):
 
 
 @torch.inference_mode()
-def score_masks(clf: Classifier, dialogues: list[str], masks: list[dict[int, list[int]]], mode: str = "zero",
-                means: torch.Tensor | None = None, scale: float = 0.5, calibration: np.ndarray | None = None,
-                reuse_lower: bool = True, items_per_batch: int | None = None,
-                progress: str | None = None) -> np.ndarray:
+def score_masks(
+    clf: Classifier,
+    dialogues: list[str],
+    masks: list[dict[int, list[int]]],
+    mode: str = "zero",
+    means: torch.Tensor | None = None,
+    scale: float = 0.5,
+    calibration: np.ndarray | None = None,
+    reuse_lower: bool = True,
+    items_per_batch: int | None = None,
+    progress: str | None = None,
+) -> np.ndarray:
     """[K, N, labels] label scores of every dialogue under every mask, all K masks in each forward pass.
 
     Equal (to float tolerance) to `with ablate(model, masks[k]): label_scores(clf, dialogues, calibration=...)`
@@ -82,12 +90,11 @@ def score_masks(clf: Classifier, dialogues: list[str], masks: list[dict[int, lis
     order = sorted(range(N), key=lambda i: -len(bodies[i]))
     b = items_per_batch or max(1, clf.batch_size // K)
     every = torch.arange(K)
-    with ablate.ablate_rows(model, masks, mode=mode, means=means, scale=scale) as rows, \
-            tile_from(model, start, K):
+    with ablate.ablate_rows(model, masks, mode=mode, means=means, scale=scale) as rows, tile_from(model, start, K):
         rows.set_rows(every)
         cache = cache_prefix(model, parts.prefix) if clf.prefix_cache else None
         for s in tqdm(range(0, N, b), desc=progress, disable=progress is None, leave=False):
-            idx = order[s:s + b]
+            idx = order[s : s + b]
             rows.set_rows(every.repeat_interleave(len(idx)))
             sc = score_batch(model, parts.prefix, [bodies[i] for i in idx], parts.labels, tok.pad_token_id, cache)
             out[:, idx] = sc.view(K, len(idx), n_lab)

@@ -6,17 +6,16 @@ import copy
 import json
 import re
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
-from ..progress import tqdm
 
-from . import prompts
-from . import models
+from ..progress import tqdm
+from . import models, prompts
 from .models import model_device
 
 
@@ -38,8 +37,16 @@ class Classifier:
         return self.parts.label_names
 
 
-def make_classifier(model, tokenizer, emotions: list[str], chat: bool, few_shot: int = 0,
-                    template: str | None = None, batch_size: int = 16, calibrate: bool = True) -> Classifier:
+def make_classifier(
+    model,
+    tokenizer,
+    emotions: list[str],
+    chat: bool,
+    few_shot: int = 0,
+    template: str | None = None,
+    batch_size: int = 16,
+    calibrate: bool = True,
+) -> Classifier:
     """Build a Classifier with the prompt of the given style."""
     parts = prompts.build(tokenizer, emotions, chat, few_shot, template)
     return Classifier(model, tokenizer, parts, batch_size, calibrate)
@@ -62,8 +69,10 @@ def dialogue_budget(clf: Classifier, reserve: int | None = None) -> int | None:
     reserve = max(len(lab) for lab in parts.labels) if reserve is None else reserve
     budget = n - len(parts.prefix) - len(parts.suffix) - reserve
     if budget < 1:
-        raise ValueError(f"prompt_template / few_shot: the prompt without its dialogue takes "
-                         f"{n - budget} tokens, the model's whole context of {n}; shorten it")
+        raise ValueError(
+            f"prompt_template / few_shot: the prompt without its dialogue takes "
+            f"{n - budget} tokens, the model's whole context of {n}; shorten it"
+        )
     return budget
 
 
@@ -77,8 +86,11 @@ def encode_dialogues(clf: Classifier, dialogues: list[str], reserve: int | None 
     cut = sum(c for _, c in fitted)
     if cut:
         clf.truncated += cut
-        warnings.warn(f"{cut} dialogue(s) longer than the model's context ({budget} tokens left for a dialogue) "
-                      "were cut from the left, keeping their end", stacklevel=3)
+        warnings.warn(
+            f"{cut} dialogue(s) longer than the model's context ({budget} tokens left for a dialogue) "
+            "were cut from the left, keeping their end",
+            stacklevel=3,
+        )
     return [ids for ids, _ in fitted]
 
 
@@ -113,16 +125,18 @@ def float32_readout(model):
         h.remove()
 
 
-def score_batch(model, prefix: list[int], bodies: list[list[int]], labels: list[list[int]], pad_id: int,
-                cache=None) -> torch.Tensor:
+def score_batch(
+    model, prefix: list[int], bodies: list[list[int]], labels: list[list[int]], pad_id: int, cache=None
+) -> torch.Tensor:
     """Sum of label-token log-probs after prefix + body, for a batch; bodies are padded between prefix and body;
     the logits are computed in float32 (float32_readout)."""
     with float32_readout(model):
         return _score_batch_inner(model, prefix, bodies, labels, pad_id, cache).cpu()
 
 
-def _score_batch_inner(model, prefix: list[int], bodies: list[list[int]], labels: list[list[int]], pad_id: int,
-                       cache=None) -> torch.Tensor:
+def _score_batch_inner(
+    model, prefix: list[int], bodies: list[list[int]], labels: list[list[int]], pad_id: int, cache=None
+) -> torch.Tensor:
     """score_batch's work, in whatever precision the head computes."""
     dev = model_device(model)
     B, P = len(bodies), len(prefix)
@@ -130,21 +144,27 @@ def _score_batch_inner(model, prefix: list[int], bodies: list[list[int]], labels
     ids = torch.full((B, L), pad_id, dtype=torch.long)
     mask = torch.zeros((B, L), dtype=torch.long)
     for i, b in enumerate(bodies):
-        ids[i, L - len(b):] = torch.tensor(b)
-        mask[i, L - len(b):] = 1
+        ids[i, L - len(b) :] = torch.tensor(b)
+        mask[i, L - len(b) :] = 1
     pos = (P + mask.cumsum(1) - 1).clamp(min=P)
     full_mask = torch.cat([torch.ones((B, P), dtype=torch.long), mask], 1)
     ids, pos, full_mask = ids.to(dev), pos.to(dev), full_mask.to(dev)
     if cache is not None:
         past = copy.deepcopy(cache)
         past.batch_repeat_interleave(B)
-        out = model(input_ids=ids, attention_mask=full_mask, position_ids=pos, cache=past,
-                    use_cache=True, logits_to_keep=1)
+        out = model(
+            input_ids=ids, attention_mask=full_mask, position_ids=pos, cache=past, use_cache=True, logits_to_keep=1
+        )
     else:
         pre = torch.tensor([prefix], device=dev).expand(B, P)
         pre_pos = torch.arange(P, device=dev).expand(B, P)
-        out = model(input_ids=torch.cat([pre, ids], 1), attention_mask=full_mask,
-                    position_ids=torch.cat([pre_pos, pos], 1), use_cache=True, logits_to_keep=1)
+        out = model(
+            input_ids=torch.cat([pre, ids], 1),
+            attention_mask=full_mask,
+            position_ids=torch.cat([pre_pos, pos], 1),
+            use_cache=True,
+            logits_to_keep=1,
+        )
     first = torch.log_softmax(out.logits[:, -1].float(), -1)  # [B, V]
     n = len(labels)
     scores = torch.stack([first[:, lab[0]] for lab in labels], 1)  # [B, n]
@@ -154,12 +174,13 @@ def _score_batch_inner(model, prefix: list[int], bodies: list[list[int]], labels
         past.batch_repeat_interleave(n)
         lab_ids = torch.full((n, m - 1), pad_id, dtype=torch.long)
         for j, lab in enumerate(labels):
-            lab_ids[j, :len(lab) - 1] = torch.tensor(lab[:-1])
+            lab_ids[j, : len(lab) - 1] = torch.tensor(lab[:-1])
         lab_ids = lab_ids.repeat(B, 1).to(dev)
         last = pos[:, -1:].repeat_interleave(n, 0)
         lab_pos = last + 1 + torch.arange(m - 1, device=dev)
-        lab_mask = torch.cat([full_mask.repeat_interleave(n, 0), torch.ones((B * n, m - 1), dtype=torch.long,
-                                                                              device=dev)], 1)
+        lab_mask = torch.cat(
+            [full_mask.repeat_interleave(n, 0), torch.ones((B * n, m - 1), dtype=torch.long, device=dev)], 1
+        )
         out2 = model(input_ids=lab_ids, attention_mask=lab_mask, position_ids=lab_pos, cache=past)
         # rows = out.logits' rows (B, or more where a hook tiles the batch, as emolib.lm.batched does) x labels
         logp = torch.log_softmax(out2.logits.float(), -1).view(-1, n, m - 1, out2.logits.shape[-1])
@@ -179,8 +200,9 @@ def calibration_vector(clf: Classifier) -> np.ndarray:
 
 
 @torch.inference_mode()
-def label_scores(clf: Classifier, dialogues: list[str], progress: str | None = None,
-                 calibration: np.ndarray | None = None) -> np.ndarray:
+def label_scores(
+    clf: Classifier, dialogues: list[str], progress: str | None = None, calibration: np.ndarray | None = None
+) -> np.ndarray:
     """Log-likelihood of each label after each dialogue's prompt, [N, labels]; minus a given calibration vector
     (held fixed), else minus the content-free scores recomputed now if clf.calibrate, else raw."""
     tok, parts = clf.tokenizer, clf.parts
@@ -190,9 +212,8 @@ def label_scores(clf: Classifier, dialogues: list[str], progress: str | None = N
     out = torch.zeros((len(bodies), len(parts.labels)))
     steps = range(0, len(order), clf.batch_size)
     for s in tqdm(steps, desc=progress, disable=progress is None, leave=False):
-        idx = order[s:s + clf.batch_size]
-        out[idx] = score_batch(clf.model, parts.prefix, [bodies[i] for i in idx], parts.labels,
-                               tok.pad_token_id, cache)
+        idx = order[s : s + clf.batch_size]
+        out[idx] = score_batch(clf.model, parts.prefix, [bodies[i] for i in idx], parts.labels, tok.pad_token_id, cache)
     if calibration is not None:
         out -= torch.as_tensor(np.asarray(calibration), dtype=out.dtype)
     elif clf.calibrate:
@@ -204,6 +225,7 @@ def label_scores(clf: Classifier, dialogues: list[str], progress: str | None = N
 def parse_label(text: str, labels: list[str]) -> str | None:
     """First emotion word in a generated text (aliases such as joy included), or None."""
     from ..emotions import ALIASES
+
     words = {w: w for w in labels}
     words.update({a: c for a, c in ALIASES.items() if c in labels})
     for m in re.finditer(r"[a-zA-Z]+", text.lower()):
@@ -213,31 +235,42 @@ def parse_label(text: str, labels: list[str]) -> str | None:
 
 
 @torch.inference_mode()
-def generate_labels(clf: Classifier, dialogues: list[str], max_new_tokens: int = 4,
-                    progress: str | None = None) -> list[str | None]:
+def generate_labels(
+    clf: Classifier, dialogues: list[str], max_new_tokens: int = 4, progress: str | None = None
+) -> list[str | None]:
     """Greedy-decode a few tokens after each prompt; the first emotion word found is the prediction."""
     tok, parts, dev = clf.tokenizer, clf.parts, model_device(clf.model)
     seqs = [parts.prefix + ids + parts.suffix for ids in encode_dialogues(clf, dialogues, max_new_tokens)]
     preds: list[str | None] = [None] * len(seqs)
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     for s in tqdm(range(0, len(order), clf.batch_size), desc=progress, disable=progress is None, leave=False):
-        idx = order[s:s + clf.batch_size]
+        idx = order[s : s + clf.batch_size]
         L = max(len(seqs[i]) for i in idx)
         ids = torch.full((len(idx), L), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for r, i in enumerate(idx):
-            ids[r, L - len(seqs[i]):] = torch.tensor(seqs[i])
-            mask[r, L - len(seqs[i]):] = 1
-        gen = clf.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), do_sample=False,
-                                 max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
+            ids[r, L - len(seqs[i]) :] = torch.tensor(seqs[i])
+            mask[r, L - len(seqs[i]) :] = 1
+        gen = clf.model.generate(
+            input_ids=ids.to(dev),
+            attention_mask=mask.to(dev),
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tok.pad_token_id,
+        )
         for r, i in enumerate(idx):
             preds[i] = parse_label(tok.decode(gen[r, L:], skip_special_tokens=True), clf.labels)
     return preds
 
 
-def predict(clf: Classifier, dialogues: list[str], protocol: str = "score", max_new_tokens: int = 4,
-            progress: str | None = None, calibration: np.ndarray | None = None
-            ) -> tuple[list[str | None], np.ndarray | None]:
+def predict(
+    clf: Classifier,
+    dialogues: list[str],
+    protocol: str = "score",
+    max_new_tokens: int = 4,
+    progress: str | None = None,
+    calibration: np.ndarray | None = None,
+) -> tuple[list[str | None], np.ndarray | None]:
     """Predicted labels (None = no emotion word, counted wrong) and, for score, the label scores (calibration: as
     label_scores; margins come from these scores, see emolib.causal.stats.margin)."""
     if protocol == "score":
@@ -252,8 +285,9 @@ def load_classifier(p: dict):
     """(model, tokenizer, Classifier) for the run's model and prompt parameters."""
     model, tok = models.load_model(p["model"], p["dtype"], p["device"], p["device_map"], p["seed"])
     chat = prompts.use_chat(p["prompt_style"], models.is_instruct(p["model"], tok), tok)
-    clf = make_classifier(model, tok, p["emotions"], chat, p["few_shot"], p["prompt_template"],
-                          p["batch_size"], p["calibrate"])
+    clf = make_classifier(
+        model, tok, p["emotions"], chat, p["few_shot"], p["prompt_template"], p["batch_size"], p["calibrate"]
+    )
     return model, tok, clf
 
 
@@ -270,12 +304,16 @@ class PredictionCache:
     def _read(self) -> None:
         """Load the cached lines; a torn last line is dropped with a warning, any other bad line is an error."""
         import warnings
+
         from ..safeio import atomic_write_text, clear_hint
+
         try:
             lines = self.path.read_bytes().decode("utf-8").split("\n")
         except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"{self.path}: corrupt prediction cache ({type(e).__name__}); delete it to recompute "
-                             f"({clear_hint(self.path)})") from None
+            raise ValueError(
+                f"{self.path}: corrupt prediction cache ({type(e).__name__}); delete it to recompute "
+                f"({clear_hint(self.path)})"
+            ) from None
         good = []
         for n, line in enumerate(lines, 1):
             if not line.strip():
@@ -286,13 +324,18 @@ class PredictionCache:
             except json.JSONDecodeError:
                 ok = False
             if not ok and not any(x.strip() for x in lines[n:]):  # the last line, cut short by an interruption
-                warnings.warn(f"{self.path}: line {n} is incomplete (an interrupted write); dropped, that condition "
-                              "will be recomputed", stacklevel=3)
+                warnings.warn(
+                    f"{self.path}: line {n} is incomplete (an interrupted write); dropped, that condition "
+                    "will be recomputed",
+                    stacklevel=3,
+                )
                 atomic_write_text(self.path, "".join(x + "\n" for x in good), self.base)
                 break
             if not ok:
-                raise ValueError(f"{self.path}: line {n} is corrupt; delete the file to recompute its predictions "
-                                 f"({clear_hint(self.path)})")
+                raise ValueError(
+                    f"{self.path}: line {n} is corrupt; delete the file to recompute its predictions "
+                    f"({clear_hint(self.path)})"
+                )
             good.append(line)
             self.rows[r["key"]] = r["preds"]
         else:
@@ -302,6 +345,7 @@ class PredictionCache:
     def get_or_run(self, key: str, fn) -> list:
         """Cached predictions for key, or run fn() and append its result as one line in one write."""
         from ..safeio import append_line
+
         if key not in self.rows:
             self.rows[key] = fn()
             append_line(self.path, json.dumps({"key": key, "preds": self.rows[key]}), self.base)
@@ -310,6 +354,7 @@ class PredictionCache:
     def put_many(self, rows: dict[str, list]) -> None:
         """Store many keys' predictions, appended as lines in one write."""
         from ..safeio import append_line
+
         new = {k: v for k, v in rows.items() if k not in self.rows}
         if new:
             self.rows.update(new)
@@ -321,6 +366,5 @@ def lm_voter(spec: str, emotions: list[str], p: dict) -> Callable[[list[str]], l
     model, tok = models.load_model(spec, p["dtype"], p["device"], p["device_map"], p["seed"])
     chat = prompts.use_chat(p["prompt_style"], models.is_instruct(spec, tok), tok)
     few_shot = 0 if chat else p["annotator_few_shot"]
-    clf = make_classifier(model, tok, emotions, chat, few_shot, p["prompt_template"], p["batch_size"],
-                                   p["calibrate"])
+    clf = make_classifier(model, tok, emotions, chat, few_shot, p["prompt_template"], p["batch_size"], p["calibrate"])
     return lambda dialogues: predict(clf, dialogues, "score")[0]

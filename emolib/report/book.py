@@ -13,9 +13,13 @@ from .. import params as params_mod
 from ..lm.models import set_threads
 from .paths import relative_to_root
 
-PRETTY = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct", "gemma3-270m": "Gemma-3-270M",
-          "llama-3.1-8b-instruct": "Llama-3.1-8B-Instruct", "llama-3.1-70b-instruct": "Llama-3.1-70B-Instruct",
-          "tiny-random-llama": "tiny random Llama"}
+PRETTY = {
+    "smollm2-135m-instruct": "SmolLM2-135M-Instruct",
+    "gemma3-270m": "Gemma-3-270M",
+    "llama-3.1-8b-instruct": "Llama-3.1-8B-Instruct",
+    "llama-3.1-70b-instruct": "Llama-3.1-70B-Instruct",
+    "tiny-random-llama": "tiny random Llama",
+}
 
 
 def setup(namespace: dict, notebook: str) -> dict:
@@ -42,6 +46,7 @@ def show(fig, p: dict, name: str) -> None:
     from IPython.display import display
 
     from .plots_common import save
+
     try:
         save(fig, p["run_dir"], name)
         display(fig)
@@ -53,6 +58,7 @@ def save_table(p: dict, tables: dict[str, pd.DataFrame], name: str) -> pd.DataFr
     """Concatenate the per-set tables (column 'set') and write run_dir/<name>."""
     table = pd.concat(list(tables.values()), ignore_index=True)
     from ..safeio import atomic_save
+
     atomic_save(Path(p["run_dir"]) / name, lambda tmp: table.to_csv(tmp, index=False), base=p["run_dir"])
     return table
 
@@ -63,5 +69,6 @@ def show_source(*fns) -> None:
     import textwrap
 
     from IPython.display import Markdown, display
+
     parts = [f"# {fn.__module__}.{fn.__qualname__}\n{textwrap.dedent(inspect.getsource(fn)).rstrip()}" for fn in fns]
     display(Markdown("```python\n" + "\n\n".join(parts) + "\n```"))

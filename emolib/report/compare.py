@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..identify import neurons
 from .. import safeio
+from ..identify import neurons
 
 
 def paper_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -27,9 +27,11 @@ def load_runs(run_dirs: list[str]) -> dict[str, dict]:
                 raise FileNotFoundError(f"runs: {d / need} not found; run stages 01-03 for {d} first")
         safeio.load_neurons_json(d / "neurons.json")
         sw = d / "layer_sweep.csv"
-        out[d.name] = {"neurons": neurons.load(d / "neurons.json"),
-                       "tests": paper_rows(pd.read_csv(d / "own_vs_random.csv")).set_index("emotion"),
-                       "sweep": paper_rows(pd.read_csv(sw)) if sw.exists() else None}
+        out[d.name] = {
+            "neurons": neurons.load(d / "neurons.json"),
+            "tests": paper_rows(pd.read_csv(d / "own_vs_random.csv")).set_index("emotion"),
+            "sweep": paper_rows(pd.read_csv(sw)) if sw.exists() else None,
+        }
     return out
 
 
@@ -38,17 +40,26 @@ def overview(R: dict) -> pd.DataFrame:
     rows = []
     for name, r in R.items():
         ns = r["neurons"]
-        rows.append({"run": name, "model": ns.model, "layers": ns.n_layers, "d_ff": ns.d_ff,
-                     "FFN neurons": ns.n_layers * ns.d_ff, "selected": ns.meta["n_selected"],
-                     "baseline accuracy (mean over emotions)": round(float(r["tests"]["baseline_accuracy"].mean()), 3),
-                     "named sets": ", ".join(neurons.set_names_of(ns.meta))})
+        rows.append(
+            {
+                "run": name,
+                "model": ns.model,
+                "layers": ns.n_layers,
+                "d_ff": ns.d_ff,
+                "FFN neurons": ns.n_layers * ns.d_ff,
+                "selected": ns.meta["n_selected"],
+                "baseline accuracy (mean over emotions)": round(float(r["tests"]["baseline_accuracy"].mean()), 3),
+                "named sets": ", ".join(neurons.set_names_of(ns.meta)),
+            }
+        )
     return pd.DataFrame(rows).set_index("run")
 
 
 def neurons_per_emotion(R: dict) -> pd.DataFrame:
     """Emotion x run: number of emotion neurons."""
-    return pd.DataFrame({name: {e: len(r["neurons"].sets.get(e, [])) for e in r["neurons"].emotions}
-                         for name, r in R.items()})
+    return pd.DataFrame(
+        {name: {e: len(r["neurons"].sets.get(e, [])) for e in r["neurons"].emotions} for name, r in R.items()}
+    )
 
 
 def depth_profiles(R: dict) -> dict[str, pd.DataFrame]:
@@ -61,25 +72,34 @@ def median_depth(R: dict) -> pd.DataFrame:
     out = {}
     for name, r in R.items():
         ns = r["neurons"]
-        out[name] = {e: float(np.median([neurons.relative_depth(l, ns.n_layers) for l, _ in ns.sets[e]]))
-                     if ns.sets[e] else np.nan for e in ns.emotions}
+        out[name] = {
+            e: float(np.median([neurons.relative_depth(l, ns.n_layers) for l, _ in ns.sets[e]]))
+            if ns.sets[e]
+            else np.nan
+            for e in ns.emotions
+        }
     return pd.DataFrame(out)
 
 
 def sensitivity(R: dict, column: str = "own_minus_random_accuracy") -> pd.DataFrame:
     """Emotion x run (paper set): the own set's accuracy change on the emotion's items minus the mean change under
     matched random sets (or another column of the test table)."""
-    return pd.DataFrame({name: r["tests"][column] if column in r["tests"] else pd.Series(dtype=float)
-                         for name, r in R.items()})
+    return pd.DataFrame(
+        {name: r["tests"][column] if column in r["tests"] else pd.Series(dtype=float) for name, r in R.items()}
+    )
 
 
 def shared_emotions(R: dict) -> tuple[list[str], dict[str, list[str]]]:
     """The emotions every run studied (canonical order), and per run the ones left out of the comparison."""
     from ..emotions import EMOTIONS
+
     every = [e for e in EMOTIONS if all(e in r["neurons"].emotions for r in R.values())]
     if not every:
-        raise ValueError("compare: the runs share no emotion (" + "; ".join(
-            f"{n}: {', '.join(r['neurons'].emotions)}" for n, r in R.items()) + ")")
+        raise ValueError(
+            "compare: the runs share no emotion ("
+            + "; ".join(f"{n}: {', '.join(r['neurons'].emotions)}" for n, r in R.items())
+            + ")"
+        )
     return every, {n: [e for e in r["neurons"].emotions if e not in every] for n, r in R.items()}
 
 
@@ -87,8 +107,9 @@ def conclusions(R: dict) -> pd.DataFrame:
     """Per emotion the runs share, and run: the Holm-corrected verdict of notebook 03's own-vs-random test for the
     paper set. A missing measurement is "not measured", never "no detectable effect"."""
     shared, left_out = shared_emotions(R)
-    out = pd.DataFrame({name: r["tests"]["verdict"] if "verdict" in r["tests"] else pd.Series(dtype=object)
-                        for name, r in R.items()}).reindex(shared)
+    out = pd.DataFrame(
+        {name: r["tests"]["verdict"] if "verdict" in r["tests"] else pd.Series(dtype=object) for name, r in R.items()}
+    ).reindex(shared)
     out = out.apply(lambda col: col.map(lambda v: "not measured" if pd.isna(v) or v == "not tested" else v))
     out.attrs["left_out"] = {n: v for n, v in left_out.items() if v}
     return out
@@ -101,16 +122,26 @@ def agreement_lines(concl: pd.DataFrame) -> list[str]:
     same = [e for e, row in concl.iterrows() if row.nunique() == 1 and e not in unmeasured]
     diff = [e for e in concl.index if e not in same and e not in unmeasured]
     scope = "shared emotions" if left_out else "emotions"
-    lines = [f"The runs agree on {len(same)} of {len(concl)} {scope}: "
-             + ", ".join(f"{e} ({concl.loc[e].iloc[0]})" for e in same) if same else "The runs agree on no emotion."]
+    lines = [
+        f"The runs agree on {len(same)} of {len(concl)} {scope}: "
+        + ", ".join(f"{e} ({concl.loc[e].iloc[0]})" for e in same)
+        if same
+        else "The runs agree on no emotion."
+    ]
     if left_out:
-        lines.insert(0, f"Compared on the {len(concl)} emotions every run studied ({', '.join(concl.index)}); left out: "
-                     + "; ".join(f"{n} also studied {', '.join(v)}" for n, v in left_out.items()) + ".")
+        lines.insert(
+            0,
+            f"Compared on the {len(concl)} emotions every run studied ({', '.join(concl.index)}); left out: "
+            + "; ".join(f"{n} also studied {', '.join(v)}" for n, v in left_out.items())
+            + ".",
+        )
     if unmeasured:
         lines.append("Not measured in every run (no ablation result): " + ", ".join(unmeasured) + ".")
     if diff:
-        lines.append("They differ on: " + "; ".join(f"{e} (" + ", ".join(f"{c}: {concl.loc[e, c]}" for c in concl.columns)
-                                                     + ")" for e in diff))
+        lines.append(
+            "They differ on: "
+            + "; ".join(f"{e} (" + ", ".join(f"{c}: {concl.loc[e, c]}" for c in concl.columns) + ")" for e in diff)
+        )
     return lines
 
 
@@ -123,6 +154,8 @@ def pooled_verdicts(run_dirs: list[str]) -> pd.DataFrame:
             continue
         t = pd.read_csv(d / "pooled.csv")
         t = t[t["primary"].astype(bool)]
-        cells[d.name] = {f"{r['set']} ({r.role})": f"{r.verdict} · {r.own_minus_random:+.2f} nat · ±{r.equivalence_bound:.2f}"
-                         for _, r in t.iterrows()}
+        cells[d.name] = {
+            f"{r['set']} ({r.role})": f"{r.verdict} · {r.own_minus_random:+.2f} nat · ±{r.equivalence_bound:.2f}"
+            for _, r in t.iterrows()
+        }
     return pd.DataFrame(cells)

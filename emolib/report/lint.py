@@ -27,6 +27,7 @@ def decode_png(data: str | list[str]) -> np.ndarray:
     import warnings
 
     from PIL import Image
+
     try:
         raw = base64.b64decode("".join(data) if isinstance(data, list) else data)
         with warnings.catch_warnings():
@@ -88,13 +89,17 @@ def raw_reprs(nb) -> list[str]:
             if o.get("output_type") == "stream" and o.get("name") == "stdout":
                 line = next((x for x in "".join(o.get("text", "")).splitlines() if PRINTED.search(x)), None)
                 if line:
-                    out.append(f"cell {i}: a printed raw dict or list ({line.strip()[:60]!r}); show a small "
-                               "formatted table instead")
+                    out.append(
+                        f"cell {i}: a printed raw dict or list ({line.strip()[:60]!r}); show a small "
+                        "formatted table instead"
+                    )
             if o.get("output_type") == "execute_result" and set(data) == {"text/plain"}:
                 text = "".join(data["text/plain"])
                 if RAW.match(text):
-                    out.append(f"cell {i}: a raw repr as the result ({text.strip().splitlines()[0][:60]!r}); show a "
-                               "small formatted table instead")
+                    out.append(
+                        f"cell {i}: a raw repr as the result ({text.strip().splitlines()[0][:60]!r}); show a "
+                        "small formatted table instead"
+                    )
     return out
 
 
@@ -107,8 +112,13 @@ def _header_columns(html: str) -> list[int]:
         if not row:
             continue
         cells = re.findall(r"<th([^>]*)>(.*?)</th>", row.group(0), flags=re.S | re.I)
-        counts.append(sum(1 for attrs, text in cells if "blank" not in attrs and "index_name" not in attrs
-                          and re.sub(r"<[^>]+>|&nbsp;|\s", "", text)))
+        counts.append(
+            sum(
+                1
+                for attrs, text in cells
+                if "blank" not in attrs and "index_name" not in attrs and re.sub(r"<[^>]+>|&nbsp;|\s", "", text)
+            )
+        )
     return counts
 
 
@@ -147,6 +157,7 @@ def local_paths(nb) -> list[str]:
         for s in strings(obj):
             found += [m.group(0) for m in pat.finditer(s)] + [m.group(0) for m in PATHS.finditer(s)]
         return found
+
     out = []
     top = hits(dict(nb.metadata))
     if top:
@@ -222,6 +233,7 @@ STAGE_RULES = (findings_first, header_and_questions)
 def lint_notebook(path: str | Path) -> list[str]:
     """Every rule's problems in one executed notebook, as '<notebook> cell N: what'."""
     from ..safeio import read_notebook
+
     path = Path(path)
     nb = read_notebook(path)  # a regular file, capped, and a valid notebook; else one line naming it
     rules = RULES + (STAGE_RULES if STAGE.match(path.name) else ())
@@ -246,4 +258,3 @@ def by_rule(problems: list[str]) -> dict[str, int]:
         what = re.sub(r"^\S+ (cell \d+|notebook metadata): ", "", p).split(" (")[0]
         out[what] = out.get(what, 0) + 1
     return out
-

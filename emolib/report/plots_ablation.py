@@ -26,6 +26,7 @@ from .plots_common import (
 
 # ---------------------------------------------------------------- classification / ablation figures
 
+
 def confusion_heatmap(conf: pd.DataFrame, label: str, title: str = "baseline") -> Figure:
     """Confusion matrix with counts annotated and cells coloured by the true emotion's row share."""
     c = conf.reindex(index=ordered(conf.index), columns=ordered(conf.columns)).fillna(0)
@@ -35,16 +36,26 @@ def confusion_heatmap(conf: pd.DataFrame, label: str, title: str = "baseline") -
     total = float(c.to_numpy().sum())
     acc = f"accuracy {100 * correct / total:.1f}% of {int(total)}" if total else "no predictions"
     fig, ax = plt.subplots(figsize=(7.5, 5.6), layout="constrained")
-    sns.heatmap(share, ax=ax, cmap="Blues", vmin=0, vmax=100, annot=counts, fmt=fmt,
-                linewidths=0.5, linecolor="white",
-                cbar_kws={"label": "share of the true emotion's dialogues (%)"})
+    sns.heatmap(
+        share,
+        ax=ax,
+        cmap="Blues",
+        vmin=0,
+        vmax=100,
+        annot=counts,
+        fmt=fmt,
+        linewidths=0.5,
+        linecolor="white",
+        cbar_kws={"label": "share of the true emotion's dialogues (%)"},
+    )
     ax.set_xlabel("predicted emotion")
     ax.set_ylabel("true emotion")
     ax.tick_params(axis="y", rotation=0)
     return titled(fig, f"Confusion matrix, {title} ({acc}; numbers are dialogues)", label)
 
 
-# ---------------------------------------------------------------- stage 3: the pooled test per set and what it could detect
+# ------------------------------------------------ stage 3: the pooled test per set and what it could detect
+
 
 def pooled_forest(table: pd.DataFrame, delta: float, label: str) -> Figure:
     """Stage 3's answer: per set, its pooled own-minus-random margin change with the 95% interval of the test, the
@@ -55,9 +66,15 @@ def pooled_forest(table: pd.DataFrame, delta: float, label: str) -> Figure:
     ax.axvspan(-delta, delta, color="#dddddd", zorder=0, label=f"equivalence band ±{delta:g} nat")
     for y, r in t.iterrows():
         eff = str(r.get("verdict", "")).startswith("effect")
-        ax.errorbar([r.own_minus_random], [y], xerr=[[r.own_minus_random - r.lo], [r.hi - r.own_minus_random]],
-                    fmt="o", color="#444444" if r.role == "test" else "#b2182b", mfc="black" if eff else "white",
-                    capsize=3)
+        ax.errorbar(
+            [r.own_minus_random],
+            [y],
+            xerr=[[r.own_minus_random - r.lo], [r.hi - r.own_minus_random]],
+            fmt="o",
+            color="#444444" if r.role == "test" else "#b2182b",
+            mfc="black" if eff else "white",
+            capsize=3,
+        )
     if (t.role != "test").any() and (t.role == "test").any():
         ax.axhline((t.role == "test").sum() - 0.5, color="grey", lw=0.6, ls=":")
     ax.axvline(0, color="black", lw=0.8)
@@ -67,8 +84,9 @@ def pooled_forest(table: pd.DataFrame, delta: float, label: str) -> Figure:
     ax.set_xlabel("pooled own − random margin change (nat, mean over emotions)")
     ax.set_ylabel("neuron set")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
-    return titled(fig, "One pooled test per set against random families (95% intervals; filled = effect after Holm)",
-                  label)
+    return titled(
+        fig, "One pooled test per set against random families (95% intervals; filled = effect after Holm)", label
+    )
 
 
 def detection_curve(tit: pd.DataFrame, curve: pd.DataFrame, label: str) -> Figure:
@@ -79,18 +97,33 @@ def detection_curve(tit: pd.DataFrame, curve: pd.DataFrame, label: str) -> Figur
         no_data(ax, "no titrated families in this run")
     else:
         x = tit.effect.abs()
-        ax.scatter(x, tit.detected.astype(float) + np.random.default_rng(0).uniform(-0.03, 0.03, len(tit)), s=14,
-                   color="#888888", label="titrated family (detected 1, not 0)")
+        ax.scatter(
+            x,
+            tit.detected.astype(float) + np.random.default_rng(0).uniform(-0.03, 0.03, len(tit)),
+            s=14,
+            color="#888888",
+            label="titrated family (detected 1, not 0)",
+        )
         c = curve.assign(size=curve.effect.abs()).sort_values("size")
         ax.plot(c["size"], c.detected, "o-", color="#b2182b", label="detection rate per share (at its mean effect)")
         for k, r in enumerate(c.itertuples()):
-            ax.annotate(f"{r.share:.0%}", (r.size, r.detected), textcoords="offset points",
-                        xytext=(4, -12 if k % 2 else 6), fontsize=8)
+            ax.annotate(
+                f"{r.share:.0%}",
+                (r.size, r.detected),
+                textcoords="offset points",
+                xytext=(4, -12 if k % 2 else 6),
+                fontsize=8,
+            )
         ax.axhline(0.8, color="black", lw=0.8, ls="--", label="80%")
         ok = c[c.detected >= 0.8]
         if len(ok):
-            ax.axvline(ok["size"].min(), color="#b2182b", lw=0.8, ls=":",
-                       label=f"smallest effect detected ≥ 80%: {ok['size'].min():.2f} nat")
+            ax.axvline(
+                ok["size"].min(),
+                color="#b2182b",
+                lw=0.8,
+                ls=":",
+                label=f"smallest effect detected ≥ 80%: {ok['size'].min():.2f} nat",
+            )
         ax.set_xlim(left=0)
         ax.set_ylim(-0.08, 1.12)
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False, ncol=2)
@@ -101,14 +134,17 @@ def detection_curve(tit: pd.DataFrame, curve: pd.DataFrame, label: str) -> Figur
 
 # ---------------------------------------------------------------- stages 3-4: tests against matched random sets
 
-def effect_forest(table: pd.DataFrame, random_means: dict[tuple[str, str], np.ndarray], label: str,
-                  metric: str = "margin") -> Figure:
+
+def effect_forest(
+    table: pd.DataFrame, random_means: dict[tuple[str, str], np.ndarray], label: str, metric: str = "margin"
+) -> Figure:
     """Per set and emotion: the own set's mean change (dot, 95% CI) beside each matched random set's mean change
     (grey), on the emotion's own eval items; verdicts after Holm in the labels."""
     t = table.dropna(subset=["own_d_" + metric]).reset_index(drop=True)
     sets = list(dict.fromkeys(t["set"]))
-    fig, axes = panel_grid(len(sets), ncols=len(sets), w=6.2, h=0.5 * max(4, len(t) / max(1, len(sets))) + 1.2,
-                      sharex=True)
+    fig, axes = panel_grid(
+        len(sets), ncols=len(sets), w=6.2, h=0.5 * max(4, len(t) / max(1, len(sets))) + 1.2, sharex=True
+    )
     unit = "margin (log-prob units)" if metric == "margin" else f"accuracy ({PP})"
     k = 1 if metric == "margin" else 100
     for ax, s in zip(axes, sets):
@@ -117,19 +153,37 @@ def effect_forest(table: pd.DataFrame, random_means: dict[tuple[str, str], np.nd
             rnd = np.asarray(random_means.get((s, r.emotion), []), dtype=float) * k
             ax.scatter(rnd, [y] * len(rnd), color="#9a9a9a", s=12, alpha=0.8, zorder=2)
             own = r["own_d_" + metric] * k
-            lo, hi = (r.get("own_d_margin_lo", np.nan), r.get("own_d_margin_hi", np.nan)) if metric == "margin" \
+            lo, hi = (
+                (r.get("own_d_margin_lo", np.nan), r.get("own_d_margin_hi", np.nan))
+                if metric == "margin"
                 else (np.nan, np.nan)
-            ax.errorbar([own], [y], xerr=None if not np.isfinite(lo) else [[own - lo * k], [hi * k - own]],
-                        fmt="D", color=emotion_color(r.emotion), ms=7, capsize=3, zorder=3)
+            )
+            ax.errorbar(
+                [own],
+                [y],
+                xerr=None if not np.isfinite(lo) else [[own - lo * k], [hi * k - own]],
+                fmt="D",
+                color=emotion_color(r.emotion),
+                ms=7,
+                capsize=3,
+                zorder=3,
+            )
         ax.axvline(0, color="black", lw=0.8)
-        ax.set_yticks(range(len(rows)), [f"{r.emotion}\n{r.get('verdict', '')}" for _, r in rows.iterrows()],
-                      fontsize=8)
+        ax.set_yticks(
+            range(len(rows)), [f"{r.emotion}\n{r.get('verdict', '')}" for _, r in rows.iterrows()], fontsize=8
+        )
         ax.invert_yaxis()
         ax.set_title(f"set: {s}", fontsize=10)
         ax.set_xlabel(f"change in {unit} on the emotion's items")
-    fig.legend(handles=[Line2D([], [], marker="D", ls="", color="#555555", label="own set (95% CI over items)"),
-                        Line2D([], [], marker="o", ls="", color="#9a9a9a", label="matched random sets")],
-               fontsize=8, loc="outside lower center", ncol=2)
+    fig.legend(
+        handles=[
+            Line2D([], [], marker="D", ls="", color="#555555", label="own set (95% CI over items)"),
+            Line2D([], [], marker="o", ls="", color="#9a9a9a", label="matched random sets"),
+        ],
+        fontsize=8,
+        loc="outside lower center",
+        ncol=2,
+    )
     return titled(fig, f"Own neurons vs matched random neurons ({metric}); verdicts Holm-corrected", label)
 
 
@@ -156,9 +210,13 @@ def dose_response(table: pd.DataFrame, emotions: list[str], label: str, total: i
         ax.set_ylabel("own − random margin (nat)" if ax.get_subplotspec().is_first_col() else "")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    return titled(fig, f"Dose-response (descriptive; {total:,} FFN neurons): each emotion's k neurons vs matched "
-                       "random sets\nband: 95% interval against the random sets' spread; the tested contrast is "
-                       "the slope (see the contrast figure)", label)
+    return titled(
+        fig,
+        f"Dose-response (descriptive; {total:,} FFN neurons): each emotion's k neurons vs matched "
+        "random sets\nband: 95% interval against the random sets' spread; the tested contrast is "
+        "the slope (see the contrast figure)",
+        label,
+    )
 
 
 def contrast_forest(table: pd.DataFrame, label: str) -> Figure:
@@ -166,23 +224,34 @@ def contrast_forest(table: pd.DataFrame, label: str) -> Figure:
     inverts the test, filled where Holm-significant."""
     t = table.dropna(subset=["own_minus_random_margin"]).reset_index(drop=True)
     contrasts = list(dict.fromkeys(t["contrast"]))
-    fig, axes = panel_grid(len(contrasts), ncols=len(contrasts), w=5.6, h=0.32 * max(6, len(t) / max(1, len(contrasts)))
-                      + 1.4)
+    fig, axes = panel_grid(
+        len(contrasts), ncols=len(contrasts), w=5.6, h=0.32 * max(6, len(t) / max(1, len(contrasts))) + 1.4
+    )
     for ax, c in zip(axes, contrasts):
         rows = t[t.contrast == c].reset_index(drop=True)
         for y, r in rows.iterrows():
             sig = "beyond random" in str(r.get("verdict", ""))
-            ax.errorbar([r.own_minus_random_margin], [y], xerr=[[r.own_minus_random_margin - r.omr_margin_lo],
-                                                               [r.omr_margin_hi - r.own_minus_random_margin]],
-                        fmt="o", color=emotion_color(r.emotion), mfc=emotion_color(r.emotion) if sig else "white", capsize=3)
+            ax.errorbar(
+                [r.own_minus_random_margin],
+                [y],
+                xerr=[[r.own_minus_random_margin - r.omr_margin_lo], [r.omr_margin_hi - r.own_minus_random_margin]],
+                fmt="o",
+                color=emotion_color(r.emotion),
+                mfc=emotion_color(r.emotion) if sig else "white",
+                capsize=3,
+            )
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(range(len(rows)), [f"{r['set']} · {r.emotion}" for _, r in rows.iterrows()], fontsize=8)
         ax.invert_yaxis()
         ax.set_title(c, fontsize=10)
         ax.xaxis.set_major_locator(MaxNLocator(4))
         ax.set_xlabel("own − random (nat" + (" per tenfold dose)" if c == "dose slope" else ")"))
-    return titled(fig, "Pre-specified grid contrasts against matched random series (unadjusted 95% intervals; "
-                       "filled = Holm-significant)", label)
+    return titled(
+        fig,
+        "Pre-specified grid contrasts against matched random series (unadjusted 95% intervals; "
+        "filled = Holm-significant)",
+        label,
+    )
 
 
 def range_heatmap(table: pd.DataFrame, emotions: list[str], label: str, set_name: str) -> Figure:
@@ -196,13 +265,26 @@ def range_heatmap(table: pd.DataFrame, emotions: list[str], label: str, set_name
     ann = pd.DataFrame("", index=ranges, columns=order)
     for _, r in t.iterrows():
         v = r.get("own_minus_random_margin", np.nan)
-        ann.loc[r["range"], r.emotion] = (f"{v:+.2f}\nn={int(r.n_neurons)}" if np.isfinite(v)
-                                          else f"n={int(r.n_neurons)}")
+        ann.loc[r["range"], r.emotion] = (
+            f"{v:+.2f}\nn={int(r.n_neurons)}" if np.isfinite(v) else f"n={int(r.n_neurons)}"
+        )
     vals = val.to_numpy(dtype=float)
     lim = float(np.nanmax(np.abs(vals))) if np.isfinite(vals).any() else 1.0
     fig, ax = plt.subplots(figsize=(8, 0.7 * len(ranges) + 2.2), layout="constrained")
-    sns.heatmap(val, ax=ax, cmap="vlag", center=0, vmin=-lim, vmax=lim, annot=ann, fmt="", linewidths=0.5,
-                linecolor="white", annot_kws={"fontsize": 8}, cbar_kws={"label": "own − random margin (nat)"})
+    sns.heatmap(
+        val,
+        ax=ax,
+        cmap="vlag",
+        center=0,
+        vmin=-lim,
+        vmax=lim,
+        annot=ann,
+        fmt="",
+        linewidths=0.5,
+        linecolor="white",
+        annot_kws={"fontsize": 8},
+        cbar_kws={"label": "own − random margin (nat)"},
+    )
     ax.set_xlabel("emotion")
     ax.set_ylabel("layers masked")
     ax.tick_params(axis="y", rotation=0)
@@ -218,8 +300,20 @@ def specificity_pair(own: pd.DataFrame, rnd: pd.DataFrame | None, label: str) ->
     fig, axes = plt.subplots(1, len(tables), figsize=(6.4 * len(tables), 5.4), layout="constrained", squeeze=False)
     for ax, t, what in zip(axes[0], tables, ["own set masked", "that emotion's matched random sets masked (mean)"]):
         d = t.reindex(index=ordered(t.index), columns=ordered(t.columns)).astype(float)
-        sns.heatmap(d, ax=ax, cmap="vlag", center=0, vmin=-lim, vmax=lim, annot=True, fmt=".2f", linewidths=0.5,
-                    linecolor="white", cbar_kws={"label": "mean margin change (nat)"}, annot_kws={"fontsize": 8})
+        sns.heatmap(
+            d,
+            ax=ax,
+            cmap="vlag",
+            center=0,
+            vmin=-lim,
+            vmax=lim,
+            annot=True,
+            fmt=".2f",
+            linewidths=0.5,
+            linecolor="white",
+            cbar_kws={"label": "mean margin change (nat)"},
+            annot_kws={"fontsize": 8},
+        )
         ax.set_title(what, fontsize=10)
         ax.set_ylabel("emotion whose neurons are masked")
         ax.set_xlabel("true emotion of the items")
@@ -232,8 +326,19 @@ def shift_heatmap(table: pd.DataFrame, label: str, title: str, unit: str) -> Fig
     d = table.reindex(index=ordered(table.index), columns=ordered(table.columns)).astype(float)
     lim = symmetric_limit(d.to_numpy())
     fig, ax = plt.subplots(figsize=(7.5, 5.6), layout="constrained")
-    sns.heatmap(d, ax=ax, cmap="vlag", center=0, vmin=-lim, vmax=lim, annot=True, fmt=".2f" if lim < 5 else ".0f",
-                linewidths=0.5, linecolor="white", cbar_kws={"label": unit})
+    sns.heatmap(
+        d,
+        ax=ax,
+        cmap="vlag",
+        center=0,
+        vmin=-lim,
+        vmax=lim,
+        annot=True,
+        fmt=".2f" if lim < 5 else ".0f",
+        linewidths=0.5,
+        linecolor="white",
+        cbar_kws={"label": unit},
+    )
     ax.set_xlabel(d.columns.name or "emotion")
     ax.set_ylabel(d.index.name or "emotion")
     ax.tick_params(axis="y", rotation=0)

@@ -18,12 +18,12 @@ from matplotlib.figure import Figure
 
 EMOTION_ORDER: tuple[str, ...] = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
 EMOTION_COLORS: dict[str, str] = {
-    "anger": "#d62728",      # red
-    "disgust": "#6b8e23",    # olive green
-    "fear": "#7b3fa0",       # purple
+    "anger": "#d62728",  # red
+    "disgust": "#6b8e23",  # olive green
+    "fear": "#7b3fa0",  # purple
     "happiness": "#e6b800",  # gold
-    "sadness": "#1f5fbf",    # blue
-    "surprise": "#ff7f0e",   # orange
+    "sadness": "#1f5fbf",  # blue
+    "surprise": "#ff7f0e",  # orange
 }
 OTHER_COLOR = "#8c8c8c"
 MAX_ANNOTATED_CELLS = 80
@@ -31,6 +31,7 @@ PP = "percentage points"
 
 
 # ---------------------------------------------------------------- helpers
+
 
 def ordered(names) -> list:
     """Known emotions in canonical order, then any other names in order of first appearance."""
@@ -66,8 +67,10 @@ def symmetric_limit(values: np.ndarray) -> float:
 
 def pp_labels(df: pd.DataFrame) -> pd.DataFrame:
     """Cell annotations as whole numbers with no "-0" (blank for missing cells)."""
+
     def fmt(v: float) -> str:
         return "" if not np.isfinite(v) else f"{v:.0f}".replace("-0", "0") if abs(v) < 0.5 else f"{v:.0f}"
+
     return df.astype(float).map(fmt)
 
 
@@ -75,8 +78,9 @@ def panel_grid(n: int, ncols: int = 3, w: float = 3.6, h: float = 3.0, **kw) -> 
     """A constrained-layout figure with n panels on a grid of ncols columns; unused axes removed."""
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows + 0.8),
-                             layout="constrained", squeeze=False, **kw)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(w * ncols, h * nrows + 0.8), layout="constrained", squeeze=False, **kw
+    )
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.remove()
@@ -120,7 +124,7 @@ def _clash(labels: list, renderer, dpi: float) -> tuple[str, str] | None:
                 return a.get_text(), b.get_text()
         return None
     boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in labels]
-    return next(((a, b) for i, (a, x) in enumerate(boxes) for b, y in boxes[i + 1:] if _overlap(x, y)), None)
+    return next(((a, b) for i, (a, x) in enumerate(boxes) for b, y in boxes[i + 1 :] if _overlap(x, y)), None)
 
 
 def problems(fig: Figure) -> list[str]:
@@ -165,6 +169,7 @@ def save(fig: Figure, run_dir: str | Path, name: str) -> Path:
     path."""
     check(fig, name)
     from ..safeio import atomic_save
+
     path = Path(run_dir) / "figures" / f"{name}.png"
     # a fresh temporary file renamed into place: never written through a link at the file or at figures/
     atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"), base=run_dir)

@@ -14,6 +14,7 @@ from .plots_common import emotion_color, no_data, ordered, panel_grid, titled
 
 # ---------------------------------------------------------------- cross-model figures
 
+
 def depth_lines(profiles: dict[str, pd.DataFrame], label: str) -> Figure:
     """One panel per emotion, a line per model/run of the share of neurons across relative depth."""
     emotions = ordered([c for p in profiles.values() for c in p.columns])
@@ -23,8 +24,15 @@ def depth_lines(profiles: dict[str, pd.DataFrame], label: str) -> Figure:
         for run, p in profiles.items():
             if e in p.columns:
                 s = p[e].sort_index()
-                ax.plot(s.index.astype(float), s.to_numpy(dtype=float) * 100, marker="o", ms=3,
-                        lw=1.5, color=colors[run], label=run)
+                ax.plot(
+                    s.index.astype(float),
+                    s.to_numpy(dtype=float) * 100,
+                    marker="o",
+                    ms=3,
+                    lw=1.5,
+                    color=colors[run],
+                    label=run,
+                )
         ax.set_title(e, fontsize=10, color=emotion_color(e), fontweight="bold")
         ax.set_xlim(0, 1)
         spec = ax.get_subplotspec()
@@ -46,8 +54,7 @@ def compare_bars(values: pd.DataFrame, ylabel: str, label: str) -> Figure:
     """Grouped bars of one value per emotion (rows) for several runs (columns)."""
     v = values.reindex(ordered(values.index))
     long = v.rename_axis("emotion").reset_index().melt(id_vars="emotion", var_name="run", value_name="value")
-    fig, ax = plt.subplots(figsize=(max(8.0, 1.0 * len(v) * max(1, v.shape[1]) * 0.45 + 4), 4.4),
-                           layout="constrained")
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.0 * len(v) * max(1, v.shape[1]) * 0.45 + 4), 4.4), layout="constrained")
     sns.barplot(long, x="emotion", y="value", hue="run", ax=ax, palette="tab10", edgecolor="black", linewidth=0.5)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xlabel("emotion")

@@ -21,6 +21,7 @@ from .plots_common import (
 
 # ---------------------------------------------------------------- data set figures
 
+
 def annotator_confusions(df: pd.DataFrame, annotators: list[str], emotions: list[str], label: str) -> Figure:
     """Row-normalised confusion heatmap (theme vs annotator label) per annotator, with agreement."""
     emotions = ordered(emotions)
@@ -34,8 +35,19 @@ def annotator_confusions(df: pd.DataFrame, annotators: list[str], emotions: list
         share = counts.div(counts.sum(axis=1).replace(0, np.nan), axis=0) * 100
         agreement = float((pred == theme).mean() * 100) if len(df) else float("nan")
         annot = share.size < MAX_ANNOTATED_CELLS
-        sns.heatmap(share, ax=ax, vmin=0, vmax=100, cmap="Blues", annot=annot, fmt=".0f",
-                    cbar=False, linewidths=0.5, linecolor="white", square=False)
+        sns.heatmap(
+            share,
+            ax=ax,
+            vmin=0,
+            vmax=100,
+            cmap="Blues",
+            annot=annot,
+            fmt=".0f",
+            cbar=False,
+            linewidths=0.5,
+            linecolor="white",
+            square=False,
+        )
         mappable = ax.collections[0]
         ax.set_title(f"{name}\nagreement with theme: {agreement:.0f}%", fontsize=10)
         ax.set_xlabel(f"label given by {name}")
@@ -54,13 +66,20 @@ def kept_fraction(df: pd.DataFrame, emotions: list[str], label: str) -> Figure:
     pct = (g["sum"] / g["count"].replace(0, np.nan) * 100).fillna(0)
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
     bars = ax.bar(emotions, pct.values, color=[emotion_color(e) for e in emotions], edgecolor="black", linewidth=0.5)
-    ax.bar_label(bars, labels=[f"{int(k)}/{int(n)}" for k, n in zip(g["sum"], g["count"])],
-                 padding=2, fontsize=9)
+    ax.bar_label(bars, labels=[f"{int(k)}/{int(n)}" for k, n in zip(g["sum"], g["count"])], padding=2, fontsize=9)
     ax.set_ylim(0, 110)
     ax.set_ylabel("dialogues kept (% of generated)")
     ax.set_xlabel("intended emotion (theme)")
-    ax.text(0.99, 0.98, "bar labels: kept / generated", transform=ax.transAxes, ha="right", va="top",
-            fontsize=8, color="grey")
+    ax.text(
+        0.99,
+        0.98,
+        "bar labels: kept / generated",
+        transform=ax.transAxes,
+        ha="right",
+        va="top",
+        fontsize=8,
+        color="grey",
+    )
     return titled(fig, "Share of generated dialogues kept after filtering", label)
 
 
@@ -86,18 +105,42 @@ def length_distribution(df: pd.DataFrame, label: str) -> Figure:
     d["label"] = d["label"].astype(str)
     lines = d["dialogue"].fillna("").astype(str).str.split("\n")
     d["turns"] = lines.map(lambda ls: sum(1 for s in ls if s.strip()))
-    d["words"] = d["dialogue"].fillna("").astype(str).map(
-        lambda t: sum(len(s.split(":", 1)[-1].split()) for s in t.split("\n") if s.strip()))
+    d["words"] = (
+        d["dialogue"]
+        .fillna("")
+        .astype(str)
+        .map(lambda t: sum(len(s.split(":", 1)[-1].split()) for s in t.split("\n") if s.strip()))
+    )
     order = ordered(d["label"].unique())
     palette = {e: emotion_color(e) for e in order}
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
     if len(d):
-        sns.histplot(d, x="turns", hue="label", hue_order=order, palette=palette, multiple="stack",
-                     discrete=True, ax=a1, edgecolor="white", linewidth=0.5)
+        sns.histplot(
+            d,
+            x="turns",
+            hue="label",
+            hue_order=order,
+            palette=palette,
+            multiple="stack",
+            discrete=True,
+            ax=a1,
+            edgecolor="white",
+            linewidth=0.5,
+        )
         a1.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         sns.move_legend(a1, "upper left", bbox_to_anchor=(1.0, 1.0), title="emotion label", fontsize=8)
-        sns.boxplot(d, x="label", y="words", order=order, hue="label", hue_order=order, palette=palette,
-                    ax=a2, legend=False, fliersize=2)
+        sns.boxplot(
+            d,
+            x="label",
+            y="words",
+            order=order,
+            hue="label",
+            hue_order=order,
+            palette=palette,
+            ax=a2,
+            legend=False,
+            fliersize=2,
+        )
     else:
         no_data(a1)
         no_data(a2)

@@ -12,6 +12,7 @@ from .plots_common import OTHER_COLOR, PP, emotion_color, ordered, panel_grid, t
 
 # ---------------------------------------------------------------- steering (stage 5)
 
+
 def steering_dose(doses: pd.DataFrame, emotions: list[str], scorer: str, label: str) -> Figure:
     """Descriptive dose-response: change of mean P(target) from dose 0 against the push size (stream norms), per
     emotion: one line per intervention (named sets, the direction) with its paired 95% interval over prompts."""
@@ -30,8 +31,12 @@ def steering_dose(doses: pd.DataFrame, emotions: list[str], scorer: str, label: 
         ax.set_ylabel(f"P(target) change ({PP})" if ax.get_subplotspec().is_first_col() else "")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    return titled(fig, f"Steering dose-response (descriptive), read by {scorer}: mean P(target) minus dose 0\n"
-                       "band: paired 95% bootstrap interval over prompts", label)
+    return titled(
+        fig,
+        f"Steering dose-response (descriptive), read by {scorer}: mean P(target) minus dose 0\n"
+        "band: paired 95% bootstrap interval over prompts",
+        label,
+    )
 
 
 def steering_tradeoff(trade: pd.DataFrame, label: str) -> Figure:
@@ -44,12 +49,26 @@ def steering_tradeoff(trade: pd.DataFrame, label: str) -> Figure:
     for ax, sc in zip(axes, scorers):
         t = trade[trade.scorer == sc]
         rnd = t[t.random >= 0]
-        ax.scatter(rnd["median_ppl"], rnd["d_p"] * 100, s=14, color=OTHER_COLOR, alpha=0.6,
-                   label="random families / directions")
+        ax.scatter(
+            rnd["median_ppl"],
+            rnd["d_p"] * 100,
+            s=14,
+            color=OTHER_COLOR,
+            alpha=0.6,
+            label="random families / directions",
+        )
         own = t[(t.random == -1) & (t.kind != "prompt")]
         for (_, r), m in zip(own.iterrows(), markers):
-            ax.scatter(r["median_ppl"], r["d_p"] * 100, s=60, marker=m, edgecolor="black", linewidth=0.5,
-                       label=f"{r['intervention']} (dose {r['dose']:g})", zorder=3)
+            ax.scatter(
+                r["median_ppl"],
+                r["d_p"] * 100,
+                s=60,
+                marker=m,
+                edgecolor="black",
+                linewidth=0.5,
+                label=f"{r['intervention']} (dose {r['dose']:g})",
+                zorder=3,
+            )
         pr = t[t.kind == "prompt"]
         if len(pr):
             ax.scatter(pr["median_ppl"], pr["d_p"] * 100, s=160, marker="*", color="black", label="prompted", zorder=3)
@@ -66,5 +85,6 @@ def steering_tradeoff(trade: pd.DataFrame, label: str) -> Figure:
         ax.set_xlabel("median perplexity under the unsteered model" + (" (log)" if log else ""))
         ax.set_ylabel(f"P(target) change, mean over emotions ({PP})")
         ax.legend(fontsize=7, loc="best")
-    return titled(fig, "Steering trade-off at each intervention's test dose: target-emotion score against fluency",
-                  label)
+    return titled(
+        fig, "Steering trade-off at each intervention's test dose: target-emotion score against fluency", label
+    )

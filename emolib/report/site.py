@@ -1,4 +1,8 @@
-"""Static HTML site of the committed showcase runs (nbconvert's lab template): python -m emolib site [--out site]."""
+"""Static HTML site of the committed showcase runs (nbconvert's lab template): python -m emolib site [--out site].
+
+Longer than 400 lines: the site's build and its sanitising (no script, no link outside the repository, no overwrite
+of a folder it does not own) are one command; the safety rules are reviewed together.
+"""
 
 from __future__ import annotations
 
@@ -77,23 +81,153 @@ def inside(path: Path, root: Path) -> bool:
         return False
 
 
-SAFE_TAGS = ["a", "abbr", "b", "blockquote", "br", "caption", "code", "col", "colgroup", "dd", "del", "details", "div",
-             "dl", "dt", "em", "figcaption", "figure", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins",
-             "kbd", "li", "ol", "p", "pre", "q", "s", "samp", "small", "span", "strong", "style", "sub", "summary",
-             "sup", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul", "var"]
-SAFE_ATTRIBUTES = ["class", "id", "title", "alt", "src", "href", "colspan", "rowspan", "width", "height", "align",
-                   "border", "style", "name", "open", "valign", "start", "type", "scope"]
-UNSAFE_TAGS = ("script", "iframe", "frame", "frameset", "object", "embed", "applet", "base", "form", "meta",
-               "noscript", "portal")
+SAFE_TAGS = [
+    "a",
+    "abbr",
+    "b",
+    "blockquote",
+    "br",
+    "caption",
+    "code",
+    "col",
+    "colgroup",
+    "dd",
+    "del",
+    "details",
+    "div",
+    "dl",
+    "dt",
+    "em",
+    "figcaption",
+    "figure",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "i",
+    "img",
+    "ins",
+    "kbd",
+    "li",
+    "ol",
+    "p",
+    "pre",
+    "q",
+    "s",
+    "samp",
+    "small",
+    "span",
+    "strong",
+    "style",
+    "sub",
+    "summary",
+    "sup",
+    "table",
+    "tbody",
+    "td",
+    "tfoot",
+    "th",
+    "thead",
+    "tr",
+    "u",
+    "ul",
+    "var",
+]
+SAFE_ATTRIBUTES = [
+    "class",
+    "id",
+    "title",
+    "alt",
+    "src",
+    "href",
+    "colspan",
+    "rowspan",
+    "width",
+    "height",
+    "align",
+    "border",
+    "style",
+    "name",
+    "open",
+    "valign",
+    "start",
+    "type",
+    "scope",
+]
+UNSAFE_TAGS = (
+    "script",
+    "iframe",
+    "frame",
+    "frameset",
+    "object",
+    "embed",
+    "applet",
+    "base",
+    "form",
+    "meta",
+    "noscript",
+    "portal",
+)
 URL_ATTRIBUTES = ("href", "src", "xlink:href", "action", "formaction", "srcdoc", "data", "poster", "background")
 
 
-MATHML_TAGS = ["math", "semantics", "annotation", "mrow", "mi", "mn", "mo", "ms", "mtext", "mspace", "msub", "msup",
-               "msubsup", "mfrac", "msqrt", "mroot", "mover", "munder", "munderover", "mtable", "mtr", "mtd",
-               "mstyle", "mpadded", "mphantom", "menclose", "mfenced", "merror"]
-MATHML_ATTRIBUTES = ["display", "mathvariant", "stretchy", "fence", "separator", "lspace", "rspace", "accent",
-                     "accentunder", "displaystyle", "scriptlevel", "columnalign", "linethickness", "movablelimits",
-                     "form", "largeop", "symmetric", "minsize", "maxsize", "depth", "encoding", "notation"]
+MATHML_TAGS = [
+    "math",
+    "semantics",
+    "annotation",
+    "mrow",
+    "mi",
+    "mn",
+    "mo",
+    "ms",
+    "mtext",
+    "mspace",
+    "msub",
+    "msup",
+    "msubsup",
+    "mfrac",
+    "msqrt",
+    "mroot",
+    "mover",
+    "munder",
+    "munderover",
+    "mtable",
+    "mtr",
+    "mtd",
+    "mstyle",
+    "mpadded",
+    "mphantom",
+    "menclose",
+    "mfenced",
+    "merror",
+]
+MATHML_ATTRIBUTES = [
+    "display",
+    "mathvariant",
+    "stretchy",
+    "fence",
+    "separator",
+    "lspace",
+    "rspace",
+    "accent",
+    "accentunder",
+    "displaystyle",
+    "scriptlevel",
+    "columnalign",
+    "linethickness",
+    "movablelimits",
+    "form",
+    "largeop",
+    "symmetric",
+    "minsize",
+    "maxsize",
+    "depth",
+    "encoding",
+    "notation",
+]
 
 
 def clean_html(text: str) -> str:
@@ -101,14 +235,22 @@ def clean_html(text: str) -> str:
     nbconvert's own SanitizeHTML): tables, figures, text, math and CSS kept; script, handlers, forms and embedding
     tags dropped (as escaped text); javascript: URLs removed."""
     import bleach
+
     try:
         from bleach.css_sanitizer import CSSSanitizer
+
         css = CSSSanitizer()
     except ImportError:  # bleach without tinycss2: style attributes are then dropped
         css = None
-    return bleach.clean(text, tags=SAFE_TAGS + MATHML_TAGS, attributes={"*": SAFE_ATTRIBUTES + MATHML_ATTRIBUTES},
-                        protocols=["http", "https", "mailto", "data"], css_sanitizer=css, strip=False,
-                        strip_comments=True)
+    return bleach.clean(
+        text,
+        tags=SAFE_TAGS + MATHML_TAGS,
+        attributes={"*": SAFE_ATTRIBUTES + MATHML_ATTRIBUTES},
+        protocols=["http", "https", "mailto", "data"],
+        css_sanitizer=css,
+        strip=False,
+        strip_comments=True,
+    )
 
 
 SAFE_OUTPUTS = {"text/plain", "text/html", "text/markdown", "text/latex", "image/png", "image/jpeg"}
@@ -119,6 +261,7 @@ def sanitise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     run script (JavaScript, SVG, widgets) are dropped; raw cells are shown as text. (Markdown is cleaned as it is
     rendered, in SiteExporter.markdown2html.)"""
     import copy
+
     nb = copy.deepcopy(nb)
     for cell in nb.cells:
         if cell.cell_type == "raw":
@@ -150,8 +293,10 @@ def defuse(soup) -> list[str]:
             if attr.lower().startswith("on"):
                 removed.append(f"handler {attr} removed from <{tag.name}>")
                 del tag.attrs[attr]
-            elif attr.lower() in URL_ATTRIBUTES and (url.startswith(("javascript:", "vbscript:")) or (
-                    url.startswith("data:") and not (tag.name == "img" and url.startswith("data:image/")))):
+            elif attr.lower() in URL_ATTRIBUTES and (
+                url.startswith(("javascript:", "vbscript:"))
+                or (url.startswith("data:") and not (tag.name == "img" and url.startswith("data:image/")))
+            ):
                 removed.append(f"a {url.split(':')[0]}: link removed from <{tag.name}>")
                 del tag.attrs[attr]
     return removed
@@ -163,14 +308,18 @@ def check_out(out: Path, root: Path) -> Path:
     holds any of them. One ValueError line otherwise; nothing is deleted."""
     out = Path(os.path.abspath(out))
     if os.path.islink(out):
-        raise ValueError(f"--out: {out} is a symbolic link; the site is written into a real folder, never through a "
-                         "link (give another folder)")
+        raise ValueError(
+            f"--out: {out} is a symbolic link; the site is written into a real folder, never through a "
+            "link (give another folder)"
+        )
     real = out.parent.resolve() / out.name
     home = Path(os.path.expanduser("~")).resolve()
     guarded = {root, root / "outputs", home, Path("/")}
     if any(g == real or g.is_relative_to(real) for g in guarded) or real.is_relative_to(root / "outputs"):
-        raise ValueError(f"--out: {out} is (or holds) the repository, its outputs/, the home folder or /; the "
-                         "site needs a folder of its own (e.g. --out site)")
+        raise ValueError(
+            f"--out: {out} is (or holds) the repository, its outputs/, the home folder or /; the "
+            "site needs a folder of its own (e.g. --out site)"
+        )
     if not os.path.lexists(out):
         return out
     if not out.is_dir():
@@ -179,8 +328,10 @@ def check_out(out: Path, root: Path) -> Path:
     ours = (out / MARKER).is_file() and not (out / MARKER).is_symlink()
     legacy = any(e.name == "index.html" for e in entries) and all(LEGACY.fullmatch(e.name) for e in entries)
     if entries and not (ours or legacy):
-        raise ValueError(f"--out: {out} is a folder the site did not write (it lacks {MARKER}); the site replaces "
-                         "only its own folder: give a new or empty folder, or remove this one yourself")
+        raise ValueError(
+            f"--out: {out} is a folder the site did not write (it lacks {MARKER}); the site replaces "
+            "only its own folder: give a new or empty folder, or remove this one yourself"
+        )
     return out
 
 
@@ -244,10 +395,15 @@ class SiteExporter(HTMLExporter):
         """Markdown to HTML as nbconvert does it, with MathML for the math."""
         cell = context.get("cell", {})
         renderer = MathRenderer(
-            escape=False, attachments=cell.get("attachments", {}), embed_images=self.embed_images,
+            escape=False,
+            attachments=cell.get("attachments", {}),
+            embed_images=self.embed_images,
             path=context.get("resources", {}).get("metadata", {}).get("path", ""),
-            anchor_link_text=self.anchor_link_text, exclude_anchor_links=self.exclude_anchor_links,
-            warn=lambda w: self.warnings.append(f"{self.page}: {w}"), **self.lexer_options)
+            anchor_link_text=self.anchor_link_text,
+            exclude_anchor_links=self.exclude_anchor_links,
+            warn=lambda w: self.warnings.append(f"{self.page}: {w}"),
+            **self.lexer_options,
+        )
         return clean_html(MarkdownWithMath(renderer=renderer).render(source))
 
 
@@ -271,8 +427,11 @@ def shown_names(source: str) -> list[str]:
         return []
     names = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("show", "save") \
-                and len(node.args) >= 3:
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("show", "save")
+            and len(node.args) >= 3
+        ):
             arg = node.args[2]
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
                 names.append(re.escape(arg.value))
@@ -284,6 +443,7 @@ def shown_names(source: str) -> list[str]:
 def thumbnail(data: bytes) -> np.ndarray:
     """A small grey copy of an image, to tell which saved figure a displayed one is (dpi differs, so bytes do)."""
     from PIL import Image
+
     img = Image.open(io.BytesIO(data))
     if img.width * img.height > 50_000_000:
         raise ValueError(f"an image of {img.width} x {img.height} pixels")
@@ -294,6 +454,7 @@ def safe_thumbnail(read) -> np.ndarray | None:
     """thumbnail(read()), or None where the file is not a regular one, too large, or not an image (a PNG bomb,
     random bytes): such a figure simply gets no file name in its alt text."""
     import warnings
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # PIL's DecompressionBombWarning: an image too large to decode
@@ -319,8 +480,11 @@ def add_alt_texts(nb: nbformat.NotebookNode, figures: Path) -> None:
         if not outs:
             continue
         patterns = shown_names(cell.source)
-        files = sorted(f for f in figures.glob("*.png") if any(re.fullmatch(p, f.stem) for p in patterns)) \
-            if figures.is_dir() and patterns else []
+        files = (
+            sorted(f for f in figures.glob("*.png") if any(re.fullmatch(p, f.stem) for p in patterns))
+            if figures.is_dir() and patterns
+            else []
+        )
         for o in outs:
             name = None
             if len(files) == 1:
@@ -328,8 +492,8 @@ def add_alt_texts(nb: nbformat.NotebookNode, figures: Path) -> None:
             elif files:
                 for f in files:
                     if f not in thumbs:
-                        thumbs[f] = safe_thumbnail(lambda: safeio.read_regular(f, "figure", COPY_MAX_BYTES))
-                shown = safe_thumbnail(lambda: base64.b64decode(o.data.get("image/png") or o.data["image/jpeg"]))
+                        thumbs[f] = safe_thumbnail(lambda: safeio.read_regular(f, "figure", COPY_MAX_BYTES))  # noqa: B023 (called at once)
+                shown = safe_thumbnail(lambda: base64.b64decode(o.data.get("image/png") or o.data["image/jpeg"]))  # noqa: B023 (called at once)
                 known = [f for f in files if thumbs[f] is not None]
                 if shown is not None and known:
                     name = min(known, key=lambda f: float(np.abs(thumbs[f] - shown).mean())).name
@@ -341,7 +505,7 @@ def readme_parts(root: Path) -> tuple[str, str, str]:
     """The README's title, first paragraph and results block (markdown)."""
     text = (root / "README.md").read_text(encoding="utf-8")
     title = re.search(r"^#\s+(.+)$", text, re.M)
-    body = text[title.end():] if title else text
+    body = text[title.end() :] if title else text
     intro = next((p.strip() for p in re.split(r"\n\s*\n", body) if p.strip() and not p.lstrip().startswith("#")), "")
     results = text.split(START, 1)[1].split(END, 1)[0].strip() if START in text and END in text else ""
     return (title.group(1).strip() if title else "Experiment book"), intro, results
@@ -350,10 +514,16 @@ def readme_parts(root: Path) -> tuple[str, str, str]:
 def index_notebook(root: Path, found: list[Path], titles: dict[Path, str]) -> nbformat.NotebookNode:
     """The index page as a notebook of markdown cells: the book's title, what it is, every run and notebook, results."""
     title, intro, results = readme_parts(root)
-    lines = [f"# {title}", "", intro, "",
-             "This site renders the executed notebooks of the committed showcase runs, with their figures. "
-             "It is built by `make site` (`python -m emolib site`) from `outputs/`; the [README](README.md) says how "
-             "to run the book yourself.", ""]
+    lines = [
+        f"# {title}",
+        "",
+        intro,
+        "",
+        "This site renders the executed notebooks of the committed showcase runs, with their figures. "
+        "It is built by `make site` (`python -m emolib site`) from `outputs/`; the [README](README.md) says how "
+        "to run the book yourself.",
+        "",
+    ]
     runs: dict[str, list[Path]] = {}
     for p in found:
         runs.setdefault(p.parts[1], []).append(p)
@@ -374,8 +544,9 @@ def index_notebook(root: Path, found: list[Path], titles: dict[Path, str]) -> nb
 
 def markdown_notebook(path: Path) -> nbformat.NotebookNode:
     """A markdown file as a one-cell notebook, so it renders with the same template."""
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(safeio.read_text(path, "markdown file",
-                                                                                        COPY_MAX_BYTES))])
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_markdown_cell(safeio.read_text(path, "markdown file", COPY_MAX_BYTES))]
+    )
     nb.metadata["title"] = path.name
     return nb
 
@@ -409,8 +580,12 @@ class Site:
             new = rel.with_suffix(".html")
             if new not in self.html.values() and rel not in self.queue:
                 self.queue.append(rel)
-        elif src.is_dir() and len(rel.parts) == 2 and rel.parts[0] == "outputs" and any(
-                p.parts[1] == rel.parts[1] for p in self.html):
+        elif (
+            src.is_dir()
+            and len(rel.parts) == 2
+            and rel.parts[0] == "outputs"
+            and any(p.parts[1] == rel.parts[1] for p in self.html)
+        ):
             return os.path.relpath("index.html", page.parent).replace(os.sep, "/") + "#" + rel.parts[1]
         elif src.is_file() and rel.suffix.lower() in COPY_SUFFIXES and src.stat().st_size <= COPY_MAX_BYTES:
             if not inside(src, self.root):  # a link to a file outside the repository: never copied
@@ -460,8 +635,12 @@ class Site:
 
     def nav(self, page: Path, prev: Path | None, nxt: Path | None, label: str) -> str:
         """The header bar: index, previous and next notebook, the page's own name."""
+
         def link(p: Path, text: str) -> str:  # names are escaped: a file name is text, never markup
-            return f'<a href="{html.escape(urllib.parse.quote(os.path.relpath(p, page.parent)))}">{html.escape(text)}</a>'
+            return (
+                f'<a href="{html.escape(urllib.parse.quote(os.path.relpath(p, page.parent)))}">{html.escape(text)}</a>'
+            )
+
         items = [link(Path("index.html"), "Index")]
         items.append(link(self.html[prev], f"← {prev.parts[1]}/{prev.stem}") if prev else "<span>← (first)</span>")
         items.append(link(self.html[nxt], f"{nxt.parts[1]}/{nxt.stem} →") if nxt else "<span>(last) →</span>")
@@ -471,9 +650,11 @@ class Site:
     def write_html(self, page: Path, body: str, nav: str) -> None:
         """A page written without nbconvert (the neuron cards): body (escaped HTML) in a plain document."""
         title = BeautifulSoup(body, "html.parser").find("h1")
-        doc = ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-               f'<title>{html.escape(title.get_text() if title else page.stem)}</title><link rel="icon" href="data:,">'
-               f"<style>{PLAIN_CSS}</style></head><body><main>{body}</main></body></html>")
+        doc = (
+            '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<title>{html.escape(title.get_text() if title else page.stem)}</title><link rel="icon" href="data:,">'
+            f"<style>{PLAIN_CSS}</style></head><body><main>{body}</main></body></html>"
+        )
         dest = self.out / page
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(self.rewrite(page, doc, nav), encoding="utf-8")
@@ -496,8 +677,10 @@ def build(out: str | Path = "site", root: str | Path = ".", runs: tuple[str, ...
         raise ValueError(f"root: {root} has no README.md; give the repository's root folder")
     found = pages(root, runs)
     if not found:
-        raise ValueError(f"runs: no executed notebooks under {root / 'outputs'} for {', '.join(runs)}; "
-                         "the site is built from the committed showcase runs")
+        raise ValueError(
+            f"runs: no executed notebooks under {root / 'outputs'} for {', '.join(runs)}; "
+            "the site is built from the committed showcase runs"
+        )
     final = check_out(out, root)
     final.parent.mkdir(parents=True, exist_ok=True)
     out = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.building-"))  # fresh: no planted link
@@ -519,7 +702,7 @@ def _build_into(out: Path, root: Path, found: list[Path]) -> int:
     nbs = {p: safeio.read_notebook(root / p) for p in found}
     titles = {p: title_of(nb, p.stem) for p, nb in nbs.items()}
     cards = card_pages(root, found)
-    for run, entries in cards.items():  # card pages are pages of the site: links to them are kept
+    for _run, entries in cards.items():  # card pages are pages of the site: links to them are kept
         site.html.update({page: page for _, page, _ in entries})
     for i, p in enumerate(found):
         prev, nxt = (found[i - 1] if i else None), (found[i + 1] if i + 1 < len(found) else None)
@@ -535,8 +718,8 @@ def _build_into(out: Path, root: Path, found: list[Path]) -> int:
         index_nb.cells.insert(2, card_index_cell(cards))
     site.write(index, index_nb, site.nav(index, None, found[0], "Index"), ex)
     for run, entries in cards.items():
-        for name, page, html in entries:
-            site.write_html(page, html, site.nav(page, None, None, f"{run} / neuron cards · {name}"))
+        for name, page, page_html in entries:
+            site.write_html(page, page_html, site.nav(page, None, None, f"{run} / neuron cards · {name}"))
     done: set[Path] = set()
     while site.queue:
         md = site.queue.pop(0)
@@ -567,35 +750,48 @@ def card_pages(root: Path, found: list[Path]) -> dict[str, list[tuple[str, Path,
     """Per run with a cards.json: (set name, page, page body) for each named set that has cards."""
     from ..identify.cards import load
     from .cards import set_page
+
     out = {}
     for run in dict.fromkeys(p.parts[1] for p in found):
         cards = load(root / "outputs" / run)
         if cards:
-            out[run] = [(name, card_file(run, name), set_page(cards, name, run)) for name in cards["sets"]
-                        if any(c["set"] == name for c in cards["cards"])]
+            out[run] = [
+                (name, card_file(run, name), set_page(cards, name, run))
+                for name in cards["sets"]
+                if any(c["set"] == name for c in cards["cards"])
+            ]
     return {run: entries for run, entries in out.items() if entries}
 
 
 def card_links(page: Path, entries: list[tuple[str, Path, str]]) -> str:
     """Markdown links from page to a run's card pages, named by their set."""
-    return " · ".join(f"[{html.escape(name)}]({os.path.relpath(p, page.parent).replace(os.sep, '/')})"
-                      for name, p, _ in entries)
+    return " · ".join(
+        f"[{html.escape(name)}]({os.path.relpath(p, page.parent).replace(os.sep, '/')})" for name, p, _ in entries
+    )
 
 
 def add_card_links(nb: nbformat.NotebookNode, page: Path, entries: list[tuple[str, Path, str]]) -> None:
     """Notebook 02 on the site: a line linking every card page of its run, after the cards' section heading (at the
     end when the notebook has no such section)."""
     from .cards import SHOWN_TITLE
-    cell = nbformat.v4.new_markdown_cell("On this site, every neuron card of this run, one page per named set: "
-                                         + card_links(page, entries) + ".")
-    at = next((i + 1 for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and SHOWN_TITLE in c.source),
-              len(nb.cells))
+
+    cell = nbformat.v4.new_markdown_cell(
+        "On this site, every neuron card of this run, one page per named set: " + card_links(page, entries) + "."
+    )
+    at = next(
+        (i + 1 for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and SHOWN_TITLE in c.source), len(nb.cells)
+    )
     nb.cells.insert(at, cell)
 
 
 def card_index_cell(cards: dict[str, list[tuple[str, Path, str]]]) -> nbformat.NotebookNode:
     """The index's list of card pages, per run."""
-    lines = ["## Neuron cards", "", "What the first selected neurons of each named set fire on and what they write "
-             "(notebook 02, section “What a selected neuron looks like”).", ""]
+    lines = [
+        "## Neuron cards",
+        "",
+        "What the first selected neurons of each named set fire on and what they write "
+        "(notebook 02, section “What a selected neuron looks like”).",
+        "",
+    ]
     lines += [f"- `{html.escape(run)}`: " + card_links(Path("index.html"), entries) for run, entries in cards.items()]
     return nbformat.v4.new_markdown_cell("\n".join(lines))

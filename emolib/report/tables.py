@@ -29,15 +29,23 @@ def row(d: dict, name: str = "", caption: str | None = None, fmt: str | None = N
     return st.set_caption(caption) if caption else st
 
 
-def narrow(df: pd.DataFrame, columns: list[str], fmt: dict | None = None, csv: str | None = None,
-           index: bool = False, **format_kw) -> Styler:
+def narrow(
+    df: pd.DataFrame,
+    columns: list[str],
+    fmt: dict | None = None,
+    csv: str | None = None,
+    index: bool = False,
+    **format_kw,
+) -> Styler:
     """At most MAX_COLUMNS of df's columns, with a caption naming the CSV that holds every column."""
     columns = [c for c in columns if c in df.columns]
     if not columns:
         raise ValueError(f"narrow: none of columns {columns} is in the table; it has {list(df.columns)}")
     if len(columns) + bool(index) > MAX_COLUMNS:
-        raise ValueError(f"narrow: columns has {len(columns) + bool(index)} columns (with the index); "
-                         f"at most {MAX_COLUMNS} fit in a notebook")
+        raise ValueError(
+            f"narrow: columns has {len(columns) + bool(index)} columns (with the index); "
+            f"at most {MAX_COLUMNS} fit in a notebook"
+        )
     format_kw.setdefault("na_rep", "–")  # a missing value reads as a dash, not "nan%"
     st = df[columns].style.format({k: v for k, v in (fmt or {}).items() if k in columns}, **format_kw)
     if not index:
@@ -49,8 +57,9 @@ def narrow(df: pd.DataFrame, columns: list[str], fmt: dict | None = None, csv: s
 
 def interval(est: pd.Series, lo: pd.Series, hi: pd.Series, fmt: str = "{:+.2f}") -> pd.Series:
     """An estimate and its interval as one text column: '+1.20 [+0.40, +2.00]'."""
-    return pd.Series([f"{fmt.format(e)} [{fmt.format(a)}, {fmt.format(b)}]" for e, a, b in zip(est, lo, hi)],
-                     index=est.index)
+    return pd.Series(
+        [f"{fmt.format(e)} [{fmt.format(a)}, {fmt.format(b)}]" for e, a, b in zip(est, lo, hi)], index=est.index
+    )
 
 
 def inline(d: dict) -> str:
