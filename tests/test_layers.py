@@ -93,21 +93,36 @@ def test_the_cycle_finder_finds_a_planted_cycle(tmp_path, monkeypatch):
     assert _cycles(grimp.build_graph("loopy")) == [["loopy.a", "loopy.b"]]
 
 
-def _private_imports(path: Path) -> list[str]:
-    """`from X import _name` of a module's private name (dunder names allowed)."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _private_imports(path: Path, root: Path = ROOT) -> list[str]:
+    """`from X import _name`, and `mod._name` where `mod` is an emolib module imported by name (dunders allowed)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found, modules = [], set()
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module != "__future__":
-            found += [
-                f"{path.relative_to(ROOT)}:{node.lineno} {a.name}"
-                for a in node.names
-                if a.name.startswith("_") and not a.name.startswith("__")
-            ]
+            found += [f"{path.relative_to(root)}:{node.lineno} {a.name}" for a in node.names if _private(a.name)]
+            if node.level or (node.module or "").startswith("emolib"):
+                modules |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            modules |= {a.asname or a.name for a in node.names if a.name.startswith("emolib")}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+            if _private(node.attr):
+                found.append(f"{path.relative_to(root)}:{node.lineno} {node.value.id}.{node.attr}")
     return found
 
 
 def test_no_module_imports_another_modules_private_name():
     assert [x for p in sorted((ROOT / "emolib").rglob("*.py")) for x in _private_imports(p)] == []
+
+
+def test_the_private_name_check_finds_both_forms(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("from .budget import _mmss\nfrom . import effects\n\n\ndef g():\n    return effects._take(1)\n")
+    assert _private_imports(f, tmp_path) == ["m.py:1 _mmss", "m.py:6 effects._take"]
 
 
 def test_long_modules_say_why():

@@ -1,4 +1,4 @@
-"""Notebook 05: read several finished runs and compare their neurons, depth profiles and ablation results."""
+"""Notebook 06: read several finished runs and compare their neurons, depth profiles and ablation results."""
 
 from __future__ import annotations
 
