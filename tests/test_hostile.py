@@ -1090,3 +1090,80 @@ def test_steer_refuses_a_prompt_past_the_context(tmp_path, capsys, monkeypatch):
     )
     err = capsys.readouterr().err
     assert code == 2 and one_line(err) and "--prompt is 100,003 characters" in err
+
+
+# ---------------------------------------------------------------- issue 27 item 7: run files checked as they are read
+GOOD_DESIGN = {
+    "n_random": 20,
+    "n_items": 6,
+    "pilot_random": 4,
+    "grid_items": 2,
+    "grid_random": 20,
+    "titration_shares": [0.01, 1.0],
+    "titration_draws": 5,
+    "intervention": "zero/recomputed",
+    "item_masks": {"main test": 10},
+}
+GOOD_INSTRUMENT = {
+    "chosen": {"prompt_style": "chat", "few_shot": 0, "calibrate": True},
+    "pilot": {
+        "chosen": "zero/recomputed",
+        "table": [{"arm": "zero/fixed", "emotion": "anger", "var_between_sets": 0.01, "var_set_x_item": 0.02}],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"grid_items": -3}, "grid_items"),
+        ({"n_random": "20"}, "n_random"),
+        ({"n_items": True}, "n_items"),
+        ({"intervention": "banana"}, "intervention"),
+        ({"titration_shares": [0.5, 2]}, "titration_shares"),
+        ({"item_masks": {"pilot": -1}}, "item_masks"),
+    ],
+)
+def test_a_damaged_design_json_is_one_line_naming_the_key(tmp_path, change, key):
+    from emolib.causal import budget, runfiles
+
+    (tmp_path / "design.json").write_text(json.dumps({**GOOD_DESIGN, **change}))
+    with pytest.raises(ValueError) as e:
+        budget.grid_items({"run_dir": str(tmp_path)})
+    assert one_line(str(e.value)) and key in str(e.value) and "design.json" in str(e.value)
+    (tmp_path / "design.json").write_text(json.dumps(GOOD_DESIGN))
+    assert budget.grid_items({"run_dir": str(tmp_path)}) == 2 and runfiles.load_design(tmp_path) == GOOD_DESIGN
+
+
+@pytest.mark.parametrize(
+    "chosen, key",
+    [
+        ({"prompt_style": "banana"}, "prompt_style"),
+        ({"few_shot": -5}, "few_shot"),
+        ({"calibrate": "no"}, "calibrate"),
+        ({"few_shot": 1.5}, "few_shot"),
+    ],
+)
+def test_a_damaged_instrument_json_is_one_line_naming_the_key(tmp_path, chosen, key):
+    from emolib.causal import budget, instrument
+
+    bad = {**GOOD_INSTRUMENT, "chosen": {**GOOD_INSTRUMENT["chosen"], **chosen}}
+    (tmp_path / "instrument.json").write_text(json.dumps(bad))
+    p = {**params.validate({"model": "tiny-random-llama"}), "run_dir": str(tmp_path)}
+    with pytest.raises(ValueError) as e:
+        instrument.load_instrument(p, model=object(), tok=object())  # checked before the model is touched
+    assert one_line(str(e.value)) and key in str(e.value) and "instrument.json" in str(e.value)
+    with pytest.raises(ValueError, match=key):
+        budget.pilot_comps(p)
+
+
+def test_a_damaged_pilot_table_is_refused(tmp_path):
+    from emolib.causal import runfiles
+
+    bad = json.loads(json.dumps(GOOD_INSTRUMENT))
+    bad["pilot"]["table"][0]["var_between_sets"] = "x"
+    (tmp_path / "instrument.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="var_between_sets"):
+        runfiles.load_instrument_file(tmp_path)
+    (tmp_path / "instrument.json").write_text(json.dumps(GOOD_INSTRUMENT))
+    assert runfiles.load_instrument_file(tmp_path)["chosen"]["few_shot"] == 0

@@ -269,11 +269,10 @@ def save(p: dict, d: Design) -> Path:
 
 
 def load(p: dict) -> dict | None:
-    """run_dir/design.json as notebook 03 wrote it (None if absent)."""
-    from ..safeio import read_json
+    """run_dir/design.json as notebook 03 wrote it, checked against its schema (None if absent)."""
+    from .runfiles import load_design
 
-    path = Path(p["run_dir"]) / DESIGN_FILE
-    return read_json(path, "design file") if path.exists() else None
+    return load_design(p["run_dir"])
 
 
 def table(d: Design, rate: float) -> pd.DataFrame:
@@ -354,16 +353,12 @@ def grid_cells(p: dict) -> int:
 
 def pilot_comps(p: dict) -> dict[str, tuple[float, float]] | None:
     """The variance components of an earlier pilot of this run under the params' intervention (None if none)."""
-    from ..safeio import read_json
+    from .runfiles import load_instrument_file
 
-    path = Path(p["run_dir"]) / "instrument.json"
-    if not path.exists():
+    inst = load_instrument_file(p["run_dir"])
+    if inst is None:
         return None
-    rows = [
-        r
-        for r in read_json(path, "instrument file").get("pilot", {}).get("table", [])
-        if r.get("arm") == p.get("intervention")
-    ]
+    rows = [r for r in inst.get("pilot", {}).get("table", []) if r.get("arm") == p.get("intervention")]
     return {r["emotion"]: (r["var_between_sets"], r["var_set_x_item"]) for r in rows} or None
 
 

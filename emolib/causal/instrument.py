@@ -16,7 +16,7 @@ import torch
 from ..lm import ablate, batched, classify, models, prompts
 from ..lm.classify import PredictionCache
 from ..progress import tqdm
-from . import budget, matched, stats
+from . import budget, matched, runfiles, stats
 
 # ---------------------------------------------------------------- scoring under masks
 
@@ -175,10 +175,10 @@ def load_instrument(p: dict, model=None, tok=None) -> tuple[object, object, clas
     run's prompt parameters when there is none."""
     if model is None:
         model, tok = models.load_model(p["model"], p["dtype"], p["device"], p["device_map"], p["seed"])
-    path = Path(p["run_dir"]) / "instrument.json"
+    saved = runfiles.load_instrument_file(p["run_dir"])
     inst = (
-        json.loads(path.read_text())["chosen"]
-        if path.exists()
+        saved["chosen"]
+        if saved is not None
         else {"prompt_style": p["prompt_style"], "few_shot": p["few_shot"], "calibrate": p["calibrate"]}
     )
     return model, tok, make_clf(model, tok, p, inst), inst
@@ -275,13 +275,9 @@ def load_scorer(
     """(model, tokenizer, classifier, instrument, scorer under the pilot's arm, activation SDs) as notebook 03 left
     them, for notebook 04 and the CLI."""
     model, tok, clf, inst = load_instrument(p, model, tok)
-    path = Path(p["run_dir"]) / "instrument.json"
+    saved = runfiles.load_instrument_file(p["run_dir"]) or {}
     design = budget.load(p) or {}
-    arm = (
-        design.get("intervention")
-        or (json.loads(path.read_text()).get("pilot", {}).get("chosen") if path.exists() else None)
-        or p.get("intervention", PRIMARY_ARM)
-    )
+    arm = design.get("intervention") or saved.get("pilot", {}).get("chosen") or p.get("intervention", PRIMARY_ARM)
     sums = matched.load(p["run_dir"])
     means, spread = matched.moments(sums) if sums is not None else (None, None)
     if split_arm(arm)[0] == "mean" and means is None:

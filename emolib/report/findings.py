@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ALPHA = 0.05  # the family-wise level of every Holm-corrected verdict (as emolib.causal.effects and emolib.causal.steer)
+from ..causal import runfiles
+
+ALPHA = 0.05  # the family-wise level of every Holm-corrected verdict (as in emolib.causal.pooled and outcomes)
 FILE = "findings.json"
 STAGES = {
     "01": "01_data_construction",
@@ -314,7 +316,7 @@ def headline(d: str | Path) -> list[str]:
     tests = _csv(d, "own_vs_random.csv")
     tests = tests if tests is not None else pd.DataFrame()
     grid = _csv(d, "grid_contrasts.csv")
-    inst = _json(d, "instrument.json") or {}
+    inst = runfiles.load_instrument_file(d) or {}
     pilot = inst.get("pilot", {})
     out = []
     if (d / "variants.csv").exists():

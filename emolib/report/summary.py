@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..causal import runfiles
 from ..dataset import annotate
 from ..identify import neurons
 from . import findings
@@ -46,9 +47,9 @@ def run_summary(run_dir: str | Path) -> dict:
         if (d / "stability.csv").exists()
         else None
     )
-    inst = read_json(d / "instrument.json", "instrument file") if (d / "instrument.json").exists() else {}
+    inst = runfiles.load_instrument_file(d) or {}
     grid = pd.read_csv(d / "grid_contrasts.csv") if (d / "grid_contrasts.csv").exists() else None
-    design = read_json(d / "design.json", "design file") if (d / "design.json").exists() else {}
+    design = runfiles.load_design(d) or {}
     timing = read_json(d / "scoring_time.json", "timing file") if (d / "scoring_time.json").exists() else {}
     pooled_t = pd.read_csv(d / "pooled.csv") if (d / "pooled.csv").exists() else pd.DataFrame()
     tit = pd.read_csv(d / "titration.csv") if (d / "titration.csv").exists() else pd.DataFrame()
