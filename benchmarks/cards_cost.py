@@ -4,9 +4,10 @@ bfloat16 in one run, and the re-reading of the card neurons' dialogues afterward
     .venv/bin/python benchmarks/cards_cost.py [--n 32] [--repeats 3]
 
 The recording is stage 2's (both tensors, halves, a 20-permutation null; without the direction sums, which would
-only make the baseline longer and the ratio smaller). The two settings run
-interleaved, best of --repeats each, so a load that comes and goes hits both alike; the time spent inside the top-k
-update itself is also summed (a direct measure, free of that noise). The re-reading takes 5 neurons per emotion for
+only make the baseline longer and the ratio smaller). Times are the process's CPU
+seconds (time.process_time: other jobs on a shared machine stretch wall time far more than 5%); the two settings run
+interleaved, best of --repeats each, and the CPU time spent inside the top-k update itself is also summed (a direct
+measure of the cards' share). The re-reading takes 5 neurons per emotion for
 3 sets (90 random neurons, as many as stage 2's cards at most) and reads the union of their top dialogues and 8
 random ones, as emolib.identify.cards.build does. Writes benchmarks/results-cards.json.
 """
@@ -46,9 +47,9 @@ def main() -> None:
     inner = record.top_update
 
     def timed(*args):
-        t = time.perf_counter()
+        t = time.process_time()
         out = inner(*args)
-        spent[0] += time.perf_counter() - t
+        spent[0] += time.process_time() - t
         return out
 
     record.top_update = timed
@@ -72,9 +73,9 @@ def main() -> None:
         for _ in range(a.repeats):
             for k in t:
                 spent[0] = 0.0
-                s = time.perf_counter()
+                s = time.process_time()
                 st = rec(k)
-                t[k].append(time.perf_counter() - s)
+                t[k].append(time.process_time() - s)
                 if k:
                     inside.append(spent[0])
         without, with_ = min(t[0]), min(t[record.TOP_K])
@@ -87,9 +88,9 @@ def main() -> None:
             {int(j) for l, i in picks for j in st["top_ids"][l, :, i] if j >= 0}
             | set(cards.random_dialogues(len(flat), 0))
         )
-        s = time.perf_counter()
+        s = time.process_time()
         cards.read_dialogues(model, tok, [flat[j] for j in need], picks, "act", batch_size=16)
-        reread = time.perf_counter() - s
+        reread = time.process_time() - s
         out["rows"].append(
             {
                 "dtype": name,
