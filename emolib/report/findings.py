@@ -277,8 +277,9 @@ def steering(claims: pd.DataFrame, pooled_t: pd.DataFrame, trade: pd.DataFrame, 
         )
         tail = ""
         if name == "direction" and not str(c.claim).startswith("effect"):
+            found = "could not test" if str(c.claim) == "not tested" else "did not find"
             tail = (
-                " The instrument did not find the direction's steering, so a neuron set's null result below says "
+                f" The instrument {found} the direction's steering, so a neuron set's null result below says "
                 "little about sufficiency."
             )
         lines.append(f"{what}, at its fluency-matched dose {c.dose:g}: {c.claim} ({per_scorer(name)}).{tail}")
