@@ -51,12 +51,15 @@
 # the same push. The emotion direction and the random directions are added after the middle layer with the same norm.
 #
 # **Fixed in advance.**
-# 1. *Test dose:* per intervention, the largest dose of the grid at which its own replies' median perplexity (under
-#    the unsteered model) stays within `steer_ppl_factor` (1.5×) of the unsteered model's.
+# 1. *Test dose:* per intervention, the largest dose of the grid at which the median over its own replies of the
+#    perplexity ratio to the unsteered reply on the same prompt and noise (both under the unsteered model) stays
+#    within `steer_ppl_factor` (1.5×).
 # 2. *Outcome:* per reply, each scorer's probability of the target emotion, paired with the unsteered reply to the
 #    same prompt (the same sampling noise). A degenerate reply (empty, repetitive, or perplexity above `steer_ppl_cap`
-#    × the unsteered median) counts as no change, never as a success; a condition with more than
-#    `steer_max_degenerate` of its replies degenerate is excluded from the test and listed.
+#    × the unsteered median) counts as no change, never as a success; an own condition with more than
+#    `steer_max_degenerate` of its replies degenerate is excluded from the test and listed. A random family keeps
+#    its degenerate conditions: a random push that breaks the text is a draw of the null in which the target
+#    emotion did not rise.
 # 3. *Test (confirmatory):* notebook 03's pooled test: the mean over emotions of the own change against the same mean
 #    for each of ≥ 20 random families (t prediction test, Holm over the named sets; TOST equivalence within
 #    ±`steer_power_delta`). Per-emotion tests are secondary.
@@ -195,22 +198,8 @@ if len(pooled_t) and "own_minus_random" in pooled_t:
             csv="steering_pooled.csv",
         )
     )
-excluded = eff[eff.excluded]
-display(
-    Markdown(
-        f"Degenerate replies: perplexity cap {cap:.1f}; {len(excluded)} condition(s) excluded from the "
-        "tests"
-        + (
-            ": "
-            + ", ".join(
-                f"{r.kind} {r.set} {r.emotion} dose {r.dose:g}" + (f" #{r.random}" if r.random >= 0 else "")
-                for r in excluded.drop_duplicates(["kind", "set", "emotion", "dose", "random"]).itertuples()
-            )
-            if len(excluded)
-            else "."
-        )
-    )
-)
+print(outcomes.RANDOM_DEGENERATE_RULE)
+display(Markdown(outcomes.degenerate_note(eff, cap)))
 
 # %% [markdown]
 # ## Secondary: per emotion

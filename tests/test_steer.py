@@ -313,11 +313,16 @@ def test_no_fluent_dose_gives_empty_tables_not_an_error():
 
 def test_degenerate_replies_are_excluded_and_never_a_success():
     """Planted: the own condition's replies are all degenerate yet read as the target emotion with certainty; a
-    random family's condition has one degenerate reply with P(target) = 1. The own emotion is excluded and listed, the
-    degenerate reply counts as no change, and the pooled test never reports a gain from them."""
+    random family's condition has one degenerate reply with P(target) = 1, another family's condition is all degenerate.
+    The own emotion is excluded and listed, a degenerate reply counts as no change, the random families all stay
+    (the wholly degenerate condition as no change), and the pooled test never reports a gain from them."""
     rec = _records(
         {("own", -1, "anger"): [1.0] * 4, ("own", -1, "fear"): [0.3] * 4},
-        bad={("own", -1, "anger"): ["repetition"] * 4, ("random", 0, "fear"): ["perplexity", "", "", ""]},
+        bad={
+            ("own", -1, "anger"): ["repetition"] * 4,
+            ("random", 0, "fear"): ["perplexity", "", "", ""],
+            ("random", 1, "fear"): ["perplexity"] * 4,
+        },
         random_p={"anger": 0.2, "fear": 0.3},
         n_random=6,
     )
@@ -326,9 +331,13 @@ def test_degenerate_replies_are_excluded_and_never_a_success():
     assert own_anger.excluded and own_anger.bad_share == 1.0
     r0 = eff[(eff.random == 0) & (eff.emotion == "fear")].iloc[0]
     assert not r0.excluded and r0.d_p == pytest.approx(3 * (0.3 - 0.2) / 4 + 0.0 / 4, abs=1e-9)
+    r1 = eff[(eff.random == 1) & (eff.emotion == "fear")].iloc[0]
+    assert r1.degenerate and not r1.excluded and r1.d_p == 0.0
     t = outcomes.pooled_table(eff, {"paper": 2.0}, ["anger", "fear"], 0.05, 0.05)
     row = t.iloc[0]
     assert row.emotions == "fear" and "own anger" in row.excluded
+    assert row.families_dropped == 0 and row.n_random == 6
+    assert "1 degenerate random condition(s) kept" in outcomes.degenerate_note(eff, 10.0)
     assert "gain" not in row.verdict
 
 

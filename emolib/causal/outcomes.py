@@ -94,8 +94,10 @@ def chosen_doses(doses: pd.DataFrame) -> dict[str, float]:
 def effects(rec: pd.DataFrame, emotions: list[str], max_bad: float) -> pd.DataFrame:
     """Per scorer x condition (set, emotion, dose, random): d_p, the mean over prompts of the reply's P(target)
     minus the unsteered reply's P(target) on the same prompt (paired: the same noise), with each degenerate reply's
-    change counted as 0 (never a success); bad_share; excluded = more than max_bad of the replies degenerate (the
-    condition is reported, never tested); median perplexity."""
+    change counted as 0 (never a success); bad_share; degenerate = more than max_bad of the replies degenerate;
+    excluded = a degenerate own condition (a set's own neurons or the emotion direction: reported, never tested).
+    A degenerate random condition stays in its family: a random push that breaks the text is a draw of the null in
+    which the target emotion did not rise (RANDOM_DEGENERATE_RULE); median perplexity."""
     r = rec[rec.random != BASELINE]
     base = rec[rec.random == BASELINE]
     rows = []
@@ -118,11 +120,37 @@ def effects(rec: pd.DataFrame, emotions: list[str], max_bad: float) -> pd.DataFr
                     "baseline_p": float(bp.mean()),
                     "d_p": float(d.mean()),
                     "bad_share": float(bad.mean()),
-                    "excluded": bool(bad.mean() > max_bad),
+                    "degenerate": bool(bad.mean() > max_bad),
+                    "excluded": bool(bad.mean() > max_bad and rnd == OWN),
                     "median_ppl": float(np.nanmedian(g["ppl"])) if g["ppl"].notna().any() else np.nan,
                 }
             )
     return pd.DataFrame(rows)
+
+
+RANDOM_DEGENERATE_RULE = (
+    "a degenerate reply counts as no change, in own and random conditions alike; an own condition with more than "
+    "steer_max_degenerate of its replies degenerate is excluded from the tests and listed; a random family is never "
+    "dropped for a degenerate condition (a random push that breaks the text is a draw of the null in which the "
+    "target emotion did not rise)"
+)
+
+
+def degenerate_note(eff: pd.DataFrame, cap: float) -> str:
+    """One markdown line: the perplexity cap, the own conditions excluded (listed) and the degenerate random
+    conditions kept in their families as no change (counted), over the first scorer's rows."""
+    e = eff[eff.scorer == eff.scorer.iloc[0]] if len(eff) else eff
+    out = e[e.excluded] if len(e) else e
+    kept = int((e.degenerate & ~e.excluded).sum()) if len(e) else 0
+    listed = ", ".join(
+        f"{r.kind} {r.set} {r.emotion} dose {r.dose:g}" + (f" #{r.random}" if r.random >= 0 else "")
+        for r in out.itertuples()
+    )
+    return (
+        f"Degenerate replies: perplexity cap {cap:.1f}; {len(out)} own condition(s) excluded from the tests"
+        + (f": {listed}" if listed else "")
+        + f"; {kept} degenerate random condition(s) kept in their families as no change."
+    )
 
 
 def _unit(verdict: str) -> str:
@@ -154,7 +182,7 @@ def pooled_table(
     against the same mean for each random family (neuron sets) or random-direction family (the direction), by
     emolib.causal.pooled's test_row (t prediction test, TOST equivalence within +-delta); Holm over the named sets
     within each scorer (the direction, the positive control, apart). Emotions whose own condition is degenerate are
-    left out, and so is every family with a degenerate condition among the kept emotions; both are listed."""
+    left out and listed; random families keep their degenerate conditions (RANDOM_DEGENERATE_RULE)."""
     from . import pooled
 
     rows = []
