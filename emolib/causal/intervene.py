@@ -39,23 +39,24 @@ def down_weights(model) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def written(norm, m: torch.Tensor, v: torch.Tensor, c: float) -> float:
-    """Mean over positions of ||norm(m + c v) - norm(m)||: the push a post-FFN norm lets into the stream."""
-    return float((norm(m + c * v) - norm(m)).float().norm(dim=-1).mean())
-
-
 def normed_scale(norm, m: torch.Tensor, v: torch.Tensor, target: float, steps: int = 40) -> float:
-    """The c >= 0 at which written(norm, m, v, c) = target, by doubling then bisection; where the norm caps the push
-    below target (it saturates at ||norm(v) - norm(m)||), the c of the largest push found."""
+    """The c >= 0 at which the push a post-FFN norm lets into the stream, the mean over positions of
+    ||norm(m + c v) - norm(m)||, equals target: by doubling then bisection; where the norm caps the push below target
+    (it saturates at ||norm(v) - norm(m)||), the c of the largest push found."""
     if target <= 0:
         return 0.0
+    base = norm(m)  # the unsteered output of the norm, the same for every c
+
+    def written(c: float) -> float:
+        return float((norm(m + c * v) - base).float().norm(dim=-1).mean())
+
     hi = target / max(float(v.norm()), 1e-12)
-    best, best_f = hi, written(norm, m, v, hi)
+    best, best_f = hi, written(hi)
     for _ in range(60):
         if best_f >= target:
             break
         hi *= 2
-        f = written(norm, m, v, hi)
+        f = written(hi)
         if f <= best_f * (1 + 1e-6):  # saturated: the norm lets no more through
             return best
         best, best_f = hi, f
@@ -64,7 +65,7 @@ def normed_scale(norm, m: torch.Tensor, v: torch.Tensor, target: float, steps: i
     lo = 0.0
     for _ in range(steps):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if written(norm, m, v, mid) < target else (lo, mid)
+        lo, hi = (mid, hi) if written(mid) < target else (lo, mid)
     return (lo + hi) / 2
 
 

@@ -143,7 +143,9 @@ def degenerate_note(eff: pd.DataFrame, cap: float) -> str:
     out = e[e.excluded] if len(e) else e
     kept = int((e.degenerate & ~e.excluded).sum()) if len(e) else 0
     listed = ", ".join(
-        f"{r.kind} {r.set} {r.emotion} dose {r.dose:g}" + (f" #{r.random}" if r.random >= 0 else "")
+        (r.kind if r.kind == r.set else f"{r.kind} {r.set}")
+        + f" {r.emotion} dose {r.dose:g}"
+        + (f" #{r.random}" if r.random >= 0 else "")
         for r in out.itertuples()
     )
     return (
@@ -168,6 +170,11 @@ def _cells(
     own = ok[ok.random == OWN].set_index("emotion")["d_p"].reindex([e for e in emotions])
     rnd = ok[ok.random >= 0].pivot_table(index="random", columns="emotion", values="d_p", aggfunc="first")
     return own, rnd, out
+
+
+def with_test_columns(t: pd.DataFrame) -> pd.DataFrame:
+    """t with the test columns pooled.decide reads, NaN where no row could be tested (a null without spread)."""
+    return t.assign(**{c: np.nan for c in ("p", "p_equivalence", "own_minus_random", "lo", "hi") if c not in t})
 
 
 def pooled_table(
@@ -229,9 +236,7 @@ def pooled_table(
                 "verdict",
             ]
         )
-    for c in ("p", "p_equivalence", "own_minus_random", "lo", "hi"):  # absent when no row could be tested
-        if c not in t:
-            t[c] = np.nan
+    t = with_test_columns(t)
     parts = [pooled.decide(g, delta, alpha) for _, g in t.groupby(["scorer", "role"], sort=False)]
     out = pd.concat(parts).reindex(t.index)
     out["verdict"] = out["verdict"].map(_unit)
@@ -324,9 +329,7 @@ def per_emotion_table(
                     }
                 )
             t = pd.DataFrame(rows)
-            for c in ("p", "p_equivalence", "own_minus_random", "lo", "hi"):  # absent when no row could be tested
-                if c not in t:
-                    t[c] = np.nan
+            t = with_test_columns(t)
             parts.append(pooled.decide(t, delta, alpha))
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if len(out):
