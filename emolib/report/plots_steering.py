@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from .plots_common import OTHER_COLOR, PP, emotion_color, ordered, panel_grid, titled
 
@@ -77,6 +77,7 @@ def steering_tradeoff(trade: pd.DataFrame, label: str) -> Figure:
         log = hi / max(lo, 1e-9) >= 10  # a log axis only over a decade or more (narrower: plain ticks that fit)
         if log:
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 5, 10, 20, 50...: a labelled tick per third
             ax.xaxis.set_minor_formatter(NullFormatter())
         else:
             ax.xaxis.set_major_locator(MaxNLocator(4))
