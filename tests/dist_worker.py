@@ -8,6 +8,7 @@ import torch.distributed as dist
 
 from emolib.emotions import EMOTIONS
 from emolib.identify import record
+from emolib.identify.distributed import exit_written
 from emolib.lm import models
 from emolib.lm.synth_template import generate_dialogues
 
@@ -22,3 +23,4 @@ if __name__ == "__main__":
     if dist.get_rank() == 0:
         torch.save({k: v for k, v in st.items() if isinstance(v, torch.Tensor)}, out)
     dist.destroy_process_group()
+    exit_written()  # an abort at interpreter exit would fail torchrun after the work is done

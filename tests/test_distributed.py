@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from emolib.emotions import EMOTIONS
@@ -24,29 +25,23 @@ def test_two_processes_record_the_same_counts_as_one(tiny, tmp_path):
     # loopback only and generous timeouts: on a busy CPU (other tests, the tiny book in the background) a rank can
     # lag the other by many seconds, which is slow, not wrong
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "GLOO_SOCKET_IFNAME": "lo"}
-    first = None
-    for _ in range(2):  # one retry, only when a rank died by a signal (a rare gloo abort on a loaded 2-core CPU)
-        res = subprocess.run(
-            [
-                str(torchrun),
-                "--standalone",
-                "--nproc_per_node=2",
-                "--max-restarts=0",
-                str(ROOT / "tests/dist_worker.py"),
-                str(out),
-                str(tmp_path / "partial.pt"),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        if res.returncode == 0 or "Signal" not in res.stderr or first is not None:
-            break
-        first = res.stderr[-2000:]
-        (tmp_path / "partial.rank0.pt").unlink(missing_ok=True)
-        (tmp_path / "partial.rank1.pt").unlink(missing_ok=True)
-    assert res.returncode == 0, (res.stdout[-1000:], res.stderr[-3000:], first)
+    res = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "--max-restarts=0",
+            str(ROOT / "tests/dist_worker.py"),
+            str(out),
+            str(tmp_path / "partial.pt"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if res.returncode != 0:  # the whole tail, untruncated: which rank died, and how
+        pytest.fail(f"torchrun exited {res.returncode}\n{res.stdout[-2000:]}\n{res.stderr[-6000:]}", pytrace=False)
     dist = torch.load(out, weights_only=True)
     for key in ("counts_act", "counts_product", "null_act", "null_product", "tokens", "null_tokens"):
         assert torch.equal(dist[key], single[key]), key
@@ -88,3 +83,10 @@ def test_device_map_placement_keeps_hooks_on_the_right_device(tiny, tmp_path):
         with ablate.ablate(split, mask):
             out = split(input_ids=ids.to(models.model_device(split))).logits
     assert torch.allclose(ref, out.cpu(), atol=1e-5)
+
+
+def test_a_worker_leaves_with_its_output_flushed_and_its_code():
+    """exit_written skips interpreter finalization (where loaded CPUs' exits sometimes aborted), losing no output."""
+    code = "from emolib.identify.distributed import exit_written; print('written', end=''); exit_written(3)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert (res.returncode, res.stdout) == (3, "written")
