@@ -10,7 +10,7 @@ A worker ends with `exit_written`: once its outputs are written and the process 
 interpreter finalization. On a loaded 2-core CPU (torch 2.13, gloo), a worker that had loaded a tokenizer or built a
 model otherwise often aborted there ("terminate called without an active exception", no Python frame left), after
 every file was written, and torchrun reported the whole run as failed. Measured with two busy loops beside it:
-tests/dist_worker.py 12 of 150 runs aborted before, 0 of 40 after; a load-then-all_reduce script 6 of 12 before,
+tests/dist_worker.py 8 of 90 runs aborted before, 0 of 40 after; a load-then-all_reduce script 6 of 12 before,
 0 of 20 after; an all_reduce-only script 0 of 40 (so the abort needs both)."""
 
 from __future__ import annotations
